@@ -1,0 +1,210 @@
+//! Labels and label selectors with the exact Kubernetes semantics
+//! (`k8s.io/apimachinery/pkg/labels`): matchLabels AND matchExpressions, `NotIn` and
+//! `DoesNotExist` match objects that lack the key, an empty selector matches everything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// A label set. `BTreeMap` so iteration (and therefore identities and output) is deterministic.
+pub type Labels = BTreeMap<String, String>;
+
+/// Operator of a `matchExpressions` requirement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Operator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl Operator {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "In" => Self::In,
+            "NotIn" => Self::NotIn,
+            "Exists" => Self::Exists,
+            "DoesNotExist" => Self::DoesNotExist,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::In => "In",
+            Self::NotIn => "NotIn",
+            Self::Exists => "Exists",
+            Self::DoesNotExist => "DoesNotExist",
+        }
+    }
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Requirement {
+    pub key: String,
+    pub operator: Operator,
+    pub values: BTreeSet<String>,
+}
+
+impl Requirement {
+    pub fn matches(&self, labels: &Labels) -> bool {
+        match self.operator {
+            Operator::In => labels.get(&self.key).is_some_and(|v| self.values.contains(v)),
+            Operator::NotIn => labels.get(&self.key).is_none_or(|v| !self.values.contains(v)),
+            Operator::Exists => labels.contains_key(&self.key),
+            Operator::DoesNotExist => !labels.contains_key(&self.key),
+        }
+    }
+}
+
+/// A Kubernetes `LabelSelector`. The empty selector selects everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: Labels,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<Requirement>,
+}
+
+impl LabelSelector {
+    /// The selector that selects everything (`{}`).
+    pub fn everything() -> Self {
+        Self::default()
+    }
+
+    pub fn from_labels<I, K, V>(labels: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self {
+            match_labels: labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            match_expressions: Vec::new(),
+        }
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.match_labels.is_empty() && self.match_expressions.is_empty()
+    }
+
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| r.matches(labels))
+    }
+}
+
+impl fmt::Display for LabelSelector {
+    /// kubectl-style rendering: `app=web,tier in (a,b),!debug`; `{}` when it selects everything.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_everything() {
+            return f.write_str("{}");
+        }
+        let mut parts: Vec<String> = self.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for r in &self.match_expressions {
+            let vals = r.values.iter().cloned().collect::<Vec<_>>().join(",");
+            parts.push(match r.operator {
+                Operator::In => format!("{} in ({vals})", r.key),
+                Operator::NotIn => format!("{} notin ({vals})", r.key),
+                Operator::Exists => r.key.clone(),
+                Operator::DoesNotExist => format!("!{}", r.key),
+            });
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Validates a label key or value the way the API server would (qualified name / label value),
+/// returning what is wrong.
+pub fn validate_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        if p.is_empty() || p.len() > 253 {
+            return Err(format!("label key {key:?}: prefix must be a DNS subdomain of 1-253 characters"));
+        }
+        if !p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
+            return Err(format!("label key {key:?}: prefix must be lowercase alphanumerics, '-' or '.'"));
+        }
+    }
+    validate_name_part(name).map_err(|e| format!("label key {key:?}: {e}"))
+}
+
+pub fn validate_label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    validate_name_part(value).map_err(|e| format!("label value {value:?}: {e}"))
+}
+
+fn validate_name_part(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 63 {
+        return Err("must be 1-63 characters".into());
+    }
+    let ok_inner = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+    let first = s.chars().next().unwrap_or('-');
+    let last = s.chars().last().unwrap_or('-');
+    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() || !s.chars().all(ok_inner) {
+        return Err("must be alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn req(key: &str, op: Operator, vals: &[&str]) -> Requirement {
+        Requirement { key: key.into(), operator: op, values: vals.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn empty_selector_matches_everything() {
+        assert!(LabelSelector::everything().matches(&Labels::new()));
+        assert!(LabelSelector::everything().matches(&labels(&[("a", "b")])));
+    }
+
+    #[test]
+    fn match_labels_and_expressions_are_anded() {
+        let mut s = LabelSelector::from_labels([("app", "web")]);
+        s.match_expressions.push(req("tier", Operator::In, &["fe", "be"]));
+        assert!(s.matches(&labels(&[("app", "web"), ("tier", "fe")])));
+        assert!(!s.matches(&labels(&[("app", "web")])));
+        assert!(!s.matches(&labels(&[("app", "db"), ("tier", "fe")])));
+    }
+
+    #[test]
+    fn notin_and_doesnotexist_match_missing_keys() {
+        let l = labels(&[("x", "1")]);
+        assert!(req("pod", Operator::NotIn, &["a"]).matches(&l));
+        assert!(!req("pod", Operator::In, &["a"]).matches(&l));
+        assert!(req("pod", Operator::DoesNotExist, &[]).matches(&l));
+        assert!(!req("pod", Operator::Exists, &[]).matches(&l));
+        assert!(!req("x", Operator::NotIn, &["1"]).matches(&l));
+        assert!(req("x", Operator::NotIn, &["2"]).matches(&l));
+    }
+
+    #[test]
+    fn label_key_validation() {
+        assert!(validate_label_key("kubernetes.io/metadata.name").is_ok());
+        assert!(validate_label_key("app").is_ok());
+        assert!(validate_label_key("-app").is_err());
+        assert!(validate_label_key("/app").is_err());
+        assert!(validate_label_value("").is_ok());
+        assert!(validate_label_value("a b").is_err());
+    }
+
+    #[test]
+    fn display_is_kubectl_like() {
+        let mut s = LabelSelector::from_labels([("app", "web")]);
+        s.match_expressions.push(req("env", Operator::NotIn, &["dev"]));
+        s.match_expressions.push(req("debug", Operator::DoesNotExist, &[]));
+        assert_eq!(s.to_string(), "app=web,env notin (dev),!debug");
+    }
+}

@@ -1,0 +1,18 @@
+//! Cellwall's pure policy engine.
+//!
+//! Architecture invariant: this crate performs no I/O (no files, sockets, clocks or threads) and
+//! has no async runtime. Callers pass text in and get decisions out, and pass "now" explicitly,
+//! so every result is reproducible and the same code runs in the CLI, the manager, the agent and
+//! the tests that check the kernel datapath against it.
+
+pub mod de;
+pub mod k8s;
+pub mod labels;
+pub mod load;
+pub mod model;
+pub mod net;
+
+pub use labels::{LabelSelector, Labels};
+pub use load::{parse_file, LoadError, Located, Object};
+pub use model::*;
+pub use net::Cidr;

@@ -1,0 +1,407 @@
+//! Parsing manifest text (YAML multi-document, or JSON) into model objects. Pure: the caller
+//! reads files; this module never touches the filesystem. Every failure says file, line, column,
+//! field path and what was expected, and no input makes it panic (see the fuzz test).
+
+use crate::k8s::{self, ConvertError};
+use crate::model::{Namespace, Node, Policy, Workload};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::fmt;
+
+/// One object read from a manifest, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Namespace(Namespace),
+    Pod(Workload),
+    Node(Node),
+    Policy(Box<Policy>),
+}
+
+impl Object {
+    /// `Kind ns/name` for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Object::Namespace(n) => format!("Namespace {}", n.name),
+            Object::Pod(w) => format!("Pod {}/{}", w.namespace, w.name),
+            Object::Node(n) => format!("Node {}", n.name),
+            Object::Policy(p) => p.id.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub object: Object,
+    pub source: Source,
+}
+
+/// Where a document starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub file: String,
+    /// 1-based document number within the file.
+    pub document: usize,
+    /// 1-based line where the document starts.
+    pub line: usize,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} (document {})", self.file, self.line, self.document)
+    }
+}
+
+/// A precise load error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
+pub struct LoadError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Field path inside the document, e.g. `spec.ingress[0].ports[1].port`; empty if none.
+    pub path: String,
+    pub message: String,
+    /// True when the document is well-formed but of a kind Cellwall does not read.
+    pub unknown_kind: bool,
+}
+
+/// The kinds Cellwall reads, for messages.
+pub const SUPPORTED_KINDS: &str = "v1 Namespace/Pod/Node, networking.k8s.io/v1 NetworkPolicy, \
+policy.networking.k8s.io/v1alpha1 AdminNetworkPolicy/BaselineAdminNetworkPolicy, \
+cellwall.io/v1alpha1 Policy/ClusterPolicy (and v1 List of these)";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+/// Result of parsing one file: the objects and the non-fatal unknown-kind reports. Hard errors
+/// stop the file (nothing from a broken file is used).
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub objects: Vec<Located>,
+    pub unknown: Vec<LoadError>,
+}
+
+/// Parses a whole file. `file` names it in errors; `.json` files are read as JSON, anything else as
+/// (multi-document) YAML.
+pub fn parse_file(file: &str, text: &str) -> Result<Parsed, LoadError> {
+    let mut out = Parsed::default();
+    if file.ends_with(".json") {
+        parse_document(file, 1, 1, text, Format::Json, &mut out)?;
+        return Ok(out);
+    }
+    for (i, (line, doc)) in split_documents(text).into_iter().enumerate() {
+        parse_document(file, i + 1, line, doc, Format::Yaml, &mut out)?;
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+/// Splits YAML text at `---` document markers, returning (1-based start line, text) pairs.
+/// A document's text keeps its own lines so positions can be offset back to the file.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let mut start_byte = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (idx, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_end_matches(['\n', '\r']);
+        let is_marker = trimmed == "---" || trimmed.starts_with("--- ") || trimmed.starts_with("---\t");
+        let is_end = trimmed == "..." || trimmed.starts_with("... ");
+        if is_marker || is_end {
+            docs.push((start_line, &text[start_byte..offset]));
+            if is_marker && trimmed.len() > 3 {
+                // `--- {inline}`: the document starts on this line after the marker.
+                start_byte = offset + 4;
+                start_line = idx + 1;
+            } else {
+                start_byte = offset + line.len();
+                start_line = idx + 2;
+            }
+        }
+        offset += line.len();
+    }
+    docs.push((start_line, &text[start_byte.min(text.len())..]));
+    docs.retain(|(_, d)| d.lines().any(|l| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#') && t != "%YAML 1.2" && !t.starts_with("%")
+    }));
+    docs
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    base_line: usize,
+    doc_start_col_shift: usize,
+}
+
+impl Ctx<'_> {
+    fn err(&self, line: Option<usize>, column: Option<usize>, path: String, message: String) -> LoadError {
+        let (line, column) = match (line, column) {
+            (Some(l), Some(c)) => (self.base_line + l - 1, if l == 1 { c + self.doc_start_col_shift } else { c }),
+            _ => (self.base_line, 1),
+        };
+        LoadError { file: self.file.to_string(), line, column, path, message, unknown_kind: false }
+    }
+}
+
+fn decode<T: DeserializeOwned>(ctx: &Ctx, text: &str, format: Format) -> Result<T, LoadError> {
+    match format {
+        Format::Yaml => {
+            let de = serde_yaml::Deserializer::from_str(text);
+            serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+                let path = clean_path(&e.path().to_string());
+                let inner = e.into_inner();
+                let loc = inner.location();
+                ctx.err(loc.as_ref().map(|l| l.line()), loc.as_ref().map(|l| l.column()), path, clean_message(&inner.to_string()))
+            })
+        }
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let json_err = |path: String, inner: serde_json::Error| {
+                let (l, c) = (inner.line(), inner.column());
+                ctx.err((l > 0).then_some(l), (l > 0).then_some(c.max(1)), path, clean_message(&inner.to_string()))
+            };
+            let v = serde_path_to_error::deserialize::<_, T>(&mut de)
+                .map_err(|e| json_err(clean_path(&e.path().to_string()), e.into_inner()))?;
+            de.end().map_err(|e| json_err(String::new(), e))?;
+            Ok(v)
+        }
+    }
+}
+
+/// serde_path_to_error prints `.` for the root and `?` for unknown positions.
+fn clean_path(p: &str) -> String {
+    if p == "." || p == "?" {
+        String::new()
+    } else {
+        p.to_string()
+    }
+}
+
+/// Drops the location suffix serde adds (we print our own, relative to the file).
+fn clean_message(m: &str) -> String {
+    let m = match m.find(" at line ") {
+        Some(i) => &m[..i],
+        None => m,
+    };
+    m.trim_end_matches('.').to_string()
+}
+
+fn parse_document(
+    file: &str,
+    document: usize,
+    base_line: usize,
+    text: &str,
+    format: Format,
+    out: &mut Parsed,
+) -> Result<(), LoadError> {
+    let ctx = Ctx { file, base_line, doc_start_col_shift: 0 };
+    let value: serde_yaml::Value = match format {
+        Format::Yaml => decode(&ctx, text, format)?,
+        Format::Json => {
+            let v: serde_json::Value = decode(&ctx, text, format)?;
+            serde_yaml::to_value(v).map_err(|e| ctx.err(None, None, String::new(), e.to_string()))?
+        }
+    };
+    if value.is_null() {
+        return Ok(());
+    }
+    if !value.is_mapping() {
+        return Err(ctx.err(
+            None,
+            None,
+            String::new(),
+            "expected a Kubernetes-style object (a mapping with apiVersion and kind)".into(),
+        ));
+    }
+    let header: Header = decode(&ctx, text, format)?;
+    let source = Source { file: file.to_string(), document, line: base_line };
+    let (api, kind) = match (header.api_version.as_deref(), header.kind.as_deref()) {
+        (Some(a), Some(k)) => (a, k),
+        (None, _) => return Err(ctx.err(None, None, "apiVersion".into(), "missing: every object needs apiVersion and kind".into())),
+        (_, None) => return Err(ctx.err(None, None, "kind".into(), "missing: every object needs apiVersion and kind".into())),
+    };
+    if kind == "List" && api == "v1" {
+        return parse_list(&ctx, value, &source, out);
+    }
+    let conv = |r: Result<Object, ConvertError>| {
+        r.map_err(|e| ctx.err(None, None, e.path, e.message))
+    };
+    let object = match (api, kind) {
+        ("v1", "Namespace") => conv(k8s::convert_namespace(decode(&ctx, text, format)?).map(Object::Namespace))?,
+        ("v1", "Pod") => conv(k8s::convert_pod(decode(&ctx, text, format)?).map(Object::Pod))?,
+        ("v1", "Node") => conv(k8s::convert_node(decode(&ctx, text, format)?).map(Object::Node))?,
+        ("networking.k8s.io/v1", "NetworkPolicy") => {
+            conv(k8s::convert_network_policy(decode(&ctx, text, format)?).map(|p| Object::Policy(Box::new(p))))?
+        }
+        ("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy") => {
+            conv(k8s::convert_anp(decode(&ctx, text, format)?, false).map(|p| Object::Policy(Box::new(p))))?
+        }
+        ("policy.networking.k8s.io/v1alpha1", "BaselineAdminNetworkPolicy") => {
+            conv(k8s::convert_anp(decode(&ctx, text, format)?, true).map(|p| Object::Policy(Box::new(p))))?
+        }
+        ("cellwall.io/v1alpha1", "Policy") => {
+            conv(k8s::convert_cellwall(decode(&ctx, text, format)?, false).map(|p| Object::Policy(Box::new(p))))?
+        }
+        ("cellwall.io/v1alpha1", "ClusterPolicy") => {
+            conv(k8s::convert_cellwall(decode(&ctx, text, format)?, true).map(|p| Object::Policy(Box::new(p))))?
+        }
+        (_, "Namespace" | "Pod" | "Node" | "NetworkPolicy" | "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "Policy" | "ClusterPolicy") => {
+            return Err(ctx.err(
+                None,
+                None,
+                "apiVersion".into(),
+                format!("unsupported apiVersion {api:?} for kind {kind}: cellwall reads {SUPPORTED_KINDS}"),
+            ))
+        }
+        _ => {
+            let mut e = ctx.err(None, None, "kind".into(), format!("unknown kind {kind} (apiVersion {api}): cellwall reads {SUPPORTED_KINDS}"));
+            e.unknown_kind = true;
+            out.unknown.push(e);
+            return Ok(());
+        }
+    };
+    out.objects.push(Located { object, source });
+    Ok(())
+}
+
+/// A `v1 List`: items are re-encoded and parsed one by one; errors name `items[i]`.
+fn parse_list(ctx: &Ctx, value: serde_yaml::Value, source: &Source, out: &mut Parsed) -> Result<(), LoadError> {
+    let items = match value.get("items") {
+        Some(serde_yaml::Value::Sequence(s)) => s.clone(),
+        None | Some(serde_yaml::Value::Null) => Vec::new(),
+        Some(_) => return Err(ctx.err(None, None, "items".into(), "expected a list of objects".into())),
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let text = serde_yaml::to_string(&item).map_err(|e| ctx.err(None, None, format!("items[{i}]"), e.to_string()))?;
+        let mut sub = Parsed::default();
+        parse_document(ctx.file, source.document, ctx.base_line, &text, Format::Yaml, &mut sub).map_err(|mut e| {
+            e.line = ctx.base_line;
+            e.column = 1;
+            e.path = if e.path.is_empty() { format!("items[{i}]") } else { format!("items[{i}].{}", e.path) };
+            e
+        })?;
+        out.objects.extend(sub.objects);
+        out.unknown.extend(sub.unknown);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    #[test]
+    fn splits_documents_with_lines() {
+        let t = "a: 1\n---\nb: 2\n\n---\n# only a comment\n---\nc: 3\n";
+        let d = split_documents(t);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].0, 1);
+        assert_eq!(d[1].0, 3);
+        assert_eq!(d[2].0, 8);
+    }
+
+    #[test]
+    fn parses_all_kinds() {
+        let t = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {team: a}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec:
+  containers:
+  - ports: [{containerPort: 80, name: http}, {containerPort: 53, protocol: UDP}]
+status: {podIP: 10.0.0.5}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np, namespace: x}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{podSelector: {matchLabels: {pod: b}}}]
+    ports: [{port: http}, {port: 1000, endPort: 2000, protocol: UDP}]
+"#;
+        let p = parse_file("t.yaml", t).unwrap();
+        assert_eq!(p.objects.len(), 3);
+        let Object::Pod(w) = &p.objects[1].object else { panic!() };
+        assert_eq!(w.ports[1].protocol, Protocol::Udp);
+        assert_eq!(w.ips, vec!["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]);
+        let Object::Policy(np) = &p.objects[2].object else { panic!() };
+        assert_eq!(np.isolates, [true, false]);
+        assert_eq!(np.rules[0].ports[1], PortSpec::Range { protocol: Protocol::Udp, lo: 1000, hi: 2000 });
+        assert_eq!(p.objects[2].source.line, 14);
+    }
+
+    #[test]
+    fn errors_name_line_column_and_path() {
+        let t = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - port: 70000\n";
+        let e = parse_file("f.yaml", t).unwrap_err();
+        assert_eq!(e.line, 12, "{e}");
+        assert_eq!(e.path, "spec.ingress[0].ports[0].port", "{e}");
+        assert!(e.message.contains("1-65535"), "{e}");
+        assert!(e.to_string().starts_with("f.yaml:12:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_in_policies_are_errors() {
+        let t = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec:\n  podSelector: {}\n  ingres: []\n";
+        let e = parse_file("f.yaml", t).unwrap_err();
+        assert!(e.message.contains("unknown field `ingres`"), "{e}");
+        assert_eq!(e.line, 6, "{e}");
+    }
+
+    #[test]
+    fn unknown_kinds_are_reported() {
+        let t = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n";
+        let p = parse_file("f.yaml", t).unwrap();
+        assert!(p.objects.is_empty());
+        assert_eq!(p.unknown.len(), 1);
+        assert!(p.unknown[0].message.contains("unknown kind Deployment"));
+        let t = "apiVersion: networking.k8s.io/v1beta1\nkind: NetworkPolicy\nmetadata: {name: d}\n";
+        assert!(parse_file("f.yaml", t).unwrap_err().message.contains("unsupported apiVersion"));
+    }
+
+    #[test]
+    fn json_and_lists() {
+        let t = r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}},
+{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","labels":{"kubernetes.io/os":"linux"}},"status":{"addresses":[{"type":"InternalIP","address":"192.0.2.1"}]}}]}"#;
+        let p = parse_file("f.json", t).unwrap();
+        assert_eq!(p.objects.len(), 2);
+        let e = parse_file("g.json", "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": 5}}").unwrap_err();
+        assert_eq!(e.path, "metadata.name", "{e}");
+        assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let bad = [
+            ("spec:\n  podSelector: {matchExpressions: [{key: a, operator: In}]}\n", "needs at least one value"),
+            ("spec:\n  podSelector: {matchExpressions: [{key: a, operator: Is}]}\n", "unknown operator"),
+            ("spec:\n  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]}]\n", "strict subnet"),
+            ("spec:\n  podSelector: {}\n  ingress: [{from: [{}]}]\n", "a peer needs"),
+            ("spec:\n  podSelector: {}\n  ingress: [{ports: [{port: 90, endPort: 80}]}]\n", "greater than or equal"),
+            ("spec:\n  podSelector: {}\n  ingress: [{ports: [{protocol: ICMP}]}]\n", "unknown protocol"),
+        ];
+        for (spec, want) in bad {
+            let t = format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np}}\n{spec}");
+            let e = parse_file("f.yaml", &t).unwrap_err();
+            assert!(e.to_string().contains(want), "{want}: got {e}");
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The policy model every input family is converted into: inventory (namespaces, workloads,
+//! nodes) and policies (subjects, ordered rules, peers, ports) with their tier and mode.
+//! Keeping one model means one evaluator, one compiler and one explanation format for all three
+//! policy families.
+
+use crate::labels::{LabelSelector, Labels};
+use crate::net::Cidr;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+/// The label the API server puts on every namespace; the conformance suites select on it.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Transport protocols a policy can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "TCP" => Self::Tcp,
+            "UDP" => Self::Udp,
+            "SCTP" => Self::Sctp,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+            Self::Sctp => "SCTP",
+        }
+    }
+    /// IANA protocol number, as the datapath sees it in the IP header.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+            Self::Sctp => 132,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A (possibly named) port a workload listens on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Namespace {
+    pub name: String,
+    /// Includes `kubernetes.io/metadata.name`, added as the API server does.
+    pub labels: Labels,
+}
+
+impl Namespace {
+    pub fn new(name: impl Into<String>, mut labels: Labels) -> Self {
+        let name = name.into();
+        labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
+        Self { name, labels }
+    }
+}
+
+/// `namespace/name` of a workload.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct WorkloadKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl WorkloadKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+    /// Parses `NS/NAME`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (ns, name) = s.split_once('/')?;
+        if ns.is_empty() || name.is_empty() || name.contains('/') {
+            return None;
+        }
+        Some(Self::new(ns, name))
+    }
+}
+
+impl fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A pod, VM or host process group that policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    pub ips: Vec<IpAddr>,
+    pub ports: Vec<ContainerPort>,
+    pub node: Option<String>,
+    /// A hostNetwork pod shares its node's addresses: policy treats it as the node (it is never a
+    /// subject, and peers see it through node selectors, `host` and CIDRs).
+    pub host_network: bool,
+}
+
+impl Workload {
+    pub fn key(&self) -> WorkloadKey {
+        WorkloadKey::new(&self.namespace, &self.name)
+    }
+    /// Resolves a named port the way Kubernetes does: against this (destination) workload's ports.
+    pub fn named_port(&self, name: &str, protocol: Option<Protocol>) -> Option<&ContainerPort> {
+        self.ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name) && protocol.is_none_or(|pr| pr == p.protocol))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub labels: Labels,
+    pub ips: Vec<IpAddr>,
+}
+
+/// Which family a policy came from; also fixes the order of equal-priority policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Family {
+    AdminNetworkPolicy,
+    ClusterPolicy,
+    Policy,
+    NetworkPolicy,
+    BaselineAdminNetworkPolicy,
+}
+
+impl Family {
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::AdminNetworkPolicy => "AdminNetworkPolicy",
+            Self::ClusterPolicy => "ClusterPolicy",
+            Self::Policy => "Policy",
+            Self::NetworkPolicy => "NetworkPolicy",
+            Self::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+        }
+    }
+    pub fn is_namespaced(self) -> bool {
+        matches!(self, Self::Policy | Self::NetworkPolicy)
+    }
+}
+
+/// Stable name of a policy: kind, namespace (namespaced kinds only) and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PolicyId {
+    pub family: Family,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl PolicyId {
+    pub fn new(family: Family, namespace: Option<&str>, name: &str) -> Self {
+        Self { family, namespace: namespace.map(str::to_string), name: name.to_string() }
+    }
+}
+
+impl fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{}/{}", self.family.kind(), ns, self.name),
+            None => write!(f, "{}/{}", self.family.kind(), self.name),
+        }
+    }
+}
+
+/// Evaluation tiers, in precedence order. See ARCHITECTURE.md "Policy precedence".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// AdminNetworkPolicy and Cellwall policies with `tier: admin`: ordered, first match wins.
+    Admin,
+    /// NetworkPolicy and Cellwall policies with `tier: application`: selection isolates,
+    /// deny beats allow, any allow admits, otherwise denied.
+    Application,
+    /// BaselineAdminNetworkPolicy and Cellwall policies with `tier: baseline`: ordered, first match.
+    Baseline,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Admin, Tier::Application, Tier::Baseline];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Application => "application",
+            Self::Baseline => "baseline",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Action {
+    Allow,
+    Deny,
+    /// Skip the rest of this tier (admin tier only): the next tier decides.
+    Pass,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Never drops: its verdicts are reported as what would have happened.
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub const BOTH: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+    pub fn index(self) -> usize {
+        match self {
+            Self::Ingress => 0,
+            Self::Egress => 1,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
+}
+
+/// Which namespaces a pod selector looks in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum NamespaceMatch {
+    /// Only this namespace (a NetworkPolicy peer with just `podSelector`).
+    Named(String),
+    /// Namespaces whose labels match.
+    Selector(LabelSelector),
+}
+
+/// Named traffic classes that are not label-selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Entity {
+    /// Everything outside the inventory (no workload and no node has the address).
+    World,
+    /// The node the subject workload runs on, including its hostNetwork pods.
+    Host,
+    /// Every workload and node in the inventory.
+    Cluster,
+    /// Anything.
+    All,
+}
+
+/// Who is on the other side of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum Peer {
+    /// Any endpoint (a NetworkPolicy rule with no `from`/`to`).
+    Any,
+    /// Pods (never hostNetwork ones) selected by namespace and pod labels.
+    Pods { namespaces: NamespaceMatch, pods: LabelSelector },
+    /// Nodes selected by node labels (their addresses, so hostNetwork pods too).
+    Nodes(LabelSelector),
+    /// Addresses in `cidr` but in none of `except`.
+    Cidr { cidr: Cidr, except: Vec<Cidr> },
+    Entity(Entity),
+}
+
+/// A port condition of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum PortSpec {
+    /// A protocol and an inclusive port range (a single port is `lo == hi`; all ports 0..=65535).
+    Range { protocol: Protocol, lo: u16, hi: u16 },
+    /// A container port name, resolved against the destination workload. `protocol: None` (ANP
+    /// `namedPort`) accepts the named port's own protocol.
+    Named { protocol: Option<Protocol>, name: String },
+}
+
+/// One rule, in the order it appears in its policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub direction: Direction,
+    /// Position among the policy's rules of the same direction.
+    pub index: usize,
+    pub name: Option<String>,
+    pub action: Action,
+    /// Empty never happens: "anyone" is `[Peer::Any]`.
+    pub peers: Vec<Peer>,
+    /// Empty means every protocol and port.
+    pub ports: Vec<PortSpec>,
+    /// Unix seconds after which the rule no longer exists.
+    pub expires_at: Option<i64>,
+}
+
+/// Which workloads a policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subject {
+    pub namespaces: NamespaceMatch,
+    pub pods: LabelSelector,
+}
+
+/// A policy of any family, converted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub id: PolicyId,
+    pub tier: Tier,
+    /// Lower runs first within a tier.
+    pub priority: i32,
+    pub mode: Mode,
+    pub expires_at: Option<i64>,
+    pub subject: Subject,
+    /// Application tier only: whether selecting a workload isolates it in that direction
+    /// (`[ingress, egress]`, the NetworkPolicy `policyTypes`).
+    pub isolates: [bool; 2],
+    pub rules: Vec<Rule>,
+}
+
+impl Policy {
+    pub fn rules(&self, dir: Direction) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(move |r| r.direction == dir)
+    }
+    /// Order inside a tier: priority, then family, then namespace/name (deterministic ties).
+    pub fn order_key(&self) -> (Tier, i32, &PolicyId) {
+        (self.tier, self.priority, &self.id)
+    }
+    pub fn is_active(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// Everything policy is evaluated against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Inventory {
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub workloads: BTreeMap<WorkloadKey, Workload>,
+    pub nodes: BTreeMap<String, Node>,
+}
+
+impl Inventory {
+    /// Namespace labels, or just the automatic name label when the namespace was not declared.
+    pub fn namespace_labels(&self, ns: &str) -> Labels {
+        match self.namespaces.get(ns) {
+            Some(n) => n.labels.clone(),
+            None => Namespace::new(ns, Labels::new()).labels,
+        }
+    }
+
+    /// Gives every non-hostNetwork workload without an address a deterministic one from `pool`
+    /// (in namespace/name order, skipping addresses already used), and hostNetwork pods their
+    /// node's addresses. Returns the workloads that could not get one (pool exhausted).
+    pub fn assign_missing_ips(&mut self, pool: Cidr) -> Vec<WorkloadKey> {
+        let mut used: std::collections::BTreeSet<IpAddr> =
+            self.workloads.values().flat_map(|w| w.ips.iter().copied()).collect();
+        used.extend(self.nodes.values().flat_map(|n| n.ips.iter().copied()));
+        let node_ips: BTreeMap<String, Vec<IpAddr>> =
+            self.nodes.iter().map(|(k, n)| (k.clone(), n.ips.clone())).collect();
+        let mut next: u128 = 1;
+        let mut failed = Vec::new();
+        for w in self.workloads.values_mut() {
+            if !w.ips.is_empty() {
+                continue;
+            }
+            if w.host_network {
+                if let Some(ips) = w.node.as_ref().and_then(|n| node_ips.get(n)) {
+                    w.ips = ips.clone();
+                }
+                continue;
+            }
+            let size_bits = if pool.is_ipv4() { 32 } else { 128 } - pool.prefix() as u32;
+            let limit: u128 = if size_bits >= 127 { u128::MAX } else { (1u128 << size_bits) - 1 };
+            let mut assigned = None;
+            while next < limit {
+                let ip = offset_ip(pool.addr(), next);
+                next += 1;
+                if !used.contains(&ip) {
+                    assigned = Some(ip);
+                    break;
+                }
+            }
+            match assigned {
+                Some(ip) => {
+                    used.insert(ip);
+                    w.ips.push(ip);
+                }
+                None => failed.push(w.key()),
+            }
+        }
+        failed
+    }
+}
+
+fn offset_ip(base: IpAddr, off: u128) -> IpAddr {
+    match base {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(a).wrapping_add(off as u32)).into()),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(off)).into()),
+    }
+}

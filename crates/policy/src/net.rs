@@ -1,0 +1,124 @@
+//! IP networks (CIDRs) without a dependency: parse, contain, canonicalise.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// An IPv4 or IPv6 network in canonical form (host bits cleared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Builds a network, clearing host bits. `None` if the prefix is too long for the family.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
+        match addr {
+            IpAddr::V4(a) if prefix <= 32 => {
+                let m = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+                Some(Self { addr: IpAddr::V4(Ipv4Addr::from(u32::from(a) & m)), prefix })
+            }
+            IpAddr::V6(a) if prefix <= 128 => {
+                let m = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+                Some(Self { addr: IpAddr::V6(Ipv6Addr::from(u128::from(a) & m)), prefix })
+            }
+            _ => None,
+        }
+    }
+
+    /// The single-address network of `ip` (/32 or /128).
+    pub fn host(ip: IpAddr) -> Self {
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        Self { addr: ip, prefix }
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let m = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(*a) & m == u32::from(n)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let m = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(*a) & m == u128::from(n)
+            }
+            _ => false,
+        }
+    }
+
+    /// True when `other` lies entirely inside `self`.
+    pub fn contains_net(&self, other: &Cidr) -> bool {
+        other.prefix >= self.prefix && self.contains(&other.addr)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Error for a malformed CIDR, with what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid CIDR {input:?}: {reason}")]
+pub struct CidrError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+    /// Parses `a.b.c.d/n` or `x::/n`. A bare address is rejected: Kubernetes requires a prefix.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| CidrError { input: s.to_string(), reason };
+        let (a, p) = s.split_once('/').ok_or_else(|| err("expected ADDRESS/PREFIX, e.g. 10.0.0.0/8"))?;
+        let addr: IpAddr = a.parse().map_err(|_| err("the address part is not an IPv4 or IPv6 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| err("the prefix length is not a number"))?;
+        Cidr::new(addr, prefix).ok_or_else(|| err("prefix length too long for the address family"))
+    }
+}
+
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_contain() {
+        let n: Cidr = "10.1.2.3/8".parse().unwrap();
+        assert_eq!(n.to_string(), "10.0.0.0/8");
+        assert!(n.contains(&"10.200.0.1".parse().unwrap()));
+        assert!(!n.contains(&"11.0.0.1".parse().unwrap()));
+        assert!(!n.contains(&"::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(&"1.2.3.4".parse().unwrap()));
+        let v6: Cidr = "::/0".parse().unwrap();
+        assert!(v6.contains(&"fd00::1".parse().unwrap()));
+        assert!(n.contains_net(&"10.1.0.0/16".parse().unwrap()));
+        assert!(!"10.1.0.0/16".parse::<Cidr>().unwrap().contains_net(&n));
+    }
+
+    #[test]
+    fn parse_errors() {
+        assert!("10.0.0.1".parse::<Cidr>().is_err());
+        assert!("10.0.0.1/33".parse::<Cidr>().is_err());
+        assert!("x/8".parse::<Cidr>().is_err());
+        assert!("::1/129".parse::<Cidr>().is_err());
+    }
+}
