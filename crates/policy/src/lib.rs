@@ -6,6 +6,8 @@
 //! the tests that check the kernel datapath against it.
 
 pub mod de;
+pub mod engine;
+pub mod identity;
 pub mod k8s;
 pub mod labels;
 pub mod load;
@@ -16,3 +18,4 @@ pub use labels::{LabelSelector, Labels};
 pub use load::{parse_file, LoadError, Located, Object};
 pub use model::*;
 pub use net::Cidr;
+pub use engine::{Decision, DirVerdict, Engine, Explanation, Flow, Reason, RuleInfo};
