@@ -277,7 +277,7 @@ pub(crate) fn port_matches(spec: &PortSpec, proto: Protocol, port: u16, dst_port
     }
 }
 
-fn identity_key(ns: &str, ns_labels: &Labels, labels: &Labels) -> String {
+pub(crate) fn identity_key(ns: &str, ns_labels: &Labels, labels: &Labels) -> String {
     let mut k = format!("ns={ns}");
     for (a, b) in ns_labels {
         k.push_str(&format!(";nsl:{a}={b}"));
@@ -374,8 +374,33 @@ impl Engine {
     }
 
     /// Sets the clock used for expiry (Unix seconds). The engine never reads a clock itself.
+    /// Policies and rules whose expiry falls between the old and new time are reported as
+    /// changed, so incremental compilation retires them.
     pub fn set_now(&mut self, now: i64) {
+        let (a, b) = (self.now.min(now), self.now.max(now));
+        let crosses = |t: Option<i64>| t.is_some_and(|t| a < t && t <= b);
+        let mut touched = Vec::new();
+        for s in self.slots.iter().flatten() {
+            if crosses(s.policy.expires_at) || s.policy.rules.iter().any(|r| crosses(r.expires_at)) {
+                touched.push((s.policy.id.clone(), s.subjects.clone()));
+            }
+        }
+        for (id, subjects) in touched {
+            self.changes.policies.insert(id);
+            self.changes.identities.extend(subjects);
+        }
         self.now = now;
+    }
+
+    /// The earliest expiry after now of any policy or rule (when to call `set_now` next).
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.slots
+            .iter()
+            .flatten()
+            .flat_map(|s| std::iter::once(s.policy.expires_at).chain(s.policy.rules.iter().map(|r| r.expires_at)))
+            .flatten()
+            .filter(|t| *t > self.now)
+            .min()
     }
 
     pub fn policies(&self) -> impl Iterator<Item = &Policy> {
@@ -932,8 +957,9 @@ impl Engine {
         }
     }
 
-    pub(crate) fn slot_rules(&self, p: &PolicyId) -> Option<(&Policy, &[u32])> {
+    /// A policy with its rule ids and its per-direction isolation rule ids.
+    pub(crate) fn slot_rules(&self, p: &PolicyId) -> Option<(&Policy, &[u32], [u32; 2])> {
         let s = self.slots[*self.by_id.get(p)?].as_ref()?;
-        Some((&s.policy, &s.rule_ids))
+        Some((&s.policy, &s.rule_ids, s.isolation_rule))
     }
 }

@@ -5,6 +5,7 @@
 //! so every result is reproducible and the same code runs in the CLI, the manager, the agent and
 //! the tests that check the kernel datapath against it.
 
+pub mod compile;
 pub mod de;
 pub mod engine;
 pub mod identity;
@@ -13,9 +14,11 @@ pub mod labels;
 pub mod load;
 pub mod model;
 pub mod net;
+pub mod synth;
 
 pub use labels::{LabelSelector, Labels};
 pub use load::{parse_file, LoadError, Located, Object};
 pub use model::*;
 pub use net::Cidr;
 pub use engine::{Decision, DirVerdict, Engine, Explanation, Flow, Reason, RuleInfo};
+pub use compile::{compile, Compiler, NodePolicy};
