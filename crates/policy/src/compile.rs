@@ -348,7 +348,7 @@ impl Compiler {
 
     /// Peer identities matched by a rule's non-wildcard peers, plus (egress named ports with a
     /// wildcard peer) every workload identity that has such a port.
-    fn match_rule(&self, engine: &Engine, rid: u32, candidates: &mut dyn Iterator<Item = u32>) -> BTreeSet<u32> {
+    fn match_rule(&self, engine: &Engine, rid: u32, candidates: &[(u32, EpView)]) -> BTreeSet<u32> {
         let mut out = BTreeSet::new();
         let Some((_, rule)) = Self::rule_def(engine, rid) else { return out };
         let wildcard_named = rule.direction == Direction::Egress
@@ -359,23 +359,26 @@ impl Compiler {
             return out;
         }
         let local_node = Some(self.node.as_str());
-        for id in candidates {
-            let Some(p) = self.peers.get(&id) else { continue };
-            let Some((view, _)) = self.peer_view(engine, p) else { continue };
-            if specific.iter().any(|peer| peer_matches(peer, local_node, &view))
+        for (id, view) in candidates {
+            if specific.iter().any(|peer| peer_matches(peer, local_node, view))
                 || (wildcard_named && matches!(view.kind, EpKind::Workload { .. }))
             {
-                out.insert(id);
+                out.insert(*id);
             }
         }
         out
+    }
+
+    fn views<'e>(&self, engine: &'e Engine, ids: impl Iterator<Item = u32>) -> Vec<(u32, EpView<'e>)> {
+        ids.filter_map(|id| self.peers.get(&id).and_then(|p| self.peer_view(engine, p)).map(|(v, _)| (id, v))).collect()
     }
 
     /// Applies engine changes and returns the node's compiled policy.
     pub fn update(&mut self, engine: &Engine, changes: &Changes) -> NodePolicy {
         let mut changed_peers: BTreeSet<u32> = BTreeSet::new();
         // 1. Policy CIDRs: if the set changed, every address source may move region.
-        let cidrs = policy_cidrs(engine);
+        // Without policy changes the CIDR set and the rule set cannot have changed.
+        let cidrs = if changes.policies.is_empty() { self.cidrs.clone() } else { policy_cidrs(engine) };
         let mut sources: BTreeSet<String> = BTreeSet::new();
         if cidrs != self.cidrs {
             self.cidrs = cidrs;
@@ -415,7 +418,11 @@ impl Compiler {
         }
         // Peer identities whose content changed but id stayed are in changed_peers too.
         // 3. Rule → peer sets.
-        let live_rules: BTreeSet<u32> = engine.policies().flat_map(|p| engine.slot_rules(&p.id).map(|(_, ids, _)| ids.to_vec()).unwrap_or_default()).collect();
+        let live_rules: BTreeSet<u32> = if changes.policies.is_empty() {
+            self.rule_peers.keys().copied().collect()
+        } else {
+            engine.policies().flat_map(|p| engine.slot_rules(&p.id).map(|(_, ids, _)| ids.to_vec()).unwrap_or_default()).collect()
+        };
         self.rule_peers.retain(|rid, _| live_rules.contains(rid));
         let changed_policy_rules: BTreeSet<u32> = changes
             .policies
@@ -423,90 +430,96 @@ impl Compiler {
             .filter_map(|p| engine.slot_rules(p).map(|(_, ids, _)| ids.to_vec()))
             .flatten()
             .collect();
-        let all_peers: Vec<u32> = self.peers.keys().copied().collect();
+        let needs_all = live_rules.iter().any(|rid| changed_policy_rules.contains(rid) || !self.rule_peers.contains_key(rid));
+        let all_views = if needs_all { self.views(engine, self.peers.keys().copied()) } else { Vec::new() };
+        let gone: Vec<u32> = changed_peers.iter().copied().filter(|p| !self.peers.contains_key(p)).collect();
+        let present_views = self.views(engine, changed_peers.iter().copied().filter(|p| self.peers.contains_key(p)));
         for rid in &live_rules {
             if changed_policy_rules.contains(rid) || !self.rule_peers.contains_key(rid) {
-                let set = self.match_rule(engine, *rid, &mut all_peers.iter().copied());
+                let set = self.match_rule(engine, *rid, &all_views);
                 self.rule_peers.insert(*rid, set);
             } else if !changed_peers.is_empty() {
-                let gone: Vec<u32> = changed_peers.iter().copied().filter(|p| !self.peers.contains_key(p)).collect();
-                let present: Vec<u32> = changed_peers.iter().copied().filter(|p| self.peers.contains_key(p)).collect();
-                let add = self.match_rule(engine, *rid, &mut present.iter().copied());
+                let add = self.match_rule(engine, *rid, &present_views);
                 let set = self.rule_peers.get_mut(rid).expect("present");
-                for g in gone.iter().chain(present.iter()) {
+                for g in gone.iter().chain(present_views.iter().map(|(id, _)| id)) {
                     set.remove(g);
                 }
                 set.extend(add);
             }
         }
-        // 4. Local endpoints and their profiles.
+        // 4. Local endpoints: only changed workloads (and those whose peer identity moved).
         let inv = engine.inventory();
-        let mut wanted: BTreeMap<WorkloadKey, (ProfileKey, Vec<IpAddr>, u32)> = BTreeMap::new();
-        for w in inv.workloads.values() {
+        let mut touched: BTreeSet<WorkloadKey> = changes.workloads.clone();
+        if sources.len() > changes.workloads.len() {
+            touched.extend(sources.iter().filter_map(|s| s.strip_prefix("wl:")).filter_map(WorkloadKey::parse));
+        }
+        for k in touched {
+            self.endpoints.remove(&k);
+            let Some(w) = inv.workloads.get(&k) else { continue };
             if w.host_network || w.node.as_deref() != Some(self.node.as_str()) {
                 continue;
             }
-            let (Some(lid), Some((pid, _))) = (engine.workload_identity(&w.key()), self.member_of.get(&format!("wl:{}", w.key()))) else { continue };
-            wanted.insert(w.key(), ((lid, w.ports.clone()), w.ips.clone(), *pid));
+            let (Some(lid), Some((pid, _))) = (engine.workload_identity(&k), self.member_of.get(&format!("wl:{k}"))) else { continue };
+            self.endpoints.insert(k, ((lid, w.ports.clone()), w.ips.clone(), *pid));
         }
-        let dirty_subjects: &BTreeSet<u32> = &changes.identities;
-        let policies_changed = !changes.policies.is_empty();
-        self.profiles.retain(|k, _| wanted.values().any(|(pk, _, _)| pk == k) && !dirty_subjects.contains(&k.0));
-        let keys: BTreeSet<ProfileKey> = wanted.values().map(|(k, _, _)| k.clone()).collect();
-        for k in keys {
-            let rep = wanted.iter().find(|(_, (pk, _, _))| *pk == k).map(|(wk, _)| wk.clone()).expect("exists");
-            match self.profiles.get(&k) {
-                Some(_) if !policies_changed && changed_peers.is_empty() => {}
-                Some(_) => {
-                    let rules_now = [Self::rules_of(engine, k.0, Direction::Ingress), Self::rules_of(engine, k.0, Direction::Egress)];
-                    let prof = self.profiles.get(&k).expect("present");
-                    if prof.rules != rules_now {
-                        let p = self.compute_profile(engine, &rep, k.0, None);
-                        self.profiles.insert(k, p);
-                    } else if !changed_peers.is_empty() {
-                        let p = self.compute_profile(engine, &rep, k.0, Some((prof, &changed_peers)));
-                        self.profiles.insert(k, p);
+        // 5. Profiles: recompute those whose subject's policies changed, patch the rows of changed
+        //    peers in the others, drop unused ones.
+        let mut reps: HashMap<&ProfileKey, &WorkloadKey> = HashMap::new();
+        for (wk, (pk, _, _)) in &self.endpoints {
+            reps.entry(pk).or_insert(wk);
+        }
+        let dirty_subjects = &changes.identities;
+        let mut profiles = std::mem::take(&mut self.profiles);
+        profiles.retain(|k, _| reps.contains_key(k) && !dirty_subjects.contains(&k.0));
+        let mut fresh: Vec<(ProfileKey, Profile)> = Vec::new();
+        for (k, rep) in &reps {
+            match profiles.get(*k) {
+                None => fresh.push(((*k).clone(), self.compute_profile(engine, rep, k.0, None))),
+                Some(_) if changed_peers.is_empty() => {}
+                Some(prof) => {
+                    let relevant = |p: &u32| {
+                        prof.tables.iter().any(|t| t.rows.contains_key(p))
+                            || prof.rules.iter().flatten().any(|r| self.rule_peers.get(r).is_some_and(|s| s.contains(p)))
+                    };
+                    if changed_peers.iter().any(relevant) {
+                        let old = profiles.remove(*k).expect("present");
+                        fresh.push(((*k).clone(), self.compute_profile(engine, rep, k.0, Some((old, &changed_peers)))));
                     }
-                }
-                None => {
-                    let p = self.compute_profile(engine, &rep, k.0, None);
-                    self.profiles.insert(k, p);
                 }
             }
         }
-        self.endpoints = wanted;
+        drop(reps);
+        profiles.extend(fresh);
+        self.profiles = profiles;
         self.snapshot(engine)
     }
 
     fn snapshot(&self, engine: &Engine) -> NodePolicy {
         let mut rules = BTreeMap::new();
-        let mut endpoints = BTreeMap::new();
-        for (wk, (pk, ips, pid)) in &self.endpoints {
-            let prof = &self.profiles[pk];
-            for t in &prof.tables {
-                for e in t.rows.values().flatten() {
-                    for r in [e.verdict.rule, e.verdict.audit_rule] {
-                        if r != 0 {
-                            if let Some(info) = engine.rule(r) {
-                                rules.insert(r, info.clone());
-                            }
-                        }
-                    }
+        for prof in self.profiles.values() {
+            for r in prof.rules.iter().flatten() {
+                if let Some(info) = engine.rule(*r) {
+                    rules.insert(*r, info.clone());
                 }
             }
-            endpoints.insert(
-                wk.clone(),
-                EndpointPolicy { ips: ips.clone(), identity: *pid, ingress: prof.tables[0].clone(), egress: prof.tables[1].clone() },
-            );
         }
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|(wk, (pk, ips, pid))| {
+                let prof = &self.profiles[pk];
+                (wk.clone(), EndpointPolicy { ips: ips.clone(), identity: *pid, ingress: prof.tables[0].clone(), egress: prof.tables[1].clone() })
+            })
+            .collect();
         let mut ipcache = self.regions.clone();
         ipcache.extend(self.ipcache.iter().map(|(c, id)| (*c, *id)));
         NodePolicy { node: self.node.clone(), ipcache, endpoints, rules }
     }
 
     /// Computes a profile's tables; with `patch`, reuses the old tables and recomputes only the
-    /// rows of the given peer identities.
-    fn compute_profile(&self, engine: &Engine, rep: &WorkloadKey, lid: u32, patch: Option<(&Profile, &BTreeSet<u32>)>) -> Profile {
+    /// rows of the given peer identities. Peers that match the same set of rules (and, for egress
+    /// named ports, name the same ports) get the same rows, so each group is evaluated once.
+    fn compute_profile(&self, engine: &Engine, rep: &WorkloadKey, lid: u32, mut patch: Option<(Profile, &BTreeSet<u32>)>) -> Profile {
         let w = &engine.inventory().workloads[rep];
         let info = engine.identity(lid).expect("live identity");
         let subject = EpView {
@@ -517,14 +530,15 @@ impl Compiler {
         let mut tables: [Arc<Table>; 2] = [Arc::default(), Arc::default()];
         for dir in Direction::BOTH {
             let d = dir.index();
-            let rule_defs: Vec<&Rule> = rules[d].iter().filter_map(|r| Self::rule_def(engine, *r).map(|x| x.1)).collect();
+            let audit = engine.has_audit(Some(lid), dir);
+            let rule_defs: Vec<(u32, &Rule)> = rules[d].iter().filter_map(|r| Self::rule_def(engine, *r).map(|x| (*r, x.1))).collect();
+            let has_policy = !rules[d].is_empty();
+            if !has_policy {
+                continue;
+            }
             // Port boundaries per protocol (numeric ranges and, for ingress, our named ports).
-            let mut bounds: BTreeMap<Protocol, BTreeSet<u32>> = BTreeMap::new();
-            let mut all_protocols = false;
-            for r in &rule_defs {
-                if r.ports.is_empty() {
-                    all_protocols = true;
-                }
+            let mut bounds: BTreeMap<Protocol, BTreeSet<u32>> = Protocol::ALL.iter().map(|p| (*p, BTreeSet::new())).collect();
+            for (_, r) in &rule_defs {
                 for ps in &r.ports {
                     match ps {
                         PortSpec::Range { protocol, lo, hi } => {
@@ -544,16 +558,10 @@ impl Compiler {
                     }
                 }
             }
-            let has_policy = !rules[d].is_empty();
-            if all_protocols || has_policy {
-                for p in Protocol::ALL {
-                    bounds.entry(p).or_default();
-                }
-            }
             let named_egress: Vec<(&str, Option<Protocol>)> = if dir == Direction::Egress {
                 rule_defs
                     .iter()
-                    .flat_map(|r| r.ports.iter())
+                    .flat_map(|(_, r)| r.ports.iter())
                     .filter_map(|p| match p {
                         PortSpec::Named { name, protocol } => Some((name.as_str(), *protocol)),
                         _ => None,
@@ -582,7 +590,7 @@ impl Compiler {
                     for win in pts.windows(2) {
                         let (lo, hi) = (win[0] as u16, (win[1] - 1) as u16);
                         let v = engine.eval_dir(dir, Some(lid), &subject, peer, *proto, lo, false, None);
-                        let a = engine.eval_dir(dir, Some(lid), &subject, peer, *proto, lo, true, None);
+                        let a = if audit { engine.eval_dir(dir, Some(lid), &subject, peer, *proto, lo, true, None) } else { v };
                         let verdict = EntryVerdict { allow: v.allowed, rule: v.rule, audit_allow: a.allowed, audit_rule: a.rule };
                         match rows.last_mut() {
                             Some(last) if last.protocol == *proto && last.verdict == verdict && last.hi as u32 + 1 == lo as u32 => last.hi = hi,
@@ -592,42 +600,60 @@ impl Compiler {
                 }
                 rows
             };
-            let mut table = match patch {
-                Some((old, _)) => (*old.tables[d]).clone(),
-                None => Table::default(),
+            // Copy-on-write: no copy when the last snapshot handed out has been dropped.
+            let mut table_arc = match patch.as_mut() {
+                Some((old, _)) => std::mem::take(&mut old.tables[d]),
+                None => Arc::default(),
             };
+            let table = Arc::make_mut(&mut table_arc);
             // The wildcard row: an endpoint that matches only "anyone" peers.
-            let wildcard_view = EpView { kind: EpKind::Anonymous, addr: Addr::Outside };
-            let wildcard = if has_policy { eval_rows(&wildcard_view, None) } else { Vec::new() };
-            if patch.is_none() && !wildcard.is_empty() {
-                table.rows.insert(ID_ANY, wildcard.clone());
-            }
-            let relevant: BTreeSet<u32> = rules[d].iter().filter_map(|r| self.rule_peers.get(r)).flatten().copied().collect();
-            let targets: Vec<u32> = match patch {
+            let wildcard = match table.rows.get(&ID_ANY) {
+                Some(w) if patch.is_some() => w.clone(),
+                _ => eval_rows(&EpView { kind: EpKind::Anonymous, addr: Addr::Outside }, None),
+            };
+            table.rows.insert(ID_ANY, wildcard.clone());
+            let sets: Vec<Option<&BTreeSet<u32>>> = rule_defs.iter().map(|(r, _)| self.rule_peers.get(r)).collect();
+            let relevant: BTreeSet<u32> = sets.iter().flatten().flat_map(|s| s.iter().copied()).collect();
+            let targets: Vec<u32> = match &patch {
                 Some((_, changed)) => {
                     for c in changed.iter() {
                         table.rows.remove(c);
                     }
                     changed.iter().copied().filter(|c| relevant.contains(c)).collect()
                 }
-                None => relevant.iter().copied().collect(),
+                None => relevant.into_iter().collect(),
             };
+            // Group peers by signature: which rules they match, and their named ports if named
+            // egress ports are in play.
+            let mut groups: BTreeMap<(Vec<bool>, Vec<ContainerPort>), Vec<u32>> = BTreeMap::new();
             for pid in targets {
                 let Some(p) = self.peers.get(&pid) else { continue };
-                let Some((view, _)) = self.peer_view(engine, p) else { continue };
+                let sig: Vec<bool> = sets.iter().map(|s| s.is_some_and(|s| s.contains(&pid))).collect();
+                let ports = match (&p.kind, named_egress.is_empty()) {
+                    (PeerKind::Workload { rep }, false) => engine.inventory().workloads.get(rep).map(|w| w.ports.clone()).unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                // Kinds behave differently under named ports (only workloads resolve them).
+                let mut sig = sig;
+                sig.push(matches!(p.kind, PeerKind::Workload { .. }));
+                groups.entry((sig, ports)).or_default().push(pid);
+            }
+            for members in groups.values() {
+                let Some((view, _)) = members.iter().find_map(|m| self.peers.get(m).and_then(|p| self.peer_view(engine, p))) else { continue };
                 let peer_ports = match view.kind {
                     EpKind::Workload { ports, .. } => Some(ports),
                     _ => None,
                 };
-                let rows = eval_rows(&view, peer_ports);
                 // Keep only rows that differ from the wildcard somewhere in their range: lookup
                 // falls back to the wildcard for the rest.
-                let rows: Vec<PortEntry> = rows.into_iter().filter(|r| differs_from(&wildcard, r)).collect();
+                let rows: Vec<PortEntry> = eval_rows(&view, peer_ports).into_iter().filter(|r| differs_from(&wildcard, r)).collect();
                 if !rows.is_empty() {
-                    table.rows.insert(pid, rows);
+                    for m in members {
+                        table.rows.insert(*m, rows.clone());
+                    }
                 }
             }
-            tables[d] = Arc::new(table);
+            tables[d] = table_arc;
         }
         Profile { tables, rules }
     }

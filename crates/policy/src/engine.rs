@@ -19,6 +19,7 @@ use crate::labels::Labels;
 use crate::model::*;
 use crate::net::Cidr;
 use serde::Serialize;
+use crate::fxhash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -145,10 +146,25 @@ struct PolicySlot {
     subjects: BTreeSet<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an address belongs to. Workload entries carry everything evaluation needs, so deciding a
+/// flow costs one hash lookup per end.
+#[derive(Debug, Clone)]
 pub(crate) enum EpRef {
-    Workload(WorkloadKey),
+    Workload(std::sync::Arc<WlRec>),
     Node(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct WlRec {
+    pub workload: Workload,
+    pub identity: Option<u32>,
+    pub ns_labels: Labels,
+}
+
+impl EpRef {
+    fn is_workload(&self, key: &WorkloadKey) -> bool {
+        matches!(self, EpRef::Workload(r) if r.workload.namespace == key.namespace && r.workload.name == key.name)
+    }
 }
 
 /// Where an address stands relative to policy CIDRs: a real address, or (for compiled tables) a
@@ -195,6 +211,14 @@ pub(crate) struct EpView<'a> {
     pub addr: Addr,
 }
 
+/// Policies selecting one identity, per direction, in evaluation order, and whether any of them
+/// is in audit mode (so the audit pass can be skipped when none is).
+#[derive(Debug, Clone, Default)]
+struct Applicable {
+    lists: [Vec<usize>; 2],
+    audit: [bool; 2],
+}
+
 /// Changes since the last [`Engine::take_changes`], for incremental compilation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -228,8 +252,8 @@ pub struct Engine {
     wl_identity: HashMap<WorkloadKey, (u32, String)>,
     members: HashMap<u32, BTreeSet<WorkloadKey>>,
     /// Per identity, per direction: policy slots sorted by (tier, priority, id).
-    applicable: HashMap<u32, [Vec<usize>; 2]>,
-    ip_index: HashMap<IpAddr, EpRef>,
+    applicable: FxHashMap<u32, Applicable>,
+    ip_index: FxHashMap<IpAddr, EpRef>,
     rule_ids: IdentityAllocator,
     rules: HashMap<u32, RuleInfo>,
     changes: Changes,
@@ -436,7 +460,7 @@ impl Engine {
     pub fn applicable(&self, id: u32, dir: Direction) -> impl Iterator<Item = &Policy> {
         self.applicable
             .get(&id)
-            .map(|a| a[dir.index()].as_slice())
+            .map(|a| a.lists[dir.index()].as_slice())
             .unwrap_or(&[])
             .iter()
             .filter_map(|i| self.slots[*i].as_ref().map(|s| &s.policy))
@@ -467,7 +491,9 @@ impl Engine {
     fn refresh_namespace(&mut self, name: &str) {
         let keys: Vec<WorkloadKey> = self.inv.workloads.keys().filter(|k| k.namespace == name).cloned().collect();
         for k in keys {
+            self.unindex_workload(&k);
             self.refresh_identity(&k);
+            self.index_workload(&k);
             self.changes.workloads.insert(k);
         }
     }
@@ -500,41 +526,61 @@ impl Engine {
     /// Adds or replaces a workload (a relabel, a new IP, a move): only its identity is re-matched.
     pub fn set_workload(&mut self, w: Workload) {
         let key = w.key();
-        if let Some(old) = self.inv.workloads.get(&key) {
-            if *old == w {
-                return;
-            }
-            for ip in old.ips.clone() {
-                if self.ip_index.get(&ip) == Some(&EpRef::Workload(key.clone())) {
-                    self.ip_index.remove(&ip);
-                }
-            }
+        if self.inv.workloads.get(&key) == Some(&w) {
+            return;
         }
-        for ip in &w.ips {
-            let r = if w.host_network {
-                EpRef::Node(w.node.clone().unwrap_or_default())
-            } else {
-                EpRef::Workload(key.clone())
-            };
-            // A node's own address stays the node's.
-            if !(w.host_network && self.ip_index.contains_key(ip)) {
-                self.ip_index.insert(*ip, r);
-            }
-        }
+        self.unindex_workload(&key);
         self.inv.workloads.insert(key.clone(), w);
         self.refresh_identity(&key);
+        self.index_workload(&key);
         self.changes.workloads.insert(key);
     }
 
     pub fn remove_workload(&mut self, key: &WorkloadKey) {
-        if let Some(old) = self.inv.workloads.remove(key) {
-            for ip in old.ips {
-                if self.ip_index.get(&ip) == Some(&EpRef::Workload(key.clone())) {
-                    self.ip_index.remove(&ip);
-                }
-            }
+        if self.inv.workloads.contains_key(key) {
+            self.unindex_workload(key);
+            self.inv.workloads.remove(key);
             self.refresh_identity(key);
             self.changes.workloads.insert(key.clone());
+        }
+    }
+
+    fn unindex_workload(&mut self, key: &WorkloadKey) {
+        if let Some(old) = self.inv.workloads.get(key) {
+            for ip in &old.ips {
+                let owned = match self.ip_index.get(ip) {
+                    Some(r @ EpRef::Workload(_)) => r.is_workload(key),
+                    // A hostNetwork pod's address that no declared node owns.
+                    Some(EpRef::Node(n)) => {
+                        old.host_network
+                            && old.node.as_deref().unwrap_or_default() == n
+                            && !self.inv.nodes.get(n).is_some_and(|node| node.ips.contains(ip))
+                    }
+                    None => false,
+                };
+                if owned {
+                    self.ip_index.remove(ip);
+                }
+            }
+        }
+    }
+
+    fn index_workload(&mut self, key: &WorkloadKey) {
+        let Some(w) = self.inv.workloads.get(key) else { return };
+        if w.host_network {
+            for ip in &w.ips {
+                // A node's own address stays the node's.
+                if !self.ip_index.contains_key(ip) {
+                    self.ip_index.insert(*ip, EpRef::Node(w.node.clone().unwrap_or_default()));
+                }
+            }
+            return;
+        }
+        let identity = self.wl_identity.get(key).map(|x| x.0);
+        let ns_labels = self.inv.namespace_labels(&w.namespace);
+        let rec = std::sync::Arc::new(WlRec { workload: w.clone(), identity, ns_labels });
+        for ip in &w.ips {
+            self.ip_index.insert(*ip, EpRef::Workload(rec.clone()));
         }
     }
 
@@ -557,7 +603,7 @@ impl Engine {
                 self.members.remove(&old_id);
                 self.identities.remove(&old_id);
                 if let Some(app) = self.applicable.remove(&old_id) {
-                    for slot in app.iter().flatten() {
+                    for slot in app.lists.iter().flatten() {
                         if let Some(s) = self.slots[*slot].as_mut() {
                             s.subjects.remove(&old_id);
                         }
@@ -594,7 +640,9 @@ impl Engine {
                         pa.order_key().cmp(&pb.order_key())
                     });
                 }
-                self.applicable.insert(id, app);
+                let mut a = Applicable { lists: app, audit: [false; 2] };
+                self.refresh_audit(&mut a);
+                self.applicable.insert(id, a);
                 self.identities.insert(id, info);
                 self.changes.identities.insert(id);
             }
@@ -662,9 +710,9 @@ impl Engine {
         let dirs: Vec<Direction> = Direction::BOTH.into_iter().filter(|d| Self::policy_has_direction(&p, *d)).collect();
         self.slots[slot] = Some(PolicySlot { policy: p, rule_ids, isolation_rule, subjects: subjects.clone() });
         for iid in &subjects {
-            let app = self.applicable.entry(*iid).or_default();
+            let mut app = self.applicable.remove(iid).unwrap_or_default();
             for d in &dirs {
-                let list = &mut app[d.index()];
+                let list = &mut app.lists[d.index()];
                 let slots = &self.slots;
                 let pos = list
                     .binary_search_by(|o| {
@@ -675,6 +723,8 @@ impl Engine {
                     .unwrap_or_else(|e| e);
                 list.insert(pos, slot);
             }
+            self.refresh_audit(&mut app);
+            self.applicable.insert(*iid, app);
             self.changes.identities.insert(*iid);
         }
         self.by_id.insert(id.clone(), slot);
@@ -685,10 +735,12 @@ impl Engine {
         let slot = self.by_id.remove(id)?;
         let s = self.slots[slot].take().expect("indexed slot is live");
         for iid in &s.subjects {
-            if let Some(app) = self.applicable.get_mut(iid) {
-                for list in app.iter_mut() {
+            if let Some(mut app) = self.applicable.remove(iid) {
+                for list in app.lists.iter_mut() {
                     list.retain(|x| *x != slot);
                 }
+                self.refresh_audit(&mut app);
+                self.applicable.insert(*iid, app);
             }
             self.changes.identities.insert(*iid);
         }
@@ -715,29 +767,25 @@ impl Engine {
 
     /// Resolves an address to what the inventory knows of it.
     pub(crate) fn view_of_ip(&self, ip: IpAddr) -> (EpView<'_>, Option<u32>) {
+        static EMPTY: std::sync::OnceLock<Labels> = std::sync::OnceLock::new();
         match self.ip_index.get(&ip) {
-            Some(EpRef::Workload(k)) => {
-                let w = &self.inv.workloads[k];
-                let id = self.wl_identity.get(k).map(|x| x.0);
-                let ns_labels = id.and_then(|i| self.identities.get(&i)).map(|i| &i.namespace_labels);
-                static EMPTY: std::sync::OnceLock<Labels> = std::sync::OnceLock::new();
-                let ns_labels = ns_labels.unwrap_or_else(|| EMPTY.get_or_init(Labels::new));
+            Some(EpRef::Workload(r)) => {
+                let w = &r.workload;
                 (
                     EpView {
                         kind: EpKind::Workload {
                             ns: &w.namespace,
-                            ns_labels,
+                            ns_labels: &r.ns_labels,
                             labels: &w.labels,
                             ports: &w.ports,
                             node: w.node.as_deref(),
                         },
                         addr: Addr::Ip(ip),
                     },
-                    id,
+                    r.identity,
                 )
             }
             Some(EpRef::Node(n)) => {
-                static EMPTY: std::sync::OnceLock<Labels> = std::sync::OnceLock::new();
                 let labels = self.inv.nodes.get(n).map(|x| &x.labels).unwrap_or_else(|| EMPTY.get_or_init(Labels::new));
                 (EpView { kind: EpKind::Node { name: n, labels }, addr: Addr::Ip(ip) }, None)
             }
@@ -745,9 +793,14 @@ impl Engine {
         }
     }
 
-    fn has_audit(&self, id: Option<u32>, dir: Direction) -> bool {
-        id.and_then(|i| self.applicable.get(&i))
-            .is_some_and(|a| a[dir.index()].iter().any(|s| self.slots[*s].as_ref().is_some_and(|s| s.policy.mode == Mode::Audit)))
+    fn refresh_audit(&self, a: &mut Applicable) {
+        for d in 0..2 {
+            a.audit[d] = a.lists[d].iter().any(|s| self.slots[*s].as_ref().is_some_and(|s| s.policy.mode == Mode::Audit));
+        }
+    }
+
+    pub(crate) fn has_audit(&self, id: Option<u32>, dir: Direction) -> bool {
+        id.and_then(|i| self.applicable.get(&i)).is_some_and(|a| a.audit[dir.index()])
     }
 
     /// Decides a flow. This is the reference semantics.
@@ -796,7 +849,7 @@ impl Engine {
             },
         };
         let now = self.now;
-        let list = &app[dir.index()];
+        let list = &app.lists[dir.index()];
         let live = |slot: &usize| -> Option<&PolicySlot> {
             let s = self.slots[*slot].as_ref()?;
             let p = &s.policy;
@@ -951,7 +1004,7 @@ impl Engine {
     /// `ns/pod (ip)`, `node NAME (ip)` or the bare address.
     pub fn describe_ip(&self, ip: IpAddr) -> String {
         match self.ip_index.get(&ip) {
-            Some(EpRef::Workload(k)) => format!("{k} ({ip})"),
+            Some(EpRef::Workload(r)) => format!("{} ({ip})", r.workload.key()),
             Some(EpRef::Node(n)) => format!("node {n} ({ip})"),
             None => format!("{ip} (outside the inventory)"),
         }

@@ -8,6 +8,7 @@
 pub mod compile;
 pub mod de;
 pub mod engine;
+pub mod fxhash;
 pub mod identity;
 pub mod k8s;
 pub mod labels;
