@@ -53,9 +53,16 @@ pub enum Output {
 }
 
 pub fn parse_probe(s: &str) -> Result<(Protocol, u16), String> {
-    let (p, n) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected PROTO/PORT, e.g. TCP/80"))?;
-    let proto = Protocol::parse(&p.to_ascii_uppercase()).ok_or_else(|| format!("{s:?}: protocol must be TCP, UDP or SCTP"))?;
-    let port: u16 = n.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("{s:?}: port must be 1-65535"))?;
+    let (p, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected PROTO/PORT, e.g. TCP/80"))?;
+    let proto = Protocol::parse(&p.to_ascii_uppercase())
+        .ok_or_else(|| format!("{s:?}: protocol must be TCP, UDP or SCTP"))?;
+    let port: u16 = n
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{s:?}: port must be 1-65535"))?;
     Ok((proto, port))
 }
 
@@ -64,7 +71,8 @@ pub fn parse_key(s: &str) -> Result<WorkloadKey, String> {
 }
 
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    cellwall_policy::de::parse_rfc3339(s).ok_or_else(|| format!("{s:?}: expected an RFC 3339 time, e.g. 2026-12-01T10:00:00Z"))
+    cellwall_policy::de::parse_rfc3339(s)
+        .ok_or_else(|| format!("{s:?}: expected an RFC 3339 time, e.g. 2026-12-01T10:00:00Z"))
 }
 
 /// The JSON contract: `{"probes":[{"protocol":"TCP","port":80,"matrix":{"x/a":{"x/b":true}}}]}`.
@@ -81,27 +89,42 @@ pub struct ProbeMatrix {
 }
 
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Builds the engine from manifest paths.
 pub fn engine_from(files: &[PathBuf], ignore_unknown: bool, at: Option<i64>) -> Result<Engine> {
     let objects = load_objects(files, ignore_unknown)?;
     let a = assemble(objects, DEFAULT_POD_POOL.parse().expect("valid pool"))?;
-    Ok(Engine::build(a.inventory, a.policies, at.unwrap_or_else(now_unix)))
+    Ok(Engine::build(
+        a.inventory,
+        a.policies,
+        at.unwrap_or_else(now_unix),
+    ))
 }
 
 /// Every distinct (protocol, containerPort) in the inventory, sorted.
 pub fn default_probes(engine: &Engine) -> Vec<(Protocol, u16)> {
-    let set: BTreeSet<(Protocol, u16)> =
-        engine.inventory().workloads.values().flat_map(|w| w.ports.iter().map(|p| (p.protocol, p.port))).collect();
+    let set: BTreeSet<(Protocol, u16)> = engine
+        .inventory()
+        .workloads
+        .values()
+        .flat_map(|w| w.ports.iter().map(|p| (p.protocol, p.port)))
+        .collect();
     set.into_iter().collect()
 }
 
 /// Truth tables for the probes, evaluated on every ordered pair of pods.
 pub fn matrices(engine: &Engine, probes: &[(Protocol, u16)]) -> AnalyzeOutput {
-    let pods: Vec<(String, Option<std::net::IpAddr>)> =
-        engine.inventory().workloads.values().map(|w| (w.key().to_string(), w.ips.first().copied())).collect();
+    let pods: Vec<(String, Option<std::net::IpAddr>)> = engine
+        .inventory()
+        .workloads
+        .values()
+        .map(|w| (w.key().to_string(), w.ips.first().copied()))
+        .collect();
     let probes = probes
         .iter()
         .map(|(protocol, port)| {
@@ -110,7 +133,16 @@ pub fn matrices(engine: &Engine, probes: &[(Protocol, u16)]) -> AnalyzeOutput {
                 let mut row = BTreeMap::new();
                 for (to, dst) in &pods {
                     let allowed = match (src, dst) {
-                        (Some(s), Some(d)) => engine.evaluate(&Flow { src: *s, dst: *d, protocol: *protocol, port: *port }).allowed,
+                        (Some(s), Some(d)) => {
+                            engine
+                                .evaluate(&Flow {
+                                    src: *s,
+                                    dst: *d,
+                                    protocol: *protocol,
+                                    port: *port,
+                                })
+                                .allowed
+                        }
                         // A pod with no address (hostNetwork on an unknown node) cannot be reached.
                         _ => false,
                     };
@@ -118,7 +150,11 @@ pub fn matrices(engine: &Engine, probes: &[(Protocol, u16)]) -> AnalyzeOutput {
                 }
                 matrix.insert(from.clone(), row);
             }
-            ProbeMatrix { protocol: *protocol, port: *port, matrix }
+            ProbeMatrix {
+                protocol: *protocol,
+                port: *port,
+                matrix,
+            }
         })
         .collect();
     AnalyzeOutput { probes }
@@ -137,7 +173,11 @@ pub fn render_table(m: &ProbeMatrix) -> String {
         s.push_str(from);
         for c in &cols {
             s.push('\t');
-            s.push(if row.get(*c).copied().unwrap_or(false) { '.' } else { 'X' });
+            s.push(if row.get(*c).copied().unwrap_or(false) {
+                '.'
+            } else {
+                'X'
+            });
         }
         s.push('\n');
     }
@@ -148,13 +188,29 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     let engine = engine_from(&args.files, args.ignore_unknown_kinds, args.at)?;
     let mut out = std::io::stdout().lock();
     if args.explain {
-        let (Some(from), Some(to)) = (&args.from, &args.to) else { bail!("--explain needs --from and --to") };
-        let [(protocol, port)] = args.probes[..] else { bail!("--explain needs exactly one --probe PROTO/PORT") };
-        let ip = |k: &WorkloadKey| -> Result<std::net::IpAddr> {
-            let w = engine.inventory().workloads.get(k).with_context(|| format!("no pod {k} in the manifests"))?;
-            w.ips.first().copied().with_context(|| format!("pod {k} has no address"))
+        let (Some(from), Some(to)) = (&args.from, &args.to) else {
+            bail!("--explain needs --from and --to")
         };
-        let ex = engine.explain(&Flow { src: ip(from)?, dst: ip(to)?, protocol, port });
+        let [(protocol, port)] = args.probes[..] else {
+            bail!("--explain needs exactly one --probe PROTO/PORT")
+        };
+        let ip = |k: &WorkloadKey| -> Result<std::net::IpAddr> {
+            let w = engine
+                .inventory()
+                .workloads
+                .get(k)
+                .with_context(|| format!("no pod {k} in the manifests"))?;
+            w.ips
+                .first()
+                .copied()
+                .with_context(|| format!("pod {k} has no address"))
+        };
+        let ex = engine.explain(&Flow {
+            src: ip(from)?,
+            dst: ip(to)?,
+            protocol,
+            port,
+        });
         match args.output {
             Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&ex)?)?,
             Output::Table => out.write_all(render_explanation(&ex).as_bytes())?,
@@ -164,7 +220,11 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     if args.from.is_some() || args.to.is_some() {
         bail!("--from/--to are used with --explain");
     }
-    let probes = if args.probes.is_empty() { default_probes(&engine) } else { args.probes.clone() };
+    let probes = if args.probes.is_empty() {
+        default_probes(&engine)
+    } else {
+        args.probes.clone()
+    };
     if probes.is_empty() {
         bail!("no probes: the pods declare no container ports; pass --probe PROTO/PORT");
     }
@@ -176,7 +236,11 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
                 if i > 0 {
                     writeln!(out)?;
                 }
-                writeln!(out, "{}/{}  (rows: from, columns: to; . allowed, X blocked)", m.protocol, m.port)?;
+                writeln!(
+                    out,
+                    "{}/{}  (rows: from, columns: to; . allowed, X blocked)",
+                    m.protocol, m.port
+                )?;
                 out.write_all(render_table(m).as_bytes())?;
             }
         }
@@ -188,11 +252,18 @@ fn render_tiers(s: &mut String, tiers: &[TierTrace]) {
     for t in tiers {
         s.push_str(&format!("    {} tier: {}\n", t.tier.as_str(), t.outcome));
         for p in &t.policies {
-            let mode = if p.mode == cellwall_policy::Mode::Audit { " [audit]" } else { "" };
+            let mode = if p.mode == cellwall_policy::Mode::Audit {
+                " [audit]"
+            } else {
+                ""
+            };
             s.push_str(&format!("      {}{mode}\n", p.policy));
             for r in &p.rules {
                 let mark = if r.matched { "matched" } else { "no match" };
-                s.push_str(&format!("        {:?} {} — {mark}\n", r.action, r.description));
+                s.push_str(&format!(
+                    "        {:?} {} — {mark}\n",
+                    r.action, r.description
+                ));
             }
         }
     }
@@ -201,25 +272,53 @@ fn render_tiers(s: &mut String, tiers: &[TierTrace]) {
 /// Human-readable explanation, one block per direction.
 pub fn render_explanation(ex: &Explanation) -> String {
     let verdict = |a: bool| if a { "ALLOWED" } else { "DENIED" };
-    let mut s = format!("{} -> {} {}/{}: {}\n", ex.src, ex.dst, ex.protocol, ex.port, verdict(ex.decision.allowed));
+    let mut s = format!(
+        "{} -> {} {}/{}: {}\n",
+        ex.src,
+        ex.dst,
+        ex.protocol,
+        ex.port,
+        verdict(ex.decision.allowed)
+    );
     match &ex.deciding_rule {
         Some(r) => s.push_str(&format!("  decided by {r}\n")),
         None => s.push_str("  decided by: no rule (default allow)\n"),
     }
-    for (label, d) in [("egress at the source", &ex.egress), ("ingress at the destination", &ex.ingress)] {
-        s.push_str(&format!("  {label} {}: {}", d.endpoint, verdict(d.verdict.allowed)));
+    for (label, d) in [
+        ("egress at the source", &ex.egress),
+        ("ingress at the destination", &ex.ingress),
+    ] {
+        s.push_str(&format!(
+            "  {label} {}: {}",
+            d.endpoint,
+            verdict(d.verdict.allowed)
+        ));
         match (&d.rule, d.verdict.reason) {
             (Some(r), _) => s.push_str(&format!(" by {r}\n")),
-            (None, cellwall_policy::Reason::NotManaged) => s.push_str(" (not a workload Cellwall enforces on)\n"),
+            (None, cellwall_policy::Reason::NotManaged) => {
+                s.push_str(" (not a workload Cellwall enforces on)\n")
+            }
             (None, _) => s.push_str(" (no policy decided: default allow)\n"),
         }
         render_tiers(&mut s, &d.tiers);
     }
     if let (Some(a), Some((eg, ing))) = (&ex.decision.audit, &ex.audit) {
-        s.push_str(&format!("  with audit-mode policies enforced: {}\n", verdict(a.allowed)));
+        s.push_str(&format!(
+            "  with audit-mode policies enforced: {}\n",
+            verdict(a.allowed)
+        ));
         for d in [eg, ing] {
-            s.push_str(&format!("    {} {}", d.direction.as_str(), verdict(d.verdict.allowed)));
-            s.push_str(&d.rule.as_ref().map(|r| format!(" by {r}\n")).unwrap_or_else(|| "\n".into()));
+            s.push_str(&format!(
+                "    {} {}",
+                d.direction.as_str(),
+                verdict(d.verdict.allowed)
+            ));
+            s.push_str(
+                &d.rule
+                    .as_ref()
+                    .map(|r| format!(" by {r}\n"))
+                    .unwrap_or_else(|| "\n".into()),
+            );
         }
     }
     s

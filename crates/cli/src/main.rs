@@ -29,7 +29,9 @@ fn main() {
     };
     if let Err(e) = r {
         // Broken pipes (e.g. `| head`) are not errors worth reporting.
-        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
             std::process::exit(0);
         }
         eprintln!("error: {e:#}");

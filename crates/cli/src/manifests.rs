@@ -40,7 +40,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for e in entries {
         if e.is_dir() {
             walk(&e, out)?;
-        } else if matches!(e.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            e.extension().and_then(|x| x.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             out.push(e);
         }
     }
@@ -52,18 +55,26 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 pub fn load_objects(paths: &[PathBuf], ignore_unknown: bool) -> Result<Vec<Located>> {
     let files = expand_paths(paths)?;
     if files.is_empty() {
-        bail!("no manifests found in {} (looked for .yaml, .yml and .json files)", display_paths(paths));
+        bail!(
+            "no manifests found in {} (looked for .yaml, .yml and .json files)",
+            display_paths(paths)
+        );
     }
     let mut objects = Vec::new();
     for f in files {
         let (name, text) = if f.as_os_str() == "-" {
             let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("cannot read standard input")?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("cannot read standard input")?;
             ("<stdin>".to_string(), s)
         } else {
             let text = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
             let text = String::from_utf8(text).map_err(|e| {
-                anyhow::anyhow!("{}: not UTF-8 text (invalid byte at offset {})", f.display(), e.utf8_error().valid_up_to())
+                anyhow::anyhow!(
+                    "{}: not UTF-8 text (invalid byte at offset {})",
+                    f.display(),
+                    e.utf8_error().valid_up_to()
+                )
             })?;
             (f.display().to_string(), text)
         };
@@ -82,7 +93,11 @@ pub fn load_objects(paths: &[PathBuf], ignore_unknown: bool) -> Result<Vec<Locat
 }
 
 fn display_paths(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An inventory and policies assembled from manifests, with where each came from.
@@ -121,7 +136,10 @@ pub fn assemble(objects: Vec<Located>, pool: Cidr) -> Result<Assembled> {
     }
     let failed = out.inventory.assign_missing_ips(pool);
     if !failed.is_empty() {
-        bail!("the address pool {pool} is too small for {} pods without status.podIP", failed.len());
+        bail!(
+            "the address pool {pool} is too small for {} pods without status.podIP",
+            failed.len()
+        );
     }
     let mut owners: BTreeMap<IpAddr, WorkloadKey> = BTreeMap::new();
     for w in out.inventory.workloads.values().filter(|w| !w.host_network) {

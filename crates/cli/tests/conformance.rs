@@ -51,7 +51,9 @@ fn s(v: &Value) -> String {
 }
 
 fn labels_of(v: &Value) -> BTreeMap<String, String> {
-    v.as_mapping().map(|m| m.iter().map(|(k, v)| (s(k), s(v))).collect()).unwrap_or_default()
+    v.as_mapping()
+        .map(|m| m.iter().map(|(k, v)| (s(k), s(v))).collect())
+        .unwrap_or_default()
 }
 
 impl World {
@@ -64,7 +66,10 @@ impl World {
             let id = format!("{}/{}", p.ns, p.name);
             t = t.replace(&format!("${{IP:{id}}}"), &p.ip);
             let first: u8 = p.ip.split('.').next().unwrap().parse().unwrap();
-            t = t.replace(&format!("${{CIDR4:{id}}}"), &format!("{}.0.0.0/4", first & 0xf0));
+            t = t.replace(
+                &format!("${{CIDR4:{id}}}"),
+                &format!("{}.0.0.0/4", first & 0xf0),
+            );
         }
         assert!(!t.contains("${"), "unsubstituted placeholder in: {t}");
         t
@@ -72,7 +77,11 @@ impl World {
 
     fn key_of(obj: &Value) -> (String, String, String) {
         let kind = s(&obj["kind"]);
-        let ns = if kind == "NetworkPolicy" { s(&obj["metadata"]["namespace"]) } else { String::new() };
+        let ns = if kind == "NetworkPolicy" {
+            s(&obj["metadata"]["namespace"])
+        } else {
+            String::new()
+        };
         (kind, ns, s(&obj["metadata"]["name"]))
     }
 
@@ -81,9 +90,12 @@ impl World {
         for (ns, labels) in &self.namespaces {
             let mut l = labels.clone();
             l.remove("kubernetes.io/metadata.name");
-            docs.push(serde_yaml::to_string(&serde_json::json!({
-                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": l}
-            })).unwrap());
+            docs.push(
+                serde_yaml::to_string(&serde_json::json!({
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": l}
+                }))
+                .unwrap(),
+            );
         }
         for (name, ip) in NODES {
             docs.push(serde_yaml::to_string(&serde_json::json!({
@@ -130,7 +142,13 @@ fn load_k8s_model(case: &Value) -> World {
             .as_sequence()
             .unwrap()
             .iter()
-            .map(|c| (c["containerPort"].as_u64().unwrap() as u16, s(&c["protocol"]), c["portName"].as_str().map(String::from)))
+            .map(|c| {
+                (
+                    c["containerPort"].as_u64().unwrap() as u16,
+                    s(&c["protocol"]),
+                    c["portName"].as_str().map(String::from),
+                )
+            })
             .collect();
         pods.push(Pod {
             ns: s(&p["namespace"]),
@@ -142,7 +160,11 @@ fn load_k8s_model(case: &Value) -> World {
             node: NODES[i % 2].0.to_string(),
         });
     }
-    World { namespaces, pods, policies: BTreeMap::new() }
+    World {
+        namespaces,
+        pods,
+        policies: BTreeMap::new(),
+    }
 }
 
 fn load_npapi_model(dir: &Path) -> World {
@@ -165,7 +187,11 @@ fn load_npapi_model(dir: &Path) -> World {
                     Value::Number(n) => n.as_u64().unwrap() as u16,
                     other => {
                         let t = s(other);
-                        let i: usize = t.trim_start_matches("${HOST_PORT[").trim_end_matches("]}").parse().unwrap();
+                        let i: usize = t
+                            .trim_start_matches("${HOST_PORT[")
+                            .trim_end_matches("]}")
+                            .parse()
+                            .unwrap();
                         host_port(i)
                     }
                 };
@@ -186,27 +212,59 @@ fn load_npapi_model(dir: &Path) -> World {
         } else {
             (format!("10.244.1.{}", i + 10), NODES[i % 2].0.to_string())
         };
-        pods.push(Pod { ns: s(&p["namespace"]), name: s(&p["name"]), labels: labels_of(&p["labels"]), ports, host_network, ip, node });
+        pods.push(Pod {
+            ns: s(&p["namespace"]),
+            name: s(&p["name"]),
+            labels: labels_of(&p["labels"]),
+            ports,
+            host_network,
+            ip,
+            node,
+        });
     }
-    World { namespaces, pods, policies: BTreeMap::new() }
+    World {
+        namespaces,
+        pods,
+        policies: BTreeMap::new(),
+    }
 }
 
 /// Runs `cellwall analyze` on the world for the given probes; returns probe -> matrix.
-fn analyze(world: &World, probes: &[(String, u16)], tmp: &Path) -> BTreeMap<(String, u16), BTreeMap<String, BTreeMap<String, bool>>> {
+fn analyze(
+    world: &World,
+    probes: &[(String, u16)],
+    tmp: &Path,
+) -> BTreeMap<(String, u16), BTreeMap<String, BTreeMap<String, bool>>> {
     let file = tmp.join("manifests.yaml");
     std::fs::write(&file, world.manifests()).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellwall"));
-    cmd.arg("analyze").arg("-f").arg(&file).arg("-o").arg("json");
+    cmd.arg("analyze")
+        .arg("-f")
+        .arg(&file)
+        .arg("-o")
+        .arg("json");
     for (p, port) in probes {
         cmd.arg("--probe").arg(format!("{p}/{port}"));
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "analyze failed: {}\nmanifests:\n{}", String::from_utf8_lossy(&out.stderr), world.manifests());
+    assert!(
+        out.status.success(),
+        "analyze failed: {}\nmanifests:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        world.manifests()
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut res = BTreeMap::new();
     for p in v["probes"].as_array().unwrap() {
-        let m: BTreeMap<String, BTreeMap<String, bool>> = serde_json::from_value(p["matrix"].clone()).unwrap();
-        res.insert((p["protocol"].as_str().unwrap().to_string(), p["port"].as_u64().unwrap() as u16), m);
+        let m: BTreeMap<String, BTreeMap<String, bool>> =
+            serde_json::from_value(p["matrix"].clone()).unwrap();
+        res.insert(
+            (
+                p["protocol"].as_str().unwrap().to_string(),
+                p["port"].as_u64().unwrap() as u16,
+            ),
+            m,
+        );
     }
     res
 }
@@ -218,16 +276,31 @@ fn apply_k8s_action(world: &mut World, a: &Value) {
             world.policies.insert(World::key_of(&obj), obj);
         }
         "delete_all_networkpolicies" => {
-            let nss: Vec<String> = a["namespaces"].as_sequence().unwrap().iter().map(s).collect();
-            world.policies.retain(|(k, ns, _), _| !(k == "NetworkPolicy" && nss.contains(ns)));
+            let nss: Vec<String> = a["namespaces"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(s)
+                .collect();
+            world
+                .policies
+                .retain(|(k, ns, _), _| !(k == "NetworkPolicy" && nss.contains(ns)));
         }
         "add_pod_labels" => {
             let id = s(&a["pod"]);
-            let p = world.pods.iter_mut().find(|p| format!("{}/{}", p.ns, p.name) == id).unwrap();
+            let p = world
+                .pods
+                .iter_mut()
+                .find(|p| format!("{}/{}", p.ns, p.name) == id)
+                .unwrap();
             p.labels.extend(labels_of(&a["labels"]));
         }
         "add_namespace_labels" => {
-            world.namespaces.get_mut(&s(&a["namespace"])).unwrap().extend(labels_of(&a["labels"]));
+            world
+                .namespaces
+                .get_mut(&s(&a["namespace"]))
+                .unwrap()
+                .extend(labels_of(&a["labels"]));
         }
         "patch" => {
             let obj = a["resulting_object"].clone();
@@ -235,8 +308,19 @@ fn apply_k8s_action(world: &mut World, a: &Value) {
         }
         "delete" => {
             let t = &a["target"];
-            let key = (s(&t["kind"]), if s(&t["kind"]) == "NetworkPolicy" { s(&t["namespace"]) } else { String::new() }, s(&t["name"]));
-            assert!(world.policies.remove(&key).is_some(), "delete of unknown object {key:?}");
+            let key = (
+                s(&t["kind"]),
+                if s(&t["kind"]) == "NetworkPolicy" {
+                    s(&t["namespace"])
+                } else {
+                    String::new()
+                },
+                s(&t["name"]),
+            );
+            assert!(
+                world.policies.remove(&key).is_some(),
+                "delete of unknown object {key:?}"
+            );
         }
         op => panic!("unknown op {op}"),
     }
@@ -251,15 +335,26 @@ fn run_case(dir: &Path, path: &Path, tmp: &Path) -> Outcome {
     let case: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let id = s(&case["id"]);
     let npapi = case.get("initial_objects").is_some();
-    let mut world = if npapi { load_npapi_model(dir) } else { load_k8s_model(&case) };
+    let mut world = if npapi {
+        load_npapi_model(dir)
+    } else {
+        load_k8s_model(&case)
+    };
     if npapi {
         for o in case["initial_objects"].as_sequence().unwrap() {
             world.policies.insert(World::key_of(o), o.clone());
         }
     }
-    let mut out = Outcome { cells: 0, failures: Vec::new() };
+    let mut out = Outcome {
+        cells: 0,
+        failures: Vec::new(),
+    };
     for (si, step) in case["steps"].as_sequence().unwrap().iter().enumerate() {
-        for a in step["actions"].as_sequence().map(|v| v.as_slice()).unwrap_or(&[]) {
+        for a in step["actions"]
+            .as_sequence()
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
+        {
             apply_k8s_action(&mut world, a);
         }
         let probes = step["probes"].as_sequence().unwrap();
@@ -280,7 +375,10 @@ fn run_case(dir: &Path, path: &Path, tmp: &Path) -> Outcome {
                 let want = p["expected"].as_bool().unwrap();
                 out.cells += 1;
                 if m[&from][&to] != want {
-                    out.failures.push(format!("{id} step {si} {}/{} {from} -> {to}: expected {want}", k.0, k.1));
+                    out.failures.push(format!(
+                        "{id} step {si} {}/{} {from} -> {to}: expected {want}",
+                        k.0, k.1
+                    ));
                 }
             } else {
                 let ignore_loopback = p["ignore_loopback"].as_bool().unwrap_or(false);
@@ -292,7 +390,10 @@ fn run_case(dir: &Path, path: &Path, tmp: &Path) -> Outcome {
                         }
                         out.cells += 1;
                         if m[&from][&to] != want {
-                            out.failures.push(format!("{id} step {si} {}/{} {from} -> {to}: expected {want}", k.0, k.1));
+                            out.failures.push(format!(
+                                "{id} step {si} {}/{} {from} -> {to}: expected {want}",
+                                k.0, k.1
+                            ));
                         }
                     }
                 }
@@ -313,19 +414,40 @@ fn conformance_cases_through_analyze() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("cases"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.file_name().unwrap().to_str().unwrap().starts_with('_'))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && !p.file_name().unwrap().to_str().unwrap().starts_with('_')
+        })
         .collect();
     files.sort();
     let mut failures = Vec::new();
     let mut cells = 0;
     for f in &files {
         let o = run_case(&dir, f, &tmp);
-        eprintln!("{}: {} cells, {} failed", f.file_name().unwrap().to_string_lossy(), o.cells, o.failures.len());
+        eprintln!(
+            "{}: {} cells, {} failed",
+            f.file_name().unwrap().to_string_lossy(),
+            o.cells,
+            o.failures.len()
+        );
         cells += o.cells;
         failures.extend(o.failures);
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    eprintln!("conformance: {} cases, {cells} cells checked, {} mismatches", files.len(), failures.len());
-    assert!(files.len() >= 40, "expected the full case set, found {}", files.len());
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "conformance: {} cases, {cells} cells checked, {} mismatches",
+        files.len(),
+        failures.len()
+    );
+    assert!(
+        files.len() >= 40,
+        "expected the full case set, found {}",
+        files.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

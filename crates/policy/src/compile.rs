@@ -15,7 +15,7 @@
 //! applicable policies changed are recomputed, and for every other endpoint only the rows of peer
 //! identities that appeared, disappeared or changed.
 
-use crate::engine::{identity_key, Addr, Changes, EpKind, EpView, peer_matches, RuleInfo};
+use crate::engine::{identity_key, peer_matches, Addr, Changes, EpKind, EpView, RuleInfo};
 use crate::identity::{IdentityAllocator, ID_ANY, ID_WORLD};
 use crate::model::*;
 use crate::net::Cidr;
@@ -35,7 +35,12 @@ pub struct EntryVerdict {
 }
 
 impl EntryVerdict {
-    pub const DEFAULT_ALLOW: EntryVerdict = EntryVerdict { allow: true, rule: 0, audit_allow: true, audit_rule: 0 };
+    pub const DEFAULT_ALLOW: EntryVerdict = EntryVerdict {
+        allow: true,
+        rule: 0,
+        audit_allow: true,
+        audit_rule: 0,
+    };
 }
 
 /// One row: a protocol and inclusive port range.
@@ -55,7 +60,9 @@ pub struct Table {
 
 impl Table {
     fn find(rows: &[PortEntry], proto: Protocol, port: u16) -> Option<EntryVerdict> {
-        rows.iter().find(|e| e.protocol == proto && e.lo <= port && port <= e.hi).map(|e| e.verdict)
+        rows.iter()
+            .find(|e| e.protocol == proto && e.lo <= port && port <= e.hi)
+            .map(|e| e.verdict)
     }
 
     /// Kernel lookup semantics: exact peer row, else the wildcard row, else allow.
@@ -63,7 +70,11 @@ impl Table {
         self.rows
             .get(&peer)
             .and_then(|r| Self::find(r, proto, port))
-            .or_else(|| self.rows.get(&ID_ANY).and_then(|r| Self::find(r, proto, port)))
+            .or_else(|| {
+                self.rows
+                    .get(&ID_ANY)
+                    .and_then(|r| Self::find(r, proto, port))
+            })
             .unwrap_or(EntryVerdict::DEFAULT_ALLOW)
     }
 
@@ -114,24 +125,41 @@ impl NodePolicy {
 
     /// What the datapath of this node decides for a flow: egress at the source if it is local,
     /// ingress at the destination if it is local. Returns (allowed, audit_allowed).
-    pub fn decide(&self, src: IpAddr, dst: IpAddr, proto: Protocol, port: u16) -> (EntryVerdict, EntryVerdict) {
+    pub fn decide(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: Protocol,
+        port: u16,
+    ) -> (EntryVerdict, EntryVerdict) {
         let ep_of = |ip: IpAddr| self.endpoints.values().find(|e| e.ips.contains(&ip));
-        let eg = ep_of(src).map(|e| e.egress.lookup(self.identity_of(dst), proto, port)).unwrap_or(EntryVerdict::DEFAULT_ALLOW);
-        let ing = ep_of(dst).map(|e| e.ingress.lookup(self.identity_of(src), proto, port)).unwrap_or(EntryVerdict::DEFAULT_ALLOW);
+        let eg = ep_of(src)
+            .map(|e| e.egress.lookup(self.identity_of(dst), proto, port))
+            .unwrap_or(EntryVerdict::DEFAULT_ALLOW);
+        let ing = ep_of(dst)
+            .map(|e| e.ingress.lookup(self.identity_of(src), proto, port))
+            .unwrap_or(EntryVerdict::DEFAULT_ALLOW);
         (eg, ing)
     }
 
     /// Total table entries over all endpoints (kernel map occupancy).
     pub fn entry_count(&self) -> usize {
-        self.endpoints.values().map(|e| e.ingress.len() + e.egress.len()).sum()
+        self.endpoints
+            .values()
+            .map(|e| e.ingress.len() + e.egress.len())
+            .sum()
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PeerKind {
     /// Member workload standing for the identity (same labels and CIDR position as all members).
-    Workload { rep: WorkloadKey },
-    Node { name: String },
+    Workload {
+        rep: WorkloadKey,
+    },
+    Node {
+        name: String,
+    },
     Region,
     World,
 }
@@ -195,7 +223,10 @@ fn policy_cidrs(engine: &Engine) -> BTreeSet<Cidr> {
 
 fn lpm(cidrs: &BTreeSet<Cidr>, ip: IpAddr) -> Option<Cidr> {
     let bits = if ip.is_ipv4() { 32 } else { 128 };
-    (0..=bits).rev().filter_map(|p| Cidr::new(ip, p)).find(|c| cidrs.contains(c))
+    (0..=bits)
+        .rev()
+        .filter_map(|p| Cidr::new(ip, p))
+        .find(|c| cidrs.contains(c))
 }
 
 fn addr_of(r: Option<Cidr>) -> Addr {
@@ -230,7 +261,11 @@ impl Compiler {
         self.update(engine, &all)
     }
 
-    fn peer_view<'e>(&self, engine: &'e Engine, p: &PeerIdent) -> Option<(EpView<'e>, Option<u32>)> {
+    fn peer_view<'e>(
+        &self,
+        engine: &'e Engine,
+        p: &PeerIdent,
+    ) -> Option<(EpView<'e>, Option<u32>)> {
         let inv = engine.inventory();
         Some(match &p.kind {
             PeerKind::Workload { rep } => {
@@ -253,22 +288,51 @@ impl Compiler {
             }
             PeerKind::Node { name } => {
                 let n = inv.nodes.get(name)?;
-                (EpView { kind: EpKind::Node { name: &n.name, labels: &n.labels }, addr: p.addr }, None)
+                (
+                    EpView {
+                        kind: EpKind::Node {
+                            name: &n.name,
+                            labels: &n.labels,
+                        },
+                        addr: p.addr,
+                    },
+                    None,
+                )
             }
-            PeerKind::Region | PeerKind::World => (EpView { kind: EpKind::External, addr: p.addr }, None),
+            PeerKind::Region | PeerKind::World => (
+                EpView {
+                    kind: EpKind::External,
+                    addr: p.addr,
+                },
+                None,
+            ),
         })
     }
 
     /// Derives the peer identity key of every address source; returns them with their ipcache
     /// prefixes.
-    fn derive_peer(&self, engine: &Engine, source: &str) -> Option<(String, PeerKind, Addr, Vec<Cidr>)> {
+    fn derive_peer(
+        &self,
+        engine: &Engine,
+        source: &str,
+    ) -> Option<(String, PeerKind, Addr, Vec<Cidr>)> {
         let inv = engine.inventory();
         if let Some(name) = source.strip_prefix("node:") {
             let n = inv.nodes.get(name)?;
             let ip = *n.ips.first()?;
             let r = lpm(&self.cidrs, ip);
-            let key = format!("node={name}{}", r.map(|c| format!("|cidr={c}")).unwrap_or_default());
-            return Some((key, PeerKind::Node { name: name.to_string() }, addr_of(r), n.ips.iter().map(|i| Cidr::host(*i)).collect()));
+            let key = format!(
+                "node={name}{}",
+                r.map(|c| format!("|cidr={c}")).unwrap_or_default()
+            );
+            return Some((
+                key,
+                PeerKind::Node {
+                    name: name.to_string(),
+                },
+                addr_of(r),
+                n.ips.iter().map(|i| Cidr::host(*i)).collect(),
+            ));
         }
         let wk = WorkloadKey::parse(source.strip_prefix("wl:")?)?;
         let w = inv.workloads.get(&wk)?;
@@ -279,20 +343,38 @@ impl Compiler {
         let r = lpm(&self.cidrs, w.ips[0]);
         // Named ports are part of the peer identity so egress rules on named ports stay exact
         // even if pods with the same labels name their ports differently.
-        let mut named: Vec<String> =
-            w.ports.iter().filter_map(|p| p.name.as_ref().map(|n| format!("{n}={}/{}", p.protocol, p.port))).collect();
+        let mut named: Vec<String> = w
+            .ports
+            .iter()
+            .filter_map(|p| {
+                p.name
+                    .as_ref()
+                    .map(|n| format!("{n}={}/{}", p.protocol, p.port))
+            })
+            .collect();
         named.sort();
         let key = format!(
             "{}{}{}",
             identity_key(&info.namespace, &info.namespace_labels, &info.labels),
-            if named.is_empty() { String::new() } else { format!("|ports={}", named.join(",")) },
+            if named.is_empty() {
+                String::new()
+            } else {
+                format!("|ports={}", named.join(","))
+            },
             r.map(|c| format!("|cidr={c}")).unwrap_or_default()
         );
-        Some((key, PeerKind::Workload { rep: wk }, addr_of(r), w.ips.iter().map(|i| Cidr::host(*i)).collect()))
+        Some((
+            key,
+            PeerKind::Workload { rep: wk },
+            addr_of(r),
+            w.ips.iter().map(|i| Cidr::host(*i)).collect(),
+        ))
     }
 
     fn unbind(&mut self, source: &str, changed: &mut BTreeSet<u32>) {
-        let Some((id, prefixes)) = self.member_of.remove(source) else { return };
+        let Some((id, prefixes)) = self.member_of.remove(source) else {
+            return;
+        };
         for c in prefixes {
             if self.ipcache.get(&c) == Some(&id) {
                 self.ipcache.remove(&c);
@@ -306,7 +388,13 @@ impl Compiler {
         } else if let PeerKind::Workload { rep } = &p.kind {
             // Keep a live representative.
             if format!("wl:{rep}") == source {
-                if let Some(next) = p.members.iter().next().and_then(|m| m.strip_prefix("wl:")).and_then(WorkloadKey::parse) {
+                if let Some(next) = p
+                    .members
+                    .iter()
+                    .next()
+                    .and_then(|m| m.strip_prefix("wl:"))
+                    .and_then(WorkloadKey::parse)
+                {
                     p.kind = PeerKind::Workload { rep: next };
                 }
             }
@@ -315,12 +403,26 @@ impl Compiler {
     }
 
     fn bind(&mut self, engine: &Engine, source: &str, changed: &mut BTreeSet<u32>) {
-        let Some((key, kind, addr, prefixes)) = self.derive_peer(engine, source) else { return };
+        let Some((key, kind, addr, prefixes)) = self.derive_peer(engine, source) else {
+            return;
+        };
         let (id, created) = self.alloc.acquire(&key);
         if created {
-            self.peers.insert(id, PeerIdent { kind, addr, key, members: BTreeSet::new() });
+            self.peers.insert(
+                id,
+                PeerIdent {
+                    kind,
+                    addr,
+                    key,
+                    members: BTreeSet::new(),
+                },
+            );
         }
-        self.peers.get_mut(&id).expect("just ensured").members.insert(source.to_string());
+        self.peers
+            .get_mut(&id)
+            .expect("just ensured")
+            .members
+            .insert(source.to_string());
         for c in &prefixes {
             self.ipcache.insert(*c, id);
         }
@@ -333,13 +435,19 @@ impl Compiler {
         for p in engine.applicable(lid, dir) {
             if let Some((pol, ids, iso)) = engine.slot_rules(&p.id) {
                 out.push(iso[dir.index()]);
-                out.extend(pol.rules.iter().zip(ids).filter(|(r, _)| r.direction == dir).map(|(_, id)| *id));
+                out.extend(
+                    pol.rules
+                        .iter()
+                        .zip(ids)
+                        .filter(|(r, _)| r.direction == dir)
+                        .map(|(_, id)| *id),
+                );
             }
         }
         out
     }
 
-    fn rule_def<'e>(engine: &'e Engine, rid: u32) -> Option<(&'e Policy, &'e Rule)> {
+    fn rule_def(engine: &Engine, rid: u32) -> Option<(&Policy, &Rule)> {
         let info = engine.rule(rid)?;
         let (pol, ids, _) = engine.slot_rules(&info.policy)?;
         let pos = ids.iter().position(|x| *x == rid)?;
@@ -350,17 +458,31 @@ impl Compiler {
     /// wildcard peer) every workload identity that has such a port.
     fn match_rule(&self, engine: &Engine, rid: u32, candidates: &[(u32, EpView)]) -> BTreeSet<u32> {
         let mut out = BTreeSet::new();
-        let Some((_, rule)) = Self::rule_def(engine, rid) else { return out };
+        let Some((_, rule)) = Self::rule_def(engine, rid) else {
+            return out;
+        };
         let wildcard_named = rule.direction == Direction::Egress
-            && rule.peers.iter().any(|p| matches!(p, Peer::Any | Peer::Entity(Entity::All)))
-            && rule.ports.iter().any(|p| matches!(p, PortSpec::Named { .. }));
-        let specific: Vec<&Peer> = rule.peers.iter().filter(|p| !matches!(p, Peer::Any | Peer::Entity(Entity::All))).collect();
+            && rule
+                .peers
+                .iter()
+                .any(|p| matches!(p, Peer::Any | Peer::Entity(Entity::All)))
+            && rule
+                .ports
+                .iter()
+                .any(|p| matches!(p, PortSpec::Named { .. }));
+        let specific: Vec<&Peer> = rule
+            .peers
+            .iter()
+            .filter(|p| !matches!(p, Peer::Any | Peer::Entity(Entity::All)))
+            .collect();
         if specific.is_empty() && !wildcard_named {
             return out;
         }
         let local_node = Some(self.node.as_str());
         for (id, view) in candidates {
-            if specific.iter().any(|peer| peer_matches(peer, local_node, view))
+            if specific
+                .iter()
+                .any(|peer| peer_matches(peer, local_node, view))
                 || (wildcard_named && matches!(view.kind, EpKind::Workload { .. }))
             {
                 out.insert(*id);
@@ -369,8 +491,18 @@ impl Compiler {
         out
     }
 
-    fn views<'e>(&self, engine: &'e Engine, ids: impl Iterator<Item = u32>) -> Vec<(u32, EpView<'e>)> {
-        ids.filter_map(|id| self.peers.get(&id).and_then(|p| self.peer_view(engine, p)).map(|(v, _)| (id, v))).collect()
+    fn views<'e>(
+        &self,
+        engine: &'e Engine,
+        ids: impl Iterator<Item = u32>,
+    ) -> Vec<(u32, EpView<'e>)> {
+        ids.filter_map(|id| {
+            self.peers
+                .get(&id)
+                .and_then(|p| self.peer_view(engine, p))
+                .map(|(v, _)| (id, v))
+        })
+        .collect()
     }
 
     /// Applies engine changes and returns the node's compiled policy.
@@ -378,7 +510,11 @@ impl Compiler {
         let mut changed_peers: BTreeSet<u32> = BTreeSet::new();
         // 1. Policy CIDRs: if the set changed, every address source may move region.
         // Without policy changes the CIDR set and the rule set cannot have changed.
-        let cidrs = if changes.policies.is_empty() { self.cidrs.clone() } else { policy_cidrs(engine) };
+        let cidrs = if changes.policies.is_empty() {
+            self.cidrs.clone()
+        } else {
+            policy_cidrs(engine)
+        };
         let mut sources: BTreeSet<String> = BTreeSet::new();
         if cidrs != self.cidrs {
             self.cidrs = cidrs;
@@ -394,17 +530,32 @@ impl Compiler {
             for c in self.cidrs.clone() {
                 let key = format!("cidr={c}");
                 let (id, _) = self.alloc.acquire(&key);
-                self.peers.insert(id, PeerIdent { kind: PeerKind::Region, addr: Addr::Region(c), key, members: BTreeSet::new() });
+                self.peers.insert(
+                    id,
+                    PeerIdent {
+                        kind: PeerKind::Region,
+                        addr: Addr::Region(c),
+                        key,
+                        members: BTreeSet::new(),
+                    },
+                );
                 self.regions.insert(c, id);
                 changed_peers.insert(id);
             }
         }
-        if !self.peers.contains_key(&ID_WORLD) {
-            self.peers.insert(ID_WORLD, PeerIdent { kind: PeerKind::World, addr: Addr::Outside, key: "world".into(), members: BTreeSet::new() });
+        if let std::collections::btree_map::Entry::Vacant(e) = self.peers.entry(ID_WORLD) {
+            e.insert(PeerIdent {
+                kind: PeerKind::World,
+                addr: Addr::Outside,
+                key: "world".into(),
+                members: BTreeSet::new(),
+            });
             changed_peers.insert(ID_WORLD);
         }
         for any in ["0.0.0.0/0", "::/0"] {
-            self.regions.entry(any.parse().expect("valid")).or_insert(ID_WORLD);
+            self.regions
+                .entry(any.parse().expect("valid"))
+                .or_insert(ID_WORLD);
         }
         // 2. Address sources that changed: workloads (and all in a namespace whose labels moved,
         //    which the engine reports as workload changes), nodes.
@@ -421,7 +572,15 @@ impl Compiler {
         let live_rules: BTreeSet<u32> = if changes.policies.is_empty() {
             self.rule_peers.keys().copied().collect()
         } else {
-            engine.policies().flat_map(|p| engine.slot_rules(&p.id).map(|(_, ids, _)| ids.to_vec()).unwrap_or_default()).collect()
+            engine
+                .policies()
+                .flat_map(|p| {
+                    engine
+                        .slot_rules(&p.id)
+                        .map(|(_, ids, _)| ids.to_vec())
+                        .unwrap_or_default()
+                })
+                .collect()
         };
         self.rule_peers.retain(|rid, _| live_rules.contains(rid));
         let changed_policy_rules: BTreeSet<u32> = changes
@@ -430,10 +589,26 @@ impl Compiler {
             .filter_map(|p| engine.slot_rules(p).map(|(_, ids, _)| ids.to_vec()))
             .flatten()
             .collect();
-        let needs_all = live_rules.iter().any(|rid| changed_policy_rules.contains(rid) || !self.rule_peers.contains_key(rid));
-        let all_views = if needs_all { self.views(engine, self.peers.keys().copied()) } else { Vec::new() };
-        let gone: Vec<u32> = changed_peers.iter().copied().filter(|p| !self.peers.contains_key(p)).collect();
-        let present_views = self.views(engine, changed_peers.iter().copied().filter(|p| self.peers.contains_key(p)));
+        let needs_all = live_rules
+            .iter()
+            .any(|rid| changed_policy_rules.contains(rid) || !self.rule_peers.contains_key(rid));
+        let all_views = if needs_all {
+            self.views(engine, self.peers.keys().copied())
+        } else {
+            Vec::new()
+        };
+        let gone: Vec<u32> = changed_peers
+            .iter()
+            .copied()
+            .filter(|p| !self.peers.contains_key(p))
+            .collect();
+        let present_views = self.views(
+            engine,
+            changed_peers
+                .iter()
+                .copied()
+                .filter(|p| self.peers.contains_key(p)),
+        );
         for rid in &live_rules {
             if changed_policy_rules.contains(rid) || !self.rule_peers.contains_key(rid) {
                 let set = self.match_rule(engine, *rid, &all_views);
@@ -451,16 +626,29 @@ impl Compiler {
         let inv = engine.inventory();
         let mut touched: BTreeSet<WorkloadKey> = changes.workloads.clone();
         if sources.len() > changes.workloads.len() {
-            touched.extend(sources.iter().filter_map(|s| s.strip_prefix("wl:")).filter_map(WorkloadKey::parse));
+            touched.extend(
+                sources
+                    .iter()
+                    .filter_map(|s| s.strip_prefix("wl:"))
+                    .filter_map(WorkloadKey::parse),
+            );
         }
         for k in touched {
             self.endpoints.remove(&k);
-            let Some(w) = inv.workloads.get(&k) else { continue };
+            let Some(w) = inv.workloads.get(&k) else {
+                continue;
+            };
             if w.host_network || w.node.as_deref() != Some(self.node.as_str()) {
                 continue;
             }
-            let (Some(lid), Some((pid, _))) = (engine.workload_identity(&k), self.member_of.get(&format!("wl:{k}"))) else { continue };
-            self.endpoints.insert(k, ((lid, w.ports.clone()), w.ips.clone(), *pid));
+            let (Some(lid), Some((pid, _))) = (
+                engine.workload_identity(&k),
+                self.member_of.get(&format!("wl:{k}")),
+            ) else {
+                continue;
+            };
+            self.endpoints
+                .insert(k, ((lid, w.ports.clone()), w.ips.clone(), *pid));
         }
         // 5. Profiles: recompute those whose subject's policies changed, patch the rows of changed
         //    peers in the others, drop unused ones.
@@ -479,11 +667,18 @@ impl Compiler {
                 Some(prof) => {
                     let relevant = |p: &u32| {
                         prof.tables.iter().any(|t| t.rows.contains_key(p))
-                            || prof.rules.iter().flatten().any(|r| self.rule_peers.get(r).is_some_and(|s| s.contains(p)))
+                            || prof
+                                .rules
+                                .iter()
+                                .flatten()
+                                .any(|r| self.rule_peers.get(r).is_some_and(|s| s.contains(p)))
                     };
                     if changed_peers.iter().any(relevant) {
                         let old = profiles.remove(*k).expect("present");
-                        fresh.push(((*k).clone(), self.compute_profile(engine, rep, k.0, Some((old, &changed_peers)))));
+                        fresh.push((
+                            (*k).clone(),
+                            self.compute_profile(engine, rep, k.0, Some((old, &changed_peers))),
+                        ));
                     }
                 }
             }
@@ -508,36 +703,70 @@ impl Compiler {
             .iter()
             .map(|(wk, (pk, ips, pid))| {
                 let prof = &self.profiles[pk];
-                (wk.clone(), EndpointPolicy { ips: ips.clone(), identity: *pid, ingress: prof.tables[0].clone(), egress: prof.tables[1].clone() })
+                (
+                    wk.clone(),
+                    EndpointPolicy {
+                        ips: ips.clone(),
+                        identity: *pid,
+                        ingress: prof.tables[0].clone(),
+                        egress: prof.tables[1].clone(),
+                    },
+                )
             })
             .collect();
         let mut ipcache = self.regions.clone();
         ipcache.extend(self.ipcache.iter().map(|(c, id)| (*c, *id)));
-        NodePolicy { node: self.node.clone(), ipcache, endpoints, rules }
+        NodePolicy {
+            node: self.node.clone(),
+            ipcache,
+            endpoints,
+            rules,
+        }
     }
 
     /// Computes a profile's tables; with `patch`, reuses the old tables and recomputes only the
     /// rows of the given peer identities. Peers that match the same set of rules (and, for egress
     /// named ports, name the same ports) get the same rows, so each group is evaluated once.
-    fn compute_profile(&self, engine: &Engine, rep: &WorkloadKey, lid: u32, mut patch: Option<(Profile, &BTreeSet<u32>)>) -> Profile {
+    fn compute_profile(
+        &self,
+        engine: &Engine,
+        rep: &WorkloadKey,
+        lid: u32,
+        mut patch: Option<(Profile, &BTreeSet<u32>)>,
+    ) -> Profile {
         let w = &engine.inventory().workloads[rep];
         let info = engine.identity(lid).expect("live identity");
         let subject = EpView {
-            kind: EpKind::Workload { ns: &w.namespace, ns_labels: &info.namespace_labels, labels: &w.labels, ports: &w.ports, node: w.node.as_deref() },
+            kind: EpKind::Workload {
+                ns: &w.namespace,
+                ns_labels: &info.namespace_labels,
+                labels: &w.labels,
+                ports: &w.ports,
+                node: w.node.as_deref(),
+            },
             addr: Addr::Outside,
         };
-        let rules = [Self::rules_of(engine, lid, Direction::Ingress), Self::rules_of(engine, lid, Direction::Egress)];
+        let rules = [
+            Self::rules_of(engine, lid, Direction::Ingress),
+            Self::rules_of(engine, lid, Direction::Egress),
+        ];
         let mut tables: [Arc<Table>; 2] = [Arc::default(), Arc::default()];
         for dir in Direction::BOTH {
             let d = dir.index();
             let audit = engine.has_audit(Some(lid), dir);
-            let rule_defs: Vec<(u32, &Rule)> = rules[d].iter().filter_map(|r| Self::rule_def(engine, *r).map(|x| (*r, x.1))).collect();
+            let rule_defs: Vec<(u32, &Rule)> = rules[d]
+                .iter()
+                .filter_map(|r| Self::rule_def(engine, *r).map(|x| (*r, x.1)))
+                .collect();
             let has_policy = !rules[d].is_empty();
             if !has_policy {
                 continue;
             }
             // Port boundaries per protocol (numeric ranges and, for ingress, our named ports).
-            let mut bounds: BTreeMap<Protocol, BTreeSet<u32>> = Protocol::ALL.iter().map(|p| (*p, BTreeSet::new())).collect();
+            let mut bounds: BTreeMap<Protocol, BTreeSet<u32>> = Protocol::ALL
+                .iter()
+                .map(|p| (*p, BTreeSet::new()))
+                .collect();
             for (_, r) in &rule_defs {
                 for ps in &r.ports {
                     match ps {
@@ -570,13 +799,18 @@ impl Compiler {
             } else {
                 Vec::new()
             };
-            let eval_rows = |peer: &EpView, peer_ports: Option<&[ContainerPort]>| -> Vec<PortEntry> {
+            let eval_rows = |peer: &EpView,
+                             peer_ports: Option<&[ContainerPort]>|
+             -> Vec<PortEntry> {
                 let mut rows: Vec<PortEntry> = Vec::new();
                 for (proto, b) in &bounds {
                     let mut b = b.clone();
                     if let Some(ports) = peer_ports {
                         for (name, pr) in &named_egress {
-                            for cp in ports.iter().filter(|cp| cp.name.as_deref() == Some(*name) && pr.is_none_or(|x| x == cp.protocol)) {
+                            for cp in ports.iter().filter(|cp| {
+                                cp.name.as_deref() == Some(*name)
+                                    && pr.is_none_or(|x| x == cp.protocol)
+                            }) {
                                 if cp.protocol == *proto {
                                     b.insert(cp.port as u32);
                                     b.insert(cp.port as u32 + 1);
@@ -589,12 +823,41 @@ impl Compiler {
                     let pts: Vec<u32> = b.into_iter().filter(|x| *x <= 65536).collect();
                     for win in pts.windows(2) {
                         let (lo, hi) = (win[0] as u16, (win[1] - 1) as u16);
-                        let v = engine.eval_dir(dir, Some(lid), &subject, peer, *proto, lo, false, None);
-                        let a = if audit { engine.eval_dir(dir, Some(lid), &subject, peer, *proto, lo, true, None) } else { v };
-                        let verdict = EntryVerdict { allow: v.allowed, rule: v.rule, audit_allow: a.allowed, audit_rule: a.rule };
+                        let v = engine.eval_dir(
+                            dir,
+                            Some(lid),
+                            &subject,
+                            peer,
+                            *proto,
+                            lo,
+                            false,
+                            None,
+                        );
+                        let a = if audit {
+                            engine.eval_dir(dir, Some(lid), &subject, peer, *proto, lo, true, None)
+                        } else {
+                            v
+                        };
+                        let verdict = EntryVerdict {
+                            allow: v.allowed,
+                            rule: v.rule,
+                            audit_allow: a.allowed,
+                            audit_rule: a.rule,
+                        };
                         match rows.last_mut() {
-                            Some(last) if last.protocol == *proto && last.verdict == verdict && last.hi as u32 + 1 == lo as u32 => last.hi = hi,
-                            _ => rows.push(PortEntry { protocol: *proto, lo, hi, verdict }),
+                            Some(last)
+                                if last.protocol == *proto
+                                    && last.verdict == verdict
+                                    && last.hi as u32 + 1 == lo as u32 =>
+                            {
+                                last.hi = hi
+                            }
+                            _ => rows.push(PortEntry {
+                                protocol: *proto,
+                                lo,
+                                hi,
+                                verdict,
+                            }),
                         }
                     }
                 }
@@ -609,17 +872,34 @@ impl Compiler {
             // The wildcard row: an endpoint that matches only "anyone" peers.
             let wildcard = match table.rows.get(&ID_ANY) {
                 Some(w) if patch.is_some() => w.clone(),
-                _ => eval_rows(&EpView { kind: EpKind::Anonymous, addr: Addr::Outside }, None),
+                _ => eval_rows(
+                    &EpView {
+                        kind: EpKind::Anonymous,
+                        addr: Addr::Outside,
+                    },
+                    None,
+                ),
             };
             table.rows.insert(ID_ANY, wildcard.clone());
-            let sets: Vec<Option<&BTreeSet<u32>>> = rule_defs.iter().map(|(r, _)| self.rule_peers.get(r)).collect();
-            let relevant: BTreeSet<u32> = sets.iter().flatten().flat_map(|s| s.iter().copied()).collect();
+            let sets: Vec<Option<&BTreeSet<u32>>> = rule_defs
+                .iter()
+                .map(|(r, _)| self.rule_peers.get(r))
+                .collect();
+            let relevant: BTreeSet<u32> = sets
+                .iter()
+                .flatten()
+                .flat_map(|s| s.iter().copied())
+                .collect();
             let targets: Vec<u32> = match &patch {
                 Some((_, changed)) => {
                     for c in changed.iter() {
                         table.rows.remove(c);
                     }
-                    changed.iter().copied().filter(|c| relevant.contains(c)).collect()
+                    changed
+                        .iter()
+                        .copied()
+                        .filter(|c| relevant.contains(c))
+                        .collect()
                 }
                 None => relevant.into_iter().collect(),
             };
@@ -627,10 +907,20 @@ impl Compiler {
             // egress ports are in play.
             let mut groups: BTreeMap<(Vec<bool>, Vec<ContainerPort>), Vec<u32>> = BTreeMap::new();
             for pid in targets {
-                let Some(p) = self.peers.get(&pid) else { continue };
-                let sig: Vec<bool> = sets.iter().map(|s| s.is_some_and(|s| s.contains(&pid))).collect();
+                let Some(p) = self.peers.get(&pid) else {
+                    continue;
+                };
+                let sig: Vec<bool> = sets
+                    .iter()
+                    .map(|s| s.is_some_and(|s| s.contains(&pid)))
+                    .collect();
                 let ports = match (&p.kind, named_egress.is_empty()) {
-                    (PeerKind::Workload { rep }, false) => engine.inventory().workloads.get(rep).map(|w| w.ports.clone()).unwrap_or_default(),
+                    (PeerKind::Workload { rep }, false) => engine
+                        .inventory()
+                        .workloads
+                        .get(rep)
+                        .map(|w| w.ports.clone())
+                        .unwrap_or_default(),
                     _ => Vec::new(),
                 };
                 // Kinds behave differently under named ports (only workloads resolve them).
@@ -639,14 +929,22 @@ impl Compiler {
                 groups.entry((sig, ports)).or_default().push(pid);
             }
             for members in groups.values() {
-                let Some((view, _)) = members.iter().find_map(|m| self.peers.get(m).and_then(|p| self.peer_view(engine, p))) else { continue };
+                let Some((view, _)) = members
+                    .iter()
+                    .find_map(|m| self.peers.get(m).and_then(|p| self.peer_view(engine, p)))
+                else {
+                    continue;
+                };
                 let peer_ports = match view.kind {
                     EpKind::Workload { ports, .. } => Some(ports),
                     _ => None,
                 };
                 // Keep only rows that differ from the wildcard somewhere in their range: lookup
                 // falls back to the wildcard for the rest.
-                let rows: Vec<PortEntry> = eval_rows(&view, peer_ports).into_iter().filter(|r| differs_from(&wildcard, r)).collect();
+                let rows: Vec<PortEntry> = eval_rows(&view, peer_ports)
+                    .into_iter()
+                    .filter(|r| differs_from(&wildcard, r))
+                    .collect();
                 if !rows.is_empty() {
                     for m in members {
                         table.rows.insert(*m, rows.clone());
@@ -662,6 +960,13 @@ impl Compiler {
 /// True when `r` gives a different verdict than the wildcard rows at some port of its range.
 fn differs_from(wildcard: &[PortEntry], r: &PortEntry) -> bool {
     let mut points = vec![r.lo];
-    points.extend(wildcard.iter().filter(|w| w.protocol == r.protocol && w.lo > r.lo && w.lo <= r.hi).map(|w| w.lo));
-    points.into_iter().any(|p| Table::find(wildcard, r.protocol, p) != Some(r.verdict))
+    points.extend(
+        wildcard
+            .iter()
+            .filter(|w| w.protocol == r.protocol && w.lo > r.lo && w.lo <= r.hi)
+            .map(|w| w.lo),
+    );
+    points
+        .into_iter()
+        .any(|p| Table::find(wildcard, r.protocol, p) != Some(r.verdict))
 }

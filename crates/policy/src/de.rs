@@ -1,7 +1,9 @@
 //! Validating field types for manifest deserialisation. Validation happens while deserialising so
 //! a bad value is reported with the line, column and field path of that value.
 
-use crate::labels::{validate_label_key, validate_label_value, LabelSelector, Labels, Operator, Requirement};
+use crate::labels::{
+    validate_label_key, validate_label_value, LabelSelector, Labels, Operator, Requirement,
+};
 use crate::model::Protocol;
 use crate::net::Cidr;
 use serde::de::{self, Deserializer, Visitor};
@@ -18,7 +20,9 @@ impl<'de> Deserialize<'de> for PortNum {
         if (1..=65535).contains(&v) {
             Ok(PortNum(v as u16))
         } else {
-            Err(de::Error::custom(format!("port {v} is out of range: expected a port number 1-65535")))
+            Err(de::Error::custom(format!(
+                "port {v} is out of range: expected a port number 1-65535"
+            )))
         }
     }
 }
@@ -30,9 +34,9 @@ pub struct ProtocolDe(pub Protocol);
 impl<'de> Deserialize<'de> for ProtocolDe {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Protocol::parse(&s)
-            .map(ProtocolDe)
-            .ok_or_else(|| de::Error::custom(format!("unknown protocol {s:?}: expected TCP, UDP or SCTP")))
+        Protocol::parse(&s).map(ProtocolDe).ok_or_else(|| {
+            de::Error::custom(format!("unknown protocol {s:?}: expected TCP, UDP or SCTP"))
+        })
     }
 }
 
@@ -62,7 +66,9 @@ impl<'de> Deserialize<'de> for IntOrName {
                 if (1..=65535).contains(&v) {
                     Ok(IntOrName::Num(v as u16))
                 } else {
-                    Err(E::custom(format!("port {v} is out of range: expected a port number 1-65535")))
+                    Err(E::custom(format!(
+                        "port {v} is out of range: expected a port number 1-65535"
+                    )))
                 }
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrName, E> {
@@ -84,7 +90,8 @@ impl<'de> Deserialize<'de> for IntOrName {
 pub fn validate_port_name(v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
         && v.len() <= 15
-        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && v.chars().any(|c| c.is_ascii_lowercase())
         && !v.starts_with('-')
         && !v.ends_with('-')
@@ -139,16 +146,27 @@ pub struct SelectorDe(pub LabelSelector);
 impl<'de> Deserialize<'de> for SelectorDe {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = Option::<RawSelector>::deserialize(d)?;
-        let Some(raw) = raw else { return Ok(SelectorDe(LabelSelector::everything())) };
-        let mut sel = LabelSelector { match_labels: raw.match_labels.0, match_expressions: Vec::new() };
-        for (i, r) in raw.match_expressions.unwrap_or_default().into_iter().enumerate() {
+        let Some(raw) = raw else {
+            return Ok(SelectorDe(LabelSelector::everything()));
+        };
+        let mut sel = LabelSelector {
+            match_labels: raw.match_labels.0,
+            match_expressions: Vec::new(),
+        };
+        for (i, r) in raw
+            .match_expressions
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let op = Operator::parse(&r.operator).ok_or_else(|| {
                 de::Error::custom(format!(
                     "matchExpressions[{i}].operator: unknown operator {:?}: expected In, NotIn, Exists or DoesNotExist",
                     r.operator
                 ))
             })?;
-            validate_label_key(&r.key).map_err(|e| de::Error::custom(format!("matchExpressions[{i}].key: {e}")))?;
+            validate_label_key(&r.key)
+                .map_err(|e| de::Error::custom(format!("matchExpressions[{i}].key: {e}")))?;
             let values = r.values.unwrap_or_default();
             match op {
                 Operator::In | Operator::NotIn if values.is_empty() => {
@@ -165,7 +183,11 @@ impl<'de> Deserialize<'de> for SelectorDe {
                 }
                 _ => {}
             }
-            sel.match_expressions.push(Requirement { key: r.key, operator: op, values: values.into_iter().collect() });
+            sel.match_expressions.push(Requirement {
+                key: r.key,
+                operator: op,
+                values: values.into_iter().collect(),
+            });
         }
         Ok(SelectorDe(sel))
     }
@@ -179,7 +201,9 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         parse_rfc3339(&s).map(Timestamp).ok_or_else(|| {
-            de::Error::custom(format!("invalid time {s:?}: expected RFC 3339, e.g. 2026-12-01T10:00:00Z"))
+            de::Error::custom(format!(
+                "invalid time {s:?}: expected RFC 3339, e.g. 2026-12-01T10:00:00Z"
+            ))
         })
     }
 }
@@ -187,7 +211,11 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// Parses RFC 3339 into Unix seconds (fractions truncated). No dependency needed for this.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+    {
         return None;
     }
     if b[13] != b':' || b[16] != b':' {
@@ -200,7 +228,14 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         }
         t.parse().ok()
     };
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -252,7 +287,12 @@ pub fn format_rfc3339(t: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]

@@ -14,12 +14,12 @@
 //! Audit-mode policies are left out of the enforced verdict; the audit verdict is the same walk
 //! with them included. Expired policies and rules are left out of both.
 
+use crate::fxhash::FxHashMap;
 use crate::identity::IdentityAllocator;
 use crate::labels::Labels;
 use crate::model::*;
 use crate::net::Cidr;
 use serde::Serialize;
-use crate::fxhash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -57,8 +57,18 @@ pub struct DirVerdict {
 }
 
 impl DirVerdict {
-    const UNMANAGED: DirVerdict = DirVerdict { allowed: true, rule: 0, tier: None, reason: Reason::NotManaged };
-    const DEFAULT: DirVerdict = DirVerdict { allowed: true, rule: 0, tier: None, reason: Reason::Default };
+    const UNMANAGED: DirVerdict = DirVerdict {
+        allowed: true,
+        rule: 0,
+        tier: None,
+        reason: Reason::NotManaged,
+    };
+    const DEFAULT: DirVerdict = DirVerdict {
+        allowed: true,
+        rule: 0,
+        tier: None,
+        reason: Reason::Default,
+    };
 }
 
 /// The decision for a flow.
@@ -234,7 +244,10 @@ pub struct Changes {
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.policies.is_empty() && self.identities.is_empty() && self.workloads.is_empty() && self.nodes.is_empty()
+        self.policies.is_empty()
+            && self.identities.is_empty()
+            && self.workloads.is_empty()
+            && self.nodes.is_empty()
     }
 }
 
@@ -274,20 +287,34 @@ pub(crate) fn peer_matches(peer: &Peer, subject_node: Option<&str>, v: &EpView) 
     match peer {
         Peer::Any | Peer::Entity(Entity::All) => true,
         Peer::Pods { namespaces, pods } => match v.kind {
-            EpKind::Workload { ns, ns_labels, labels, .. } => ns_matches(namespaces, ns, ns_labels) && pods.matches(labels),
+            EpKind::Workload {
+                ns,
+                ns_labels,
+                labels,
+                ..
+            } => ns_matches(namespaces, ns, ns_labels) && pods.matches(labels),
             _ => false,
         },
         Peer::Nodes(sel) => matches!(v.kind, EpKind::Node { labels, .. } if sel.matches(labels)),
-        Peer::Cidr { cidr, except } => v.addr.in_cidr(cidr) && !except.iter().any(|e| v.addr.in_cidr(e)),
+        Peer::Cidr { cidr, except } => {
+            v.addr.in_cidr(cidr) && !except.iter().any(|e| v.addr.in_cidr(e))
+        }
         Peer::Entity(Entity::World) => matches!(v.kind, EpKind::External),
         Peer::Entity(Entity::Host) => {
             matches!(v.kind, EpKind::Node { name, .. } if Some(name) == subject_node)
         }
-        Peer::Entity(Entity::Cluster) => matches!(v.kind, EpKind::Workload { .. } | EpKind::Node { .. }),
+        Peer::Entity(Entity::Cluster) => {
+            matches!(v.kind, EpKind::Workload { .. } | EpKind::Node { .. })
+        }
     }
 }
 
-pub(crate) fn port_matches(spec: &PortSpec, proto: Protocol, port: u16, dst_ports: Option<&[ContainerPort]>) -> bool {
+pub(crate) fn port_matches(
+    spec: &PortSpec,
+    proto: Protocol,
+    port: u16,
+    dst_ports: Option<&[ContainerPort]>,
+) -> bool {
     match spec {
         PortSpec::Range { protocol, lo, hi } => *protocol == proto && *lo <= port && port <= *hi,
         PortSpec::Named { protocol, name } => dst_ports.is_some_and(|ports| {
@@ -370,7 +397,10 @@ impl Engine {
 
     /// Builds an engine from a whole inventory and policy set.
     pub fn build(inv: Inventory, policies: impl IntoIterator<Item = Policy>, now: i64) -> Self {
-        let mut e = Engine { now, ..Default::default() };
+        let mut e = Engine {
+            now,
+            ..Default::default()
+        };
         for n in inv.namespaces.into_values() {
             e.set_namespace(n);
         }
@@ -405,7 +435,8 @@ impl Engine {
         let crosses = |t: Option<i64>| t.is_some_and(|t| a < t && t <= b);
         let mut touched = Vec::new();
         for s in self.slots.iter().flatten() {
-            if crosses(s.policy.expires_at) || s.policy.rules.iter().any(|r| crosses(r.expires_at)) {
+            if crosses(s.policy.expires_at) || s.policy.rules.iter().any(|r| crosses(r.expires_at))
+            {
                 touched.push((s.policy.id.clone(), s.subjects.clone()));
             }
         }
@@ -421,7 +452,10 @@ impl Engine {
         self.slots
             .iter()
             .flatten()
-            .flat_map(|s| std::iter::once(s.policy.expires_at).chain(s.policy.rules.iter().map(|r| r.expires_at)))
+            .flat_map(|s| {
+                std::iter::once(s.policy.expires_at)
+                    .chain(s.policy.rules.iter().map(|r| r.expires_at))
+            })
             .flatten()
             .filter(|t| *t > self.now)
             .min()
@@ -432,7 +466,10 @@ impl Engine {
     }
 
     pub fn policy(&self, id: &PolicyId) -> Option<&Policy> {
-        self.by_id.get(id).and_then(|i| self.slots[*i].as_ref()).map(|s| &s.policy)
+        self.by_id
+            .get(id)
+            .and_then(|i| self.slots[*i].as_ref())
+            .map(|s| &s.policy)
     }
 
     pub fn rule(&self, id: u32) -> Option<&RuleInfo> {
@@ -489,7 +526,13 @@ impl Engine {
     }
 
     fn refresh_namespace(&mut self, name: &str) {
-        let keys: Vec<WorkloadKey> = self.inv.workloads.keys().filter(|k| k.namespace == name).cloned().collect();
+        let keys: Vec<WorkloadKey> = self
+            .inv
+            .workloads
+            .keys()
+            .filter(|k| k.namespace == name)
+            .cloned()
+            .collect();
         for k in keys {
             self.unindex_workload(&k);
             self.refresh_identity(&k);
@@ -554,7 +597,11 @@ impl Engine {
                     Some(EpRef::Node(n)) => {
                         old.host_network
                             && old.node.as_deref().unwrap_or_default() == n
-                            && !self.inv.nodes.get(n).is_some_and(|node| node.ips.contains(ip))
+                            && !self
+                                .inv
+                                .nodes
+                                .get(n)
+                                .is_some_and(|node| node.ips.contains(ip))
                     }
                     None => false,
                 };
@@ -566,19 +613,26 @@ impl Engine {
     }
 
     fn index_workload(&mut self, key: &WorkloadKey) {
-        let Some(w) = self.inv.workloads.get(key) else { return };
+        let Some(w) = self.inv.workloads.get(key) else {
+            return;
+        };
         if w.host_network {
             for ip in &w.ips {
                 // A node's own address stays the node's.
                 if !self.ip_index.contains_key(ip) {
-                    self.ip_index.insert(*ip, EpRef::Node(w.node.clone().unwrap_or_default()));
+                    self.ip_index
+                        .insert(*ip, EpRef::Node(w.node.clone().unwrap_or_default()));
                 }
             }
             return;
         }
         let identity = self.wl_identity.get(key).map(|x| x.0);
         let ns_labels = self.inv.namespace_labels(&w.namespace);
-        let rec = std::sync::Arc::new(WlRec { workload: w.clone(), identity, ns_labels });
+        let rec = std::sync::Arc::new(WlRec {
+            workload: w.clone(),
+            identity,
+            ns_labels,
+        });
         for ip in &w.ips {
             self.ip_index.insert(*ip, EpRef::Workload(rec.clone()));
         }
@@ -586,10 +640,15 @@ impl Engine {
 
     /// Re-derives a workload's identity after its labels or namespace labels changed.
     fn refresh_identity(&mut self, key: &WorkloadKey) {
-        let new_key = self.inv.workloads.get(key).filter(|w| !w.host_network).map(|w| {
-            let nsl = self.inv.namespace_labels(&w.namespace);
-            (identity_key(&w.namespace, &nsl, &w.labels), nsl)
-        });
+        let new_key = self
+            .inv
+            .workloads
+            .get(key)
+            .filter(|w| !w.host_network)
+            .map(|w| {
+                let nsl = self.inv.namespace_labels(&w.namespace);
+                (identity_key(&w.namespace, &nsl, &w.labels), nsl)
+            });
         let old = self.wl_identity.get(key).cloned();
         if old.as_ref().map(|o| &o.1) == new_key.as_ref().map(|n| &n.0) {
             return;
@@ -618,7 +677,12 @@ impl Engine {
             self.members.entry(id).or_default().insert(key.clone());
             if created {
                 let w = &self.inv.workloads[key];
-                let info = IdentityInfo { id, namespace: w.namespace.clone(), namespace_labels: nsl, labels: w.labels.clone() };
+                let info = IdentityInfo {
+                    id,
+                    namespace: w.namespace.clone(),
+                    namespace_labels: nsl,
+                    labels: w.labels.clone(),
+                };
                 // One identity against every policy: O(policies).
                 let mut app: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
                 for (i, s) in self.slots.iter_mut().enumerate() {
@@ -640,7 +704,10 @@ impl Engine {
                         pa.order_key().cmp(&pb.order_key())
                     });
                 }
-                let mut a = Applicable { lists: app, audit: [false; 2] };
+                let mut a = Applicable {
+                    lists: app,
+                    audit: [false; 2],
+                };
                 self.refresh_audit(&mut a);
                 self.applicable.insert(id, a);
                 self.identities.insert(id, info);
@@ -695,7 +762,16 @@ impl Engine {
             let (rid, _) = self.rule_ids.acquire(&key);
             self.rules.insert(
                 rid,
-                RuleInfo { id: rid, policy: p.id.clone(), direction: d, index: None, name: None, action: Action::Deny, tier: p.tier, mode: p.mode },
+                RuleInfo {
+                    id: rid,
+                    policy: p.id.clone(),
+                    direction: d,
+                    index: None,
+                    name: None,
+                    action: Action::Deny,
+                    tier: p.tier,
+                    mode: p.mode,
+                },
             );
             isolation_rule[d.index()] = rid;
         }
@@ -707,8 +783,16 @@ impl Engine {
         }
         let key = p.order_key();
         let key = (key.0, key.1, key.2.clone());
-        let dirs: Vec<Direction> = Direction::BOTH.into_iter().filter(|d| Self::policy_has_direction(&p, *d)).collect();
-        self.slots[slot] = Some(PolicySlot { policy: p, rule_ids, isolation_rule, subjects: subjects.clone() });
+        let dirs: Vec<Direction> = Direction::BOTH
+            .into_iter()
+            .filter(|d| Self::policy_has_direction(&p, *d))
+            .collect();
+        self.slots[slot] = Some(PolicySlot {
+            policy: p,
+            rule_ids,
+            isolation_rule,
+            subjects: subjects.clone(),
+        });
         for iid in &subjects {
             let mut app = self.applicable.remove(iid).unwrap_or_default();
             for d in &dirs {
@@ -786,21 +870,43 @@ impl Engine {
                 )
             }
             Some(EpRef::Node(n)) => {
-                let labels = self.inv.nodes.get(n).map(|x| &x.labels).unwrap_or_else(|| EMPTY.get_or_init(Labels::new));
-                (EpView { kind: EpKind::Node { name: n, labels }, addr: Addr::Ip(ip) }, None)
+                let labels = self
+                    .inv
+                    .nodes
+                    .get(n)
+                    .map(|x| &x.labels)
+                    .unwrap_or_else(|| EMPTY.get_or_init(Labels::new));
+                (
+                    EpView {
+                        kind: EpKind::Node { name: n, labels },
+                        addr: Addr::Ip(ip),
+                    },
+                    None,
+                )
             }
-            None => (EpView { kind: EpKind::External, addr: Addr::Ip(ip) }, None),
+            None => (
+                EpView {
+                    kind: EpKind::External,
+                    addr: Addr::Ip(ip),
+                },
+                None,
+            ),
         }
     }
 
     fn refresh_audit(&self, a: &mut Applicable) {
         for d in 0..2 {
-            a.audit[d] = a.lists[d].iter().any(|s| self.slots[*s].as_ref().is_some_and(|s| s.policy.mode == Mode::Audit));
+            a.audit[d] = a.lists[d].iter().any(|s| {
+                self.slots[*s]
+                    .as_ref()
+                    .is_some_and(|s| s.policy.mode == Mode::Audit)
+            });
         }
     }
 
     pub(crate) fn has_audit(&self, id: Option<u32>, dir: Direction) -> bool {
-        id.and_then(|i| self.applicable.get(&i)).is_some_and(|a| a.audit[dir.index()])
+        id.and_then(|i| self.applicable.get(&i))
+            .is_some_and(|a| a.audit[dir.index()])
     }
 
     /// Decides a flow. This is the reference semantics.
@@ -810,17 +916,64 @@ impl Engine {
         self.decide(src_id, &src, dst_id, &dst, flow.protocol, flow.port)
     }
 
-    pub(crate) fn decide(&self, src_id: Option<u32>, src: &EpView, dst_id: Option<u32>, dst: &EpView, proto: Protocol, port: u16) -> Decision {
-        let egress = self.eval_dir(Direction::Egress, src_id, src, dst, proto, port, false, None);
-        let ingress = self.eval_dir(Direction::Ingress, dst_id, dst, src, proto, port, false, None);
-        let audit = if self.has_audit(src_id, Direction::Egress) || self.has_audit(dst_id, Direction::Ingress) {
-            let egress = self.eval_dir(Direction::Egress, src_id, src, dst, proto, port, true, None);
-            let ingress = self.eval_dir(Direction::Ingress, dst_id, dst, src, proto, port, true, None);
-            Some(AuditOutcome { allowed: egress.allowed && ingress.allowed, egress, ingress })
+    pub(crate) fn decide(
+        &self,
+        src_id: Option<u32>,
+        src: &EpView,
+        dst_id: Option<u32>,
+        dst: &EpView,
+        proto: Protocol,
+        port: u16,
+    ) -> Decision {
+        let egress = self.eval_dir(
+            Direction::Egress,
+            src_id,
+            src,
+            dst,
+            proto,
+            port,
+            false,
+            None,
+        );
+        let ingress = self.eval_dir(
+            Direction::Ingress,
+            dst_id,
+            dst,
+            src,
+            proto,
+            port,
+            false,
+            None,
+        );
+        let audit = if self.has_audit(src_id, Direction::Egress)
+            || self.has_audit(dst_id, Direction::Ingress)
+        {
+            let egress =
+                self.eval_dir(Direction::Egress, src_id, src, dst, proto, port, true, None);
+            let ingress = self.eval_dir(
+                Direction::Ingress,
+                dst_id,
+                dst,
+                src,
+                proto,
+                port,
+                true,
+                None,
+            );
+            Some(AuditOutcome {
+                allowed: egress.allowed && ingress.allowed,
+                egress,
+                ingress,
+            })
         } else {
             None
         };
-        Decision { allowed: egress.allowed && ingress.allowed, egress, ingress, audit }
+        Decision {
+            allowed: egress.allowed && ingress.allowed,
+            egress,
+            ingress,
+            audit,
+        }
     }
 
     /// Evaluates one direction at `subject` (the workload whose policy applies) against `peer`.
@@ -836,10 +989,20 @@ impl Engine {
         include_audit: bool,
         mut trace: Option<&mut Vec<TierTrace>>,
     ) -> DirVerdict {
-        let (Some(sid), EpKind::Workload { node: subject_node, ports: subject_ports, .. }) = (subject_id, subject.kind) else {
+        let (
+            Some(sid),
+            EpKind::Workload {
+                node: subject_node,
+                ports: subject_ports,
+                ..
+            },
+        ) = (subject_id, subject.kind)
+        else {
             return DirVerdict::UNMANAGED;
         };
-        let Some(app) = self.applicable.get(&sid) else { return DirVerdict::DEFAULT };
+        let Some(app) = self.applicable.get(&sid) else {
+            return DirVerdict::DEFAULT;
+        };
         // The destination's ports resolve named ports.
         let dst_ports: Option<&[ContainerPort]> = match dir {
             Direction::Ingress => Some(subject_ports),
@@ -857,32 +1020,63 @@ impl Engine {
         };
         let rule_matches = |r: &Rule| -> bool {
             r.expires_at.is_none_or(|t| now < t)
-                && (r.ports.is_empty() || r.ports.iter().any(|ps| port_matches(ps, proto, port, dst_ports)))
+                && (r.ports.is_empty()
+                    || r.ports
+                        .iter()
+                        .any(|ps| port_matches(ps, proto, port, dst_ports)))
                 && r.peers.iter().any(|p| peer_matches(p, subject_node, peer))
         };
         let mut i = 0;
         for tier in Tier::ALL {
             let start = i;
-            while i < list.len() && self.slots[list[i]].as_ref().is_some_and(|s| s.policy.tier == tier) {
+            while i < list.len()
+                && self.slots[list[i]]
+                    .as_ref()
+                    .is_some_and(|s| s.policy.tier == tier)
+            {
                 i += 1;
             }
             let segment = &list[start..i];
-            let mut tt = trace.as_ref().map(|_| TierTrace { tier, policies: Vec::new(), outcome: String::new() });
+            let mut tt = trace.as_ref().map(|_| TierTrace {
+                tier,
+                policies: Vec::new(),
+                outcome: String::new(),
+            });
             let outcome: Option<DirVerdict> = match tier {
                 Tier::Admin | Tier::Baseline => {
                     let mut decided = None;
                     let mut passed = false;
                     'policies: for s in segment.iter().filter_map(live) {
-                        let mut pt = tt.as_ref().map(|_| PolicyTrace { policy: s.policy.id.to_string(), mode: s.policy.mode, rules: Vec::new() });
-                        for (r, rid) in s.policy.rules.iter().zip(&s.rule_ids).filter(|(r, _)| r.direction == dir) {
+                        let mut pt = tt.as_ref().map(|_| PolicyTrace {
+                            policy: s.policy.id.to_string(),
+                            mode: s.policy.mode,
+                            rules: Vec::new(),
+                        });
+                        for (r, rid) in s
+                            .policy
+                            .rules
+                            .iter()
+                            .zip(&s.rule_ids)
+                            .filter(|(r, _)| r.direction == dir)
+                        {
                             let m = rule_matches(r);
                             if let Some(pt) = pt.as_mut() {
-                                pt.rules.push(RuleTrace { rule: *rid, description: self.rules[rid].describe(), action: r.action, matched: m });
+                                pt.rules.push(RuleTrace {
+                                    rule: *rid,
+                                    description: self.rules[rid].describe(),
+                                    action: r.action,
+                                    matched: m,
+                                });
                             }
                             if m {
                                 match r.action {
                                     Action::Allow | Action::Deny => {
-                                        decided = Some(DirVerdict { allowed: r.action == Action::Allow, rule: *rid, tier: Some(tier), reason: Reason::Rule });
+                                        decided = Some(DirVerdict {
+                                            allowed: r.action == Action::Allow,
+                                            rule: *rid,
+                                            tier: Some(tier),
+                                            reason: Reason::Rule,
+                                        });
                                     }
                                     Action::Pass => passed = true,
                                 }
@@ -898,7 +1092,13 @@ impl Engine {
                     }
                     if let Some(tt) = tt.as_mut() {
                         tt.outcome = match (&decided, passed) {
-                            (Some(d), _) => if d.allowed { "Allow".into() } else { "Deny".into() },
+                            (Some(d), _) => {
+                                if d.allowed {
+                                    "Allow".into()
+                                } else {
+                                    "Deny".into()
+                                }
+                            }
                             (None, true) => "Pass".into(),
                             (None, false) if tt.policies.is_empty() => "no policy".into(),
                             (None, false) => "no rule matched".into(),
@@ -915,14 +1115,29 @@ impl Engine {
                             continue;
                         }
                         first_isolating.get_or_insert(s.isolation_rule[dir.index()]);
-                        let mut pt = tt.as_ref().map(|_| PolicyTrace { policy: s.policy.id.to_string(), mode: s.policy.mode, rules: Vec::new() });
-                        for (r, rid) in s.policy.rules.iter().zip(&s.rule_ids).filter(|(r, _)| r.direction == dir) {
+                        let mut pt = tt.as_ref().map(|_| PolicyTrace {
+                            policy: s.policy.id.to_string(),
+                            mode: s.policy.mode,
+                            rules: Vec::new(),
+                        });
+                        for (r, rid) in s
+                            .policy
+                            .rules
+                            .iter()
+                            .zip(&s.rule_ids)
+                            .filter(|(r, _)| r.direction == dir)
+                        {
                             if deny.is_some() && r.action != Action::Deny && pt.is_none() {
                                 continue;
                             }
                             let m = rule_matches(r);
                             if let Some(pt) = pt.as_mut() {
-                                pt.rules.push(RuleTrace { rule: *rid, description: self.rules[rid].describe(), action: r.action, matched: m });
+                                pt.rules.push(RuleTrace {
+                                    rule: *rid,
+                                    description: self.rules[rid].describe(),
+                                    action: r.action,
+                                    matched: m,
+                                });
                             }
                             if m {
                                 match r.action {
@@ -941,14 +1156,31 @@ impl Engine {
                     }
                     let v = match (first_isolating, deny, allow) {
                         (None, _, _) => None,
-                        (Some(_), Some(d), _) => Some(DirVerdict { allowed: false, rule: d, tier: Some(tier), reason: Reason::Rule }),
-                        (Some(_), None, Some(a)) => Some(DirVerdict { allowed: true, rule: a, tier: Some(tier), reason: Reason::Rule }),
-                        (Some(iso), None, None) => Some(DirVerdict { allowed: false, rule: iso, tier: Some(tier), reason: Reason::Isolated }),
+                        (Some(_), Some(d), _) => Some(DirVerdict {
+                            allowed: false,
+                            rule: d,
+                            tier: Some(tier),
+                            reason: Reason::Rule,
+                        }),
+                        (Some(_), None, Some(a)) => Some(DirVerdict {
+                            allowed: true,
+                            rule: a,
+                            tier: Some(tier),
+                            reason: Reason::Rule,
+                        }),
+                        (Some(iso), None, None) => Some(DirVerdict {
+                            allowed: false,
+                            rule: iso,
+                            tier: Some(tier),
+                            reason: Reason::Isolated,
+                        }),
                     };
                     if let Some(tt) = tt.as_mut() {
                         tt.outcome = match &v {
                             None => "no policy isolates this direction".into(),
-                            Some(d) if d.reason == Reason::Isolated => "isolated: no rule allows".into(),
+                            Some(d) if d.reason == Reason::Isolated => {
+                                "isolated: no rule allows".into()
+                            }
                             Some(d) if d.allowed => "Allow".into(),
                             Some(_) => "Deny".into(),
                         };
@@ -978,7 +1210,16 @@ impl Engine {
                 Direction::Ingress => (dst_id, &dst, &src, flow.dst),
             };
             let mut tiers = Vec::new();
-            let verdict = self.eval_dir(dir, sid, s, p, flow.protocol, flow.port, audit, Some(&mut tiers));
+            let verdict = self.eval_dir(
+                dir,
+                sid,
+                s,
+                p,
+                flow.protocol,
+                flow.port,
+                audit,
+                Some(&mut tiers),
+            );
             DirectionTrace {
                 direction: dir,
                 endpoint: self.describe_ip(ip),
@@ -987,13 +1228,21 @@ impl Engine {
                 rule: self.rules.get(&verdict.rule).map(RuleInfo::describe),
             }
         };
-        let audit = decision.audit.map(|_| (dir_trace(Direction::Egress, true), dir_trace(Direction::Ingress, true)));
+        let audit = decision.audit.map(|_| {
+            (
+                dir_trace(Direction::Egress, true),
+                dir_trace(Direction::Ingress, true),
+            )
+        });
         Explanation {
             src: self.describe_ip(flow.src),
             dst: self.describe_ip(flow.dst),
             protocol: flow.protocol,
             port: flow.port,
-            deciding_rule: self.rules.get(&decision.deciding().1.rule).map(RuleInfo::describe),
+            deciding_rule: self
+                .rules
+                .get(&decision.deciding().1.rule)
+                .map(RuleInfo::describe),
             decision,
             egress: dir_trace(Direction::Egress, false),
             ingress: dir_trace(Direction::Ingress, false),

@@ -53,7 +53,9 @@ impl IdentityAllocator {
 
     /// Drops a reference; returns true when the identity is gone.
     pub fn release(&mut self, key: &str) -> bool {
-        let Some((id, refs)) = self.by_key.get_mut(key) else { return false };
+        let Some((id, refs)) = self.by_key.get_mut(key) else {
+            return false;
+        };
         *refs -= 1;
         if *refs == 0 {
             let id = *id;
@@ -93,11 +95,15 @@ mod tests {
         assert!(created);
         let mut b = IdentityAllocator::default();
         b.acquire("something else");
-        assert_eq!(b.acquire("ns=x|pod=a").0, x, "same key, same id, whatever came before");
+        assert_eq!(
+            b.acquire("ns=x|pod=a").0,
+            x,
+            "same key, same id, whatever came before"
+        );
         assert_eq!(a.acquire("ns=x|pod=a"), (x, false));
         assert!(!a.release("ns=x|pod=a"));
         assert!(a.release("ns=x|pod=a"));
         assert!(a.get("ns=x|pod=a").is_none());
-        assert!(x >= FIRST_DYNAMIC && x < IDENTITY_SPACE);
+        assert!((FIRST_DYNAMIC..IDENTITY_SPACE).contains(&x));
     }
 }

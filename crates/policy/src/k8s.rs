@@ -146,8 +146,14 @@ pub struct NpEgressRule {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", try_from = "RawNpPeer")]
 pub enum NpPeer {
-    Selectors { pods: Option<LabelSelector>, namespaces: Option<LabelSelector> },
-    IpBlock { cidr: Cidr, except: Vec<Cidr> },
+    Selectors {
+        pods: Option<LabelSelector>,
+        namespaces: Option<LabelSelector>,
+    },
+    IpBlock {
+        cidr: Cidr,
+        except: Vec<Cidr>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -437,7 +443,10 @@ pub struct ConvertError {
 }
 
 fn cerr(path: impl Into<String>, message: impl Into<String>) -> ConvertError {
-    ConvertError { path: path.into(), message: message.into() }
+    ConvertError {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 fn required_name(meta: &ObjectMeta) -> Result<String, ConvertError> {
@@ -448,11 +457,17 @@ fn required_name(meta: &ObjectMeta) -> Result<String, ConvertError> {
 }
 
 fn namespace_of(meta: &ObjectMeta) -> String {
-    meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_string())
+    meta.namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string())
 }
 
 pub fn convert_namespace(m: NamespaceManifest) -> Result<Namespace, ConvertError> {
-    Ok(Namespace::new(required_name(&m.metadata)?, m.metadata.labels.0))
+    Ok(Namespace::new(
+        required_name(&m.metadata)?,
+        m.metadata.labels.0,
+    ))
 }
 
 pub fn convert_pod(m: PodManifest) -> Result<Workload, ConvertError> {
@@ -503,12 +518,19 @@ pub fn convert_node(m: NodeManifest) -> Result<Node, ConvertError> {
     for (i, a) in m.status.unwrap_or_default().addresses.iter().enumerate() {
         if a.kind == "InternalIP" || a.kind == "ExternalIP" {
             let ip: IpAddr = a.address.parse().map_err(|_| {
-                cerr(format!("status.addresses[{i}].address"), format!("{:?} is not an IP address", a.address))
+                cerr(
+                    format!("status.addresses[{i}].address"),
+                    format!("{:?} is not an IP address", a.address),
+                )
             })?;
             ips.push(ip);
         }
     }
-    Ok(Node { name, labels: m.metadata.labels.0, ips })
+    Ok(Node {
+        name,
+        labels: m.metadata.labels.0,
+        ips,
+    })
 }
 
 fn np_ports(ports: &Option<Vec<NpPort>>, path: &str) -> Result<Vec<PortSpec>, ConvertError> {
@@ -516,9 +538,22 @@ fn np_ports(ports: &Option<Vec<NpPort>>, path: &str) -> Result<Vec<PortSpec>, Co
     for (i, p) in ports.iter().flatten().enumerate() {
         let protocol = p.protocol.map(|p| p.0).unwrap_or(Protocol::Tcp);
         let spec = match (&p.port, p.end_port) {
-            (None, None) => PortSpec::Range { protocol, lo: 0, hi: 65535 },
-            (None, Some(_)) => return Err(cerr(format!("{path}[{i}].endPort"), "endPort requires port")),
-            (Some(IntOrName::Num(n)), None) => PortSpec::Range { protocol, lo: *n, hi: *n },
+            (None, None) => PortSpec::Range {
+                protocol,
+                lo: 0,
+                hi: 65535,
+            },
+            (None, Some(_)) => {
+                return Err(cerr(
+                    format!("{path}[{i}].endPort"),
+                    "endPort requires port",
+                ))
+            }
+            (Some(IntOrName::Num(n)), None) => PortSpec::Range {
+                protocol,
+                lo: *n,
+                hi: *n,
+            },
             (Some(IntOrName::Num(n)), Some(e)) => {
                 if e.0 < *n {
                     return Err(cerr(
@@ -526,11 +561,21 @@ fn np_ports(ports: &Option<Vec<NpPort>>, path: &str) -> Result<Vec<PortSpec>, Co
                         format!("endPort {} must be greater than or equal to port {n}", e.0),
                     ));
                 }
-                PortSpec::Range { protocol, lo: *n, hi: e.0 }
+                PortSpec::Range {
+                    protocol,
+                    lo: *n,
+                    hi: e.0,
+                }
             }
-            (Some(IntOrName::Name(n)), None) => PortSpec::Named { protocol: Some(protocol), name: n.clone() },
+            (Some(IntOrName::Name(n)), None) => PortSpec::Named {
+                protocol: Some(protocol),
+                name: n.clone(),
+            },
             (Some(IntOrName::Name(_)), Some(_)) => {
-                return Err(cerr(format!("{path}[{i}].endPort"), "endPort cannot be used with a named port"))
+                return Err(cerr(
+                    format!("{path}[{i}].endPort"),
+                    "endPort cannot be used with a named port",
+                ))
             }
         };
         out.push(spec);
@@ -540,7 +585,10 @@ fn np_ports(ports: &Option<Vec<NpPort>>, path: &str) -> Result<Vec<PortSpec>, Co
 
 fn np_peer(p: &NpPeer, own_ns: &str) -> Peer {
     match p {
-        NpPeer::IpBlock { cidr, except } => Peer::Cidr { cidr: *cidr, except: except.clone() },
+        NpPeer::IpBlock { cidr, except } => Peer::Cidr {
+            cidr: *cidr,
+            except: except.clone(),
+        },
         NpPeer::Selectors { pods, namespaces } => Peer::Pods {
             namespaces: match namespaces {
                 Some(ns) => NamespaceMatch::Selector(ns.clone()),
@@ -556,7 +604,10 @@ pub fn convert_network_policy(m: NetworkPolicyManifest) -> Result<Policy, Conver
     let ns = namespace_of(&m.metadata);
     let s = m.spec;
     let isolates = match &s.policy_types {
-        Some(t) => [t.contains(&PolicyTypeDe::Ingress), t.contains(&PolicyTypeDe::Egress)],
+        Some(t) => [
+            t.contains(&PolicyTypeDe::Ingress),
+            t.contains(&PolicyTypeDe::Egress),
+        ],
         // API server defaulting: Ingress always, Egress when egress rules are present.
         None => [true, s.egress.as_ref().is_some_and(|e| !e.is_empty())],
     };
@@ -567,7 +618,15 @@ pub fn convert_network_policy(m: NetworkPolicyManifest) -> Result<Policy, Conver
             _ => vec![Peer::Any],
         };
         let ports = np_ports(&r.ports, &format!("spec.ingress[{i}].ports"))?;
-        rules.push(Rule { direction: Direction::Ingress, index: i, name: None, action: Action::Allow, peers, ports, expires_at: None });
+        rules.push(Rule {
+            direction: Direction::Ingress,
+            index: i,
+            name: None,
+            action: Action::Allow,
+            peers,
+            ports,
+            expires_at: None,
+        });
     }
     for (i, r) in s.egress.iter().flatten().enumerate() {
         let peers = match &r.to {
@@ -575,7 +634,15 @@ pub fn convert_network_policy(m: NetworkPolicyManifest) -> Result<Policy, Conver
             _ => vec![Peer::Any],
         };
         let ports = np_ports(&r.ports, &format!("spec.egress[{i}].ports"))?;
-        rules.push(Rule { direction: Direction::Egress, index: i, name: None, action: Action::Allow, peers, ports, expires_at: None });
+        rules.push(Rule {
+            direction: Direction::Egress,
+            index: i,
+            name: None,
+            action: Action::Allow,
+            peers,
+            ports,
+            expires_at: None,
+        });
     }
     Ok(Policy {
         id: PolicyId::new(Family::NetworkPolicy, Some(&ns), &name),
@@ -583,7 +650,10 @@ pub fn convert_network_policy(m: NetworkPolicyManifest) -> Result<Policy, Conver
         priority: 0,
         mode: Mode::Enforce,
         expires_at: None,
-        subject: Subject { namespaces: NamespaceMatch::Named(ns), pods: s.pod_selector.0 },
+        subject: Subject {
+            namespaces: NamespaceMatch::Named(ns),
+            pods: s.pod_selector.0,
+        },
         isolates,
         rules,
     })
@@ -593,18 +663,31 @@ fn anp_ports(ports: &Option<Vec<AnpPort>>, path: &str) -> Result<Vec<PortSpec>, 
     let mut out = Vec::new();
     for (i, p) in ports.iter().flatten().enumerate() {
         let spec = match (&p.port_number, &p.named_port, &p.port_range) {
-            (Some(n), None, None) => {
-                PortSpec::Range { protocol: n.protocol.map(|p| p.0).unwrap_or(Protocol::Tcp), lo: n.port.0, hi: n.port.0 }
-            }
+            (Some(n), None, None) => PortSpec::Range {
+                protocol: n.protocol.map(|p| p.0).unwrap_or(Protocol::Tcp),
+                lo: n.port.0,
+                hi: n.port.0,
+            },
             (None, Some(name), None) => {
-                crate::de::validate_port_name(name).map_err(|e| cerr(format!("{path}[{i}].namedPort"), e))?;
-                PortSpec::Named { protocol: None, name: name.clone() }
+                crate::de::validate_port_name(name)
+                    .map_err(|e| cerr(format!("{path}[{i}].namedPort"), e))?;
+                PortSpec::Named {
+                    protocol: None,
+                    name: name.clone(),
+                }
             }
             (None, None, Some(r)) => {
                 if r.end.0 < r.start.0 {
-                    return Err(cerr(format!("{path}[{i}].portRange.end"), "end must be greater than or equal to start"));
+                    return Err(cerr(
+                        format!("{path}[{i}].portRange.end"),
+                        "end must be greater than or equal to start",
+                    ));
                 }
-                PortSpec::Range { protocol: r.protocol.map(|p| p.0).unwrap_or(Protocol::Tcp), lo: r.start.0, hi: r.end.0 }
+                PortSpec::Range {
+                    protocol: r.protocol.map(|p| p.0).unwrap_or(Protocol::Tcp),
+                    lo: r.start.0,
+                    hi: r.end.0,
+                }
             }
             _ => {
                 return Err(cerr(
@@ -624,15 +707,29 @@ fn anp_peers(peers: &[AnpPeer], dir: Direction, path: &str) -> Result<Vec<Peer>,
     }
     let mut out = Vec::new();
     for (i, p) in peers.iter().enumerate() {
-        let set = [p.namespaces.is_some(), p.pods.is_some(), p.nodes.is_some(), p.networks.is_some()];
+        let set = [
+            p.namespaces.is_some(),
+            p.pods.is_some(),
+            p.nodes.is_some(),
+            p.networks.is_some(),
+        ];
         if set.iter().filter(|b| **b).count() != 1 {
-            return Err(cerr(format!("{path}[{i}]"), "exactly one of namespaces, pods, nodes or networks must be set"));
+            return Err(cerr(
+                format!("{path}[{i}]"),
+                "exactly one of namespaces, pods, nodes or networks must be set",
+            ));
         }
         if dir == Direction::Ingress && (p.nodes.is_some() || p.networks.is_some()) {
-            return Err(cerr(format!("{path}[{i}]"), "ingress peers can only be namespaces or pods"));
+            return Err(cerr(
+                format!("{path}[{i}]"),
+                "ingress peers can only be namespaces or pods",
+            ));
         }
         if let Some(ns) = &p.namespaces {
-            out.push(Peer::Pods { namespaces: NamespaceMatch::Selector(ns.0.clone()), pods: LabelSelector::everything() });
+            out.push(Peer::Pods {
+                namespaces: NamespaceMatch::Selector(ns.0.clone()),
+                pods: LabelSelector::everything(),
+            });
         } else if let Some(pp) = &p.pods {
             out.push(Peer::Pods {
                 namespaces: NamespaceMatch::Selector(pp.namespace_selector.0.clone()),
@@ -642,9 +739,15 @@ fn anp_peers(peers: &[AnpPeer], dir: Direction, path: &str) -> Result<Vec<Peer>,
             out.push(Peer::Nodes(n.0.clone()));
         } else if let Some(nets) = &p.networks {
             if nets.is_empty() || nets.len() > 25 {
-                return Err(cerr(format!("{path}[{i}].networks"), "between 1 and 25 CIDRs are required"));
+                return Err(cerr(
+                    format!("{path}[{i}].networks"),
+                    "between 1 and 25 CIDRs are required",
+                ));
             }
-            out.extend(nets.iter().map(|c| Peer::Cidr { cidr: *c, except: Vec::new() }));
+            out.extend(nets.iter().map(|c| Peer::Cidr {
+                cidr: *c,
+                except: Vec::new(),
+            }));
         }
     }
     Ok(out)
@@ -652,12 +755,18 @@ fn anp_peers(peers: &[AnpPeer], dir: Direction, path: &str) -> Result<Vec<Peer>,
 
 fn anp_subject(s: &AnpSubject) -> Result<Subject, ConvertError> {
     match (&s.namespaces, &s.pods) {
-        (Some(ns), None) => Ok(Subject { namespaces: NamespaceMatch::Selector(ns.0.clone()), pods: LabelSelector::everything() }),
+        (Some(ns), None) => Ok(Subject {
+            namespaces: NamespaceMatch::Selector(ns.0.clone()),
+            pods: LabelSelector::everything(),
+        }),
         (None, Some(p)) => Ok(Subject {
             namespaces: NamespaceMatch::Selector(p.namespace_selector.0.clone()),
             pods: p.pod_selector.0.clone(),
         }),
-        _ => Err(cerr("spec.subject", "exactly one of namespaces or pods must be set")),
+        _ => Err(cerr(
+            "spec.subject",
+            "exactly one of namespaces or pods must be set",
+        )),
     }
 }
 
@@ -667,16 +776,27 @@ pub fn convert_anp(m: AnpManifest, baseline: bool) -> Result<Policy, ConvertErro
     let s = m.spec;
     let (family, tier, priority) = if baseline {
         if name != "default" {
-            return Err(cerr("metadata.name", "a BaselineAdminNetworkPolicy must be named \"default\" (it is a singleton)"));
+            return Err(cerr(
+                "metadata.name",
+                "a BaselineAdminNetworkPolicy must be named \"default\" (it is a singleton)",
+            ));
         }
         if s.priority.is_some() {
-            return Err(cerr("spec.priority", "BaselineAdminNetworkPolicy has no priority"));
+            return Err(cerr(
+                "spec.priority",
+                "BaselineAdminNetworkPolicy has no priority",
+            ));
         }
         (Family::BaselineAdminNetworkPolicy, Tier::Baseline, 0)
     } else {
-        let p = s.priority.ok_or_else(|| cerr("spec.priority", "missing: expected an integer 0-1000"))?;
+        let p = s
+            .priority
+            .ok_or_else(|| cerr("spec.priority", "missing: expected an integer 0-1000"))?;
         if !(0..=1000).contains(&p) {
-            return Err(cerr("spec.priority", format!("{p} is out of range: expected an integer 0-1000")));
+            return Err(cerr(
+                "spec.priority",
+                format!("{p} is out of range: expected an integer 0-1000"),
+            ));
         }
         (Family::AdminNetworkPolicy, Tier::Admin, p as i32)
     };
@@ -684,7 +804,10 @@ pub fn convert_anp(m: AnpManifest, baseline: bool) -> Result<Policy, ConvertErro
         match a {
             AnpAction::Allow => Ok(Action::Allow),
             AnpAction::Deny => Ok(Action::Deny),
-            AnpAction::Pass if baseline => Err(cerr(path, "BaselineAdminNetworkPolicy actions are Allow or Deny")),
+            AnpAction::Pass if baseline => Err(cerr(
+                path,
+                "BaselineAdminNetworkPolicy actions are Allow or Deny",
+            )),
             AnpAction::Pass => Ok(Action::Pass),
         }
     };
@@ -732,7 +855,12 @@ pub fn convert_anp(m: AnpManifest, baseline: bool) -> Result<Policy, ConvertErro
 
 fn cellwall_peer(p: &CellwallPeer, own_ns: Option<&str>, path: &str) -> Result<Peer, ConvertError> {
     let selectors = p.pod_selector.is_some() || p.namespace_selector.is_some();
-    let kinds = [selectors, p.node_selector.is_some(), p.cidr.is_some(), p.entity.is_some()];
+    let kinds = [
+        selectors,
+        p.node_selector.is_some(),
+        p.cidr.is_some(),
+        p.entity.is_some(),
+    ];
     if kinds.iter().filter(|b| **b).count() != 1 {
         return Err(cerr(
             path,
@@ -748,7 +876,14 @@ fn cellwall_peer(p: &CellwallPeer, own_ns: Option<&str>, path: &str) -> Result<P
             (None, Some(own)) => NamespaceMatch::Named(own.to_string()),
             (None, None) => NamespaceMatch::Selector(LabelSelector::everything()),
         };
-        Peer::Pods { namespaces, pods: p.pod_selector.as_ref().map(|s| s.0.clone()).unwrap_or_default() }
+        Peer::Pods {
+            namespaces,
+            pods: p
+                .pod_selector
+                .as_ref()
+                .map(|s| s.0.clone())
+                .unwrap_or_default(),
+        }
     } else if let Some(n) = &p.node_selector {
         Peer::Nodes(n.0.clone())
     } else if let Some(c) = &p.cidr {
@@ -769,40 +904,67 @@ fn cellwall_peer(p: &CellwallPeer, own_ns: Option<&str>, path: &str) -> Result<P
 pub fn convert_cellwall(m: CellwallManifest, cluster: bool) -> Result<Policy, ConvertError> {
     let name = required_name(&m.metadata)?;
     let s = m.spec;
-    let ns = if cluster { None } else { Some(namespace_of(&m.metadata)) };
+    let ns = if cluster {
+        None
+    } else {
+        Some(namespace_of(&m.metadata))
+    };
     let tier = match s.tier.unwrap_or(TierDe::Application) {
         TierDe::Admin => Tier::Admin,
         TierDe::Application => Tier::Application,
         TierDe::Baseline => Tier::Baseline,
     };
-    let subject = match (&ns, &s.namespace_selector) {
-        (Some(_), Some(_)) => {
-            return Err(cerr("spec.namespaceSelector", "only a ClusterPolicy can select namespaces; a Policy applies in its own namespace"))
-        }
-        (Some(own), None) => Subject {
-            namespaces: NamespaceMatch::Named(own.clone()),
-            pods: s.pod_selector.as_ref().map(|s| s.0.clone()).unwrap_or_default(),
-        },
-        (None, sel) => Subject {
-            namespaces: NamespaceMatch::Selector(sel.as_ref().map(|s| s.0.clone()).unwrap_or_default()),
-            pods: s.pod_selector.as_ref().map(|s| s.0.clone()).unwrap_or_default(),
-        },
-    };
+    let subject =
+        match (&ns, &s.namespace_selector) {
+            (Some(_), Some(_)) => return Err(cerr(
+                "spec.namespaceSelector",
+                "only a ClusterPolicy can select namespaces; a Policy applies in its own namespace",
+            )),
+            (Some(own), None) => Subject {
+                namespaces: NamespaceMatch::Named(own.clone()),
+                pods: s
+                    .pod_selector
+                    .as_ref()
+                    .map(|s| s.0.clone())
+                    .unwrap_or_default(),
+            },
+            (None, sel) => Subject {
+                namespaces: NamespaceMatch::Selector(
+                    sel.as_ref().map(|s| s.0.clone()).unwrap_or_default(),
+                ),
+                pods: s
+                    .pod_selector
+                    .as_ref()
+                    .map(|s| s.0.clone())
+                    .unwrap_or_default(),
+            },
+        };
     let action = |a: Option<CellwallAction>, path: String| -> Result<Action, ConvertError> {
         match a.unwrap_or(CellwallAction::Allow) {
             CellwallAction::Allow => Ok(Action::Allow),
             CellwallAction::Deny => Ok(Action::Deny),
             CellwallAction::Pass if tier == Tier::Admin => Ok(Action::Pass),
-            CellwallAction::Pass => Err(cerr(path, "Pass is only meaningful in tier admin (it hands the decision to the next tier)")),
+            CellwallAction::Pass => Err(cerr(
+                path,
+                "Pass is only meaningful in tier admin (it hands the decision to the next tier)",
+            )),
         }
     };
-    let peers = |list: &Option<Vec<CellwallPeer>>, path: String| -> Result<Vec<Peer>, ConvertError> {
-        match list {
-            None => Ok(vec![Peer::Any]),
-            Some(l) if l.is_empty() => Err(cerr(path, "an empty peer list matches nothing; omit it to match any peer")),
-            Some(l) => l.iter().enumerate().map(|(i, p)| cellwall_peer(p, ns.as_deref(), &format!("{path}[{i}]"))).collect(),
-        }
-    };
+    let peers =
+        |list: &Option<Vec<CellwallPeer>>, path: String| -> Result<Vec<Peer>, ConvertError> {
+            match list {
+                None => Ok(vec![Peer::Any]),
+                Some(l) if l.is_empty() => Err(cerr(
+                    path,
+                    "an empty peer list matches nothing; omit it to match any peer",
+                )),
+                Some(l) => l
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| cellwall_peer(p, ns.as_deref(), &format!("{path}[{i}]")))
+                    .collect(),
+            }
+        };
     let mut rules = Vec::new();
     for (i, r) in s.ingress.iter().flatten().enumerate() {
         let p = format!("spec.ingress[{i}]");
@@ -829,7 +991,15 @@ pub fn convert_cellwall(m: CellwallManifest, cluster: bool) -> Result<Policy, Co
         });
     }
     Ok(Policy {
-        id: PolicyId::new(if cluster { Family::ClusterPolicy } else { Family::Policy }, ns.as_deref(), &name),
+        id: PolicyId::new(
+            if cluster {
+                Family::ClusterPolicy
+            } else {
+                Family::Policy
+            },
+            ns.as_deref(),
+            &name,
+        ),
         tier,
         priority: s.priority.unwrap_or(1000),
         mode: match s.mode.unwrap_or(ModeDe::Enforce) {

@@ -48,8 +48,12 @@ pub struct Requirement {
 impl Requirement {
     pub fn matches(&self, labels: &Labels) -> bool {
         match self.operator {
-            Operator::In => labels.get(&self.key).is_some_and(|v| self.values.contains(v)),
-            Operator::NotIn => labels.get(&self.key).is_none_or(|v| !self.values.contains(v)),
+            Operator::In => labels
+                .get(&self.key)
+                .is_some_and(|v| self.values.contains(v)),
+            Operator::NotIn => labels
+                .get(&self.key)
+                .is_none_or(|v| !self.values.contains(v)),
             Operator::Exists => labels.contains_key(&self.key),
             Operator::DoesNotExist => !labels.contains_key(&self.key),
         }
@@ -79,7 +83,10 @@ impl LabelSelector {
         V: Into<String>,
     {
         Self {
-            match_labels: labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            match_labels: labels
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
             match_expressions: Vec::new(),
         }
     }
@@ -89,7 +96,9 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 }
@@ -100,7 +109,11 @@ impl fmt::Display for LabelSelector {
         if self.is_everything() {
             return f.write_str("{}");
         }
-        let mut parts: Vec<String> = self.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut parts: Vec<String> = self
+            .match_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         for r in &self.match_expressions {
             let vals = r.values.iter().cloned().collect::<Vec<_>>().join(",");
             parts.push(match r.operator {
@@ -123,10 +136,17 @@ pub fn validate_label_key(key: &str) -> Result<(), String> {
     };
     if let Some(p) = prefix {
         if p.is_empty() || p.len() > 253 {
-            return Err(format!("label key {key:?}: prefix must be a DNS subdomain of 1-253 characters"));
+            return Err(format!(
+                "label key {key:?}: prefix must be a DNS subdomain of 1-253 characters"
+            ));
         }
-        if !p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
-            return Err(format!("label key {key:?}: prefix must be lowercase alphanumerics, '-' or '.'"));
+        if !p
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return Err(format!(
+                "label key {key:?}: prefix must be lowercase alphanumerics, '-' or '.'"
+            ));
         }
     }
     validate_name_part(name).map_err(|e| format!("label key {key:?}: {e}"))
@@ -147,7 +167,10 @@ fn validate_name_part(s: &str) -> Result<(), String> {
     let first = s.chars().next().unwrap_or('-');
     let last = s.chars().last().unwrap_or('-');
     if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() || !s.chars().all(ok_inner) {
-        return Err("must be alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric".into());
+        return Err(
+            "must be alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -157,11 +180,18 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn req(key: &str, op: Operator, vals: &[&str]) -> Requirement {
-        Requirement { key: key.into(), operator: op, values: vals.iter().map(|s| s.to_string()).collect() }
+        Requirement {
+            key: key.into(),
+            operator: op,
+            values: vals.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
@@ -173,7 +203,8 @@ mod tests {
     #[test]
     fn match_labels_and_expressions_are_anded() {
         let mut s = LabelSelector::from_labels([("app", "web")]);
-        s.match_expressions.push(req("tier", Operator::In, &["fe", "be"]));
+        s.match_expressions
+            .push(req("tier", Operator::In, &["fe", "be"]));
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "fe")])));
         assert!(!s.matches(&labels(&[("app", "web")])));
         assert!(!s.matches(&labels(&[("app", "db"), ("tier", "fe")])));
@@ -203,8 +234,10 @@ mod tests {
     #[test]
     fn display_is_kubectl_like() {
         let mut s = LabelSelector::from_labels([("app", "web")]);
-        s.match_expressions.push(req("env", Operator::NotIn, &["dev"]));
-        s.match_expressions.push(req("debug", Operator::DoesNotExist, &[]));
+        s.match_expressions
+            .push(req("env", Operator::NotIn, &["dev"]));
+        s.match_expressions
+            .push(req("debug", Operator::DoesNotExist, &[]));
         assert_eq!(s.to_string(), "app=web,env notin (dev),!debug");
     }
 }

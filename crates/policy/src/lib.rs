@@ -17,9 +17,9 @@ pub mod model;
 pub mod net;
 pub mod synth;
 
+pub use compile::{compile, Compiler, NodePolicy};
+pub use engine::{Decision, DirVerdict, Engine, Explanation, Flow, Reason, RuleInfo};
 pub use labels::{LabelSelector, Labels};
 pub use load::{parse_file, LoadError, Located, Object};
 pub use model::*;
 pub use net::Cidr;
-pub use engine::{Decision, DirVerdict, Engine, Explanation, Flow, Reason, RuleInfo};
-pub use compile::{compile, Compiler, NodePolicy};

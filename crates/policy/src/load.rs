@@ -47,7 +47,11 @@ pub struct Source {
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{} (document {})", self.file, self.line, self.document)
+        write!(
+            f,
+            "{}:{} (document {})",
+            self.file, self.line, self.document
+        )
     }
 }
 
@@ -116,7 +120,8 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut offset = 0;
     for (idx, line) in text.split_inclusive('\n').enumerate() {
         let trimmed = line.trim_end_matches(['\n', '\r']);
-        let is_marker = trimmed == "---" || trimmed.starts_with("--- ") || trimmed.starts_with("---\t");
+        let is_marker =
+            trimmed == "---" || trimmed.starts_with("--- ") || trimmed.starts_with("---\t");
         let is_end = trimmed == "..." || trimmed.starts_with("... ");
         if is_marker || is_end {
             docs.push((start_line, &text[start_byte..offset]));
@@ -132,10 +137,12 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
         offset += line.len();
     }
     docs.push((start_line, &text[start_byte.min(text.len())..]));
-    docs.retain(|(_, d)| d.lines().any(|l| {
-        let t = l.trim();
-        !t.is_empty() && !t.starts_with('#') && t != "%YAML 1.2" && !t.starts_with("%")
-    }));
+    docs.retain(|(_, d)| {
+        d.lines().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#') && t != "%YAML 1.2" && !t.starts_with("%")
+        })
+    });
     docs
 }
 
@@ -146,12 +153,32 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, line: Option<usize>, column: Option<usize>, path: String, message: String) -> LoadError {
+    fn err(
+        &self,
+        line: Option<usize>,
+        column: Option<usize>,
+        path: String,
+        message: String,
+    ) -> LoadError {
         let (line, column) = match (line, column) {
-            (Some(l), Some(c)) => (self.base_line + l - 1, if l == 1 { c + self.doc_start_col_shift } else { c }),
+            (Some(l), Some(c)) => (
+                self.base_line + l - 1,
+                if l == 1 {
+                    c + self.doc_start_col_shift
+                } else {
+                    c
+                },
+            ),
             _ => (self.base_line, 1),
         };
-        LoadError { file: self.file.to_string(), line, column, path, message, unknown_kind: false }
+        LoadError {
+            file: self.file.to_string(),
+            line,
+            column,
+            path,
+            message,
+            unknown_kind: false,
+        }
     }
 }
 
@@ -163,14 +190,24 @@ fn decode<T: DeserializeOwned>(ctx: &Ctx, text: &str, format: Format) -> Result<
                 let path = clean_path(&e.path().to_string());
                 let inner = e.into_inner();
                 let loc = inner.location();
-                ctx.err(loc.as_ref().map(|l| l.line()), loc.as_ref().map(|l| l.column()), path, clean_message(&inner.to_string()))
+                ctx.err(
+                    loc.as_ref().map(|l| l.line()),
+                    loc.as_ref().map(|l| l.column()),
+                    path,
+                    clean_message(&inner.to_string()),
+                )
             })
         }
         Format::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
             let json_err = |path: String, inner: serde_json::Error| {
                 let (l, c) = (inner.line(), inner.column());
-                ctx.err((l > 0).then_some(l), (l > 0).then_some(c.max(1)), path, clean_message(&inner.to_string()))
+                ctx.err(
+                    (l > 0).then_some(l),
+                    (l > 0).then_some(c.max(1)),
+                    path,
+                    clean_message(&inner.to_string()),
+                )
             };
             let v = serde_path_to_error::deserialize::<_, T>(&mut de)
                 .map_err(|e| json_err(clean_path(&e.path().to_string()), e.into_inner()))?;
@@ -206,12 +243,17 @@ fn parse_document(
     format: Format,
     out: &mut Parsed,
 ) -> Result<(), LoadError> {
-    let ctx = Ctx { file, base_line, doc_start_col_shift: 0 };
+    let ctx = Ctx {
+        file,
+        base_line,
+        doc_start_col_shift: 0,
+    };
     let value: serde_yaml::Value = match format {
         Format::Yaml => decode(&ctx, text, format)?,
         Format::Json => {
             let v: serde_json::Value = decode(&ctx, text, format)?;
-            serde_yaml::to_value(v).map_err(|e| ctx.err(None, None, String::new(), e.to_string()))?
+            serde_yaml::to_value(v)
+                .map_err(|e| ctx.err(None, None, String::new(), e.to_string()))?
         }
     };
     if value.is_null() {
@@ -226,47 +268,88 @@ fn parse_document(
         ));
     }
     let header: Header = decode(&ctx, text, format)?;
-    let source = Source { file: file.to_string(), document, line: base_line };
+    let source = Source {
+        file: file.to_string(),
+        document,
+        line: base_line,
+    };
     let (api, kind) = match (header.api_version.as_deref(), header.kind.as_deref()) {
         (Some(a), Some(k)) => (a, k),
-        (None, _) => return Err(ctx.err(None, None, "apiVersion".into(), "missing: every object needs apiVersion and kind".into())),
-        (_, None) => return Err(ctx.err(None, None, "kind".into(), "missing: every object needs apiVersion and kind".into())),
-    };
-    if kind == "List" && api == "v1" {
-        return parse_list(&ctx, value, &source, out);
-    }
-    let conv = |r: Result<Object, ConvertError>| {
-        r.map_err(|e| ctx.err(None, None, e.path, e.message))
-    };
-    let object = match (api, kind) {
-        ("v1", "Namespace") => conv(k8s::convert_namespace(decode(&ctx, text, format)?).map(Object::Namespace))?,
-        ("v1", "Pod") => conv(k8s::convert_pod(decode(&ctx, text, format)?).map(Object::Pod))?,
-        ("v1", "Node") => conv(k8s::convert_node(decode(&ctx, text, format)?).map(Object::Node))?,
-        ("networking.k8s.io/v1", "NetworkPolicy") => {
-            conv(k8s::convert_network_policy(decode(&ctx, text, format)?).map(|p| Object::Policy(Box::new(p))))?
-        }
-        ("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy") => {
-            conv(k8s::convert_anp(decode(&ctx, text, format)?, false).map(|p| Object::Policy(Box::new(p))))?
-        }
-        ("policy.networking.k8s.io/v1alpha1", "BaselineAdminNetworkPolicy") => {
-            conv(k8s::convert_anp(decode(&ctx, text, format)?, true).map(|p| Object::Policy(Box::new(p))))?
-        }
-        ("cellwall.io/v1alpha1", "Policy") => {
-            conv(k8s::convert_cellwall(decode(&ctx, text, format)?, false).map(|p| Object::Policy(Box::new(p))))?
-        }
-        ("cellwall.io/v1alpha1", "ClusterPolicy") => {
-            conv(k8s::convert_cellwall(decode(&ctx, text, format)?, true).map(|p| Object::Policy(Box::new(p))))?
-        }
-        (_, "Namespace" | "Pod" | "Node" | "NetworkPolicy" | "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "Policy" | "ClusterPolicy") => {
+        (None, _) => {
             return Err(ctx.err(
                 None,
                 None,
                 "apiVersion".into(),
-                format!("unsupported apiVersion {api:?} for kind {kind}: cellwall reads {SUPPORTED_KINDS}"),
+                "missing: every object needs apiVersion and kind".into(),
+            ))
+        }
+        (_, None) => {
+            return Err(ctx.err(
+                None,
+                None,
+                "kind".into(),
+                "missing: every object needs apiVersion and kind".into(),
+            ))
+        }
+    };
+    if kind == "List" && api == "v1" {
+        return parse_list(&ctx, value, &source, out);
+    }
+    let conv =
+        |r: Result<Object, ConvertError>| r.map_err(|e| ctx.err(None, None, e.path, e.message));
+    let object = match (api, kind) {
+        ("v1", "Namespace") => {
+            conv(k8s::convert_namespace(decode(&ctx, text, format)?).map(Object::Namespace))?
+        }
+        ("v1", "Pod") => conv(k8s::convert_pod(decode(&ctx, text, format)?).map(Object::Pod))?,
+        ("v1", "Node") => conv(k8s::convert_node(decode(&ctx, text, format)?).map(Object::Node))?,
+        ("networking.k8s.io/v1", "NetworkPolicy") => conv(
+            k8s::convert_network_policy(decode(&ctx, text, format)?)
+                .map(|p| Object::Policy(Box::new(p))),
+        )?,
+        ("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy") => conv(
+            k8s::convert_anp(decode(&ctx, text, format)?, false)
+                .map(|p| Object::Policy(Box::new(p))),
+        )?,
+        ("policy.networking.k8s.io/v1alpha1", "BaselineAdminNetworkPolicy") => conv(
+            k8s::convert_anp(decode(&ctx, text, format)?, true)
+                .map(|p| Object::Policy(Box::new(p))),
+        )?,
+        ("cellwall.io/v1alpha1", "Policy") => conv(
+            k8s::convert_cellwall(decode(&ctx, text, format)?, false)
+                .map(|p| Object::Policy(Box::new(p))),
+        )?,
+        ("cellwall.io/v1alpha1", "ClusterPolicy") => conv(
+            k8s::convert_cellwall(decode(&ctx, text, format)?, true)
+                .map(|p| Object::Policy(Box::new(p))),
+        )?,
+        (
+            _,
+            "Namespace"
+            | "Pod"
+            | "Node"
+            | "NetworkPolicy"
+            | "AdminNetworkPolicy"
+            | "BaselineAdminNetworkPolicy"
+            | "Policy"
+            | "ClusterPolicy",
+        ) => {
+            return Err(ctx.err(
+                None,
+                None,
+                "apiVersion".into(),
+                format!(
+                "unsupported apiVersion {api:?} for kind {kind}: cellwall reads {SUPPORTED_KINDS}"
+            ),
             ))
         }
         _ => {
-            let mut e = ctx.err(None, None, "kind".into(), format!("unknown kind {kind} (apiVersion {api}): cellwall reads {SUPPORTED_KINDS}"));
+            let mut e = ctx.err(
+                None,
+                None,
+                "kind".into(),
+                format!("unknown kind {kind} (apiVersion {api}): cellwall reads {SUPPORTED_KINDS}"),
+            );
             e.unknown_kind = true;
             out.unknown.push(e);
             return Ok(());
@@ -277,19 +360,44 @@ fn parse_document(
 }
 
 /// A `v1 List`: items are re-encoded and parsed one by one; errors name `items[i]`.
-fn parse_list(ctx: &Ctx, value: serde_yaml::Value, source: &Source, out: &mut Parsed) -> Result<(), LoadError> {
+fn parse_list(
+    ctx: &Ctx,
+    value: serde_yaml::Value,
+    source: &Source,
+    out: &mut Parsed,
+) -> Result<(), LoadError> {
     let items = match value.get("items") {
         Some(serde_yaml::Value::Sequence(s)) => s.clone(),
         None | Some(serde_yaml::Value::Null) => Vec::new(),
-        Some(_) => return Err(ctx.err(None, None, "items".into(), "expected a list of objects".into())),
+        Some(_) => {
+            return Err(ctx.err(
+                None,
+                None,
+                "items".into(),
+                "expected a list of objects".into(),
+            ))
+        }
     };
     for (i, item) in items.into_iter().enumerate() {
-        let text = serde_yaml::to_string(&item).map_err(|e| ctx.err(None, None, format!("items[{i}]"), e.to_string()))?;
+        let text = serde_yaml::to_string(&item)
+            .map_err(|e| ctx.err(None, None, format!("items[{i}]"), e.to_string()))?;
         let mut sub = Parsed::default();
-        parse_document(ctx.file, source.document, ctx.base_line, &text, Format::Yaml, &mut sub).map_err(|mut e| {
+        parse_document(
+            ctx.file,
+            source.document,
+            ctx.base_line,
+            &text,
+            Format::Yaml,
+            &mut sub,
+        )
+        .map_err(|mut e| {
             e.line = ctx.base_line;
             e.column = 1;
-            e.path = if e.path.is_empty() { format!("items[{i}]") } else { format!("items[{i}].{}", e.path) };
+            e.path = if e.path.is_empty() {
+                format!("items[{i}]")
+            } else {
+                format!("items[{i}].{}", e.path)
+            };
             e
         })?;
         out.objects.extend(sub.objects);
@@ -339,12 +447,23 @@ spec:
 "#;
         let p = parse_file("t.yaml", t).unwrap();
         assert_eq!(p.objects.len(), 3);
-        let Object::Pod(w) = &p.objects[1].object else { panic!() };
+        let Object::Pod(w) = &p.objects[1].object else {
+            panic!()
+        };
         assert_eq!(w.ports[1].protocol, Protocol::Udp);
         assert_eq!(w.ips, vec!["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]);
-        let Object::Policy(np) = &p.objects[2].object else { panic!() };
+        let Object::Policy(np) = &p.objects[2].object else {
+            panic!()
+        };
         assert_eq!(np.isolates, [true, false]);
-        assert_eq!(np.rules[0].ports[1], PortSpec::Range { protocol: Protocol::Udp, lo: 1000, hi: 2000 });
+        assert_eq!(
+            np.rules[0].ports[1],
+            PortSpec::Range {
+                protocol: Protocol::Udp,
+                lo: 1000,
+                hi: 2000
+            }
+        );
         assert_eq!(p.objects[2].source.line, 14);
     }
 
@@ -374,7 +493,10 @@ spec:
         assert_eq!(p.unknown.len(), 1);
         assert!(p.unknown[0].message.contains("unknown kind Deployment"));
         let t = "apiVersion: networking.k8s.io/v1beta1\nkind: NetworkPolicy\nmetadata: {name: d}\n";
-        assert!(parse_file("f.yaml", t).unwrap_err().message.contains("unsupported apiVersion"));
+        assert!(parse_file("f.yaml", t)
+            .unwrap_err()
+            .message
+            .contains("unsupported apiVersion"));
     }
 
     #[test]
@@ -383,7 +505,11 @@ spec:
 {"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","labels":{"kubernetes.io/os":"linux"}},"status":{"addresses":[{"type":"InternalIP","address":"192.0.2.1"}]}}]}"#;
         let p = parse_file("f.json", t).unwrap();
         assert_eq!(p.objects.len(), 2);
-        let e = parse_file("g.json", "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": 5}}").unwrap_err();
+        let e = parse_file(
+            "g.json",
+            "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": 5}}",
+        )
+        .unwrap_err();
         assert_eq!(e.path, "metadata.name", "{e}");
         assert_eq!(e.line, 1);
     }

@@ -90,7 +90,10 @@ pub struct WorkloadKey {
 
 impl WorkloadKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
     /// Parses `NS/NAME`.
     pub fn parse(s: &str) -> Option<Self> {
@@ -176,7 +179,11 @@ pub struct PolicyId {
 
 impl PolicyId {
     pub fn new(family: Family, namespace: Option<&str>, name: &str) -> Self {
-        Self { family, namespace: namespace.map(str::to_string), name: name.to_string() }
+        Self {
+            family,
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        }
     }
 }
 
@@ -281,11 +288,17 @@ pub enum Peer {
     /// Any endpoint (a NetworkPolicy rule with no `from`/`to`).
     Any,
     /// Pods (never hostNetwork ones) selected by namespace and pod labels.
-    Pods { namespaces: NamespaceMatch, pods: LabelSelector },
+    Pods {
+        namespaces: NamespaceMatch,
+        pods: LabelSelector,
+    },
     /// Nodes selected by node labels (their addresses, so hostNetwork pods too).
     Nodes(LabelSelector),
     /// Addresses in `cidr` but in none of `except`.
-    Cidr { cidr: Cidr, except: Vec<Cidr> },
+    Cidr {
+        cidr: Cidr,
+        except: Vec<Cidr>,
+    },
     Entity(Entity),
 }
 
@@ -293,10 +306,17 @@ pub enum Peer {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub enum PortSpec {
     /// A protocol and an inclusive port range (a single port is `lo == hi`; all ports 0..=65535).
-    Range { protocol: Protocol, lo: u16, hi: u16 },
+    Range {
+        protocol: Protocol,
+        lo: u16,
+        hi: u16,
+    },
     /// A container port name, resolved against the destination workload. `protocol: None` (ANP
     /// `namedPort`) accepts the named port's own protocol.
-    Named { protocol: Option<Protocol>, name: String },
+    Named {
+        protocol: Option<Protocol>,
+        name: String,
+    },
 }
 
 /// One rule, in the order it appears in its policy.
@@ -372,11 +392,17 @@ impl Inventory {
     /// (in namespace/name order, skipping addresses already used), and hostNetwork pods their
     /// node's addresses. Returns the workloads that could not get one (pool exhausted).
     pub fn assign_missing_ips(&mut self, pool: Cidr) -> Vec<WorkloadKey> {
-        let mut used: std::collections::BTreeSet<IpAddr> =
-            self.workloads.values().flat_map(|w| w.ips.iter().copied()).collect();
+        let mut used: std::collections::BTreeSet<IpAddr> = self
+            .workloads
+            .values()
+            .flat_map(|w| w.ips.iter().copied())
+            .collect();
         used.extend(self.nodes.values().flat_map(|n| n.ips.iter().copied()));
-        let node_ips: BTreeMap<String, Vec<IpAddr>> =
-            self.nodes.iter().map(|(k, n)| (k.clone(), n.ips.clone())).collect();
+        let node_ips: BTreeMap<String, Vec<IpAddr>> = self
+            .nodes
+            .iter()
+            .map(|(k, n)| (k.clone(), n.ips.clone()))
+            .collect();
         let mut next: u128 = 1;
         let mut failed = Vec::new();
         for w in self.workloads.values_mut() {
@@ -390,7 +416,11 @@ impl Inventory {
                 continue;
             }
             let size_bits = if pool.is_ipv4() { 32 } else { 128 } - pool.prefix() as u32;
-            let limit: u128 = if size_bits >= 127 { u128::MAX } else { (1u128 << size_bits) - 1 };
+            let limit: u128 = if size_bits >= 127 {
+                u128::MAX
+            } else {
+                (1u128 << size_bits) - 1
+            };
             let mut assigned = None;
             while next < limit {
                 let ip = offset_ip(pool.addr(), next);

@@ -16,12 +16,26 @@ impl Cidr {
     pub fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
         match addr {
             IpAddr::V4(a) if prefix <= 32 => {
-                let m = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
-                Some(Self { addr: IpAddr::V4(Ipv4Addr::from(u32::from(a) & m)), prefix })
+                let m = if prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - prefix)
+                };
+                Some(Self {
+                    addr: IpAddr::V4(Ipv4Addr::from(u32::from(a) & m)),
+                    prefix,
+                })
             }
             IpAddr::V6(a) if prefix <= 128 => {
-                let m = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
-                Some(Self { addr: IpAddr::V6(Ipv6Addr::from(u128::from(a) & m)), prefix })
+                let m = if prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - prefix)
+                };
+                Some(Self {
+                    addr: IpAddr::V6(Ipv6Addr::from(u128::from(a) & m)),
+                    prefix,
+                })
             }
             _ => None,
         }
@@ -46,11 +60,19 @@ impl Cidr {
     pub fn contains(&self, ip: &IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let m = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(*a) & m == u32::from(n)
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let m = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(*a) & m == u128::from(n)
             }
             _ => false,
@@ -81,10 +103,19 @@ impl FromStr for Cidr {
     type Err = CidrError;
     /// Parses `a.b.c.d/n` or `x::/n`. A bare address is rejected: Kubernetes requires a prefix.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| CidrError { input: s.to_string(), reason };
-        let (a, p) = s.split_once('/').ok_or_else(|| err("expected ADDRESS/PREFIX, e.g. 10.0.0.0/8"))?;
-        let addr: IpAddr = a.parse().map_err(|_| err("the address part is not an IPv4 or IPv6 address"))?;
-        let prefix: u8 = p.parse().map_err(|_| err("the prefix length is not a number"))?;
+        let err = |reason| CidrError {
+            input: s.to_string(),
+            reason,
+        };
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| err("expected ADDRESS/PREFIX, e.g. 10.0.0.0/8"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| err("the address part is not an IPv4 or IPv6 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .map_err(|_| err("the prefix length is not a number"))?;
         Cidr::new(addr, prefix).ok_or_else(|| err("prefix length too long for the address family"))
     }
 }

@@ -14,7 +14,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -24,7 +24,7 @@ impl Rng {
     }
     /// Uniform in 0..n (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
     pub fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
@@ -35,7 +35,10 @@ impl Rng {
 }
 
 fn labels(pairs: &[(&str, String)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 const KEYS: [&str; 3] = ["app", "tier", "env"];
@@ -54,8 +57,18 @@ pub fn random_scenario(rng: &mut Rng) -> (Inventory, Vec<Policy>) {
         inv.namespaces.insert(ns.into(), Namespace::new(ns, l));
     }
     for (i, n) in ["n1", "n2"].iter().enumerate() {
-        let l = labels(&[("kubernetes.io/os", "linux".into()), ("zone", VALUES[i].into())]);
-        inv.nodes.insert(n.to_string(), Node { name: n.to_string(), labels: l, ips: vec![IpAddr::V4(Ipv4Addr::new(10, 9, 0, i as u8 + 1))] });
+        let l = labels(&[
+            ("kubernetes.io/os", "linux".into()),
+            ("zone", VALUES[i].into()),
+        ]);
+        inv.nodes.insert(
+            n.to_string(),
+            Node {
+                name: n.to_string(),
+                labels: l,
+                ips: vec![IpAddr::V4(Ipv4Addr::new(10, 9, 0, i as u8 + 1))],
+            },
+        );
     }
     let pods = 4 + rng.below(9);
     for i in 0..pods {
@@ -66,16 +79,36 @@ pub fn random_scenario(rng: &mut Rng) -> (Inventory, Vec<Policy>) {
                 l.insert(k.into(), rng.pick(&VALUES).to_string());
             }
         }
-        let mut ports = vec![ContainerPort { name: Some("http".into()), port: *rng.pick(&[80u16, 81, 8080]), protocol: Protocol::Tcp }];
+        let mut ports = vec![ContainerPort {
+            name: Some("http".into()),
+            port: *rng.pick(&[80u16, 81, 8080]),
+            protocol: Protocol::Tcp,
+        }];
         if rng.chance(50) {
-            ports.push(ContainerPort { name: Some("dns".into()), port: 53, protocol: *rng.pick(&[Protocol::Udp, Protocol::Tcp]) });
+            ports.push(ContainerPort {
+                name: Some("dns".into()),
+                port: 53,
+                protocol: *rng.pick(&[Protocol::Udp, Protocol::Tcp]),
+            });
         }
         let host_network = rng.chance(8);
         let node = ["n1", "n2"][rng.below(2)];
-        let ips = if host_network { inv.nodes[node].ips.clone() } else { vec![IpAddr::V4(Ipv4Addr::new(10, 1, 0, i as u8 + 1))] };
+        let ips = if host_network {
+            inv.nodes[node].ips.clone()
+        } else {
+            vec![IpAddr::V4(Ipv4Addr::new(10, 1, 0, i as u8 + 1))]
+        };
         inv.workloads.insert(
             WorkloadKey::new(ns, format!("p{i}")),
-            Workload { namespace: ns.into(), name: format!("p{i}"), labels: l, ips, ports, node: Some(node.into()), host_network },
+            Workload {
+                namespace: ns.into(),
+                name: format!("p{i}"),
+                labels: l,
+                ips,
+                ports,
+                node: Some(node.into()),
+                host_network,
+            },
         );
     }
     let npol = 1 + rng.below(6);
@@ -89,15 +122,27 @@ pub fn random_scenario(rng: &mut Rng) -> (Inventory, Vec<Policy>) {
 pub fn random_selector(rng: &mut Rng) -> LabelSelector {
     let mut s = LabelSelector::everything();
     if rng.chance(50) {
-        s.match_labels.insert(rng.pick(&KEYS).to_string(), rng.pick(&VALUES).to_string());
+        s.match_labels
+            .insert(rng.pick(&KEYS).to_string(), rng.pick(&VALUES).to_string());
     }
     if rng.chance(30) {
-        let op = *rng.pick(&[Operator::In, Operator::NotIn, Operator::Exists, Operator::DoesNotExist]);
+        let op = *rng.pick(&[
+            Operator::In,
+            Operator::NotIn,
+            Operator::Exists,
+            Operator::DoesNotExist,
+        ]);
         let values = match op {
-            Operator::In | Operator::NotIn => (0..1 + rng.below(2)).map(|_| rng.pick(&VALUES).to_string()).collect(),
+            Operator::In | Operator::NotIn => (0..1 + rng.below(2))
+                .map(|_| rng.pick(&VALUES).to_string())
+                .collect(),
             _ => Default::default(),
         };
-        s.match_expressions.push(Requirement { key: rng.pick(&KEYS).to_string(), operator: op, values });
+        s.match_expressions.push(Requirement {
+            key: rng.pick(&KEYS).to_string(),
+            operator: op,
+            values,
+        });
     }
     s
 }
@@ -108,16 +153,33 @@ fn random_peer(rng: &mut Rng, own_ns: Option<&str>) -> Peer {
         1..=4 => Peer::Pods {
             namespaces: match (own_ns, rng.chance(50)) {
                 (Some(ns), true) => NamespaceMatch::Named(ns.into()),
-                _ => NamespaceMatch::Selector(if rng.chance(50) { LabelSelector::everything() } else { random_selector(rng) }),
+                _ => NamespaceMatch::Selector(if rng.chance(50) {
+                    LabelSelector::everything()
+                } else {
+                    random_selector(rng)
+                }),
             },
             pods: random_selector(rng),
         },
-        5 => Peer::Nodes(if rng.chance(50) { LabelSelector::everything() } else { LabelSelector::from_labels([("zone", *rng.pick(&VALUES))]) }),
+        5 => Peer::Nodes(if rng.chance(50) {
+            LabelSelector::everything()
+        } else {
+            LabelSelector::from_labels([("zone", *rng.pick(&VALUES))])
+        }),
         6 | 7 => {
             let (cidr, except): (Cidr, Vec<Cidr>) = match rng.below(4) {
-                0 => ("10.1.0.0/24".parse().unwrap(), vec![format!("10.1.0.{}/32", 1 + rng.below(8)).parse().unwrap()]),
-                1 => (format!("10.1.0.{}/31", 2 * rng.below(5)).parse().unwrap(), vec![]),
-                2 => ("0.0.0.0/0".parse().unwrap(), vec!["10.0.0.0/8".parse().unwrap()]),
+                0 => (
+                    "10.1.0.0/24".parse().unwrap(),
+                    vec![format!("10.1.0.{}/32", 1 + rng.below(8)).parse().unwrap()],
+                ),
+                1 => (
+                    format!("10.1.0.{}/31", 2 * rng.below(5)).parse().unwrap(),
+                    vec![],
+                ),
+                2 => (
+                    "0.0.0.0/0".parse().unwrap(),
+                    vec!["10.0.0.0/8".parse().unwrap()],
+                ),
                 _ => ("192.0.2.0/24".parse().unwrap(), vec![]),
             };
             Peer::Cidr { cidr, except }
@@ -130,17 +192,42 @@ fn random_ports(rng: &mut Rng) -> Vec<PortSpec> {
     let n = rng.below(3);
     (0..n)
         .map(|_| match rng.below(4) {
-            0 => PortSpec::Range { protocol: Protocol::Tcp, lo: 80, hi: 80 },
-            1 => PortSpec::Range { protocol: *rng.pick(&Protocol::ALL), lo: 50, hi: 90 },
-            2 => PortSpec::Named { protocol: if rng.chance(50) { None } else { Some(Protocol::Tcp) }, name: rng.pick(&PORT_NAMES).to_string() },
-            _ => PortSpec::Range { protocol: Protocol::Udp, lo: 0, hi: 65535 },
+            0 => PortSpec::Range {
+                protocol: Protocol::Tcp,
+                lo: 80,
+                hi: 80,
+            },
+            1 => PortSpec::Range {
+                protocol: *rng.pick(&Protocol::ALL),
+                lo: 50,
+                hi: 90,
+            },
+            2 => PortSpec::Named {
+                protocol: if rng.chance(50) {
+                    None
+                } else {
+                    Some(Protocol::Tcp)
+                },
+                name: rng.pick(&PORT_NAMES).to_string(),
+            },
+            _ => PortSpec::Range {
+                protocol: Protocol::Udp,
+                lo: 0,
+                hi: 65535,
+            },
         })
         .collect()
 }
 
 /// One random policy of a random family.
 pub fn random_policy(rng: &mut Rng, i: usize) -> Policy {
-    let family = *rng.pick(&[Family::NetworkPolicy, Family::AdminNetworkPolicy, Family::BaselineAdminNetworkPolicy, Family::Policy, Family::ClusterPolicy]);
+    let family = *rng.pick(&[
+        Family::NetworkPolicy,
+        Family::AdminNetworkPolicy,
+        Family::BaselineAdminNetworkPolicy,
+        Family::Policy,
+        Family::ClusterPolicy,
+    ]);
     let ns = ["x", "y", "z"][rng.below(3)];
     let own = family.is_namespaced().then_some(ns);
     let tier = match family {
@@ -157,20 +244,42 @@ pub fn random_policy(rng: &mut Rng, i: usize) -> Policy {
                 (_, Tier::Admin) => *rng.pick(&[Action::Allow, Action::Deny, Action::Pass]),
                 _ => *rng.pick(&[Action::Allow, Action::Deny]),
             };
-            let peers = (0..1 + rng.below(2)).map(|_| random_peer(rng, own)).collect();
-            rules.push(Rule { direction: dir, index, name: None, action, peers, ports: random_ports(rng), expires_at: None });
+            let peers = (0..1 + rng.below(2))
+                .map(|_| random_peer(rng, own))
+                .collect();
+            rules.push(Rule {
+                direction: dir,
+                index,
+                name: None,
+                action,
+                peers,
+                ports: random_ports(rng),
+                expires_at: None,
+            });
         }
     }
     Policy {
         id: PolicyId::new(family, own, &format!("p{i}")),
         tier,
         priority: rng.below(4) as i32,
-        mode: if family.is_namespaced() || family == Family::ClusterPolicy { if rng.chance(20) { Mode::Audit } else { Mode::Enforce } } else { Mode::Enforce },
+        mode: if family.is_namespaced() || family == Family::ClusterPolicy {
+            if rng.chance(20) {
+                Mode::Audit
+            } else {
+                Mode::Enforce
+            }
+        } else {
+            Mode::Enforce
+        },
         expires_at: None,
         subject: Subject {
             namespaces: match own {
                 Some(ns) => NamespaceMatch::Named(ns.into()),
-                None => NamespaceMatch::Selector(if rng.chance(50) { LabelSelector::everything() } else { random_selector(rng) }),
+                None => NamespaceMatch::Selector(if rng.chance(50) {
+                    LabelSelector::everything()
+                } else {
+                    random_selector(rng)
+                }),
             },
             pods: random_selector(rng),
         },
@@ -182,14 +291,29 @@ pub fn random_policy(rng: &mut Rng, i: usize) -> Policy {
 /// A cluster-scale scenario for benchmarks: `namespaces` × `apps` apps of `replicas` pods over
 /// `nodes` nodes, and `policies` policies: per app a NetworkPolicy allowing its callers, plus admin
 /// denies between environments, a baseline default deny, world egress by CIDR and audit policies.
-pub fn scale_scenario(namespaces: usize, apps: usize, replicas: usize, nodes: usize, policies: usize) -> (Inventory, Vec<Policy>) {
+pub fn scale_scenario(
+    namespaces: usize,
+    apps: usize,
+    replicas: usize,
+    nodes: usize,
+    policies: usize,
+) -> (Inventory, Vec<Policy>) {
     let mut rng = Rng::new(42);
     let mut inv = Inventory::default();
     for n in 0..nodes {
         let name = format!("node-{n}");
         inv.nodes.insert(
             name.clone(),
-            Node { name, labels: labels(&[("kubernetes.io/os", "linux".into())]), ips: vec![IpAddr::V4(Ipv4Addr::new(10, 250, (n / 250) as u8, (n % 250) as u8 + 1))] },
+            Node {
+                name,
+                labels: labels(&[("kubernetes.io/os", "linux".into())]),
+                ips: vec![IpAddr::V4(Ipv4Addr::new(
+                    10,
+                    250,
+                    (n / 250) as u8,
+                    (n % 250) as u8 + 1,
+                ))],
+            },
         );
     }
     let mut idx: u32 = 0;
@@ -197,7 +321,20 @@ pub fn scale_scenario(namespaces: usize, apps: usize, replicas: usize, nodes: us
         let nsname = format!("ns-{ns}");
         inv.namespaces.insert(
             nsname.clone(),
-            Namespace::new(&nsname, labels(&[("team", format!("team-{}", ns % 7)), ("env", if ns % 3 == 0 { "dev".into() } else { "prod".into() })])),
+            Namespace::new(
+                &nsname,
+                labels(&[
+                    ("team", format!("team-{}", ns % 7)),
+                    (
+                        "env",
+                        if ns % 3 == 0 {
+                            "dev".into()
+                        } else {
+                            "prod".into()
+                        },
+                    ),
+                ]),
+            ),
         );
         for app in 0..apps {
             for r in 0..replicas {
@@ -209,11 +346,23 @@ pub fn scale_scenario(namespaces: usize, apps: usize, replicas: usize, nodes: us
                     Workload {
                         namespace: nsname.clone(),
                         name,
-                        labels: labels(&[("app", format!("app-{app}")), ("tier", ["web", "api", "db"][app % 3].into()), ("version", "v1".into())]),
+                        labels: labels(&[
+                            ("app", format!("app-{app}")),
+                            ("tier", ["web", "api", "db"][app % 3].into()),
+                            ("version", "v1".into()),
+                        ]),
                         ips: vec![IpAddr::V4(ip)],
                         ports: vec![
-                            ContainerPort { name: Some("http".into()), port: 8080, protocol: Protocol::Tcp },
-                            ContainerPort { name: Some("metrics".into()), port: 9090, protocol: Protocol::Tcp },
+                            ContainerPort {
+                                name: Some("http".into()),
+                                port: 8080,
+                                protocol: Protocol::Tcp,
+                            },
+                            ContainerPort {
+                                name: Some("metrics".into()),
+                                port: 9090,
+                                protocol: Protocol::Tcp,
+                            },
                         ],
                         node: Some(format!("node-{}", rng.below(nodes))),
                         host_network: false,
@@ -234,14 +383,24 @@ pub fn scale_scenario(namespaces: usize, apps: usize, replicas: usize, nodes: us
                 priority: (i % 1000) as i32,
                 mode: Mode::Enforce,
                 expires_at: None,
-                subject: Subject { namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([("env", "prod")])), pods: LabelSelector::from_labels([("app", format!("app-{app}"))]) },
+                subject: Subject {
+                    namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([(
+                        "env", "prod",
+                    )])),
+                    pods: LabelSelector::from_labels([("app", format!("app-{app}"))]),
+                },
                 isolates: [false, false],
                 rules: vec![Rule {
                     direction: Direction::Ingress,
                     index: 0,
                     name: Some("no-dev".into()),
                     action: Action::Deny,
-                    peers: vec![Peer::Pods { namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([("env", "dev")])), pods: LabelSelector::everything() }],
+                    peers: vec![Peer::Pods {
+                        namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([(
+                            "env", "dev",
+                        )])),
+                        pods: LabelSelector::everything(),
+                    }],
                     ports: vec![],
                     expires_at: None,
                 }],
@@ -250,13 +409,46 @@ pub fn scale_scenario(namespaces: usize, apps: usize, replicas: usize, nodes: us
                 id: PolicyId::new(Family::Policy, Some(&ns), &format!("egress-{i}")),
                 tier: Tier::Application,
                 priority: 100,
-                mode: if i % 40 == 1 { Mode::Audit } else { Mode::Enforce },
+                mode: if i % 40 == 1 {
+                    Mode::Audit
+                } else {
+                    Mode::Enforce
+                },
                 expires_at: None,
-                subject: Subject { namespaces: NamespaceMatch::Named(ns.clone()), pods: LabelSelector::from_labels([("app", format!("app-{app}"))]) },
+                subject: Subject {
+                    namespaces: NamespaceMatch::Named(ns.clone()),
+                    pods: LabelSelector::from_labels([("app", format!("app-{app}"))]),
+                },
                 isolates: [false, true],
                 rules: vec![
-                    Rule { direction: Direction::Egress, index: 0, name: None, action: Action::Allow, peers: vec![Peer::Cidr { cidr: "0.0.0.0/0".parse().unwrap(), except: vec!["10.0.0.0/8".parse().unwrap()] }], ports: vec![PortSpec::Range { protocol: Protocol::Tcp, lo: 443, hi: 443 }], expires_at: None },
-                    Rule { direction: Direction::Egress, index: 1, name: None, action: Action::Allow, peers: vec![Peer::Pods { namespaces: NamespaceMatch::Named(ns.clone()), pods: LabelSelector::everything() }], ports: vec![], expires_at: None },
+                    Rule {
+                        direction: Direction::Egress,
+                        index: 0,
+                        name: None,
+                        action: Action::Allow,
+                        peers: vec![Peer::Cidr {
+                            cidr: "0.0.0.0/0".parse().unwrap(),
+                            except: vec!["10.0.0.0/8".parse().unwrap()],
+                        }],
+                        ports: vec![PortSpec::Range {
+                            protocol: Protocol::Tcp,
+                            lo: 443,
+                            hi: 443,
+                        }],
+                        expires_at: None,
+                    },
+                    Rule {
+                        direction: Direction::Egress,
+                        index: 1,
+                        name: None,
+                        action: Action::Allow,
+                        peers: vec![Peer::Pods {
+                            namespaces: NamespaceMatch::Named(ns.clone()),
+                            pods: LabelSelector::everything(),
+                        }],
+                        ports: vec![],
+                        expires_at: None,
+                    },
                 ],
             },
             _ => Policy {
@@ -265,7 +457,10 @@ pub fn scale_scenario(namespaces: usize, apps: usize, replicas: usize, nodes: us
                 priority: 0,
                 mode: Mode::Enforce,
                 expires_at: None,
-                subject: Subject { namespaces: NamespaceMatch::Named(ns.clone()), pods: LabelSelector::from_labels([("app", format!("app-{app}"))]) },
+                subject: Subject {
+                    namespaces: NamespaceMatch::Named(ns.clone()),
+                    pods: LabelSelector::from_labels([("app", format!("app-{app}"))]),
+                },
                 isolates: [true, false],
                 rules: vec![Rule {
                     direction: Direction::Ingress,
@@ -273,10 +468,29 @@ pub fn scale_scenario(namespaces: usize, apps: usize, replicas: usize, nodes: us
                     name: None,
                     action: Action::Allow,
                     peers: vec![
-                        Peer::Pods { namespaces: NamespaceMatch::Named(ns.clone()), pods: LabelSelector::from_labels([("app", format!("app-{caller}"))]) },
-                        Peer::Pods { namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([("team", format!("team-{}", i % 7))])), pods: LabelSelector::from_labels([("tier", "web")]) },
+                        Peer::Pods {
+                            namespaces: NamespaceMatch::Named(ns.clone()),
+                            pods: LabelSelector::from_labels([("app", format!("app-{caller}"))]),
+                        },
+                        Peer::Pods {
+                            namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([(
+                                "team",
+                                format!("team-{}", i % 7),
+                            )])),
+                            pods: LabelSelector::from_labels([("tier", "web")]),
+                        },
                     ],
-                    ports: vec![PortSpec::Named { protocol: Some(Protocol::Tcp), name: "http".into() }, PortSpec::Range { protocol: Protocol::Tcp, lo: 9090, hi: 9090 }],
+                    ports: vec![
+                        PortSpec::Named {
+                            protocol: Some(Protocol::Tcp),
+                            name: "http".into(),
+                        },
+                        PortSpec::Range {
+                            protocol: Protocol::Tcp,
+                            lo: 9090,
+                            hi: 9090,
+                        },
+                    ],
                     expires_at: None,
                 }],
             },

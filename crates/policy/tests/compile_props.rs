@@ -25,18 +25,37 @@ fn check_agreement(engine: &Engine, np: &NodePolicy, rng: &mut Rng, flows: usize
         let dst = *rng.pick(&addrs);
         let proto = *rng.pick(&Protocol::ALL);
         let port = *rng.pick(&[53u16, 80, 81, 82, 90, 443, 8080, 1]);
-        let flow = Flow { src, dst, protocol: proto, port };
+        let flow = Flow {
+            src,
+            dst,
+            protocol: proto,
+            port,
+        };
         let d = engine.evaluate(&flow);
         let (eg, ing) = np.decide(src, dst, proto, port);
         let local = |ip: IpAddr| np.endpoints.values().any(|e| e.ips.contains(&ip));
-        let audit = d.audit.unwrap_or(cellwall_policy::engine::AuditOutcome { allowed: d.allowed, egress: d.egress, ingress: d.ingress });
+        let audit = d.audit.unwrap_or(cellwall_policy::engine::AuditOutcome {
+            allowed: d.allowed,
+            egress: d.egress,
+            ingress: d.ingress,
+        });
         if local(src) {
-            let want = EntryVerdict { allow: d.egress.allowed, rule: d.egress.rule, audit_allow: audit.egress.allowed, audit_rule: audit.egress.rule };
+            let want = EntryVerdict {
+                allow: d.egress.allowed,
+                rule: d.egress.rule,
+                audit_allow: audit.egress.allowed,
+                audit_rule: audit.egress.rule,
+            };
             assert_eq!(eg, want, "egress {flow:?}\n{:#?}", engine.explain(&flow));
             checked += 1;
         }
         if local(dst) {
-            let want = EntryVerdict { allow: d.ingress.allowed, rule: d.ingress.rule, audit_allow: audit.ingress.allowed, audit_rule: audit.ingress.rule };
+            let want = EntryVerdict {
+                allow: d.ingress.allowed,
+                rule: d.ingress.rule,
+                audit_allow: audit.ingress.allowed,
+                audit_rule: audit.ingress.rule,
+            };
             assert_eq!(ing, want, "ingress {flow:?}\n{:#?}", engine.explain(&flow));
             checked += 1;
         }
@@ -71,7 +90,8 @@ fn incremental_equals_full() {
             match rng.below(6) {
                 0 => {
                     // Relabel a pod.
-                    let keys: Vec<WorkloadKey> = engine.inventory().workloads.keys().cloned().collect();
+                    let keys: Vec<WorkloadKey> =
+                        engine.inventory().workloads.keys().cloned().collect();
                     let mut w = engine.inventory().workloads[rng.pick(&keys)].clone();
                     w.labels = random_selector(&mut rng).match_labels;
                     engine.set_workload(w);
@@ -95,12 +115,14 @@ fn incremental_equals_full() {
                     engine.set_namespace(Namespace::new(ns, l));
                 }
                 4 => {
-                    let keys: Vec<WorkloadKey> = engine.inventory().workloads.keys().cloned().collect();
+                    let keys: Vec<WorkloadKey> =
+                        engine.inventory().workloads.keys().cloned().collect();
                     let k = rng.pick(&keys).clone();
                     engine.remove_workload(&k);
                 }
                 _ => {
-                    let keys: Vec<WorkloadKey> = engine.inventory().workloads.keys().cloned().collect();
+                    let keys: Vec<WorkloadKey> =
+                        engine.inventory().workloads.keys().cloned().collect();
                     let mut w = engine.inventory().workloads[rng.pick(&keys)].clone();
                     w.name = format!("new{step}");
                     w.ips = vec![IpAddr::V4(Ipv4Addr::new(10, 1, 0, 100 + step as u8))];
@@ -112,8 +134,14 @@ fn incremental_equals_full() {
             let changes = engine.take_changes();
             let inc = comp.update(&engine, &changes);
             let full = Compiler::new("n1").full(&engine);
-            assert_eq!(inc.endpoints, full.endpoints, "seed {seed} step {step}: endpoint tables differ");
-            assert_eq!(inc.ipcache, full.ipcache, "seed {seed} step {step}: ipcache differs");
+            assert_eq!(
+                inc.endpoints, full.endpoints,
+                "seed {seed} step {step}: endpoint tables differ"
+            );
+            assert_eq!(
+                inc.ipcache, full.ipcache,
+                "seed {seed} step {step}: ipcache differs"
+            );
             check_agreement(&engine, &inc, &mut rng, 20);
         }
     }
@@ -127,5 +155,8 @@ fn compile_is_deterministic() {
     rev.reverse();
     let a = compile(inv.clone(), pols, "n1", 0);
     let b = compile(inv, rev, "n1", 0);
-    assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
 }

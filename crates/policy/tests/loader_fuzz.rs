@@ -13,8 +13,8 @@ const SEEDS: &[&str] = &[
 ];
 
 const ALPHABET: &[char] = &[
-    ':', '-', ' ', '\n', '{', '}', '[', ']', ',', '"', '\'', '#', '&', '*', '!', '|', '>', '%', '@', '`', '0', '9', 'a', 'Z', '\t',
-    '\\', '/', '.', 'é', '\u{0}', '?',
+    ':', '-', ' ', '\n', '{', '}', '[', ']', ',', '"', '\'', '#', '&', '*', '!', '|', '>', '%',
+    '@', '`', '0', '9', 'a', 'Z', '\t', '\\', '/', '.', 'é', '\u{0}', '?',
 ];
 
 fn mutate(rng: &mut Rng, s: &str) -> String {
@@ -38,7 +38,20 @@ fn mutate(rng: &mut Rng, s: &str) -> String {
                 chars.splice(b..b, seg);
             }
             5 => {
-                let scalar = *rng.pick(&["-1", "70000", "null", "[]", "{}", "~", "true", "1e9", "\"\"", "0x10", "::1", "999.1.1.1/8"]);
+                let scalar = *rng.pick(&[
+                    "-1",
+                    "70000",
+                    "null",
+                    "[]",
+                    "{}",
+                    "~",
+                    "true",
+                    "1e9",
+                    "\"\"",
+                    "0x10",
+                    "::1",
+                    "999.1.1.1/8",
+                ]);
                 let end = (i + rng.below(6)).min(chars.len());
                 chars.splice(i..end, scalar.chars());
             }
@@ -58,26 +71,41 @@ fn loader_never_panics_and_locates_errors() {
     for iter in 0..20_000 {
         let seed = *rng.pick(SEEDS);
         let input = mutate(&mut rng, seed);
-        let name = if seed.starts_with('{') { "fuzz.json" } else { "fuzz.yaml" };
+        let name = if seed.starts_with('{') {
+            "fuzz.json"
+        } else {
+            "fuzz.yaml"
+        };
         match parse_file(name, &input) {
             Ok(_) => ok += 1,
             Err(e) => {
                 err += 1;
                 let lines = input.lines().count().max(1) + 1;
-                assert!(e.line >= 1 && e.line <= lines, "iteration {iter}: line {} outside 1..={lines}: {e}\n{input}", e.line);
+                assert!(
+                    e.line >= 1 && e.line <= lines,
+                    "iteration {iter}: line {} outside 1..={lines}: {e}\n{input}",
+                    e.line
+                );
                 assert!(e.column >= 1, "iteration {iter}: column 0: {e}");
                 assert!(!e.message.is_empty(), "iteration {iter}: empty message");
                 assert!(e.to_string().starts_with(name), "iteration {iter}: {e}");
             }
         }
     }
-    assert!(ok > 100 && err > 1000, "the fuzzer should produce both outcomes: ok={ok} err={err}");
+    assert!(
+        ok > 100 && err > 1000,
+        "the fuzzer should produce both outcomes: ok={ok} err={err}"
+    );
 }
 
 #[test]
 fn valid_seeds_parse() {
     for s in SEEDS {
-        let name = if s.starts_with('{') { "s.json" } else { "s.yaml" };
+        let name = if s.starts_with('{') {
+            "s.json"
+        } else {
+            "s.yaml"
+        };
         parse_file(name, s).unwrap_or_else(|e| panic!("{e}\n{s}"));
     }
 }

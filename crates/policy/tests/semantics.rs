@@ -53,7 +53,10 @@ fn engine(policies: &str, now: i64) -> Engine {
     let mut inv = Inventory::default();
     let mut pols = Vec::new();
     let text = format!("{INVENTORY}\n---\n{policies}");
-    for o in parse_file("test.yaml", &text).unwrap_or_else(|e| panic!("{e}")).objects {
+    for o in parse_file("test.yaml", &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .objects
+    {
         match o.object {
             Object::Namespace(n) => {
                 inv.namespaces.insert(n.name.clone(), n);
@@ -71,7 +74,12 @@ fn engine(policies: &str, now: i64) -> Engine {
 }
 
 fn flow(src: &str, dst: &str, proto: Protocol, port: u16) -> Flow {
-    Flow { src: src.parse::<IpAddr>().unwrap(), dst: dst.parse().unwrap(), protocol: proto, port }
+    Flow {
+        src: src.parse::<IpAddr>().unwrap(),
+        dst: dst.parse().unwrap(),
+        protocol: proto,
+        port,
+    }
 }
 
 fn allowed(e: &Engine, src: &str, dst: &str, port: u16) -> bool {
@@ -80,7 +88,9 @@ fn allowed(e: &Engine, src: &str, dst: &str, port: u16) -> bool {
 
 fn deciding_rule(e: &Engine, src: &str, dst: &str, port: u16) -> String {
     let d = e.evaluate(&flow(src, dst, Protocol::Tcp, port));
-    e.rule(d.deciding().1.rule).map(|r| r.describe()).unwrap_or_else(|| "-".into())
+    e.rule(d.deciding().1.rule)
+        .map(|r| r.describe())
+        .unwrap_or_else(|| "-".into())
 }
 
 const DB_ONLY_FROM_WEB: &str = r#"
@@ -144,8 +154,14 @@ spec:
     let e = engine(&format!("{anp}\n---\n{DB_ONLY_FROM_WEB}"), 0);
     assert!(!allowed(&e, TOOL, DB, 5432), "ANP deny");
     assert!(deciding_rule(&e, TOOL, DB, 5432).contains("\"no-dev\""));
-    assert!(allowed(&e, WEB, DB, 5432), "Pass hands over to the NetworkPolicy, which allows");
-    assert!(!allowed(&e, WEB, DB, 1), "NetworkPolicy isolation denies other ports");
+    assert!(
+        allowed(&e, WEB, DB, 5432),
+        "Pass hands over to the NetworkPolicy, which allows"
+    );
+    assert!(
+        !allowed(&e, WEB, DB, 1),
+        "NetworkPolicy isolation denies other ports"
+    );
     // web -> web is Passed, no NetworkPolicy selects web, so the baseline decides.
     assert!(!allowed(&e, WEB, WEB, 8080));
     assert!(deciding_rule(&e, WEB, WEB, 8080).contains("baseline-deny-all"));
@@ -158,9 +174,18 @@ fn anp_priority_orders_policies() {
             "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {{name: {name}}}\nspec:\n  priority: {prio}\n  subject: {{namespaces: {{}}}}\n  ingress:\n  - {{name: r, action: {action}, from: [{{namespaces: {{}}}}]}}\n"
         )
     };
-    let e = engine(&format!("{}---\n{}", anp("a", 5, "Deny"), anp("b", 1, "Allow")), 0);
-    assert!(allowed(&e, TOOL, DB, 5432), "priority 1 runs before priority 5");
-    let e = engine(&format!("{}---\n{}", anp("a", 0, "Deny"), anp("b", 1, "Allow")), 0);
+    let e = engine(
+        &format!("{}---\n{}", anp("a", 5, "Deny"), anp("b", 1, "Allow")),
+        0,
+    );
+    assert!(
+        allowed(&e, TOOL, DB, 5432),
+        "priority 1 runs before priority 5"
+    );
+    let e = engine(
+        &format!("{}---\n{}", anp("a", 0, "Deny"), anp("b", 1, "Allow")),
+        0,
+    );
     assert!(!allowed(&e, TOOL, DB, 5432));
 }
 
@@ -178,7 +203,10 @@ spec:
     ports: [{port: 5432}]
 "#;
     let e = engine(&format!("{p}\n---\n{DB_ONLY_FROM_WEB}"), 0);
-    assert!(!allowed(&e, WEB, DB, 5432), "explicit deny beats the NetworkPolicy allow");
+    assert!(
+        !allowed(&e, WEB, DB, 5432),
+        "explicit deny beats the NetworkPolicy allow"
+    );
     assert!(deciding_rule(&e, WEB, DB, 5432).contains("Policy/shop/no-web-to-db-admin-port"));
 }
 
@@ -200,9 +228,22 @@ spec:
     assert!(d.allowed, "audit mode drops nothing");
     let a = d.audit.expect("audit policy applies");
     assert!(!a.allowed, "but it would have denied");
-    assert_eq!(e.rule(a.ingress.rule).unwrap().name.as_deref(), Some("deny-dev"));
-    assert!(e.evaluate(&flow(WEB, DB, Protocol::Tcp, 5432)).audit.unwrap().allowed);
-    assert!(e.evaluate(&flow(DB, TOOL, Protocol::Tcp, 22)).audit.is_none(), "nothing audits tool's ingress");
+    assert_eq!(
+        e.rule(a.ingress.rule).unwrap().name.as_deref(),
+        Some("deny-dev")
+    );
+    assert!(
+        e.evaluate(&flow(WEB, DB, Protocol::Tcp, 5432))
+            .audit
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        e.evaluate(&flow(DB, TOOL, Protocol::Tcp, 22))
+            .audit
+            .is_none(),
+        "nothing audits tool's ingress"
+    );
 }
 
 #[test]
@@ -227,7 +268,10 @@ spec:
     assert!(!allowed(&e, TOOL, DB, 5432), "the grant ended on time");
     assert!(allowed(&e, WEB, DB, 5432), "the rest of the policy stays");
     let ch = e.take_changes();
-    assert!(ch.policies.iter().any(|p| p.name == "temp-grant"), "expiry is reported as a change");
+    assert!(
+        ch.policies.iter().any(|p| p.name == "temp-grant"),
+        "expiry is reported as a change"
+    );
 }
 
 #[test]
@@ -244,10 +288,16 @@ spec:
   - {name: to-db, to: [{podSelector: {matchLabels: {app: db}}}]}
 "#;
     let e = engine(p, 0);
-    assert!(allowed(&e, WEB, NODE, 10250), "host entity: the pod's own node");
+    assert!(
+        allowed(&e, WEB, NODE, 10250),
+        "host entity: the pod's own node"
+    );
     assert!(allowed(&e, WEB, OUTSIDE, 443));
     assert!(!allowed(&e, WEB, OUTSIDE, 80));
-    assert!(!allowed(&e, WEB, "10.99.0.1", 443), "except carves out 10/8");
+    assert!(
+        !allowed(&e, WEB, "10.99.0.1", 443),
+        "except carves out 10/8"
+    );
     assert!(allowed(&e, WEB, DB, 5432));
     assert!(!allowed(&e, WEB, TOOL, 22));
 }
@@ -262,7 +312,10 @@ spec: {podSelector: {}, policyTypes: [Ingress, Egress]}
 "#;
     let e = engine(p, 0);
     assert!(!allowed(&e, WEB, TOOL, 22));
-    assert!(allowed(&e, WEB, NODE, 22), "the hostNetwork pod is the node: not isolated");
+    assert!(
+        allowed(&e, WEB, NODE, 22),
+        "the hostNetwork pod is the node: not isolated"
+    );
     assert!(!allowed(&e, TOOL, WEB, 8080), "egress isolated too");
 }
 
@@ -286,7 +339,12 @@ fn explanation_names_every_tier_and_rule() {
     let e = engine(DB_ONLY_FROM_WEB, 0);
     let ex = e.explain(&flow(TOOL, DB, Protocol::Tcp, 5432));
     assert!(!ex.decision.allowed);
-    assert_eq!(ex.ingress.tiers.len(), 2, "admin, then application decides: {:#?}", ex.ingress.tiers);
+    assert_eq!(
+        ex.ingress.tiers.len(),
+        2,
+        "admin, then application decides: {:#?}",
+        ex.ingress.tiers
+    );
     let app = &ex.ingress.tiers[1];
     assert_eq!(app.outcome, "isolated: no rule allows");
     assert_eq!(app.policies[0].policy, "NetworkPolicy/shop/db-from-web");
@@ -311,5 +369,9 @@ fn relabel_is_incremental_and_changes_verdicts() {
     let mut ns = e.inventory().namespaces["dev"].clone();
     ns.labels.insert("team".into(), "x".into());
     e.set_namespace(ns);
-    assert_eq!(e.take_changes().workloads.len(), 2, "both pods of dev change identity");
+    assert_eq!(
+        e.take_changes().workloads.len(),
+        2,
+        "both pods of dev change identity"
+    );
 }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what building and testing Cellwall needs on a fresh Debian machine, then builds.
+# Idempotent: installs only what is missing. Sourced by demo.sh and test.sh.
+set -euo pipefail
+
+# Debian packages the build and the test tiers need (none yet for the policy engine; the eBPF
+# datapath adds clang, llvm, libbpf-dev, bpftool and iproute2 here).
+APT_PACKAGES=()
+
+need_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    local sudo=""
+    [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found: install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+if ((${#APT_PACKAGES[@]})); then
+  need_apt "${APT_PACKAGES[@]}"
+fi

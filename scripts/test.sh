@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every check, in the order CI runs them: formatting, lints, architecture invariants, the unit
+# tier, the root tier (when root), and the engine benchmark against its goals.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+step() { echo; echo "==> $*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets -q -- -D warnings
+
+step "architecture invariants"
+scripts/check-invariants.sh
+
+step "unit tier: cargo test --workspace"
+cargo test --workspace
+
+step "engine benchmark (goals: compile < 1 s, incremental < 10 ms, evaluate < 1 µs; CI fails past 2x)"
+CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench engine -- --quick
