@@ -16,14 +16,26 @@ pub struct PortNum(pub u16);
 
 impl<'de> Deserialize<'de> for PortNum {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = i64::deserialize(d)?;
-        if (1..=65535).contains(&v) {
-            Ok(PortNum(v as u16))
-        } else {
-            Err(de::Error::custom(format!(
-                "port {v} is out of range: expected a port number 1-65535"
-            )))
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PortNum;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number 1-65535")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortNum, E> {
+                if (1..=65535).contains(&v) {
+                    Ok(PortNum(v as u16))
+                } else {
+                    Err(E::custom(format!(
+                        "port {v} is out of range: expected a port number 1-65535"
+                    )))
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortNum, E> {
+                self.visit_i64(v.min(i64::MAX as u64) as i64)
+            }
         }
+        d.deserialize_i64(V)
     }
 }
 

@@ -146,6 +146,25 @@ pub struct IdentityInfo {
     pub labels: Labels,
 }
 
+impl PolicySlot {
+    /// This policy's rules of one direction, with their ids, in order.
+    fn dir_rules(&self, dir: Direction) -> impl Iterator<Item = (&Rule, &u32)> {
+        self.policy
+            .rules
+            .iter()
+            .zip(&self.rule_ids)
+            .filter(move |(r, _)| r.direction == dir)
+    }
+
+    fn trace(&self) -> PolicyTrace {
+        PolicyTrace {
+            policy: self.policy.id.to_string(),
+            mode: self.policy.mode,
+            rules: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PolicySlot {
     policy: Policy,
@@ -1047,18 +1066,8 @@ impl Engine {
                     let mut decided = None;
                     let mut passed = false;
                     'policies: for s in segment.iter().filter_map(live) {
-                        let mut pt = tt.as_ref().map(|_| PolicyTrace {
-                            policy: s.policy.id.to_string(),
-                            mode: s.policy.mode,
-                            rules: Vec::new(),
-                        });
-                        for (r, rid) in s
-                            .policy
-                            .rules
-                            .iter()
-                            .zip(&s.rule_ids)
-                            .filter(|(r, _)| r.direction == dir)
-                        {
+                        let mut pt = tt.as_ref().map(|_| s.trace());
+                        for (r, rid) in s.dir_rules(dir) {
                             let m = rule_matches(r);
                             if let Some(pt) = pt.as_mut() {
                                 pt.rules.push(RuleTrace {
@@ -1115,18 +1124,8 @@ impl Engine {
                             continue;
                         }
                         first_isolating.get_or_insert(s.isolation_rule[dir.index()]);
-                        let mut pt = tt.as_ref().map(|_| PolicyTrace {
-                            policy: s.policy.id.to_string(),
-                            mode: s.policy.mode,
-                            rules: Vec::new(),
-                        });
-                        for (r, rid) in s
-                            .policy
-                            .rules
-                            .iter()
-                            .zip(&s.rule_ids)
-                            .filter(|(r, _)| r.direction == dir)
-                        {
+                        let mut pt = tt.as_ref().map(|_| s.trace());
+                        for (r, rid) in s.dir_rules(dir) {
                             if deny.is_some() && r.action != Action::Deny && pt.is_none() {
                                 continue;
                             }

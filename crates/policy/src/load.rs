@@ -190,11 +190,17 @@ fn decode<T: DeserializeOwned>(ctx: &Ctx, text: &str, format: Format) -> Result<
                 let path = clean_path(&e.path().to_string());
                 let inner = e.into_inner();
                 let loc = inner.location();
+                let msg = clean_message(&inner.to_string());
+                // serde_yaml prefixes the path itself; it is printed once, by us.
+                let msg = msg
+                    .strip_prefix(&format!("{path}: "))
+                    .map(str::to_string)
+                    .unwrap_or(msg);
                 ctx.err(
                     loc.as_ref().map(|l| l.line()),
                     loc.as_ref().map(|l| l.column()),
                     path,
-                    clean_message(&inner.to_string()),
+                    msg,
                 )
             })
         }
