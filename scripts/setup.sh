@@ -3,9 +3,9 @@
 # Idempotent: installs only what is missing. Sourced by demo.sh and test.sh.
 set -euo pipefail
 
-# Debian packages the build and the test tiers need (none yet for the policy engine; the eBPF
-# datapath adds clang, llvm, libbpf-dev, bpftool and iproute2 here).
-APT_PACKAGES=()
+# Debian packages the build and the test tiers need: clang and libbpf-dev build the eBPF
+# datapath (bpf/), iproute2 builds the lab (network namespaces, veths).
+APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2)
 
 need_apt() {
   local missing=()

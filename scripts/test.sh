@@ -19,5 +19,12 @@ scripts/check-invariants.sh
 step "unit tier: cargo test --workspace"
 cargo test --workspace
 
+step "root tier: kernel datapath and lab (cargo test -- --ignored)"
+if [[ $(id -u) -ne 0 ]]; then
+  echo "root tier NOT RUN: it needs root (BPF, network namespaces); run scripts/test.sh as root" >&2
+  exit 1
+fi
+cargo test --workspace -- --ignored --test-threads=1
+
 step "engine benchmark (goals: compile < 1 s, incremental < 10 ms, evaluate < 1 µs; CI fails past 2x)"
 CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench engine -- --quick

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * The one contract between the kernel programs and user space: every map key, map value and
+ * event layout. The Rust side (crates/datapath/src/abi.rs) mirrors these structs and checks
+ * their sizes and field offsets against the values below at build time (see build.rs, which
+ * compiles bpf/abi_layout.c and compares), so the two cannot drift silently.
+ *
+ * Addresses are 16 bytes; IPv4 is stored v4-mapped (::ffff:a.b.c.d), so one map serves both
+ * families. Ports are stored big-endian (network order) so that LPM prefixes over them work.
+ */
+#ifndef CELLWALL_ABI_H
+#define CELLWALL_ABI_H
+
+#include <linux/types.h>
+
+#define CW_DIR_INGRESS 0 /* traffic entering the endpoint */
+#define CW_DIR_EGRESS 1  /* traffic leaving the endpoint */
+
+#define CW_ID_ANY 0   /* wildcard peer row */
+#define CW_ID_WORLD 2 /* nothing in the ipcache matched */
+
+#define CW_POLICY_SLOTS 2 /* double buffering: updates are written to the inactive slot */
+
+/* ipcache: LPM trie, address -> peer identity. prefixlen counts the 32 slot bits. */
+struct cw_ipcache_key {
+	__u32 prefixlen;
+	__u32 slot;
+	__u8 addr[16];
+};
+
+struct cw_ipcache_val {
+	__u32 identity;
+	__u32 flags;
+};
+
+/* endpoints: hash, local endpoint address -> endpoint. */
+struct cw_endpoint_key {
+	__u8 addr[16];
+};
+
+#define CW_EP_HAS_INGRESS_POLICY (1 << 0)
+#define CW_EP_HAS_EGRESS_POLICY (1 << 1)
+
+struct cw_endpoint_val {
+	__u32 ep_id;
+	/* The host-side interface the endpoint's packets must arrive on (anti-spoofing); 0 = any. */
+	__u32 ifindex;
+	/* Per slot: CW_EP_HAS_* flags. */
+	__u32 flags[CW_POLICY_SLOTS];
+};
+
+/*
+ * policy: LPM trie. Fixed fields first (always fully matched), then the destination port,
+ * matched by prefix so that a port range is a handful of entries. prefixlen = 112 + port bits.
+ */
+struct cw_policy_key {
+	__u32 prefixlen;
+	__u32 slot;
+	__u32 ep_id;
+	__u32 peer;
+	__u8 dir;
+	__u8 proto;
+	__u8 port[2]; /* big-endian */
+};
+
+#define CW_POLICY_FIXED_BITS 112
+
+struct cw_policy_val {
+	__u8 allow;
+	__u8 audit_allow;
+	__u16 pad;
+	__u32 rule;
+	__u32 audit_rule;
+};
+
+/* config: array of two __u32 words.
+ * CW_CFG_SLOT: the policy slot in force. CW_CFG_EPOCH: bumped on every committed policy change;
+ * conntrack entries validated under an older epoch are re-checked on their next packet
+ * (revocation of established connections). User space writes the slot, then the epoch; programs
+ * read the epoch, then the slot. */
+#define CW_CFG_SLOT 0
+#define CW_CFG_EPOCH 1
+
+/* conntrack: LRU hash, keyed by the tuple as first seen at one endpoint and direction. */
+struct cw_ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* network order */
+	__u16 dport; /* network order */
+	__u32 ep_id;
+	__u8 proto;
+	__u8 dir;
+	__u8 pad[2];
+};
+
+struct cw_ct_val {
+	__u64 created_ns;
+	__u64 packets;
+	__u32 epoch;
+	__u32 rule;
+};
+
+/* Flow events (ring buffer): one per new connection decision, never per packet. */
+#define CW_EV_ALLOW 1
+#define CW_EV_DENY 2
+#define CW_EV_AUDIT 3  /* allowed, but an audit-mode policy would have denied */
+#define CW_EV_REVOKE 4 /* an established connection denied by a newer policy */
+
+struct cw_event {
+	__u64 ts_ns;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u8 kind;
+	__u8 pad;
+	__u32 ep_id;
+	__u32 peer;
+	__u32 rule;
+};
+
+/* Counters: per-CPU array indexed by these. */
+#define CW_CNT_ALLOWED 0
+#define CW_CNT_DENIED 1
+#define CW_CNT_AUDIT 2
+#define CW_CNT_CT_HIT 3
+#define CW_CNT_EVENTS_LOST 4
+#define CW_CNT_SPOOFED 5
+#define CW_CNT_REVOKED 6
+#define CW_CNT_MAX 8
+
+#endif

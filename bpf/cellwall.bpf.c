@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * Cellwall's tc datapath. Attached on the host side of each workload's veth:
+ *   from_pod: tc ingress of the host veth = traffic the workload sends  (its egress)
+ *   to_pod:   tc egress of the host veth  = traffic the workload receives (its ingress)
+ * Policy is data (maps keyed by identity), so the per-packet cost does not depend on the number
+ * of rules: one endpoint lookup, one conntrack lookup and, for new flows, one ipcache and one or
+ * two policy LPM lookups.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "abi.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, struct cw_ipcache_key);
+	__type(value, struct cw_ipcache_val);
+} cw_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 16384);
+	__type(key, struct cw_endpoint_key);
+	__type(value, struct cw_endpoint_val);
+} cw_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4194304);
+	__type(key, struct cw_policy_key);
+	__type(value, struct cw_policy_val);
+} cw_policy SEC(".maps");
+
+/* config: CW_CFG_SLOT and CW_CFG_EPOCH, separate words (see abi.h for the ordering rule). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} cw_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 262144);
+	__type(key, struct cw_ct_key);
+	__type(value, struct cw_ct_val);
+} cw_conntrack SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 1 << 22);
+} cw_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, CW_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} cw_counters SEC(".maps");
+
+#include "lib/parse.h"
+#include "lib/policy.h"
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&cw_counters, &idx);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void emit(const struct cw_pkt *p, __u8 dir, __u8 kind, __u32 ep_id, __u32 peer, __u32 rule)
+{
+	struct cw_event ev = {};
+	ev.ts_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(ev.saddr, p->saddr, 16);
+	__builtin_memcpy(ev.daddr, p->daddr, 16);
+	ev.sport = p->sport;
+	ev.dport = p->dport;
+	ev.proto = p->proto;
+	ev.dir = dir;
+	ev.kind = kind;
+	ev.ep_id = ep_id;
+	ev.peer = peer;
+	ev.rule = rule;
+	/* Never block the datapath on user space: a full ring buffer loses the event, counted. */
+	if (bpf_ringbuf_output(&cw_events, &ev, sizeof(ev), 0))
+		count(CW_CNT_EVENTS_LOST);
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	struct cw_pkt p;
+	if (cw_parse(skb, &p) < 0)
+		return TC_ACT_OK; /* not IP (ARP, ...): not policy's business */
+
+	struct cw_endpoint_key ek = {};
+	__builtin_memcpy(ek.addr, dir == CW_DIR_EGRESS ? p.saddr : p.daddr, 16);
+	struct cw_endpoint_val *ep = bpf_map_lookup_elem(&cw_endpoints, &ek);
+	if (!ep)
+		return TC_ACT_OK; /* not a local endpoint (e.g. the node itself) */
+	if (dir == CW_DIR_EGRESS && ep->ifindex && skb->ifindex != ep->ifindex) {
+		count(CW_CNT_SPOOFED);
+		return TC_ACT_SHOT; /* a workload sending with another endpoint's address */
+	}
+
+	/* Epoch first, then slot (user space writes slot, then epoch): a packet that sees the new
+	 * epoch also sees the new slot. Both are read once, so a packet sees one whole policy. */
+	__u32 k_epoch = CW_CFG_EPOCH, k_slot = CW_CFG_SLOT;
+	__u32 *pe = bpf_map_lookup_elem(&cw_config, &k_epoch);
+	if (!pe)
+		return TC_ACT_SHOT;
+	__u32 epoch = *pe;
+	__u32 *ps = bpf_map_lookup_elem(&cw_config, &k_slot);
+	if (!ps)
+		return TC_ACT_SHOT;
+	__u32 slot = *ps & 1;
+
+	if (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6)
+		return TC_ACT_OK; /* errors and neighbour discovery must flow; see ARCHITECTURE.md */
+
+	/* Established or related (reply) traffic. */
+	struct cw_ct_key fwd = {}, rev = {};
+	__builtin_memcpy(fwd.saddr, p.saddr, 16);
+	__builtin_memcpy(fwd.daddr, p.daddr, 16);
+	fwd.sport = p.sport;
+	fwd.dport = p.dport;
+	fwd.proto = p.proto;
+	fwd.ep_id = ep->ep_id;
+	fwd.dir = dir;
+	__builtin_memcpy(rev.saddr, p.daddr, 16);
+	__builtin_memcpy(rev.daddr, p.saddr, 16);
+	rev.sport = p.dport;
+	rev.dport = p.sport;
+	rev.proto = p.proto;
+	rev.ep_id = ep->ep_id;
+	rev.dir = dir ^ 1;
+
+	struct cw_ct_key *orig = &fwd;
+	struct cw_ct_val *ct = bpf_map_lookup_elem(&cw_conntrack, &fwd);
+	if (!ct) {
+		ct = bpf_map_lookup_elem(&cw_conntrack, &rev);
+		orig = &rev;
+	}
+	if (ct) {
+		if (ct->epoch == epoch) {
+			ct->packets += 1;
+			count(CW_CNT_CT_HIT);
+			return TC_ACT_OK;
+		}
+		/* Policy changed since this connection was admitted: decide it again. */
+		struct cw_pkt op = p;
+		if (orig == &rev) {
+			__builtin_memcpy(op.saddr, p.daddr, 16);
+			__builtin_memcpy(op.daddr, p.saddr, 16);
+			op.sport = p.dport;
+			op.dport = p.sport;
+		}
+		struct cw_verdict v = cw_decide(slot, ep, orig->dir, &op);
+		if (!v.allow) {
+			bpf_map_delete_elem(&cw_conntrack, orig);
+			count(CW_CNT_REVOKED);
+			emit(&op, orig->dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
+			return TC_ACT_SHOT;
+		}
+		ct->epoch = epoch;
+		ct->rule = v.rule;
+		ct->packets += 1;
+		return TC_ACT_OK;
+	}
+
+	struct cw_verdict v = cw_decide(slot, ep, dir, &p);
+	if (!v.allow) {
+		count(CW_CNT_DENIED);
+		emit(&p, dir, CW_EV_DENY, ep->ep_id, v.peer, v.rule);
+		return TC_ACT_SHOT; /* silent: no RST, no ICMP */
+	}
+	struct cw_ct_val nv = {};
+	nv.created_ns = bpf_ktime_get_ns();
+	nv.packets = 1;
+	nv.epoch = epoch;
+	nv.rule = v.rule;
+	bpf_map_update_elem(&cw_conntrack, &fwd, &nv, BPF_ANY);
+	count(CW_CNT_ALLOWED);
+	if (!v.audit_allow) {
+		count(CW_CNT_AUDIT);
+		emit(&p, dir, CW_EV_AUDIT, ep->ep_id, v.peer, v.audit_rule);
+	} else {
+		emit(&p, dir, CW_EV_ALLOW, ep->ep_id, v.peer, v.rule);
+	}
+	return TC_ACT_OK;
+}
+
+SEC("classifier")
+int from_pod(struct __sk_buff *skb)
+{
+	return handle(skb, CW_DIR_EGRESS);
+}
+
+SEC("classifier")
+int to_pod(struct __sk_buff *skb)
+{
+	return handle(skb, CW_DIR_INGRESS);
+}

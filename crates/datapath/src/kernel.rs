@@ -1,0 +1,461 @@
+//! The kernel datapath: loads bpf/cellwall.bpf.c (built by build.rs), pins its maps under a
+//! per-instance directory in bpffs, attaches to interfaces with netlink cls_bpf filters (which
+//! stay attached when the agent dies: enforcement is fail-static), and writes policy into the
+//! inactive slot before flipping it in one write.
+
+use crate::abi::*;
+use crate::desired::Desired;
+use crate::{ApplyReport, Counters, DatapathError, Hook};
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcAttachType};
+use aya::programs::SchedClassifier;
+use aya::{Ebpf, EbpfLoader};
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cellwall.bpf.o"));
+
+/// tc filter priority and handle Cellwall owns on every interface it attaches to.
+const TC_PRIORITY: u16 = 1;
+const TC_HANDLE: u32 = 0xCE11;
+
+fn err(what: impl Into<String>, e: impl std::fmt::Display) -> DatapathError {
+    DatapathError::Kernel {
+        what: what.into(),
+        detail: e.to_string(),
+    }
+}
+
+/// Shadow of what one slot holds, so an update writes only the differences.
+#[derive(Debug, Default)]
+struct Shadow {
+    ipcache: BTreeMap<([u8; 16], u32), u32>,
+    policy: BTreeMap<(u32, u32, u8, u8, u16, u32), PolicyVal>,
+}
+
+pub struct KernelDatapath {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    shadows: Option<[Shadow; 2]>,
+}
+
+/// Mounts bpffs at /sys/fs/bpf if it is not mounted (pins need it).
+pub fn ensure_bpffs() -> Result<(), DatapathError> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")
+        .map_err(|e| err("reading /proc/self/mounts", e))?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+    {
+        return Ok(());
+    }
+    let src = c"bpf";
+    let dst = c"/sys/fs/bpf";
+    // SAFETY: plain mount(2) with valid NUL-terminated strings and no data.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(err(
+            "mounting bpffs at /sys/fs/bpf",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+impl KernelDatapath {
+    /// Opens the datapath whose maps are pinned in `pin_dir` (creating them on first use).
+    /// Maps survive this process: a restarted agent finds the policy in force.
+    pub fn open(pin_dir: &Path) -> Result<Self, DatapathError> {
+        ensure_bpffs()?;
+        std::fs::create_dir_all(pin_dir)
+            .map_err(|e| err(format!("creating {}", pin_dir.display()), e))?;
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(OBJECT)
+            .map_err(|e| err("loading the BPF object", e))?;
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.to_path_buf(),
+            shadows: None,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    fn program(&mut self, hook: Hook) -> Result<&mut SchedClassifier, DatapathError> {
+        let name = hook.program();
+        let p: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| err("finding program", name))?
+            .try_into()
+            .map_err(|e| err(format!("program {name}"), e))?;
+        if p.fd().is_err() {
+            p.load()
+                .map_err(|e| err(format!("loading program {name} (verifier)"), e))?;
+        }
+        Ok(p)
+    }
+
+    /// Attaches both programs to `ifname` (in the calling thread's network namespace): `from_pod`
+    /// on tc ingress, `to_pod` on tc egress. An existing Cellwall filter is replaced atomically
+    /// (upgrade without a gap); the filters outlive this process.
+    pub fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        if let Err(e) = tc::qdisc_add_clsact(ifname) {
+            // EEXIST: the qdisc is already there.
+            if !e.to_string().contains("exists") {
+                return Err(err(format!("adding clsact qdisc on {ifname}"), e));
+            }
+        }
+        for hook in [Hook::FromPod, Hook::ToPod] {
+            let attach_type = match hook {
+                Hook::FromPod => TcAttachType::Ingress,
+                Hook::ToPod => TcAttachType::Egress,
+            };
+            let prog = self.program(hook)?;
+            let opts = TcAttachOptions::Netlink(NlOptions {
+                priority: TC_PRIORITY,
+                handle: TC_HANDLE.into(),
+                ..Default::default()
+            });
+            let id = match prog.attach_with_options(ifname, attach_type, opts) {
+                Ok(id) => id,
+                Err(_) => {
+                    let link = SchedClassifierLink::attached(
+                        ifname,
+                        attach_type,
+                        TC_PRIORITY,
+                        TC_HANDLE.into(),
+                        None,
+                    )
+                    .map_err(|e| err(format!("finding the existing filter on {ifname}"), e))?;
+                    prog.attach_to_link(link)
+                        .map_err(|e| err(format!("replacing the filter on {ifname}"), e))?
+                }
+            };
+            // Keep the filter when this process exits: enforcement must not depend on the agent.
+            let link = prog
+                .take_link(id)
+                .map_err(|e| err("taking the tc link", e))?;
+            std::mem::forget(link);
+        }
+        Ok(())
+    }
+
+    fn config(&self) -> Result<(u32, u32), DatapathError> {
+        let cfg: Array<&MapData, u32> = Array::try_from(
+            self.ebpf
+                .map("cw_config")
+                .ok_or_else(|| err("map", "cw_config"))?,
+        )
+        .map_err(|e| err("cw_config", e))?;
+        let slot = cfg
+            .get(&CFG_SLOT, 0)
+            .map_err(|e| err("reading the slot", e))?;
+        let epoch = cfg
+            .get(&CFG_EPOCH, 0)
+            .map_err(|e| err("reading the epoch", e))?;
+        Ok((slot & 1, epoch))
+    }
+
+    /// Reads what each slot holds (after a restart the shadows are rebuilt from the maps).
+    fn load_shadows(&mut self) -> Result<[Shadow; 2], DatapathError> {
+        let mut sh = [Shadow::default(), Shadow::default()];
+        let ipc: LpmTrie<&MapData, IpcacheKeyData, IpcacheVal> = LpmTrie::try_from(
+            self.ebpf
+                .map("cw_ipcache")
+                .ok_or_else(|| err("map", "cw_ipcache"))?,
+        )
+        .map_err(|e| err("cw_ipcache", e))?;
+        for k in ipc.keys() {
+            let k = k.map_err(|e| err("iterating cw_ipcache", e))?;
+            let v = ipc.get(&k, 0).map_err(|e| err("reading cw_ipcache", e))?;
+            let d = k.data();
+            sh[(d.slot & 1) as usize]
+                .ipcache
+                .insert((d.addr, k.prefix_len() - 32), v.identity);
+        }
+        let pol: LpmTrie<&MapData, PolicyKeyData, PolicyVal> = LpmTrie::try_from(
+            self.ebpf
+                .map("cw_policy")
+                .ok_or_else(|| err("map", "cw_policy"))?,
+        )
+        .map_err(|e| err("cw_policy", e))?;
+        for k in pol.keys() {
+            let k = k.map_err(|e| err("iterating cw_policy", e))?;
+            let v = pol.get(&k, 0).map_err(|e| err("reading cw_policy", e))?;
+            let d = k.data();
+            let bits = k.prefix_len() - POLICY_FIXED_BITS;
+            sh[(d.slot & 1) as usize].policy.insert(
+                (
+                    d.ep_id,
+                    d.peer,
+                    d.dir,
+                    d.proto,
+                    u16::from_be_bytes(d.port),
+                    bits,
+                ),
+                v,
+            );
+        }
+        Ok(sh)
+    }
+
+    /// Writes `d` into the inactive slot, then makes it active in one write and bumps the epoch
+    /// (established connections are re-checked against the new policy on their next packet).
+    pub fn apply(&mut self, d: &Desired) -> Result<ApplyReport, DatapathError> {
+        let start = std::time::Instant::now();
+        let mut shadows = match self.shadows.take() {
+            Some(s) => s,
+            None => self.load_shadows()?,
+        };
+        let (active, epoch) = self.config()?;
+        let next = active ^ 1;
+        let sh = &mut shadows[next as usize];
+        let mut report = ApplyReport {
+            slot: next,
+            ..Default::default()
+        };
+        {
+            let mut ipc: LpmTrie<&mut MapData, IpcacheKeyData, IpcacheVal> = LpmTrie::try_from(
+                self.ebpf
+                    .map_mut("cw_ipcache")
+                    .ok_or_else(|| err("map", "cw_ipcache"))?,
+            )
+            .map_err(|e| err("cw_ipcache", e))?;
+            for ((addr, bits), _) in sh
+                .ipcache
+                .iter()
+                .filter(|(k, _)| !d.ipcache.contains_key(k))
+            {
+                ipc.remove(&Key::new(
+                    bits + 32,
+                    IpcacheKeyData {
+                        slot: next,
+                        addr: *addr,
+                    },
+                ))
+                .map_err(|e| err("removing from cw_ipcache", e))?;
+                report.removed += 1;
+            }
+            for ((addr, bits), id) in &d.ipcache {
+                if sh.ipcache.get(&(*addr, *bits)) != Some(id) {
+                    ipc.insert(
+                        &Key::new(
+                            bits + 32,
+                            IpcacheKeyData {
+                                slot: next,
+                                addr: *addr,
+                            },
+                        ),
+                        IpcacheVal {
+                            identity: *id,
+                            flags: 0,
+                        },
+                        0,
+                    )
+                    .map_err(|e| err("writing cw_ipcache", e))?;
+                    report.written += 1;
+                }
+            }
+            sh.ipcache = d.ipcache.clone();
+        }
+        {
+            let mut pol: LpmTrie<&mut MapData, PolicyKeyData, PolicyVal> = LpmTrie::try_from(
+                self.ebpf
+                    .map_mut("cw_policy")
+                    .ok_or_else(|| err("map", "cw_policy"))?,
+            )
+            .map_err(|e| err("cw_policy", e))?;
+            let key = |k: &(u32, u32, u8, u8, u16, u32)| {
+                Key::new(
+                    POLICY_FIXED_BITS + k.5,
+                    PolicyKeyData {
+                        slot: next,
+                        ep_id: k.0,
+                        peer: k.1,
+                        dir: k.2,
+                        proto: k.3,
+                        port: k.4.to_be_bytes(),
+                    },
+                )
+            };
+            for (k, _) in sh.policy.iter().filter(|(k, _)| !d.policy.contains_key(k)) {
+                pol.remove(&key(k))
+                    .map_err(|e| err("removing from cw_policy", e))?;
+                report.removed += 1;
+            }
+            for (k, v) in &d.policy {
+                if sh.policy.get(k) != Some(v) {
+                    pol.insert(&key(k), *v, 0)
+                        .map_err(|e| err("writing cw_policy", e))?;
+                    report.written += 1;
+                }
+            }
+            sh.policy = d.policy.clone();
+        }
+        {
+            let mut eps: BpfHashMap<&mut MapData, EndpointKey, EndpointVal> = BpfHashMap::try_from(
+                self.ebpf
+                    .map_mut("cw_endpoints")
+                    .ok_or_else(|| err("map", "cw_endpoints"))?,
+            )
+            .map_err(|e| err("cw_endpoints", e))?;
+            let existing: Vec<EndpointKey> = eps
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(|e| err("iterating cw_endpoints", e))?;
+            for k in existing
+                .iter()
+                .filter(|k| !d.endpoints.contains_key(&k.addr))
+            {
+                eps.remove(k)
+                    .map_err(|e| err("removing from cw_endpoints", e))?;
+            }
+            for (addr, (id, ifindex, flags)) in &d.endpoints {
+                let k = EndpointKey { addr: *addr };
+                let mut v = match eps.get(&k, 0) {
+                    // Keep the active slot's flags; a new endpoint gets the same flags in both
+                    // (until the flip its rows are missing, which fails closed).
+                    Ok(old) if old.ep_id == *id => old,
+                    _ => EndpointVal {
+                        ep_id: *id,
+                        ifindex: *ifindex,
+                        flags: [*flags; 2],
+                    },
+                };
+                v.ifindex = *ifindex;
+                v.flags[next as usize] = *flags;
+                eps.insert(k, v, 0)
+                    .map_err(|e| err("writing cw_endpoints", e))?;
+            }
+        }
+        {
+            let mut cfg: Array<&mut MapData, u32> = Array::try_from(
+                self.ebpf
+                    .map_mut("cw_config")
+                    .ok_or_else(|| err("map", "cw_config"))?,
+            )
+            .map_err(|e| err("cw_config", e))?;
+            // Slot first, then epoch (programs read the epoch first): see bpf/abi.h.
+            cfg.set(CFG_SLOT, next, 0)
+                .map_err(|e| err("flipping the slot", e))?;
+            cfg.set(CFG_EPOCH, epoch.wrapping_add(1), 0)
+                .map_err(|e| err("bumping the epoch", e))?;
+        }
+        report.epoch = epoch.wrapping_add(1);
+        report.elapsed = start.elapsed();
+        self.shadows = Some(shadows);
+        Ok(report)
+    }
+
+    /// Global counters summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, DatapathError> {
+        let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map("cw_counters")
+                .ok_or_else(|| err("map", "cw_counters"))?,
+        )
+        .map_err(|e| err("cw_counters", e))?;
+        let mut c = [0u64; CNT_MAX as usize];
+        for (i, slot) in c.iter_mut().enumerate() {
+            *slot = m
+                .get(&(i as u32), 0)
+                .map_err(|e| err("reading counters", e))?
+                .iter()
+                .sum();
+        }
+        Ok(Counters {
+            allowed: c[0],
+            denied: c[1],
+            audit: c[2],
+            ct_hits: c[3],
+            events_lost: c[4],
+            spoofed: c[5],
+            revoked: c[6],
+        })
+    }
+
+    /// Forgets every tracked connection (tests; after a full policy reload).
+    pub fn clear_conntrack(&mut self) -> Result<usize, DatapathError> {
+        let mut ct: BpfHashMap<&mut MapData, CtKey, CtVal> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("cw_conntrack")
+                .ok_or_else(|| err("map", "cw_conntrack"))?,
+        )
+        .map_err(|e| err("cw_conntrack", e))?;
+        let keys: Vec<CtKey> = ct.keys().filter_map(Result::ok).collect();
+        for k in &keys {
+            let _ = ct.remove(k);
+        }
+        Ok(keys.len())
+    }
+
+    /// Runs a program on one packet with BPF_PROG_TEST_RUN (no interface needed) and returns
+    /// the tc verdict (`TC_ACT_OK` = 0, `TC_ACT_SHOT` = 2).
+    pub fn test_run(&mut self, hook: Hook, packet: &[u8]) -> Result<i32, DatapathError> {
+        let fd = self
+            .program(hook)?
+            .fd()
+            .map_err(|e| err("program fd", e))?
+            .as_fd()
+            .as_raw_fd();
+        #[repr(C)]
+        #[derive(Default)]
+        struct TestRun {
+            prog_fd: u32,
+            retval: u32,
+            data_size_in: u32,
+            data_size_out: u32,
+            data_in: u64,
+            data_out: u64,
+            repeat: u32,
+            duration: u32,
+            ctx_size_in: u32,
+            ctx_size_out: u32,
+            ctx_in: u64,
+            ctx_out: u64,
+            flags: u32,
+            cpu: u32,
+            batch_size: u32,
+            _pad: u32,
+        }
+        let mut out = vec![0u8; packet.len() + 256];
+        let mut attr = TestRun {
+            prog_fd: fd as u32,
+            data_size_in: packet.len() as u32,
+            data_size_out: out.len() as u32,
+            data_in: packet.as_ptr() as u64,
+            data_out: out.as_mut_ptr() as u64,
+            repeat: 1,
+            ..Default::default()
+        };
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_TEST_RUN; the buffers it points
+        // to live until the call returns and their sizes are given.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &mut attr as *mut TestRun,
+                std::mem::size_of::<TestRun>(),
+            )
+        };
+        if rc != 0 {
+            return Err(err("BPF_PROG_TEST_RUN", std::io::Error::last_os_error()));
+        }
+        Ok(attr.retval as i32)
+    }
+}
