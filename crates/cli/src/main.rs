@@ -1,6 +1,7 @@
 //! The `cellwall` command.
 
 mod analyze;
+mod lab;
 mod manifests;
 
 use clap::{Parser, Subcommand};
@@ -20,12 +21,16 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Analyze(analyze::AnalyzeArgs),
+    /// Real workloads on this machine: network namespaces, servers, and kernel enforcement.
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
 }
 
 fn main() {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Analyze(a) => analyze::run(a),
+        Command::Lab(l) => lab::run(l),
     };
     if let Err(e) = r {
         // Broken pipes (e.g. `| head`) are not errors worth reporting.

@@ -11,6 +11,7 @@
 pub mod abi;
 pub mod desired;
 pub mod kernel;
+pub mod netns;
 
 pub use desired::{endpoint_id, port_prefixes, Desired};
 pub use kernel::KernelDatapath;

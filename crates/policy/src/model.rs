@@ -14,7 +14,7 @@ use std::net::IpAddr;
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Transport protocols a policy can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub enum Protocol {
     #[serde(rename = "TCP")]
     Tcp,
@@ -59,14 +59,14 @@ impl fmt::Display for Protocol {
 }
 
 /// A (possibly named) port a workload listens on.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub struct ContainerPort {
     pub name: Option<String>,
     pub port: u16,
     pub protocol: Protocol,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Namespace {
     pub name: String,
     /// Includes `kubernetes.io/metadata.name`, added as the API server does.
@@ -82,7 +82,7 @@ impl Namespace {
 }
 
 /// `namespace/name` of a workload.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub struct WorkloadKey {
     pub namespace: String,
     pub name: String,
@@ -112,7 +112,7 @@ impl fmt::Display for WorkloadKey {
 }
 
 /// A pod, VM or host process group that policy applies to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Workload {
     pub namespace: String,
     pub name: String,
@@ -137,7 +137,7 @@ impl Workload {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Node {
     pub name: String,
     pub labels: Labels,
@@ -145,7 +145,7 @@ pub struct Node {
 }
 
 /// Which family a policy came from; also fixes the order of equal-priority policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub enum Family {
     AdminNetworkPolicy,
     ClusterPolicy,
@@ -170,7 +170,7 @@ impl Family {
 }
 
 /// Stable name of a policy: kind, namespace (namespaced kinds only) and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub struct PolicyId {
     pub family: Family,
     pub namespace: Option<String>,
@@ -197,7 +197,7 @@ impl fmt::Display for PolicyId {
 }
 
 /// Evaluation tiers, in precedence order. See ARCHITECTURE.md "Policy precedence".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// AdminNetworkPolicy and Cellwall policies with `tier: admin`: ordered, first match wins.
@@ -220,7 +220,7 @@ impl Tier {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub enum Action {
     Allow,
     Deny,
@@ -228,7 +228,7 @@ pub enum Action {
     Pass,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -237,7 +237,7 @@ pub enum Mode {
     Audit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub enum Direction {
     Ingress,
     Egress,
@@ -260,7 +260,7 @@ impl Direction {
 }
 
 /// Which namespaces a pod selector looks in.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum NamespaceMatch {
     /// Only this namespace (a NetworkPolicy peer with just `podSelector`).
     Named(String),
@@ -269,7 +269,7 @@ pub enum NamespaceMatch {
 }
 
 /// Named traffic classes that are not label-selected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Entity {
     /// Everything outside the inventory (no workload and no node has the address).
@@ -283,7 +283,7 @@ pub enum Entity {
 }
 
 /// Who is on the other side of a rule.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum Peer {
     /// Any endpoint (a NetworkPolicy rule with no `from`/`to`).
     Any,
@@ -303,7 +303,7 @@ pub enum Peer {
 }
 
 /// A port condition of a rule.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum PortSpec {
     /// A protocol and an inclusive port range (a single port is `lo == hi`; all ports 0..=65535).
     Range {
@@ -320,7 +320,7 @@ pub enum PortSpec {
 }
 
 /// One rule, in the order it appears in its policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rule {
     pub direction: Direction,
     /// Position among the policy's rules of the same direction.
@@ -336,14 +336,14 @@ pub struct Rule {
 }
 
 /// Which workloads a policy applies to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Subject {
     pub namespaces: NamespaceMatch,
     pub pods: LabelSelector,
 }
 
 /// A policy of any family, converted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Policy {
     pub id: PolicyId,
     pub tier: Tier,
@@ -372,7 +372,7 @@ impl Policy {
 }
 
 /// Everything policy is evaluated against.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Inventory {
     pub namespaces: BTreeMap<String, Namespace>,
     pub workloads: BTreeMap<WorkloadKey, Workload>,
