@@ -25,7 +25,10 @@ pub struct Enforcer<D: Datapath> {
 impl<D: Datapath> Enforcer<D> {
     pub fn new(nodes: impl IntoIterator<Item = String>, datapath: D) -> Self {
         Self {
-            compilers: nodes.into_iter().map(|n| (n.clone(), Compiler::new(&n))).collect(),
+            compilers: nodes
+                .into_iter()
+                .map(|n| (n.clone(), Compiler::new(&n)))
+                .collect(),
             datapath,
             ifindex: HashMap::new(),
             last: None,
@@ -49,7 +52,11 @@ impl<D: Datapath> Enforcer<D> {
         let first = self.last.is_none();
         for c in self.compilers.values_mut() {
             // The first sync compiles everything, whatever the engine's change log holds.
-            let np = if first { c.full(engine) } else { c.update(engine, &changes) };
+            let np = if first {
+                c.full(engine)
+            } else {
+                c.update(engine, &changes)
+            };
             match merged.as_mut() {
                 None => merged = Some(np),
                 Some(m) => {
@@ -60,7 +67,8 @@ impl<D: Datapath> Enforcer<D> {
             }
         }
         let Some(np) = merged else { return Ok(None) };
-        let desired = Desired::from_node_policy(&np, |wk| self.ifindex.get(wk).copied().unwrap_or(0));
+        let desired =
+            Desired::from_node_policy(&np, |wk| self.ifindex.get(wk).copied().unwrap_or(0));
         if self.last.as_ref() == Some(&desired) {
             return Ok(None);
         }
@@ -83,26 +91,66 @@ mod tests {
             let mut rng = Rng::new(seed);
             let (inv, pols) = random_scenario(&mut rng);
             let mut engine = Engine::build(inv, pols, 0);
-            let mut e = Enforcer::new(["n1".to_string(), "n2".to_string()], FakeDatapath::default());
+            let mut e = Enforcer::new(
+                ["n1".to_string(), "n2".to_string()],
+                FakeDatapath::default(),
+            );
             e.sync(&mut engine).unwrap();
-            let ips: Vec<_> = engine.inventory().workloads.values().filter(|w| !w.host_network).flat_map(|w| w.ips.clone()).collect();
+            let ips: Vec<_> = engine
+                .inventory()
+                .workloads
+                .values()
+                .filter(|w| !w.host_network)
+                .flat_map(|w| w.ips.clone())
+                .collect();
             for _ in 0..50 {
                 let (src, dst) = (*rng.pick(&ips), *rng.pick(&ips));
                 let proto = *rng.pick(&Protocol::ALL);
                 let port = *rng.pick(&[53u16, 80, 81, 8080]);
-                let want = engine.evaluate(&Flow { src, dst, protocol: proto, port }).allowed;
-                assert_eq!(e.datapath().decide(src, dst, proto.number(), port), want, "seed {seed} {src}->{dst} {proto}/{port}");
+                let want = engine
+                    .evaluate(&Flow {
+                        src,
+                        dst,
+                        protocol: proto,
+                        port,
+                    })
+                    .allowed;
+                assert_eq!(
+                    e.datapath().decide(src, dst, proto.number(), port),
+                    want,
+                    "seed {seed} {src}->{dst} {proto}/{port}"
+                );
             }
-            assert!(e.sync(&mut engine).unwrap().is_none(), "no change, no apply");
+            assert!(
+                e.sync(&mut engine).unwrap().is_none(),
+                "no change, no apply"
+            );
             // A relabel reaches the datapath incrementally.
-            let mut w = engine.inventory().workloads.values().next().unwrap().clone();
+            let mut w = engine
+                .inventory()
+                .workloads
+                .values()
+                .next()
+                .unwrap()
+                .clone();
             w.labels.insert("relabelled".into(), "yes".into());
             engine.set_workload(w);
             e.sync(&mut engine).unwrap();
             for _ in 0..20 {
                 let (src, dst) = (*rng.pick(&ips), *rng.pick(&ips));
-                let want = engine.evaluate(&Flow { src, dst, protocol: Protocol::Tcp, port: 80 }).allowed;
-                assert_eq!(e.datapath().decide(src, dst, 6, 80), want, "after relabel, seed {seed}");
+                let want = engine
+                    .evaluate(&Flow {
+                        src,
+                        dst,
+                        protocol: Protocol::Tcp,
+                        port: 80,
+                    })
+                    .allowed;
+                assert_eq!(
+                    e.datapath().decide(src, dst, 6, 80),
+                    want,
+                    "after relabel, seed {seed}"
+                );
             }
         }
     }

@@ -11,7 +11,9 @@ use cellwall_agent::Enforcer;
 use cellwall_datapath::{netns, KernelDatapath};
 use cellwall_policy::identity::fnv1a;
 use cellwall_policy::load::Object;
-use cellwall_policy::{Engine, Inventory, Namespace, Node, Policy, PolicyId, Protocol, Workload, WorkloadKey};
+use cellwall_policy::{
+    Engine, Inventory, Namespace, Node, Policy, Protocol, Workload, WorkloadKey,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -80,6 +82,13 @@ pub enum LabCmd {
         #[arg(long)]
         name: String,
     },
+    /// (internal) What an agent does when it starts or is upgraded: load the programs, attach
+    /// them to every workload interface (replacing what is there atomically) and re-apply policy.
+    #[command(hide = true)]
+    Reattach {
+        #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
+        name: String,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,17 +99,23 @@ pub enum DatapathKind {
 }
 
 fn parse_lab_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty() && s.len() <= 24 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ok = !s.is_empty()
+        && s.len() <= 24
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(s.to_string())
     } else {
-        Err(format!("{s:?}: a lab name is 1-24 lowercase letters, digits or '-'"))
+        Err(format!(
+            "{s:?}: a lab name is 1-24 lowercase letters, digits or '-'"
+        ))
     }
 }
 
 /// Where a lab keeps its state, logs and pid file.
 pub fn state_dir(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var("CELLWALL_LAB_DIR").unwrap_or_else(|_| "/run/cellwall/labs".into())).join(name)
+    PathBuf::from(std::env::var("CELLWALL_LAB_DIR").unwrap_or_else(|_| "/run/cellwall/labs".into()))
+        .join(name)
 }
 
 fn pin_dir(name: &str) -> PathBuf {
@@ -140,8 +155,15 @@ struct LabState {
 impl LabState {
     fn load(name: &str) -> Result<Self> {
         let p = state_dir(name).join("state.json");
-        let text = std::fs::read_to_string(&p).with_context(|| format!("no lab named {name:?} is up (cannot read {})", p.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is damaged; `cellwall lab down --name {name}` cleans up", p.display()))
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!("no lab named {name:?} is up (cannot read {})", p.display())
+        })?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged; `cellwall lab down --name {name}` cleans up",
+                p.display()
+            )
+        })
     }
 
     fn save(&self) -> Result<()> {
@@ -167,20 +189,34 @@ impl LabState {
     }
 
     fn pod(&self, key: &WorkloadKey) -> Result<&LabPod> {
-        self.pods.iter().find(|p| &p.key == key).with_context(|| format!("no pod {key} in lab {}", self.name))
+        self.pods
+            .iter()
+            .find(|p| &p.key == key)
+            .with_context(|| format!("no pod {key} in lab {}", self.name))
     }
 
     fn node_names(&self) -> BTreeSet<String> {
-        let mut s: BTreeSet<String> = self.workloads.iter().filter_map(|w| w.node.clone()).collect();
+        let mut s: BTreeSet<String> = self
+            .workloads
+            .iter()
+            .filter_map(|w| w.node.clone())
+            .collect();
         s.extend(self.nodes.iter().map(|n| n.name.clone()));
         s
     }
 }
 
 fn sh(cmd: &mut Command) -> Result<()> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
     if !out.status.success() {
-        bail!("{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{:?} failed: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -191,11 +227,25 @@ fn ip_batch(ns: Option<&str>, cmds: &[String]) -> Result<()> {
     if let Some(ns) = ns {
         c.args(["-n", ns]);
     }
-    let mut child = c.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("cannot run ip (iproute2)")?;
-    child.stdin.take().expect("piped").write_all(cmds.join("\n").as_bytes())?;
+    let mut child = c
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run ip (iproute2)")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(cmds.join("\n").as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("ip -batch in {}: {}", ns.unwrap_or("root"), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip -batch in {}: {}",
+            ns.unwrap_or("root"),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -212,13 +262,28 @@ fn write_sysctl(ns: &str, pairs: Vec<(String, String)>) -> Result<()> {
 
 pub fn run(cmd: LabCmd) -> Result<()> {
     match cmd {
-        LabCmd::Up { files, name, datapath, ignore_unknown_kinds } => up(&files, &name, datapath, ignore_unknown_kinds),
+        LabCmd::Up {
+            files,
+            name,
+            datapath,
+            ignore_unknown_kinds,
+        } => up(&files, &name, datapath, ignore_unknown_kinds),
         LabCmd::Apply { files, name } => apply(&files, &name, false),
         LabCmd::Delete { files, name } => apply(&files, &name, true),
-        LabCmd::Probe { probes, timeout, output, name } => probe(&name, probes, Duration::from_millis(timeout), output),
+        LabCmd::Probe {
+            probes,
+            timeout,
+            output,
+            name,
+        } => probe(&name, probes, Duration::from_millis(timeout), output),
         LabCmd::Exec { name, pod, command } => exec(&name, &pod, &command),
         LabCmd::Down { name } => down(&name),
         LabCmd::Serve { name } => serve(&name),
+        LabCmd::Reattach { name } => {
+            let state = LabState::load(&name)?;
+            attach_all(&state)?;
+            enforce(&state)
+        }
     }
 }
 
@@ -227,7 +292,10 @@ fn up(files: &[PathBuf], name: &str, datapath: DatapathKind, ignore_unknown: boo
     if state_dir(name).exists() || Path::new(&format!("/run/netns/{}", node_ns(name))).exists() {
         bail!("lab {name:?} already exists: `cellwall lab down --name {name}` first");
     }
-    let a = assemble(load_objects(files, ignore_unknown)?, DEFAULT_POD_POOL.parse().expect("valid"))?;
+    let a = assemble(
+        load_objects(files, ignore_unknown)?,
+        DEFAULT_POD_POOL.parse().expect("valid"),
+    )?;
     let mut inv = a.inventory;
     for w in inv.workloads.values_mut() {
         if w.node.is_none() {
@@ -241,7 +309,11 @@ fn up(files: &[PathBuf], name: &str, datapath: DatapathKind, ignore_unknown: boo
         let _ = down(name);
         return Err(e);
     }
-    eprintln!("lab {name} is up in {:.1}s (state: {})", t0.elapsed().as_secs_f64(), state_dir(name).display());
+    eprintln!(
+        "lab {name} is up in {:.1}s (state: {})",
+        t0.elapsed().as_secs_f64(),
+        state_dir(name).display()
+    );
     Ok(())
 }
 
@@ -251,47 +323,104 @@ fn build(name: &str, datapath: DatapathKind, inv: Inventory, policies: Vec<Polic
     sh(Command::new("ip").args(["netns", "add", &node]))?;
     // The node namespace: its loopback holds the gateway and the nodes' addresses (a local
     // address answers ARP on every interface, so pods resolve the gateway without proxy ARP).
-    let mut node_ips: BTreeSet<IpAddr> = inv.nodes.values().flat_map(|n| n.ips.iter().copied()).collect();
-    node_ips.extend(inv.workloads.values().filter(|w| w.host_network).flat_map(|w| w.ips.iter().copied()));
-    let mut cmds = vec!["link set lo up".to_string(), format!("addr add {GATEWAY}/32 dev lo")];
+    let mut node_ips: BTreeSet<IpAddr> = inv
+        .nodes
+        .values()
+        .flat_map(|n| n.ips.iter().copied())
+        .collect();
+    node_ips.extend(
+        inv.workloads
+            .values()
+            .filter(|w| w.host_network)
+            .flat_map(|w| w.ips.iter().copied()),
+    );
+    let mut cmds = vec![
+        "link set lo up".to_string(),
+        format!("addr add {GATEWAY}/32 dev lo"),
+    ];
     for ip in &node_ips {
-        cmds.push(format!("addr add {ip}/{} dev lo", if ip.is_ipv4() { 32 } else { 128 }));
+        cmds.push(format!(
+            "addr add {ip}/{} dev lo",
+            if ip.is_ipv4() { 32 } else { 128 }
+        ));
     }
     let mut pods = Vec::new();
-    let mut sysctls = vec![("net.ipv4.ip_forward".to_string(), "1".to_string()), ("net.ipv4.conf.all.rp_filter".into(), "0".into())];
+    let mut sysctls = vec![
+        ("net.ipv4.ip_forward".to_string(), "1".to_string()),
+        ("net.ipv4.conf.all.rp_filter".into(), "0".into()),
+    ];
     for (i, w) in inv.workloads.values().enumerate() {
         if w.host_network {
-            pods.push(LabPod { key: w.key(), netns: node.clone(), host_if: None, ifindex: 0, ips: w.ips.clone() });
+            pods.push(LabPod {
+                key: w.key(),
+                netns: node.clone(),
+                host_if: None,
+                ifindex: 0,
+                ips: w.ips.clone(),
+            });
             continue;
         }
         let pns = format!("cw-{name}-p{i}");
         let host_if = format!("cw{id}h{i:x}");
         let tmp_if = format!("cw{id}p{i:x}");
         sh(Command::new("ip").args(["netns", "add", &pns]))?;
-        cmds.push(format!("link add {host_if} type veth peer name {tmp_if} netns {pns}"));
+        cmds.push(format!(
+            "link add {host_if} type veth peer name {tmp_if} netns {pns}"
+        ));
         cmds.push(format!("link set {host_if} up"));
         for ip in &w.ips {
-            cmds.push(format!("route add {ip}/{} dev {host_if}", if ip.is_ipv4() { 32 } else { 128 }));
+            cmds.push(format!(
+                "route add {ip}/{} dev {host_if}",
+                if ip.is_ipv4() { 32 } else { 128 }
+            ));
         }
         sysctls.push((format!("net.ipv4.conf.{host_if}.rp_filter"), "0".into()));
-        pods.push(LabPod { key: w.key(), netns: pns, host_if: Some(host_if), ifindex: 0, ips: w.ips.clone() });
+        pods.push(LabPod {
+            key: w.key(),
+            netns: pns,
+            host_if: Some(host_if),
+            ifindex: 0,
+            ips: w.ips.clone(),
+        });
     }
     ip_batch(Some(&node), &cmds)?;
     for (i, p) in pods.iter().enumerate() {
         let Some(_) = &p.host_if else { continue };
-        let tmp_if = format!("cw{id}p{:x}", inv.workloads.keys().position(|k| *k == p.key).unwrap_or(i));
-        let mut c = vec![format!("link set {tmp_if} name eth0"), "link set lo up".into(), "link set eth0 up".into()];
+        let tmp_if = format!(
+            "cw{id}p{:x}",
+            inv.workloads.keys().position(|k| *k == p.key).unwrap_or(i)
+        );
+        let mut c = vec![
+            format!("link set {tmp_if} name eth0"),
+            "link set lo up".into(),
+            "link set eth0 up".into(),
+        ];
         for ip in &p.ips {
-            c.push(format!("addr add {ip}/{} dev eth0", if ip.is_ipv4() { 32 } else { 128 }));
+            c.push(format!(
+                "addr add {ip}/{} dev eth0",
+                if ip.is_ipv4() { 32 } else { 128 }
+            ));
         }
         c.push(format!("route add {GATEWAY} dev eth0 scope link"));
         c.push(format!("route add default via {GATEWAY} dev eth0"));
         ip_batch(Some(&p.netns), &c)?;
+        // Pods open many short connections in probes and benchmarks: reuse TIME_WAIT ports.
+        write_sysctl(
+            &p.netns,
+            vec![
+                ("net.ipv4.tcp_tw_reuse".into(), "1".into()),
+                ("net.ipv4.ip_local_port_range".into(), "1024 65000".into()),
+            ],
+        )?;
     }
     write_sysctl(&node, sysctls)?;
     // Interface indexes in the node namespace (the datapath's anti-spoofing check).
     let ifs: Vec<Option<String>> = pods.iter().map(|p| p.host_if.clone()).collect();
-    let idx = netns::run_in(&node, move || ifs.iter().map(|i| i.as_deref().map(netns::ifindex).transpose()).collect::<Result<Vec<_>, _>>())??;
+    let idx = netns::run_in(&node, move || {
+        ifs.iter()
+            .map(|i| i.as_deref().map(netns::ifindex).transpose())
+            .collect::<Result<Vec<_>, _>>()
+    })??;
     for (p, i) in pods.iter_mut().zip(idx) {
         p.ifindex = i.unwrap_or(0);
     }
@@ -306,21 +435,28 @@ fn build(name: &str, datapath: DatapathKind, inv: Inventory, policies: Vec<Polic
     };
     state.save()?;
     if datapath == DatapathKind::Ebpf {
-        // Attach on every pod interface (in the node namespace), then program the maps.
-        let pins = pin_dir(name);
-        let ifaces: Vec<String> = state.pods.iter().filter_map(|p| p.host_if.clone()).collect();
-        let pins2 = pins.clone();
-        netns::run_in(&node, move || -> Result<()> {
-            let mut dp = KernelDatapath::open(&pins2)?;
-            for i in &ifaces {
-                dp.attach(i).with_context(|| format!("attaching to {i}"))?;
-            }
-            Ok(())
-        })??;
+        attach_all(&state)?;
         enforce(&state)?;
     }
     start_servers(&state)?;
     Ok(())
+}
+
+/// Attaches the programs on every pod interface (in the node namespace).
+fn attach_all(state: &LabState) -> Result<()> {
+    let pins = pin_dir(&state.name);
+    let ifaces: Vec<String> = state
+        .pods
+        .iter()
+        .filter_map(|p| p.host_if.clone())
+        .collect();
+    netns::run_in(&node_ns(&state.name), move || -> Result<()> {
+        let mut dp = KernelDatapath::open(&pins)?;
+        for i in &ifaces {
+            dp.attach(i).with_context(|| format!("attaching to {i}"))?;
+        }
+        Ok(())
+    })?
 }
 
 /// The agent's enforcement path: compile the lab's policy for its nodes and apply it.
@@ -328,7 +464,11 @@ fn enforce(state: &LabState) -> Result<()> {
     if state.datapath == DatapathKind::None {
         return Ok(());
     }
-    let mut engine = Engine::build(state.inventory(), state.policies.clone(), crate::analyze::now_unix());
+    let mut engine = Engine::build(
+        state.inventory(),
+        state.policies.clone(),
+        crate::analyze::now_unix(),
+    );
     let dp = KernelDatapath::open(&pin_dir(&state.name))?;
     let mut enforcer = Enforcer::new(state.node_names(), dp);
     for p in &state.pods {
@@ -338,7 +478,10 @@ fn enforce(state: &LabState) -> Result<()> {
     }
     let report = enforcer.sync(&mut engine)?;
     if let Some(r) = report {
-        eprintln!("policy applied: slot {} epoch {} ({} entries written, {} removed) in {:?}", r.slot, r.epoch, r.written, r.removed, r.elapsed);
+        eprintln!(
+            "policy applied: slot {} epoch {} ({} entries written, {} removed) in {:?}",
+            r.slot, r.epoch, r.written, r.removed, r.elapsed
+        );
     }
     Ok(())
 }
@@ -363,7 +506,10 @@ fn start_servers(state: &LabState) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !dir.join("ready").exists() {
         if Instant::now() > deadline {
-            bail!("the lab servers did not become ready in 20 s; see {}", dir.join("servers.log").display());
+            bail!(
+                "the lab servers did not become ready in 20 s; see {}",
+                dir.join("servers.log").display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -381,16 +527,30 @@ fn serve(name: &str) -> Result<()> {
         let pod = state.pod(&w.key())?.clone();
         for port in &w.ports {
             if port.protocol == Protocol::Sctp && !sctp {
-                println!("{}: SCTP {} not served: this kernel has no SCTP", w.key(), port.port);
+                println!(
+                    "{}: SCTP {} not served: this kernel has no SCTP",
+                    w.key(),
+                    port.port
+                );
                 continue;
             }
             if port.protocol == Protocol::Sctp {
-                println!("{}: SCTP {} not served: the lab serves TCP and UDP", w.key(), port.port);
+                println!(
+                    "{}: SCTP {} not served: the lab serves TCP and UDP",
+                    w.key(),
+                    port.port
+                );
                 continue;
             }
             for ip in pod.ips.clone() {
                 expected += 1;
-                let (tx, ns, who, proto, p) = (tx.clone(), pod.netns.clone(), w.key().to_string(), port.protocol, port.port);
+                let (tx, ns, who, proto, p) = (
+                    tx.clone(),
+                    pod.netns.clone(),
+                    w.key().to_string(),
+                    port.protocol,
+                    port.port,
+                );
                 handles.push(std::thread::spawn(move || {
                     if let Err(e) = netns::enter(&ns) {
                         let _ = tx.send(Err(format!("{who}: {e}")));
@@ -402,8 +562,21 @@ fn serve(name: &str) -> Result<()> {
                             Ok(l) => {
                                 let _ = tx.send(Ok(format!("{who} TCP {addr}")));
                                 for s in l.incoming().flatten() {
-                                    let mut s = s;
-                                    let _ = writeln!(s, "{who}");
+                                    // Say who we are, then echo until the peer closes: probes
+                                    // close at once; long-lived sessions (revocation tests) stay.
+                                    let who = who.clone();
+                                    let _ = std::thread::Builder::new()
+                                        .stack_size(64 * 1024)
+                                        .spawn(move || {
+                                            let mut s = s;
+                                            if writeln!(s, "{who}").is_err() {
+                                                return;
+                                            }
+                                            let _ = std::io::copy(
+                                                &mut s.try_clone().expect("clone socket"),
+                                                &mut s,
+                                            );
+                                        });
                                 }
                             }
                             Err(e) => {
@@ -497,7 +670,10 @@ fn apply(files: &[PathBuf], name: &str, delete: bool) -> Result<()> {
                 state.workloads.retain(|o| o.key() != w.key());
                 state.workloads.push(w);
             }
-            (o, true) => bail!("{src}: lab delete removes policies; {} cannot be deleted from a running lab", object_id(&o)),
+            (o, true) => bail!(
+                "{src}: lab delete removes policies; {} cannot be deleted from a running lab",
+                object_id(&o)
+            ),
         }
     }
     state.policies.sort_by(|a, b| a.id.cmp(&b.id));
@@ -520,8 +696,14 @@ fn connect(proto: Protocol, dst: IpAddr, port: u16, timeout: Duration) -> bool {
     match proto {
         Protocol::Tcp => TcpStream::connect_timeout(&addr, timeout).is_ok(),
         Protocol::Udp => {
-            let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0".parse().expect("valid") } else { "[::]:0".parse().expect("valid") };
-            let Ok(u) = UdpSocket::bind(bind) else { return false };
+            let bind: SocketAddr = if dst.is_ipv4() {
+                "0.0.0.0:0".parse().expect("valid")
+            } else {
+                "[::]:0".parse().expect("valid")
+            };
+            let Ok(u) = UdpSocket::bind(bind) else {
+                return false;
+            };
             if u.connect(addr).is_err() || u.set_read_timeout(Some(timeout)).is_err() {
                 return false;
             }
@@ -542,38 +724,76 @@ fn connect(proto: Protocol, dst: IpAddr, port: u16, timeout: Duration) -> bool {
     }
 }
 
-fn probe(name: &str, probes: Vec<(Protocol, u16)>, timeout: Duration, output: Output) -> Result<()> {
+fn probe(
+    name: &str,
+    probes: Vec<(Protocol, u16)>,
+    timeout: Duration,
+    output: Output,
+) -> Result<()> {
     let state = LabState::load(name)?;
     let mut probes = if probes.is_empty() {
-        let s: BTreeSet<(Protocol, u16)> = state.workloads.iter().flat_map(|w| w.ports.iter().map(|p| (p.protocol, p.port))).collect();
+        let s: BTreeSet<(Protocol, u16)> = state
+            .workloads
+            .iter()
+            .flat_map(|w| w.ports.iter().map(|p| (p.protocol, p.port)))
+            .collect();
         s.into_iter().collect()
     } else {
         probes
     };
     if probes.iter().any(|p| p.0 == Protocol::Sctp) {
-        eprintln!("skipping SCTP probes: the lab serves TCP and UDP only (and this kernel {} SCTP)", if netns::sctp_available() { "has" } else { "has no" });
+        eprintln!(
+            "skipping SCTP probes: the lab serves TCP and UDP only (and this kernel {} SCTP)",
+            if netns::sctp_available() {
+                "has"
+            } else {
+                "has no"
+            }
+        );
         probes.retain(|p| p.0 != Protocol::Sctp);
     }
-    let pods: Vec<(String, &LabPod)> = state.workloads.iter().map(|w| (w.key().to_string(), state.pod(&w.key()))).map(|(k, p)| p.map(|p| (k, p))).collect::<Result<_>>()?;
+    let pods: Vec<(String, &LabPod)> = state
+        .workloads
+        .iter()
+        .map(|w| (w.key().to_string(), state.pod(&w.key())))
+        .map(|(k, p)| p.map(|p| (k, p)))
+        .collect::<Result<_>>()?;
     let mut out = AnalyzeOutput { probes: Vec::new() };
     for (proto, port) in &probes {
         let mut jobs = Vec::new();
         for (i, (_, from)) in pods.iter().enumerate() {
             for (j, (_, to)) in pods.iter().enumerate() {
                 if let Some(dst) = to.ips.first() {
-                    jobs.push(Job { from: i, to: j, netns: from.netns.clone(), dst: *dst, proto: *proto, port: *port });
+                    jobs.push(Job {
+                        from: i,
+                        to: j,
+                        netns: from.netns.clone(),
+                        dst: *dst,
+                        proto: *proto,
+                        port: *port,
+                    });
                 }
             }
         }
         let results = run_jobs(jobs, timeout);
         let mut matrix: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
         for (from, _) in &pods {
-            matrix.insert(from.clone(), pods.iter().map(|(to, _)| (to.clone(), false)).collect());
+            matrix.insert(
+                from.clone(),
+                pods.iter().map(|(to, _)| (to.clone(), false)).collect(),
+            );
         }
         for (i, j, ok) in results {
-            matrix.get_mut(&pods[i].0).expect("row").insert(pods[j].0.clone(), ok);
+            matrix
+                .get_mut(&pods[i].0)
+                .expect("row")
+                .insert(pods[j].0.clone(), ok);
         }
-        out.probes.push(ProbeMatrix { protocol: *proto, port: *port, matrix });
+        out.probes.push(ProbeMatrix {
+            protocol: *proto,
+            port: *port,
+            matrix,
+        });
     }
     let mut stdout = std::io::stdout().lock();
     match output {
@@ -583,7 +803,11 @@ fn probe(name: &str, probes: Vec<(Protocol, u16)>, timeout: Duration, output: Ou
                 if i > 0 {
                     writeln!(stdout)?;
                 }
-                writeln!(stdout, "{}/{}  (measured; rows: from, columns: to; . allowed, X blocked)", m.protocol, m.port)?;
+                writeln!(
+                    stdout,
+                    "{}/{}  (measured; rows: from, columns: to; . allowed, X blocked)",
+                    m.protocol, m.port
+                )?;
                 stdout.write_all(crate::analyze::render_table(m).as_bytes())?;
             }
         }
@@ -627,7 +851,11 @@ fn run_jobs(jobs: Vec<Job>, timeout: Duration) -> Vec<(usize, usize, bool)> {
 fn exec(name: &str, pod: &WorkloadKey, command: &[String]) -> Result<()> {
     let state = LabState::load(name)?;
     let p = state.pod(pod)?;
-    let status = Command::new("ip").args(["netns", "exec", &p.netns]).args(command).status().context("cannot run ip netns exec")?;
+    let status = Command::new("ip")
+        .args(["netns", "exec", &p.netns])
+        .args(command)
+        .status()
+        .context("cannot run ip netns exec")?;
     std::process::exit(status.code().unwrap_or(1));
 }
 
@@ -636,9 +864,15 @@ fn exec(name: &str, pod: &WorkloadKey, command: &[String]) -> Result<()> {
 pub fn down(name: &str) -> Result<()> {
     let dir = state_dir(name);
     if let Ok(pid) = std::fs::read_to_string(dir.join("servers.pid")) {
-        let _ = Command::new("kill").args(["-9", pid.trim()]).stderr(Stdio::null()).status();
+        let _ = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .stderr(Stdio::null())
+            .status();
     }
-    let _ = Command::new("pkill").args(["-9", "-f", &format!("lab serve --name {name}$")]).stderr(Stdio::null()).status();
+    let _ = Command::new("pkill")
+        .args(["-9", "-f", &format!("lab serve --name {name}$")])
+        .stderr(Stdio::null())
+        .status();
     let prefix = format!("cw-{name}-");
     let mut removed = 0;
     if let Ok(rd) = std::fs::read_dir("/run/netns") {
@@ -659,9 +893,4 @@ pub fn down(name: &str) -> Result<()> {
     }
     eprintln!("lab {name} is down ({removed} namespaces removed)");
     Ok(())
-}
-
-#[allow(dead_code)]
-fn policy_ids(s: &LabState) -> BTreeSet<PolicyId> {
-    s.policies.iter().map(|p| p.id.clone()).collect()
 }

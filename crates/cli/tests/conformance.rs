@@ -5,9 +5,18 @@ mod common;
 
 #[test]
 fn conformance_cases_through_analyze() {
-    let Some((cases, cells, skipped, failures)) = common::run_all(&mut common::AnalyzeRunner, "analyze") else { return };
+    let Some((cases, cells, skipped, failures)) =
+        common::run_all(&mut common::AnalyzeRunner, "analyze")
+    else {
+        return;
+    };
     eprintln!("conformance (analyze): {cases} cases, {cells} cells checked, {skipped} probes skipped, {} mismatches", failures.len());
     assert!(cases >= 40, "expected the full case set, found {cases}");
     assert_eq!(skipped, 0);
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -17,8 +17,16 @@ struct LabRunner {
 }
 
 fn cw(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellwall")).args(args).output().unwrap();
-    assert!(out.status.success(), "cellwall {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cellwall {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -43,23 +51,47 @@ impl Runner for LabRunner {
                 let mut docs = Vec::new();
                 for (kind, ns, name) in gone {
                     let (api, meta) = match kind.as_str() {
-                        "NetworkPolicy" => ("networking.k8s.io/v1", format!("{{name: {name}, namespace: {ns}}}")),
-                        _ => ("policy.networking.k8s.io/v1alpha1", format!("{{name: {name}}}")),
+                        "NetworkPolicy" => (
+                            "networking.k8s.io/v1",
+                            format!("{{name: {name}, namespace: {ns}}}"),
+                        ),
+                        _ => (
+                            "policy.networking.k8s.io/v1alpha1",
+                            format!("{{name: {name}}}"),
+                        ),
                     };
                     let spec = match kind.as_str() {
                         "NetworkPolicy" => "{podSelector: {}}",
                         "AdminNetworkPolicy" => "{priority: 1, subject: {namespaces: {}}}",
                         _ => "{subject: {namespaces: {}}}",
                     };
-                    docs.push(format!("apiVersion: {api}\nkind: {kind}\nmetadata: {meta}\nspec: {spec}\n"));
+                    docs.push(format!(
+                        "apiVersion: {api}\nkind: {kind}\nmetadata: {meta}\nspec: {spec}\n"
+                    ));
                 }
                 let del = tmp.join("delete.yaml");
                 std::fs::write(&del, docs.join("---\n")).unwrap();
-                cw(&["lab", "delete", "-f", del.to_str().unwrap(), "--name", &self.name]);
+                cw(&[
+                    "lab",
+                    "delete",
+                    "-f",
+                    del.to_str().unwrap(),
+                    "--name",
+                    &self.name,
+                ]);
             }
         }
         self.applied = world.policies.keys().cloned().collect();
-        let mut args = vec!["lab".to_string(), "probe".into(), "-o".into(), "json".into(), "--timeout".into(), "400".into(), "--name".into(), self.name.clone()];
+        let mut args = vec![
+            "lab".to_string(),
+            "probe".into(),
+            "-o".into(),
+            "json".into(),
+            "--timeout".into(),
+            "400".into(),
+            "--name".into(),
+            self.name.clone(),
+        ];
         for (p, port) in probes {
             args.push("--probe".into());
             args.push(format!("{p}/{port}"));
@@ -83,18 +115,31 @@ impl Runner for LabRunner {
 impl Drop for LabRunner {
     fn drop(&mut self) {
         // Clean up even when an assertion failed mid-case.
-        let _ = Command::new(env!("CARGO_BIN_EXE_cellwall")).args(["lab", "down", "--name", &self.name]).output();
+        let _ = Command::new(env!("CARGO_BIN_EXE_cellwall"))
+            .args(["lab", "down", "--name", &self.name])
+            .output();
     }
 }
 
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn conformance_cases_on_real_traffic() {
-    let mut runner = LabRunner { name: format!("conf{}", std::process::id() % 100000), up: false, applied: BTreeSet::new() };
-    let Some((cases, cells, skipped, failures)) = common::run_all(&mut runner, "lab") else { return };
+    let mut runner = LabRunner {
+        name: format!("conf{}", std::process::id() % 100000),
+        up: false,
+        applied: BTreeSet::new(),
+    };
+    let Some((cases, cells, skipped, failures)) = common::run_all(&mut runner, "lab") else {
+        return;
+    };
     eprintln!(
         "conformance (lab, real traffic): {cases} cases, {cells} cells checked, {skipped} SCTP probes skipped (no SCTP in this kernel), {} mismatches",
         failures.len()
     );
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -114,8 +114,9 @@ impl KernelDatapath {
     /// (upgrade without a gap); the filters outlive this process.
     pub fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
         if let Err(e) = tc::qdisc_add_clsact(ifname) {
-            // EEXIST: the qdisc is already there.
-            if !e.to_string().contains("exists") {
+            // The qdisc is already there (EEXIST, reported by netlink as "Exclusivity flag on").
+            let m = e.to_string();
+            if !(m.contains("exist") || m.contains("Exclusivity")) {
                 return Err(err(format!("adding clsact qdisc on {ifname}"), e));
             }
         }

@@ -6,7 +6,10 @@ use crate::DatapathError;
 use std::os::fd::AsRawFd;
 
 fn err(what: String, e: std::io::Error) -> DatapathError {
-    DatapathError::Kernel { what, detail: e.to_string() }
+    DatapathError::Kernel {
+        what,
+        detail: e.to_string(),
+    }
 }
 
 /// Moves the calling thread into network namespace `name`.
@@ -16,29 +19,44 @@ pub fn enter(name: &str) -> Result<(), DatapathError> {
     // SAFETY: setns(2) on a valid namespace fd; it affects only this thread.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
-        return Err(err(format!("entering network namespace {name}"), std::io::Error::last_os_error()));
+        return Err(err(
+            format!("entering network namespace {name}"),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
 
 /// Runs `f` on a new thread inside namespace `name` and returns its result.
-pub fn run_in<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, DatapathError> {
+pub fn run_in<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, DatapathError> {
     let name = name.to_string();
     std::thread::spawn(move || -> Result<T, DatapathError> {
         enter(&name)?;
         Ok(f())
     })
     .join()
-    .map_err(|_| DatapathError::Kernel { what: "namespace thread".into(), detail: "panicked".into() })?
+    .map_err(|_| DatapathError::Kernel {
+        what: "namespace thread".into(),
+        detail: "panicked".into(),
+    })?
 }
 
 /// The index of interface `ifname` in the calling thread's namespace.
 pub fn ifindex(ifname: &str) -> Result<u32, DatapathError> {
-    let c = std::ffi::CString::new(ifname).map_err(|_| DatapathError::Kernel { what: "interface name".into(), detail: ifname.into() })?;
+    let c = std::ffi::CString::new(ifname).map_err(|_| DatapathError::Kernel {
+        what: "interface name".into(),
+        detail: ifname.into(),
+    })?;
     // SAFETY: valid NUL-terminated string.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if i == 0 {
-        return Err(err(format!("finding interface {ifname}"), std::io::Error::last_os_error()));
+        return Err(err(
+            format!("finding interface {ifname}"),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(i)
 }

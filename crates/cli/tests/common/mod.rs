@@ -252,22 +252,39 @@ impl Runner for AnalyzeRunner {
         let file = tmp.join("manifests.yaml");
         std::fs::write(&file, world.manifests()).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellwall"));
-        cmd.arg("analyze").arg("-f").arg(&file).arg("-o").arg("json");
+        cmd.arg("analyze")
+            .arg("-f")
+            .arg(&file)
+            .arg("-o")
+            .arg("json");
         for (p, port) in probes {
             cmd.arg("--probe").arg(format!("{p}/{port}"));
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "analyze failed: {}\nmanifests:\n{}", String::from_utf8_lossy(&out.stderr), world.manifests());
+        assert!(
+            out.status.success(),
+            "analyze failed: {}\nmanifests:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            world.manifests()
+        );
         parse_matrices(&out.stdout)
     }
 }
 
 pub fn parse_matrices(stdout: &[u8]) -> Matrices {
-    let v: serde_json::Value = serde_json::from_slice(stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(stdout)));
+    let v: serde_json::Value = serde_json::from_slice(stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(stdout)));
     let mut res = BTreeMap::new();
     for p in v["probes"].as_array().unwrap() {
-        let m: BTreeMap<String, BTreeMap<String, bool>> = serde_json::from_value(p["matrix"].clone()).unwrap();
-        res.insert((p["protocol"].as_str().unwrap().to_string(), p["port"].as_u64().unwrap() as u16), m);
+        let m: BTreeMap<String, BTreeMap<String, bool>> =
+            serde_json::from_value(p["matrix"].clone()).unwrap();
+        res.insert(
+            (
+                p["protocol"].as_str().unwrap().to_string(),
+                p["port"].as_u64().unwrap() as u16,
+            ),
+            m,
+        );
     }
     res
 }
@@ -349,7 +366,11 @@ pub fn run_case(dir: &Path, path: &Path, tmp: &Path, runner: &mut dyn Runner) ->
             world.policies.insert(World::key_of(o), o.clone());
         }
     }
-    let mut out = Outcome { cells: 0, skipped: 0, failures: Vec::new() };
+    let mut out = Outcome {
+        cells: 0,
+        skipped: 0,
+        failures: Vec::new(),
+    };
     runner.start_case(&world, tmp);
     for (si, step) in case["steps"].as_sequence().unwrap().iter().enumerate() {
         for a in step["actions"]
@@ -360,7 +381,10 @@ pub fn run_case(dir: &Path, path: &Path, tmp: &Path, runner: &mut dyn Runner) ->
             apply_k8s_action(&mut world, a);
         }
         let all_probes = step["probes"].as_sequence().unwrap();
-        let probes: Vec<&Value> = all_probes.iter().filter(|p| runner.supports(&s(&p["protocol"]))).collect();
+        let probes: Vec<&Value> = all_probes
+            .iter()
+            .filter(|p| runner.supports(&s(&p["protocol"])))
+            .collect();
         out.skipped += all_probes.len() - probes.len();
         let mut wanted: Vec<(String, u16)> = Vec::new();
         let parse_port = |v: &Value| -> u16 { world.substitute(&s(v)).parse().unwrap() };
@@ -417,14 +441,21 @@ pub fn run_all(runner: &mut dyn Runner, tag: &str) -> Option<(usize, usize, usiz
         eprintln!("SKIPPED: conformance cases not found (../shared/conformance next to the repo, or set CELLWALL_CONFORMANCE_DIR)");
         return None;
     };
-    let tmp = std::env::temp_dir().join(format!("cellwall-conformance-{tag}-{}", std::process::id()));
+    let tmp =
+        std::env::temp_dir().join(format!("cellwall-conformance-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let only = std::env::var("CELLWALL_CONFORMANCE_ONLY").ok();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("cases"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.file_name().unwrap().to_str().unwrap().starts_with('_'))
-        .filter(|p| only.as_ref().is_none_or(|o| p.to_string_lossy().contains(o.as_str())))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && !p.file_name().unwrap().to_str().unwrap().starts_with('_')
+        })
+        .filter(|p| {
+            only.as_ref()
+                .is_none_or(|o| p.to_string_lossy().contains(o.as_str()))
+        })
         .collect();
     files.sort();
     let (mut cells, mut skipped, mut failures) = (0, 0, Vec::new());
@@ -446,4 +477,3 @@ pub fn run_all(runner: &mut dyn Runner, tag: &str) -> Option<(usize, usize, usiz
     let _ = std::fs::remove_dir_all(&tmp);
     Some((files.len(), cells, skipped, failures))
 }
-
