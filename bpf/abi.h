@@ -80,6 +80,11 @@ struct cw_policy_val {
  * read the epoch, then the slot. */
 #define CW_CFG_SLOT 0
 #define CW_CFG_EPOCH 1
+#define CW_CFG_FLAGS 2
+#define CW_CFG_MAX 3
+
+/* CW_CFG_FLAGS bits. Zero (the state of fresh maps) means full visibility. */
+#define CW_F_VISIBILITY_OFF (1 << 0) /* no flow events; endpoints without policy skip tracking */
 
 /* conntrack: LRU hash, keyed by the tuple as first seen at one endpoint and direction. */
 struct cw_ct_key {

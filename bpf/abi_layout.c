@@ -21,5 +21,9 @@ int main(void)
 	SZ(cw_event); OFF(cw_event, sport); OFF(cw_event, proto); OFF(cw_event, kind); OFF(cw_event, ep_id); OFF(cw_event, rule);
 	printf("pub const POLICY_FIXED_BITS: u32 = %d;\n", CW_POLICY_FIXED_BITS);
 	printf("pub const CNT_MAX: u32 = %d;\n", CW_CNT_MAX);
+	printf("pub const CFG_SLOT: u32 = %d;\n", CW_CFG_SLOT);
+	printf("pub const CFG_EPOCH: u32 = %d;\n", CW_CFG_EPOCH);
+	printf("pub const CFG_FLAGS: u32 = %d;\n", CW_CFG_FLAGS);
+	printf("pub const F_VISIBILITY_OFF: u32 = %d;\n", CW_F_VISIBILITY_OFF);
 	return 0;
 }

@@ -46,11 +46,11 @@ struct {
 	__type(value, struct cw_policy_val);
 } cw_policy SEC(".maps");
 
-/* config: CW_CFG_SLOT and CW_CFG_EPOCH, separate words (see abi.h for the ordering rule). */
+/* config: CW_CFG_SLOT, CW_CFG_EPOCH, CW_CFG_FLAGS: separate words (abi.h has the ordering rule). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(max_entries, 2);
+	__uint(max_entries, CW_CFG_MAX);
 	__type(key, __u32);
 	__type(value, __u32);
 } cw_config SEC(".maps");
@@ -112,7 +112,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (cw_parse(skb, &p) < 0)
 		return TC_ACT_OK; /* not IP (ARP, ...): not policy's business */
 
-	struct cw_endpoint_key ek = {};
+	struct cw_endpoint_key ek;
 	__builtin_memcpy(ek.addr, dir == CW_DIR_EGRESS ? p.saddr : p.daddr, 16);
 	struct cw_endpoint_val *ep = bpf_map_lookup_elem(&cw_endpoints, &ek);
 	if (!ep)
@@ -124,20 +124,24 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	/* Epoch first, then slot (user space writes slot, then epoch): a packet that sees the new
 	 * epoch also sees the new slot. Both are read once, so a packet sees one whole policy. */
-	__u32 k_epoch = CW_CFG_EPOCH, k_slot = CW_CFG_SLOT;
+	__u32 k_epoch = CW_CFG_EPOCH, k_slot = CW_CFG_SLOT, k_flags = CW_CFG_FLAGS;
 	__u32 *pe = bpf_map_lookup_elem(&cw_config, &k_epoch);
-	if (!pe)
+	__u32 *ps = bpf_map_lookup_elem(&cw_config, &k_slot);
+	__u32 *pf = bpf_map_lookup_elem(&cw_config, &k_flags);
+	if (!pe || !ps || !pf)
 		return TC_ACT_SHOT;
 	__u32 epoch = *pe;
-	__u32 *ps = bpf_map_lookup_elem(&cw_config, &k_slot);
-	if (!ps)
-		return TC_ACT_SHOT;
 	__u32 slot = *ps & 1;
+	int visible = !(*pf & CW_F_VISIBILITY_OFF);
 
 	if (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6)
 		return TC_ACT_OK; /* errors and neighbour discovery must flow; see ARCHITECTURE.md */
 
-	/* Established or related (reply) traffic. */
+	/* An endpoint no policy selects has nothing to enforce; with visibility off it is not even
+	 * tracked (connections made now are re-decided packet by packet if policy arrives later). */
+	if (!visible && !ep->flags[slot])
+		return TC_ACT_OK;
+
 	struct cw_ct_key fwd = {}, rev = {};
 	__builtin_memcpy(fwd.saddr, p.saddr, 16);
 	__builtin_memcpy(fwd.daddr, p.daddr, 16);
@@ -146,17 +150,37 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	fwd.proto = p.proto;
 	fwd.ep_id = ep->ep_id;
 	fwd.dir = dir;
-	__builtin_memcpy(rev.saddr, p.daddr, 16);
-	__builtin_memcpy(rev.daddr, p.saddr, 16);
-	rev.sport = p.dport;
-	rev.dport = p.sport;
-	rev.proto = p.proto;
-	rev.ep_id = ep->ep_id;
-	rev.dir = dir ^ 1;
 
-	struct cw_ct_key *orig = &fwd;
+	__u32 mask = dir == CW_DIR_EGRESS ? CW_EP_HAS_EGRESS_POLICY : CW_EP_HAS_INGRESS_POLICY;
+	if (!(ep->flags[slot] & mask)) {
+		/* Nothing to enforce in this direction: every packet passes. Only flows it opens are
+		 * recorded, so their replies pass the policed opposite direction (and are seen). A
+		 * TCP segment that opens nothing needs no lookup at all. */
+		if (p.proto == IPPROTO_TCP && (p.tcp_flags & (CW_TCP_SYN | CW_TCP_ACK)) != CW_TCP_SYN)
+			return TC_ACT_OK;
+		struct cw_ct_val nv = {};
+		nv.created_ns = bpf_ktime_get_ns();
+		nv.packets = 1;
+		nv.epoch = epoch;
+		if (bpf_map_update_elem(&cw_conntrack, &fwd, &nv, BPF_NOEXIST) == 0) {
+			count(CW_CNT_ALLOWED);
+			if (visible)
+				emit(&p, dir, CW_EV_ALLOW, ep->ep_id, 0, 0);
+		}
+		return TC_ACT_OK;
+	}
+
+	/* Established or related (reply) traffic. */
 	struct cw_ct_val *ct = bpf_map_lookup_elem(&cw_conntrack, &fwd);
+	struct cw_ct_key *orig = &fwd;
 	if (!ct) {
+		__builtin_memcpy(rev.saddr, p.daddr, 16);
+		__builtin_memcpy(rev.daddr, p.saddr, 16);
+		rev.sport = p.dport;
+		rev.dport = p.sport;
+		rev.proto = p.proto;
+		rev.ep_id = ep->ep_id;
+		rev.dir = dir ^ 1;
 		ct = bpf_map_lookup_elem(&cw_conntrack, &rev);
 		orig = &rev;
 	}
@@ -178,7 +202,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (!v.allow) {
 			bpf_map_delete_elem(&cw_conntrack, orig);
 			count(CW_CNT_REVOKED);
-			emit(&op, orig->dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
+			if (visible)
+				emit(&op, orig->dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
 			return TC_ACT_SHOT;
 		}
 		ct->epoch = epoch;
@@ -189,8 +214,22 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	struct cw_verdict v = cw_decide(slot, ep, dir, &p);
 	if (!v.allow) {
+		/* A TCP segment that does not open a connection may belong to one made before this
+		 * endpoint was tracked: let it through if the opposite direction admits the
+		 * connection it belongs to. Nothing is recorded, so it never opens a path for a SYN. */
+		if (p.proto == IPPROTO_TCP && (p.tcp_flags & (CW_TCP_SYN | CW_TCP_ACK)) != CW_TCP_SYN) {
+			struct cw_pkt rp = p;
+			__builtin_memcpy(rp.saddr, p.daddr, 16);
+			__builtin_memcpy(rp.daddr, p.saddr, 16);
+			rp.sport = p.dport;
+			rp.dport = p.sport;
+			struct cw_verdict r = cw_decide(slot, ep, dir ^ 1, &rp);
+			if (r.allow)
+				return TC_ACT_OK;
+		}
 		count(CW_CNT_DENIED);
-		emit(&p, dir, CW_EV_DENY, ep->ep_id, v.peer, v.rule);
+		if (visible)
+			emit(&p, dir, CW_EV_DENY, ep->ep_id, v.peer, v.rule);
 		return TC_ACT_SHOT; /* silent: no RST, no ICMP */
 	}
 	struct cw_ct_val nv = {};
@@ -202,8 +241,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	count(CW_CNT_ALLOWED);
 	if (!v.audit_allow) {
 		count(CW_CNT_AUDIT);
-		emit(&p, dir, CW_EV_AUDIT, ep->ep_id, v.peer, v.audit_rule);
-	} else {
+		if (visible)
+			emit(&p, dir, CW_EV_AUDIT, ep->ep_id, v.peer, v.audit_rule);
+	} else if (visible) {
 		emit(&p, dir, CW_EV_ALLOW, ep->ep_id, v.peer, v.rule);
 	}
 	return TC_ACT_OK;

@@ -13,6 +13,7 @@ struct cw_pkt {
 	__u16 sport; /* network order; 0 when the protocol has no ports */
 	__u16 dport;
 	__u8 proto;
+	__u8 tcp_flags;
 };
 
 static __always_inline void cw_v4_mapped(__u8 *out, __u32 addr)
@@ -23,41 +24,62 @@ static __always_inline void cw_v4_mapped(__u8 *out, __u32 addr)
 	__builtin_memcpy(out + 12, &addr, 4);
 }
 
-/* Returns 0 for IPv4/IPv6 packets (filled in), -1 for anything else. */
+#define CW_TCP_SYN 0x02
+#define CW_TCP_ACK 0x10
+
+/* Returns 0 for IPv4/IPv6 packets (filled in), -1 for anything else. Direct packet access: the
+ * headers are in the linear part of the skb on every path Cellwall attaches to. */
 static __always_inline int cw_parse(struct __sk_buff *skb, struct cw_pkt *p)
 {
-	__u16 h_proto;
-	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &h_proto, 2) < 0)
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
 		return -1;
-	__u32 l4;
-	__builtin_memset(p, 0, sizeof(*p));
-	if (h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	void *l4;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > data_end)
 			return -1;
-		cw_v4_mapped(p->saddr, ip.saddr);
-		cw_v4_mapped(p->daddr, ip.daddr);
-		p->proto = ip.protocol;
+		cw_v4_mapped(p->saddr, ip->saddr);
+		cw_v4_mapped(p->daddr, ip->daddr);
+		p->proto = ip->protocol;
+		p->sport = 0;
+		p->dport = 0;
+		p->tcp_flags = 0;
 		/* Non-first fragments carry no ports: they are decided as port 0. */
-		if (ip.frag_off & bpf_htons(0x1fff))
+		if (ip->frag_off & bpf_htons(0x1fff))
 			return 0;
-		l4 = ETH_HLEN + ip.ihl * 4;
-	} else if (h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+		__u32 hl = ip->ihl * 4;
+		if (hl < sizeof(*ip))
 			return -1;
-		__builtin_memcpy(p->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(p->daddr, &ip6.daddr, 16);
+		l4 = (void *)ip + hl;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
 		/* Extension headers are not walked: such packets are decided with that next-header
-		 * value as protocol, which isolated endpoints deny. */
-		p->proto = ip6.nexthdr;
-		l4 = ETH_HLEN + sizeof(struct ipv6hdr);
+		 * value as protocol, which policed endpoints drop. */
+		p->proto = ip6->nexthdr;
+		p->sport = 0;
+		p->dport = 0;
+		p->tcp_flags = 0;
+		l4 = (void *)(ip6 + 1);
 	} else {
 		return -1;
 	}
-	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP) {
-		__u16 ports[2];
-		if (bpf_skb_load_bytes(skb, l4, ports, 4) < 0)
+	if (p->proto == IPPROTO_TCP) {
+		__u8 *t = l4;
+		if ((void *)(t + 14) > data_end)
+			return 0;
+		p->sport = *(__u16 *)t;
+		p->dport = *(__u16 *)(t + 2);
+		p->tcp_flags = t[13];
+	} else if (p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP) {
+		__u16 *ports = l4;
+		if ((void *)(ports + 2) > data_end)
 			return 0;
 		p->sport = ports[0];
 		p->dport = ports[1];

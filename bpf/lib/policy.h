@@ -24,10 +24,10 @@ static __always_inline __u32 cw_identity(__u32 slot, const __u8 *addr)
 static __always_inline struct cw_verdict cw_decide(__u32 slot, const struct cw_endpoint_val *ep, __u8 dir, const struct cw_pkt *p)
 {
 	struct cw_verdict out = {.allow = 1, .audit_allow = 1};
-	out.peer = cw_identity(slot, dir == CW_DIR_EGRESS ? p->daddr : p->saddr);
 	__u32 has = ep->flags[slot & 1] & (dir == CW_DIR_EGRESS ? CW_EP_HAS_EGRESS_POLICY : CW_EP_HAS_INGRESS_POLICY);
 	if (!has)
 		return out; /* no policy selects this endpoint in this direction */
+	out.peer = cw_identity(slot, dir == CW_DIR_EGRESS ? p->daddr : p->saddr);
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_SCTP) {
 		/* Policy speaks TCP, UDP and SCTP; other protocols to a policed endpoint are dropped. */
 		out.allow = 0;

@@ -33,6 +33,9 @@ pub enum LabCmd {
         /// `ebpf` enforces with the kernel datapath; `none` attaches nothing (a baseline).
         #[arg(long, value_enum, default_value = "ebpf")]
         datapath: DatapathKind,
+        /// Flow visibility: `off` emits no flow events and skips tracking for pods no policy selects.
+        #[arg(long, value_enum, default_value = "on")]
+        visibility: Visibility,
         #[arg(long)]
         ignore_unknown_kinds: bool,
     },
@@ -98,6 +101,14 @@ pub enum DatapathKind {
     None,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    #[default]
+    On,
+    Off,
+}
+
 fn parse_lab_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 24
@@ -145,6 +156,8 @@ struct LabPod {
 struct LabState {
     name: String,
     datapath: DatapathKind,
+    #[serde(default)]
+    visibility: Visibility,
     pods: Vec<LabPod>,
     namespaces: Vec<Namespace>,
     workloads: Vec<Workload>,
@@ -266,8 +279,9 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             files,
             name,
             datapath,
+            visibility,
             ignore_unknown_kinds,
-        } => up(&files, &name, datapath, ignore_unknown_kinds),
+        } => up(&files, &name, datapath, visibility, ignore_unknown_kinds),
         LabCmd::Apply { files, name } => apply(&files, &name, false),
         LabCmd::Delete { files, name } => apply(&files, &name, true),
         LabCmd::Probe {
@@ -287,7 +301,13 @@ pub fn run(cmd: LabCmd) -> Result<()> {
     }
 }
 
-fn up(files: &[PathBuf], name: &str, datapath: DatapathKind, ignore_unknown: bool) -> Result<()> {
+fn up(
+    files: &[PathBuf],
+    name: &str,
+    datapath: DatapathKind,
+    visibility: Visibility,
+    ignore_unknown: bool,
+) -> Result<()> {
     let t0 = Instant::now();
     if state_dir(name).exists() || Path::new(&format!("/run/netns/{}", node_ns(name))).exists() {
         bail!("lab {name:?} already exists: `cellwall lab down --name {name}` first");
@@ -303,7 +323,7 @@ fn up(files: &[PathBuf], name: &str, datapath: DatapathKind, ignore_unknown: boo
         }
     }
     std::fs::create_dir_all(state_dir(name)).context("creating the lab state directory")?;
-    let result = build(name, datapath, inv, a.policies);
+    let result = build(name, datapath, visibility, inv, a.policies);
     if let Err(e) = result {
         eprintln!("lab up failed; cleaning up");
         let _ = down(name);
@@ -317,7 +337,13 @@ fn up(files: &[PathBuf], name: &str, datapath: DatapathKind, ignore_unknown: boo
     Ok(())
 }
 
-fn build(name: &str, datapath: DatapathKind, inv: Inventory, policies: Vec<Policy>) -> Result<()> {
+fn build(
+    name: &str,
+    datapath: DatapathKind,
+    visibility: Visibility,
+    inv: Inventory,
+    policies: Vec<Policy>,
+) -> Result<()> {
     let id = format!("{:04x}", fnv1a(name) & 0xffff);
     let node = node_ns(name);
     sh(Command::new("ip").args(["netns", "add", &node]))?;
@@ -427,6 +453,7 @@ fn build(name: &str, datapath: DatapathKind, inv: Inventory, policies: Vec<Polic
     let state = LabState {
         name: name.to_string(),
         datapath,
+        visibility,
         pods,
         namespaces: inv.namespaces.values().cloned().collect(),
         workloads: inv.workloads.values().cloned().collect(),
@@ -469,7 +496,8 @@ fn enforce(state: &LabState) -> Result<()> {
         state.policies.clone(),
         crate::analyze::now_unix(),
     );
-    let dp = KernelDatapath::open(&pin_dir(&state.name))?;
+    let mut dp = KernelDatapath::open(&pin_dir(&state.name))?;
+    dp.set_visibility(state.visibility == Visibility::On)?;
     let mut enforcer = Enforcer::new(state.node_names(), dp);
     for p in &state.pods {
         if p.ifindex != 0 {

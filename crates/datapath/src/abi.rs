@@ -12,8 +12,10 @@ mod c {
 
 pub const DIR_INGRESS: u8 = 0;
 pub const DIR_EGRESS: u8 = 1;
-pub const CFG_SLOT: u32 = 0;
-pub const CFG_EPOCH: u32 = 1;
+pub const CFG_SLOT: u32 = c::CFG_SLOT;
+pub const CFG_EPOCH: u32 = c::CFG_EPOCH;
+pub const CFG_FLAGS: u32 = c::CFG_FLAGS;
+pub const F_VISIBILITY_OFF: u32 = c::F_VISIBILITY_OFF;
 pub const EP_HAS_INGRESS_POLICY: u32 = 1;
 pub const EP_HAS_EGRESS_POLICY: u32 = 2;
 pub const POLICY_FIXED_BITS: u32 = c::POLICY_FIXED_BITS;
