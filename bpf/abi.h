@@ -98,11 +98,15 @@ struct cw_ct_key {
 	__u8 pad[2];
 };
 
+#define CW_CT_REVOKED (1 << 0) /* denied by a newer policy: dropped until a later policy allows it */
+
 struct cw_ct_val {
 	__u64 created_ns;
 	__u64 packets;
 	__u32 epoch;
 	__u32 rule;
+	__u32 flags;
+	__u32 pad;
 };
 
 /* Flow events (ring buffer): one per new connection decision, never per packet. */

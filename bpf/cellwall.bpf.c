@@ -170,10 +170,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	}
 
-	/* Established or related (reply) traffic. */
-	struct cw_ct_val *ct = bpf_map_lookup_elem(&cw_conntrack, &fwd);
+	/* Established or related (reply) traffic. A TCP SYN opens a new connection by definition:
+	 * it is always decided afresh (also when it reuses the tuple of an old one). */
+	int syn = p.proto == IPPROTO_TCP && (p.tcp_flags & (CW_TCP_SYN | CW_TCP_ACK)) == CW_TCP_SYN;
+	struct cw_ct_val *ct = syn ? 0 : bpf_map_lookup_elem(&cw_conntrack, &fwd);
 	struct cw_ct_key *orig = &fwd;
-	if (!ct) {
+	if (!ct && !syn) {
 		__builtin_memcpy(rev.saddr, p.daddr, 16);
 		__builtin_memcpy(rev.daddr, p.saddr, 16);
 		rev.sport = p.dport;
@@ -186,6 +188,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 	if (ct) {
 		if (ct->epoch == epoch) {
+			if (ct->flags & CW_CT_REVOKED)
+				return TC_ACT_SHOT; /* revoked: stays cut until a newer policy admits it */
 			ct->packets += 1;
 			count(CW_CNT_CT_HIT);
 			return TC_ACT_OK;
@@ -199,15 +203,20 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			op.dport = p.sport;
 		}
 		struct cw_verdict v = cw_decide(slot, ep, orig->dir, &op);
-		if (!v.allow) {
-			bpf_map_delete_elem(&cw_conntrack, orig);
-			count(CW_CNT_REVOKED);
-			if (visible)
-				emit(&op, orig->dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
-			return TC_ACT_SHOT;
-		}
 		ct->epoch = epoch;
 		ct->rule = v.rule;
+		if (!v.allow) {
+			/* Kept (not deleted) and marked, so later segments of the connection cannot pass
+			 * as untracked replies. */
+			if (!(ct->flags & CW_CT_REVOKED)) {
+				ct->flags |= CW_CT_REVOKED;
+				count(CW_CNT_REVOKED);
+				if (visible)
+					emit(&op, orig->dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
+			}
+			return TC_ACT_SHOT;
+		}
+		ct->flags &= ~CW_CT_REVOKED;
 		ct->packets += 1;
 		return TC_ACT_OK;
 	}
@@ -217,7 +226,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		/* A TCP segment that does not open a connection may belong to one made before this
 		 * endpoint was tracked: let it through if the opposite direction admits the
 		 * connection it belongs to. Nothing is recorded, so it never opens a path for a SYN. */
-		if (p.proto == IPPROTO_TCP && (p.tcp_flags & (CW_TCP_SYN | CW_TCP_ACK)) != CW_TCP_SYN) {
+		if (p.proto == IPPROTO_TCP && !syn) {
 			struct cw_pkt rp = p;
 			__builtin_memcpy(rp.saddr, p.daddr, 16);
 			__builtin_memcpy(rp.daddr, p.saddr, 16);

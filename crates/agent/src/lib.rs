@@ -47,9 +47,19 @@ impl<D: Datapath> Enforcer<D> {
     /// Compiles what changed in `engine` since the last call and applies it; skips the datapath
     /// when nothing it holds changed.
     pub fn sync(&mut self, engine: &mut Engine) -> Result<Option<ApplyReport>, AgentError> {
+        match self.prepare(engine) {
+            Some(d) => self.commit(d).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// First half of `sync`: what the datapath must hold now, or `None` if it already does.
+    /// Callers that must act before the switch (attach programs to newly policed workloads)
+    /// do so between `prepare` and `commit`.
+    pub fn prepare(&mut self, engine: &mut Engine) -> Option<Desired> {
         let changes = engine.take_changes();
-        let mut merged: Option<NodePolicy> = None;
         let first = self.last.is_none();
+        let mut merged: Option<NodePolicy> = None;
         for c in self.compilers.values_mut() {
             // The first sync compiles everything, whatever the engine's change log holds.
             let np = if first {
@@ -66,15 +76,22 @@ impl<D: Datapath> Enforcer<D> {
                 }
             }
         }
-        let Some(np) = merged else { return Ok(None) };
+        let np = merged?;
         let desired =
             Desired::from_node_policy(&np, |wk| self.ifindex.get(wk).copied().unwrap_or(0));
-        if self.last.as_ref() == Some(&desired) {
-            return Ok(None);
-        }
+        (self.last.as_ref() != Some(&desired)).then_some(desired)
+    }
+
+    /// Second half of `sync`: writes `desired` and switches to it.
+    pub fn commit(&mut self, desired: Desired) -> Result<ApplyReport, AgentError> {
         let report = self.datapath.apply(&desired)?;
         self.last = Some(desired);
-        Ok(Some(report))
+        Ok(report)
+    }
+
+    /// What the datapath holds after the last commit.
+    pub fn current(&self) -> Option<&Desired> {
+        self.last.as_ref()
     }
 }
 

@@ -225,6 +225,10 @@ fn main() {
         results.push((c.label, q(&ratios, 0.5)));
     }
     let _ = std::fs::remove_dir_all(&dir);
+    if let Ok(secs) = std::env::var("CELLWALL_CONNRATE_HOLD") {
+        // Keep the labs up for inspection (e.g. `bpftool prog show` with kernel.bpf_stats_enabled).
+        std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(30)));
+    }
     drop(guard);
     let cw10k = results.iter().find(|r| r.0 == "cellwall-10k").unwrap().1;
     let floor: f64 = std::env::var("CELLWALL_CONNRATE_FLOOR")

@@ -295,8 +295,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
         LabCmd::Serve { name } => serve(&name),
         LabCmd::Reattach { name } => {
             let state = LabState::load(&name)?;
-            attach_all(&state)?;
-            enforce(&state)
+            enforce(&state, true)
         }
     }
 }
@@ -462,32 +461,17 @@ fn build(
     };
     state.save()?;
     if datapath == DatapathKind::Ebpf {
-        attach_all(&state)?;
-        enforce(&state)?;
+        enforce(&state, false)?;
     }
     start_servers(&state)?;
     Ok(())
 }
 
-/// Attaches the programs on every pod interface (in the node namespace).
-fn attach_all(state: &LabState) -> Result<()> {
-    let pins = pin_dir(&state.name);
-    let ifaces: Vec<String> = state
-        .pods
-        .iter()
-        .filter_map(|p| p.host_if.clone())
-        .collect();
-    netns::run_in(&node_ns(&state.name), move || -> Result<()> {
-        let mut dp = KernelDatapath::open(&pins)?;
-        for i in &ifaces {
-            dp.attach(i).with_context(|| format!("attaching to {i}"))?;
-        }
-        Ok(())
-    })?
-}
-
-/// The agent's enforcement path: compile the lab's policy for its nodes and apply it.
-fn enforce(state: &LabState) -> Result<()> {
+/// The agent's enforcement path: compile the lab's policy for its nodes, attach the programs
+/// where they are needed (every pod with visibility on; otherwise only pods some policy
+/// selects), switch the maps, then detach where no longer needed. `reattach` replaces the
+/// programs on every attached interface (what an agent restart or upgrade does).
+fn enforce(state: &LabState, reattach: bool) -> Result<()> {
     if state.datapath == DatapathKind::None {
         return Ok(());
     }
@@ -496,7 +480,8 @@ fn enforce(state: &LabState) -> Result<()> {
         state.policies.clone(),
         crate::analyze::now_unix(),
     );
-    let mut dp = KernelDatapath::open(&pin_dir(&state.name))?;
+    let pins = pin_dir(&state.name);
+    let mut dp = KernelDatapath::open(&pins)?;
     dp.set_visibility(state.visibility == Visibility::On)?;
     let mut enforcer = Enforcer::new(state.node_names(), dp);
     for p in &state.pods {
@@ -504,12 +489,46 @@ fn enforce(state: &LabState) -> Result<()> {
             enforcer.set_interface(p.key.clone(), p.ifindex);
         }
     }
-    let report = enforcer.sync(&mut engine)?;
-    if let Some(r) = report {
-        eprintln!(
-            "policy applied: slot {} epoch {} ({} entries written, {} removed) in {:?}",
-            r.slot, r.epoch, r.written, r.removed, r.elapsed
-        );
+    let Some(desired) = enforcer.prepare(&mut engine) else {
+        return Ok(());
+    };
+    let policed = |p: &LabPod| {
+        p.ips.iter().any(|ip| {
+            desired
+                .endpoints
+                .get(&cellwall_datapath::abi::addr16(*ip))
+                .is_some_and(|e| e.2 != 0)
+        })
+    };
+    let mut attach = Vec::new();
+    let mut detach = Vec::new();
+    for p in &state.pods {
+        let Some(i) = &p.host_if else { continue };
+        let needed = state.visibility == Visibility::On || policed(p);
+        let attached = enforcer.datapath().is_attached(i);
+        if needed && (!attached || reattach) {
+            attach.push(i.clone());
+        } else if !needed && attached {
+            detach.push(i.clone());
+        }
+    }
+    if !attach.is_empty() {
+        let pins2 = pins.clone();
+        netns::run_in(&node_ns(&state.name), move || -> Result<()> {
+            let mut dp = KernelDatapath::open(&pins2)?;
+            for i in &attach {
+                dp.attach(i).with_context(|| format!("attaching to {i}"))?;
+            }
+            Ok(())
+        })??;
+    }
+    let r = enforcer.commit(desired)?;
+    eprintln!(
+        "policy applied: slot {} epoch {} ({} entries written, {} removed) in {:?}",
+        r.slot, r.epoch, r.written, r.removed, r.elapsed
+    );
+    for i in &detach {
+        enforcer.datapath().detach(i)?;
     }
     Ok(())
 }
@@ -706,7 +725,7 @@ fn apply(files: &[PathBuf], name: &str, delete: bool) -> Result<()> {
     }
     state.policies.sort_by(|a, b| a.id.cmp(&b.id));
     state.save()?;
-    enforce(&state)
+    enforce(&state, false)
 }
 
 /// One probe cell.

@@ -180,30 +180,31 @@ fn established_connection_is_revoked_within_one_second() {
         r.read_line(&mut line).unwrap();
         assert_eq!(line, "ping\n");
         let changed_at = go_rx.recv().unwrap();
-        loop {
+        // Until 1 s after the change echoes may still arrive; after that, none may, however
+        // long TCP keeps retransmitting.
+        let mut last_echo = None;
+        while changed_at.elapsed() < Duration::from_secs(3) {
             let _ = w.write_all(b"ping\n");
-            let mut buf = [0u8; 5];
-            match r.get_mut().read(&mut buf) {
-                Ok(5) => {}
-                _ => {
-                    tx.send(changed_at.elapsed()).unwrap();
-                    return;
+            let mut buf = [0u8; 64];
+            if let Ok(n) = r.get_mut().read(&mut buf) {
+                if n > 0 {
+                    last_echo = Some(changed_at.elapsed());
                 }
-            }
-            if changed_at.elapsed() > Duration::from_secs(5) {
-                tx.send(changed_at.elapsed()).unwrap();
-                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        tx.send(last_echo.unwrap_or_default()).unwrap();
     });
     std::thread::sleep(Duration::from_millis(300));
     lab.apply(&deny);
     go_tx.send(Instant::now()).unwrap();
     let took = rx.recv().unwrap();
     h.join().unwrap();
-    eprintln!("established session stopped passing {took:?} after the deny was applied");
-    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+    eprintln!("last echo on the established session {took:?} after the deny was applied (watched for 3 s)");
+    assert!(
+        took < Duration::from_secs(1),
+        "the revoked session still passed traffic {took:?} after the change"
+    );
     // New connections are refused too, and come back when allowed again.
     let ns = lab.client_netns();
     let probe = move |port| {

@@ -98,6 +98,8 @@ pub struct CtVal {
     pub packets: u64,
     pub epoch: u32,
     pub rule: u32,
+    pub flags: u32,
+    pub pad: u32,
 }
 
 #[repr(C)]
@@ -157,6 +159,7 @@ const _: () = {
     assert!(size_of::<CtVal>() == c::SIZE_cw_ct_val);
     assert!(offset_of!(CtVal, epoch) == c::OFF_cw_ct_val_epoch);
     assert!(offset_of!(CtVal, rule) == c::OFF_cw_ct_val_rule);
+    assert!(offset_of!(CtVal, flags) == c::OFF_cw_ct_val_flags);
     assert!(size_of::<Event>() == c::SIZE_cw_event);
     assert!(offset_of!(Event, sport) == c::OFF_cw_event_sport);
     assert!(offset_of!(Event, proto) == c::OFF_cw_event_proto);

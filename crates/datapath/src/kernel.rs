@@ -120,8 +120,7 @@ impl KernelDatapath {
                 Hook::FromPod => TcAttachType::Ingress,
                 Hook::ToPod => TcAttachType::Egress,
             };
-            // bpffs rejects dots in names (EPERM).
-            let pin = links.join(format!("{ifname}_{}", hook.program()));
+            let pin = self.link_pin(ifname, hook);
             let prog = self.program(hook)?;
             if pin.exists() {
                 // Restart or upgrade: swap the program behind the existing link.
@@ -156,6 +155,30 @@ impl KernelDatapath {
             std::mem::forget(pinned);
         }
         Ok(())
+    }
+
+    /// Whether Cellwall's programs are attached to `ifname` (their links are pinned).
+    pub fn is_attached(&self, ifname: &str) -> bool {
+        self.link_pin(ifname, Hook::FromPod).exists() && self.link_pin(ifname, Hook::ToPod).exists()
+    }
+
+    /// Detaches from `ifname`: unpinning drops the last reference to each link.
+    pub fn detach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        for hook in [Hook::FromPod, Hook::ToPod] {
+            let pin = self.link_pin(ifname, hook);
+            if pin.exists() {
+                std::fs::remove_file(&pin)
+                    .map_err(|e| err(format!("removing {}", pin.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn link_pin(&self, ifname: &str, hook: Hook) -> PathBuf {
+        // bpffs rejects dots in names (EPERM).
+        self.pin_dir
+            .join("links")
+            .join(format!("{ifname}_{}", hook.program()))
     }
 
     fn config(&self) -> Result<(u32, u32), DatapathError> {

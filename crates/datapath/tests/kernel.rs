@@ -29,6 +29,18 @@ impl Drop for Pins {
 }
 
 fn packet(src: IpAddr, dst: IpAddr, proto: Protocol, sport: u16, dport: u16) -> Vec<u8> {
+    packet_flags(src, dst, proto, sport, dport, 0x02)
+}
+
+/// A TCP segment with the given flags (0x02 SYN, 0x10 ACK).
+fn packet_flags(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: Protocol,
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+) -> Vec<u8> {
     let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
         panic!("IPv4 only here")
     };
@@ -40,7 +52,7 @@ fn packet(src: IpAddr, dst: IpAddr, proto: Protocol, sport: u16, dport: u16) -> 
             t[0..2].copy_from_slice(&sport.to_be_bytes());
             t[2..4].copy_from_slice(&dport.to_be_bytes());
             t[12] = 5 << 4;
-            t[13] = 0x02; // SYN
+            t[13] = tcp_flags;
             t
         }
         Protocol::Udp => {
@@ -264,16 +276,23 @@ spec:
     // an unrelated packet from a to b on another port is a new flow and is checked.
     let other = packet(a, b, Protocol::Tcp, 40001, 80);
     assert_eq!(dp.test_run(Hook::ToPod, &other).unwrap(), TC_ACT_OK);
-    // Revoke: the new policy no longer admits a. The established flow dies on its next packet.
+    // Revoke: the new policy no longer admits a. The established flow dies on its next segment
+    // and stays dead (later segments cannot pass as replies of an untracked connection).
     let r = apply(&mut dp, false);
     assert!(r.epoch >= 2);
+    let ack = packet_flags(a, b, Protocol::Tcp, 40000, 80, 0x10);
     assert_eq!(
-        dp.test_run(Hook::ToPod, &syn).unwrap(),
+        dp.test_run(Hook::ToPod, &ack).unwrap(),
         TC_ACT_SHOT,
         "established connection revoked"
     );
+    assert_eq!(
+        dp.test_run(Hook::ToPod, &ack).unwrap(),
+        TC_ACT_SHOT,
+        "and stays revoked"
+    );
     let c = dp.counters().unwrap();
-    assert!(c.revoked >= 1, "{c:?}");
+    assert_eq!(c.revoked, 1, "{c:?}");
     assert_eq!(
         dp.test_run(Hook::ToPod, &packet(a, b, Protocol::Tcp, 40002, 80))
             .unwrap(),
