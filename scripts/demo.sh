@@ -16,3 +16,24 @@ echo "==> Why can't the debug pod in 'tools' reach the database?"
 echo
 echo "==> Why may the API reach the database?"
 "$CW" analyze -f examples/shop/ --from shop/api --to data/db --probe TCP/5432 --explain
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo
+  echo "(skipping the lab part: it needs root for network namespaces and eBPF)"
+  exit 0
+fi
+LAB=demo-$$
+trap '"$CW" lab down --name "$LAB" >/dev/null 2>&1 || true' EXIT
+echo
+echo "==> The same shop as real workloads: network namespaces, real servers, eBPF enforcement"
+"$CW" lab up -f examples/shop/ --name "$LAB"
+echo
+echo "==> Measured with real connections (. connected, X blocked or nothing listening)"
+"$CW" lab probe --name "$LAB" --probe TCP/5432 --probe TCP/8080 --timeout 300
+echo
+echo "==> The debug pod tries the database directly (dropped silently by the kernel):"
+if "$CW" lab exec --name "$LAB" tools/debug -- timeout 1 bash -c 'exec 3<>/dev/tcp/10.244.0.2/5432' 2>/dev/null; then
+  echo "   connected (unexpected!)"
+else
+  echo "   timed out: blocked"
+fi
