@@ -353,8 +353,18 @@ fn per_packet_cost_is_flat_in_rules() {
             .unwrap();
         assert_eq!(denied_r, TC_ACT_SHOT);
         // Established: a SYN creates the conntrack entry, then ACK segments of that connection.
-        assert_eq!(dp.test_run(Hook::ToPod, &packet(c, s, Protocol::Tcp, 1000, 5001)).unwrap(), TC_ACT_OK);
-        let (est_r, established) = dp.test_run_repeat(Hook::ToPod, &packet_flags(c, s, Protocol::Tcp, 1000, 5001, 0x10), 200_000).unwrap();
+        assert_eq!(
+            dp.test_run(Hook::ToPod, &packet(c, s, Protocol::Tcp, 1000, 5001))
+                .unwrap(),
+            TC_ACT_OK
+        );
+        let (est_r, established) = dp
+            .test_run_repeat(
+                Hook::ToPod,
+                &packet_flags(c, s, Protocol::Tcp, 1000, 5001, 0x10),
+                200_000,
+            )
+            .unwrap();
         assert_eq!(est_r, TC_ACT_OK);
         let (_, unpoliced) = dp
             .test_run_repeat(
@@ -370,6 +380,12 @@ fn per_packet_cost_is_flat_in_rules() {
     // depth grows with the logarithm of the entries, never with a scan of the rules: budgets
     // from DESIGN.md's spike (~90 ns denied SYN, ~55 ns established) with room for this
     // machine's noise.
-    assert!(rows[1].1 <= rows[0].1 * 2 + 50, "established must be flat: {rows:?}");
-    assert!(rows[1].0 <= 600 && rows[1].1 <= 200, "per-packet budget at 10,000 rules: {rows:?}");
+    assert!(
+        rows[1].1 <= rows[0].1 * 2 + 50,
+        "established must be flat: {rows:?}"
+    );
+    assert!(
+        rows[1].0 <= 600 && rows[1].1 <= 200,
+        "per-packet budget at 10,000 rules: {rows:?}"
+    );
 }
