@@ -16,19 +16,7 @@ struct LabRunner {
     applied: BTreeSet<(String, String, String)>,
 }
 
-fn cw(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cellwall {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::cellwall as cw;
 
 impl Runner for LabRunner {
     fn start_case(&mut self, _world: &World, _tmp: &Path) {

@@ -41,18 +41,10 @@ struct Lab {
     dir: PathBuf,
 }
 
+mod common;
+
 fn cw(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cellwall {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    String::from_utf8_lossy(&common::cellwall(args).stdout).to_string()
 }
 
 impl Lab {

@@ -150,45 +150,31 @@ fn kernel_verdicts_equal_evaluate() {
             });
             sport = sport.wrapping_add(1).max(1024);
             let pkt = packet(src, dst, proto, sport, port);
-            if local.contains(&src) {
-                let got = dp.test_run(Hook::FromPod, &pkt).expect("test run");
-                let want = if d.egress.allowed {
-                    TC_ACT_OK
-                } else {
-                    TC_ACT_SHOT
-                };
-                assert_eq!(
-                    got,
-                    want,
-                    "seed {seed}: egress {src} -> {dst} {proto}/{port}\n{:#?}",
-                    engine.explain(&Flow {
-                        src,
-                        dst,
-                        protocol: proto,
-                        port
-                    })
-                );
-                checked += 1;
-            }
-            if local.contains(&dst) {
-                let got = dp.test_run(Hook::ToPod, &pkt).expect("test run");
-                let want = if d.ingress.allowed {
-                    TC_ACT_OK
-                } else {
-                    TC_ACT_SHOT
-                };
-                assert_eq!(
-                    got,
-                    want,
-                    "seed {seed}: ingress {src} -> {dst} {proto}/{port}\n{:#?}",
-                    engine.explain(&Flow {
-                        src,
-                        dst,
-                        protocol: proto,
-                        port
-                    })
-                );
-                checked += 1;
+            let flow = Flow {
+                src,
+                dst,
+                protocol: proto,
+                port,
+            };
+            for (hook, end, verdict, what) in [
+                (Hook::FromPod, src, d.egress, "egress"),
+                (Hook::ToPod, dst, d.ingress, "ingress"),
+            ] {
+                if local.contains(&end) {
+                    let got = dp.test_run(hook, &pkt).expect("test run");
+                    let want = if verdict.allowed {
+                        TC_ACT_OK
+                    } else {
+                        TC_ACT_SHOT
+                    };
+                    assert_eq!(
+                        got,
+                        want,
+                        "seed {seed}: {what} {src} -> {dst} {proto}/{port}\n{:#?}",
+                        engine.explain(&flow)
+                    );
+                    checked += 1;
+                }
             }
         }
         dp.clear_conntrack().expect("clear conntrack");

@@ -273,16 +273,7 @@ impl Compiler {
                 let lid = engine.workload_identity(rep)?;
                 let info = engine.identity(lid)?;
                 (
-                    EpView {
-                        kind: EpKind::Workload {
-                            ns: &w.namespace,
-                            ns_labels: &info.namespace_labels,
-                            labels: &w.labels,
-                            ports: &w.ports,
-                            node: w.node.as_deref(),
-                        },
-                        addr: p.addr,
-                    },
+                    EpView::workload(w, &info.namespace_labels, p.addr),
                     Some(lid),
                 )
             }
@@ -736,16 +727,7 @@ impl Compiler {
     ) -> Profile {
         let w = &engine.inventory().workloads[rep];
         let info = engine.identity(lid).expect("live identity");
-        let subject = EpView {
-            kind: EpKind::Workload {
-                ns: &w.namespace,
-                ns_labels: &info.namespace_labels,
-                labels: &w.labels,
-                ports: &w.ports,
-                node: w.node.as_deref(),
-            },
-            addr: Addr::Outside,
-        };
+        let subject = EpView::workload(w, &info.namespace_labels, Addr::Outside);
         let rules = [
             Self::rules_of(engine, lid, Direction::Ingress),
             Self::rules_of(engine, lid, Direction::Egress),

@@ -240,6 +240,23 @@ pub(crate) struct EpView<'a> {
     pub addr: Addr,
 }
 
+impl<'a> EpView<'a> {
+    /// A workload as policy sees it: its namespace (and that namespace's labels), labels, ports
+    /// and node.
+    pub(crate) fn workload(w: &'a Workload, ns_labels: &'a Labels, addr: Addr) -> Self {
+        EpView {
+            kind: EpKind::Workload {
+                ns: &w.namespace,
+                ns_labels,
+                labels: &w.labels,
+                ports: &w.ports,
+                node: w.node.as_deref(),
+            },
+            addr,
+        }
+    }
+}
+
 /// Policies selecting one identity, per direction, in evaluation order, and whether any of them
 /// is in audit mode (so the audit pass can be skipped when none is).
 #[derive(Debug, Clone, Default)]
@@ -872,22 +889,10 @@ impl Engine {
     pub(crate) fn view_of_ip(&self, ip: IpAddr) -> (EpView<'_>, Option<u32>) {
         static EMPTY: std::sync::OnceLock<Labels> = std::sync::OnceLock::new();
         match self.ip_index.get(&ip) {
-            Some(EpRef::Workload(r)) => {
-                let w = &r.workload;
-                (
-                    EpView {
-                        kind: EpKind::Workload {
-                            ns: &w.namespace,
-                            ns_labels: &r.ns_labels,
-                            labels: &w.labels,
-                            ports: &w.ports,
-                            node: w.node.as_deref(),
-                        },
-                        addr: Addr::Ip(ip),
-                    },
-                    r.identity,
-                )
-            }
+            Some(EpRef::Workload(r)) => (
+                EpView::workload(&r.workload, &r.ns_labels, Addr::Ip(ip)),
+                r.identity,
+            ),
             Some(EpRef::Node(n)) => {
                 let labels = self
                     .inv

@@ -477,3 +477,18 @@ pub fn run_all(runner: &mut dyn Runner, tag: &str) -> Option<(usize, usize, usiz
     let _ = std::fs::remove_dir_all(&tmp);
     Some((files.len(), cells, skipped, failures))
 }
+
+/// Runs the `cellwall` binary under test; fails the test with its stderr if it fails.
+pub fn cellwall(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cellwall {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
