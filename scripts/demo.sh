@@ -32,8 +32,10 @@ echo "==> Measured with real connections (. connected, X blocked or nothing list
 "$CW" lab probe --name "$LAB" --probe TCP/5432 --probe TCP/8080 --timeout 300
 echo
 echo "==> The debug pod tries the database directly (dropped silently by the kernel):"
-if "$CW" lab exec --name "$LAB" tools/debug -- timeout 1 bash -c 'exec 3<>/dev/tcp/10.244.0.2/5432' 2>/dev/null; then
-  echo "   connected (unexpected!)"
-else
-  echo "   timed out: blocked"
-fi
+rc=0
+"$CW" lab exec --name "$LAB" tools/debug -- timeout 1 bash -c 'exec 3<>/dev/tcp/10.244.0.2/5432' 2>/dev/null || rc=$?
+case $rc in
+  0) echo "   connected (unexpected!)"; exit 1 ;;
+  124) echo "   no answer within 1 s: the SYN was dropped (no RST, no ICMP)" ;;
+  *) echo "   failed with code $rc (refused or unreachable, not a silent drop)"; exit 1 ;;
+esac
