@@ -39,3 +39,6 @@ case $rc in
   124) echo "   no answer within 1 s: the SYN was dropped (no RST, no ICMP)" ;;
   *) echo "   failed with code $rc (refused or unreachable, not a silent drop)"; exit 1 ;;
 esac
+echo
+echo "==> What the datapath recorded, with the rule that decided each connection (drops):"
+"$CW" lab flows --name "$LAB" | grep -E "^denied|events;" | sort | uniq -c | sort -rn | head -12

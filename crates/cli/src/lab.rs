@@ -65,6 +65,14 @@ pub enum LabCmd {
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
     },
+    /// Print the connection decisions the datapath recorded since the last call (new flows,
+    /// drops, would-drops of audit-mode policies, revocations) with the deciding rule.
+    Flows {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+        #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
+        name: String,
+    },
     /// Run a command in a pod's network namespace.
     Exec {
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
@@ -291,6 +299,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             name,
         } => probe(&name, probes, Duration::from_millis(timeout), output),
         LabCmd::Exec { name, pod, command } => exec(&name, &pod, &command),
+        LabCmd::Flows { output, name } => flows(&name, output),
         LabCmd::Down { name } => down(&name),
         LabCmd::Serve { name } => serve(&name),
         LabCmd::Reattach { name } => {
@@ -893,6 +902,100 @@ fn run_jobs(jobs: Vec<Job>, timeout: Duration) -> Vec<(usize, usize, bool)> {
         let _ = h.join();
     }
     results
+}
+
+#[derive(Serialize)]
+struct FlowRecord {
+    time_ns: u64,
+    verdict: &'static str,
+    direction: &'static str,
+    src: String,
+    dst: String,
+    protocol: String,
+    port: u16,
+    rule: Option<String>,
+}
+
+fn flows(name: &str, output: Output) -> Result<()> {
+    let state = LabState::load(name)?;
+    if state.datapath == DatapathKind::None {
+        bail!("lab {name} has no datapath (--datapath none): nothing records flows");
+    }
+    let engine = Engine::build(
+        state.inventory(),
+        state.policies.clone(),
+        crate::analyze::now_unix(),
+    );
+    let mut dp = KernelDatapath::open(&pin_dir(name))?;
+    let events = dp.drain_events(usize::MAX)?;
+    let counters = dp.counters()?;
+    let who = |a: [u8; 16]| -> String {
+        let ip = std::net::Ipv6Addr::from(a);
+        let ip: IpAddr = ip
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(ip));
+        state
+            .pods
+            .iter()
+            .find(|p| p.ips.contains(&ip))
+            .map(|p| p.key.to_string())
+            .unwrap_or_else(|| ip.to_string())
+    };
+    use cellwall_datapath::abi;
+    let records: Vec<FlowRecord> = events
+        .iter()
+        .map(|e| FlowRecord {
+            time_ns: e.ts_ns,
+            verdict: match e.kind {
+                abi::EV_ALLOW => "allowed",
+                abi::EV_DENY => "denied",
+                abi::EV_AUDIT => "audit",
+                abi::EV_REVOKE => "revoked",
+                _ => "unknown",
+            },
+            direction: if e.dir == abi::DIR_EGRESS {
+                "egress"
+            } else {
+                "ingress"
+            },
+            src: who(e.saddr),
+            dst: who(e.daddr),
+            protocol: match e.proto {
+                6 => "TCP".into(),
+                17 => "UDP".into(),
+                132 => "SCTP".into(),
+                n => n.to_string(),
+            },
+            port: u16::from_be(e.dport),
+            rule: engine.rule(e.rule).map(|r| r.describe()),
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"flows": records, "events_lost": counters.events_lost, "denied": counters.denied, "allowed": counters.allowed})
+        )?,
+        Output::Table => {
+            for r in &records {
+                writeln!(
+                    out,
+                    "{:<8} {:<7} {} -> {} {}/{}  {}",
+                    r.verdict,
+                    r.direction,
+                    r.src,
+                    r.dst,
+                    r.protocol,
+                    r.port,
+                    r.rule.as_deref().unwrap_or("(no rule: default allow)")
+                )?;
+            }
+            writeln!(out, "{} events; datapath totals: {} allowed, {} denied, {} audit, {} revoked, {} events lost", records.len(), counters.allowed, counters.denied, counters.audit, counters.revoked, counters.events_lost)?;
+        }
+    }
+    Ok(())
 }
 
 fn exec(name: &str, pod: &WorkloadKey, command: &[String]) -> Result<()> {

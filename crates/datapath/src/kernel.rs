@@ -7,7 +7,7 @@ use crate::abi::*;
 use crate::desired::Desired;
 use crate::{ApplyReport, Counters, DatapathError, Hook};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachType};
 use aya::programs::SchedClassifier;
@@ -386,6 +386,28 @@ impl KernelDatapath {
         report.elapsed = start.elapsed();
         self.shadows = Some(shadows);
         Ok(report)
+    }
+
+    /// Takes up to `max` flow events from the ring buffer (oldest first). Never blocks: the
+    /// kernel side drops (and counts) events when the buffer is full, so a slow reader costs
+    /// visibility, not packets.
+    pub fn drain_events(&mut self, max: usize) -> Result<Vec<Event>, DatapathError> {
+        let mut rb = RingBuf::try_from(
+            self.ebpf
+                .map_mut("cw_events")
+                .ok_or_else(|| err("map", "cw_events"))?,
+        )
+        .map_err(|e| err("cw_events", e))?;
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(item) = rb.next() else { break };
+            if item.len() >= std::mem::size_of::<Event>() {
+                // SAFETY: the kernel wrote a `struct cw_event` (abi.h); `Event` mirrors it
+                // (layout checked at compile time) and every bit pattern is valid for it.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) });
+            }
+        }
+        Ok(out)
     }
 
     /// Turns flow events (and tracking of endpoints no policy selects) on or off.

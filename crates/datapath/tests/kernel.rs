@@ -375,3 +375,87 @@ fn per_packet_cost_is_flat_in_rules() {
         "per-packet budget at 10,000 rules: {rows:?}"
     );
 }
+
+/// Flow events: a denied new connection reports the deciding rule; an audit-mode deny drops
+/// nothing and reports the rule that would have denied; nothing is lost.
+#[test]
+#[ignore = "root tier: needs BPF"]
+fn events_carry_verdict_and_rule() {
+    require_root();
+    let pins = Pins::new("ev");
+    let mut dp = KernelDatapath::open(&pins.0).expect("open datapath");
+    dp.set_visibility(true).unwrap();
+    let yaml = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: a}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {app: b}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.0.2}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b-in, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: b}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: a}}}], ports: [{port: 80}]}]
+---
+apiVersion: cellwall.io/v1alpha1
+kind: ClusterPolicy
+metadata: {name: audit-80}
+spec:
+  tier: admin
+  mode: audit
+  podSelector: {matchLabels: {app: b}}
+  ingress: [{name: would-deny, action: Deny, ports: [{port: 80}]}]
+"#;
+    let mut inv = cellwall_policy::Inventory::default();
+    let mut pols = Vec::new();
+    for o in cellwall_policy::parse_file("t.yaml", yaml).unwrap().objects {
+        match o.object {
+            cellwall_policy::Object::Pod(w) => {
+                inv.workloads.insert(w.key(), w);
+            }
+            cellwall_policy::Object::Policy(p) => pols.push(*p),
+            _ => {}
+        }
+    }
+    let engine = Engine::build(inv, pols, 0);
+    let np = Compiler::new("n1").full(&engine);
+    dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap();
+    dp.drain_events(usize::MAX).unwrap();
+    let (a, b): (IpAddr, IpAddr) = ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap());
+    assert_eq!(
+        dp.test_run(Hook::ToPod, &packet(a, b, Protocol::Tcp, 41000, 80))
+            .unwrap(),
+        TC_ACT_OK,
+        "audit drops nothing"
+    );
+    assert_eq!(
+        dp.test_run(Hook::ToPod, &packet(a, b, Protocol::Tcp, 41001, 81))
+            .unwrap(),
+        TC_ACT_SHOT
+    );
+    let ev = dp.drain_events(100).unwrap();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    let rule = |id: u32| engine.rule(id).map(|r| r.describe()).unwrap_or_default();
+    assert_eq!(ev[0].kind, cellwall_datapath::abi::EV_AUDIT);
+    assert!(
+        rule(ev[0].rule).contains("would-deny"),
+        "{}",
+        rule(ev[0].rule)
+    );
+    assert_eq!(u16::from_be(ev[0].dport), 80);
+    assert_eq!(ev[1].kind, cellwall_datapath::abi::EV_DENY);
+    assert!(
+        rule(ev[1].rule).contains("NetworkPolicy/x/b-in ingress (isolation"),
+        "{}",
+        rule(ev[1].rule)
+    );
+    assert_eq!(dp.counters().unwrap().events_lost, 0);
+}
