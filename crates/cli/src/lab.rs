@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 pub enum LabCmd {
     /// Build a lab from manifests: namespaces, veths, servers, datapath; returns when ready.
     Up {
+        /// Manifests, as for `analyze`: Namespaces, Pods (one network namespace each), Nodes, policies.
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
+        /// Lab name: labs with different names coexist.
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
         /// `ebpf` enforces with the kernel datapath; `none` attaches nothing (a baseline).
@@ -36,25 +38,31 @@ pub enum LabCmd {
         /// Flow visibility: `off` emits no flow events and skips tracking for pods no policy selects.
         #[arg(long, value_enum, default_value = "on")]
         visibility: Visibility,
+        /// Skip (with a warning) objects of kinds Cellwall does not read, instead of failing.
         #[arg(long)]
         ignore_unknown_kinds: bool,
     },
     /// Apply policies and updated Pods/Namespaces/Nodes (labels) to a running lab.
     Apply {
+        /// Policies to add or replace; Pods, Namespaces and Nodes whose labels changed.
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
+        /// Lab name.
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
     },
     /// Delete the policies named in the manifests from a running lab.
     Delete {
+        /// Manifests naming the policies to remove (kind, namespace and name are what count).
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
+        /// Lab name.
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
     },
     /// Connect from every pod to every pod with real sockets and print the truth tables.
     Probe {
+        /// PROTO/PORT to probe (repeatable); default every container port in the lab.
         #[arg(long = "probe", value_parser = parse_probe)]
         probes: Vec<(Protocol, u16)>,
         /// How long a connection may take before it counts as blocked (denies drop silently).
@@ -62,6 +70,7 @@ pub enum LabCmd {
         timeout: u64,
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Output,
+        /// Lab name.
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
     },
@@ -70,20 +79,25 @@ pub enum LabCmd {
     Flows {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Output,
+        /// Lab name.
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
     },
     /// Run a command in a pod's network namespace.
     Exec {
+        /// Lab name.
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
+        /// The pod, NAMESPACE/NAME.
         #[arg(value_parser = parse_key)]
         pod: WorkloadKey,
+        /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// Remove everything the lab created (also after a crash).
     Down {
+        /// Lab name.
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
     },
@@ -97,6 +111,7 @@ pub enum LabCmd {
     /// them to every workload interface (replacing what is there atomically) and re-apply policy.
     #[command(hide = true)]
     Reattach {
+        /// Lab name.
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
     },
@@ -281,7 +296,22 @@ fn write_sysctl(ns: &str, pairs: Vec<(String, String)>) -> Result<()> {
     .context("writing sysctls in the node namespace")
 }
 
+/// Whether this process runs as root (read from /proc: no unsafe outside the datapath crate).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
 pub fn run(cmd: LabCmd) -> Result<()> {
+    if !is_root() {
+        bail!("cellwall lab needs root: it creates network namespaces and loads eBPF programs (try sudo)");
+    }
     match cmd {
         LabCmd::Up {
             files,
