@@ -77,6 +77,15 @@ struct {
 	__type(value, __u64);
 } cw_counters SEC(".maps");
 
+/* Per-rule hit counters: new connections decided by each rule (rule id -> count), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} cw_rule_hits SEC(".maps");
+
 #include "lib/parse.h"
 #include "lib/policy.h"
 
@@ -85,6 +94,19 @@ static __always_inline void count(__u32 idx)
 	__u64 *c = bpf_map_lookup_elem(&cw_counters, &idx);
 	if (c)
 		*c += 1;
+}
+
+static __always_inline void hit(__u32 rule)
+{
+	if (!rule)
+		return;
+	__u64 *c = bpf_map_lookup_elem(&cw_rule_hits, &rule);
+	if (c) {
+		*c += 1;
+	} else {
+		__u64 one = 1;
+		bpf_map_update_elem(&cw_rule_hits, &rule, &one, BPF_NOEXIST);
+	}
 }
 
 static __always_inline void emit(const struct cw_pkt *p, __u8 dir, __u8 kind, __u32 ep_id, __u32 peer, __u32 rule)
@@ -237,6 +259,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				return TC_ACT_OK;
 		}
 		count(CW_CNT_DENIED);
+		hit(v.rule);
 		if (visible)
 			emit(&p, dir, CW_EV_DENY, ep->ep_id, v.peer, v.rule);
 		return TC_ACT_SHOT; /* silent: no RST, no ICMP */
@@ -248,8 +271,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	nv.rule = v.rule;
 	bpf_map_update_elem(&cw_conntrack, &fwd, &nv, BPF_ANY);
 	count(CW_CNT_ALLOWED);
+	hit(v.rule);
 	if (!v.audit_allow) {
 		count(CW_CNT_AUDIT);
+		hit(v.audit_rule);
 		if (visible)
 			emit(&p, dir, CW_EV_AUDIT, ep->ep_id, v.peer, v.audit_rule);
 	} else if (visible) {

@@ -959,6 +959,19 @@ fn flows(name: &str, output: Output) -> Result<()> {
     let mut dp = KernelDatapath::open(&pin_dir(name))?;
     let events = dp.drain_events(usize::MAX)?;
     let counters = dp.counters()?;
+    let hits: Vec<(String, u64)> = dp
+        .rule_hits()?
+        .into_iter()
+        .map(|(id, n)| {
+            (
+                engine
+                    .rule(id)
+                    .map(|r| r.describe())
+                    .unwrap_or_else(|| format!("rule {id} (no longer in force)")),
+                n,
+            )
+        })
+        .collect();
     let who = |a: [u8; 16]| -> String {
         let ip = std::net::Ipv6Addr::from(a);
         let ip: IpAddr = ip
@@ -1006,7 +1019,13 @@ fn flows(name: &str, output: Output) -> Result<()> {
         Output::Json => writeln!(
             out,
             "{}",
-            serde_json::json!({"flows": records, "events_lost": counters.events_lost, "denied": counters.denied, "allowed": counters.allowed})
+            serde_json::json!({
+                "flows": records,
+                "rule_hits": hits.iter().map(|(r, n)| serde_json::json!({"rule": r, "connections": n})).collect::<Vec<_>>(),
+                "events_lost": counters.events_lost,
+                "denied": counters.denied,
+                "allowed": counters.allowed
+            })
         )?,
         Output::Table => {
             for r in &records {
@@ -1021,6 +1040,9 @@ fn flows(name: &str, output: Output) -> Result<()> {
                     r.port,
                     r.rule.as_deref().unwrap_or("(no rule: default allow)")
                 )?;
+            }
+            for (r, n) in &hits {
+                writeln!(out, "rule hits: {n:>6}  {r}")?;
             }
             writeln!(out, "{} events; datapath totals: {} allowed, {} denied, {} audit, {} revoked, {} events lost", records.len(), counters.allowed, counters.denied, counters.audit, counters.revoked, counters.events_lost)?;
         }

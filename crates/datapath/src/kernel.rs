@@ -457,6 +457,22 @@ impl KernelDatapath {
         })
     }
 
+    /// New connections decided by each rule (summed over CPUs), by rule id.
+    pub fn rule_hits(&self) -> Result<std::collections::BTreeMap<u32, u64>, DatapathError> {
+        let m: aya::maps::PerCpuHashMap<&MapData, u32, u64> = aya::maps::PerCpuHashMap::try_from(
+            self.ebpf
+                .map("cw_rule_hits")
+                .ok_or_else(|| err("map", "cw_rule_hits"))?,
+        )
+        .map_err(|e| err("cw_rule_hits", e))?;
+        let mut out = std::collections::BTreeMap::new();
+        for item in m.iter() {
+            let (k, v) = item.map_err(|e| err("reading cw_rule_hits", e))?;
+            out.insert(k, v.iter().sum());
+        }
+        Ok(out)
+    }
+
     /// Forgets every tracked connection (tests; after a full policy reload).
     pub fn clear_conntrack(&mut self) -> Result<usize, DatapathError> {
         let mut ct: BpfHashMap<&mut MapData, CtKey, CtVal> = BpfHashMap::try_from(

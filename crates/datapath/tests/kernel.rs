@@ -458,4 +458,30 @@ spec:
         rule(ev[1].rule)
     );
     assert_eq!(dp.counters().unwrap().events_lost, 0);
+    // Per-rule hit counters: the NetworkPolicy rule admitted one connection, the audit rule
+    // would have denied it, the isolation rule denied the other.
+    let hits = dp.rule_hits().unwrap();
+    let by_name: std::collections::BTreeMap<String, u64> =
+        hits.iter().map(|(id, n)| (rule(*id), *n)).collect();
+    assert_eq!(
+        by_name.get("NetworkPolicy/x/b-in ingress[0]"),
+        Some(&1),
+        "{by_name:?}"
+    );
+    assert_eq!(
+        by_name
+            .iter()
+            .find(|(k, _)| k.contains("would-deny"))
+            .map(|x| *x.1),
+        Some(1),
+        "{by_name:?}"
+    );
+    assert_eq!(
+        by_name
+            .iter()
+            .find(|(k, _)| k.contains("isolation"))
+            .map(|x| *x.1),
+        Some(1),
+        "{by_name:?}"
+    );
 }
