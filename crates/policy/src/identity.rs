@@ -12,8 +12,7 @@ pub const IDENTITY_SPACE: u32 = 1 << 24;
 
 /// "No specific peer": the wildcard entry in policy tables.
 pub const ID_ANY: u32 = 0;
-/// The node the endpoint runs on.
-pub const ID_HOST: u32 = 1;
+// 1 is reserved for the local host (nodes get identities of their own for now).
 /// Addresses outside the inventory not covered by any policy CIDR.
 pub const ID_WORLD: u32 = 2;
 
