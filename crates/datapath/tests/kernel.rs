@@ -82,6 +82,22 @@ fn packet_flags(
     p
 }
 
+/// Pods and policies from inline YAML (the parts these tests need).
+fn load(yaml: &str) -> (cellwall_policy::Inventory, Vec<cellwall_policy::Policy>) {
+    let mut inv = cellwall_policy::Inventory::default();
+    let mut pols = Vec::new();
+    for o in cellwall_policy::parse_file("t.yaml", yaml).unwrap().objects {
+        match o.object {
+            cellwall_policy::Object::Pod(w) => {
+                inv.workloads.insert(w.key(), w);
+            }
+            cellwall_policy::Object::Policy(p) => pols.push(*p),
+            _ => {}
+        }
+    }
+    (inv, pols)
+}
+
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(
@@ -221,20 +237,7 @@ spec:
         )
     };
     let apply = |dp: &mut KernelDatapath, allow: bool| {
-        let mut inv = cellwall_policy::Inventory::default();
-        let mut pols = Vec::new();
-        for o in cellwall_policy::parse_file("t.yaml", &yaml(allow))
-            .unwrap()
-            .objects
-        {
-            match o.object {
-                cellwall_policy::Object::Pod(w) => {
-                    inv.workloads.insert(w.key(), w);
-                }
-                cellwall_policy::Object::Policy(p) => pols.push(*p),
-                _ => {}
-            }
-        }
+        let (inv, pols) = load(&yaml(allow));
         let np = cellwall_policy::compile(inv, pols, "n1", 0);
         dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap()
     };
@@ -315,17 +318,7 @@ fn per_packet_cost_is_flat_in_rules() {
         y.push_str(
             "  - from: [{podSelector: {matchLabels: {app: c}}}]\n    ports: [{port: 5001}]\n",
         );
-        let mut inv = cellwall_policy::Inventory::default();
-        let mut pols = Vec::new();
-        for o in cellwall_policy::parse_file("t.yaml", &y).unwrap().objects {
-            match o.object {
-                cellwall_policy::Object::Pod(w) => {
-                    inv.workloads.insert(w.key(), w);
-                }
-                cellwall_policy::Object::Policy(p) => pols.push(*p),
-                _ => {}
-            }
-        }
+        let (inv, pols) = load(&y);
         let np = cellwall_policy::compile(inv, pols, "n1", 0);
         dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap();
         dp.clear_conntrack().unwrap();
@@ -414,17 +407,7 @@ spec:
   podSelector: {matchLabels: {app: b}}
   ingress: [{name: would-deny, action: Deny, ports: [{port: 80}]}]
 "#;
-    let mut inv = cellwall_policy::Inventory::default();
-    let mut pols = Vec::new();
-    for o in cellwall_policy::parse_file("t.yaml", yaml).unwrap().objects {
-        match o.object {
-            cellwall_policy::Object::Pod(w) => {
-                inv.workloads.insert(w.key(), w);
-            }
-            cellwall_policy::Object::Policy(p) => pols.push(*p),
-            _ => {}
-        }
-    }
+    let (inv, pols) = load(yaml);
     let engine = Engine::build(inv, pols, 0);
     let np = Compiler::new("n1").full(&engine);
     dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap();
