@@ -164,6 +164,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (!visible && !ep->flags[slot])
 		return TC_ACT_OK;
 
+	int syn = p.proto == IPPROTO_TCP && (p.tcp_flags & (CW_TCP_SYN | CW_TCP_ACK)) == CW_TCP_SYN;
+	__u32 mask = dir == CW_DIR_EGRESS ? CW_EP_HAS_EGRESS_POLICY : CW_EP_HAS_INGRESS_POLICY;
+	int policed = ep->flags[slot] & mask;
+	/* Nothing to enforce in this direction and a TCP segment that opens nothing: no lookup. */
+	if (!policed && p.proto == IPPROTO_TCP && !syn)
+		return TC_ACT_OK;
+
 	struct cw_ct_key fwd = {}, rev = {};
 	__builtin_memcpy(fwd.saddr, p.saddr, 16);
 	__builtin_memcpy(fwd.daddr, p.daddr, 16);
@@ -173,13 +180,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	fwd.ep_id = ep->ep_id;
 	fwd.dir = dir;
 
-	__u32 mask = dir == CW_DIR_EGRESS ? CW_EP_HAS_EGRESS_POLICY : CW_EP_HAS_INGRESS_POLICY;
-	if (!(ep->flags[slot] & mask)) {
+	if (!policed) {
 		/* Nothing to enforce in this direction: every packet passes. Only flows it opens are
-		 * recorded, so their replies pass the policed opposite direction (and are seen). A
-		 * TCP segment that opens nothing needs no lookup at all. */
-		if (p.proto == IPPROTO_TCP && (p.tcp_flags & (CW_TCP_SYN | CW_TCP_ACK)) != CW_TCP_SYN)
-			return TC_ACT_OK;
+		 * recorded, so their replies pass the policed opposite direction (and are seen). */
 		struct cw_ct_val nv = {};
 		nv.created_ns = bpf_ktime_get_ns();
 		nv.packets = 1;
@@ -194,7 +197,6 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	/* Established or related (reply) traffic. A TCP SYN opens a new connection by definition:
 	 * it is always decided afresh (also when it reuses the tuple of an old one). */
-	int syn = p.proto == IPPROTO_TCP && (p.tcp_flags & (CW_TCP_SYN | CW_TCP_ACK)) == CW_TCP_SYN;
 	struct cw_ct_val *ct = syn ? 0 : bpf_map_lookup_elem(&cw_conntrack, &fwd);
 	struct cw_ct_key *orig = &fwd;
 	if (!ct && !syn) {

@@ -1075,12 +1075,7 @@ impl Engine {
                         for (r, rid) in s.dir_rules(dir) {
                             let m = rule_matches(r);
                             if let Some(pt) = pt.as_mut() {
-                                pt.rules.push(RuleTrace {
-                                    rule: *rid,
-                                    description: self.rules[rid].describe(),
-                                    action: r.action,
-                                    matched: m,
-                                });
+                                pt.rules.push(self.rule_trace(r, *rid, m));
                             }
                             if m {
                                 match r.action {
@@ -1136,12 +1131,7 @@ impl Engine {
                             }
                             let m = rule_matches(r);
                             if let Some(pt) = pt.as_mut() {
-                                pt.rules.push(RuleTrace {
-                                    rule: *rid,
-                                    description: self.rules[rid].describe(),
-                                    action: r.action,
-                                    matched: m,
-                                });
+                                pt.rules.push(self.rule_trace(r, *rid, m));
                             }
                             if m {
                                 match r.action {
@@ -1200,6 +1190,15 @@ impl Engine {
             }
         }
         DirVerdict::DEFAULT
+    }
+
+    fn rule_trace(&self, r: &Rule, rid: u32, matched: bool) -> RuleTrace {
+        RuleTrace {
+            rule: rid,
+            description: self.rules[&rid].describe(),
+            action: r.action,
+            matched,
+        }
     }
 
     /// Explains a flow: per direction and tier, which policies and rules were considered, which
