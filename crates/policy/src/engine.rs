@@ -949,49 +949,41 @@ impl Engine {
         proto: Protocol,
         port: u16,
     ) -> Decision {
-        let egress = self.eval_dir(
-            Direction::Egress,
-            src_id,
-            src,
-            dst,
-            proto,
-            port,
-            false,
-            None,
-        );
-        let ingress = self.eval_dir(
-            Direction::Ingress,
-            dst_id,
-            dst,
-            src,
-            proto,
-            port,
-            false,
-            None,
-        );
-        let audit = if self.has_audit(src_id, Direction::Egress)
-            || self.has_audit(dst_id, Direction::Ingress)
-        {
-            let egress =
-                self.eval_dir(Direction::Egress, src_id, src, dst, proto, port, true, None);
-            let ingress = self.eval_dir(
+        // Both directions, with or without audit-mode policies.
+        let both = |audit: bool| {
+            let eg = self.eval_dir(
+                Direction::Egress,
+                src_id,
+                src,
+                dst,
+                proto,
+                port,
+                audit,
+                None,
+            );
+            let ing = self.eval_dir(
                 Direction::Ingress,
                 dst_id,
                 dst,
                 src,
                 proto,
                 port,
-                true,
+                audit,
                 None,
             );
-            Some(AuditOutcome {
+            (eg, ing)
+        };
+        let (egress, ingress) = both(false);
+        let audit = (self.has_audit(src_id, Direction::Egress)
+            || self.has_audit(dst_id, Direction::Ingress))
+        .then(|| {
+            let (egress, ingress) = both(true);
+            AuditOutcome {
                 allowed: egress.allowed && ingress.allowed,
                 egress,
                 ingress,
-            })
-        } else {
-            None
-        };
+            }
+        });
         Decision {
             allowed: egress.allowed && ingress.allowed,
             egress,

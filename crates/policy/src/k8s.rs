@@ -612,30 +612,27 @@ pub fn convert_network_policy(m: NetworkPolicyManifest) -> Result<Policy, Conver
         None => [true, s.egress.as_ref().is_some_and(|e| !e.is_empty())],
     };
     let mut rules = Vec::new();
-    for (i, r) in s.ingress.iter().flatten().enumerate() {
-        let peers = match &r.from {
+    // Ingress and egress rules differ only in the name of their peer list (`from`/`to`).
+    let ingress = s
+        .ingress
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| (Direction::Ingress, i, &r.from, &r.ports));
+    let egress = s
+        .egress
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| (Direction::Egress, i, &r.to, &r.ports));
+    for (direction, i, peers, ports) in ingress.chain(egress) {
+        let peers = match peers {
             Some(f) if !f.is_empty() => f.iter().map(|p| np_peer(p, &ns)).collect(),
             _ => vec![Peer::Any],
         };
-        let ports = np_ports(&r.ports, &format!("spec.ingress[{i}].ports"))?;
+        let ports = np_ports(ports, &format!("spec.{}[{i}].ports", direction.as_str()))?;
         rules.push(Rule {
-            direction: Direction::Ingress,
-            index: i,
-            name: None,
-            action: Action::Allow,
-            peers,
-            ports,
-            expires_at: None,
-        });
-    }
-    for (i, r) in s.egress.iter().flatten().enumerate() {
-        let peers = match &r.to {
-            Some(f) if !f.is_empty() => f.iter().map(|p| np_peer(p, &ns)).collect(),
-            _ => vec![Peer::Any],
-        };
-        let ports = np_ports(&r.ports, &format!("spec.egress[{i}].ports"))?;
-        rules.push(Rule {
-            direction: Direction::Egress,
+            direction,
             index: i,
             name: None,
             action: Action::Allow,
@@ -817,27 +814,37 @@ pub fn convert_anp(m: AnpManifest, baseline: bool) -> Result<Policy, ConvertErro
     if ingress.len() > 100 || egress.len() > 100 {
         return Err(cerr("spec", "at most 100 ingress and 100 egress rules"));
     }
-    for (i, r) in ingress.iter().enumerate() {
-        let p = format!("spec.ingress[{i}]");
+    let ingress = ingress.iter().enumerate().map(|(i, r)| {
+        (
+            Direction::Ingress,
+            i,
+            &r.name,
+            r.action,
+            "from",
+            r.from.as_slice(),
+            &r.ports,
+        )
+    });
+    let egress = egress.iter().enumerate().map(|(i, r)| {
+        (
+            Direction::Egress,
+            i,
+            &r.name,
+            r.action,
+            "to",
+            r.to.as_slice(),
+            &r.ports,
+        )
+    });
+    for (direction, i, name, act, field, peers, ports) in ingress.chain(egress) {
+        let p = format!("spec.{}[{i}]", direction.as_str());
         rules.push(Rule {
-            direction: Direction::Ingress,
+            direction,
             index: i,
-            name: r.name.clone(),
-            action: action(r.action, format!("{p}.action"))?,
-            peers: anp_peers(&r.from, Direction::Ingress, &format!("{p}.from"))?,
-            ports: anp_ports(&r.ports, &format!("{p}.ports"))?,
-            expires_at: None,
-        });
-    }
-    for (i, r) in egress.iter().enumerate() {
-        let p = format!("spec.egress[{i}]");
-        rules.push(Rule {
-            direction: Direction::Egress,
-            index: i,
-            name: r.name.clone(),
-            action: action(r.action, format!("{p}.action"))?,
-            peers: anp_peers(&r.to, Direction::Egress, &format!("{p}.to"))?,
-            ports: anp_ports(&r.ports, &format!("{p}.ports"))?,
+            name: name.clone(),
+            action: action(act, format!("{p}.action"))?,
+            peers: anp_peers(peers, direction, &format!("{p}.{field}"))?,
+            ports: anp_ports(ports, &format!("{p}.ports"))?,
             expires_at: None,
         });
     }
@@ -966,28 +973,40 @@ pub fn convert_cellwall(m: CellwallManifest, cluster: bool) -> Result<Policy, Co
             }
         };
     let mut rules = Vec::new();
-    for (i, r) in s.ingress.iter().flatten().enumerate() {
-        let p = format!("spec.ingress[{i}]");
+    let ingress = s.ingress.iter().flatten().enumerate().map(|(i, r)| {
+        (
+            Direction::Ingress,
+            i,
+            &r.name,
+            r.action,
+            "from",
+            &r.from,
+            &r.ports,
+            r.expires_at,
+        )
+    });
+    let egress = s.egress.iter().flatten().enumerate().map(|(i, r)| {
+        (
+            Direction::Egress,
+            i,
+            &r.name,
+            r.action,
+            "to",
+            &r.to,
+            &r.ports,
+            r.expires_at,
+        )
+    });
+    for (direction, i, name, act, field, list, ports, expires_at) in ingress.chain(egress) {
+        let p = format!("spec.{}[{i}]", direction.as_str());
         rules.push(Rule {
-            direction: Direction::Ingress,
+            direction,
             index: i,
-            name: r.name.clone(),
-            action: action(r.action, format!("{p}.action"))?,
-            peers: peers(&r.from, format!("{p}.from"))?,
-            ports: np_ports(&r.ports, &format!("{p}.ports"))?,
-            expires_at: r.expires_at.map(|t| t.0),
-        });
-    }
-    for (i, r) in s.egress.iter().flatten().enumerate() {
-        let p = format!("spec.egress[{i}]");
-        rules.push(Rule {
-            direction: Direction::Egress,
-            index: i,
-            name: r.name.clone(),
-            action: action(r.action, format!("{p}.action"))?,
-            peers: peers(&r.to, format!("{p}.to"))?,
-            ports: np_ports(&r.ports, &format!("{p}.ports"))?,
-            expires_at: r.expires_at.map(|t| t.0),
+            name: name.clone(),
+            action: action(act, format!("{p}.action"))?,
+            peers: peers(list, format!("{p}.{field}"))?,
+            ports: np_ports(ports, &format!("{p}.ports"))?,
+            expires_at: expires_at.map(|t| t.0),
         });
     }
     Ok(Policy {
