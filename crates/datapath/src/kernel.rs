@@ -69,7 +69,42 @@ pub fn ensure_bpffs() -> Result<(), DatapathError> {
     Ok(())
 }
 
+/// Writes the difference between what an LPM slot holds (`old`) and what it must hold (`new`):
+/// removes stale keys, writes changed values, and records the new contents in `old`.
+fn sync_lpm<S: Ord + Clone, W: PartialEq + Clone, K: aya::Pod, V: aya::Pod>(
+    trie: &mut LpmTrie<&mut MapData, K, V>,
+    old: &mut BTreeMap<S, W>,
+    new: &BTreeMap<S, W>,
+    key: impl Fn(&S) -> Key<K>,
+    value: impl Fn(&W) -> V,
+    what: &str,
+    report: &mut ApplyReport,
+) -> Result<(), DatapathError> {
+    for k in old.keys().filter(|k| !new.contains_key(k)) {
+        trie.remove(&key(k))
+            .map_err(|e| err(format!("removing from {what}"), e))?;
+        report.removed += 1;
+    }
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            trie.insert(&key(k), value(v), 0)
+                .map_err(|e| err(format!("writing {what}"), e))?;
+            report.written += 1;
+        }
+    }
+    *old = new.clone();
+    Ok(())
+}
+
 impl KernelDatapath {
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
+        self.ebpf.map(name).ok_or_else(|| err("map", name))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
+        self.ebpf.map_mut(name).ok_or_else(|| err("map", name))
+    }
+
     /// Opens the datapath whose maps are pinned in `pin_dir` (creating them on first use).
     /// Maps survive this process: a restarted agent finds the policy in force.
     pub fn open(pin_dir: &Path) -> Result<Self, DatapathError> {
@@ -182,12 +217,8 @@ impl KernelDatapath {
     }
 
     fn config(&self) -> Result<(u32, u32), DatapathError> {
-        let cfg: Array<&MapData, u32> = Array::try_from(
-            self.ebpf
-                .map("cw_config")
-                .ok_or_else(|| err("map", "cw_config"))?,
-        )
-        .map_err(|e| err("cw_config", e))?;
+        let cfg: Array<&MapData, u32> =
+            Array::try_from(self.map("cw_config")?).map_err(|e| err("cw_config", e))?;
         let slot = cfg
             .get(&CFG_SLOT, 0)
             .map_err(|e| err("reading the slot", e))?;
@@ -200,12 +231,8 @@ impl KernelDatapath {
     /// Reads what each slot holds (after a restart the shadows are rebuilt from the maps).
     fn load_shadows(&mut self) -> Result<[Shadow; 2], DatapathError> {
         let mut sh = [Shadow::default(), Shadow::default()];
-        let ipc: LpmTrie<&MapData, IpcacheKeyData, IpcacheVal> = LpmTrie::try_from(
-            self.ebpf
-                .map("cw_ipcache")
-                .ok_or_else(|| err("map", "cw_ipcache"))?,
-        )
-        .map_err(|e| err("cw_ipcache", e))?;
+        let ipc: LpmTrie<&MapData, IpcacheKeyData, IpcacheVal> =
+            LpmTrie::try_from(self.map("cw_ipcache")?).map_err(|e| err("cw_ipcache", e))?;
         for k in ipc.keys() {
             let k = k.map_err(|e| err("iterating cw_ipcache", e))?;
             let v = ipc.get(&k, 0).map_err(|e| err("reading cw_ipcache", e))?;
@@ -214,12 +241,8 @@ impl KernelDatapath {
                 .ipcache
                 .insert((d.addr, k.prefix_len() - 32), v.identity);
         }
-        let pol: LpmTrie<&MapData, PolicyKeyData, PolicyVal> = LpmTrie::try_from(
-            self.ebpf
-                .map("cw_policy")
-                .ok_or_else(|| err("map", "cw_policy"))?,
-        )
-        .map_err(|e| err("cw_policy", e))?;
+        let pol: LpmTrie<&MapData, PolicyKeyData, PolicyVal> =
+            LpmTrie::try_from(self.map("cw_policy")?).map_err(|e| err("cw_policy", e))?;
         for k in pol.keys() {
             let k = k.map_err(|e| err("iterating cw_policy", e))?;
             let v = pol.get(&k, 0).map_err(|e| err("reading cw_policy", e))?;
@@ -256,90 +279,59 @@ impl KernelDatapath {
             ..Default::default()
         };
         {
-            let mut ipc: LpmTrie<&mut MapData, IpcacheKeyData, IpcacheVal> = LpmTrie::try_from(
-                self.ebpf
-                    .map_mut("cw_ipcache")
-                    .ok_or_else(|| err("map", "cw_ipcache"))?,
-            )
-            .map_err(|e| err("cw_ipcache", e))?;
-            for ((addr, bits), _) in sh
-                .ipcache
-                .iter()
-                .filter(|(k, _)| !d.ipcache.contains_key(k))
-            {
-                ipc.remove(&Key::new(
-                    bits + 32,
-                    IpcacheKeyData {
-                        slot: next,
-                        addr: *addr,
-                    },
-                ))
-                .map_err(|e| err("removing from cw_ipcache", e))?;
-                report.removed += 1;
-            }
-            for ((addr, bits), id) in &d.ipcache {
-                if sh.ipcache.get(&(*addr, *bits)) != Some(id) {
-                    ipc.insert(
-                        &Key::new(
-                            bits + 32,
-                            IpcacheKeyData {
-                                slot: next,
-                                addr: *addr,
-                            },
-                        ),
-                        IpcacheVal {
-                            identity: *id,
-                            flags: 0,
+            let mut ipc: LpmTrie<&mut MapData, IpcacheKeyData, IpcacheVal> =
+                LpmTrie::try_from(self.map_mut("cw_ipcache")?).map_err(|e| err("cw_ipcache", e))?;
+            sync_lpm(
+                &mut ipc,
+                &mut sh.ipcache,
+                &d.ipcache,
+                |(addr, bits)| {
+                    Key::new(
+                        bits + 32,
+                        IpcacheKeyData {
+                            slot: next,
+                            addr: *addr,
                         },
-                        0,
                     )
-                    .map_err(|e| err("writing cw_ipcache", e))?;
-                    report.written += 1;
-                }
-            }
-            sh.ipcache = d.ipcache.clone();
+                },
+                |id| IpcacheVal {
+                    identity: *id,
+                    flags: 0,
+                },
+                "cw_ipcache",
+                &mut report,
+            )?;
         }
         {
-            let mut pol: LpmTrie<&mut MapData, PolicyKeyData, PolicyVal> = LpmTrie::try_from(
-                self.ebpf
-                    .map_mut("cw_policy")
-                    .ok_or_else(|| err("map", "cw_policy"))?,
-            )
-            .map_err(|e| err("cw_policy", e))?;
-            let key = |k: &(u32, u32, u8, u8, u16, u32)| {
-                Key::new(
-                    POLICY_FIXED_BITS + k.5,
-                    PolicyKeyData {
-                        slot: next,
-                        ep_id: k.0,
-                        peer: k.1,
-                        dir: k.2,
-                        proto: k.3,
-                        port: k.4.to_be_bytes(),
-                    },
-                )
-            };
-            for (k, _) in sh.policy.iter().filter(|(k, _)| !d.policy.contains_key(k)) {
-                pol.remove(&key(k))
-                    .map_err(|e| err("removing from cw_policy", e))?;
-                report.removed += 1;
-            }
-            for (k, v) in &d.policy {
-                if sh.policy.get(k) != Some(v) {
-                    pol.insert(&key(k), *v, 0)
-                        .map_err(|e| err("writing cw_policy", e))?;
-                    report.written += 1;
-                }
-            }
-            sh.policy = d.policy.clone();
+            let mut pol: LpmTrie<&mut MapData, PolicyKeyData, PolicyVal> =
+                LpmTrie::try_from(self.map_mut("cw_policy")?).map_err(|e| err("cw_policy", e))?;
+            sync_lpm(
+                &mut pol,
+                &mut sh.policy,
+                &d.policy,
+                |k| {
+                    let port = k.4.to_be_bytes();
+                    Key::new(
+                        POLICY_FIXED_BITS + k.5,
+                        PolicyKeyData {
+                            slot: next,
+                            ep_id: k.0,
+                            peer: k.1,
+                            dir: k.2,
+                            proto: k.3,
+                            port,
+                        },
+                    )
+                },
+                |v| *v,
+                "cw_policy",
+                &mut report,
+            )?;
         }
         {
-            let mut eps: BpfHashMap<&mut MapData, EndpointKey, EndpointVal> = BpfHashMap::try_from(
-                self.ebpf
-                    .map_mut("cw_endpoints")
-                    .ok_or_else(|| err("map", "cw_endpoints"))?,
-            )
-            .map_err(|e| err("cw_endpoints", e))?;
+            let mut eps: BpfHashMap<&mut MapData, EndpointKey, EndpointVal> =
+                BpfHashMap::try_from(self.map_mut("cw_endpoints")?)
+                    .map_err(|e| err("cw_endpoints", e))?;
             let existing: Vec<EndpointKey> = eps
                 .keys()
                 .collect::<Result<_, _>>()
@@ -370,12 +362,8 @@ impl KernelDatapath {
             }
         }
         {
-            let mut cfg: Array<&mut MapData, u32> = Array::try_from(
-                self.ebpf
-                    .map_mut("cw_config")
-                    .ok_or_else(|| err("map", "cw_config"))?,
-            )
-            .map_err(|e| err("cw_config", e))?;
+            let mut cfg: Array<&mut MapData, u32> =
+                Array::try_from(self.map_mut("cw_config")?).map_err(|e| err("cw_config", e))?;
             // Slot first, then epoch (programs read the epoch first): see bpf/abi.h.
             cfg.set(CFG_SLOT, next, 0)
                 .map_err(|e| err("flipping the slot", e))?;
@@ -392,12 +380,8 @@ impl KernelDatapath {
     /// kernel side drops (and counts) events when the buffer is full, so a slow reader costs
     /// visibility, not packets.
     pub fn drain_events(&mut self, max: usize) -> Result<Vec<Event>, DatapathError> {
-        let mut rb = RingBuf::try_from(
-            self.ebpf
-                .map_mut("cw_events")
-                .ok_or_else(|| err("map", "cw_events"))?,
-        )
-        .map_err(|e| err("cw_events", e))?;
+        let mut rb =
+            RingBuf::try_from(self.map_mut("cw_events")?).map_err(|e| err("cw_events", e))?;
         let mut out = Vec::new();
         while out.len() < max {
             let Some(item) = rb.next() else { break };
@@ -412,12 +396,8 @@ impl KernelDatapath {
 
     /// Turns flow events (and tracking of endpoints no policy selects) on or off.
     pub fn set_visibility(&mut self, on: bool) -> Result<(), DatapathError> {
-        let mut cfg: Array<&mut MapData, u32> = Array::try_from(
-            self.ebpf
-                .map_mut("cw_config")
-                .ok_or_else(|| err("map", "cw_config"))?,
-        )
-        .map_err(|e| err("cw_config", e))?;
+        let mut cfg: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut("cw_config")?).map_err(|e| err("cw_config", e))?;
         let flags = cfg
             .get(&CFG_FLAGS, 0)
             .map_err(|e| err("reading flags", e))?;
@@ -432,12 +412,8 @@ impl KernelDatapath {
 
     /// Global counters summed over CPUs.
     pub fn counters(&self) -> Result<Counters, DatapathError> {
-        let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
-            self.ebpf
-                .map("cw_counters")
-                .ok_or_else(|| err("map", "cw_counters"))?,
-        )
-        .map_err(|e| err("cw_counters", e))?;
+        let m: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map("cw_counters")?).map_err(|e| err("cw_counters", e))?;
         let mut c = [0u64; CNT_MAX as usize];
         for (i, slot) in c.iter_mut().enumerate() {
             *slot = m
@@ -459,12 +435,9 @@ impl KernelDatapath {
 
     /// New connections decided by each rule (summed over CPUs), by rule id.
     pub fn rule_hits(&self) -> Result<std::collections::BTreeMap<u32, u64>, DatapathError> {
-        let m: aya::maps::PerCpuHashMap<&MapData, u32, u64> = aya::maps::PerCpuHashMap::try_from(
-            self.ebpf
-                .map("cw_rule_hits")
-                .ok_or_else(|| err("map", "cw_rule_hits"))?,
-        )
-        .map_err(|e| err("cw_rule_hits", e))?;
+        let m: aya::maps::PerCpuHashMap<&MapData, u32, u64> =
+            aya::maps::PerCpuHashMap::try_from(self.map("cw_rule_hits")?)
+                .map_err(|e| err("cw_rule_hits", e))?;
         let mut out = std::collections::BTreeMap::new();
         for item in m.iter() {
             let (k, v) = item.map_err(|e| err("reading cw_rule_hits", e))?;
@@ -475,12 +448,9 @@ impl KernelDatapath {
 
     /// Forgets every tracked connection (tests; after a full policy reload).
     pub fn clear_conntrack(&mut self) -> Result<usize, DatapathError> {
-        let mut ct: BpfHashMap<&mut MapData, CtKey, CtVal> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("cw_conntrack")
-                .ok_or_else(|| err("map", "cw_conntrack"))?,
-        )
-        .map_err(|e| err("cw_conntrack", e))?;
+        let mut ct: BpfHashMap<&mut MapData, CtKey, CtVal> =
+            BpfHashMap::try_from(self.map_mut("cw_conntrack")?)
+                .map_err(|e| err("cw_conntrack", e))?;
         let keys: Vec<CtKey> = ct.keys().filter_map(Result::ok).collect();
         for k in &keys {
             let _ = ct.remove(k);
