@@ -87,9 +87,10 @@ fn table_uses_dots_and_crosses() {
 
 #[test]
 fn explain_names_the_deciding_rule() {
-    let (code, out, _) = analyze(&[
+    let ex = example();
+    let args = [
         "-f",
-        &example(),
+        ex.as_str(),
         "--from",
         "tools/debug",
         "--to",
@@ -97,7 +98,8 @@ fn explain_names_the_deciding_rule() {
         "--probe",
         "TCP/5432",
         "--explain",
-    ]);
+    ];
+    let (code, out, _) = analyze(&args);
     assert_eq!(code, 0);
     assert!(
         out.starts_with("tools/debug (10.244.0.5) -> data/db (10.244.0.2) TCP/5432: DENIED"),
@@ -109,19 +111,7 @@ fn explain_names_the_deciding_rule() {
         ),
         "{out}"
     );
-    let (code, out, _) = analyze(&[
-        "-f",
-        &example(),
-        "--from",
-        "tools/debug",
-        "--to",
-        "data/db",
-        "--probe",
-        "TCP/5432",
-        "--explain",
-        "-o",
-        "json",
-    ]);
+    let (code, out, _) = analyze(&[&args[..], &["-o", "json"]].concat());
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["decision"]["allowed"], false);
