@@ -2,6 +2,8 @@
 //! kernel-shaped entries → datapath apply. The lab drives exactly this code; the networked agent
 //! (manager issue) will too.
 
+pub mod node;
+
 use cellwall_datapath::{ApplyReport, Datapath, DatapathError, Desired};
 use cellwall_policy::compile::NodePolicy;
 use cellwall_policy::{Compiler, Engine, WorkloadKey};

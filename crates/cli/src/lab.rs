@@ -7,13 +7,11 @@
 use crate::analyze::{parse_key, parse_probe, AnalyzeOutput, Output, ProbeMatrix};
 use crate::manifests::{assemble, load_objects, DEFAULT_POD_POOL};
 use anyhow::{bail, Context, Result};
-use cellwall_agent::Enforcer;
+use cellwall_agent::node::{EndpointsFile, LocalEndpoint};
 use cellwall_datapath::{netns, KernelDatapath};
 use cellwall_policy::identity::fnv1a;
 use cellwall_policy::load::Object;
-use cellwall_policy::{
-    Engine, Inventory, Namespace, Node, Policy, Protocol, Workload, WorkloadKey,
-};
+use cellwall_policy::{Inventory, Namespace, Node, Protocol, Workload, WorkloadKey};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -185,7 +183,6 @@ struct LabState {
     namespaces: Vec<Namespace>,
     workloads: Vec<Workload>,
     nodes: Vec<Node>,
-    policies: Vec<Policy>,
 }
 
 impl LabState {
@@ -208,20 +205,6 @@ impl LabState {
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
         std::fs::rename(&tmp, dir.join("state.json"))?;
         Ok(())
-    }
-
-    fn inventory(&self) -> Inventory {
-        let mut inv = Inventory::default();
-        for n in &self.namespaces {
-            inv.namespaces.insert(n.name.clone(), n.clone());
-        }
-        for w in &self.workloads {
-            inv.workloads.insert(w.key(), w.clone());
-        }
-        for n in &self.nodes {
-            inv.nodes.insert(n.name.clone(), n.clone());
-        }
-        inv
     }
 
     fn pod(&self, key: &WorkloadKey) -> Result<&LabPod> {
@@ -297,7 +280,7 @@ fn write_sysctl(ns: &str, pairs: Vec<(String, String)>) -> Result<()> {
 }
 
 /// Whether this process runs as root (read from /proc: no unsafe outside the datapath crate).
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -334,12 +317,12 @@ pub fn run(cmd: LabCmd) -> Result<()> {
         LabCmd::Serve { name } => serve(&name),
         LabCmd::Reattach { name } => {
             let state = LabState::load(&name)?;
-            enforce(&state, true)
+            start_agent(&state, &lab_client(&name)?)
         }
     }
 }
 
-fn up(
+pub(crate) fn up(
     files: &[PathBuf],
     name: &str,
     datapath: DatapathKind,
@@ -361,7 +344,7 @@ fn up(
         }
     }
     std::fs::create_dir_all(state_dir(name)).context("creating the lab state directory")?;
-    let result = build(name, datapath, visibility, inv, a.policies);
+    let result = build(name, datapath, visibility, inv, files, ignore_unknown);
     if let Err(e) = result {
         eprintln!("lab up failed; cleaning up");
         let _ = down(name);
@@ -380,7 +363,8 @@ fn build(
     datapath: DatapathKind,
     visibility: Visibility,
     inv: Inventory,
-    policies: Vec<Policy>,
+    files: &[PathBuf],
+    ignore_unknown: bool,
 ) -> Result<()> {
     let id = format!("{:04x}", fnv1a(name) & 0xffff);
     let node = node_ns(name);
@@ -496,80 +480,236 @@ fn build(
         namespaces: inv.namespaces.values().cloned().collect(),
         workloads: inv.workloads.values().cloned().collect(),
         nodes: inv.nodes.values().cloned().collect(),
-        policies,
     };
     state.save()?;
-    if datapath == DatapathKind::Ebpf {
-        enforce(&state, false)?;
-    }
     start_servers(&state)?;
+    let client = start_manager(&state)?;
+    let r = client.write_files(files, false, ignore_unknown)?;
+    eprintln!(
+        "manager: applied the manifests (revision {})",
+        r["revision"].as_u64().unwrap_or(0)
+    );
+    start_agent(&state, &client)?;
     Ok(())
 }
 
-/// The agent's enforcement path: compile the lab's policy for its nodes, attach the programs
-/// where they are needed (every pod with visibility on; otherwise only pods some policy
-/// selects), switch the maps, then detach where no longer needed. `reattach` replaces the
-/// programs on every attached interface (what an agent restart or upgrade does).
-fn enforce(state: &LabState, reattach: bool) -> Result<()> {
-    if state.datapath == DatapathKind::None {
-        return Ok(());
+/// The lab manager's client config (what `--lab NAME` reads).
+pub fn client_config(name: &str) -> PathBuf {
+    state_dir(name).join("manager").join("client.json")
+}
+
+/// The client config of the only lab that is up, if exactly one is.
+pub fn only_lab_config() -> Option<PathBuf> {
+    let root = state_dir("x");
+    let root = root.parent()?;
+    let found: Vec<PathBuf> = std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("manager").join("client.json"))
+        .filter(|p| p.exists())
+        .collect();
+    match &found[..] {
+        [one] => Some(one.clone()),
+        _ => None,
     }
-    let mut engine = Engine::build(
-        state.inventory(),
-        state.policies.clone(),
-        crate::analyze::now_unix(),
-    );
-    let pins = pin_dir(&state.name);
-    let mut dp = KernelDatapath::open(&pins)?;
-    dp.set_visibility(state.visibility == Visibility::On)?;
-    let mut enforcer = Enforcer::new(state.node_names(), dp);
-    for p in &state.pods {
-        if p.ifindex != 0 {
-            enforcer.set_interface(p.key.clone(), p.ifindex);
-        }
+}
+
+/// A Cellwall binary installed beside this one (`cargo build --workspace` builds all three).
+fn sibling(bin: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the cellwall binary")?;
+    let p = exe.with_file_name(bin);
+    if !p.exists() {
+        bail!(
+            "{} not found next to {} (build the whole workspace: cargo build --workspace)",
+            bin,
+            exe.display()
+        );
     }
-    let Some(desired) = enforcer.prepare(&mut engine) else {
-        return Ok(());
+    Ok(p)
+}
+
+/// Starts a background process with its own process group, output appended to `log`.
+fn spawn_bg(cmd: &mut Command, log: &Path, pidfile: &Path) -> Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let log_f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log_f.try_clone()?)
+        .stderr(log_f)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    std::fs::write(pidfile, child.id().to_string())?;
+    Ok(child)
+}
+
+fn log_tail(p: &Path) -> String {
+    let s = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
+/// Kills a process from its pid file if it is still the one we started (its command line
+/// names this lab's state directory).
+fn kill_pidfile(pidfile: &Path, marker: &str) {
+    let Ok(pid) = std::fs::read_to_string(pidfile) else {
+        return;
     };
-    let policed = |p: &LabPod| {
-        p.ips.iter().any(|ip| {
-            desired
-                .endpoints
-                .get(&cellwall_datapath::abi::addr16(*ip))
-                .is_some_and(|e| e.2 != 0)
-        })
-    };
-    let mut attach = Vec::new();
-    let mut detach = Vec::new();
-    for p in &state.pods {
-        let Some(i) = &p.host_if else { continue };
-        let needed = state.visibility == Visibility::On || policed(p);
-        let attached = enforcer.datapath().is_attached(i);
-        if needed && (!attached || reattach) {
-            attach.push(i.clone());
-        } else if !needed && attached {
-            detach.push(i.clone());
-        }
-    }
-    if !attach.is_empty() {
-        let pins2 = pins.clone();
-        netns::run_in(&node_ns(&state.name), move || -> Result<()> {
-            let mut dp = KernelDatapath::open(&pins2)?;
-            for i in &attach {
-                dp.attach(i).with_context(|| format!("attaching to {i}"))?;
+    let pid = pid.trim();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if String::from_utf8_lossy(&cmdline).contains(marker) {
+        let _ = Command::new("kill")
+            .args(["-9", pid])
+            .stderr(Stdio::null())
+            .status();
+        for _ in 0..100 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
             }
-            Ok(())
-        })??;
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
-    let r = enforcer.commit(desired)?;
-    eprintln!(
-        "policy applied: slot {} epoch {} ({} entries written, {} removed) in {:?}",
-        r.slot, r.epoch, r.written, r.removed, r.elapsed
-    );
-    for i in &detach {
-        enforcer.datapath().detach(i)?;
+    let _ = std::fs::remove_file(pidfile);
+}
+
+/// Starts the lab's manager (loopback, free ports) and returns a client for it.
+fn start_manager(state: &LabState) -> Result<crate::client::Client> {
+    let dir = state_dir(&state.name);
+    let data = dir.join("manager");
+    std::fs::create_dir_all(&data)?;
+    let _ = std::fs::remove_file(data.join("endpoints.json"));
+    let log = dir.join("manager.log");
+    let mut child = spawn_bg(
+        Command::new(sibling("cellwall-manager")?).args([
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--api-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--grpc-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ]),
+        &log,
+        &dir.join("manager.pid"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !data.join("endpoints.json").exists() {
+        if let Some(st) = child.try_wait()? {
+            bail!("the lab manager exited ({st}):\n{}", log_tail(&log));
+        }
+        if Instant::now() > deadline {
+            bail!("the lab manager did not start in 20 s:\n{}", log_tail(&log));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(())
+    let cfg = client_config(&state.name);
+    crate::client::Client::from_target(&crate::client::Target {
+        config: Some(cfg),
+        ..Default::default()
+    })
+}
+
+/// The manager's gRPC address, from the file it writes at start.
+fn grpc_addr(name: &str) -> Result<String> {
+    let p = state_dir(name).join("manager").join("endpoints.json");
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+    )?;
+    v["grpc"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("{}: no grpc address", p.display()))
+}
+
+/// (Re)starts the lab's agent: kills the running one (-9: what a crash or upgrade looks like),
+/// starts a new one, and waits until it enforces the manager's current revision.
+fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
+    let dir = state_dir(&state.name);
+    let ep = EndpointsFile {
+        nodes: state.node_names().into_iter().collect(),
+        endpoints: state
+            .pods
+            .iter()
+            .map(|p| LocalEndpoint {
+                key: p.key.to_string(),
+                ips: p.ips.clone(),
+                interface: p.host_if.clone().unwrap_or_default(),
+                ifindex: p.ifindex,
+            })
+            .collect(),
+    };
+    std::fs::write(dir.join("endpoints.json"), serde_json::to_vec_pretty(&ep)?)?;
+    let agent_dir = dir.join("agent");
+    kill_pidfile(&dir.join("agent.pid"), &agent_dir.display().to_string());
+    let data = dir.join("manager");
+    let log = dir.join("agent.log");
+    let grpc = grpc_addr(&state.name)?;
+    let mut cmd = Command::new(sibling("cellwall-agent")?);
+    cmd.arg("--manager")
+        .arg(&grpc)
+        .arg("--ca")
+        .arg(data.join("ca.pem"))
+        .arg("--bootstrap-token-file")
+        .arg(data.join("bootstrap.token"))
+        .args(["--node", LAB_NODE])
+        .arg("--state-dir")
+        .arg(&agent_dir)
+        .arg("--endpoints")
+        .arg(dir.join("endpoints.json"))
+        .args(["--netns", &node_ns(&state.name)])
+        .arg("--pin-dir")
+        .arg(pin_dir(&state.name))
+        .args([
+            "--datapath",
+            match state.datapath {
+                DatapathKind::Ebpf => "ebpf",
+                DatapathKind::None => "none",
+            },
+            "--visibility",
+            match state.visibility {
+                Visibility::On => "on",
+                Visibility::Off => "off",
+            },
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--flow-interval-ms",
+            "200",
+        ]);
+    let mut child = spawn_bg(&mut cmd, &log, &dir.join("agent.pid"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = child.try_wait()? {
+            bail!("the lab agent exited ({st}):\n{}", log_tail(&log));
+        }
+        let v = client.get("/v1/nodes", &[])?;
+        let rev = v["revision"].as_u64().unwrap_or(0);
+        let applied = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["name"] == LAB_NODE)
+            .and_then(|n| n["applied_version"].as_u64());
+        if applied.is_some_and(|a| a >= rev) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the lab agent did not apply revision {rev} in 30 s:\n{}",
+                log_tail(&log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub(crate) fn lab_client(name: &str) -> Result<crate::client::Client> {
+    crate::client::Client::from_target(&crate::client::Target {
+        config: Some(client_config(name)),
+        ..Default::default()
+    })
 }
 
 fn start_servers(state: &LabState) -> Result<()> {
@@ -717,17 +857,8 @@ fn apply(files: &[PathBuf], name: &str, delete: bool) -> Result<()> {
     for o in objects {
         let src = o.source.clone();
         match (o.object, delete) {
-            (Object::Policy(p), false) => {
-                state.policies.retain(|q| q.id != p.id);
-                state.policies.push(*p);
-            }
-            (Object::Policy(p), true) => {
-                let before = state.policies.len();
-                state.policies.retain(|q| q.id != p.id);
-                if before == state.policies.len() {
-                    eprintln!("{src}: {} is not in the lab (nothing to delete)", p.id);
-                }
-            }
+            // Policies live in the manager (it reports what a delete did not find).
+            (Object::Policy(_), _) => {}
             (Object::Namespace(n), false) => {
                 state.namespaces.retain(|m| m.name != n.name);
                 state.namespaces.push(n);
@@ -762,9 +893,13 @@ fn apply(files: &[PathBuf], name: &str, delete: bool) -> Result<()> {
             ),
         }
     }
-    state.policies.sort_by(|a, b| a.id.cmp(&b.id));
     state.save()?;
-    enforce(&state, false)
+    let c = lab_client(name)?;
+    let r = c.write_files(files, delete, false)?;
+    let rev = r["revision"].as_u64().unwrap_or(0);
+    c.wait_applied(rev, Duration::from_secs(15))?;
+    eprintln!("revision {rev} enforced");
+    Ok(())
 }
 
 /// One probe cell.
@@ -775,6 +910,27 @@ struct Job {
     dst: IpAddr,
     proto: Protocol,
     port: u16,
+}
+
+/// One real connection from a lab pod to another pod's first address.
+pub(crate) fn connect_from(
+    name: &str,
+    from: &WorkloadKey,
+    to: &WorkloadKey,
+    proto: Protocol,
+    port: u16,
+    timeout: Duration,
+) -> Result<bool> {
+    let state = LabState::load(name)?;
+    let ns = state.pod(from)?.netns.clone();
+    let dst = *state
+        .pod(to)?
+        .ips
+        .first()
+        .with_context(|| format!("{to} has no address"))?;
+    Ok(netns::run_in(&ns, move || {
+        connect(proto, dst, port, timeout)
+    })?)
 }
 
 fn connect(proto: Protocol, dst: IpAddr, port: u16, timeout: Duration) -> bool {
@@ -934,117 +1090,38 @@ fn run_jobs(jobs: Vec<Job>, timeout: Duration) -> Vec<(usize, usize, bool)> {
     results
 }
 
-#[derive(Serialize)]
-struct FlowRecord {
-    time_ns: u64,
-    verdict: &'static str,
-    direction: &'static str,
-    src: String,
-    dst: String,
-    protocol: String,
-    port: u16,
-    rule: Option<String>,
-}
-
+/// The lab's flows, as the manager stored them, with the datapath's own totals.
 fn flows(name: &str, output: Output) -> Result<()> {
     let state = LabState::load(name)?;
-    if state.datapath == DatapathKind::None {
-        bail!("lab {name} has no datapath (--datapath none): nothing records flows");
-    }
-    let engine = Engine::build(
-        state.inventory(),
-        state.policies.clone(),
-        crate::analyze::now_unix(),
-    );
-    let mut dp = KernelDatapath::open(&pin_dir(name))?;
-    let events = dp.drain_events(usize::MAX)?;
-    let counters = dp.counters()?;
-    let hits: Vec<(String, u64)> = dp
-        .rule_hits()?
-        .into_iter()
-        .map(|(id, n)| {
-            (
-                engine
-                    .rule(id)
-                    .map(|r| r.describe())
-                    .unwrap_or_else(|| format!("rule {id} (no longer in force)")),
-                n,
-            )
-        })
-        .collect();
-    let who = |a: [u8; 16]| -> String {
-        let ip = std::net::Ipv6Addr::from(a);
-        let ip: IpAddr = ip
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(ip));
-        state
-            .pods
-            .iter()
-            .find(|p| p.ips.contains(&ip))
-            .map(|p| p.key.to_string())
-            .unwrap_or_else(|| ip.to_string())
+    let c = lab_client(name)?;
+    let v = c.get("/v1/flows", &[("limit", "100000".to_string())])?;
+    let counters = if state.datapath == DatapathKind::Ebpf {
+        Some(KernelDatapath::open(&pin_dir(name))?.counters()?)
+    } else {
+        None
     };
-    use cellwall_datapath::abi;
-    let records: Vec<FlowRecord> = events
-        .iter()
-        .map(|e| FlowRecord {
-            time_ns: e.ts_ns,
-            verdict: match e.kind {
-                abi::EV_ALLOW => "allowed",
-                abi::EV_DENY => "denied",
-                abi::EV_AUDIT => "audit",
-                abi::EV_REVOKE => "revoked",
-                _ => "unknown",
-            },
-            direction: if e.dir == abi::DIR_EGRESS {
-                "egress"
-            } else {
-                "ingress"
-            },
-            src: who(e.saddr),
-            dst: who(e.daddr),
-            protocol: match e.proto {
-                6 => "TCP".into(),
-                17 => "UDP".into(),
-                132 => "SCTP".into(),
-                n => n.to_string(),
-            },
-            port: u16::from_be(e.dport),
-            rule: engine.rule(e.rule).map(|r| r.describe()),
-        })
-        .collect();
     let mut out = std::io::stdout().lock();
     match output {
-        Output::Json => writeln!(
-            out,
-            "{}",
-            serde_json::json!({
-                "flows": records,
-                "rule_hits": hits.iter().map(|(r, n)| serde_json::json!({"rule": r, "connections": n})).collect::<Vec<_>>(),
-                "events_lost": counters.events_lost,
-                "denied": counters.denied,
-                "allowed": counters.allowed
-            })
-        )?,
+        Output::Json => {
+            let mut v = v;
+            if let Some(k) = counters {
+                v["datapath"] = serde_json::json!({
+                    "allowed": k.allowed, "denied": k.denied, "audit": k.audit,
+                    "revoked": k.revoked, "events_lost": k.events_lost,
+                });
+            }
+            writeln!(out, "{}", serde_json::to_string(&v)?)?
+        }
         Output::Table => {
-            for r in &records {
-                writeln!(
-                    out,
-                    "{:<8} {:<7} {} -> {} {}/{}  {}",
-                    r.verdict,
-                    r.direction,
-                    r.src,
-                    r.dst,
-                    r.protocol,
-                    r.port,
-                    r.rule.as_deref().unwrap_or("(no rule: default allow)")
-                )?;
+            let rows = v["flows"].as_array().cloned().unwrap_or_default();
+            for r in &rows {
+                writeln!(out, "{}", crate::client::flow_line(r))?;
             }
-            for (r, n) in &hits {
-                writeln!(out, "rule hits: {n:>6}  {r}")?;
+            write!(out, "{} flow records", rows.len())?;
+            if let Some(k) = counters {
+                write!(out, "; datapath totals: {} allowed, {} denied, {} audit, {} revoked, {} events lost", k.allowed, k.denied, k.audit, k.revoked, k.events_lost)?;
             }
-            writeln!(out, "{} events; datapath totals: {} allowed, {} denied, {} audit, {} revoked, {} events lost", records.len(), counters.allowed, counters.denied, counters.audit, counters.revoked, counters.events_lost)?;
+            writeln!(out)?;
         }
     }
     Ok(())
@@ -1065,6 +1142,15 @@ fn exec(name: &str, pod: &WorkloadKey, command: &[String]) -> Result<()> {
 /// and state. Works from names alone, so it also cleans up after a crash.
 pub fn down(name: &str) -> Result<()> {
     let dir = state_dir(name);
+    let marker = dir.display().to_string();
+    kill_pidfile(&dir.join("agent.pid"), &marker);
+    kill_pidfile(&dir.join("manager.pid"), &marker);
+    for bin in ["cellwall-agent", "cellwall-manager"] {
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("{bin} .*{marker}/")])
+            .stderr(Stdio::null())
+            .status();
+    }
     if let Ok(pid) = std::fs::read_to_string(dir.join("servers.pid")) {
         let _ = Command::new("kill")
             .args(["-9", pid.trim()])

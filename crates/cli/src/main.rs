@@ -1,6 +1,8 @@
 //! The `cellwall` command.
 
 mod analyze;
+mod client;
+mod demo;
 mod lab;
 mod manifests;
 
@@ -24,6 +26,18 @@ enum Command {
     /// Real workloads on this machine: network namespaces, servers, and kernel enforcement.
     #[command(subcommand)]
     Lab(lab::LabCmd),
+    /// Create or update policies and inventory in the manager from manifests.
+    Apply(client::ApplyArgs),
+    /// Delete the policies (or other objects) named in manifests from the manager.
+    Delete(client::ApplyArgs),
+    /// List policies, workloads, nodes, namespaces or the audit trail from the manager.
+    Get(client::GetArgs),
+    /// Observed connections, as the agents reported them.
+    Flows(client::FlowsArgs),
+    /// Why the policy in force allows or denies a flow: NS/POD NS/POD PROTO/PORT.
+    Explain(client::ExplainArgs),
+    /// A guided tour on real traffic: build a lab, watch, lock down, catch lateral movement.
+    Demo(demo::DemoArgs),
 }
 
 fn main() {
@@ -31,6 +45,12 @@ fn main() {
     let r = match cli.command {
         Command::Analyze(a) => analyze::run(a),
         Command::Lab(l) => lab::run(l),
+        Command::Apply(a) => client::apply(a, false),
+        Command::Delete(a) => client::apply(a, true),
+        Command::Get(a) => client::get(a),
+        Command::Flows(a) => client::flows(a),
+        Command::Explain(a) => client::explain(a),
+        Command::Demo(a) => demo::run(a),
     };
     if let Err(e) = r {
         // Broken pipes (e.g. `| head`) are not errors worth reporting.

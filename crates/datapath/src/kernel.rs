@@ -525,3 +525,22 @@ impl KernelDatapath {
         Ok((attr.retval as i32, attr.duration))
     }
 }
+
+/// Converts an event's kernel timestamp (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) to Unix time.
+pub fn ktime_to_unix_ns(ts_ns: u64) -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into memory we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    if rc != 0 {
+        return unix_now;
+    }
+    let mono_now = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+    unix_now.saturating_sub(mono_now.saturating_sub(ts_ns))
+}

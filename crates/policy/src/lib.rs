@@ -15,6 +15,7 @@ pub mod labels;
 pub mod load;
 pub mod model;
 pub mod net;
+pub mod render;
 pub mod synth;
 
 pub use compile::{compile, Compiler, NodePolicy};

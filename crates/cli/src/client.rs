@@ -1,0 +1,649 @@
+//! Talking to the manager's REST API, and the kubectl-style commands that do: `apply`,
+//! `delete`, `get`, `flows`, `explain`.
+//!
+//! Where the manager is and which token to use, first match wins: `--server`/`--token`;
+//! `CELLWALL_SERVER`/`CELLWALL_TOKEN`; the config file in `--config` or `CELLWALL_CONFIG`;
+//! `--lab NAME` (that lab's manager); the manager's default `client.json`
+//! (/var/lib/cellwall or ~/.local/share/cellwall); the only lab that is up.
+
+use crate::manifests::{expand_paths, load_objects};
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Target {
+    /// Manager API URL, e.g. http://127.0.0.1:7480 [env: CELLWALL_SERVER]
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+    /// Bearer token [env: CELLWALL_TOKEN]
+    #[arg(long, global = true)]
+    pub token: Option<String>,
+    /// Client config file ({"server": ..., "token": ...}) [env: CELLWALL_CONFIG]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Target the manager of this lab.
+    #[arg(long = "lab", global = true)]
+    pub lab: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ConfigFile {
+    server: String,
+    token: String,
+}
+
+fn read_config(p: &std::path::Path) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let c: ConfigFile = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected {{\"server\": ..., \"token\": ...}}",
+            p.display()
+        )
+    })?;
+    Ok((c.server, c.token))
+}
+
+pub struct Client {
+    pub server: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(server: &str, token: &str) -> Self {
+        Self {
+            server: server.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(3))
+                .timeout(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    pub fn from_target(t: &Target) -> Result<Self> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut server = t.server.clone().or_else(|| env("CELLWALL_SERVER"));
+        let mut token = t.token.clone().or_else(|| env("CELLWALL_TOKEN"));
+        if server.is_none() || token.is_none() {
+            let file = t
+                .config
+                .clone()
+                .or_else(|| env("CELLWALL_CONFIG").map(PathBuf::from))
+                .or_else(|| t.lab.as_ref().map(|l| crate::lab::client_config(l)))
+                .or_else(default_config);
+            let Some(file) = file else {
+                bail!("no manager configured: pass --server and --token, set CELLWALL_CONFIG to a manager's client.json, or use --lab NAME");
+            };
+            let (s, k) = read_config(&file)?;
+            server.get_or_insert(s);
+            token.get_or_insert(k);
+        }
+        Ok(Self::new(
+            &server.expect("set above"),
+            &token.expect("set above"),
+        ))
+    }
+
+    fn call(&self, req: ureq::Request, body: Option<Value>) -> Result<Value> {
+        let req = req.set("Authorization", &format!("Bearer {}", self.token));
+        let r = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match r {
+            Ok(resp) => resp.into_json().context("the manager sent a malformed answer"),
+            Err(ureq::Error::Status(code, resp)) => {
+                let v: Value = resp.into_json().unwrap_or(Value::Null);
+                let msg = v["error"]["message"].as_str().unwrap_or("(no message)");
+                let reason = v["error"]["reason"].as_str().unwrap_or("");
+                bail!("the manager refused ({code} {reason}): {msg}")
+            }
+            Err(e) => bail!(
+                "cannot reach the manager at {}: {e} (is it running? see --server, CELLWALL_CONFIG or --lab)",
+                self.server
+            ),
+        }
+    }
+
+    pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
+        let mut r = self.agent.get(&format!("{}{path}", self.server));
+        for (k, v) in query {
+            r = r.query(k, v);
+        }
+        self.call(r, None)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(
+            self.agent.post(&format!("{}{path}", self.server)),
+            Some(body),
+        )
+    }
+
+    /// Sends manifest files for apply or delete; returns the manager's answer.
+    pub fn write_files(
+        &self,
+        files: &[PathBuf],
+        delete: bool,
+        ignore_unknown: bool,
+    ) -> Result<Value> {
+        // Parse here first: the same errors as the manager, without a round trip.
+        load_objects(files, ignore_unknown)?;
+        let mut docs = Vec::new();
+        for f in expand_paths(files)? {
+            let text = if f.as_os_str() == "-" {
+                bail!("- (standard input) is not supported with the manager yet; pass files");
+            } else {
+                std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read {}", f.display()))?
+            };
+            docs.push(json!({"file": f.display().to_string(), "text": text}));
+        }
+        self.post(
+            if delete { "/v1/delete" } else { "/v1/apply" },
+            json!({"documents": docs, "ignore_unknown_kinds": ignore_unknown}),
+        )
+    }
+
+    /// Waits until every node applied `revision` (or reported an error for it).
+    pub fn wait_applied(&self, revision: u64, timeout: Duration) -> Result<()> {
+        let t0 = Instant::now();
+        loop {
+            let v = self.get("/v1/nodes", &[])?;
+            let nodes = v["items"].as_array().cloned().unwrap_or_default();
+            if !nodes.is_empty()
+                && nodes
+                    .iter()
+                    .all(|n| n["applied_version"].as_u64().unwrap_or(0) >= revision)
+            {
+                return Ok(());
+            }
+            if let Some(n) = nodes.iter().find(|n| {
+                n["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with(&format!("version {revision}:")))
+            }) {
+                bail!(
+                    "node {} could not apply revision {revision}: {}",
+                    n["name"].as_str().unwrap_or("?"),
+                    n["last_error"].as_str().unwrap_or("")
+                );
+            }
+            if t0.elapsed() > timeout {
+                let lagging: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| n["applied_version"].as_u64().unwrap_or(0) < revision)
+                    .map(|n| {
+                        format!(
+                            "{} (at {})",
+                            n["name"].as_str().unwrap_or("?"),
+                            n["applied_version"]
+                        )
+                    })
+                    .collect();
+                bail!(
+                    "revision {revision} not applied after {timeout:?}: {}",
+                    if nodes.is_empty() {
+                        "no node has joined".to_string()
+                    } else {
+                        lagging.join(", ")
+                    }
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn default_config() -> Option<PathBuf> {
+    let mut c = vec![PathBuf::from("/var/lib/cellwall/client.json")];
+    if let Some(h) = std::env::var_os("HOME") {
+        c.push(PathBuf::from(h).join(".local/share/cellwall/client.json"));
+    }
+    c.into_iter()
+        .find(|p| p.exists())
+        .or_else(crate::lab::only_lab_config)
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    /// Manifest files or directories (same kinds as `cellwall analyze`).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Wait until every node enforces the change.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: how long, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    #[arg(long)]
+    pub ignore_unknown_kinds: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+pub fn apply(a: ApplyArgs, delete: bool) -> Result<()> {
+    let c = Client::from_target(&a.target)?;
+    let r = c.write_files(&a.files, delete, a.ignore_unknown_kinds)?;
+    let rev = r["revision"].as_u64().unwrap_or(0);
+    if a.output == Format::Table {
+        let mut out = std::io::stdout().lock();
+        for ch in r["changes"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "{} {} {}",
+                ch["kind"].as_str().unwrap_or("?").to_lowercase(),
+                ch["key"].as_str().unwrap_or("?"),
+                ch["action"].as_str().unwrap_or("?")
+            )?;
+        }
+        writeln!(out, "revision {rev}")?;
+    }
+    if a.wait {
+        let t0 = Instant::now();
+        c.wait_applied(rev, Duration::from_secs(a.timeout))?;
+        if a.output == Format::Table {
+            println!("enforced on every node in {:?}", t0.elapsed());
+        }
+    }
+    match a.output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Format::Yaml => print!("{}", serde_yaml::to_string(&r)?),
+        Format::Table => {}
+    }
+    Ok(())
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    #[value(alias = "policy")]
+    Policies,
+    #[value(alias = "workload", alias = "pods")]
+    Workloads,
+    #[value(alias = "node")]
+    Nodes,
+    #[value(alias = "ns", alias = "namespace")]
+    Namespaces,
+    /// Who changed what and when.
+    Audit,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    #[arg(value_enum)]
+    pub resource: Resource,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+fn age(ms: i64) -> String {
+    let s = ((crate::analyze::now_unix() * 1000 - ms) / 1000).max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn left(s: Option<i64>) -> String {
+    match s {
+        None => "-".into(),
+        Some(0) => "expired".into(),
+        Some(s) if s < 120 => format!("{s}s"),
+        Some(s) if s < 7200 => format!("{}m", s / 60),
+        Some(s) => format!("{}h", s / 3600),
+    }
+}
+
+/// Prints rows as aligned columns.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let w: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+pub fn get(a: GetArgs) -> Result<()> {
+    let c = Client::from_target(&a.target)?;
+    let (path, key) = match a.resource {
+        Resource::Policies => ("/v1/policies", "items"),
+        Resource::Workloads => ("/v1/workloads", "items"),
+        Resource::Nodes => ("/v1/nodes", "items"),
+        Resource::Namespaces => ("/v1/namespaces", "items"),
+        Resource::Audit => ("/v1/audit", "changes"),
+    };
+    let v = c.get(path, &[])?;
+    match a.output {
+        Format::Json => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        Format::Yaml => {
+            print!("{}", serde_yaml::to_string(&v)?);
+            return Ok(());
+        }
+        Format::Table => {}
+    }
+    let items = v[key].as_array().cloned().unwrap_or_default();
+    let s = |x: &Value| match x {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        o => o.to_string(),
+    };
+    let labels = |x: &Value| {
+        x.as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| *k != "kubernetes.io/metadata.name")
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    match a.resource {
+        Resource::Policies => {
+            rows.push(
+                [
+                    "POLICY",
+                    "TIER",
+                    "MODE",
+                    "RULES",
+                    "VERSION",
+                    "CHANGED BY",
+                    "AGE",
+                    "EXPIRES IN",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            for p in &items {
+                rows.push(vec![
+                    s(&p["id"]),
+                    s(&p["tier"]),
+                    s(&p["mode"]),
+                    s(&p["rules"]),
+                    s(&p["version"]),
+                    s(&p["changed_by"]),
+                    age(p["changed_at_ms"].as_i64().unwrap_or(0)),
+                    left(p["seconds_left"].as_i64()),
+                ]);
+            }
+        }
+        Resource::Workloads => {
+            rows.push(
+                ["WORKLOAD", "NODE", "IPS", "LABELS"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            for w in &items {
+                rows.push(vec![
+                    format!("{}/{}", s(&w["namespace"]), s(&w["name"])),
+                    s(&w["node"]),
+                    w["ips"]
+                        .as_array()
+                        .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+                        .unwrap_or_default(),
+                    labels(&w["labels"]),
+                ]);
+            }
+        }
+        Resource::Namespaces => {
+            rows.push(["NAMESPACE", "LABELS"].map(String::from).to_vec());
+            for n in &items {
+                rows.push(vec![s(&n["name"]), labels(&n["labels"])]);
+            }
+        }
+        Resource::Nodes => {
+            rows.push(
+                [
+                    "NODE",
+                    "APPLIED",
+                    "LAG",
+                    "LAST APPLY",
+                    "SEEN",
+                    "WORKLOADS",
+                    "FLOW LOSS",
+                    "ERROR",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            let rev = v["revision"].as_u64().unwrap_or(0);
+            for n in &items {
+                let loss = n["kernel_events_lost"].as_u64().unwrap_or(0)
+                    + n["agent_records_dropped"].as_u64().unwrap_or(0);
+                rows.push(vec![
+                    s(&n["name"]),
+                    format!("{}/{rev}", s(&n["applied_version"])),
+                    s(&n["lag"]),
+                    format!("{}µs", s(&n["apply_micros"])),
+                    format!("{}s ago", s(&n["seconds_since_seen"])),
+                    n["workloads"]
+                        .as_array()
+                        .map(|a| a.len())
+                        .unwrap_or(0)
+                        .to_string(),
+                    format!("{loss} ({} batches missed)", s(&n["flow_batches_missed"])),
+                    n["last_error"]
+                        .as_str()
+                        .filter(|e| !e.is_empty())
+                        .unwrap_or("-")
+                        .to_string(),
+                ]);
+            }
+        }
+        Resource::Audit => {
+            rows.push(
+                [
+                    "REVISION", "WHEN", "WHO", "KIND", "OBJECT", "VERSION", "CHANGE",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            for e in &items {
+                rows.push(vec![
+                    s(&e["revision"]),
+                    age(e["at_ms"].as_i64().unwrap_or(0)) + " ago",
+                    s(&e["actor"]),
+                    s(&e["kind"]),
+                    s(&e["key"]),
+                    s(&e["version"]),
+                    if e["deleted"].as_bool() == Some(true) {
+                        "deleted"
+                    } else if e["version"].as_i64() == Some(1) {
+                        "created"
+                    } else {
+                        "configured"
+                    }
+                    .into(),
+                ]);
+            }
+        }
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied,
+    Audit,
+    Revoked,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FlowsArgs {
+    /// Keep printing new flows as they arrive (Ctrl-C stops).
+    #[arg(long)]
+    pub follow: bool,
+    /// Only flows newer than this: 30s, 10m, 2h, 1d.
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long, value_enum)]
+    pub verdict: Option<Verdict>,
+    /// Flows with this workload at either end.
+    #[arg(long, value_parser = crate::analyze::parse_key)]
+    pub workload: Option<cellwall_policy::WorkloadKey>,
+    /// At most this many (newest).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+pub fn flow_line(f: &Value) -> String {
+    let ns = f["time_unix_ns"].as_u64().unwrap_or(0);
+    let secs = ns / 1_000_000_000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!(
+        "{h:02}:{m:02}:{s:02}.{:03}  {:<8} {} -> {} {}/{}  x{}  {}",
+        (ns / 1_000_000) % 1000,
+        f["verdict"].as_str().unwrap_or("?"),
+        f["src"].as_str().unwrap_or("?"),
+        f["dst"].as_str().unwrap_or("?"),
+        f["protocol"].as_str().unwrap_or("?"),
+        f["port"],
+        f["count"],
+        f["rule"].as_str().unwrap_or("(no rule: default allow)")
+    )
+}
+
+pub fn flows(a: FlowsArgs) -> Result<()> {
+    let c = Client::from_target(&a.target)?;
+    let mut q: Vec<(&str, String)> = vec![("limit", a.limit.to_string())];
+    if let Some(s) = &a.since {
+        q.push(("since", s.clone()));
+    }
+    if let Some(v) = a.verdict {
+        q.push(("verdict", format!("{v:?}").to_lowercase()));
+    }
+    if let Some(w) = &a.workload {
+        q.push(("workload", w.to_string()));
+    }
+    let mut out = std::io::stdout().lock();
+    let mut after = 0i64;
+    let mut first = true;
+    loop {
+        let mut qq = q.clone();
+        if after > 0 {
+            qq.push(("after", after.to_string()));
+        }
+        let v = c.get("/v1/flows", &qq)?;
+        let rows = v["flows"].as_array().cloned().unwrap_or_default();
+        if let Some(last) = rows.last() {
+            after = last["id"].as_i64().unwrap_or(after);
+        }
+        match (a.output, a.follow) {
+            (Format::Json, false) => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+            (Format::Yaml, false) => write!(out, "{}", serde_yaml::to_string(&v)?)?,
+            (Format::Json | Format::Yaml, true) => {
+                for r in &rows {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                }
+            }
+            (Format::Table, _) => {
+                for r in &rows {
+                    writeln!(out, "{}", flow_line(r))?;
+                }
+                if !a.follow || first {
+                    let loss = v["loss"].as_object().cloned().unwrap_or_default();
+                    let total: u64 = loss
+                        .values()
+                        .map(|l| {
+                            l["kernel_events_lost"].as_u64().unwrap_or(0)
+                                + l["agent_records_dropped"].as_u64().unwrap_or(0)
+                        })
+                        .sum();
+                    let missed: u64 = loss
+                        .values()
+                        .map(|l| l["batches_missed"].as_u64().unwrap_or(0))
+                        .sum();
+                    if !a.follow {
+                        writeln!(
+                            out,
+                            "{} flow records; lost on the way: {total} events, {missed} batches",
+                            rows.len()
+                        )?;
+                    }
+                }
+            }
+        }
+        out.flush()?;
+        first = false;
+        if !a.follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    #[arg(value_parser = crate::analyze::parse_key)]
+    pub from: cellwall_policy::WorkloadKey,
+    #[arg(value_parser = crate::analyze::parse_key)]
+    pub to: cellwall_policy::WorkloadKey,
+    /// PROTO/PORT, e.g. TCP/5432.
+    #[arg(value_parser = crate::analyze::parse_probe)]
+    pub probe: (cellwall_policy::Protocol, u16),
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+pub fn explain(a: ExplainArgs) -> Result<()> {
+    let c = Client::from_target(&a.target)?;
+    let v = c.get(
+        "/v1/explain",
+        &[
+            ("from", a.from.to_string()),
+            ("to", a.to.to_string()),
+            ("probe", format!("{}/{}", a.probe.0, a.probe.1)),
+        ],
+    )?;
+    match a.output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&v["explanation"])?),
+        Format::Yaml => print!("{}", serde_yaml::to_string(&v["explanation"])?),
+        Format::Table => print!("{}", v["text"].as_str().unwrap_or("")),
+    }
+    Ok(())
+}

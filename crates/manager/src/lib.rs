@@ -1,0 +1,522 @@
+//! Cellwall's manager: the store, the REST API for people and scripts, and the mTLS gRPC service
+//! that pushes versioned desired state to agents and takes their acks and flow records.
+//!
+//! Desired state is pushed whole (the model: namespaces, workloads, nodes, policies) and tagged
+//! with the store revision; each agent compiles its own node's tables with the policy crate.
+//! Whole state keeps agents simple and resync trivial (every message is complete), and one
+//! serialization per revision serves every node.
+
+pub mod grpc;
+pub mod pki;
+pub mod rest;
+pub mod store;
+
+use cellwall_policy::load::{parse_file, Object};
+use cellwall_policy::{Engine, Inventory, Policy, WorkloadKey};
+use cellwall_proto::{LocalWorkload, StateDoc};
+use pki::{sha256_hex, Ca};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use store::{Committed, Kind, Role, SqliteStore, Store, Write};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] cellwall_proto::tonic::transport::Error),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ManagerError {
+    let what = what.into();
+    move |source| ManagerError::Io { what, source }
+}
+
+/// How the manager runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// CA, tokens, client config; the database too unless `db` says otherwise.
+    pub data_dir: PathBuf,
+    pub db: Option<PathBuf>,
+    pub api_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    /// Extra names/addresses agents use to reach the manager (server certificate SANs).
+    pub sans: Vec<String>,
+}
+
+/// One revision of the desired state, serialized once for every agent.
+#[derive(Debug)]
+pub struct Published {
+    pub revision: u64,
+    pub doc: Arc<StateDoc>,
+    pub json: Arc<Vec<u8>>,
+    pub issued_unix_ms: i64,
+}
+
+pub struct Manager {
+    pub store: Arc<dyn Store>,
+    pub data_dir: PathBuf,
+    ca: Ca,
+    tx: watch::Sender<Arc<Published>>,
+    publish_lock: Mutex<()>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What was created at first start (printed once by the binary).
+#[derive(Debug, Default)]
+pub struct FirstStart {
+    pub created: bool,
+}
+
+fn store_key(o: &Object) -> (Kind, String) {
+    match o {
+        Object::Namespace(n) => (Kind::Namespace, n.name.clone()),
+        Object::Pod(w) => (Kind::Pod, w.key().to_string()),
+        Object::Node(n) => (Kind::Node, n.name.clone()),
+        Object::Policy(p) => (Kind::Policy, p.id.to_string()),
+    }
+}
+
+fn body(o: &Object) -> String {
+    match o {
+        Object::Namespace(n) => serde_json::to_string(n),
+        Object::Pod(w) => serde_json::to_string(w),
+        Object::Node(n) => serde_json::to_string(n),
+        Object::Policy(p) => serde_json::to_string(p),
+    }
+    .expect("the policy model always serializes")
+}
+
+/// A file sent for apply/delete: its name (for error messages) and text.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct Document {
+    pub file: String,
+    pub text: String,
+}
+
+impl Manager {
+    /// Opens (or on first start, creates) the data directory, store, CA and tokens.
+    pub fn open(cfg: &Config) -> Result<(Arc<Self>, FirstStart), ManagerError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(io_err(format!("creating {}", cfg.data_dir.display())))?;
+        let db = cfg
+            .db
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("cellwall.db"));
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+        let (ca, created) = Ca::load_or_create(&cfg.data_dir)?;
+        if created {
+            for (file, role, prefix) in [
+                ("admin.token", Role::Admin, "cwa_"),
+                ("read.token", Role::Read, "cwr_"),
+                ("bootstrap.token", Role::Bootstrap, "cwb_"),
+            ] {
+                let t = pki::new_token(prefix)?;
+                store.add_token(&sha256_hex(t.as_bytes()), role, file)?;
+                pki::write_private(&cfg.data_dir.join(file), format!("{t}\n").as_bytes())?;
+            }
+            store.log_event("manager", "first-start", "created CA and tokens")?;
+        }
+        let (tx, _) = watch::channel(Arc::new(Published {
+            revision: 0,
+            doc: Arc::new(StateDoc::default()),
+            json: Arc::new(StateDoc::default().to_json()),
+            issued_unix_ms: now_ms(),
+        }));
+        let m = Arc::new(Self {
+            store,
+            data_dir: cfg.data_dir.clone(),
+            ca,
+            tx,
+            publish_lock: Mutex::new(()),
+        });
+        m.publish()?;
+        Ok((m, FirstStart { created }))
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca.cert_pem
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
+        self.tx.subscribe()
+    }
+
+    pub fn published(&self) -> Arc<Published> {
+        self.tx.borrow().clone()
+    }
+
+    /// Role and name behind a bearer token, if any.
+    pub fn authenticate(&self, token: &str) -> Result<Option<(Role, String)>, ManagerError> {
+        Ok(self.store.token_role(&sha256_hex(token.as_bytes()))?)
+    }
+
+    /// The desired state as of the store now: stored objects, with addresses and nodes of pods
+    /// that agents reported and the manifests left open.
+    pub fn load_state(&self) -> Result<(u64, StateDoc), ManagerError> {
+        // Read the revision first: the content is then at least as new as its label, never older.
+        let revision = self.store.revision()?;
+        let mut inv = Inventory::default();
+        let mut policies: Vec<Policy> = Vec::new();
+        for c in self.store.current(None)? {
+            let corrupt = |e| store::StoreError::Corrupt {
+                kind: c.kind.as_str().into(),
+                key: c.key.clone(),
+                source: e,
+            };
+            match c.kind {
+                Kind::Namespace => {
+                    let n: cellwall_policy::Namespace =
+                        serde_json::from_str(&c.body).map_err(corrupt)?;
+                    inv.namespaces.insert(n.name.clone(), n);
+                }
+                Kind::Pod => {
+                    let w: cellwall_policy::Workload =
+                        serde_json::from_str(&c.body).map_err(corrupt)?;
+                    inv.workloads.insert(w.key(), w);
+                }
+                Kind::Node => {
+                    let n: cellwall_policy::Node =
+                        serde_json::from_str(&c.body).map_err(corrupt)?;
+                    inv.nodes.insert(n.name.clone(), n);
+                }
+                Kind::Policy => policies.push(serde_json::from_str(&c.body).map_err(corrupt)?),
+            }
+        }
+        for n in self.store.nodes()? {
+            let reported: Vec<ReportedWorkload> =
+                serde_json::from_str(&n.workloads_json).unwrap_or_default();
+            for r in reported {
+                let Some(k) = WorkloadKey::parse(&r.key) else {
+                    continue;
+                };
+                if let Some(w) = inv.workloads.get_mut(&k) {
+                    if w.ips.is_empty() {
+                        w.ips = r.ips.iter().filter_map(|s| s.parse().ok()).collect();
+                    }
+                    if w.node.is_none() {
+                        w.node = Some(n.name.clone());
+                    }
+                }
+            }
+        }
+        policies.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((revision, StateDoc::new(&inv, &policies)))
+    }
+
+    /// Pushes the store's current state to every watching agent if it is newer than what was
+    /// last pushed.
+    pub fn publish(&self) -> Result<u64, ManagerError> {
+        let _g = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.tx.borrow().revision;
+        let (revision, doc) = self.load_state()?;
+        if revision > cur || cur == 0 {
+            self.tx.send_replace(Arc::new(Published {
+                revision,
+                json: Arc::new(doc.to_json()),
+                doc: Arc::new(doc),
+                issued_unix_ms: now_ms(),
+            }));
+        }
+        Ok(revision)
+    }
+
+    /// Parses documents with the policy crate (same errors as `cellwall analyze`) and writes every
+    /// object they hold in one transaction, or nothing.
+    pub fn apply(
+        &self,
+        actor: &str,
+        docs: &[Document],
+        delete: bool,
+        ignore_unknown: bool,
+    ) -> Result<Committed, ManagerError> {
+        let mut writes: Vec<Write> = Vec::new();
+        let mut seen = std::collections::BTreeMap::new();
+        for d in docs {
+            let parsed =
+                parse_file(&d.file, &d.text).map_err(|e| ManagerError::Invalid(e.to_string()))?;
+            if let Some(u) = parsed.unknown.first() {
+                if !ignore_unknown {
+                    return Err(ManagerError::Invalid(format!(
+                        "{u} (ignore_unknown_kinds skips objects of other kinds)"
+                    )));
+                }
+            }
+            for o in parsed.objects {
+                let (kind, key) = store_key(&o.object);
+                if let Some(first) = seen.insert((kind, key.clone()), o.source.clone()) {
+                    return Err(ManagerError::Invalid(format!(
+                        "{}: {} is defined twice (first at {first})",
+                        o.source,
+                        o.object.describe()
+                    )));
+                }
+                writes.push(Write {
+                    kind,
+                    key,
+                    body: (!delete).then(|| body(&o.object)),
+                });
+            }
+        }
+        if writes.is_empty() {
+            return Err(ManagerError::Invalid("no objects in the documents".into()));
+        }
+        let c = self.store.write(actor, &writes)?;
+        self.publish()?;
+        Ok(c)
+    }
+
+    /// An engine over the pushed state, for explain.
+    pub fn engine(&self) -> Engine {
+        let p = self.published();
+        Engine::build(
+            p.doc.inventory(),
+            p.doc.policies.iter().cloned(),
+            now_ms() / 1000,
+        )
+    }
+
+    /// Records an agent's local workloads; republishes when that changes the state.
+    pub fn report_workloads(
+        &self,
+        node: &str,
+        workloads: &[LocalWorkload],
+    ) -> Result<(), ManagerError> {
+        let mut v: Vec<ReportedWorkload> = workloads
+            .iter()
+            .map(|w| ReportedWorkload {
+                key: w.key.clone(),
+                ips: w.ips.clone(),
+                interface: w.interface.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        let json = serde_json::to_string(&v).expect("serializes");
+        if self.store.report_workloads(node, &json)?.is_some() {
+            self.publish()?;
+        }
+        Ok(())
+    }
+
+    /// Signs a node certificate for a valid bootstrap token.
+    pub fn join(&self, token: &str, node: &str) -> Result<(String, String), ManagerError> {
+        if !matches!(self.authenticate(token)?, Some((Role::Bootstrap, _))) {
+            self.store.log_event(
+                &format!("node:{node}"),
+                "join-refused",
+                "bad bootstrap token",
+            )?;
+            return Err(ManagerError::Unauthorized("invalid bootstrap token".into()));
+        }
+        if !valid_node_name(node) {
+            return Err(ManagerError::Invalid(format!(
+                "node name {node:?}: expected 1-63 characters of a-z, 0-9, '-', '.'"
+            )));
+        }
+        let (cert, key, hash) = self.ca.node_cert(node)?;
+        self.store.join_node(node, &hash)?;
+        self.store
+            .log_event(&format!("node:{node}"), "join", "node certificate issued")?;
+        Ok((cert, key))
+    }
+
+    /// Writes `client.json` (server and admin token: what the CLI reads) and `endpoints.json`.
+    pub fn write_client_config(
+        &self,
+        api: SocketAddr,
+        grpc: SocketAddr,
+    ) -> Result<(), ManagerError> {
+        let token = std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .map_err(io_err("reading admin.token"))?;
+        let cfg = serde_json::json!({
+            "server": format!("http://{api}"),
+            "token": token.trim(),
+        });
+        pki::write_private(
+            &self.data_dir.join("client.json"),
+            serde_json::to_string_pretty(&cfg).expect("json").as_bytes(),
+        )?;
+        let ep = serde_json::json!({
+            "api": api.to_string(),
+            "grpc": grpc.to_string(),
+            "pid": std::process::id(),
+        });
+        let p = self.data_dir.join("endpoints.json");
+        std::fs::write(&p, ep.to_string()).map_err(io_err("writing endpoints.json"))
+    }
+}
+
+/// What an agent reported of one local workload (stored per node).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ReportedWorkload {
+    pub key: String,
+    pub ips: Vec<String>,
+    pub interface: String,
+}
+
+fn valid_node_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// The running servers.
+pub struct Running {
+    pub api: SocketAddr,
+    pub grpc: SocketAddr,
+    pub manager: Arc<Manager>,
+    pub first_start: FirstStart,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), ManagerError>>>,
+}
+
+impl Running {
+    /// Stops both servers and waits for them.
+    pub async fn stop(self) -> Result<(), ManagerError> {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            t.await
+                .map_err(|e| ManagerError::Invalid(format!("server task: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Waits until a server fails (they never end on their own).
+    pub async fn wait(&mut self) -> Result<(), ManagerError> {
+        let (r, _, rest) = futures_select(std::mem::take(&mut self.tasks)).await;
+        self.tasks = rest;
+        r
+    }
+}
+
+async fn futures_select(
+    tasks: Vec<tokio::task::JoinHandle<Result<(), ManagerError>>>,
+) -> (
+    Result<(), ManagerError>,
+    usize,
+    Vec<tokio::task::JoinHandle<Result<(), ManagerError>>>,
+) {
+    let mut tasks = tasks;
+    loop {
+        for i in 0..tasks.len() {
+            if tasks[i].is_finished() {
+                let t = tasks.remove(i);
+                let r = t
+                    .await
+                    .map_err(|e| ManagerError::Invalid(format!("server task: {e}")))
+                    .and_then(|r| r);
+                return (r, i, tasks);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Opens the manager and starts the REST and gRPC servers.
+pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
+    let (m, first_start) = Manager::open(&cfg)?;
+    let api_l = tokio::net::TcpListener::bind(cfg.api_listen)
+        .await
+        .map_err(io_err(format!("binding the API to {}", cfg.api_listen)))?;
+    let grpc_l = tokio::net::TcpListener::bind(cfg.grpc_listen)
+        .await
+        .map_err(io_err(format!("binding gRPC to {}", cfg.grpc_listen)))?;
+    let api = api_l.local_addr().map_err(io_err("API address"))?;
+    let grpc = grpc_l.local_addr().map_err(io_err("gRPC address"))?;
+    let mut sans = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".into(),
+    ];
+    sans.extend(cfg.sans.iter().cloned());
+    if !grpc.ip().is_unspecified() {
+        sans.push(grpc.ip().to_string());
+    }
+    let (cert, key) = m.ca.server_cert(&sans)?;
+    m.write_client_config(api, grpc)?;
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut rx1 = rx.clone();
+    let router = rest::router(m.clone());
+    tasks.push(tokio::spawn(async move {
+        axum::serve(api_l, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx1.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(io_err("API server"))
+    }));
+    let mut rx2 = rx;
+    let svc = grpc::service(m.clone());
+    let tls = cellwall_proto::tonic::transport::ServerTlsConfig::new()
+        .identity(cellwall_proto::tonic::transport::Identity::from_pem(
+            cert, key,
+        ))
+        .client_ca_root(cellwall_proto::tonic::transport::Certificate::from_pem(
+            m.ca_pem(),
+        ))
+        // Join has no certificate yet; every other call checks for one itself.
+        .client_auth_optional(true);
+    let server = cellwall_proto::tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .add_service(svc);
+    tasks.push(tokio::spawn(async move {
+        server
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_l),
+                async move {
+                    let _ = rx2.wait_for(|s| *s).await;
+                },
+            )
+            .await
+            .map_err(ManagerError::from)
+    }));
+    Ok(Running {
+        api,
+        grpc,
+        manager: m,
+        first_start,
+        shutdown,
+        tasks,
+    })
+}
+
+/// `10m`, `1h`, `30s`, `2d`, `500ms` → milliseconds.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}

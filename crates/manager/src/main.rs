@@ -1,0 +1,93 @@
+//! `cellwall-manager`: the control plane process.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Cellwall's manager: stores policy and inventory, serves the REST API (bearer tokens) and
+/// pushes each node's desired state to its agent over mTLS gRPC.
+///
+/// On first start it creates, in the data directory: a CA (ca.pem, ca.key), an admin token
+/// (admin.token), a read-only token (read.token), a bootstrap token for agents
+/// (bootstrap.token), all private files 0600, and client.json (server address and admin token)
+/// for the `cellwall` CLI: `export CELLWALL_CONFIG=DATA_DIR/client.json`.
+#[derive(Parser, Debug)]
+#[command(name = "cellwall-manager", version)]
+struct Args {
+    /// Where the CA, tokens, client config and (by default) the database live.
+    #[arg(long, default_value_os_t = default_data_dir())]
+    data_dir: PathBuf,
+    /// SQLite database file (default: DATA_DIR/cellwall.db).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// REST API address (port 0 picks a free port; see DATA_DIR/endpoints.json).
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    api_listen: SocketAddr,
+    /// gRPC (agents, mTLS) address.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    grpc_listen: SocketAddr,
+    /// Extra DNS names or addresses agents reach the manager by (server certificate).
+    #[arg(long = "san")]
+    sans: Vec<String>,
+}
+
+fn default_data_dir() -> PathBuf {
+    if std::env::var_os("CELLWALL_DATA_DIR").is_some() {
+        return std::env::var_os("CELLWALL_DATA_DIR").unwrap().into();
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if root {
+        "/var/lib/cellwall".into()
+    } else {
+        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+        PathBuf::from(home).join(".local/share/cellwall")
+    }
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let cfg = cellwall_manager::Config {
+            data_dir: a.data_dir.clone(),
+            db: a.db,
+            api_listen: a.api_listen,
+            grpc_listen: a.grpc_listen,
+            sans: a.sans,
+        };
+        let mut running = cellwall_manager::start(cfg)
+            .await
+            .context("starting the manager")?;
+        if running.first_start.created {
+            eprintln!(
+                "first start: created a CA and tokens in {} (admin.token, read.token, bootstrap.token)",
+                a.data_dir.display()
+            );
+        }
+        eprintln!(
+            "cellwall-manager: API http://{} gRPC (mTLS) {} revision {}; CLI config: {}",
+            running.api,
+            running.grpc,
+            running.manager.published().revision,
+            a.data_dir.join("client.json").display()
+        );
+        tokio::select! {
+            r = running.wait() => r.context("server failed")?,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("cellwall-manager: stopping");
+                running.stop().await?;
+            }
+        }
+        Ok(())
+    })
+}

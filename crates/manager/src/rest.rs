@@ -1,0 +1,403 @@
+//! The REST API (JSON). Every route but `/healthz` and the OpenAPI document needs a bearer
+//! token: `read` tokens may read, `admin` tokens may also write. A missing or unknown token is
+//! 401, a read token on a write route is 403; errors always have the same body:
+//! `{"error": {"status": 401, "reason": "Unauthorized", "message": "..."}}`.
+
+use crate::store::{FlowQuery, Kind, Role};
+use crate::{Document, Manager, ManagerError};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cellwall_policy::{Flow, Policy, WorkloadKey};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<ManagerError> for ApiError {
+    fn from(e: ManagerError) -> Self {
+        match e {
+            ManagerError::Invalid(m) => Self::bad(m),
+            ManagerError::Unauthorized(m) => Self::new(StatusCode::UNAUTHORIZED, m),
+            e => Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ManagerError::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "status": self.status.as_u16(),
+            "reason": self.status.canonical_reason().unwrap_or(""),
+            "message": self.message,
+        }});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type Api<T = Json<Value>> = Result<T, ApiError>;
+type M = State<Arc<Manager>>;
+type Q = Query<HashMap<String, String>>;
+
+/// Checks the bearer token; returns the caller's name for the audit trail.
+fn auth(m: &Manager, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
+    let unauthorized = |msg: &str| ApiError::new(StatusCode::UNAUTHORIZED, msg);
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
+    let token = h
+        .to_str()
+        .ok()
+        .and_then(|s| s.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("expected Authorization: Bearer <token>"))?;
+    let (role, name) = m
+        .authenticate(token.trim())?
+        .ok_or_else(|| unauthorized("invalid token"))?;
+    match (role, need) {
+        (Role::Bootstrap, _) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a bootstrap token only joins agents",
+        )),
+        (Role::Read, Role::Admin) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this token may only read (an admin token is needed)",
+        )),
+        _ => Ok(name),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+pub fn router(m: Arc<Manager>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/apply", post(apply))
+        .route("/v1/delete", post(delete))
+        .route("/v1/policies", get(policies))
+        .route("/v1/policies/history", get(history))
+        .route("/v1/workloads", get(workloads))
+        .route("/v1/namespaces", get(namespaces))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/flows", get(flows))
+        .route("/v1/explain", get(explain))
+        .route("/v1/audit", get(audit))
+        .route("/v1/tokens", post(create_token))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such route (see /v1/openapi.json)",
+            )
+        })
+        .with_state(m)
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    documents: Vec<Document>,
+    #[serde(default)]
+    ignore_unknown_kinds: bool,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("request body: {e}")))
+}
+
+async fn apply(State(m): M, h: HeaderMap, body: Bytes) -> Api {
+    write(m, h, body, false).await
+}
+
+async fn delete(State(m): M, h: HeaderMap, body: Bytes) -> Api {
+    write(m, h, body, true).await
+}
+
+async fn write(m: Arc<Manager>, h: HeaderMap, body: Bytes, delete: bool) -> Api {
+    let who = auth(&m, &h, Role::Admin)?;
+    let b: ApplyBody = parse_json(&body)?;
+    let c = blocking(move || {
+        m.apply(&who, &b.documents, delete, b.ignore_unknown_kinds)
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok(Json(serde_json::to_value(c).expect("json")))
+}
+
+fn policy_summary(p: &Policy) -> Value {
+    json!({
+        "id": p.id.to_string(),
+        "kind": p.id.family.kind(),
+        "namespace": p.id.namespace,
+        "name": p.id.name,
+        "tier": p.tier,
+        "priority": p.priority,
+        "mode": p.mode,
+        "expires_at": p.expires_at,
+        "rules": p.rules.len(),
+    })
+}
+
+async fn policies(State(m): M, h: HeaderMap) -> Api {
+    auth(&m, &h, Role::Read)?;
+    let cur = blocking(move || Ok(m.store.current(Some(Kind::Policy))?)).await?;
+    let now = crate::now_ms() / 1000;
+    let items: Vec<Value> = cur
+        .into_iter()
+        .filter_map(|c| {
+            let p: Policy = serde_json::from_str(&c.body).ok()?;
+            let mut v = policy_summary(&p);
+            v["version"] = json!(c.version);
+            v["changed_by"] = json!(c.changed_by);
+            v["changed_at_ms"] = json!(c.changed_at_ms);
+            v["seconds_left"] = json!(p.expires_at.map(|t| (t - now).max(0)));
+            v["policy"] = serde_json::to_value(&p).ok()?;
+            Some(v)
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn history(State(m): M, h: HeaderMap, Query(q): Q) -> Api {
+    auth(&m, &h, Role::Read)?;
+    let id = q.get("id").cloned().ok_or_else(|| {
+        ApiError::bad("query parameter id (e.g. NetworkPolicy/ns/name) is required")
+    })?;
+    let v = blocking(move || Ok(m.store.history(Kind::Policy, &id)?)).await?;
+    Ok(Json(json!({ "versions": v })))
+}
+
+async fn workloads(State(m): M, h: HeaderMap) -> Api {
+    auth(&m, &h, Role::Read)?;
+    let p = m.published();
+    Ok(Json(
+        json!({ "revision": p.revision, "items": p.doc.workloads }),
+    ))
+}
+
+async fn namespaces(State(m): M, h: HeaderMap) -> Api {
+    auth(&m, &h, Role::Read)?;
+    let p = m.published();
+    Ok(Json(
+        json!({ "revision": p.revision, "items": p.doc.namespaces }),
+    ))
+}
+
+async fn nodes(State(m): M, h: HeaderMap) -> Api {
+    auth(&m, &h, Role::Read)?;
+    let revision = m.published().revision;
+    let nodes = blocking(move || Ok(m.store.nodes()?)).await?;
+    let now = crate::now_ms();
+    let items: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            let mut v = serde_json::to_value(n).expect("json");
+            v["lag"] = json!(revision.saturating_sub(n.applied_version));
+            v["seconds_since_seen"] = json!((now - n.last_seen_ms).max(0) / 1000);
+            v["workloads"] = serde_json::from_str(&n.workloads_json).unwrap_or(json!([]));
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "revision": revision, "items": items })))
+}
+
+async fn flows(State(m): M, h: HeaderMap, Query(q): Q) -> Api {
+    auth(&m, &h, Role::Read)?;
+    let mut fq = FlowQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    for (k, v) in &q {
+        match k.as_str() {
+            "since" => {
+                let ms = crate::parse_duration_ms(v).ok_or_else(|| {
+                    ApiError::bad(format!(
+                        "since={v}: expected a duration like 30s, 10m, 2h, 1d"
+                    ))
+                })?;
+                let now_ns = crate::now_ms() as u64 * 1_000_000;
+                fq.since_ns = Some(now_ns.saturating_sub(ms * 1_000_000));
+            }
+            "after" => {
+                fq.after_id = Some(v.parse().map_err(|_| {
+                    ApiError::bad(format!("after={v}: expected a flow id (integer)"))
+                })?)
+            }
+            "verdict" => {
+                if !matches!(v.as_str(), "allowed" | "denied" | "audit" | "revoked") {
+                    return Err(ApiError::bad(format!(
+                        "verdict={v}: expected allowed, denied, audit or revoked"
+                    )));
+                }
+                fq.verdict = Some(v.clone())
+            }
+            "workload" => {
+                WorkloadKey::parse(v).ok_or_else(|| {
+                    ApiError::bad(format!("workload={v}: expected NAMESPACE/NAME"))
+                })?;
+                fq.workload = Some(v.clone())
+            }
+            "rule" => fq.rule = Some(v.clone()),
+            "limit" => {
+                fq.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| ApiError::bad(format!("limit={v}: expected 1..100000")))?
+            }
+            other => return Err(ApiError::bad(format!("unknown query parameter {other:?}"))),
+        }
+    }
+    let (rows, nodes) = blocking(move || Ok((m.store.flows(&fq)?, m.store.nodes()?))).await?;
+    let lost: Value = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.clone(),
+                json!({
+                    "kernel_events_lost": n.kernel_events_lost,
+                    "agent_records_dropped": n.agent_records_dropped,
+                    "batches_missed": n.flow_batches_missed,
+                }),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    Ok(Json(json!({ "flows": rows, "loss": lost })))
+}
+
+async fn explain(State(m): M, h: HeaderMap, Query(q): Q) -> Api {
+    auth(&m, &h, Role::Read)?;
+    let get = |k: &str| {
+        q.get(k)
+            .ok_or_else(|| ApiError::bad(format!("query parameter {k} is required")))
+    };
+    let key = |k: &str| -> Result<WorkloadKey, ApiError> {
+        let v = get(k)?;
+        WorkloadKey::parse(v)
+            .ok_or_else(|| ApiError::bad(format!("{k}={v}: expected NAMESPACE/NAME")))
+    };
+    let (from, to) = (key("from")?, key("to")?);
+    let probe = get("probe")?;
+    let (proto, port) = probe
+        .split_once('/')
+        .and_then(|(p, n)| {
+            Some((
+                cellwall_policy::Protocol::parse(&p.to_ascii_uppercase())?,
+                n.parse::<u16>().ok()?,
+            ))
+        })
+        .ok_or_else(|| ApiError::bad(format!("probe={probe}: expected PROTO/PORT like TCP/80")))?;
+    let engine = blocking(move || Ok(m.engine())).await?;
+    let ip = |k: &WorkloadKey| -> Result<std::net::IpAddr, ApiError> {
+        let w = engine
+            .inventory()
+            .workloads
+            .get(k)
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no workload {k}")))?;
+        w.ips
+            .first()
+            .copied()
+            .ok_or_else(|| ApiError::bad(format!("workload {k} has no address yet")))
+    };
+    let ex = engine.explain(&Flow {
+        src: ip(&from)?,
+        dst: ip(&to)?,
+        protocol: proto,
+        port,
+    });
+    Ok(Json(json!({
+        "explanation": ex,
+        "text": cellwall_policy::render::render_explanation(&ex),
+    })))
+}
+
+async fn audit(State(m): M, h: HeaderMap, Query(q): Q) -> Api {
+    auth(&m, &h, Role::Read)?;
+    let limit = q
+        .get("limit")
+        .map(|v| v.parse::<usize>())
+        .transpose()
+        .map_err(|_| ApiError::bad("limit: expected an integer"))?
+        .unwrap_or(100);
+    let (changes, events) =
+        blocking(move || Ok((m.store.audit(limit)?, m.store.events(limit)?))).await?;
+    Ok(Json(json!({ "changes": changes, "events": events })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    role: String,
+    name: String,
+}
+
+async fn create_token(State(m): M, h: HeaderMap, body: Bytes) -> Api {
+    let who = auth(&m, &h, Role::Admin)?;
+    let b: TokenBody = parse_json(&body)?;
+    let role = match b.role.as_str() {
+        "admin" => Role::Admin,
+        "read" => Role::Read,
+        "bootstrap" => Role::Bootstrap,
+        r => {
+            return Err(ApiError::bad(format!(
+                "role {r:?}: expected admin, read or bootstrap"
+            )))
+        }
+    };
+    let t = blocking(move || {
+        let prefix = match role {
+            Role::Admin => "cwa_",
+            Role::Read => "cwr_",
+            Role::Bootstrap => "cwb_",
+        };
+        let t = crate::pki::new_token(prefix).map_err(ManagerError::from)?;
+        m.store
+            .add_token(&crate::pki::sha256_hex(t.as_bytes()), role, &b.name)?;
+        m.store.log_event(
+            &who,
+            "token-created",
+            &format!("{} token {:?}", b.role, b.name),
+        )?;
+        Ok(t)
+    })
+    .await?;
+    Ok(Json(json!({ "token": t })))
+}
