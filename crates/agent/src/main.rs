@@ -360,14 +360,17 @@ fn enforcement(
                     .map_err(anyhow::Error::from)
                     .and_then(|doc| {
                         let us = apply(&mut agent, s.version, &doc)?;
+                        // The maps hold the version now; persisting it (before the ack) is
+                        // for restarts, not part of the switch.
+                        let at = now_unix().as_micros() as u64;
                         write_private(&saved, &serde_json::to_vec(&(s.version, &doc))?)?;
-                        Ok(us)
+                        Ok((us, at))
                     });
                 let ack = match result {
-                    Ok(us) => Ack {
+                    Ok((us, at)) => Ack {
                         version: s.version,
                         micros: us,
-                        applied_unix_us: now_unix().as_micros() as u64,
+                        applied_unix_us: at,
                         error: String::new(),
                     },
                     Err(e) => {

@@ -107,6 +107,12 @@ pub enum LabCmd {
     },
     /// (internal) What an agent does when it starts or is upgraded: load the programs, attach
     /// them to every workload interface (replacing what is there atomically) and re-apply policy.
+    /// Restarts the lab's manager (kill -9, then start on the same ports and data).
+    #[command(hide = true)]
+    RestartManager {
+        #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
+        name: String,
+    },
     #[command(hide = true)]
     Reattach {
         /// Lab name.
@@ -315,6 +321,10 @@ pub fn run(cmd: LabCmd) -> Result<()> {
         LabCmd::Flows { output, name } => flows(&name, output),
         LabCmd::Down { name } => down(&name),
         LabCmd::Serve { name } => serve(&name),
+        LabCmd::RestartManager { name } => {
+            let state = LabState::load(&name)?;
+            start_manager(&state).map(|_| ())
+        }
         LabCmd::Reattach { name } => {
             let state = LabState::load(&name)?;
             start_agent(&state, &lab_client(&name)?)
@@ -576,22 +586,46 @@ fn kill_pidfile(pidfile: &Path, marker: &str) {
     let _ = std::fs::remove_file(pidfile);
 }
 
-/// Starts the lab's manager (loopback, free ports) and returns a client for it.
+/// A free loopback port (the manager keeps it across restarts, so agents find it again).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts the lab's manager on loopback (the same ports as its previous run, if any) and
+/// returns a client for it.
 fn start_manager(state: &LabState) -> Result<crate::client::Client> {
     let dir = state_dir(&state.name);
     let data = dir.join("manager");
     std::fs::create_dir_all(&data)?;
+    let ports = dir.join("manager.ports");
+    let (api, grpc) = match std::fs::read_to_string(&ports) {
+        Ok(s) => {
+            let v: Vec<u16> = s
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            match v[..] {
+                [a, g] => (a, g),
+                _ => bail!("{} is damaged", ports.display()),
+            }
+        }
+        Err(_) => {
+            let p = (free_port()?, free_port()?);
+            std::fs::write(&ports, format!("{} {}\n", p.0, p.1))?;
+            p
+        }
+    };
+    kill_pidfile(&dir.join("manager.pid"), &data.display().to_string());
     let _ = std::fs::remove_file(data.join("endpoints.json"));
     let log = dir.join("manager.log");
     let mut child = spawn_bg(
-        Command::new(sibling("cellwall-manager")?).args([
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-            "--api-listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--grpc-listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-        ]),
+        Command::new(sibling("cellwall-manager")?)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--api-listen", &format!("127.0.0.1:{api}")])
+            .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")]),
         &log,
         &dir.join("manager.pid"),
     )?;
@@ -605,11 +639,7 @@ fn start_manager(state: &LabState) -> Result<crate::client::Client> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let cfg = client_config(&state.name);
-    crate::client::Client::from_target(&crate::client::Target {
-        config: Some(cfg),
-        ..Default::default()
-    })
+    lab_client(&state.name)
 }
 
 /// The manager's gRPC address, from the file it writes at start.
@@ -644,6 +674,7 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
     std::fs::write(dir.join("endpoints.json"), serde_json::to_vec_pretty(&ep)?)?;
     let agent_dir = dir.join("agent");
     kill_pidfile(&dir.join("agent.pid"), &agent_dir.display().to_string());
+    let _ = std::fs::remove_file(agent_dir.join("ready"));
     let data = dir.join("manager");
     let log = dir.join("agent.log");
     let grpc = grpc_addr(&state.name)?;
@@ -684,7 +715,19 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
         if let Some(st) = child.try_wait()? {
             bail!("the lab agent exited ({st}):\n{}", log_tail(&log));
         }
-        let v = client.get("/v1/nodes", &[])?;
+        let v = match client.get("/v1/nodes", &[]) {
+            Ok(v) => v,
+            // The manager is down: the agent enforces the state it saved; wait for that.
+            Err(e) if agent_dir.join("ready").exists() => {
+                eprintln!("manager unreachable ({e:#}); the agent enforces its saved state");
+                return Ok(());
+            }
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let rev = v["revision"].as_u64().unwrap_or(0);
         let applied = v["items"]
             .as_array()

@@ -393,12 +393,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops both servers and waits for them.
+    /// Stops both servers: new connections are refused at once, open ones (agents' watch
+    /// streams never end by themselves) get two seconds, then are cut.
     pub async fn stop(self) -> Result<(), ManagerError> {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            t.await
-                .map_err(|e| ManagerError::Invalid(format!("server task: {e}")))??;
+        for mut t in self.tasks {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await {
+                Ok(r) => r.map_err(|e| ManagerError::Invalid(format!("server task: {e}")))??,
+                Err(_) => t.abort(),
+            }
         }
         Ok(())
     }
@@ -486,7 +489,17 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
     tasks.push(tokio::spawn(async move {
         server
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_l),
+                // Pushes are small writes that must leave at once (Nagle + delayed ACK would
+                // add 40 ms to every push).
+                tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(grpc_l),
+                    |s| {
+                        if let Ok(s) = &s {
+                            let _ = s.set_nodelay(true);
+                        }
+                        s
+                    },
+                ),
                 async move {
                     let _ = rx2.wait_for(|s| *s).await;
                 },

@@ -81,10 +81,16 @@ fn main() -> Result<()> {
             running.manager.published().revision,
             a.data_dir.join("client.json").display()
         );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
         tokio::select! {
             r = running.wait() => r.context("server failed")?,
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("cellwall-manager: stopping");
+                eprintln!("cellwall-manager: interrupted, stopping");
+                running.stop().await?;
+            }
+            _ = term.recv() => {
+                eprintln!("cellwall-manager: terminated, stopping");
                 running.stop().await?;
             }
         }

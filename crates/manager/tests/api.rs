@@ -1,0 +1,412 @@
+//! The manager as a real process would run it (in-process servers on loopback sockets): REST
+//! authentication and roles, precise errors, the agent join → mTLS watch → ack path, refused
+//! credentials, and nothing lost across a restart. Needs no root.
+
+use cellwall_manager::{start, Config};
+use cellwall_proto::tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use cellwall_proto::tonic::Code;
+use cellwall_proto::{AckRequest, AgentClient, JoinRequest, LocalWorkload, StateDoc, WatchRequest};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const INVENTORY: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop, name: web, labels: {app: web}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop, name: db, labels: {app: db}}
+spec: {containers: [{name: c, ports: [{containerPort: 5432}]}]}
+";
+
+const POLICY: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: shop, name: db-from-web}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 5432}]}]
+";
+
+/// The same pods with addresses in their manifests (no agent reports them in the REST test).
+fn inventory_with_ips() -> String {
+    INVENTORY
+        .replace(
+            "ports: [{containerPort: 80}]}]}",
+            "ports: [{containerPort: 80}]}]}\nstatus: {podIP: 10.9.0.1}",
+        )
+        .replace(
+            "ports: [{containerPort: 5432}]}]}",
+            "ports: [{containerPort: 5432}]}]}\nstatus: {podIP: 10.9.0.2}",
+        )
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cw-mgr-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(dir: &Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        db: None,
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        sans: vec![],
+    }
+}
+
+fn token(dir: &Path, f: &str) -> String {
+    std::fs::read_to_string(dir.join(f))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// (status, body) of a REST call; never panics on an error status.
+fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = ureq::request(method, &format!("{base}{path}"));
+    if let Some(t) = token {
+        r = r.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => r.send_json(b),
+        None => r.call(),
+    };
+    match res {
+        Ok(resp) => (resp.status(), resp.into_json().unwrap_or(Value::Null)),
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+fn apply_body(file: &str, text: &str) -> Value {
+    json!({"documents": [{"file": file, "text": text}]})
+}
+
+async fn channel(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    id: Option<Identity>,
+) -> Result<Channel, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some(id) = id {
+        tls = tls.identity(id);
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_tokens_roles_errors_and_restart() {
+    let dir = tmpdir("rest");
+    let running = start(config(&dir)).await.unwrap();
+    let base = format!("http://{}", running.api);
+    let (admin, read) = (token(&dir, "admin.token"), token(&dir, "read.token"));
+    let boot = token(&dir, "bootstrap.token");
+    use std::os::unix::fs::PermissionsExt;
+    for f in [
+        "admin.token",
+        "read.token",
+        "bootstrap.token",
+        "ca.key",
+        "client.json",
+    ] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f} must be private");
+    }
+    let b = base.clone();
+    let (admin2, read2) = (admin.clone(), read.clone());
+    tokio::task::spawn_blocking(move || {
+        let base = b;
+        let (admin, read) = (admin2, read2);
+        // Authentication and roles: 401 without or with a wrong token, 403 for a read token
+        // writing or a bootstrap token on the API; the error body is always the same shape.
+        let (s, v) = call(&base, "GET", "/v1/policies", None, None);
+        assert_eq!(s, 401);
+        assert_eq!(v["error"]["status"], 401);
+        assert!(v["error"]["message"].as_str().unwrap().contains("Bearer"));
+        assert_eq!(call(&base, "GET", "/v1/policies", Some("nope"), None).0, 401);
+        assert_eq!(call(&base, "GET", "/v1/policies", Some(&boot), None).0, 403);
+        let (s, v) = call(&base, "POST", "/v1/apply", Some(&read), Some(apply_body("p.yaml", POLICY)));
+        assert_eq!(s, 403, "{v}");
+        assert_eq!(v["error"]["reason"], "Forbidden");
+        assert_eq!(call(&base, "GET", "/v1/policies", Some(&read), None).0, 200);
+        assert_eq!(call(&base, "GET", "/healthz", None, None).0, 200);
+        let (s, v) = call(&base, "GET", "/v1/openapi.json", None, None);
+        assert_eq!((s, v["openapi"].as_str()), (200, Some("3.0.3")));
+        let (s, v) = call(&base, "GET", "/v1/nope", Some(&read), None);
+        assert_eq!((s, v["error"]["status"].as_u64()), (404, Some(404)));
+
+        // Bad manifests: a precise location, and nothing written.
+        let broken = POLICY.replace("port: 5432", "port: 99999");
+        let (s, v) = call(&base, "POST", "/v1/apply", Some(&admin), Some(apply_body("bad.yaml", &broken)));
+        assert_eq!(s, 400);
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with("bad.yaml:7:"), "{msg}");
+        let (s, v) = call(&base, "POST", "/v1/apply", Some(&admin), Some(json!({"documents": 3})));
+        assert_eq!(s, 400, "{v}");
+
+        // All or nothing: a good document beside a bad one writes neither.
+        let (s, _) = call(
+            &base,
+            "POST",
+            "/v1/apply",
+            Some(&admin),
+            Some(json!({"documents": [
+                {"file": "inv.yaml", "text": INVENTORY},
+                {"file": "bad.yaml", "text": broken}
+            ]})),
+        );
+        assert_eq!(s, 400);
+        let (_, v) = call(&base, "GET", "/v1/workloads", Some(&read), None);
+        assert_eq!(v["items"].as_array().unwrap().len(), 0);
+
+        let (s, v) = call(&base, "POST", "/v1/apply", Some(&admin), Some(json!({"documents": [
+            {"file": "inv.yaml", "text": inventory_with_ips()}, {"file": "p.yaml", "text": POLICY}]})));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["revision"], 1);
+        let changed = POLICY.replace("5432", "5433");
+        let (_, v) = call(&base, "POST", "/v1/apply", Some(&admin), Some(apply_body("p.yaml", &changed)));
+        assert_eq!(v["revision"], 2);
+        assert_eq!(v["changes"][0]["action"], "configured");
+        let (_, v) = call(&base, "GET", "/v1/policies/history?id=NetworkPolicy/shop/db-from-web", Some(&read), None);
+        assert_eq!(v["versions"].as_array().unwrap().len(), 2);
+        assert_eq!(v["versions"][0]["actor"], "admin.token");
+        let (s, v) = call(&base, "GET", "/v1/explain?from=shop/web&to=shop/db&probe=TCP/5432", Some(&read), None);
+        assert_eq!(s, 200, "{v}");
+        assert!(v["text"].as_str().unwrap().contains("ALLOWED"), "{v}");
+        let (s, v) = call(&base, "GET", "/v1/flows?verdict=maybe", Some(&read), None);
+        assert_eq!(s, 400);
+        assert!(v["error"]["message"].as_str().unwrap().contains("allowed, denied, audit"));
+    })
+    .await
+    .unwrap();
+    running.stop().await.unwrap();
+
+    // A restart keeps every acknowledged write, the tokens and the CA.
+    let ca_before = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let running = start(config(&dir)).await.unwrap();
+    assert!(!running.first_start.created);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+        ca_before
+    );
+    let base = format!("http://{}", running.api);
+    let (s, v) =
+        tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/policies", Some(&admin), None))
+            .await
+            .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(v["items"][0]["version"], 2);
+    assert_eq!(
+        v["items"][0]["policy"]["rules"][0]["ports"][0]["Range"]["lo"], 5433,
+        "{v}"
+    );
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_join_watch_ack_and_refused_credentials() {
+    let dir = tmpdir("grpc");
+    let running = start(config(&dir)).await.unwrap();
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let boot = token(&dir, "bootstrap.token");
+    let admin = token(&dir, "admin.token");
+    let base = format!("http://{}", running.api);
+    let g = running.grpc;
+
+    // A wrong bootstrap token, or an API token, buys nothing.
+    let mut c = AgentClient::new(channel(g, &ca, None).await.unwrap());
+    for t in ["cwb_wrong".to_string(), admin.clone()] {
+        let e = c
+            .join(JoinRequest {
+                token: t,
+                node: "n1".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
+    // Without a certificate, nothing but Join.
+    let e = c
+        .watch(WatchRequest {
+            node: "n1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    let j = c
+        .join(JoinRequest {
+            token: boot.clone(),
+            node: "n1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(j.ca_pem, ca);
+    let id = Identity::from_pem(&j.cert_pem, &j.key_pem);
+    let mut c = AgentClient::new(channel(g, &ca, Some(id.clone())).await.unwrap());
+
+    // The certificate is n1's: claiming another node is refused.
+    let e = c
+        .ack(AckRequest {
+            node: "n2".into(),
+            version: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // A certificate from another CA does not get through the handshake.
+    let other = tmpdir("other-ca");
+    let (foreign, _) = cellwall_manager::pki::Ca::load_or_create(&other).unwrap();
+    let _ = foreign;
+    let (fc, fk, _) = cellwall_manager::pki::Ca::load_or_create(&other)
+        .unwrap()
+        .0
+        .node_cert("n1")
+        .unwrap();
+    let refused = match channel(g, &ca, Some(Identity::from_pem(fc, fk))).await {
+        Err(_) => true,
+        Ok(ch) => AgentClient::new(ch)
+            .ack(AckRequest {
+                node: "n1".into(),
+                version: 1,
+                ..Default::default()
+            })
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a foreign certificate was accepted");
+
+    // Watch: the current state at once (with the addresses this agent reports), then every
+    // change pushed as it is written.
+    let base2 = base.clone();
+    let admin2 = admin.clone();
+    tokio::task::spawn_blocking(move || {
+        call(
+            &base2,
+            "POST",
+            "/v1/apply",
+            Some(&admin2),
+            Some(apply_body("inv.yaml", INVENTORY)),
+        )
+    })
+    .await
+    .unwrap();
+    let mut stream = c
+        .watch(WatchRequest {
+            node: "n1".into(),
+            applied_version: 0,
+            workloads: vec![LocalWorkload {
+                key: "shop/web".into(),
+                ips: vec!["10.9.0.1".into()],
+                interface: "veth1".into(),
+            }],
+            agent_version: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    let doc = StateDoc::from_json(&first.state_json).unwrap();
+    let web = doc.workloads.iter().find(|w| w.name == "web").unwrap();
+    assert_eq!(
+        web.ips,
+        vec!["10.9.0.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(web.node.as_deref(), Some("n1"));
+    let (b, a) = (base.clone(), admin.clone());
+    let rev = tokio::task::spawn_blocking(move || {
+        call(
+            &b,
+            "POST",
+            "/v1/apply",
+            Some(&a),
+            Some(apply_body("p.yaml", POLICY)),
+        )
+        .1["revision"]
+            .as_u64()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.version, rev);
+    assert_eq!(
+        StateDoc::from_json(&next.state_json)
+            .unwrap()
+            .policies
+            .len(),
+        1
+    );
+    c.ack(AckRequest {
+        node: "n1".into(),
+        version: rev,
+        apply_micros: 1234,
+        error: String::new(),
+        applied_unix_micros: 1,
+    })
+    .await
+    .unwrap();
+    let (s, v) =
+        tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/nodes", Some(&admin), None))
+            .await
+            .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(v["items"][0]["applied_version"], rev);
+    assert_eq!(v["items"][0]["lag"], 0);
+
+    // A re-join replaces the certificate: the old one stops working.
+    let mut c0 = AgentClient::new(channel(g, &ca, None).await.unwrap());
+    c0.join(JoinRequest {
+        token: boot,
+        node: "n1".into(),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .ack(AckRequest {
+            node: "n1".into(),
+            version: rev,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
+}
