@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check, in the order CI runs them: formatting, lints, architecture invariants, the unit
-# tier, the root tier (when root), and the engine benchmark against its goals.
+# tier, the root tier (when root), the engine benchmark and the apply-latency benchmark against
+# their goals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -28,3 +29,7 @@ cargo test --workspace -- --ignored --test-threads=1
 
 step "engine benchmark (goals: compile < 1 s, incremental < 10 ms, evaluate < 1 µs; CI fails past 2x)"
 CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench engine -- --quick
+
+step "apply → kernel latency through manager and agent (goal: p99 < 100 ms; CI fails past 2x)"
+cargo build --release -q --workspace
+CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-cli --bench apply_latency -- --changes 200

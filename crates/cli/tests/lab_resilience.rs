@@ -422,6 +422,27 @@ fn manager_apply_outage_restarts_flows_and_credentials() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["items"][0]["lag"], 0, "{out}");
 
+    // The agent's Prometheus metrics tell the same story.
+    let addr = std::fs::read_to_string(lab_file(&lab, "agent/metrics.addr")).unwrap();
+    let mut s = TcpStream::connect(addr.trim()).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let metric = |name: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    };
+    assert_eq!(
+        metric("cellwall_agent_applied_version "),
+        v["revision"].as_u64().unwrap()
+    );
+    assert!(metric("cellwall_agent_flow_records_delivered_total ") > 0);
+    assert_eq!(metric("cellwall_agent_flow_records_dropped_total "), 0);
+    assert!(metric("cellwall_agent_map_entries{map=\"policy\"} ") > 0);
+
     // Credentials: a wrong token is refused with 401; a read-only token cannot write.
     let (ok, _, err) = cw_lab(&lab, &["get", "policies", "--token", "bogus"]);
     assert!(!ok && err.contains("401"), "{err}");
