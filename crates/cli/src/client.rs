@@ -117,6 +117,26 @@ impl Client {
         self.call(r, None)
     }
 
+    /// POSTs and returns the body as a stream (for NDJSON answers read as they come).
+    pub fn post_stream(&self, path: &str, body: Value) -> Result<Box<dyn std::io::Read + Send>> {
+        let req = self
+            .agent
+            .post(&format!("{}{path}", self.server))
+            .set("Authorization", &format!("Bearer {}", self.token));
+        match req.send_json(body) {
+            Ok(resp) => Ok(Box::new(resp.into_reader())),
+            Err(ureq::Error::Status(code, resp)) => {
+                let v: Value = resp.into_json().unwrap_or(Value::Null);
+                bail!(
+                    "the manager refused ({code} {}): {}",
+                    v["error"]["reason"].as_str().unwrap_or(""),
+                    v["error"]["message"].as_str().unwrap_or("(no message)")
+                )
+            }
+            Err(e) => bail!("cannot reach the manager at {}: {e}", self.server),
+        }
+    }
+
     pub fn post(&self, path: &str, body: Value) -> Result<Value> {
         self.call(
             self.agent.post(&format!("{}{path}", self.server)),

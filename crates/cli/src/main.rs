@@ -3,6 +3,7 @@
 mod analyze;
 mod client;
 mod demo;
+mod discover;
 mod lab;
 mod manifests;
 
@@ -36,6 +37,12 @@ enum Command {
     Flows(client::FlowsArgs),
     /// Why the policy in force allows or denies a flow: NS/POD NS/POD PROTO/PORT.
     Explain(client::ExplainArgs),
+    /// The application dependency map from flow history: who talks to whom, on which ports.
+    Map(discover::MapArgs),
+    /// Least-privilege policy proposed from observed traffic, with evidence per rule.
+    Propose(discover::ProposeArgs),
+    /// Replay flow history against candidate policies: what would break, what escaped.
+    Simulate(discover::SimulateArgs),
     /// A guided tour on real traffic: build a lab, watch, lock down, catch lateral movement.
     Demo(demo::DemoArgs),
 }
@@ -51,6 +58,9 @@ fn main() {
         Command::Flows(a) => client::flows(a),
         Command::Explain(a) => client::explain(a),
         Command::Demo(a) => demo::run(a),
+        Command::Map(a) => discover::map(a),
+        Command::Propose(a) => discover::propose(a),
+        Command::Simulate(a) => discover::simulate(a),
     };
     if let Err(e) = r {
         // Broken pipes (e.g. `| head`) are not errors worth reporting.

@@ -145,7 +145,7 @@ impl Agent for AgentService {
             .collect();
         let m = self.m.clone();
         let n = tokio::task::spawn_blocking(move || {
-            m.store.insert_flows(
+            m.record_flows(
                 &node,
                 &rows,
                 b.seq,
@@ -155,7 +155,7 @@ impl Agent for AgentService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| status(e.into()))?;
+        .map_err(status)?;
         Ok(Response::new(FlowAck { accepted: n as u64 }))
     }
 }

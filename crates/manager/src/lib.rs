@@ -7,6 +7,7 @@
 //! serialization per revision serves every node.
 
 pub mod grpc;
+pub mod history;
 pub mod pki;
 pub mod rest;
 pub mod store;
@@ -57,6 +58,8 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// Extra names/addresses agents use to reach the manager (server certificate SANs).
     pub sans: Vec<String>,
+    /// Flows and history older than this are deleted (hourly).
+    pub retention_ms: u64,
 }
 
 /// One revision of the desired state, serialized once for every agent.
@@ -319,6 +322,86 @@ impl Manager {
         Ok(())
     }
 
+    /// Stores a batch of an agent's flow records: raw (for `flows`) and as connections in the
+    /// per-minute history, attributed with the labels workloads have now.
+    pub fn record_flows(
+        &self,
+        node: &str,
+        rows: &[store::FlowRow],
+        seq: u64,
+        kernel_lost: u64,
+        agent_dropped: u64,
+    ) -> Result<usize, ManagerError> {
+        let n = self
+            .store
+            .insert_flows(node, rows, seq, kernel_lost, agent_dropped)?;
+        let hist = history::connections(&self.published().doc, rows);
+        self.store.add_history(&hist)?;
+        Ok(n)
+    }
+
+    /// History since `since_ms` ago.
+    pub fn history(
+        &self,
+        since_ms: u64,
+    ) -> Result<Vec<cellwall_policy::discover::HistFlow>, ManagerError> {
+        let since_ns = (now_ms() as u64).saturating_sub(since_ms) * 1_000_000;
+        Ok(self.store.history_since(since_ns)?)
+    }
+
+    /// Replays history against the policies in force and the candidate documents (added to them,
+    /// replacing policies of the same name). `progress(done, total)` sees the replay advance.
+    pub fn simulate(
+        &self,
+        candidate: Vec<Policy>,
+        since_ms: u64,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<serde_json::Value, ManagerError> {
+        use cellwall_policy::discover::{simulate, Replay};
+        let t0 = std::time::Instant::now();
+        let flows = self.history(since_ms)?;
+        let read = t0.elapsed();
+        let p = self.published();
+        let replay = Replay::new(&p.doc.inventory(), &flows);
+        let now = now_ms() / 1000;
+        let cur_policies = p.doc.policies.clone();
+        let mut cand_policies: std::collections::BTreeMap<_, _> = cur_policies
+            .iter()
+            .map(|p| (p.id.clone(), p.clone()))
+            .collect();
+        let ids: Vec<String> = candidate.iter().map(|p| p.id.to_string()).collect();
+        for c in candidate {
+            cand_policies.insert(c.id.clone(), c);
+        }
+        let current = Engine::build(replay.inventory.clone(), cur_policies, now);
+        let cand = Engine::build(replay.inventory.clone(), cand_policies.into_values(), now);
+        let t1 = std::time::Instant::now();
+        let (summary, rows) = simulate(&replay, &current, &cand, &flows, progress);
+        let classes: serde_json::Map<String, serde_json::Value> = summary
+            .classes
+            .iter()
+            .map(|(c, (f, n))| {
+                (
+                    serde_json::to_value(c)
+                        .expect("json")
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    serde_json::json!({"flows": f, "connections": n}),
+                )
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "candidate": ids,
+            "flows": summary.flows,
+            "breakage": summary.breakage(),
+            "summary": classes,
+            "details": rows,
+            "read_ms": read.as_millis() as u64,
+            "replay_ms": t1.elapsed().as_millis() as u64,
+        }))
+    }
+
     /// Signs a node certificate for a valid bootstrap token.
     pub fn join(&self, token: &str, node: &str) -> Result<(String, String), ManagerError> {
         if !matches!(self.authenticate(token)?, Some((Role::Bootstrap, _))) {
@@ -365,6 +448,36 @@ impl Manager {
         let p = self.data_dir.join("endpoints.json");
         std::fs::write(&p, ep.to_string()).map_err(io_err("writing endpoints.json"))
     }
+}
+
+/// The policies of candidate documents (nothing else may be in them).
+pub fn parse_candidate(docs: &[Document]) -> Result<Vec<Policy>, ManagerError> {
+    let mut candidate: Vec<Policy> = Vec::new();
+    for d in docs {
+        let parsed =
+            parse_file(&d.file, &d.text).map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        if let Some(u) = parsed.unknown.first() {
+            return Err(ManagerError::Invalid(u.to_string()));
+        }
+        for o in parsed.objects {
+            match o.object {
+                Object::Policy(p) => candidate.push(*p),
+                other => {
+                    return Err(ManagerError::Invalid(format!(
+                        "{}: a candidate holds policies; {} is not one",
+                        o.source,
+                        other.describe()
+                    )))
+                }
+            }
+        }
+    }
+    if candidate.is_empty() {
+        return Err(ManagerError::Invalid(
+            "the candidate documents hold no policy".into(),
+        ));
+    }
+    Ok(candidate)
 }
 
 /// What an agent reported of one local workload (stored per node).
@@ -461,6 +574,19 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
     m.write_client_config(api, grpc)?;
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    // Retention: hourly, delete flows and history past the window.
+    let (m3, retention, mut rx3) = (m.clone(), cfg.retention_ms, rx.clone());
+    tasks.push(tokio::spawn(async move {
+        loop {
+            let before = (now_ms() as u64).saturating_sub(retention) * 1_000_000;
+            let m = m3.clone();
+            let _ = tokio::task::spawn_blocking(move || m.store.prune(before)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                _ = rx3.wait_for(|s| *s) => return Ok(()),
+            }
+        }
+    }));
     let mut rx1 = rx.clone();
     let router = rest::router(m.clone());
     tasks.push(tokio::spawn(async move {

@@ -30,6 +30,14 @@ struct Args {
     /// Extra DNS names or addresses agents reach the manager by (server certificate).
     #[arg(long = "san")]
     sans: Vec<String>,
+    /// How long flow records and history are kept (e.g. 7d, 24h).
+    #[arg(long, default_value = "7d", value_parser = parse_retention)]
+    flow_retention: u64,
+}
+
+fn parse_retention(s: &str) -> Result<u64, String> {
+    cellwall_manager::parse_duration_ms(s)
+        .ok_or_else(|| format!("{s:?}: expected a duration like 7d, 24h, 90m"))
 }
 
 fn default_data_dir() -> PathBuf {
@@ -64,6 +72,7 @@ fn main() -> Result<()> {
             api_listen: a.api_listen,
             grpc_listen: a.grpc_listen,
             sans: a.sans,
+            retention_ms: a.flow_retention,
         };
         let mut running = cellwall_manager::start(cfg)
             .await

@@ -114,6 +114,9 @@ pub fn router(m: Arc<Manager>) -> Router {
         .route("/v1/explain", get(explain))
         .route("/v1/audit", get(audit))
         .route("/v1/tokens", post(create_token))
+        .route("/v1/map", get(map))
+        .route("/v1/propose", get(propose))
+        .route("/v1/simulate", post(simulate))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -400,4 +403,134 @@ async fn create_token(State(m): M, h: HeaderMap, body: Bytes) -> Api {
     })
     .await?;
     Ok(Json(json!({ "token": t })))
+}
+
+fn since_ms(q: &HashMap<String, String>, default: &str) -> Result<u64, ApiError> {
+    let v = q.get("since").map(String::as_str).unwrap_or(default);
+    crate::parse_duration_ms(v).ok_or_else(|| {
+        ApiError::bad(format!(
+            "since={v}: expected a duration like 30s, 10m, 2h, 1d"
+        ))
+    })
+}
+
+fn only(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    match q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad(format!(
+            "unknown query parameter {k:?} (expected one of {})",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+async fn map(State(m): M, h: HeaderMap, Query(q): Q) -> Api {
+    use cellwall_policy::discover::{dependency_map, to_dot, GroupBy};
+    auth(&m, &h, Role::Read)?;
+    only(&q, &["since", "group_by", "format"])?;
+    let since = since_ms(&q, "1h")?;
+    let by = match q.get("group_by").map(String::as_str).unwrap_or("app") {
+        "app" => GroupBy::App,
+        "namespace" => GroupBy::Namespace,
+        "workload" => GroupBy::Workload,
+        g => {
+            return Err(ApiError::bad(format!(
+                "group_by={g}: expected app, namespace or workload"
+            )))
+        }
+    };
+    let dot = match q.get("format").map(String::as_str).unwrap_or("json") {
+        "json" => false,
+        "dot" => true,
+        f => return Err(ApiError::bad(format!("format={f}: expected json or dot"))),
+    };
+    let flows = blocking(move || Ok(m.history(since)?)).await?;
+    let map = dependency_map(&flows, by);
+    let mut v = json!({ "map": map });
+    if dot {
+        v["dot"] = json!(to_dot(&map));
+    }
+    Ok(Json(v))
+}
+
+async fn propose(State(m): M, h: HeaderMap, Query(q): Q) -> Api {
+    use cellwall_policy::discover::{propose, render_yaml, ProposalFormat, ProposeOptions};
+    auth(&m, &h, Role::Read)?;
+    only(&q, &["since", "namespace", "format", "review_below"])?;
+    let since = since_ms(&q, "24h")?;
+    let format = match q.get("format").map(String::as_str).unwrap_or("cellwall") {
+        "cellwall" => ProposalFormat::Cellwall,
+        "networkpolicy" => ProposalFormat::NetworkPolicy,
+        f => {
+            return Err(ApiError::bad(format!(
+                "format={f}: expected cellwall or networkpolicy"
+            )))
+        }
+    };
+    let mut opts = ProposeOptions {
+        namespace: q.get("namespace").cloned(),
+        ..Default::default()
+    };
+    if let Some(r) = q.get("review_below") {
+        opts.review_below = r
+            .parse()
+            .map_err(|_| ApiError::bad(format!("review_below={r}: expected an integer")))?;
+    }
+    let (p, flows) = blocking(move || {
+        let flows = m.history(since)?;
+        let engine = m.engine();
+        Ok((propose(&flows, &engine, &opts), flows.len()))
+    })
+    .await?;
+    Ok(Json(json!({
+        "proposal": p,
+        "yaml": render_yaml(&p, format),
+        "history_rows": flows,
+    })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimulateBody {
+    documents: Vec<Document>,
+    #[serde(default)]
+    since: Option<String>,
+}
+
+/// Streams NDJSON: `{"progress": {"done", "total"}}` lines while replaying, then one
+/// `{"result": ...}` (or `{"error": ...}`) line.
+async fn simulate(State(m): M, h: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    auth(&m, &h, Role::Read)?;
+    let b: SimulateBody = parse_json(&body)?;
+    let mut q = HashMap::new();
+    if let Some(s) = &b.since {
+        q.insert("since".to_string(), s.clone());
+    }
+    let since = since_ms(&q, "24h")?;
+    let candidate = crate::parse_candidate(&b.documents)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::task::spawn_blocking(move || {
+        let progress = tx.clone();
+        let r = m.simulate(candidate, since, |done, total| {
+            let _ = progress.blocking_send(Bytes::from(format!(
+                "{{\"progress\":{{\"done\":{done},\"total\":{total}}}}}\n"
+            )));
+        });
+        let line = match r {
+            Ok(v) => json!({ "result": v }),
+            Err(e) => {
+                json!({ "error": {"status": 500, "reason": "Internal Server Error", "message": e.to_string()} })
+            }
+        };
+        let _ = tx.blocking_send(Bytes::from(format!("{line}\n")));
+    });
+    let stream = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        Ok::<_, std::convert::Infallible>,
+    );
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }

@@ -8,6 +8,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -145,6 +146,13 @@ pub struct FlowRow {
     pub count: u64,
 }
 
+/// Connections of one minute, as history keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistRow {
+    pub bucket: u64,
+    pub flow: cellwall_policy::discover::HistFlow,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct FlowQuery {
     pub since_ns: Option<u64>,
@@ -214,6 +222,14 @@ pub trait Store: Send + Sync {
         agent_dropped: u64,
     ) -> Result<usize>;
     fn flows(&self, q: &FlowQuery) -> Result<Vec<FlowRow>>;
+
+    /// Adds connections to the per-minute history (counts add up).
+    fn add_history(&self, rows: &[HistRow]) -> Result<()>;
+    /// History since a time, summed over minutes: one row per (src, dst, protocol, port,
+    /// verdict, rule) with labels as they were.
+    fn history_since(&self, since_ns: u64) -> Result<Vec<cellwall_policy::discover::HistFlow>>;
+    /// Drops flows and history older than `before_ns`; returns rows removed.
+    fn prune(&self, before_ns: u64) -> Result<usize>;
 }
 
 pub struct SqliteStore {
@@ -254,6 +270,11 @@ CREATE TABLE IF NOT EXISTS flows(
   port INTEGER NOT NULL, verdict TEXT NOT NULL, direction TEXT NOT NULL, rule TEXT,
   count INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS flows_time ON flows(time_ns);
+CREATE TABLE IF NOT EXISTS history(
+  bucket INTEGER NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL, protocol TEXT NOT NULL,
+  port INTEGER NOT NULL, verdict TEXT NOT NULL, rule TEXT NOT NULL, count INTEGER NOT NULL,
+  first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+  PRIMARY KEY(bucket, src, dst, protocol, port, verdict, rule)) WITHOUT ROWID;
 ";
 
 impl SqliteStore {
@@ -295,6 +316,18 @@ fn version_row(r: &rusqlite::Row) -> rusqlite::Result<Version> {
 }
 
 impl Store for SqliteStore {
+    fn add_history(&self, rows: &[HistRow]) -> Result<()> {
+        self.add_history_impl(rows)
+    }
+
+    fn history_since(&self, since_ns: u64) -> Result<Vec<cellwall_policy::discover::HistFlow>> {
+        self.history_impl(since_ns)
+    }
+
+    fn prune(&self, before_ns: u64) -> Result<usize> {
+        self.prune_impl(before_ns)
+    }
+
     fn revision(&self) -> Result<u64> {
         Ok(self
             .conn()
@@ -648,6 +681,115 @@ impl Store for SqliteStore {
         let mut v: Vec<FlowRow> = rows.collect::<rusqlite::Result<_>>()?;
         v.reverse();
         Ok(v)
+    }
+}
+
+fn observed_str(o: cellwall_policy::discover::Observed) -> &'static str {
+    use cellwall_policy::discover::Observed;
+    match o {
+        Observed::Allowed => "allowed",
+        Observed::Denied => "denied",
+        Observed::Audit => "audit",
+    }
+}
+
+impl SqliteStore {
+    pub(crate) fn add_history_impl(&self, rows: &[HistRow]) -> Result<()> {
+        let mut db = self.conn();
+        let tx = db.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO history(bucket, src, dst, protocol, port, verdict, rule, count,
+                   first_ns, last_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT(bucket, src, dst, protocol, port, verdict, rule) DO UPDATE SET
+                   count = count + excluded.count,
+                   first_ns = MIN(first_ns, excluded.first_ns),
+                   last_ns = MAX(last_ns, excluded.last_ns)",
+            )?;
+            for r in rows {
+                let f = &r.flow;
+                st.execute(params![
+                    r.bucket as i64,
+                    serde_json::to_string(&f.src).expect("json"),
+                    serde_json::to_string(&f.dst).expect("json"),
+                    f.protocol.as_str(),
+                    f.port,
+                    observed_str(f.observed),
+                    f.rule.clone().unwrap_or_default(),
+                    f.connections as i64,
+                    f.first_ns as i64,
+                    f.last_ns as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn history_impl(
+        &self,
+        since_ns: u64,
+    ) -> Result<Vec<cellwall_policy::discover::HistFlow>> {
+        use cellwall_policy::discover::{Endpoint, HistFlow, Observed};
+        let db = self.conn();
+        let mut st = db.prepare_cached(
+            "SELECT src, dst, protocol, port, verdict, rule, SUM(count), MIN(first_ns), MAX(last_ns)
+             FROM history WHERE bucket >= ?1
+             GROUP BY src, dst, protocol, port, verdict, rule ORDER BY src, dst, protocol, port",
+        )?;
+        let mut eps: HashMap<String, Endpoint> = HashMap::new();
+        let mut out = Vec::new();
+        let mut rows = st.query(params![(since_ns / crate::history::BUCKET_NS) as i64])?;
+        while let Some(r) = rows.next()? {
+            let mut ep = |i: usize| -> Result<Endpoint> {
+                let s: String = r.get(i)?;
+                if let Some(e) = eps.get(&s) {
+                    return Ok(e.clone());
+                }
+                let e: Endpoint = serde_json::from_str(&s).map_err(|e| StoreError::Corrupt {
+                    kind: "history".into(),
+                    key: s.clone(),
+                    source: e,
+                })?;
+                eps.insert(s, e.clone());
+                Ok(e)
+            };
+            let (src, dst) = (ep(0)?, ep(1)?);
+            let proto: String = r.get(2)?;
+            let verdict: String = r.get(4)?;
+            let rule: String = r.get(5)?;
+            let (Some(protocol), Some(observed)) = (
+                cellwall_policy::Protocol::parse(&proto),
+                Observed::parse(&verdict),
+            ) else {
+                continue;
+            };
+            out.push(HistFlow {
+                src,
+                dst,
+                protocol,
+                port: r.get(3)?,
+                observed,
+                rule: (!rule.is_empty()).then_some(rule),
+                connections: r.get::<_, i64>(6)? as u64,
+                first_ns: r.get::<_, i64>(7)? as u64,
+                last_ns: r.get::<_, i64>(8)? as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn prune_impl(&self, before_ns: u64) -> Result<usize> {
+        let db = self.conn();
+        let a = db.execute(
+            "DELETE FROM flows WHERE time_ns < ?1",
+            params![before_ns as i64],
+        )?;
+        let b = db.execute(
+            "DELETE FROM history WHERE bucket < ?1",
+            params![(before_ns / crate::history::BUCKET_NS) as i64],
+        )?;
+        Ok(a + b)
     }
 }
 

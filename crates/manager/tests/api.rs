@@ -62,6 +62,7 @@ fn config(dir: &Path) -> Config {
         api_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         sans: vec![],
+        retention_ms: 7 * 86_400_000,
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod compile;
 pub mod de;
+pub mod discover;
 pub mod engine;
 pub mod fxhash;
 pub mod identity;

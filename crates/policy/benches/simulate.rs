@@ -1,0 +1,109 @@
+//! Simulation at scale: 1,000,000 aggregated historical flows of a 10,000-pod, 1,000-policy
+//! cluster replayed against the policies in force and a candidate (the same set minus 100
+//! policies), plus the map and a proposal from the same history. Goal: the replay in seconds
+//! (< 10 s; fails past CELLWALL_BENCH_NOISE_FACTOR times that). Run:
+//!   cargo bench -p cellwall-policy --bench simulate [-- --flows N]
+//! Results are written down in docs/benchmarks.md.
+
+use cellwall_policy::discover::{
+    dependency_map, propose, simulate, Endpoint, GroupBy, HistFlow, Observed, ProposeOptions,
+    Replay,
+};
+use cellwall_policy::synth::{scale_scenario, Rng};
+use cellwall_policy::*;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--flows")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let factor: f64 = std::env::var("CELLWALL_BENCH_NOISE_FACTOR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let (inv, pols) = scale_scenario(50, 20, 10, 20, 1000);
+    let pods: Vec<&Workload> = inv.workloads.values().filter(|w| !w.host_network).collect();
+    let mut rng = Rng::new(9);
+    let ports = [80u16, 443, 5432, 6379, 8080, 9090];
+    let t = Instant::now();
+    let flows: Vec<HistFlow> = (0..n)
+        .map(|i| {
+            let (s, d) = (*rng.pick(&pods), *rng.pick(&pods));
+            let ep = |w: &Workload| Endpoint::Workload {
+                namespace: w.namespace.clone(),
+                name: w.name.clone(),
+                labels: w.labels.clone(),
+            };
+            HistFlow {
+                src: ep(s),
+                dst: ep(d),
+                protocol: Protocol::Tcp,
+                port: *rng.pick(&ports),
+                observed: if i % 7 == 0 {
+                    Observed::Denied
+                } else {
+                    Observed::Allowed
+                },
+                rule: None,
+                connections: 1 + (i % 50) as u64,
+                first_ns: i as u64,
+                last_ns: i as u64 + 1000,
+            }
+        })
+        .collect();
+    println!(
+        "history: {} aggregated flows over {} pods, {} policies (generated in {:?})",
+        flows.len(),
+        pods.len(),
+        pols.len(),
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let replay = Replay::new(&inv, &flows);
+    let current = Engine::build(replay.inventory.clone(), pols.clone(), 0);
+    let candidate = Engine::build(replay.inventory.clone(), pols[100..].to_vec(), 0);
+    let setup = t.elapsed();
+    let t = Instant::now();
+    let mut steps = 0;
+    let (summary, rows) = simulate(&replay, &current, &candidate, &flows, |_, _| steps += 1);
+    let replay_time = t.elapsed();
+    println!("replay setup (stand-ins, two engines): {setup:?}");
+    println!(
+        "simulate: {replay_time:?} for {} flows ({:.0} ns/flow, {} progress reports, {} detail rows)",
+        summary.flows,
+        replay_time.as_nanos() as f64 / summary.flows as f64,
+        steps,
+        rows.len()
+    );
+    for (c, (f, conns)) in &summary.classes {
+        println!("  {c:?}: {f} flows, {conns} connections");
+    }
+    let t = Instant::now();
+    let map = dependency_map(&flows, GroupBy::App);
+    println!(
+        "map (group by app): {:?}, {} nodes, {} edges",
+        t.elapsed(),
+        map.nodes.len(),
+        map.edges.len()
+    );
+    let t = Instant::now();
+    let p = propose(&flows, &current, &ProposeOptions::default());
+    println!(
+        "propose: {:?}, {} policies, {} excluded",
+        t.elapsed(),
+        p.policies.len(),
+        p.excluded.len()
+    );
+    let limit = Duration::from_secs(10);
+    let total = setup + replay_time;
+    let hard = limit.mul_f64(factor);
+    println!("goal: replay of {n} flows < {limit:?}: {total:?}");
+    if total > hard {
+        eprintln!("FAIL: simulation took {total:?}, past {hard:?}");
+        std::process::exit(1);
+    }
+}
