@@ -30,6 +30,9 @@ cargo test --workspace -- --ignored --test-threads=1
 step "engine benchmark (goals: compile < 1 s, incremental < 10 ms, evaluate < 1 µs; CI fails past 2x)"
 CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench engine -- --quick
 
+step "simulation benchmark (goal: 1,000,000 aggregated flows replayed < 10 s; CI fails past 2x)"
+CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench simulate
+
 step "apply → kernel latency through manager and agent (goal: p99 < 100 ms; CI fails past 2x)"
 cargo build --release -q --workspace
 CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-cli --bench apply_latency -- --changes 200

@@ -6,7 +6,7 @@ use crate::engine::{Engine, Flow};
 use crate::labels::Labels;
 use crate::model::{Action, Inventory, Namespace, Protocol, Workload, WorkloadKey};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// One end of a historical flow, as it was when the flow was seen.
@@ -760,77 +760,85 @@ impl SimSummary {
 /// on addresses from 100.64.0.0/10 (no real workload uses them here).
 pub struct Replay {
     pub inventory: Inventory,
-    addrs: HashMap<Endpoint, IpAddr>,
+    /// Source and destination address of each flow, by index.
+    addrs: Vec<[IpAddr; 2]>,
 }
 
 impl Replay {
     pub fn new(current: &Inventory, flows: &[HistFlow]) -> Self {
         let mut inv = current.clone();
-        let mut addrs = HashMap::new();
+        // (namespace, name) → the label sets seen for it, with their addresses.
+        let mut seen: crate::fxhash::FxHashMap<(&str, &str), Vec<(&Labels, IpAddr)>> =
+            Default::default();
         let mut next: u32 = 0;
+        let mut addrs = Vec::with_capacity(flows.len());
         for f in flows {
-            for ep in [&f.src, &f.dst] {
-                let Endpoint::Workload {
-                    namespace,
-                    name,
-                    labels,
-                } = ep
-                else {
-                    continue;
-                };
-                if addrs.contains_key(ep) {
-                    continue;
-                }
-                let key = WorkloadKey::new(namespace, name);
-                let same = current
-                    .workloads
-                    .get(&key)
-                    .filter(|w| &w.labels == labels && !w.ips.is_empty());
-                let ip = match same {
-                    Some(w) => w.ips[0],
-                    None => {
-                        next += 1;
-                        let ip =
-                            IpAddr::V4(std::net::Ipv4Addr::from((100u32 << 24 | 64 << 16) + next));
-                        if !inv.namespaces.contains_key(namespace) {
-                            inv.namespaces.insert(
-                                namespace.clone(),
-                                Namespace::new(namespace, Labels::new()),
-                            );
-                        }
-                        let stand_in = Workload {
-                            namespace: namespace.clone(),
-                            name: format!("{name}~{next}"),
-                            labels: labels.clone(),
-                            ips: vec![ip],
-                            ports: current
+            let mut pair = [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED); 2];
+            for (slot, ep) in pair.iter_mut().zip([&f.src, &f.dst]) {
+                *slot = match ep {
+                    Endpoint::External { ip } => *ip,
+                    Endpoint::Workload {
+                        namespace,
+                        name,
+                        labels,
+                    } => {
+                        let known = seen.entry((namespace, name)).or_default();
+                        if let Some((_, ip)) = known.iter().find(|(l, _)| *l == labels) {
+                            *ip
+                        } else {
+                            let key = WorkloadKey::new(namespace, name);
+                            let same = current
                                 .workloads
                                 .get(&key)
-                                .map(|w| w.ports.clone())
-                                .unwrap_or_default(),
-                            node: None,
-                            host_network: false,
-                        };
-                        inv.workloads.insert(stand_in.key(), stand_in);
-                        ip
+                                .filter(|w| &w.labels == labels && !w.ips.is_empty());
+                            let ip = match same {
+                                Some(w) => w.ips[0],
+                                None => {
+                                    next += 1;
+                                    let ip = IpAddr::V4(std::net::Ipv4Addr::from(
+                                        (100u32 << 24 | 64 << 16) + next,
+                                    ));
+                                    if !inv.namespaces.contains_key(namespace) {
+                                        inv.namespaces.insert(
+                                            namespace.clone(),
+                                            Namespace::new(namespace, Labels::new()),
+                                        );
+                                    }
+                                    let stand_in = Workload {
+                                        namespace: namespace.clone(),
+                                        name: format!("{name}~{next}"),
+                                        labels: labels.clone(),
+                                        ips: vec![ip],
+                                        ports: current
+                                            .workloads
+                                            .get(&key)
+                                            .map(|w| w.ports.clone())
+                                            .unwrap_or_default(),
+                                        node: None,
+                                        host_network: false,
+                                    };
+                                    inv.workloads.insert(stand_in.key(), stand_in);
+                                    ip
+                                }
+                            };
+                            known.push((labels, ip));
+                            ip
+                        }
                     }
                 };
-                addrs.insert(ep.clone(), ip);
             }
+            addrs.push(pair);
         }
         Self {
             inventory: inv,
             addrs,
         }
     }
-
-    fn addr(&self, ep: &Endpoint) -> IpAddr {
-        match ep {
-            Endpoint::External { ip } => *ip,
-            w => self.addrs[w],
-        }
-    }
 }
+
+/// Detail rows kept per class besides breakage (which is always complete); the summary counts
+/// everything.
+const DETAIL_CAP: usize = 10_000;
 
 /// Replays history against the policy in force and the candidate (both engines built on the
 /// replay inventory). `progress` is called every `step` flows with (done, total).
@@ -843,14 +851,16 @@ pub fn simulate(
 ) -> (SimSummary, Vec<SimRow>) {
     let mut summary = SimSummary::default();
     let mut rows: BTreeMap<(SimClass, String, String, Protocol, u16), SimRow> = BTreeMap::new();
+    let mut kept: BTreeMap<SimClass, usize> = BTreeMap::new();
     let step = (flows.len() / 20).max(50_000);
     for (i, f) in flows.iter().enumerate() {
         if i % step == 0 {
             progress(i, flows.len());
         }
+        let [src, dst] = replay.addrs[i];
         let flow = Flow {
-            src: replay.addr(&f.src),
-            dst: replay.addr(&f.dst),
+            src,
+            dst,
             protocol: f.protocol,
             port: f.port,
         };
@@ -880,10 +890,11 @@ pub fn simulate(
             f.protocol,
             f.port,
         );
+        let kept = kept.entry(class).or_insert(0usize);
         if let Some(r) = rows.get_mut(&key) {
             r.connections += f.connections;
-        } else if class != SimClass::Permitted && class != SimClass::Rejected || rows.len() < 10_000
-        {
+        } else if class == SimClass::WouldBeRejected || *kept < DETAIL_CAP {
+            *kept += 1;
             rows.insert(
                 key.clone(),
                 SimRow {
@@ -908,4 +919,280 @@ pub fn simulate(
     }
     progress(flows.len(), flows.len());
     (summary, rows.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{parse_file, Object};
+
+    fn inv_and_policies(yaml: &str) -> (Inventory, Vec<crate::model::Policy>) {
+        let mut inv = Inventory::default();
+        let mut pols = Vec::new();
+        for o in parse_file("t.yaml", yaml).unwrap().objects {
+            match o.object {
+                Object::Namespace(n) => {
+                    inv.namespaces.insert(n.name.clone(), n);
+                }
+                Object::Pod(w) => {
+                    inv.workloads.insert(w.key(), w);
+                }
+                Object::Node(n) => {
+                    inv.nodes.insert(n.name.clone(), n);
+                }
+                Object::Policy(p) => pols.push(*p),
+            }
+        }
+        (inv, pols)
+    }
+
+    const INV: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {namespace: a, name: web-1, labels: {app: web, pod-template-hash: x1}}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: a, name: web-2, labels: {app: web, pod-template-hash: x1}}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: a, name: db, labels: {app: db}}
+status: {podIP: 10.0.0.3}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: b, name: debug, labels: {app: debug}}
+status: {podIP: 10.0.0.4}
+";
+
+    fn ep(inv: &Inventory, key: &str) -> Endpoint {
+        let w = &inv.workloads[&WorkloadKey::parse(key).unwrap()];
+        Endpoint::Workload {
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+            labels: w.labels.clone(),
+        }
+    }
+
+    fn flow(src: Endpoint, dst: Endpoint, port: u16, observed: Observed, n: u64) -> HistFlow {
+        HistFlow {
+            src,
+            dst,
+            protocol: Protocol::Tcp,
+            port,
+            observed,
+            rule: None,
+            connections: n,
+            first_ns: 1_000_000_000,
+            last_ns: 2_000_000_000,
+        }
+    }
+
+    #[test]
+    fn map_groups_replicas_and_externals() {
+        let (inv, _) = inv_and_policies(INV);
+        let ext = Endpoint::External {
+            ip: "203.0.113.9".parse().unwrap(),
+        };
+        let flows = vec![
+            flow(
+                ep(&inv, "a/web-1"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Allowed,
+                3,
+            ),
+            flow(
+                ep(&inv, "a/web-2"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Allowed,
+                2,
+            ),
+            flow(
+                ep(&inv, "b/debug"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Denied,
+                1,
+            ),
+            flow(ep(&inv, "a/web-1"), ext, 443, Observed::Allowed, 1),
+        ];
+        let m = dependency_map(&flows, GroupBy::App);
+        let e: Vec<_> = m
+            .edges
+            .iter()
+            .map(|e| (e.src.as_str(), e.dst.as_str(), e.port, e.allowed, e.denied))
+            .collect();
+        assert_eq!(
+            e,
+            [
+                ("a/app=web", "203.0.113.0/24", 443, 1, 0),
+                ("a/app=web", "a/app=db", 5432, 5, 0),
+                ("b/app=debug", "a/app=db", 5432, 0, 1)
+            ]
+        );
+        let web = m.nodes.iter().find(|n| n.id == "a/app=web").unwrap();
+        assert_eq!(web.members.len(), 2);
+        assert!(to_dot(&m).contains("\"a/app=web\" -> \"a/app=db\""));
+    }
+
+    #[test]
+    fn proposal_is_least_privilege_deterministic_and_respects_denies() {
+        let deny = "
+apiVersion: cellwall.io/v1alpha1
+kind: ClusterPolicy
+metadata: {name: no-debug}
+spec:
+  tier: admin
+  priority: 1
+  ingress:
+  - action: Deny
+    from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: b}}}]
+";
+        let (inv, pols) = inv_and_policies(&format!("{INV}---{deny}"));
+        let engine = Engine::build(inv.clone(), pols, 0);
+        let flows = vec![
+            flow(
+                ep(&inv, "a/web-1"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Allowed,
+                30,
+            ),
+            flow(
+                ep(&inv, "a/web-2"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Allowed,
+                20,
+            ),
+            flow(
+                ep(&inv, "a/web-1"),
+                ep(&inv, "a/db"),
+                9999,
+                Observed::Allowed,
+                1,
+            ),
+            // Happened before the deny existed: still never proposed.
+            flow(
+                ep(&inv, "b/debug"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Allowed,
+                4,
+            ),
+            // Denied attempts are never proposed either.
+            flow(
+                ep(&inv, "a/db"),
+                ep(&inv, "a/web-1"),
+                22,
+                Observed::Denied,
+                9,
+            ),
+        ];
+        let p = propose(&flows, &engine, &ProposeOptions::default());
+        assert_eq!(p, propose(&flows, &engine, &ProposeOptions::default()));
+        let db = p.policies.iter().find(|p| p.name == "cw-db").unwrap();
+        let rules: Vec<_> = db
+            .ingress
+            .iter()
+            .map(|r| (r.port, r.evidence.connections, r.evidence.review))
+            .collect();
+        assert_eq!(rules, [(5432, 50, false), (9999, 1, true)]);
+        assert!(db.egress.is_empty());
+        assert_eq!(p.excluded.len(), 1);
+        assert!(
+            p.excluded[0].reason.contains("ClusterPolicy/no-debug"),
+            "{:?}",
+            p.excluded
+        );
+        // Namespace b's debug pod sent nothing allowed, yet is isolated; with --namespace a it is
+        // left alone.
+        assert!(p
+            .policies
+            .iter()
+            .any(|p| p.namespace == "b" && p.ingress.is_empty()));
+        let only_a = propose(
+            &flows,
+            &engine,
+            &ProposeOptions {
+                namespace: Some("a".into()),
+                ..Default::default()
+            },
+        );
+        assert!(only_a.policies.iter().all(|p| p.namespace == "a"));
+        // Both renderings parse back as policies.
+        for f in [ProposalFormat::Cellwall, ProposalFormat::NetworkPolicy] {
+            let y = render_yaml(&p, f);
+            let parsed = parse_file("p.yaml", &y).unwrap_or_else(|e| panic!("{e}\n{y}"));
+            assert_eq!(parsed.objects.len(), p.policies.len());
+        }
+    }
+
+    #[test]
+    fn simulation_classifies_and_replays_old_labels() {
+        let allow_web = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: a, name: db}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 5432}]}]
+";
+        let (inv, cur) = inv_and_policies(&format!("{INV}---{allow_web}"));
+        let (_, cand) = inv_and_policies(&allow_web.replace("5432", "5433"));
+        // web-2 was labelled app=legacy when it connected; db's policy in force would not
+        // have allowed that: it escaped (happened without isolation at the time).
+        let mut old = ep(&inv, "a/web-2");
+        if let Endpoint::Workload { labels, .. } = &mut old {
+            labels.insert("app".into(), "legacy".into());
+        }
+        let flows = vec![
+            flow(
+                ep(&inv, "a/web-1"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Allowed,
+                10,
+            ),
+            flow(old, ep(&inv, "a/db"), 5432, Observed::Allowed, 2),
+            flow(
+                ep(&inv, "b/debug"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Denied,
+                1,
+            ),
+            flow(
+                ep(&inv, "a/web-1"),
+                ep(&inv, "a/db"),
+                5433,
+                Observed::Denied,
+                1,
+            ),
+        ];
+        let replay = Replay::new(&inv, &flows);
+        let current = Engine::build(replay.inventory.clone(), cur, 0);
+        let candidate = Engine::build(replay.inventory.clone(), cand, 0);
+        let (summary, rows) = simulate(&replay, &current, &candidate, &flows, |_, _| {});
+        let classes: Vec<_> = rows
+            .iter()
+            .map(|r| (r.class, r.src.as_str(), r.port))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                (SimClass::WouldBeRejected, "a/web-1", 5432),
+                (SimClass::Escaped, "a/web-2", 5432),
+                (SimClass::Rejected, "b/debug", 5432),
+                (SimClass::WouldBeOpened, "a/web-1", 5433),
+            ]
+        );
+        assert_eq!(summary.breakage(), 1);
+        assert_eq!(summary.flows, 4);
+    }
 }
