@@ -391,6 +391,18 @@ fn enforcement(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
         }
+        // Expiring grants end on the agent's clock, manager or not.
+        let now = now_unix().as_secs() as i64;
+        if agent.next_expiry().is_some_and(|t| t <= now) {
+            let t = Instant::now();
+            match agent.advance(now) {
+                Ok(_) => eprintln!("expired grants retired at {now} in {:?}", t.elapsed()),
+                Err(e) => {
+                    m.apply_errors.fetch_add(1, Relaxed);
+                    eprintln!("retiring expired grants failed: {e:#}");
+                }
+            }
+        }
         if last_drain.elapsed() >= tick {
             last_drain = Instant::now();
             if let Some(dp) = events.as_mut() {

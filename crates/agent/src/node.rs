@@ -167,6 +167,22 @@ impl NodeAgent {
         diff_into(&mut self.engine, &self.doc, doc);
         self.engine.set_now(now);
         self.doc = doc.clone();
+        self.sync()
+    }
+
+    /// The next time (Unix seconds) a policy or rule in force expires.
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.engine.next_expiry()
+    }
+
+    /// Moves the clock: policies and rules whose `expiresAt` passed stop being enforced, without
+    /// waiting for the manager (grants end on time also during an outage).
+    pub fn advance(&mut self, now: i64) -> Result<Applied, AgentError> {
+        self.engine.set_now(now);
+        self.sync()
+    }
+
+    fn sync(&mut self) -> Result<Applied, AgentError> {
         let reattach = std::mem::replace(&mut self.first, false);
         let Backend::Kernel {
             pins,

@@ -43,6 +43,10 @@ enum Command {
     Propose(discover::ProposeArgs),
     /// Replay flow history against candidate policies: what would break, what escaped.
     Simulate(discover::SimulateArgs),
+    /// Cut a workload off at once, both ways, existing connections included.
+    Quarantine(client::QuarantineArgs),
+    /// End a quarantine.
+    Release(client::ReleaseArgs),
     /// A guided tour on real traffic: build a lab, watch, lock down, catch lateral movement.
     Demo(demo::DemoArgs),
 }
@@ -59,6 +63,8 @@ fn main() {
         Command::Explain(a) => client::explain(a),
         Command::Demo(a) => demo::run(a),
         Command::Map(a) => discover::map(a),
+        Command::Quarantine(a) => client::quarantine(a),
+        Command::Release(a) => client::release(a),
         Command::Propose(a) => discover::propose(a),
         Command::Simulate(a) => discover::simulate(a),
     };

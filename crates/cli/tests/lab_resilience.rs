@@ -139,20 +139,11 @@ fn prober(
     (count, wrong, hs)
 }
 
-#[test]
-#[ignore = "root tier: needs network namespaces and BPF"]
-fn established_connection_is_revoked_within_one_second() {
-    let lab = Lab::up(
-        "rev",
-        &format!(
-            "{INVENTORY}---\n{}---\n{}",
-            client("client"),
-            allow_from("client")
-        ),
-    );
+/// Opens a session from the client to the server (port 80, echo), makes `change`, and returns
+/// how long after it the session still passed traffic (watched for 3 s: until 1 s echoes may
+/// arrive; after that none may, however long TCP keeps retransmitting).
+fn last_echo_after(lab: &Lab, change: impl FnOnce()) -> Duration {
     let ns = lab.client_netns();
-    let deny = lab.file("deny.yaml", DENY_ALL);
-    let allow = lab.file("allow.yaml", &allow_from("client"));
     let (tx, rx) = std::sync::mpsc::channel::<Duration>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<Instant>();
     let h = std::thread::spawn(move || {
@@ -172,8 +163,6 @@ fn established_connection_is_revoked_within_one_second() {
         r.read_line(&mut line).unwrap();
         assert_eq!(line, "ping\n");
         let changed_at = go_rx.recv().unwrap();
-        // Until 1 s after the change echoes may still arrive; after that, none may, however
-        // long TCP keeps retransmitting.
         let mut last_echo = None;
         while changed_at.elapsed() < Duration::from_secs(3) {
             let _ = w.write_all(b"ping\n");
@@ -188,10 +177,27 @@ fn established_connection_is_revoked_within_one_second() {
         tx.send(last_echo.unwrap_or_default()).unwrap();
     });
     std::thread::sleep(Duration::from_millis(300));
-    lab.apply(&deny);
+    change();
     go_tx.send(Instant::now()).unwrap();
     let took = rx.recv().unwrap();
     h.join().unwrap();
+    took
+}
+
+#[test]
+#[ignore = "root tier: needs network namespaces and BPF"]
+fn established_connection_is_revoked_within_one_second() {
+    let lab = Lab::up(
+        "rev",
+        &format!(
+            "{INVENTORY}---\n{}---\n{}",
+            client("client"),
+            allow_from("client")
+        ),
+    );
+    let deny = lab.file("deny.yaml", DENY_ALL);
+    let allow = lab.file("allow.yaml", &allow_from("client"));
+    let took = last_echo_after(&lab, || lab.apply(&deny));
     eprintln!("last echo on the established session {took:?} after the deny was applied (watched for 3 s)");
     assert!(
         took < Duration::from_secs(1),
@@ -449,4 +455,123 @@ fn manager_apply_outage_restarts_flows_and_credentials() {
     let read = std::fs::read_to_string(lab_file(&lab, "manager/read.token")).unwrap();
     let (ok, _, err) = cw_lab(&lab, &["apply", "-f", &f, "--token", read.trim()]);
     assert!(!ok && err.contains("403"), "{err}");
+}
+
+#[test]
+#[ignore = "root tier: needs network namespaces and BPF"]
+fn expiring_grant_ends_on_time_without_the_manager() {
+    let lab = Lab::up("exp", &format!("{INVENTORY}---\n{}", client("client")));
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 4;
+    let stamp = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "-d", &format!("@{until}"), "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let grant = lab.file(
+        "grant.yaml",
+        &format!(
+            "apiVersion: cellwall.io/v1alpha1\nkind: Policy\nmetadata: {{name: partner, namespace: t}}\nspec:\n  podSelector: {{matchLabels: {{app: server}}}}\n  ingress:\n  - name: until\n    from: [{{podSelector: {{matchLabels: {{app: client}}}}}}]\n    ports: [{{port: 80}}]\n    expiresAt: \"{}\"\n",
+            stamp.trim()
+        ),
+    );
+    lab.apply(&grant);
+    // The manager goes away: the grant must still end on time, on the agent's own clock.
+    let pid = std::fs::read_to_string(lab_file(&lab, "manager.pid")).unwrap();
+    Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    let netns = lab.client_netns();
+    let ends = cellwall_datapath::netns::run_in(&netns, move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut was_open = false;
+        while Instant::now() < deadline {
+            let open = TcpStream::connect_timeout(&server(80), Duration::from_millis(100)).is_ok();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            if open {
+                was_open = true;
+            } else if was_open {
+                return Some(now);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    })
+    .unwrap()
+    .expect("the grant never worked, or never ended");
+    let late = ends - until as f64;
+    eprintln!("grant ended {late:+.3} s from its expiresAt");
+    assert!(
+        (-0.15..=1.0).contains(&late),
+        "ended {late:+.3} s from expiresAt"
+    );
+}
+
+#[test]
+#[ignore = "root tier: needs network namespaces and BPF"]
+fn quarantine_cuts_sessions_outranks_allows_and_release_restores() {
+    let lab = Lab::up(
+        "qrt",
+        &format!(
+            "{INVENTORY}---\n{}---\n{}",
+            client("client"),
+            allow_from("client")
+        ),
+    );
+    // The server is allowed to receive from the client: the quarantine must outrank that.
+    let took = last_echo_after(&lab, || {
+        let (ok, out, err) = cw_lab(&lab, &["quarantine", "t/server", "--reason", "CVE drill"]);
+        assert!(ok, "{out}{err}");
+    });
+    eprintln!("quarantine: last echo on the open session {took:?} after the command returned");
+    assert!(
+        took < Duration::from_secs(1),
+        "session still passed {took:?} after quarantine"
+    );
+    let netns = lab.client_netns();
+    let connects = |port: u16| {
+        let ns = netns.clone();
+        cellwall_datapath::netns::run_in(&ns, move || {
+            TcpStream::connect_timeout(&server(port), Duration::from_millis(300)).is_ok()
+        })
+        .unwrap()
+    };
+    assert!(
+        !connects(80),
+        "new connections to a quarantined workload must fail"
+    );
+    let (ok, out, _) = cw_lab(&lab, &["get", "quarantines", "-o", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["items"][0]["reason"], "CVE drill");
+    let (ok, out, _) = cw_lab(&lab, &["get", "audit", "-o", "json"]);
+    assert!(ok && out.contains("\"Quarantine\""), "{out}");
+    // The management exception: the client (app=client) may reach it; nobody else.
+    let (ok, _, err) = cw_lab(
+        &lab,
+        &[
+            "quarantine",
+            "t/server",
+            "--allow-from",
+            "app=client",
+            "--wait",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(connects(80));
+    let (ok, _, err) = cw_lab(&lab, &["release", "t/server", "--wait"]);
+    assert!(ok, "{err}");
+    assert!(connects(80) && !connects(81));
+    let (ok, _, err) = cw_lab(&lab, &["release", "t/server"]);
+    assert!(!ok && err.contains("not quarantined"), "{err}");
 }

@@ -182,6 +182,7 @@ impl Manager {
         let revision = self.store.revision()?;
         let mut inv = Inventory::default();
         let mut policies: Vec<Policy> = Vec::new();
+        let mut quarantines: Vec<Quarantine> = Vec::new();
         for c in self.store.current(None)? {
             let corrupt = |e| store::StoreError::Corrupt {
                 kind: c.kind.as_str().into(),
@@ -205,6 +206,9 @@ impl Manager {
                     inv.nodes.insert(n.name.clone(), n);
                 }
                 Kind::Policy => policies.push(serde_json::from_str(&c.body).map_err(corrupt)?),
+                Kind::Quarantine => {
+                    quarantines.push(serde_json::from_str::<Quarantine>(&c.body).map_err(corrupt)?)
+                }
             }
         }
         for n in self.store.nodes()? {
@@ -222,6 +226,18 @@ impl Manager {
                         w.node = Some(n.name.clone());
                     }
                 }
+            }
+        }
+        // A quarantined workload carries a label only the manager sets, and a policy outranking
+        // every other cuts it off both ways (but for the management exception, if any).
+        for q in &quarantines {
+            let Some(k) = WorkloadKey::parse(&q.workload) else {
+                continue;
+            };
+            if let Some(w) = inv.workloads.get_mut(&k) {
+                w.labels
+                    .insert(QUARANTINE_LABEL.to_string(), k.name.clone());
+                policies.push(q.policy()?);
             }
         }
         policies.sort_by(|a, b| a.id.cmp(&b.id));
@@ -402,6 +418,48 @@ impl Manager {
         }))
     }
 
+    /// Cuts a workload off (or updates its quarantine); recorded like any change.
+    pub fn quarantine(&self, actor: &str, q: Quarantine) -> Result<Committed, ManagerError> {
+        let k = WorkloadKey::parse(&q.workload).ok_or_else(|| {
+            ManagerError::Invalid(format!("{}: expected NAMESPACE/NAME", q.workload))
+        })?;
+        if !self.published().doc.workloads.iter().any(|w| w.key() == k) {
+            return Err(ManagerError::Invalid(format!("no workload {k}")));
+        }
+        q.policy()?; // validates the exception
+        let c = self.store.write(
+            actor,
+            &[Write {
+                kind: Kind::Quarantine,
+                key: k.to_string(),
+                body: Some(serde_json::to_string(&q).expect("json")),
+            }],
+        )?;
+        self.store
+            .log_event(actor, "quarantine", &format!("{k}: {}", q.reason))?;
+        self.publish()?;
+        Ok(c)
+    }
+
+    pub fn release(&self, actor: &str, workload: &str) -> Result<Committed, ManagerError> {
+        let c = self.store.write(
+            actor,
+            &[Write {
+                kind: Kind::Quarantine,
+                key: workload.to_string(),
+                body: None,
+            }],
+        )?;
+        if c.changes[0].action == "not found" {
+            return Err(ManagerError::Invalid(format!(
+                "{workload} is not quarantined"
+            )));
+        }
+        self.store.log_event(actor, "release", workload)?;
+        self.publish()?;
+        Ok(c)
+    }
+
     /// Signs a node certificate for a valid bootstrap token.
     pub fn join(&self, token: &str, node: &str) -> Result<(String, String), ManagerError> {
         if !matches!(self.authenticate(token)?, Some((Role::Bootstrap, _))) {
@@ -478,6 +536,80 @@ pub fn parse_candidate(docs: &[Document]) -> Result<Vec<Policy>, ManagerError> {
         ));
     }
     Ok(candidate)
+}
+
+/// The label a quarantined workload carries (value: its name).
+pub const QUARANTINE_LABEL: &str = "quarantine.cellwall.io/pod";
+
+/// A quarantine as stored.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Quarantine {
+    /// `namespace/name`.
+    pub workload: String,
+    pub reason: String,
+    /// Management exception: `k=v,...` (pods with these labels in any namespace) or
+    /// `cidr:ADDR/LEN`.
+    pub allow_from: Option<String>,
+}
+
+/// Parses `k=v,k2=v2` into YAML `matchLabels`, or `cidr:X` into a CIDR peer.
+fn exception_peer(s: &str) -> Result<String, ManagerError> {
+    if let Some(c) = s.strip_prefix("cidr:") {
+        let cidr: cellwall_policy::Cidr = c
+            .parse()
+            .map_err(|e| ManagerError::Invalid(format!("allow_from {s:?}: {e}")))?;
+        return Ok(format!(
+            "{{cidr: {}}}",
+            serde_json::to_string(&cidr.to_string()).expect("json")
+        ));
+    }
+    let mut labels = Vec::new();
+    for kv in s.split(',') {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(ManagerError::Invalid(format!(
+                "allow_from {s:?}: expected k=v[,k=v...] (pod labels) or cidr:ADDR/LEN"
+            )));
+        };
+        labels.push(format!(
+            "{}: {}",
+            serde_json::to_string(k.trim()).expect("json"),
+            serde_json::to_string(v.trim()).expect("json")
+        ));
+    }
+    Ok(format!(
+        "{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{{}}}}}}}",
+        labels.join(", ")
+    ))
+}
+
+impl Quarantine {
+    /// The policy that enforces it: admin tier, ahead of every other policy.
+    pub fn policy(&self) -> Result<Policy, ManagerError> {
+        let k = WorkloadKey::parse(&self.workload)
+            .ok_or_else(|| ManagerError::Invalid(format!("{}: expected NS/NAME", self.workload)))?;
+        let exception = match &self.allow_from {
+            Some(a) => format!(
+                "  - name: management-exception\n    from: [{}]\n",
+                exception_peer(a)?
+            ),
+            None => String::new(),
+        };
+        let yaml = format!(
+            "apiVersion: cellwall.io/v1alpha1\nkind: Policy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  tier: admin\n  priority: -1000000\n  podSelector: {{matchLabels: {{{label}: {pod}}}}}\n  ingress:\n{exception}  - name: quarantine\n    action: Deny\n    from: [{{entity: all}}]\n  egress:\n  - name: quarantine\n    action: Deny\n    to: [{{entity: all}}]\n",
+            name = serde_json::to_string(&format!("quarantine-{}", k.name)).expect("json"),
+            ns = serde_json::to_string(&k.namespace).expect("json"),
+            label = serde_json::to_string(QUARANTINE_LABEL).expect("json"),
+            pod = serde_json::to_string(&k.name).expect("json"),
+        );
+        let parsed = parse_file("quarantine", &yaml)
+            .map_err(|e| ManagerError::Invalid(format!("quarantine policy: {e}")))?;
+        match parsed.objects.into_iter().next().map(|o| o.object) {
+            Some(Object::Policy(p)) => Ok(*p),
+            _ => Err(ManagerError::Invalid(
+                "quarantine policy did not parse".into(),
+            )),
+        }
+    }
 }
 
 /// What an agent reported of one local workload (stored per node).

@@ -115,6 +115,8 @@ pub fn router(m: Arc<Manager>) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/tokens", post(create_token))
         .route("/v1/map", get(map))
+        .route("/v1/quarantine", post(quarantine).get(quarantines))
+        .route("/v1/release", post(release))
         .route("/v1/propose", get(propose))
         .route("/v1/simulate", post(simulate))
         .fallback(|| async {
@@ -533,4 +535,54 @@ async fn simulate(State(m): M, h: HeaderMap, body: Bytes) -> Result<Response, Ap
         axum::body::Body::from_stream(stream),
     )
         .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuarantineBody {
+    workload: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    allow_from: Option<String>,
+}
+
+async fn quarantine(State(m): M, h: HeaderMap, body: Bytes) -> Api {
+    let who = auth(&m, &h, Role::Admin)?;
+    let b: QuarantineBody = parse_json(&body)?;
+    let q = crate::Quarantine {
+        workload: b.workload,
+        reason: b.reason.unwrap_or_default(),
+        allow_from: b.allow_from,
+    };
+    let c = blocking(move || Ok(m.quarantine(&who, q)?)).await?;
+    Ok(Json(serde_json::to_value(c).expect("json")))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    workload: String,
+}
+
+async fn release(State(m): M, h: HeaderMap, body: Bytes) -> Api {
+    let who = auth(&m, &h, Role::Admin)?;
+    let b: ReleaseBody = parse_json(&body)?;
+    let c = blocking(move || Ok(m.release(&who, &b.workload)?)).await?;
+    Ok(Json(serde_json::to_value(c).expect("json")))
+}
+
+async fn quarantines(State(m): M, h: HeaderMap) -> Api {
+    auth(&m, &h, Role::Read)?;
+    let cur = blocking(move || Ok(m.store.current(Some(Kind::Quarantine))?)).await?;
+    let items: Vec<Value> = cur
+        .iter()
+        .filter_map(|c| {
+            let mut v: Value = serde_json::from_str(&c.body).ok()?;
+            v["by"] = json!(c.changed_by);
+            v["since_ms"] = json!(c.changed_at_ms);
+            Some(v)
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
 }

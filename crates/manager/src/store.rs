@@ -36,6 +36,8 @@ pub enum Kind {
     Pod,
     Node,
     Policy,
+    /// A workload cut off by `cellwall quarantine` (key `namespace/name`).
+    Quarantine,
 }
 
 impl Kind {
@@ -45,6 +47,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Node => "Node",
             Kind::Policy => "Policy",
+            Kind::Quarantine => "Quarantine",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -53,6 +56,7 @@ impl Kind {
             "Pod" => Kind::Pod,
             "Node" => Kind::Node,
             "Policy" => Kind::Policy,
+            "Quarantine" => Kind::Quarantine,
             _ => return None,
         })
     }
@@ -234,6 +238,8 @@ pub trait Store: Send + Sync {
 
 pub struct SqliteStore {
     db: Mutex<Connection>,
+    /// `names` ids by text (filled as names are written or read).
+    names: Mutex<HashMap<String, i64>>,
 }
 
 fn now_ms() -> i64 {
@@ -270,9 +276,12 @@ CREATE TABLE IF NOT EXISTS flows(
   port INTEGER NOT NULL, verdict TEXT NOT NULL, direction TEXT NOT NULL, rule TEXT,
   count INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS flows_time ON flows(time_ns);
-CREATE TABLE IF NOT EXISTS history(
-  bucket INTEGER NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL, protocol TEXT NOT NULL,
-  port INTEGER NOT NULL, verdict TEXT NOT NULL, rule TEXT NOT NULL, count INTEGER NOT NULL,
+-- Endpoints (JSON with labels) and rule descriptions repeat in every minute of history: stored
+-- once here, referenced by id, so history rows are a few integers.
+CREATE TABLE IF NOT EXISTS names(id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS flow_history(
+  bucket INTEGER NOT NULL, src INTEGER NOT NULL, dst INTEGER NOT NULL, protocol INTEGER NOT NULL,
+  port INTEGER NOT NULL, verdict INTEGER NOT NULL, rule INTEGER NOT NULL, count INTEGER NOT NULL,
   first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
   PRIMARY KEY(bucket, src, dst, protocol, port, verdict, rule)) WITHOUT ROWID;
 ";
@@ -285,7 +294,10 @@ impl SqliteStore {
         db.pragma_update(None, "foreign_keys", "ON")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
-        Ok(Self { db: Mutex::new(db) })
+        Ok(Self {
+            db: Mutex::new(db),
+            names: Mutex::new(HashMap::new()),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -684,22 +696,27 @@ impl Store for SqliteStore {
     }
 }
 
-fn observed_str(o: cellwall_policy::discover::Observed) -> &'static str {
-    use cellwall_policy::discover::Observed;
-    match o {
-        Observed::Allowed => "allowed",
-        Observed::Denied => "denied",
-        Observed::Audit => "audit",
-    }
-}
-
 impl SqliteStore {
     pub(crate) fn add_history_impl(&self, rows: &[HistRow]) -> Result<()> {
+        use cellwall_policy::discover::Observed;
         let mut db = self.conn();
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         let tx = db.transaction()?;
         {
+            let mut ins_name =
+                tx.prepare_cached("INSERT OR IGNORE INTO names(text) VALUES (?1)")?;
+            let mut get_name = tx.prepare_cached("SELECT id FROM names WHERE text = ?1")?;
+            let mut id = |text: String| -> Result<i64> {
+                if let Some(i) = names.get(&text) {
+                    return Ok(*i);
+                }
+                ins_name.execute(params![text])?;
+                let i: i64 = get_name.query_row(params![text], |r| r.get(0))?;
+                names.insert(text, i);
+                Ok(i)
+            };
             let mut st = tx.prepare_cached(
-                "INSERT INTO history(bucket, src, dst, protocol, port, verdict, rule, count,
+                "INSERT INTO flow_history(bucket, src, dst, protocol, port, verdict, rule, count,
                    first_ns, last_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT(bucket, src, dst, protocol, port, verdict, rule) DO UPDATE SET
                    count = count + excluded.count,
@@ -708,14 +725,24 @@ impl SqliteStore {
             )?;
             for r in rows {
                 let f = &r.flow;
+                let (src, dst) = (
+                    id(serde_json::to_string(&f.src).expect("json"))?,
+                    id(serde_json::to_string(&f.dst).expect("json"))?,
+                );
+                let rule = id(f.rule.clone().unwrap_or_default())?;
+                let verdict = match f.observed {
+                    Observed::Allowed => 0,
+                    Observed::Denied => 1,
+                    Observed::Audit => 2,
+                };
                 st.execute(params![
                     r.bucket as i64,
-                    serde_json::to_string(&f.src).expect("json"),
-                    serde_json::to_string(&f.dst).expect("json"),
-                    f.protocol.as_str(),
+                    src,
+                    dst,
+                    f.protocol.number(),
                     f.port,
-                    observed_str(f.observed),
-                    f.rule.clone().unwrap_or_default(),
+                    verdict,
+                    rule,
                     f.connections as i64,
                     f.first_ns as i64,
                     f.last_ns as i64
@@ -731,38 +758,55 @@ impl SqliteStore {
         since_ns: u64,
     ) -> Result<Vec<cellwall_policy::discover::HistFlow>> {
         use cellwall_policy::discover::{Endpoint, HistFlow, Observed};
+        use cellwall_policy::Protocol;
         let db = self.conn();
         let mut st = db.prepare_cached(
-            "SELECT src, dst, protocol, port, verdict, rule, SUM(count), MIN(first_ns), MAX(last_ns)
-             FROM history WHERE bucket >= ?1
-             GROUP BY src, dst, protocol, port, verdict, rule ORDER BY src, dst, protocol, port",
+            "SELECT src, dst, protocol, port, verdict, rule, SUM(count), MIN(first_ns),
+                    MAX(last_ns)
+             FROM flow_history WHERE bucket >= ?1
+             GROUP BY src, dst, protocol, port, verdict, rule",
         )?;
-        let mut eps: HashMap<String, Endpoint> = HashMap::new();
+        let mut text_of = db.prepare_cached("SELECT text FROM names WHERE id = ?1")?;
+        let mut eps: HashMap<i64, Endpoint> = HashMap::new();
+        let mut rules: HashMap<i64, Option<String>> = HashMap::new();
         let mut out = Vec::new();
         let mut rows = st.query(params![(since_ns / crate::history::BUCKET_NS) as i64])?;
         while let Some(r) = rows.next()? {
             let mut ep = |i: usize| -> Result<Endpoint> {
-                let s: String = r.get(i)?;
-                if let Some(e) = eps.get(&s) {
+                let id: i64 = r.get(i)?;
+                if let Some(e) = eps.get(&id) {
                     return Ok(e.clone());
                 }
+                let s: String = text_of.query_row(params![id], |r| r.get(0))?;
                 let e: Endpoint = serde_json::from_str(&s).map_err(|e| StoreError::Corrupt {
-                    kind: "history".into(),
+                    kind: "history endpoint".into(),
                     key: s.clone(),
                     source: e,
                 })?;
-                eps.insert(s, e.clone());
+                eps.insert(id, e.clone());
                 Ok(e)
             };
             let (src, dst) = (ep(0)?, ep(1)?);
-            let proto: String = r.get(2)?;
-            let verdict: String = r.get(4)?;
-            let rule: String = r.get(5)?;
-            let (Some(protocol), Some(observed)) = (
-                cellwall_policy::Protocol::parse(&proto),
-                Observed::parse(&verdict),
-            ) else {
-                continue;
+            let rule_id: i64 = r.get(5)?;
+            let rule = match rules.get(&rule_id) {
+                Some(r) => r.clone(),
+                None => {
+                    let t: String = text_of.query_row(params![rule_id], |r| r.get(0))?;
+                    let v = (!t.is_empty()).then_some(t);
+                    rules.insert(rule_id, v.clone());
+                    v
+                }
+            };
+            let protocol = match r.get::<_, u8>(2)? {
+                6 => Protocol::Tcp,
+                17 => Protocol::Udp,
+                132 => Protocol::Sctp,
+                _ => continue,
+            };
+            let observed = match r.get::<_, u8>(4)? {
+                0 => Observed::Allowed,
+                1 => Observed::Denied,
+                _ => Observed::Audit,
             };
             out.push(HistFlow {
                 src,
@@ -770,12 +814,13 @@ impl SqliteStore {
                 protocol,
                 port: r.get(3)?,
                 observed,
-                rule: (!rule.is_empty()).then_some(rule),
+                rule,
                 connections: r.get::<_, i64>(6)? as u64,
                 first_ns: r.get::<_, i64>(7)? as u64,
                 last_ns: r.get::<_, i64>(8)? as u64,
             });
         }
+        // Order does not matter: map, proposal and simulation aggregate into sorted maps.
         Ok(out)
     }
 
@@ -786,7 +831,7 @@ impl SqliteStore {
             params![before_ns as i64],
         )?;
         let b = db.execute(
-            "DELETE FROM history WHERE bucket < ?1",
+            "DELETE FROM flow_history WHERE bucket < ?1",
             params![(before_ns / crate::history::BUCKET_NS) as i64],
         )?;
         Ok(a + b)
