@@ -302,6 +302,8 @@ pub enum Resource {
     /// Workloads in quarantine.
     #[value(alias = "quarantine")]
     Quarantines,
+    /// Label imports (sources, schedules).
+    Imports,
 }
 
 #[derive(clap::Args, Debug)]
@@ -368,6 +370,7 @@ pub fn get(a: GetArgs) -> Result<()> {
         Resource::Namespaces => ("/v1/namespaces", "items"),
         Resource::Audit => ("/v1/audit", "changes"),
         Resource::Quarantines => ("/v1/quarantine", "items"),
+        Resource::Imports => ("/v1/imports", "items"),
     };
     let v = c.get(path, &[])?;
     match a.output {
@@ -504,6 +507,27 @@ pub fn get(a: GetArgs) -> Result<()> {
                     s(&q["by"]),
                     s(&q["allow_from"]),
                     s(&q["reason"]),
+                ]);
+            }
+        }
+        Resource::Imports => {
+            rows.push(
+                ["SOURCE", "ENTRIES", "FROM", "EVERY", "VERSION", "BY", "AGE"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            for i in &items {
+                rows.push(vec![
+                    s(&i["source"]),
+                    s(&i["entries"]),
+                    s(&i["origin"]),
+                    i["every_ms"]
+                        .as_u64()
+                        .map(|ms| format!("{}s", ms / 1000))
+                        .unwrap_or("-".into()),
+                    s(&i["version"]),
+                    s(&i["by"]),
+                    age(i["changed_at_ms"].as_i64().unwrap_or(0)),
                 ]);
             }
         }
@@ -741,5 +765,58 @@ pub fn release(a: ReleaseArgs) -> Result<()> {
         c.wait_applied(rev, Duration::from_secs(15))?;
     }
     println!("{} released (revision {rev})", a.workload);
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// Name of the source (e.g. cmdb, scanner): labels get the key prefix
+    /// SOURCE.import.cellwall.io/ and a new import from the same source replaces the last.
+    #[arg(long)]
+    pub source: String,
+    /// A CSV (header with one of ip, hostname, workload; other columns are labels) or JSON
+    /// (array of objects) file, imported now.
+    #[arg(short = 'f', long = "filename", conflicts_with = "location")]
+    pub file: Option<PathBuf>,
+    /// Instead: a path on the manager's host or an http:// URL the manager reads itself.
+    #[arg(long, required_unless_present = "file")]
+    pub location: Option<String>,
+    /// With --location: re-import this often (e.g. 1h); a failed run changes nothing.
+    #[arg(long, requires = "location")]
+    pub every: Option<String>,
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+pub fn import(a: ImportArgs) -> Result<()> {
+    let c = Client::from_target(&a.target)?;
+    let mut body = json!({"source": a.source});
+    if let Some(f) = &a.file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        body["file"] = json!(f.display().to_string());
+        body["text"] = json!(text);
+    }
+    if let Some(l) = &a.location {
+        body["location"] = json!(l);
+    }
+    if let Some(e) = &a.every {
+        body["every"] = json!(e);
+    }
+    let r = c.post("/v1/imports", body)?;
+    let rev = r["revision"].as_u64().unwrap_or(0);
+    if a.wait {
+        c.wait_applied(rev, Duration::from_secs(15))?;
+    }
+    println!(
+        "{}: {} entries, {} workloads labelled, {} entries matched nothing ({}, revision {rev})",
+        a.source,
+        r["entries"],
+        r["matched_workloads"],
+        r["unmatched_entries"],
+        r["changes"][0]["action"].as_str().unwrap_or("?")
+    );
     Ok(())
 }

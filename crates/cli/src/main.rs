@@ -47,6 +47,8 @@ enum Command {
     Quarantine(client::QuarantineArgs),
     /// End a quarantine.
     Release(client::ReleaseArgs),
+    /// Label workloads from a CMDB export or a vulnerability scanner report (CSV or JSON).
+    Import(client::ImportArgs),
     /// A guided tour on real traffic: build a lab, watch, lock down, catch lateral movement.
     Demo(demo::DemoArgs),
 }
@@ -64,6 +66,7 @@ fn main() {
         Command::Demo(a) => demo::run(a),
         Command::Map(a) => discover::map(a),
         Command::Quarantine(a) => client::quarantine(a),
+        Command::Import(a) => client::import(a),
         Command::Release(a) => client::release(a),
         Command::Propose(a) => discover::propose(a),
         Command::Simulate(a) => discover::simulate(a),

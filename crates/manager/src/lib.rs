@@ -183,6 +183,7 @@ impl Manager {
         let mut inv = Inventory::default();
         let mut policies: Vec<Policy> = Vec::new();
         let mut quarantines: Vec<Quarantine> = Vec::new();
+        let mut imports: Vec<LabelImport> = Vec::new();
         for c in self.store.current(None)? {
             let corrupt = |e| store::StoreError::Corrupt {
                 kind: c.kind.as_str().into(),
@@ -206,6 +207,9 @@ impl Manager {
                     inv.nodes.insert(n.name.clone(), n);
                 }
                 Kind::Policy => policies.push(serde_json::from_str(&c.body).map_err(corrupt)?),
+                Kind::Import => {
+                    imports.push(serde_json::from_str::<LabelImport>(&c.body).map_err(corrupt)?)
+                }
                 Kind::Quarantine => {
                     quarantines.push(serde_json::from_str::<Quarantine>(&c.body).map_err(corrupt)?)
                 }
@@ -227,6 +231,10 @@ impl Manager {
                     }
                 }
             }
+        }
+        // Imported labels (prefixed per source), after addresses are known.
+        for i in &imports {
+            cellwall_policy::import::apply(&mut inv, &i.entries);
         }
         // A quarantined workload carries a label only the manager sets, and a policy outranking
         // every other cuts it off both ways (but for the management exception, if any).
@@ -418,6 +426,86 @@ impl Manager {
         }))
     }
 
+    /// Imports labels for `source` from `text` (all or nothing: a bad file changes nothing).
+    /// Returns the commit and, per entry, how many workloads it matched.
+    pub fn import_labels(
+        &self,
+        actor: &str,
+        source: &str,
+        origin: &str,
+        text: &str,
+        location: Option<String>,
+        every_ms: Option<u64>,
+    ) -> Result<(Committed, Vec<usize>), ManagerError> {
+        let entries = cellwall_policy::import::parse(origin, text, source)
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        let mut inv = self.published().doc.inventory();
+        let matched = cellwall_policy::import::apply(&mut inv, &entries);
+        let rec = LabelImport {
+            source: source.to_string(),
+            origin: origin.to_string(),
+            entries,
+            every_ms,
+            location,
+        };
+        let c = self.store.write(
+            actor,
+            &[Write {
+                kind: Kind::Import,
+                key: source.to_string(),
+                body: Some(serde_json::to_string(&rec).expect("json")),
+            }],
+        )?;
+        if c.changes[0].action != "unchanged" {
+            self.store.log_event(
+                actor,
+                "import",
+                &format!("{source}: {} entries from {origin}", rec.entries.len()),
+            )?;
+        }
+        self.publish()?;
+        Ok((c, matched))
+    }
+
+    /// Runs the scheduled imports that are due; failures are recorded as events and change
+    /// nothing.
+    pub fn run_scheduled_imports(&self, last: &mut std::collections::HashMap<String, i64>) {
+        let Ok(cur) = self.store.current(Some(Kind::Import)) else {
+            return;
+        };
+        for c in cur {
+            let Ok(i) = serde_json::from_str::<LabelImport>(&c.body) else {
+                continue;
+            };
+            let (Some(loc), Some(every)) = (&i.location, i.every_ms) else {
+                continue;
+            };
+            let now = now_ms();
+            let due = last.get(&i.source).is_none_or(|t| now - t >= every as i64);
+            if !due {
+                continue;
+            }
+            last.insert(i.source.clone(), now);
+            let r = read_location(loc).and_then(|text| {
+                self.import_labels(
+                    "scheduler",
+                    &i.source,
+                    loc,
+                    &text,
+                    Some(loc.clone()),
+                    Some(every),
+                )
+            });
+            if let Err(e) = r {
+                let _ = self.store.log_event(
+                    "scheduler",
+                    "import-failed",
+                    &format!("{}: {e}", i.source),
+                );
+            }
+        }
+    }
+
     /// Cuts a workload off (or updates its quarantine); recorded like any change.
     pub fn quarantine(&self, actor: &str, q: Quarantine) -> Result<Committed, ManagerError> {
         let k = WorkloadKey::parse(&q.workload).ok_or_else(|| {
@@ -536,6 +624,38 @@ pub fn parse_candidate(docs: &[Document]) -> Result<Vec<Policy>, ManagerError> {
         ));
     }
     Ok(candidate)
+}
+
+/// Labels from one outside source, as last imported.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LabelImport {
+    pub source: String,
+    /// File name or URL the entries came from.
+    pub origin: String,
+    pub entries: Vec<cellwall_policy::import::Entry>,
+    /// Re-import from `location` this often (milliseconds); none for one-off imports.
+    pub every_ms: Option<u64>,
+    /// A path on the manager's host or an http:// URL.
+    pub location: Option<String>,
+}
+
+/// Reads an import location: a file on the manager's host or an http:// URL.
+pub fn read_location(location: &str) -> Result<String, ManagerError> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        if location.starts_with("https://") {
+            return Err(ManagerError::Invalid(format!(
+                "{location}: https is not supported yet; use http:// on a trusted network or a file"
+            )));
+        }
+        let resp = ureq::get(location)
+            .timeout(std::time::Duration::from_secs(30))
+            .call()
+            .map_err(|e| ManagerError::Invalid(format!("{location}: {e}")))?;
+        resp.into_string()
+            .map_err(|e| ManagerError::Invalid(format!("{location}: {e}")))
+    } else {
+        std::fs::read_to_string(location).map_err(io_err(format!("reading {location}")))
+    }
 }
 
 /// The label a quarantined workload carries (value: its name).
@@ -706,6 +826,23 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
     m.write_client_config(api, grpc)?;
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    // Scheduled label imports.
+    let (m4, mut rx4) = (m.clone(), rx.clone());
+    tasks.push(tokio::spawn(async move {
+        let last = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        loop {
+            let (m, last) = (m4.clone(), last.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut l = last.lock().unwrap_or_else(|p| p.into_inner());
+                m.run_scheduled_imports(&mut l)
+            })
+            .await;
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = rx4.wait_for(|s| *s) => return Ok(()),
+            }
+        }
+    }));
     // Retention: hourly, delete flows and history past the window.
     let (m3, retention, mut rx3) = (m.clone(), cfg.retention_ms, rx.clone());
     tasks.push(tokio::spawn(async move {

@@ -117,6 +117,7 @@ pub fn router(m: Arc<Manager>) -> Router {
         .route("/v1/map", get(map))
         .route("/v1/quarantine", post(quarantine).get(quarantines))
         .route("/v1/release", post(release))
+        .route("/v1/imports", post(import).get(imports))
         .route("/v1/propose", get(propose))
         .route("/v1/simulate", post(simulate))
         .fallback(|| async {
@@ -582,6 +583,87 @@ async fn quarantines(State(m): M, h: HeaderMap) -> Api {
             v["by"] = json!(c.changed_by);
             v["since_ms"] = json!(c.changed_at_ms);
             Some(v)
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    source: String,
+    /// The file's name (for errors) and text, for an import now...
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    /// ...or where the manager reads it (a path on its host or an http:// URL), now and, with
+    /// `every`, on a schedule.
+    #[serde(default)]
+    location: Option<String>,
+    #[serde(default)]
+    every: Option<String>,
+}
+
+async fn import(State(m): M, h: HeaderMap, body: Bytes) -> Api {
+    let who = auth(&m, &h, Role::Admin)?;
+    let b: ImportBody = parse_json(&body)?;
+    let every_ms = match &b.every {
+        Some(e) => Some(
+            crate::parse_duration_ms(e)
+                .filter(|ms| *ms >= 10_000)
+                .ok_or_else(|| {
+                    ApiError::bad(format!(
+                        "every={e}: expected a duration of at least 10s, like 1h"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let (c, matched, entries) = blocking(move || {
+        let (origin, text) = match (&b.text, &b.location) {
+            (Some(t), None) => (b.file.clone().unwrap_or_else(|| "import".into()), t.clone()),
+            (None, Some(loc)) => (loc.clone(), crate::read_location(loc)?),
+            _ => return Err(ApiError::bad("give either text (with file) or location")),
+        };
+        if every_ms.is_some() && b.location.is_none() {
+            return Err(ApiError::bad(
+                "every needs a location the manager can read again",
+            ));
+        }
+        let (c, matched) = m.import_labels(
+            &who,
+            &b.source,
+            &origin,
+            &text,
+            b.location.clone(),
+            every_ms,
+        )?;
+        let n = matched.len();
+        Ok((c, matched, n))
+    })
+    .await?;
+    Ok(Json(json!({
+        "revision": c.revision,
+        "changes": c.changes,
+        "entries": entries,
+        "matched_workloads": matched.iter().sum::<usize>(),
+        "unmatched_entries": matched.iter().filter(|n| **n == 0).count(),
+    })))
+}
+
+async fn imports(State(m): M, h: HeaderMap) -> Api {
+    auth(&m, &h, Role::Read)?;
+    let cur = blocking(move || Ok(m.store.current(Some(Kind::Import))?)).await?;
+    let items: Vec<Value> = cur
+        .iter()
+        .filter_map(|c| {
+            let i: crate::LabelImport = serde_json::from_str(&c.body).ok()?;
+            Some(json!({
+                "source": i.source, "origin": i.origin, "entries": i.entries.len(),
+                "location": i.location, "every_ms": i.every_ms,
+                "by": c.changed_by, "changed_at_ms": c.changed_at_ms, "version": c.version,
+            }))
         })
         .collect();
     Ok(Json(json!({ "items": items })))

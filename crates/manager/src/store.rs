@@ -38,6 +38,8 @@ pub enum Kind {
     Policy,
     /// A workload cut off by `cellwall quarantine` (key `namespace/name`).
     Quarantine,
+    /// Labels imported from one outside source (key: the source name).
+    Import,
 }
 
 impl Kind {
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Node => "Node",
             Kind::Policy => "Policy",
             Kind::Quarantine => "Quarantine",
+            Kind::Import => "Import",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -57,6 +60,7 @@ impl Kind {
             "Node" => Kind::Node,
             "Policy" => Kind::Policy,
             "Quarantine" => Kind::Quarantine,
+            "Import" => Kind::Import,
             _ => return None,
         })
     }

@@ -11,6 +11,7 @@ pub mod discover;
 pub mod engine;
 pub mod fxhash;
 pub mod identity;
+pub mod import;
 pub mod k8s;
 pub mod labels;
 pub mod load;
