@@ -820,3 +820,73 @@ pub fn import(a: ImportArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub struct AlertsArgs {
+    /// Keep printing new alerts as they are raised (Ctrl-C stops).
+    #[arg(long)]
+    pub follow: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// Compliance alerts: flows that escaped policy, audit-only and expiring allowances, new edges.
+pub fn alerts(a: AlertsArgs) -> Result<()> {
+    let c = Client::from_target(&a.target)?;
+    let mut after = 0i64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let v = c.get("/v1/alerts", &[("after", after.to_string())])?;
+        let items = v["alerts"].as_array().cloned().unwrap_or_default();
+        if let Some(l) = items.last() {
+            after = l["id"].as_i64().unwrap_or(after);
+        }
+        match (a.output, a.follow) {
+            (Format::Json, false) => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+            (Format::Yaml, false) => write!(out, "{}", serde_yaml::to_string(&v)?)?,
+            (Format::Json | Format::Yaml, true) => {
+                for i in &items {
+                    writeln!(out, "{}", serde_json::to_string(i)?)?;
+                }
+            }
+            (Format::Table, _) => {
+                for i in &items {
+                    writeln!(
+                        out,
+                        "#{} {} {:<8} {:<15} {} -> {} {}/{} x{}: {}{}",
+                        i["id"],
+                        age(i["at_ms"].as_i64().unwrap_or(0)) + " ago",
+                        i["severity"].as_str().unwrap_or("?"),
+                        i["kind"].as_str().unwrap_or("?"),
+                        i["src"].as_str().unwrap_or("?"),
+                        i["dst"].as_str().unwrap_or("?"),
+                        i["protocol"].as_str().unwrap_or("?"),
+                        i["port"],
+                        i["connections"],
+                        i["message"].as_str().unwrap_or(""),
+                        i["rule"]
+                            .as_str()
+                            .map(|r| format!(" [{r}]"))
+                            .unwrap_or_default()
+                    )?;
+                }
+                if !a.follow {
+                    writeln!(
+                        out,
+                        "{} alerts ({} suppressed by the rate limit, {} not delivered to webhooks)",
+                        items.len(),
+                        v["suppressed"],
+                        v["webhook_dropped"]
+                    )?;
+                }
+            }
+        }
+        out.flush()?;
+        if !a.follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

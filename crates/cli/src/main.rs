@@ -49,6 +49,8 @@ enum Command {
     Release(client::ReleaseArgs),
     /// Label workloads from a CMDB export or a vulnerability scanner report (CSV or JSON).
     Import(client::ImportArgs),
+    /// Compliance alerts: escaped flows, audit-only and expiring allowances, new edges.
+    Alerts(client::AlertsArgs),
     /// A guided tour on real traffic: build a lab, watch, lock down, catch lateral movement.
     Demo(demo::DemoArgs),
 }
@@ -67,6 +69,7 @@ fn main() {
         Command::Map(a) => discover::map(a),
         Command::Quarantine(a) => client::quarantine(a),
         Command::Import(a) => client::import(a),
+        Command::Alerts(a) => client::alerts(a),
         Command::Release(a) => client::release(a),
         Command::Propose(a) => discover::propose(a),
         Command::Simulate(a) => discover::simulate(a),

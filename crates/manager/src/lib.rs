@@ -6,6 +6,7 @@
 //! Whole state keeps agents simple and resync trivial (every message is complete), and one
 //! serialization per revision serves every node.
 
+pub mod alerts;
 pub mod grpc;
 pub mod history;
 pub mod pki;
@@ -60,6 +61,8 @@ pub struct Config {
     pub sans: Vec<String>,
     /// Flows and history older than this are deleted (hourly).
     pub retention_ms: u64,
+    /// Alerts are POSTed (JSON) to each of these.
+    pub webhooks: Vec<String>,
 }
 
 /// One revision of the desired state, serialized once for every agent.
@@ -77,6 +80,10 @@ pub struct Manager {
     ca: Ca,
     tx: watch::Sender<Arc<Published>>,
     publish_lock: Mutex<()>,
+    pub alerter: alerts::Alerter,
+    /// The engine of the last published revision (compliance checks on every flow batch).
+    engine_cache: Mutex<Option<(u64, Engine)>>,
+    webhook_tx: Mutex<Option<std::sync::mpsc::SyncSender<alerts::Alert>>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -153,6 +160,9 @@ impl Manager {
             ca,
             tx,
             publish_lock: Mutex::new(()),
+            alerter: alerts::Alerter::default(),
+            engine_cache: Mutex::new(None),
+            webhook_tx: Mutex::new(None),
         });
         m.publish()?;
         Ok((m, FirstStart { created }))
@@ -359,9 +369,63 @@ impl Manager {
         let n = self
             .store
             .insert_flows(node, rows, seq, kernel_lost, agent_dropped)?;
-        let hist = history::connections(&self.published().doc, rows);
+        let p = self.published();
+        let hist = history::connections(&p.doc, rows);
         self.store.add_history(&hist)?;
+        self.check_compliance(&p, &hist)?;
         Ok(n)
+    }
+
+    /// Compares connections with the policy in force; stores, logs and delivers the alerts.
+    fn check_compliance(&self, p: &Published, hist: &[store::HistRow]) -> Result<(), ManagerError> {
+        let now = now_ms();
+        let mut cache = self.engine_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = match cache.as_ref() {
+            Some((rev, e)) => {
+                *rev != p.revision || e.next_expiry().is_some_and(|t| t <= now / 1000)
+            }
+            None => true,
+        };
+        if stale {
+            let e = Engine::build(
+                p.doc.inventory(),
+                p.doc.policies.iter().cloned(),
+                now / 1000,
+            );
+            *cache = Some((p.revision, e));
+        }
+        let engine = &cache.as_ref().expect("set above").1;
+        let mut alerts = self.alerter.check(engine, &p.doc.policies, hist, now);
+        drop(cache);
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        self.store.add_alerts(&mut alerts)?;
+        let tx = self.webhook_tx.lock().unwrap_or_else(|p| p.into_inner());
+        for a in alerts {
+            eprintln!(
+                "ALERT {} [{}] {} -> {} {}/{}: {}{}",
+                a.id,
+                a.kind,
+                a.src,
+                a.dst,
+                a.protocol,
+                a.port,
+                a.message,
+                a.rule
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+            if let Some(tx) = tx.as_ref() {
+                if tx.try_send(a).is_err() {
+                    self.alerter
+                        .webhook_dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// History since `since_ms` ago.
@@ -824,6 +888,18 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
     }
     let (cert, key) = m.ca.server_cert(&sans)?;
     m.write_client_config(api, grpc)?;
+    // Compliance: edges already in history are not new; webhooks get their own thread.
+    let day_ago = (now_ms() as u64).saturating_sub(86_400_000) * 1_000_000;
+    m.alerter.learn(&m.store.history_since(day_ago)?);
+    if !cfg.webhooks.is_empty() {
+        let (wtx, wrx) = std::sync::mpsc::sync_channel(1000);
+        *m.webhook_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(wtx);
+        let urls = cfg.webhooks.clone();
+        std::thread::Builder::new()
+            .name("webhooks".into())
+            .spawn(move || alerts::deliver(urls, wrx))
+            .map_err(io_err("starting the webhook thread"))?;
+    }
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     // Scheduled label imports.

@@ -30,6 +30,9 @@ struct Args {
     /// Extra DNS names or addresses agents reach the manager by (server certificate).
     #[arg(long = "san")]
     sans: Vec<String>,
+    /// POST every alert (JSON) to this URL (repeatable; http:// only).
+    #[arg(long = "webhook")]
+    webhooks: Vec<String>,
     /// How long flow records and history are kept (e.g. 7d, 24h).
     #[arg(long, default_value = "7d", value_parser = parse_retention)]
     flow_retention: u64,
@@ -73,6 +76,7 @@ fn main() -> Result<()> {
             grpc_listen: a.grpc_listen,
             sans: a.sans,
             retention_ms: a.flow_retention,
+            webhooks: a.webhooks,
         };
         let mut running = cellwall_manager::start(cfg)
             .await

@@ -118,6 +118,7 @@ pub fn router(m: Arc<Manager>) -> Router {
         .route("/v1/quarantine", post(quarantine).get(quarantines))
         .route("/v1/release", post(release))
         .route("/v1/imports", post(import).get(imports))
+        .route("/v1/alerts", get(alerts))
         .route("/v1/propose", get(propose))
         .route("/v1/simulate", post(simulate))
         .fallback(|| async {
@@ -667,4 +668,29 @@ async fn imports(State(m): M, h: HeaderMap) -> Api {
         })
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+async fn alerts(State(m): M, h: HeaderMap, Query(q): Q) -> Api {
+    auth(&m, &h, Role::Read)?;
+    only(&q, &["after", "limit"])?;
+    let after: i64 = q
+        .get("after")
+        .map(|v| v.parse())
+        .transpose()
+        .map_err(|_| ApiError::bad("after: expected an alert id"))?
+        .unwrap_or(0);
+    let limit: usize = q
+        .get("limit")
+        .map(|v| v.parse())
+        .transpose()
+        .map_err(|_| ApiError::bad("limit: expected an integer"))?
+        .unwrap_or(1000);
+    let m2 = m.clone();
+    let items = blocking(move || Ok(m2.store.alerts(after, limit)?)).await?;
+    use std::sync::atomic::Ordering::Relaxed;
+    Ok(Json(json!({
+        "alerts": items,
+        "suppressed": m.alerter.suppressed.load(Relaxed),
+        "webhook_dropped": m.alerter.webhook_dropped.load(Relaxed),
+    })))
 }

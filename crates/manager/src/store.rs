@@ -238,6 +238,11 @@ pub trait Store: Send + Sync {
     fn history_since(&self, since_ns: u64) -> Result<Vec<cellwall_policy::discover::HistFlow>>;
     /// Drops flows and history older than `before_ns`; returns rows removed.
     fn prune(&self, before_ns: u64) -> Result<usize>;
+
+    /// Stores alerts, giving each its id.
+    fn add_alerts(&self, alerts: &mut [crate::alerts::Alert]) -> Result<()>;
+    /// Alerts with an id above `after`, oldest first.
+    fn alerts(&self, after: i64, limit: usize) -> Result<Vec<crate::alerts::Alert>>;
 }
 
 pub struct SqliteStore {
@@ -282,6 +287,7 @@ CREATE TABLE IF NOT EXISTS flows(
 CREATE INDEX IF NOT EXISTS flows_time ON flows(time_ns);
 -- Endpoints (JSON with labels) and rule descriptions repeat in every minute of history: stored
 -- once here, referenced by id, so history rows are a few integers.
+CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS names(id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS flow_history(
   bucket INTEGER NOT NULL, src INTEGER NOT NULL, dst INTEGER NOT NULL, protocol INTEGER NOT NULL,
@@ -332,6 +338,41 @@ fn version_row(r: &rusqlite::Row) -> rusqlite::Result<Version> {
 }
 
 impl Store for SqliteStore {
+    fn add_alerts(&self, alerts: &mut [crate::alerts::Alert]) -> Result<()> {
+        let mut db = self.conn();
+        let tx = db.transaction()?;
+        for a in alerts.iter_mut() {
+            tx.execute(
+                "INSERT INTO alerts(at_ms, body) VALUES (?1, '')",
+                params![a.at_ms],
+            )?;
+            a.id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE alerts SET body = ?2 WHERE id = ?1",
+                params![a.id, serde_json::to_string(&*a).expect("json")],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn alerts(&self, after: i64, limit: usize) -> Result<Vec<crate::alerts::Alert>> {
+        let db = self.conn();
+        let mut st =
+            db.prepare_cached("SELECT body FROM alerts WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+        let rows = st.query_map(params![after, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for b in rows {
+            let b = b?;
+            out.push(serde_json::from_str(&b).map_err(|e| StoreError::Corrupt {
+                kind: "alert".into(),
+                key: b.clone(),
+                source: e,
+            })?);
+        }
+        Ok(out)
+    }
+
     fn add_history(&self, rows: &[HistRow]) -> Result<()> {
         self.add_history_impl(rows)
     }

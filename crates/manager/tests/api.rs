@@ -63,6 +63,7 @@ fn config(dir: &Path) -> Config {
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         sans: vec![],
         retention_ms: 7 * 86_400_000,
+        webhooks: vec![],
     }
 }
 
@@ -410,4 +411,140 @@ async fn agent_join_watch_ack_and_refused_credentials() {
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other);
+}
+
+/// A local webhook receiver: counts POSTs and keeps their bodies.
+fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            g.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap());
+            let mut s = s;
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escaped_flow_raises_exactly_one_alert_at_the_webhook() {
+    let dir = tmpdir("alerts");
+    let (url, got) = receiver();
+    let mut cfg = config(&dir);
+    cfg.webhooks = vec![url];
+    let running = start(cfg).await.unwrap();
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let (boot, admin) = (token(&dir, "bootstrap.token"), token(&dir, "admin.token"));
+    let base = format!("http://{}", running.api);
+    let (b, a) = (base.clone(), admin.clone());
+    tokio::task::spawn_blocking(move || {
+        let (s, v) = call(&b, "POST", "/v1/apply", Some(&a), Some(json!({"documents": [
+            {"file": "inv.yaml", "text": inventory_with_ips()}, {"file": "p.yaml", "text": POLICY}]})));
+        assert_eq!(s, 200, "{v}");
+    })
+    .await
+    .unwrap();
+    let mut c = AgentClient::new(channel(running.grpc, &ca, None).await.unwrap());
+    let j = c
+        .join(JoinRequest {
+            token: boot,
+            node: "n1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c = AgentClient::new(
+        channel(
+            running.grpc,
+            &ca,
+            Some(Identity::from_pem(&j.cert_pem, &j.key_pem)),
+        )
+        .await
+        .unwrap(),
+    );
+    // db admits web on 5432 only; a connection on 9999 that the datapath let through escaped
+    // (an agent lagging behind, a host Cellwall does not protect). Reported twice.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for (seq, port) in [(1u64, 9999u32), (2, 9999), (3, 5432)] {
+        let rec = cellwall_proto::FlowRecord {
+            time_unix_ns: now,
+            src: "shop/web".into(),
+            dst: "shop/db".into(),
+            src_ip: "10.9.0.1".into(),
+            dst_ip: "10.9.0.2".into(),
+            protocol: 6,
+            port,
+            verdict: "allowed".into(),
+            direction: "ingress".into(),
+            rule: String::new(),
+            count: 1,
+        };
+        c.report_flows(cellwall_proto::FlowBatch {
+            node: "n1".into(),
+            records: vec![rec],
+            kernel_events_lost: 0,
+            agent_records_dropped: 0,
+            seq,
+        })
+        .await
+        .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hooks = got.lock().unwrap().clone();
+    let escaped: Vec<&Value> = hooks.iter().filter(|h| h["kind"] == "escaped").collect();
+    assert_eq!(escaped.len(), 1, "{hooks:?}");
+    assert_eq!(escaped[0]["src"], "shop/web");
+    assert_eq!(escaped[0]["dst"], "shop/db");
+    assert_eq!(escaped[0]["port"], 9999);
+    assert!(
+        escaped[0]["rule"].as_str().unwrap().contains("db-from-web"),
+        "{hooks:?}"
+    );
+    // The allowed 5432 flow is no deviation (it is a new edge into a policed workload, though).
+    assert!(
+        hooks
+            .iter()
+            .all(|h| h["port"] != 5432 || h["kind"] == "new-edge"),
+        "{hooks:?}"
+    );
+    let (s, v) =
+        tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/alerts", Some(&admin), None))
+            .await
+            .unwrap();
+    assert_eq!(s, 200);
+    let stored: Vec<&Value> = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "escaped")
+        .collect();
+    assert_eq!(stored.len(), 1, "{v}");
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

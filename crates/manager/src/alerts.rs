@@ -1,0 +1,265 @@
+//! Continuous compliance: every batch of connections that reaches the manager is checked against
+//! the policy in force, and deviations become alerts — in the manager's log, in the store
+//! (`cellwall alerts`), and POSTed to webhooks. Checking never blocks flow intake: webhooks are
+//! served by their own task from a bounded queue (what does not fit is counted).
+//!
+//! Kinds: `escaped` (it happened although the policy in force denies it), `audit-only` (allowed
+//! only because the denying policy is in audit mode), `expiring-grant` (allowed by a rule or
+//! policy that expires within the hour), `new-edge` (a connection into a policed workload
+//! between applications never seen talking before).
+//! Deduplicated: one alert per (kind, source, destination, protocol, port) per hour, later
+//! occurrences counted on it; at most `RATE_PER_MINUTE` new alerts a minute, the rest counted as
+//! suppressed.
+
+use crate::store::HistRow;
+use cellwall_policy::discover::{group, Endpoint, GroupBy, Observed};
+use cellwall_policy::{Engine, Flow, Reason};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+pub const RATE_PER_MINUTE: u64 = 120;
+const DEDUP_MS: i64 = 3_600_000;
+const EXPIRY_WINDOW_S: i64 = 3600;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alert {
+    pub id: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub severity: String,
+    pub src: String,
+    pub dst: String,
+    pub protocol: String,
+    pub port: u16,
+    pub rule: Option<String>,
+    pub message: String,
+    pub connections: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+impl Alert {
+    fn fingerprint(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}",
+            self.kind, self.src, self.dst, self.protocol, self.port
+        )
+    }
+}
+
+#[derive(Default)]
+pub struct Alerter {
+    /// fingerprint → (time of the alert, its id)
+    recent: Mutex<HashMap<String, (i64, i64)>>,
+    /// (source app, destination app, port) seen in history.
+    known: Mutex<Option<HashSet<(String, String, u16)>>>,
+    rate: Mutex<(i64, u64)>,
+    pub suppressed: AtomicU64,
+    pub webhook_dropped: AtomicU64,
+}
+
+fn addr(inv: &cellwall_policy::Inventory, ep: &Endpoint) -> Option<IpAddr> {
+    match ep {
+        Endpoint::External { ip } => Some(*ip),
+        Endpoint::Workload {
+            namespace, name, ..
+        } => inv
+            .workloads
+            .get(&cellwall_policy::WorkloadKey::new(namespace, name))
+            .and_then(|w| w.ips.first().copied()),
+    }
+}
+
+impl Alerter {
+    /// Remembers the edges of past history (so only new ones alert).
+    pub fn learn(&self, flows: &[cellwall_policy::discover::HistFlow]) {
+        let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let set = k.get_or_insert_with(HashSet::new);
+        for f in flows {
+            set.insert((
+                group(&f.src, GroupBy::App),
+                group(&f.dst, GroupBy::App),
+                f.port,
+            ));
+        }
+    }
+
+    /// Alerts for a batch of connections, already deduplicated and rate-limited: the caller
+    /// stores, logs and delivers them.
+    pub fn check(
+        &self,
+        engine: &Engine,
+        policies: &[cellwall_policy::Policy],
+        rows: &[HistRow],
+        now_ms: i64,
+    ) -> Vec<Alert> {
+        let inv = engine.inventory();
+        let mut out = Vec::new();
+        let now_s = now_ms / 1000;
+        for r in rows {
+            let f = &r.flow;
+            if f.observed == Observed::Denied {
+                continue;
+            }
+            let mut raise = |kind: &str, severity: &str, rule: Option<String>, message: String| {
+                out.push(Alert {
+                    id: 0,
+                    at_ms: now_ms,
+                    kind: kind.into(),
+                    severity: severity.into(),
+                    src: f.src.describe(),
+                    dst: f.dst.describe(),
+                    protocol: f.protocol.to_string(),
+                    port: f.port,
+                    rule,
+                    message,
+                    connections: f.connections,
+                    first_ns: f.first_ns,
+                    last_ns: f.last_ns,
+                })
+            };
+            let edge = (
+                group(&f.src, GroupBy::App),
+                group(&f.dst, GroupBy::App),
+                f.port,
+            );
+            let new_edge = {
+                let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                k.get_or_insert_with(HashSet::new).insert(edge.clone())
+            };
+            let (Some(src), Some(dst)) = (addr(inv, &f.src), addr(inv, &f.dst)) else {
+                continue;
+            };
+            let d = engine.evaluate(&Flow {
+                src,
+                dst,
+                protocol: f.protocol,
+                port: f.port,
+            });
+            let (_, v) = d.deciding();
+            let rule = engine.rule(v.rule).map(|r| r.describe());
+            if !d.allowed {
+                raise(
+                    "escaped",
+                    "critical",
+                    rule.clone(),
+                    format!(
+                        "{} connection(s) happened although the policy in force denies them",
+                        f.connections
+                    ),
+                );
+                continue;
+            }
+            if f.observed == Observed::Audit || d.audit.is_some_and(|a| !a.allowed) {
+                let ar = d.audit.and_then(|a| {
+                    let id = if !a.egress.allowed {
+                        a.egress.rule
+                    } else {
+                        a.ingress.rule
+                    };
+                    engine.rule(id).map(|r| r.describe())
+                });
+                raise(
+                    "audit-only",
+                    "warning",
+                    ar.or(f.rule.clone()),
+                    "allowed only because the policy that denies it is in audit mode".into(),
+                );
+            }
+            if let Some(info) = engine.rule(v.rule) {
+                let p = policies.iter().find(|p| p.id == info.policy);
+                let expires = p.and_then(|p| {
+                    let rule_exp = info
+                        .index
+                        .and_then(|i| p.rules(info.direction).nth(i).and_then(|r| r.expires_at));
+                    match (p.expires_at, rule_exp) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                });
+                if let Some(t) = expires.filter(|t| *t - now_s <= EXPIRY_WINDOW_S) {
+                    raise(
+                        "expiring-grant",
+                        "info",
+                        rule.clone(),
+                        format!(
+                            "allowed by a grant that expires in {} s",
+                            (t - now_s).max(0)
+                        ),
+                    );
+                }
+            }
+            let policed = matches!(d.ingress.reason, Reason::Rule | Reason::Isolated);
+            if new_edge && policed {
+                raise(
+                    "new-edge",
+                    "warning",
+                    rule,
+                    format!(
+                        "first connection ever seen from {} to {} on port {}",
+                        edge.0, edge.1, edge.2
+                    ),
+                );
+            }
+        }
+        self.admit(out, now_ms)
+    }
+
+    /// Deduplication and the rate limit.
+    fn admit(&self, alerts: Vec<Alert>, now_ms: i64) -> Vec<Alert> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        let minute = now_ms / 60_000;
+        if rate.0 != minute {
+            *rate = (minute, 0);
+        }
+        recent.retain(|_, (t, _)| now_ms - *t < DEDUP_MS);
+        let mut out = Vec::new();
+        for a in alerts {
+            let fp = a.fingerprint();
+            if recent.contains_key(&fp) || out.iter().any(|o: &Alert| o.fingerprint() == fp) {
+                continue;
+            }
+            if rate.1 >= RATE_PER_MINUTE {
+                self.suppressed.fetch_add(1, Relaxed);
+                continue;
+            }
+            rate.1 += 1;
+            recent.insert(fp, (now_ms, 0));
+            out.push(a);
+        }
+        out
+    }
+}
+
+/// Delivers alerts to webhooks: JSON POST, three tries with backoff, five-second timeout.
+/// Runs on its own thread; a slow or failing receiver delays only other deliveries.
+pub fn deliver(urls: Vec<String>, rx: std::sync::mpsc::Receiver<Alert>) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(5))
+        .build();
+    for a in rx {
+        for u in &urls {
+            let mut wait = std::time::Duration::from_millis(500);
+            for attempt in 1..=3 {
+                match agent
+                    .post(u)
+                    .set("Content-Type", "application/json")
+                    .send_string(&serde_json::to_string(&a).expect("json"))
+                {
+                    Ok(_) => break,
+                    Err(e) => {
+                        eprintln!("webhook {u}: alert {} attempt {attempt}: {e}", a.id);
+                        if attempt < 3 {
+                            std::thread::sleep(wait);
+                            wait *= 2;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
