@@ -69,9 +69,31 @@ struct Args {
     /// STATE_DIR/metrics.addr).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Host mode: this host is itself a workload, NAMESPACE/NAME (e.g. hosts/db-vm-1), protected
+    /// on its NIC (--host-interface) with the same policies and identities as pods.
+    #[arg(long, requires_all = ["host_interface", "host_ip"])]
+    host_workload: Option<String>,
+    /// Host mode: the NIC to protect.
+    #[arg(long)]
+    host_interface: Option<String>,
+    /// Host mode: the host's addresses (repeatable).
+    #[arg(long)]
+    host_ip: Vec<std::net::IpAddr>,
+    /// Host mode: a label of the host, k=v (repeatable); imported labels add to these.
+    #[arg(long, value_parser = parse_label)]
+    host_label: Vec<(String, String)>,
     /// How often flow events are collected and shipped.
     #[arg(long, default_value_t = 250)]
     flow_interval_ms: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    cellwall_policy::labels::validate_label_key(k)?;
+    cellwall_policy::labels::validate_label_value(v)?;
+    Ok((k.to_string(), v.to_string()))
 }
 
 /// What the agent exposes on /metrics.
@@ -573,13 +595,37 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&a.state_dir)
         .with_context(|| format!("creating {}", a.state_dir.display()))?;
     let _ = std::fs::remove_file(a.state_dir.join("ready"));
-    let discovery: EndpointsFile = match &a.endpoints {
+    let mut discovery: EndpointsFile = match &a.endpoints {
         Some(p) => serde_json::from_slice(
             &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         )
         .with_context(|| format!("{}: not an endpoints file", p.display()))?,
         None => EndpointsFile::default(),
     };
+    if let Some(hw) = &a.host_workload {
+        cellwall_policy::WorkloadKey::parse(hw)
+            .with_context(|| format!("--host-workload {hw:?}: expected NAMESPACE/NAME"))?;
+        let ifname = a.host_interface.clone().expect("required by clap");
+        let ifindex = match &a.netns {
+            Some(ns) => {
+                let i = ifname.clone();
+                cellwall_datapath::netns::run_in(ns, move || {
+                    cellwall_datapath::netns::ifindex(&i)
+                })??
+            }
+            None => cellwall_datapath::netns::ifindex(&ifname)?,
+        };
+        discovery.nodes.push(a.node.clone());
+        discovery
+            .endpoints
+            .push(cellwall_agent::node::LocalEndpoint {
+                key: hw.clone(),
+                ips: a.host_ip.clone(),
+                interface: ifname,
+                ifindex,
+                nic: true,
+            });
+    }
     let local: Vec<LocalWorkload> = discovery
         .endpoints
         .iter()
@@ -587,6 +633,12 @@ fn main() -> Result<()> {
             key: e.key.clone(),
             ips: e.ips.iter().map(|i| i.to_string()).collect(),
             interface: e.interface.clone(),
+            labels: if e.nic {
+                a.host_label.iter().cloned().collect()
+            } else {
+                Default::default()
+            },
+            host: e.nic,
         })
         .collect();
     let m = Arc::new(Metrics::default());

@@ -21,6 +21,9 @@ pub struct LocalEndpoint {
     /// (hostNetwork pods).
     pub interface: String,
     pub ifindex: u32,
+    /// Host mode: `interface` is the host's own NIC (programs attach the other way round).
+    #[serde(default)]
+    pub nic: bool,
 }
 
 /// The discovery file an agent reads (the lab writes it; a CNI plugin would on a real node).
@@ -207,7 +210,7 @@ impl NodeAgent {
                     .is_some_and(|e| e.2 != 0)
             })
         };
-        let mut attach = Vec::new();
+        let mut attach: Vec<(String, bool)> = Vec::new();
         let mut detach = Vec::new();
         for ep in &self.endpoints {
             if ep.interface.is_empty() {
@@ -216,7 +219,7 @@ impl NodeAgent {
             let needed = visibility || policed(ep);
             let attached = enforcer.datapath().is_attached(&ep.interface);
             if needed && (!attached || reattach) {
-                attach.push(ep.interface.clone());
+                attach.push((ep.interface.clone(), ep.nic));
             } else if !needed && attached {
                 detach.push(ep.interface.clone());
             }
@@ -232,8 +235,12 @@ impl NodeAgent {
         if !attach.is_empty() {
             let do_attach = move || -> Result<(), AgentError> {
                 let mut dp = KernelDatapath::open(&pins)?;
-                for i in &attach {
-                    dp.attach(i)?;
+                for (i, nic) in &attach {
+                    if *nic {
+                        dp.attach_nic(i)?;
+                    } else {
+                        dp.attach(i)?;
+                    }
                 }
                 Ok(())
             };

@@ -107,6 +107,21 @@ pub enum LabCmd {
     },
     /// (internal) What an agent does when it starts or is upgraded: load the programs, attach
     /// them to every workload interface (replacing what is there atomically) and re-apply policy.
+    /// Adds a host to the lab: a network namespace acting as a VM or bare-metal host, with its
+    /// own NIC (eth0) routed through the lab's node, running the agent in host mode. It becomes
+    /// the workload hosts/HOST with the given labels, protected on its NIC by the same policies.
+    HostAdd {
+        /// Host name: its node name and its workload name (hosts/HOST).
+        host: String,
+        /// Its address.
+        #[arg(long)]
+        ip: IpAddr,
+        /// A label, k=v (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
+        name: String,
+    },
     /// Restarts the lab's manager (kill -9, then start on the same ports and data).
     #[command(hide = true)]
     RestartManager {
@@ -321,6 +336,12 @@ pub fn run(cmd: LabCmd) -> Result<()> {
         LabCmd::Flows { output, name } => flows(&name, output),
         LabCmd::Down { name } => down(&name),
         LabCmd::Serve { name } => serve(&name),
+        LabCmd::HostAdd {
+            host,
+            ip,
+            labels,
+            name,
+        } => host_add(&name, &host, ip, &labels),
         LabCmd::RestartManager { name } => {
             let state = LabState::load(&name)?;
             start_manager(&state).map(|_| ())
@@ -668,6 +689,7 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
                 ips: p.ips.clone(),
                 interface: p.host_if.clone().unwrap_or_default(),
                 ifindex: p.ifindex,
+                nic: false,
             })
             .collect(),
     };
@@ -675,17 +697,9 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
     let agent_dir = dir.join("agent");
     kill_pidfile(&dir.join("agent.pid"), &agent_dir.display().to_string());
     let _ = std::fs::remove_file(agent_dir.join("ready"));
-    let data = dir.join("manager");
     let log = dir.join("agent.log");
-    let grpc = grpc_addr(&state.name)?;
-    let mut cmd = Command::new(sibling("cellwall-agent")?);
-    cmd.arg("--manager")
-        .arg(&grpc)
-        .arg("--ca")
-        .arg(data.join("ca.pem"))
-        .arg("--bootstrap-token-file")
-        .arg(data.join("bootstrap.token"))
-        .args(["--node", LAB_NODE])
+    let mut cmd = agent_command(state)?;
+    cmd.args(["--node", LAB_NODE])
         .arg("--state-dir")
         .arg(&agent_dir)
         .arg("--endpoints")
@@ -709,11 +723,44 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
             "--flow-interval-ms",
             "200",
         ]);
-    let mut child = spawn_bg(&mut cmd, &log, &dir.join("agent.pid"))?;
+    run_agent(
+        cmd,
+        client,
+        LAB_NODE,
+        &log,
+        &dir.join("agent.pid"),
+        &agent_dir,
+    )
+}
+
+/// The agent command line every lab agent shares (manager, CA, bootstrap token).
+fn agent_command(state: &LabState) -> Result<Command> {
+    let data = state_dir(&state.name).join("manager");
+    let mut cmd = Command::new(sibling("cellwall-agent")?);
+    cmd.arg("--manager")
+        .arg(grpc_addr(&state.name)?)
+        .arg("--ca")
+        .arg(data.join("ca.pem"))
+        .arg("--bootstrap-token-file")
+        .arg(data.join("bootstrap.token"));
+    Ok(cmd)
+}
+
+/// Starts an agent and waits until it enforces the manager's current revision (or, with the
+/// manager down, the state it saved).
+fn run_agent(
+    mut cmd: Command,
+    client: &crate::client::Client,
+    node: &str,
+    log: &Path,
+    pidfile: &Path,
+    agent_dir: &Path,
+) -> Result<()> {
+    let mut child = spawn_bg(&mut cmd, log, pidfile)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(st) = child.try_wait()? {
-            bail!("the lab agent exited ({st}):\n{}", log_tail(&log));
+            bail!("the lab agent exited ({st}):\n{}", log_tail(log));
         }
         let v = match client.get("/v1/nodes", &[]) {
             Ok(v) => v,
@@ -733,7 +780,7 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|n| n["name"] == LAB_NODE)
+            .find(|n| n["name"] == node)
             .and_then(|n| n["applied_version"].as_u64());
         if applied.is_some_and(|a| a >= rev) {
             return Ok(());
@@ -741,11 +788,99 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
         if Instant::now() > deadline {
             bail!(
                 "the lab agent did not apply revision {rev} in 30 s:\n{}",
-                log_tail(&log)
+                log_tail(log)
             );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A namespace acting as a host: veth from the node (routed like a pod's), the host's side
+/// named eth0 (its NIC), and an agent in host mode protecting it.
+fn host_add(name: &str, host: &str, ip: IpAddr, labels: &[String]) -> Result<()> {
+    let state = LabState::load(name)?;
+    if state.datapath == DatapathKind::None {
+        bail!("lab {name} has no datapath (--datapath none): a host agent would enforce nothing");
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || host.is_empty()
+        || host.len() > 40
+    {
+        bail!("host name {host:?}: expected 1-40 lowercase letters, digits or '-'");
+    }
+    let dir = state_dir(name);
+    let hosts = dir.join("hosts");
+    if hosts.join(host).exists() {
+        bail!("lab {name} already has a host {host}");
+    }
+    let k = std::fs::read_dir(&hosts).map(|d| d.count()).unwrap_or(0);
+    let id = format!("{:04x}", fnv1a(name) & 0xffff);
+    let (hns, node_if, tmp_if) = (
+        format!("cw-{name}-h{k}"),
+        format!("cw{id}v{k:x}"),
+        format!("cw{id}w{k:x}"),
+    );
+    let bits = if ip.is_ipv4() { 32 } else { 128 };
+    sh(Command::new("ip").args(["netns", "add", &hns]))?;
+    ip_batch(
+        Some(&node_ns(name)),
+        &[
+            format!("link add {node_if} type veth peer name {tmp_if} netns {hns}"),
+            format!("link set {node_if} up"),
+            format!("route add {ip}/{bits} dev {node_if}"),
+        ],
+    )?;
+    write_sysctl(
+        &node_ns(name),
+        vec![(format!("net.ipv4.conf.{node_if}.rp_filter"), "0".into())],
+    )?;
+    ip_batch(
+        Some(&hns),
+        &[
+            format!("link set {tmp_if} name eth0"),
+            "link set lo up".into(),
+            "link set eth0 up".into(),
+            format!("addr add {ip}/{bits} dev eth0"),
+            format!("route add {GATEWAY} dev eth0 scope link"),
+            format!("route add default via {GATEWAY} dev eth0"),
+        ],
+    )?;
+    let agent_dir = hosts.join(host);
+    std::fs::create_dir_all(&agent_dir)?;
+    let mut cmd = agent_command(&state)?;
+    cmd.args(["--node", host])
+        .arg("--state-dir")
+        .arg(&agent_dir)
+        .args(["--netns", &hns])
+        .arg("--pin-dir")
+        .arg(pin_dir(name).join("hosts").join(host))
+        .args(["--host-workload", &format!("hosts/{host}")])
+        .args(["--host-interface", "eth0"])
+        .args(["--host-ip", &ip.to_string()])
+        .args([
+            "--visibility",
+            match state.visibility {
+                Visibility::On => "on",
+                Visibility::Off => "off",
+            },
+            "--flow-interval-ms",
+            "200",
+        ]);
+    for l in labels {
+        cmd.args(["--host-label", l]);
+    }
+    run_agent(
+        cmd,
+        &lab_client(name)?,
+        host,
+        &dir.join(format!("host-{host}.log")),
+        &dir.join(format!("host-{host}.pid")),
+        &agent_dir,
+    )?;
+    eprintln!("host {host} ({ip}) is up in {hns}, protected on its eth0 by an agent in host mode");
+    Ok(())
 }
 
 pub(crate) fn lab_client(name: &str) -> Result<crate::client::Client> {

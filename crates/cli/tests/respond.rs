@@ -166,3 +166,118 @@ fn scanner_labels_block_smb_for_exactly_the_vulnerable() {
     );
     assert_eq!(old["labels"]["app"], "fileserver");
 }
+
+#[test]
+#[ignore = "root tier: needs network namespaces and BPF"]
+fn host_mode_protects_a_host_on_its_nic_with_pod_policies() {
+    let name = format!("hst{}", std::process::id() % 100000);
+    let dir = std::env::temp_dir().join(format!("cellwall-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lab = Lab { name, dir };
+    let inv = lab.dir.join("inv.yaml");
+    std::fs::write(
+        &inv,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: t, labels: {app: client}}\nspec: {containers: [{ports: [{containerPort: 9}]}]}\nstatus: {podIP: 10.77.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: other, namespace: t, labels: {app: other}}\nspec: {containers: [{ports: [{containerPort: 9}]}]}\nstatus: {podIP: 10.77.0.3}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = cw(&[
+        "lab",
+        "up",
+        "-f",
+        inv.to_str().unwrap(),
+        "--name",
+        &lab.name,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cw(&[
+        "lab",
+        "host-add",
+        "vm1",
+        "--ip",
+        "10.77.9.1",
+        "--label",
+        "role=db",
+        "--name",
+        &lab.name,
+    ]);
+    assert!(ok, "{err}");
+    // A database listening on the host itself.
+    let hns = format!("cw-{}-h0", lab.name);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        cellwall_datapath::netns::enter(&hns).unwrap();
+        let l = std::net::TcpListener::bind("10.77.9.1:5432").unwrap();
+        tx.send(()).unwrap();
+        for s in l.incoming() {
+            drop(s);
+        }
+    });
+    rx.recv().unwrap();
+    let connects = |from: &str| {
+        let ns = netns_of(&lab.name, from);
+        let dst: SocketAddr = "10.77.9.1:5432".parse().unwrap();
+        cellwall_datapath::netns::run_in(&ns, move || {
+            TcpStream::connect_timeout(&dst, Duration::from_millis(300)).is_ok()
+        })
+        .unwrap()
+    };
+    assert!(connects("client") && connects("other"), "no policy yet");
+    // The host is a workload with its labels, on its own node.
+    let (_, out, _) = cw(&["get", "workloads", "-o", "json", "--lab", &lab.name]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let vm = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["namespace"] == "hosts" && w["name"] == "vm1")
+        .unwrap_or_else(|| panic!("no hosts/vm1 in {out}"));
+    assert_eq!(vm["labels"]["role"], "db");
+    assert_eq!(vm["node"], "vm1");
+    // The same policy language as for pods selects it by label.
+    let pol = lab.dir.join("db.yaml");
+    std::fs::write(
+        &pol,
+        "apiVersion: cellwall.io/v1alpha1\nkind: ClusterPolicy\nmetadata: {name: db-hosts}\nspec:\n  podSelector: {matchLabels: {role: db}}\n  ingress:\n  - name: clients-only\n    from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: client}}}]\n    ports: [{port: 5432}]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = cw(&[
+        "apply",
+        "-f",
+        pol.to_str().unwrap(),
+        "--wait",
+        "--lab",
+        &lab.name,
+    ]);
+    assert!(ok, "{err}");
+    assert!(connects("client"), "the allowed client was cut off");
+    assert!(
+        !connects("other"),
+        "the host's NIC let a denied peer through"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let (_, out, _) = cw(&[
+        "flows",
+        "--verdict",
+        "denied",
+        "--workload",
+        "hosts/vm1",
+        "-o",
+        "json",
+        "--lab",
+        &lab.name,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["src"] == "t/other"
+                && f["node"] == "vm1"
+                && f["rule"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("ClusterPolicy/db-hosts")),
+        "{out}"
+    );
+}

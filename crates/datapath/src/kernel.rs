@@ -147,13 +147,24 @@ impl KernelDatapath {
     /// the program in place with one atomic link update. TCX rather than a clsact qdisc with
     /// cls_bpf: measured cheaper per packet (docs/benchmarks.md).
     pub fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        self.attach_side(ifname, false)
+    }
+
+    /// Attaches to a host's own NIC (host mode: the host is the workload). The directions are
+    /// the other way round from a pod's host-side veth: what leaves the NIC (tc egress) comes
+    /// from the workload, so `from_pod` goes there and `to_pod` on tc ingress.
+    pub fn attach_nic(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        self.attach_side(ifname, true)
+    }
+
+    fn attach_side(&mut self, ifname: &str, nic: bool) -> Result<(), DatapathError> {
         let links = self.pin_dir.join("links");
         std::fs::create_dir_all(&links)
             .map_err(|e| err(format!("creating {}", links.display()), e))?;
         for hook in [Hook::FromPod, Hook::ToPod] {
-            let attach_type = match hook {
-                Hook::FromPod => TcAttachType::Ingress,
-                Hook::ToPod => TcAttachType::Egress,
+            let attach_type = match (hook, nic) {
+                (Hook::FromPod, false) | (Hook::ToPod, true) => TcAttachType::Ingress,
+                (Hook::ToPod, false) | (Hook::FromPod, true) => TcAttachType::Egress,
             };
             let pin = self.link_pin(ifname, hook);
             let prog = self.program(hook)?;

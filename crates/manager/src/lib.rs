@@ -232,6 +232,22 @@ impl Manager {
                 let Some(k) = WorkloadKey::parse(&r.key) else {
                     continue;
                 };
+                if r.host && !inv.workloads.contains_key(&k) {
+                    // A host running the agent in host mode is a workload of its own.
+                    inv.workloads.insert(
+                        k.clone(),
+                        cellwall_policy::Workload {
+                            namespace: k.namespace.clone(),
+                            name: k.name.clone(),
+                            labels: r.labels.clone(),
+                            ips: r.ips.iter().filter_map(|s| s.parse().ok()).collect(),
+                            ports: Vec::new(),
+                            node: Some(n.name.clone()),
+                            host_network: false,
+                        },
+                    );
+                    continue;
+                }
                 if let Some(w) = inv.workloads.get_mut(&k) {
                     if w.ips.is_empty() {
                         w.ips = r.ips.iter().filter_map(|s| s.parse().ok()).collect();
@@ -346,6 +362,8 @@ impl Manager {
                 key: w.key.clone(),
                 ips: w.ips.clone(),
                 interface: w.interface.clone(),
+                labels: w.labels.clone().into_iter().collect(),
+                host: w.host,
             })
             .collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
@@ -802,6 +820,10 @@ pub struct ReportedWorkload {
     pub key: String,
     pub ips: Vec<String>,
     pub interface: String,
+    #[serde(default)]
+    pub labels: cellwall_policy::Labels,
+    #[serde(default)]
+    pub host: bool,
 }
 
 fn valid_node_name(s: &str) -> bool {

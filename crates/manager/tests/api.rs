@@ -332,6 +332,7 @@ async fn agent_join_watch_ack_and_refused_credentials() {
                 key: "shop/web".into(),
                 ips: vec!["10.9.0.1".into()],
                 interface: "veth1".into(),
+                ..Default::default()
             }],
             agent_version: "test".into(),
         })

@@ -31,6 +31,12 @@ pub struct LocalWorkload {
     pub ips: Vec<String>,
     #[prost(string, tag = "3")]
     pub interface: String,
+    /// Host mode: the host itself is the workload; these are its labels (from the agent's
+    /// configuration), and the manager adds it to the inventory.
+    #[prost(btree_map = "string, string", tag = "4")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[prost(bool, tag = "5")]
+    pub host: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
