@@ -183,6 +183,23 @@ fn boutique_map_propose_simulate_enforce() {
         .all(|f| f["dst"] == "boutique/adservice"
             && f["rule"].as_str().unwrap().contains("ads-audit")));
     assert!(!audited["flows"].as_array().unwrap().is_empty());
+    // Compliance: the audit-only allowance raised one alert for the edge, not one per connection.
+    let alerts: Value = serde_json::from_str(&lab.cw(&["alerts", "-o", "json"])).unwrap();
+    let audit_alerts: Vec<&Value> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "audit-only")
+        .collect();
+    assert_eq!(audit_alerts.len(), 1, "{alerts}");
+    assert_eq!(audit_alerts[0]["dst"], "boutique/adservice");
+    assert!(
+        audit_alerts[0]["rule"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ads-audit"),
+        "{alerts}"
+    );
     let dot = lab.cw(&["map", "-o", "dot"]);
     assert!(dot.starts_with("digraph"), "{dot}");
 

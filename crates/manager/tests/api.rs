@@ -549,3 +549,101 @@ async fn an_escaped_flow_raises_exactly_one_alert_at_the_webhook() {
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_import_follows_its_file_and_a_broken_run_changes_nothing() {
+    let dir = tmpdir("import");
+    let running = start(config(&dir)).await.unwrap();
+    let admin = token(&dir, "admin.token");
+    let base = format!("http://{}", running.api);
+    let report = dir.join("report.csv");
+    std::fs::write(&report, "ip,owner\n10.9.0.1,shop\n").unwrap();
+    let label = |base: String, admin: String| -> Option<String> {
+        let (_, v) = call(&base, "GET", "/v1/workloads", Some(&admin), None);
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "web")
+            .and_then(|w| {
+                w["labels"]["cmdb.import.cellwall.io/owner"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+    };
+    let (b, a, r) = (base.clone(), admin.clone(), report.clone());
+    tokio::task::spawn_blocking(move || {
+        let (s, v) = call(
+            &b,
+            "POST",
+            "/v1/apply",
+            Some(&a),
+            Some(apply_body("inv.yaml", &inventory_with_ips())),
+        );
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = call(
+            &b,
+            "POST",
+            "/v1/imports",
+            Some(&a),
+            Some(json!({
+            "source": "cmdb", "location": r.to_str().unwrap(), "every": "10s"})),
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["matched_workloads"], 1);
+        assert_eq!(label(b.clone(), a.clone()).as_deref(), Some("shop"));
+        // An interval under 10 s, or a schedule without a location, is refused.
+        let (s, _) = call(
+            &b,
+            "POST",
+            "/v1/imports",
+            Some(&a),
+            Some(json!({
+            "source": "cmdb", "location": r.to_str().unwrap(), "every": "1s"})),
+        );
+        assert_eq!(s, 400);
+    })
+    .await
+    .unwrap();
+    // The file changes: the next scheduled run picks it up.
+    std::fs::write(&report, "ip,owner\n10.9.0.1,payments\n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (b, a) = (base.clone(), admin.clone());
+        let got = tokio::task::spawn_blocking(move || label(b, a))
+            .await
+            .unwrap();
+        if got.as_deref() == Some("payments") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduled import never ran: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A broken file at the next run: an event, and the labels stay.
+    std::fs::write(&report, "ip,owner\nnot-an-ip,x\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (b, a) = (base.clone(), admin.clone());
+    let (got, events) = tokio::task::spawn_blocking(move || {
+        (
+            label(b.clone(), a.clone()),
+            call(&b, "GET", "/v1/audit", Some(&a), None).1,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.as_deref(), Some("payments"));
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "import-failed"
+                && e["detail"].as_str().unwrap().contains("report.csv:2:1")),
+        "{events}"
+    );
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
