@@ -17,6 +17,9 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 step "architecture invariants"
 scripts/check-invariants.sh
 
+step "build every binary (labs start cellwall-manager and cellwall-agent beside cellwall)"
+cargo build --workspace
+
 step "unit tier: cargo test --workspace"
 cargo test --workspace
 
