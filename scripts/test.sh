@@ -23,6 +23,9 @@ cargo build --workspace
 step "unit tier: cargo test --workspace"
 cargo test --workspace
 
+step "REST API fuzzing from its OpenAPI document (schemathesis: no 5xx for any request)"
+scripts/api-fuzz.sh
+
 step "root tier: kernel datapath and lab (cargo test -- --ignored)"
 if [[ $(id -u) -ne 0 ]]; then
   echo "root tier NOT RUN: it needs root (BPF, network namespaces); run scripts/test.sh as root" >&2
