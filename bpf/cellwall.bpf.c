@@ -55,12 +55,9 @@ struct {
 	__type(value, __u32);
 } cw_config SEC(".maps");
 
-/* Per-CPU LRU lists (one hash table): a new connection's insert takes no lock shared with
- * the other CPUs' inserts. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 262144);
 	__type(key, struct cw_ct_key);
 	__type(value, struct cw_ct_val);
