@@ -737,8 +737,9 @@ pub fn read_location(location: &str) -> Result<String, ManagerError> {
             .map_err(|e| ManagerError::Invalid(format!("{location}: {e}")))
     } else {
         // The location is the caller's input: a missing file is their error, not the manager's.
-        std::fs::read_to_string(location)
-            .map_err(|e| ManagerError::Invalid(format!("reading {location:?} on the manager's host: {e}")))
+        std::fs::read_to_string(location).map_err(|e| {
+            ManagerError::Invalid(format!("reading {location:?} on the manager's host: {e}"))
+        })
     }
 }
 
