@@ -12,11 +12,10 @@
 //! suppressed.
 
 use crate::store::HistRow;
-use cellwall_policy::discover::{group, Endpoint, GroupBy, Observed};
+use cellwall_policy::discover::{address, group, GroupBy, Observed};
 use cellwall_policy::{Engine, Flow, Reason};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
@@ -59,18 +58,6 @@ pub struct Alerter {
     rate: Mutex<(i64, u64)>,
     pub suppressed: AtomicU64,
     pub webhook_dropped: AtomicU64,
-}
-
-fn addr(inv: &cellwall_policy::Inventory, ep: &Endpoint) -> Option<IpAddr> {
-    match ep {
-        Endpoint::External { ip } => Some(*ip),
-        Endpoint::Workload {
-            namespace, name, ..
-        } => inv
-            .workloads
-            .get(&cellwall_policy::WorkloadKey::new(namespace, name))
-            .and_then(|w| w.ips.first().copied()),
-    }
 }
 
 impl Alerter {
@@ -130,7 +117,7 @@ impl Alerter {
                 let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
                 k.get_or_insert_with(HashSet::new).insert(edge.clone())
             };
-            let (Some(src), Some(dst)) = (addr(inv, &f.src), addr(inv, &f.dst)) else {
+            let (Some(src), Some(dst)) = (address(inv, &f.src), address(inv, &f.dst)) else {
                 continue;
             };
             let d = engine.evaluate(&Flow {

@@ -4,8 +4,7 @@
 
 use crate::store::{FlowRow, HistRow};
 use cellwall_policy::discover::{Endpoint, HistFlow, Observed};
-use cellwall_policy::{Protocol, WorkloadKey};
-use cellwall_proto::StateDoc;
+use cellwall_policy::{Protocol, Workload};
 use std::collections::{BTreeMap, HashMap};
 
 /// History is kept per minute.
@@ -20,16 +19,12 @@ struct Dirs {
     last: u64,
 }
 
-fn endpoint(
-    doc_index: &HashMap<String, (String, String, cellwall_policy::Labels)>,
-    name: &str,
-    ip: &str,
-) -> Endpoint {
-    match doc_index.get(name) {
-        Some((ns, n, labels)) => Endpoint::Workload {
-            namespace: ns.clone(),
-            name: n.clone(),
-            labels: labels.clone(),
+fn endpoint(index: &HashMap<String, Workload>, name: &str, ip: &str) -> Endpoint {
+    match index.get(name) {
+        Some(w) => Endpoint::Workload {
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+            labels: w.labels.clone(),
         },
         None => Endpoint::External {
             ip: ip
@@ -42,17 +37,8 @@ fn endpoint(
 /// Connections from one batch of per-direction records. A connection between two policed
 /// workloads is seen twice (leaving its source, entering its destination); it counts once:
 /// denied if either side denied it, audit if either side's audit policy would have.
-pub fn connections(doc: &StateDoc, rows: &[FlowRow]) -> Vec<HistRow> {
-    let index: HashMap<String, (String, String, cellwall_policy::Labels)> = doc
-        .workloads
-        .iter()
-        .map(|w| {
-            (
-                WorkloadKey::new(&w.namespace, &w.name).to_string(),
-                (w.namespace.clone(), w.name.clone(), w.labels.clone()),
-            )
-        })
-        .collect();
+/// `index`: the published revision's workloads by `namespace/name`.
+pub fn connections(index: &HashMap<String, Workload>, rows: &[FlowRow]) -> Vec<HistRow> {
     let mut by: BTreeMap<(String, String, String, String, String, u16), Dirs> = BTreeMap::new();
     for r in rows {
         let v = match r.verdict.as_str() {
@@ -94,7 +80,7 @@ pub fn connections(doc: &StateDoc, rows: &[FlowRow]) -> Vec<HistRow> {
         let Some(protocol) = Protocol::parse(&proto) else {
             continue;
         };
-        let (s, t) = (endpoint(&index, &src, &sip), endpoint(&index, &dst, &dip));
+        let (s, t) = (endpoint(index, &src, &sip), endpoint(index, &dst, &dip));
         for (v, n, rule) in [
             (
                 Observed::Allowed,

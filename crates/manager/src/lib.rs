@@ -18,6 +18,7 @@ use cellwall_policy::{Engine, Inventory, Policy, WorkloadKey};
 use cellwall_proto::{LocalWorkload, StateDoc};
 use pki::{sha256_hex, Ca};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -70,6 +71,8 @@ pub struct Config {
 pub struct Published {
     pub revision: u64,
     pub doc: Arc<StateDoc>,
+    /// `namespace/name` → workload, for attributing flow records (built once per revision).
+    pub by_key: HashMap<String, cellwall_policy::Workload>,
     pub json: Arc<Vec<u8>>,
     pub issued_unix_ms: i64,
 }
@@ -152,6 +155,7 @@ impl Manager {
             revision: 0,
             doc: Arc::new(StateDoc::default()),
             json: Arc::new(StateDoc::default().to_json()),
+            by_key: HashMap::new(),
             issued_unix_ms: now_ms(),
         }));
         let m = Arc::new(Self {
@@ -288,6 +292,11 @@ impl Manager {
             self.tx.send_replace(Arc::new(Published {
                 revision,
                 json: Arc::new(doc.to_json()),
+                by_key: doc
+                    .workloads
+                    .iter()
+                    .map(|w| (w.key().to_string(), w.clone()))
+                    .collect(),
                 doc: Arc::new(doc),
                 issued_unix_ms: now_ms(),
             }));
@@ -340,14 +349,21 @@ impl Manager {
         Ok(c)
     }
 
-    /// An engine over the pushed state, for explain.
-    pub fn engine(&self) -> Engine {
+    /// Runs `f` on the engine of the published revision: built once per revision (and again
+    /// when a grant in it expires), shared by explain, proposals and compliance checks.
+    pub fn with_engine<R>(&self, f: impl FnOnce(&Engine, &Published) -> R) -> R {
         let p = self.published();
-        Engine::build(
-            p.doc.inventory(),
-            p.doc.policies.iter().cloned(),
-            now_ms() / 1000,
-        )
+        let now = now_ms() / 1000;
+        let mut cache = self.engine_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = match cache.as_ref() {
+            Some((rev, e)) => *rev != p.revision || e.next_expiry().is_some_and(|t| t <= now),
+            None => true,
+        };
+        if stale {
+            let e = Engine::build(p.doc.inventory(), p.doc.policies.iter().cloned(), now);
+            *cache = Some((p.revision, e));
+        }
+        f(&cache.as_ref().expect("set above").1, &p)
     }
 
     /// Records an agent's local workloads; republishes when that changes the state.
@@ -387,34 +403,16 @@ impl Manager {
         let n = self
             .store
             .insert_flows(node, rows, seq, kernel_lost, agent_dropped)?;
-        let p = self.published();
-        let hist = history::connections(&p.doc, rows);
+        let hist = history::connections(&self.published().by_key, rows);
         self.store.add_history(&hist)?;
-        self.check_compliance(&p, &hist)?;
+        self.check_compliance(&hist)?;
         Ok(n)
     }
 
     /// Compares connections with the policy in force; stores, logs and delivers the alerts.
-    fn check_compliance(&self, p: &Published, hist: &[store::HistRow]) -> Result<(), ManagerError> {
+    fn check_compliance(&self, hist: &[store::HistRow]) -> Result<(), ManagerError> {
         let now = now_ms();
-        let mut cache = self.engine_cache.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = match cache.as_ref() {
-            Some((rev, e)) => {
-                *rev != p.revision || e.next_expiry().is_some_and(|t| t <= now / 1000)
-            }
-            None => true,
-        };
-        if stale {
-            let e = Engine::build(
-                p.doc.inventory(),
-                p.doc.policies.iter().cloned(),
-                now / 1000,
-            );
-            *cache = Some((p.revision, e));
-        }
-        let engine = &cache.as_ref().expect("set above").1;
-        let mut alerts = self.alerter.check(engine, &p.doc.policies, hist, now);
-        drop(cache);
+        let mut alerts = self.with_engine(|e, p| self.alerter.check(e, &p.doc.policies, hist, now));
         if alerts.is_empty() {
             return Ok(());
         }
@@ -843,51 +841,36 @@ pub struct Running {
     pub manager: Arc<Manager>,
     pub first_start: FirstStart,
     shutdown: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<Result<(), ManagerError>>>,
+    tasks: tokio::task::JoinSet<Result<(), ManagerError>>,
 }
 
 impl Running {
-    /// Stops both servers: new connections are refused at once, open ones (agents' watch
+    /// Stops the servers: new connections are refused at once, open ones (agents' watch
     /// streams never end by themselves) get two seconds, then are cut.
-    pub async fn stop(self) -> Result<(), ManagerError> {
+    pub async fn stop(mut self) -> Result<(), ManagerError> {
         let _ = self.shutdown.send(true);
-        for mut t in self.tasks {
-            match tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await {
-                Ok(r) => r.map_err(|e| ManagerError::Invalid(format!("server task: {e}")))??,
-                Err(_) => t.abort(),
+        let grace = tokio::time::sleep(std::time::Duration::from_secs(2));
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                r = self.tasks.join_next() => match r {
+                    None => return Ok(()),
+                    Some(r) => r.map_err(|e| ManagerError::Invalid(format!("server task: {e}")))??,
+                },
+                _ = &mut grace => {
+                    self.tasks.abort_all();
+                    return Ok(());
+                }
             }
         }
-        Ok(())
     }
 
     /// Waits until a server fails (they never end on their own).
     pub async fn wait(&mut self) -> Result<(), ManagerError> {
-        let (r, _, rest) = futures_select(std::mem::take(&mut self.tasks)).await;
-        self.tasks = rest;
-        r
-    }
-}
-
-async fn futures_select(
-    tasks: Vec<tokio::task::JoinHandle<Result<(), ManagerError>>>,
-) -> (
-    Result<(), ManagerError>,
-    usize,
-    Vec<tokio::task::JoinHandle<Result<(), ManagerError>>>,
-) {
-    let mut tasks = tasks;
-    loop {
-        for i in 0..tasks.len() {
-            if tasks[i].is_finished() {
-                let t = tasks.remove(i);
-                let r = t
-                    .await
-                    .map_err(|e| ManagerError::Invalid(format!("server task: {e}")))
-                    .and_then(|r| r);
-                return (r, i, tasks);
-            }
+        match self.tasks.join_next().await {
+            Some(r) => r.map_err(|e| ManagerError::Invalid(format!("server task: {e}")))?,
+            None => Ok(()),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 
@@ -926,10 +909,10 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
             .map_err(io_err("starting the webhook thread"))?;
     }
     let (shutdown, rx) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     // Scheduled label imports.
     let (m4, mut rx4) = (m.clone(), rx.clone());
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         let last = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         loop {
             let (m, last) = (m4.clone(), last.clone());
@@ -943,10 +926,10 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
                 _ = rx4.wait_for(|s| *s) => return Ok(()),
             }
         }
-    }));
+    });
     // Retention: hourly, delete flows and history past the window.
     let (m3, retention, mut rx3) = (m.clone(), cfg.retention_ms, rx.clone());
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             let before = (now_ms() as u64).saturating_sub(retention) * 1_000_000;
             let m = m3.clone();
@@ -956,17 +939,17 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
                 _ = rx3.wait_for(|s| *s) => return Ok(()),
             }
         }
-    }));
+    });
     let mut rx1 = rx.clone();
     let router = rest::router(m.clone());
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         axum::serve(api_l, router)
             .with_graceful_shutdown(async move {
                 let _ = rx1.wait_for(|s| *s).await;
             })
             .await
             .map_err(io_err("API server"))
-    }));
+    });
     let mut rx2 = rx;
     let svc = grpc::service(m.clone());
     let tls = cellwall_proto::tonic::transport::ServerTlsConfig::new()
@@ -982,7 +965,7 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
         .tls_config(tls)?
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(svc);
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         server
             .serve_with_incoming_shutdown(
                 // Pushes are small writes that must leave at once (Nagle + delayed ACK would
@@ -1002,7 +985,7 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
             )
             .await
             .map_err(ManagerError::from)
-    }));
+    });
     Ok(Running {
         api,
         grpc,

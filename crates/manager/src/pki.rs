@@ -117,12 +117,13 @@ impl Ca {
     }
 
     /// A leaf certificate and its new key, PEM.
+    /// A leaf certificate and its new key, PEM, and the SHA-256 of the certificate's DER.
     fn issue(
         &self,
         cn: &str,
         sans: &[String],
         usage: ExtendedKeyUsagePurpose,
-    ) -> Result<(String, String), PkiError> {
+    ) -> Result<(String, String, String), PkiError> {
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         for s in sans {
             p.subject_alt_names
@@ -143,64 +144,27 @@ impl Ca {
         p.not_after = rcgen::date_time_ymd(2036, 1, 1);
         let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, &self.issuer, &self.key)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        Ok((cert.pem(), key.serialize_pem(), sha256_hex(cert.der())))
     }
 
     /// The manager's gRPC server certificate.
     pub fn server_cert(&self, sans: &[String]) -> Result<(String, String), PkiError> {
-        self.issue(
+        let (cert, key, _) = self.issue(
             "cellwall-manager",
             sans,
             ExtendedKeyUsagePurpose::ServerAuth,
-        )
+        )?;
+        Ok((cert, key))
     }
 
     /// A node's client certificate; returns (cert, key, sha256 of the DER the manager checks).
     pub fn node_cert(&self, node: &str) -> Result<(String, String, String), PkiError> {
-        let (cert, key) = self.issue(
+        self.issue(
             &format!("node:{node}"),
             &[],
             ExtendedKeyUsagePurpose::ClientAuth,
-        )?;
-        let der = pem_der(&cert);
-        Ok((cert, key, sha256_hex(&der)))
+        )
     }
-}
-
-/// The DER bytes of the first PEM block (our own PEM only: base64 between the armor lines).
-pub fn pem_der(pem: &str) -> Vec<u8> {
-    let b64: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<Vec<_>>()
-        .concat();
-    base64_decode(&b64)
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => (c - b'A') as u32,
-            b'a'..=b'z' => (c - b'a' + 26) as u32,
-            b'0'..=b'9' => (c - b'0' + 52) as u32,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        })
-    };
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let Some(v) = val(c) else { continue };
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -223,8 +187,9 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let (cert, _, h) = b.node_cert("n1").unwrap();
-        assert_eq!(h, sha256_hex(&pem_der(&cert)));
+        let (_, _, h1) = b.node_cert("n1").unwrap();
+        let (_, _, h2) = b.node_cert("n1").unwrap();
+        assert_ne!(h1, h2, "every join gets its own certificate");
         assert_ne!(new_token("x").unwrap(), new_token("x").unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -332,24 +332,26 @@ async fn explain(State(m): M, h: HeaderMap, Query(q): Q) -> Api {
             ))
         })
         .ok_or_else(|| ApiError::bad(format!("probe={probe}: expected PROTO/PORT like TCP/80")))?;
-    let engine = blocking(move || Ok(m.engine())).await?;
-    let ip = |k: &WorkloadKey| -> Result<std::net::IpAddr, ApiError> {
-        let w = engine
-            .inventory()
-            .workloads
-            .get(k)
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no workload {k}")))?;
-        w.ips
-            .first()
-            .copied()
-            .ok_or_else(|| ApiError::bad(format!("workload {k} has no address yet")))
-    };
-    let ex = engine.explain(&Flow {
-        src: ip(&from)?,
-        dst: ip(&to)?,
-        protocol: proto,
-        port,
-    });
+    let ex = blocking(move || {
+        m.with_engine(|engine, _| {
+            let ip = |k: &WorkloadKey| -> Result<std::net::IpAddr, ApiError> {
+                let w = engine.inventory().workloads.get(k).ok_or_else(|| {
+                    ApiError::new(StatusCode::NOT_FOUND, format!("no workload {k}"))
+                })?;
+                w.ips
+                    .first()
+                    .copied()
+                    .ok_or_else(|| ApiError::bad(format!("workload {k} has no address yet")))
+            };
+            Ok(engine.explain(&Flow {
+                src: ip(&from)?,
+                dst: ip(&to)?,
+                protocol: proto,
+                port,
+            }))
+        })
+    })
+    .await?;
     Ok(Json(json!({
         "explanation": ex,
         "text": cellwall_policy::render::render_explanation(&ex),
@@ -482,8 +484,8 @@ async fn propose(State(m): M, h: HeaderMap, Query(q): Q) -> Api {
     }
     let (p, flows) = blocking(move || {
         let flows = m.history(since)?;
-        let engine = m.engine();
-        Ok((propose(&flows, &engine, &opts), flows.len()))
+        let p = m.with_engine(|engine, _| propose(&flows, engine, &opts));
+        Ok((p, flows.len()))
     })
     .await?;
     Ok(Json(json!({

@@ -388,7 +388,7 @@ fn policy_name(sel: &Labels, fallback: &str) -> String {
 }
 
 /// The address current policy would see for a historical endpoint, if it can say.
-fn address(inv: &Inventory, ep: &Endpoint) -> Option<IpAddr> {
+pub fn address(inv: &Inventory, ep: &Endpoint) -> Option<IpAddr> {
     match ep {
         Endpoint::External { ip } => Some(*ip),
         Endpoint::Workload {
