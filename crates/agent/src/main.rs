@@ -313,10 +313,6 @@ async fn identity(a: &Args) -> Result<Identity> {
     ))
 }
 
-enum Work {
-    Apply(DesiredState),
-}
-
 struct Ack {
     version: u64,
     micros: u64,
@@ -328,7 +324,7 @@ struct Ack {
 fn enforcement(
     a: &Args,
     discovery: EndpointsFile,
-    work: mpsc::Receiver<Work>,
+    work: mpsc::Receiver<DesiredState>,
     acks: tokio::sync::mpsc::UnboundedSender<Ack>,
     flows: Arc<FlowQueue>,
     m: Arc<Metrics>,
@@ -377,7 +373,7 @@ fn enforcement(
     let mut last_drain = Instant::now();
     loop {
         match work.recv_timeout(tick.saturating_sub(last_drain.elapsed())) {
-            Ok(Work::Apply(s)) => {
+            Ok(s) => {
                 let result = StateDoc::from_json(&s.state_json)
                     .map_err(anyhow::Error::from)
                     .and_then(|doc| {
@@ -494,7 +490,7 @@ async fn session(
     a: &Args,
     id: Identity,
     local: &[LocalWorkload],
-    work: &mpsc::Sender<Work>,
+    work: &mpsc::Sender<DesiredState>,
     acks: &mut tokio::sync::mpsc::UnboundedReceiver<Ack>,
     flows: &FlowQueue,
     m: &Metrics,
@@ -518,7 +514,7 @@ async fn session(
             msg = stream.message() => {
                 match msg.map_err(|s| anyhow::anyhow!("watch stream: {}", s.message()))? {
                     Some(s) => {
-                        if work.send(Work::Apply(s)).is_err() {
+                        if work.send(s).is_err() {
                             bail!("the enforcement thread stopped");
                         }
                     }

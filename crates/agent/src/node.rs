@@ -66,6 +66,8 @@ pub struct NodeAgent {
     endpoints: Vec<LocalEndpoint>,
     doc: StateDoc,
     first: bool,
+    /// Address → workload of the applied state (flow attribution between applies).
+    owners: Attribution,
 }
 
 fn by<K: Ord, T: Clone>(items: &[T], key: impl Fn(&T) -> K) -> BTreeMap<K, T> {
@@ -152,6 +154,7 @@ impl NodeAgent {
             endpoints: discovery.endpoints,
             doc: StateDoc::default(),
             first: true,
+            owners: Attribution::default(),
         })
     }
 
@@ -170,6 +173,13 @@ impl NodeAgent {
         diff_into(&mut self.engine, &self.doc, doc);
         self.engine.set_now(now);
         self.doc = doc.clone();
+        let mut owners = std::collections::HashMap::new();
+        for w in &doc.workloads {
+            for ip in &w.ips {
+                owners.entry(*ip).or_insert_with(|| w.key().to_string());
+            }
+        }
+        self.owners = Attribution { owners };
         self.sync()
     }
 
@@ -256,15 +266,9 @@ impl NodeAgent {
         Ok(out)
     }
 
-    /// Rule descriptions and workload names for flow records.
-    pub fn attribution(&self) -> Attribution {
-        let mut owners = HashMap::new();
-        for w in self.engine.inventory().workloads.values() {
-            for ip in &w.ips {
-                owners.entry(*ip).or_insert_with(|| w.key().to_string());
-            }
-        }
-        Attribution { owners }
+    /// Workload names for flow records, as of the last apply.
+    pub fn attribution(&self) -> &Attribution {
+        &self.owners
     }
 
     pub fn describe_rule(&self, id: u32) -> Option<String> {
