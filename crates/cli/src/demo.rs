@@ -71,40 +71,42 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(700));
 }
 
-/// Observed edges: (src, dst, port, verdict) → (connections, deciding rule).
+/// Observed edges: (src, dst, port, verdict) → (connections, deciding rules).
 type Edges = BTreeMap<(String, String, String, String), (u64, String)>;
 
-fn edges(c: &Client, after: i64) -> Result<(Edges, i64)> {
+/// The manager's dependency map of the demo's history, one row per edge and outcome.
+fn edges(c: &Client) -> Result<Edges> {
     let v = c.get(
-        "/v1/flows",
-        &[("after", after.to_string()), ("limit", "100000".into())],
+        "/v1/map",
+        &[("since", "1h".into()), ("group_by", "workload".into())],
     )?;
     let mut m = BTreeMap::new();
-    let mut last = after;
-    for f in v["flows"].as_array().into_iter().flatten() {
-        last = last.max(f["id"].as_i64().unwrap_or(0));
-        // Each connection is seen leaving its source and entering its destination; count it
-        // once, where it was decided.
-        let verdict = f["verdict"].as_str().unwrap_or("?").to_string();
-        let dir = f["direction"].as_str().unwrap_or("");
-        let rule = f["rule"].as_str().unwrap_or("").to_string();
-        if verdict == "allowed" && dir == "ingress" {
-            continue;
-        }
-        let e = m
-            .entry((
-                f["src"].as_str().unwrap_or("?").to_string(),
-                f["dst"].as_str().unwrap_or("?").to_string(),
-                format!("{}/{}", f["protocol"].as_str().unwrap_or("?"), f["port"]),
-                verdict,
-            ))
-            .or_insert((0, String::new()));
-        e.0 += f["count"].as_u64().unwrap_or(1);
-        if !rule.is_empty() {
-            e.1 = rule;
+    for e in v["map"]["edges"].as_array().into_iter().flatten() {
+        let rules: Vec<&str> = e["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str())
+            .collect();
+        let ok = e["allowed"].as_u64().unwrap_or(0) + e["audit"].as_u64().unwrap_or(0);
+        for (verdict, n) in [
+            ("allowed", ok),
+            ("denied", e["denied"].as_u64().unwrap_or(0)),
+        ] {
+            if n > 0 {
+                m.insert(
+                    (
+                        e["src"].as_str().unwrap_or("?").to_string(),
+                        e["dst"].as_str().unwrap_or("?").to_string(),
+                        format!("{}/{}", e["protocol"].as_str().unwrap_or("?"), e["port"]),
+                        verdict.to_string(),
+                    ),
+                    (n, rules.join("; ")),
+                );
+            }
         }
     }
-    Ok((m, last))
+    Ok(m)
 }
 
 fn print_edges(m: &Edges) {
@@ -194,8 +196,8 @@ fn tour(name: &str, app: &PathBuf, policy: &PathBuf) -> Result<()> {
         );
     }
     settle();
-    let (seen, last) = edges(&c, 0)?;
-    println!("   What the agent reported to the manager (cellwall flows):");
+    let seen = edges(&c)?;
+    println!("   What the agent reported to the manager (cellwall map --group-by workload):");
     print_edges(&seen);
     println!("   Note web/blog -> backend/db: nothing stops a blog from reaching the database.");
 
@@ -249,12 +251,12 @@ fn tour(name: &str, app: &PathBuf, policy: &PathBuf) -> Result<()> {
         bail!("a lateral movement attempt got through");
     }
     settle();
-    let (seen, _) = edges(&c, last)?;
+    let seen = edges(&c)?;
     let denied: BTreeMap<_, _> = seen
         .into_iter()
         .filter(|((s, _, _, v), _)| v == "denied" && s == "web/blog")
         .collect();
-    println!("   Recorded by the agent, stored by the manager (cellwall flows --verdict denied):");
+    println!("   Recorded by the agent, stored by the manager (cellwall map, denied edges):");
     print_edges(&denied);
     if denied.len() < LATERAL.len() {
         bail!(
