@@ -204,19 +204,9 @@ fn established_connection_is_revoked_within_one_second() {
         "the revoked session still passed traffic {took:?} after the change"
     );
     // New connections are refused too, and come back when allowed again.
-    let ns = lab.client_netns();
-    let probe = move |port| {
-        let ns = ns.clone();
-        std::thread::spawn(move || {
-            cellwall_datapath::netns::enter(&ns).unwrap();
-            TcpStream::connect_timeout(&server(port), Duration::from_millis(300)).is_ok()
-        })
-        .join()
-        .unwrap()
-    };
-    assert!(!probe(80));
+    assert!(!connects(&lab, 80));
     lab.apply(&allow);
-    assert!(probe(80));
+    assert!(connects(&lab, 80));
 }
 
 #[test]
@@ -308,15 +298,15 @@ fn lab_file(lab: &Lab, f: &str) -> PathBuf {
 fn cw_lab(lab: &Lab, args: &[&str]) -> (bool, String, String) {
     let mut a = args.to_vec();
     a.extend(["--lab", &lab.name]);
-    let o = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-        .args(&a)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
+    common::cellwall_result(&a)
+}
+
+/// One connection from the client pod to the server's `port` (300 ms: a drop is a timeout).
+fn connects(lab: &Lab, port: u16) -> bool {
+    cellwall_datapath::netns::run_in(&lab.client_netns(), move || {
+        TcpStream::connect_timeout(&server(port), Duration::from_millis(300)).is_ok()
+    })
+    .unwrap()
 }
 
 /// Probes continuously for `d` and returns (probes, wrong verdicts).
@@ -337,15 +327,7 @@ fn manager_apply_outage_restarts_flows_and_credentials() {
     let lab = Lab::up("mgr", &format!("{INVENTORY}---\n{}", client("client")));
     let f = lab.file("allow.yaml", &allow_from("client"));
     let deny = lab.file("deny.yaml", DENY_ALL);
-    let netns = lab.client_netns();
-    let connects = |port: u16| {
-        let ns = netns.clone();
-        cellwall_datapath::netns::run_in(&ns, move || {
-            TcpStream::connect_timeout(&server(port), Duration::from_millis(300)).is_ok()
-        })
-        .unwrap()
-    };
-    assert!(connects(81), "no policy yet: port 81 must connect");
+    assert!(connects(&lab, 81), "no policy yet: port 81 must connect");
 
     // `cellwall apply` through the manager reaches the kernel.
     let (ok, out, err) = cw_lab(&lab, &["apply", "-f", &f, "--wait"]);
@@ -355,7 +337,7 @@ fn manager_apply_outage_restarts_flows_and_credentials() {
             || out.contains("NetworkPolicy/t/server-in created"),
         "{out}"
     );
-    assert!(connects(80) && !connects(81));
+    assert!(connects(&lab, 80) && !connects(&lab, 81));
 
     // Manager down: enforcement goes on, also across an agent restart.
     let pid = std::fs::read_to_string(lab_file(&lab, "manager.pid")).unwrap();
@@ -388,7 +370,7 @@ fn manager_apply_outage_restarts_flows_and_credentials() {
         "agent reconnected and applied after the manager restart in {:?}",
         t0.elapsed()
     );
-    assert!(!connects(80) && !connects(81));
+    assert!(!connects(&lab, 80) && !connects(&lab, 81));
 
     // The denied connections reached the manager with their deciding rule; nothing lost.
     std::thread::sleep(Duration::from_millis(600));
@@ -538,16 +520,8 @@ fn quarantine_cuts_sessions_outranks_allows_and_release_restores() {
         took < Duration::from_secs(1),
         "session still passed {took:?} after quarantine"
     );
-    let netns = lab.client_netns();
-    let connects = |port: u16| {
-        let ns = netns.clone();
-        cellwall_datapath::netns::run_in(&ns, move || {
-            TcpStream::connect_timeout(&server(port), Duration::from_millis(300)).is_ok()
-        })
-        .unwrap()
-    };
     assert!(
-        !connects(80),
+        !connects(&lab, 80),
         "new connections to a quarantined workload must fail"
     );
     let (ok, out, _) = cw_lab(&lab, &["get", "quarantines", "-o", "json"]);
@@ -568,10 +542,10 @@ fn quarantine_cuts_sessions_outranks_allows_and_release_restores() {
         ],
     );
     assert!(ok, "{err}");
-    assert!(connects(80));
+    assert!(connects(&lab, 80));
     let (ok, _, err) = cw_lab(&lab, &["release", "t/server", "--wait"]);
     assert!(ok, "{err}");
-    assert!(connects(80) && !connects(81));
+    assert!(connects(&lab, 80) && !connects(&lab, 81));
     let (ok, _, err) = cw_lab(&lab, &["release", "t/server"]);
     assert!(!ok && err.contains("not quarantined"), "{err}");
 }

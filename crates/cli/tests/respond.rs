@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 fn repo(p: &str) -> String {
@@ -15,16 +14,10 @@ fn repo(p: &str) -> String {
         .to_string()
 }
 
+mod common;
+
 fn cw(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
+    common::cellwall_result(args)
 }
 
 struct Lab {

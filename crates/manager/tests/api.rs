@@ -289,8 +289,6 @@ async fn agent_join_watch_ack_and_refused_credentials() {
 
     // A certificate from another CA does not get through the handshake.
     let other = tmpdir("other-ca");
-    let (foreign, _) = cellwall_manager::pki::Ca::load_or_create(&other).unwrap();
-    let _ = foreign;
     let (fc, fk, _) = cellwall_manager::pki::Ca::load_or_create(&other)
         .unwrap()
         .0

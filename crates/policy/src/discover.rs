@@ -924,26 +924,16 @@ pub fn simulate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::{parse_file, Object};
+    use crate::load::parse_file;
 
     fn inv_and_policies(yaml: &str) -> (Inventory, Vec<crate::model::Policy>) {
-        let mut inv = Inventory::default();
-        let mut pols = Vec::new();
-        for o in parse_file("t.yaml", yaml).unwrap().objects {
-            match o.object {
-                Object::Namespace(n) => {
-                    inv.namespaces.insert(n.name.clone(), n);
-                }
-                Object::Pod(w) => {
-                    inv.workloads.insert(w.key(), w);
-                }
-                Object::Node(n) => {
-                    inv.nodes.insert(n.name.clone(), n);
-                }
-                Object::Policy(p) => pols.push(*p),
-            }
-        }
-        (inv, pols)
+        crate::load::into_model(
+            parse_file("t.yaml", yaml)
+                .unwrap()
+                .objects
+                .into_iter()
+                .map(|o| o.object),
+        )
     }
 
     const INV: &str = "

@@ -3,7 +3,7 @@
 //! field path and what was expected, and no input makes it panic (see the fuzz test).
 
 use crate::k8s::{self, ConvertError};
-use crate::model::{Namespace, Node, Policy, Workload};
+use crate::model::{Inventory, Namespace, Node, Policy, Workload};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::fmt;
@@ -89,6 +89,31 @@ struct Header {
 pub struct Parsed {
     pub objects: Vec<Located>,
     pub unknown: Vec<LoadError>,
+}
+
+/// Puts parsed objects into the model: an inventory and a policy set (a later object replaces an
+/// earlier one of the same name; callers that must refuse duplicates check before).
+pub fn into_model(objects: impl IntoIterator<Item = Object>) -> (Inventory, Vec<Policy>) {
+    let mut inv = Inventory::default();
+    let mut policies: Vec<Policy> = Vec::new();
+    for o in objects {
+        match o {
+            Object::Namespace(n) => {
+                inv.namespaces.insert(n.name.clone(), n);
+            }
+            Object::Pod(w) => {
+                inv.workloads.insert(w.key(), w);
+            }
+            Object::Node(n) => {
+                inv.nodes.insert(n.name.clone(), n);
+            }
+            Object::Policy(p) => {
+                policies.retain(|q| q.id != p.id);
+                policies.push(*p);
+            }
+        }
+    }
+    (inv, policies)
 }
 
 /// Parses a whole file. `file` names it in errors; `.json` files are read as JSON, anything else as

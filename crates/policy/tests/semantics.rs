@@ -50,26 +50,10 @@ const NODE: &str = "10.250.0.1";
 const OUTSIDE: &str = "192.0.2.10";
 
 fn engine(policies: &str, now: i64) -> Engine {
-    let mut inv = Inventory::default();
-    let mut pols = Vec::new();
     let text = format!("{INVENTORY}\n---\n{policies}");
-    for o in parse_file("test.yaml", &text)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .objects
-    {
-        match o.object {
-            Object::Namespace(n) => {
-                inv.namespaces.insert(n.name.clone(), n);
-            }
-            Object::Pod(w) => {
-                inv.workloads.insert(w.key(), w);
-            }
-            Object::Node(n) => {
-                inv.nodes.insert(n.name.clone(), n);
-            }
-            Object::Policy(p) => pols.push(*p),
-        }
-    }
+    let parsed = parse_file("test.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let (inv, pols) =
+        cellwall_policy::load::into_model(parsed.objects.into_iter().map(|o| o.object));
     Engine::build(inv, pols, now)
 }
 

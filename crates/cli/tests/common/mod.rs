@@ -478,6 +478,20 @@ pub fn run_all(runner: &mut dyn Runner, tag: &str) -> Option<(usize, usize, usiz
     Some((files.len(), cells, skipped, failures))
 }
 
+/// Runs the `cellwall` binary under test: (success, stdout, stderr), for tests that expect
+/// refusals as well as successes.
+pub fn cellwall_result(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_cellwall"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
 /// Runs the `cellwall` binary under test; fails the test with its stderr if it fails.
 pub fn cellwall(args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
