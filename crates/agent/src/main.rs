@@ -11,7 +11,7 @@ use cellwall_datapath::{abi, KernelDatapath};
 use cellwall_proto::tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use cellwall_proto::{
     AckRequest, AgentClient, DesiredState, FlowBatch, FlowRecord, JoinRequest, LocalWorkload,
-    StateDoc, WatchRequest,
+    Payload, StateDoc, WatchRequest,
 };
 use clap::{Parser, ValueEnum};
 use std::collections::{HashMap, VecDeque};
@@ -318,6 +318,9 @@ struct Ack {
     micros: u64,
     applied_unix_us: u64,
     error: String,
+    /// The state could not be applied on top of what is held: the session must reconnect so
+    /// the manager sends a snapshot.
+    resync: bool,
 }
 
 /// The enforcement thread: applies states in order, persists, acks; collects flow events.
@@ -358,11 +361,15 @@ fn enforcement(
         }
         Ok(us)
     };
+    // The version the engine and maps hold (a delta applies only on top of its base).
+    let mut held = 0u64;
     // Fail-static restart: enforce what was last acked before hearing from the manager.
     if let Ok(b) = std::fs::read(&saved) {
         match serde_json::from_slice::<(u64, StateDoc)>(&b) {
-            Ok((v, doc)) => {
+            Ok((v, mut doc)) => {
+                doc.normalize();
                 apply(&mut agent, v, &doc).context("re-applying the saved state")?;
+                held = v;
                 eprintln!("re-applied saved state version {v}");
             }
             Err(e) => eprintln!("ignoring unreadable {}: {e}", saved.display()),
@@ -374,22 +381,52 @@ fn enforcement(
     loop {
         match work.recv_timeout(tick.saturating_sub(last_drain.elapsed())) {
             Ok(s) => {
-                let result = StateDoc::from_json(&s.state_json)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|doc| {
-                        let us = apply(&mut agent, s.version, &doc)?;
-                        // The maps hold the version now; persisting it (before the ack) is
-                        // for restarts, not part of the switch.
-                        let at = now_unix().as_micros() as u64;
-                        write_private(&saved, &serde_json::to_vec(&(s.version, &doc))?)?;
-                        Ok((us, at))
-                    });
+                let mut resync = false;
+                let result = s.payload().map_err(anyhow::Error::from).and_then(|p| {
+                    let us = match p {
+                        Payload::Snapshot(doc) => apply(&mut agent, s.version, &doc)?,
+                        Payload::Delta {
+                            base_version,
+                            delta,
+                        } => {
+                            if base_version != held {
+                                resync = true;
+                                bail!(
+                                    "a delta from version {base_version} arrived while holding \
+                                     {held}; reconnecting for a snapshot"
+                                );
+                            }
+                            let now = now_unix().as_secs() as i64;
+                            let t = Instant::now();
+                            if delta.is_empty() {
+                                // Already current (a reconnect): nothing to compile.
+                                m.applied_version.store(s.version, Relaxed);
+                                0
+                            } else {
+                                agent.apply_delta(delta, now)?;
+                                let us = t.elapsed().as_micros() as u64;
+                                m.applied_version.store(s.version, Relaxed);
+                                m.applies.fetch_add(1, Relaxed);
+                                m.apply_micros_sum.fetch_add(us, Relaxed);
+                                m.apply_micros_last.store(us, Relaxed);
+                                us
+                            }
+                        }
+                    };
+                    held = s.version;
+                    // The maps hold the version now; persisting it (before the ack) is for
+                    // restarts, not part of the switch.
+                    let at = now_unix().as_micros() as u64;
+                    write_private(&saved, &serde_json::to_vec(&(s.version, agent.doc()))?)?;
+                    Ok((us, at))
+                });
                 let ack = match result {
                     Ok((us, at)) => Ack {
                         version: s.version,
                         micros: us,
                         applied_unix_us: at,
                         error: String::new(),
+                        resync: false,
                     },
                     Err(e) => {
                         m.apply_errors.fetch_add(1, Relaxed);
@@ -399,6 +436,7 @@ fn enforcement(
                             micros: 0,
                             applied_unix_us: 0,
                             error: format!("{e:#}"),
+                            resync,
                         }
                     }
                 };
@@ -522,6 +560,7 @@ async fn session(
                 }
             }
             Some(ack) = acks.recv() => {
+                let resync = ack.resync.then(|| ack.error.clone());
                 c.ack(AckRequest {
                     node: a.node.clone(),
                     version: ack.version,
@@ -531,6 +570,9 @@ async fn session(
                 })
                 .await
                 .map_err(|s| anyhow::anyhow!("ack: {}", s.message()))?;
+                if let Some(why) = resync {
+                    bail!("{why}");
+                }
             }
             _ = tick.tick() => {
                 loop {

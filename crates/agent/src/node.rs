@@ -5,9 +5,9 @@
 use crate::{AgentError, Enforcer};
 use cellwall_datapath::{abi, netns, ApplyReport, KernelDatapath};
 use cellwall_policy::{Engine, WorkloadKey};
-use cellwall_proto::StateDoc;
+use cellwall_proto::{StateDelta, StateDoc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -70,59 +70,31 @@ pub struct NodeAgent {
     owners: Attribution,
 }
 
-fn by<K: Ord, T: Clone>(items: &[T], key: impl Fn(&T) -> K) -> BTreeMap<K, T> {
-    items.iter().map(|t| (key(t), t.clone())).collect()
-}
-
-/// Brings `engine` from `old` to `new` object by object (the engine logs what changed, and the
-/// compiler recompiles only that).
-fn diff_into(engine: &mut Engine, old: &StateDoc, new: &StateDoc) {
-    let (on, nn) = (
-        by(&old.namespaces, |n| n.name.clone()),
-        by(&new.namespaces, |n| n.name.clone()),
-    );
-    for (k, v) in &nn {
-        if on.get(k) != Some(v) {
-            engine.set_namespace(v.clone());
-        }
+/// Moves `engine` by one delta, object by object (the engine logs what changed, and the compiler
+/// recompiles only that).
+fn apply_to_engine(engine: &mut Engine, d: &StateDelta) {
+    for v in &d.namespaces {
+        engine.set_namespace(v.clone());
     }
-    let (onode, nnode) = (
-        by(&old.nodes, |n| n.name.clone()),
-        by(&new.nodes, |n| n.name.clone()),
-    );
-    for (k, v) in &nnode {
-        if onode.get(k) != Some(v) {
-            engine.set_node(v.clone());
-        }
+    for v in &d.nodes {
+        engine.set_node(v.clone());
     }
-    let (ow, nw) = (
-        by(&old.workloads, |w| w.key()),
-        by(&new.workloads, |w| w.key()),
-    );
-    for (k, v) in &nw {
-        if ow.get(k) != Some(v) {
-            engine.set_workload(v.clone());
-        }
+    for v in &d.workloads {
+        engine.set_workload(cellwall_policy::Workload::clone(v));
     }
-    let (op, np) = (
-        by(&old.policies, |p| p.id.clone()),
-        by(&new.policies, |p| p.id.clone()),
-    );
-    for (k, v) in &np {
-        if op.get(k) != Some(v) {
-            engine.set_policy(v.clone());
-        }
+    for v in &d.policies {
+        engine.set_policy(v.clone());
     }
-    for k in op.keys().filter(|k| !np.contains_key(*k)) {
+    for k in &d.removed_policies {
         engine.remove_policy(k);
     }
-    for k in ow.keys().filter(|k| !nw.contains_key(*k)) {
+    for k in &d.removed_workloads {
         engine.remove_workload(k);
     }
-    for k in onode.keys().filter(|k| !nnode.contains_key(*k)) {
+    for k in &d.removed_nodes {
         engine.remove_node(k);
     }
-    for k in on.keys().filter(|k| !nn.contains_key(*k)) {
+    for k in &d.removed_namespaces {
         engine.remove_namespace(k);
     }
 }
@@ -170,11 +142,29 @@ impl NodeAgent {
     /// interface that needs them (an agent restart or upgrade: attach is an atomic replace, and
     /// the maps pinned by the previous run keep enforcing until the switch).
     pub fn apply(&mut self, doc: &StateDoc, now: i64) -> Result<Applied, AgentError> {
-        diff_into(&mut self.engine, &self.doc, doc);
-        self.engine.set_now(now);
+        let d = StateDelta::between(&self.doc, doc);
+        apply_to_engine(&mut self.engine, &d);
         self.doc = doc.clone();
+        self.finish(now)
+    }
+
+    /// Enforces the current state changed by `d` (what the manager sends after the first
+    /// snapshot): only the changed objects are touched.
+    pub fn apply_delta(&mut self, d: StateDelta, now: i64) -> Result<Applied, AgentError> {
+        apply_to_engine(&mut self.engine, &d);
+        self.doc.apply(d);
+        self.finish(now)
+    }
+
+    /// The desired state being enforced (what a restart re-applies).
+    pub fn doc(&self) -> &StateDoc {
+        &self.doc
+    }
+
+    fn finish(&mut self, now: i64) -> Result<Applied, AgentError> {
+        self.engine.set_now(now);
         let mut owners = std::collections::HashMap::new();
-        for w in &doc.workloads {
+        for w in &self.doc.workloads {
             for ip in &w.ips {
                 owners.entry(*ip).or_insert_with(|| w.key().to_string());
             }
@@ -304,7 +294,11 @@ mod tests {
         for _ in 0..30 {
             let (inv, pols) = random_scenario(&mut rng);
             let doc = StateDoc::new(&inv, &pols);
-            diff_into(&mut engine, &prev, &doc);
+            let d = StateDelta::between(&prev, &doc);
+            apply_to_engine(&mut engine, &d);
+            // The delta also carries the document itself from one state to the next.
+            prev.apply(d);
+            assert_eq!(prev, doc);
             let fresh = Engine::build(inv.clone(), pols.clone(), 0);
             assert_eq!(engine.inventory(), fresh.inventory());
             let ips: Vec<_> = inv.workloads.values().flat_map(|w| w.ips.clone()).collect();

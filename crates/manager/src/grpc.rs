@@ -4,13 +4,15 @@
 // tonic's `Status` is large by design; boxing it would fight the generated service trait.
 #![allow(clippy::result_large_err)]
 
-use crate::store::FlowRow;
-use crate::{Manager, ManagerError};
+use crate::store::{AckRow, FlowRow};
+use crate::{Change, Manager, ManagerError};
 use cellwall_proto::tonic::{self, Request, Response, Status};
 use cellwall_proto::*;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio_stream::{Stream, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
 
 pub struct AgentService {
     m: Arc<Manager>,
@@ -42,9 +44,8 @@ impl AgentService {
             .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
         let node = self
             .m
-            .store
             .node_by_cert(&crate::pki::sha256_hex(der))
-            .map_err(|e| status(e.into()))?
+            .map_err(status)?
             .ok_or_else(|| Status::unauthenticated("unknown or replaced node certificate"))?;
         if node != claimed {
             return Err(Status::permission_denied(format!(
@@ -84,7 +85,7 @@ impl Agent for AgentService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
-        let _ = self.m.store.log_event(
+        self.m.log_event_later(
             &format!("node:{node}"),
             "watch",
             &format!(
@@ -92,32 +93,26 @@ impl Agent for AgentService {
                 r.agent_version, r.applied_version
             ),
         );
-        let stream = tokio_stream::wrappers::WatchStream::new(self.m.subscribe()).map(|p| {
-            Ok(DesiredState {
-                version: p.revision,
-                state_json: p.json.as_ref().clone(),
-                issued_unix_ms: p.issued_unix_ms,
-            })
-        });
-        Ok(Response::new(Box::pin(stream)))
+        let (out, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(feed(self.m.clone(), r.applied_version, out));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> Result<Response<AckReply>, Status> {
         let node = self.node(&req, &req.get_ref().node)?;
         let r = req.into_inner();
-        let m = self.m.clone();
-        tokio::task::spawn_blocking(move || {
-            m.store.ack(
-                &node,
-                r.version,
-                r.apply_micros,
-                r.applied_unix_micros,
-                &r.error,
-            )
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| status(e.into()))?;
+        self.m
+            .ack(AckRow {
+                node,
+                version: r.version,
+                apply_micros: r.apply_micros,
+                applied_us: r.applied_unix_micros,
+                error: r.error,
+            })
+            .await
+            .map_err(status)?;
         Ok(Response::new(AckReply {}))
     }
 
@@ -157,6 +152,57 @@ impl Agent for AgentService {
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(status)?;
         Ok(Response::new(FlowAck { accepted: n as u64 }))
+    }
+}
+
+/// One agent's stream: first what it needs to reach the latest revision (nothing but a marker if
+/// it already holds it, the snapshot otherwise), then each revision's delta in order. An agent
+/// that missed a revision (its stream fell 256 revisions behind) gets the snapshot again.
+async fn feed(m: Arc<Manager>, applied: u64, out: mpsc::Sender<Result<DesiredState, Status>>) {
+    // Subscribe before reading the latest, so no revision falls in between.
+    let mut sub = m.subscribe_changes();
+    let cur = m.published();
+    let first = if applied != 0 && applied == cur.revision {
+        DesiredState::delta(
+            cur.revision,
+            cur.revision,
+            &StateDelta::default(),
+            cur.issued_unix_ms,
+        )
+    } else {
+        (*cur.snapshot().await).clone()
+    };
+    let mut sent = cur.revision;
+    // Holding the model of this revision for the stream's life would pin it in memory.
+    drop(cur);
+    if out.send(Ok(first)).await.is_err() {
+        return;
+    }
+    loop {
+        let c = tokio::select! {
+            r = sub.recv() => match r {
+                Ok(c) => Some(c),
+                Err(RecvError::Lagged(_)) => None,
+                Err(RecvError::Closed) => return,
+            },
+            // The agent went away: stop now, not at the next revision.
+            _ = out.closed() => return,
+        };
+        if c.as_ref().is_some_and(|c| c.revision <= sent) {
+            continue;
+        }
+        let msg = match c {
+            Some(Change {
+                delta: Some(d),
+                prev_revision,
+                ..
+            }) if prev_revision == sent => (*d).clone(),
+            _ => (*m.published().snapshot().await).clone(),
+        };
+        sent = msg.version;
+        if out.send(Ok(msg)).await.is_err() {
+            return;
+        }
     }
 }
 

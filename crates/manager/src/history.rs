@@ -19,7 +19,7 @@ struct Dirs {
     last: u64,
 }
 
-fn endpoint(index: &HashMap<String, Workload>, name: &str, ip: &str) -> Endpoint {
+fn endpoint(index: &HashMap<String, std::sync::Arc<Workload>>, name: &str, ip: &str) -> Endpoint {
     match index.get(name) {
         Some(w) => Endpoint::Workload {
             namespace: w.namespace.clone(),
@@ -38,7 +38,10 @@ fn endpoint(index: &HashMap<String, Workload>, name: &str, ip: &str) -> Endpoint
 /// workloads is seen twice (leaving its source, entering its destination); it counts once:
 /// denied if either side denied it, audit if either side's audit policy would have.
 /// `index`: the published revision's workloads by `namespace/name`.
-pub fn connections(index: &HashMap<String, Workload>, rows: &[FlowRow]) -> Vec<HistRow> {
+pub fn connections(
+    index: &HashMap<String, std::sync::Arc<Workload>>,
+    rows: &[FlowRow],
+) -> Vec<HistRow> {
     let mut by: BTreeMap<(String, String, String, String, String, u16), Dirs> = BTreeMap::new();
     for r in rows {
         let v = match r.verdict.as_str() {

@@ -1,10 +1,11 @@
 //! Cellwall's manager: the store, the REST API for people and scripts, and the mTLS gRPC service
 //! that pushes versioned desired state to agents and takes their acks and flow records.
 //!
-//! Desired state is pushed whole (the model: namespaces, workloads, nodes, policies) and tagged
-//! with the store revision; each agent compiles its own node's tables with the policy crate.
-//! Whole state keeps agents simple and resync trivial (every message is complete), and one
-//! serialization per revision serves every node.
+//! Desired state is the model (namespaces, workloads, nodes, policies) tagged with the store
+//! revision; each agent compiles its own node's tables with the policy crate. An agent gets the
+//! whole model once (a deflated snapshot) and then only what changed (a delta per revision), so
+//! a relabel among 100,000 workloads sends one workload to every node, not the model. Each
+//! message is encoded once per revision for every agent.
 
 pub mod alerts;
 pub mod grpc;
@@ -14,16 +15,79 @@ pub mod rest;
 pub mod store;
 
 use cellwall_policy::load::{parse_file, Object};
-use cellwall_policy::{Engine, Inventory, Policy, WorkloadKey};
-use cellwall_proto::{LocalWorkload, StateDoc};
+use cellwall_policy::{Engine, Policy, WorkloadKey};
+use cellwall_proto::{DesiredState, LocalWorkload, StateDelta, StateDoc};
 use pki::{sha256_hex, Ca};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use store::{Committed, Kind, Role, SqliteStore, Store, Write};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+
+/// Small writes agents cause all at once (1,000 agents acking a revision, or reconnecting after
+/// a manager restart), committed in groups by one thread: one transaction and one sync for
+/// everything waiting, not one each.
+enum Pending {
+    Ack(
+        store::AckRow,
+        tokio::sync::oneshot::Sender<Result<(), ManagerError>>,
+    ),
+    Event(store::EventRow),
+    Seen(String),
+}
+
+/// The group-commit thread (it ends when the manager is dropped).
+fn group_writer(store: Arc<dyn Store>) -> std::sync::mpsc::Sender<Pending> {
+    let (tx, rx) = std::sync::mpsc::channel::<Pending>();
+    std::thread::Builder::new()
+        .name("group-writer".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let (mut acks, mut waiters, mut events, mut seen) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let mut next = Some(first);
+                while let Some(p) = next.take() {
+                    match p {
+                        Pending::Ack(a, w) => {
+                            acks.push(a);
+                            waiters.push(w);
+                        }
+                        Pending::Event(e) => events.push(e),
+                        Pending::Seen(n) => seen.push(n),
+                    }
+                    if acks.len() + events.len() + seen.len() < 4096 {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                match store.record_many(&acks, &events, &seen) {
+                    Ok(results) => {
+                        for (done, r) in waiters.into_iter().zip(results) {
+                            let _ = done.send(r.map_err(ManagerError::from));
+                        }
+                    }
+                    Err(e) => {
+                        // Events and marks have no one waiting: the log is where they fail.
+                        eprintln!(
+                            "recording {} acks, {} events, {} marks failed: {e}",
+                            acks.len(),
+                            events.len(),
+                            seen.len()
+                        );
+                        let msg = e.to_string();
+                        for done in waiters {
+                            let _ = done.send(Err(ManagerError::Invalid(format!(
+                                "recording the ack: {msg}"
+                            ))));
+                        }
+                    }
+                }
+            }
+        })
+        .expect("spawning the group writer");
+    tx
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -66,15 +130,302 @@ pub struct Config {
     pub webhooks: Vec<String>,
 }
 
-/// One revision of the desired state, serialized once for every agent.
+/// One revision of the desired state. Agents that hold the previous revision get `delta`
+/// (encoded once for all of them); others get the snapshot, encoded once on first demand.
 #[derive(Debug)]
 pub struct Published {
     pub revision: u64,
+    /// The revision `delta` starts from (0: none, the first state of this process).
+    pub prev_revision: u64,
     pub doc: Arc<StateDoc>,
-    /// `namespace/name` → workload, for attributing flow records (built once per revision).
-    pub by_key: HashMap<String, cellwall_policy::Workload>,
-    pub json: Arc<Vec<u8>>,
+    pub delta: Option<Arc<DesiredState>>,
+    /// Objects in `delta` (for logs and benchmarks).
+    pub delta_objects: usize,
+    snapshot: tokio::sync::OnceCell<Arc<DesiredState>>,
+    by_key: OnceLock<HashMap<String, Arc<cellwall_policy::Workload>>>,
     pub issued_unix_ms: i64,
+}
+
+impl Published {
+    /// `namespace/name` → workload, for attributing flow records (built once per revision, on
+    /// first use: at 100,000 workloads, building it on every publish would cost a relabel ~50 ms).
+    pub fn by_key(&self) -> &HashMap<String, Arc<cellwall_policy::Workload>> {
+        self.by_key.get_or_init(|| {
+            self.doc
+                .workloads
+                .iter()
+                .map(|w| (w.key().to_string(), w.clone()))
+                .collect()
+        })
+    }
+
+    /// The whole model as one message (deflated JSON), encoded off the async threads once for
+    /// every agent that needs it.
+    pub async fn snapshot(&self) -> Arc<DesiredState> {
+        self.snapshot
+            .get_or_init(|| async {
+                let (doc, rev, at) = (self.doc.clone(), self.revision, self.issued_unix_ms);
+                let m = tokio::task::spawn_blocking(move || DesiredState::snapshot(rev, &doc, at))
+                    .await
+                    .expect("encoding a snapshot does not panic");
+                Arc::new(m)
+            })
+            .await
+            .clone()
+    }
+}
+
+/// One published revision, as agent streams see it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub revision: u64,
+    pub prev_revision: u64,
+    pub delta: Option<Arc<DesiredState>>,
+}
+
+/// The stored objects as last read, updated with only what changed since (re-reading and parsing
+/// 100,000 objects on every change would cost ~1 s), plus what agents reported.
+#[derive(Default)]
+struct Raw {
+    revision: u64,
+    namespaces: BTreeMap<String, cellwall_policy::Namespace>,
+    /// In the published order, shared with the published documents.
+    workloads: BTreeMap<WorkloadKey, Arc<cellwall_policy::Workload>>,
+    nodes: BTreeMap<String, cellwall_policy::Node>,
+    policies: BTreeMap<String, Policy>,
+    imports: BTreeMap<String, LabelImport>,
+    quarantines: BTreeMap<String, Quarantine>,
+    reported: BTreeMap<String, Vec<ReportedWorkload>>,
+    /// `reported` by workload (rebuilt when an agent reports something new).
+    reported_by_key: Option<Arc<ReportedIndex>>,
+}
+
+#[derive(Default)]
+struct ReportedIndex {
+    /// Workload → (node, what its agent reported).
+    by_key: HashMap<WorkloadKey, (String, ReportedWorkload)>,
+    /// Hosts running the agent in host mode that no stored object describes.
+    hosts: Vec<(String, WorkloadKey, ReportedWorkload)>,
+}
+
+/// Imported entries by what they match, in import order (later entries win).
+#[derive(Default)]
+struct ImportIndex<'a> {
+    entries: Vec<&'a cellwall_policy::import::Entry>,
+    by_ip: HashMap<std::net::IpAddr, Vec<usize>>,
+    by_host: HashMap<&'a str, Vec<usize>>,
+    by_key: HashMap<&'a WorkloadKey, Vec<usize>>,
+}
+
+impl<'a> ImportIndex<'a> {
+    fn new(imports: &'a BTreeMap<String, LabelImport>) -> Self {
+        use cellwall_policy::import::Target;
+        let mut x = ImportIndex::default();
+        for e in imports.values().flat_map(|i| &i.entries) {
+            let n = x.entries.len();
+            x.entries.push(e);
+            match &e.target {
+                Target::Ip(ip) => x.by_ip.entry(*ip).or_default().push(n),
+                Target::Hostname(h) => x.by_host.entry(h.as_str()).or_default().push(n),
+                Target::Workload(k) => x.by_key.entry(k).or_default().push(n),
+            }
+        }
+        x
+    }
+
+    /// The entries matching `w`, in order.
+    fn matching(&self, w: &cellwall_policy::Workload) -> Vec<usize> {
+        if self.entries.is_empty() {
+            return Vec::new();
+        }
+        let mut hits: Vec<usize> = Vec::new();
+        for ip in &w.ips {
+            hits.extend(self.by_ip.get(ip).into_iter().flatten());
+        }
+        hits.extend(self.by_host.get(w.name.as_str()).into_iter().flatten());
+        hits.extend(
+            self.by_key
+                .get(&WorkloadKey {
+                    namespace: w.namespace.clone(),
+                    name: w.name.clone(),
+                })
+                .into_iter()
+                .flatten(),
+        );
+        hits.sort_unstable();
+        hits.dedup();
+        hits
+    }
+}
+
+impl Raw {
+    fn set(&mut self, kind: Kind, key: String, body: Option<&str>) -> Result<(), ManagerError> {
+        let corrupt = |e| store::StoreError::Corrupt {
+            kind: kind.as_str().into(),
+            key: key.clone(),
+            source: e,
+        };
+        fn put<K: Ord, T>(m: &mut BTreeMap<K, T>, key: K, v: Option<T>) {
+            match v {
+                Some(v) => m.insert(key, v),
+                None => m.remove(&key),
+            };
+        }
+        match kind {
+            Kind::Namespace => {
+                let v = body
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(corrupt)?;
+                put(&mut self.namespaces, key, v)
+            }
+            Kind::Pod => {
+                let v: Option<cellwall_policy::Workload> = body
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(corrupt)?;
+                let Some(k) = WorkloadKey::parse(&key) else {
+                    return Ok(());
+                };
+                put(&mut self.workloads, k, v.map(Arc::new))
+            }
+            Kind::Node => {
+                let v = body
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(corrupt)?;
+                put(&mut self.nodes, key, v)
+            }
+            Kind::Policy => {
+                let v = body
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(corrupt)?;
+                put(&mut self.policies, key, v)
+            }
+            Kind::Import => {
+                let v = body
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(corrupt)?;
+                put(&mut self.imports, key, v)
+            }
+            Kind::Quarantine => {
+                let v = body
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(corrupt)?;
+                put(&mut self.quarantines, key, v)
+            }
+        }
+        Ok(())
+    }
+
+    fn reported_index(&mut self) -> Arc<ReportedIndex> {
+        if let Some(x) = &self.reported_by_key {
+            return x.clone();
+        }
+        let mut x = ReportedIndex::default();
+        for (node, reported) in &self.reported {
+            for r in reported {
+                let Some(k) = WorkloadKey::parse(&r.key) else {
+                    continue;
+                };
+                if r.host && !self.workloads.contains_key(&k) {
+                    x.hosts.push((node.clone(), k, r.clone()));
+                } else {
+                    x.by_key.insert(k, (node.clone(), r.clone()));
+                }
+            }
+        }
+        let x = Arc::new(x);
+        self.reported_by_key = Some(x.clone());
+        x
+    }
+
+    /// The desired state: stored objects, with addresses and nodes of pods that agents reported
+    /// and the manifests left open, imported labels, and quarantines. A workload none of these
+    /// touch is the stored one itself (shared, not copied).
+    fn derive(&mut self) -> Result<StateDoc, ManagerError> {
+        let reported = self.reported_index();
+        let imports = ImportIndex::new(&self.imports);
+        let quarantined: HashMap<WorkloadKey, &Quarantine> = self
+            .quarantines
+            .values()
+            .filter_map(|q| WorkloadKey::parse(&q.workload).map(|k| (k, q)))
+            .collect();
+        let mut policies: Vec<Policy> = self.policies.values().cloned().collect();
+        let overlay = |mut w: cellwall_policy::Workload,
+                       rep: Option<(&String, &ReportedWorkload)>,
+                       policies: &mut Vec<Policy>|
+         -> Result<cellwall_policy::Workload, ManagerError> {
+            if let Some((node, r)) = rep {
+                if w.ips.is_empty() {
+                    w.ips = r.ips.iter().filter_map(|s| s.parse().ok()).collect();
+                }
+                if w.node.is_none() {
+                    w.node = Some(node.clone());
+                }
+            }
+            // Imported labels (prefixed per source), after addresses are known.
+            for i in imports.matching(&w) {
+                for (k, v) in &imports.entries[i].labels {
+                    w.labels.insert(k.clone(), v.clone());
+                }
+            }
+            // A quarantined workload carries a label only the manager sets, and a policy
+            // outranking every other cuts it off both ways (but for the management exception).
+            if let Some(q) = quarantined.get(&w.key()) {
+                w.labels
+                    .insert(QUARANTINE_LABEL.to_string(), w.name.clone());
+                policies.push(q.policy()?);
+            }
+            Ok(w)
+        };
+        let mut workloads = Vec::with_capacity(self.workloads.len() + reported.hosts.len());
+        for (k, w) in &self.workloads {
+            let rep = reported
+                .by_key
+                .get(k)
+                .filter(|_| w.ips.is_empty() || w.node.is_none())
+                .map(|(n, r)| (n, r));
+            if rep.is_none()
+                && (imports.entries.is_empty() || imports.matching(w).is_empty())
+                && !quarantined.contains_key(k)
+            {
+                workloads.push(w.clone());
+                continue;
+            }
+            workloads.push(Arc::new(overlay(
+                cellwall_policy::Workload::clone(w),
+                rep,
+                &mut policies,
+            )?));
+        }
+        // A host running the agent in host mode is a workload of its own.
+        for (node, k, r) in &reported.hosts {
+            let w = cellwall_policy::Workload {
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                labels: r.labels.clone(),
+                ips: r.ips.iter().filter_map(|s| s.parse().ok()).collect(),
+                ports: Vec::new(),
+                node: Some(node.clone()),
+                host_network: false,
+            };
+            workloads.push(Arc::new(overlay(w, None, &mut policies)?));
+        }
+        let mut doc = StateDoc {
+            namespaces: self.namespaces.values().cloned().collect(),
+            workloads,
+            nodes: self.nodes.values().cloned().collect(),
+            policies,
+        };
+        // Hosts were appended and policies are keyed by their store key: put every list in
+        // key order (nearly free when it already is).
+        doc.normalize();
+        Ok(doc)
+    }
 }
 
 pub struct Manager {
@@ -82,7 +433,15 @@ pub struct Manager {
     pub data_dir: PathBuf,
     ca: Ca,
     tx: watch::Sender<Arc<Published>>,
+    /// Every published revision's delta in order, for agent streams (a stream that falls
+    /// behind gets a snapshot of the latest). Deltas only: the channel keeps its last 256
+    /// messages, and 256 models of 100,000 workloads would be gigabytes.
+    changes: broadcast::Sender<Change>,
+    raw: Mutex<Raw>,
     publish_lock: Mutex<()>,
+    /// Certificate hash → node, as the store says (every agent call is authenticated by it).
+    certs: Mutex<HashMap<String, String>>,
+    writes: Mutex<std::sync::mpsc::Sender<Pending>>,
     pub alerter: alerts::Alerter,
     /// The engine of the last published revision (compliance checks on every flow batch).
     engine_cache: Mutex<Option<(u64, Engine)>>,
@@ -153,16 +512,30 @@ impl Manager {
         }
         let (tx, _) = watch::channel(Arc::new(Published {
             revision: 0,
+            prev_revision: 0,
             doc: Arc::new(StateDoc::default()),
-            json: Arc::new(StateDoc::default().to_json()),
-            by_key: HashMap::new(),
+            delta: None,
+            delta_objects: 0,
+            snapshot: Default::default(),
+            by_key: Default::default(),
             issued_unix_ms: now_ms(),
         }));
+        let mut raw = Raw::default();
+        for n in store.nodes()? {
+            raw.reported.insert(
+                n.name.clone(),
+                serde_json::from_str(&n.workloads_json).unwrap_or_default(),
+            );
+        }
         let m = Arc::new(Self {
+            writes: Mutex::new(group_writer(store.clone())),
             store,
             data_dir: cfg.data_dir.clone(),
             ca,
             tx,
+            changes: broadcast::channel(256).0,
+            raw: Mutex::new(raw),
+            certs: Mutex::new(HashMap::new()),
             publish_lock: Mutex::new(()),
             alerter: alerts::Alerter::default(),
             engine_cache: Mutex::new(None),
@@ -189,119 +562,121 @@ impl Manager {
         Ok(self.store.token_role(&sha256_hex(token.as_bytes()))?)
     }
 
-    /// The desired state as of the store now: stored objects, with addresses and nodes of pods
-    /// that agents reported and the manifests left open.
+    /// Every revision published from now on, in order (agent streams).
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// The desired state as of the store now (see [`Raw::derive`]), read incrementally.
     pub fn load_state(&self) -> Result<(u64, StateDoc), ManagerError> {
-        // Read the revision first: the content is then at least as new as its label, never older.
+        let mut raw = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        // Read the revision first: the content is then at least as new as its label, never
+        // older (and re-reading a change the next time is harmless).
         let revision = self.store.revision()?;
-        let mut inv = Inventory::default();
-        let mut policies: Vec<Policy> = Vec::new();
-        let mut quarantines: Vec<Quarantine> = Vec::new();
-        let mut imports: Vec<LabelImport> = Vec::new();
-        for c in self.store.current(None)? {
-            let corrupt = |e| store::StoreError::Corrupt {
-                kind: c.kind.as_str().into(),
-                key: c.key.clone(),
-                source: e,
-            };
-            match c.kind {
-                Kind::Namespace => {
-                    let n: cellwall_policy::Namespace =
-                        serde_json::from_str(&c.body).map_err(corrupt)?;
-                    inv.namespaces.insert(n.name.clone(), n);
-                }
-                Kind::Pod => {
-                    let w: cellwall_policy::Workload =
-                        serde_json::from_str(&c.body).map_err(corrupt)?;
-                    inv.workloads.insert(w.key(), w);
-                }
-                Kind::Node => {
-                    let n: cellwall_policy::Node =
-                        serde_json::from_str(&c.body).map_err(corrupt)?;
-                    inv.nodes.insert(n.name.clone(), n);
-                }
-                Kind::Policy => policies.push(serde_json::from_str(&c.body).map_err(corrupt)?),
-                Kind::Import => {
-                    imports.push(serde_json::from_str::<LabelImport>(&c.body).map_err(corrupt)?)
-                }
-                Kind::Quarantine => {
-                    quarantines.push(serde_json::from_str::<Quarantine>(&c.body).map_err(corrupt)?)
-                }
-            }
+        for (kind, key, body) in self.store.changes_since(raw.revision)? {
+            raw.set(kind, key, body.as_deref())?;
         }
-        for n in self.store.nodes()? {
-            let reported: Vec<ReportedWorkload> =
-                serde_json::from_str(&n.workloads_json).unwrap_or_default();
-            for r in reported {
-                let Some(k) = WorkloadKey::parse(&r.key) else {
-                    continue;
-                };
-                if r.host && !inv.workloads.contains_key(&k) {
-                    // A host running the agent in host mode is a workload of its own.
-                    inv.workloads.insert(
-                        k.clone(),
-                        cellwall_policy::Workload {
-                            namespace: k.namespace.clone(),
-                            name: k.name.clone(),
-                            labels: r.labels.clone(),
-                            ips: r.ips.iter().filter_map(|s| s.parse().ok()).collect(),
-                            ports: Vec::new(),
-                            node: Some(n.name.clone()),
-                            host_network: false,
-                        },
-                    );
-                    continue;
-                }
-                if let Some(w) = inv.workloads.get_mut(&k) {
-                    if w.ips.is_empty() {
-                        w.ips = r.ips.iter().filter_map(|s| s.parse().ok()).collect();
-                    }
-                    if w.node.is_none() {
-                        w.node = Some(n.name.clone());
-                    }
-                }
-            }
-        }
-        // Imported labels (prefixed per source), after addresses are known.
-        for i in &imports {
-            cellwall_policy::import::apply(&mut inv, &i.entries);
-        }
-        // A quarantined workload carries a label only the manager sets, and a policy outranking
-        // every other cuts it off both ways (but for the management exception, if any).
-        for q in &quarantines {
-            let Some(k) = WorkloadKey::parse(&q.workload) else {
-                continue;
-            };
-            if let Some(w) = inv.workloads.get_mut(&k) {
-                w.labels
-                    .insert(QUARANTINE_LABEL.to_string(), k.name.clone());
-                policies.push(q.policy()?);
-            }
-        }
-        policies.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok((revision, StateDoc::new(&inv, &policies)))
+        raw.revision = revision;
+        Ok((revision, raw.derive()?))
     }
 
     /// Pushes the store's current state to every watching agent if it is newer than what was
     /// last pushed.
     pub fn publish(&self) -> Result<u64, ManagerError> {
         let _g = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let cur = self.tx.borrow().revision;
+        let cur = self.published();
+        let t = std::time::Instant::now();
         let (revision, doc) = self.load_state()?;
-        if revision > cur || cur == 0 {
-            self.tx.send_replace(Arc::new(Published {
+        let loaded = t.elapsed();
+        if revision > cur.revision || cur.revision == 0 {
+            let issued_unix_ms = now_ms();
+            let (delta, delta_objects) = if cur.revision == 0 {
+                (None, 0)
+            } else {
+                let d = StateDelta::between(&cur.doc, &doc);
+                let n = d.len();
+                (
+                    Some(Arc::new(DesiredState::delta(
+                        revision,
+                        cur.revision,
+                        &d,
+                        issued_unix_ms,
+                    ))),
+                    n,
+                )
+            };
+            let p = Arc::new(Published {
                 revision,
-                json: Arc::new(doc.to_json()),
-                by_key: doc
-                    .workloads
-                    .iter()
-                    .map(|w| (w.key().to_string(), w.clone()))
-                    .collect(),
+                prev_revision: cur.revision,
                 doc: Arc::new(doc),
-                issued_unix_ms: now_ms(),
-            }));
+                delta,
+                delta_objects,
+                snapshot: Default::default(),
+                by_key: Default::default(),
+                issued_unix_ms,
+            });
+            let change = Change {
+                revision,
+                prev_revision: cur.revision,
+                delta: p.delta.clone(),
+            };
+            self.tx.send_replace(p);
+            // No stream listening is fine.
+            let _ = self.changes.send(change);
+            eprintln!(
+                "published revision {revision}: {delta_objects} objects changed \
+                 (state read and derived in {:.1} ms, delta in {:.1} ms)",
+                loaded.as_secs_f64() * 1e3,
+                (t.elapsed() - loaded).as_secs_f64() * 1e3
+            );
         }
         Ok(revision)
+    }
+
+    /// The node a certificate (by hash) belongs to; cached, since every agent call asks.
+    pub fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<String>, ManagerError> {
+        if let Some(n) = self
+            .certs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cert_sha256)
+        {
+            return Ok(Some(n.clone()));
+        }
+        let n = self.store.node_by_cert(cert_sha256)?;
+        if let Some(n) = &n {
+            self.certs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(cert_sha256.to_string(), n.clone());
+        }
+        Ok(n)
+    }
+
+    /// Records an event without waiting for the commit (group-committed with others).
+    pub fn log_event_later(&self, actor: &str, action: &str, detail: &str) {
+        let _ = self
+            .writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Pending::Event(store::EventRow {
+                actor: actor.into(),
+                action: action.into(),
+                detail: detail.into(),
+            }));
+    }
+
+    /// Records an agent's ack. Acks are committed in groups (one transaction and one sync for
+    /// every ack waiting), so 1,000 agents acking at once cost a few commits, not 1,000.
+    pub async fn ack(&self, row: store::AckRow) -> Result<(), ManagerError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Pending::Ack(row, done))
+            .map_err(|_| ManagerError::Invalid("the manager is shutting down".into()))?;
+        wait.await
+            .map_err(|_| ManagerError::Invalid("the manager is shutting down".into()))?
     }
 
     /// Parses documents with the policy crate (same errors as `cellwall analyze`) and writes every
@@ -384,7 +759,24 @@ impl Manager {
             .collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         let json = serde_json::to_string(&v).expect("serializes");
+        let mut raw = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        let same = raw
+            .reported
+            .get(node)
+            .is_some_and(|old| serde_json::to_string(old).is_ok_and(|o| o == json));
+        if same {
+            // Nothing new (a reconnect): only "seen", committed with others.
+            let _ = self
+                .writes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(Pending::Seen(node.to_string()));
+            return Ok(());
+        }
         if self.store.report_workloads(node, &json)?.is_some() {
+            raw.reported.insert(node.to_string(), v);
+            raw.reported_by_key = None;
+            drop(raw);
             self.publish()?;
         }
         Ok(())
@@ -403,7 +795,7 @@ impl Manager {
         let n = self
             .store
             .insert_flows(node, rows, seq, kernel_lost, agent_dropped)?;
-        let hist = history::connections(&self.published().by_key, rows);
+        let hist = history::connections(self.published().by_key(), rows);
         self.store.add_history(&hist)?;
         self.check_compliance(&hist)?;
         Ok(n)
@@ -645,6 +1037,11 @@ impl Manager {
         }
         let (cert, key, hash) = self.ca.node_cert(node)?;
         self.store.join_node(node, &hash)?;
+        // The node's previous certificate stops working now.
+        self.certs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, n| n != node);
         self.store
             .log_event(&format!("node:{node}"), "join", "node certificate issued")?;
         Ok((cert, key))

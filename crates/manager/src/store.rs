@@ -197,6 +197,8 @@ pub trait Store: Send + Sync {
     /// Writes all objects in one transaction (all or nothing) and records who did it.
     fn write(&self, actor: &str, writes: &[Write]) -> Result<Committed>;
     fn current(&self, kind: Option<Kind>) -> Result<Vec<Current>>;
+    /// The latest version of every object changed after `revision` (body `None`: deleted).
+    fn changes_since(&self, revision: u64) -> Result<Vec<(Kind, String, Option<String>)>>;
     fn history(&self, kind: Kind, key: &str) -> Result<Vec<Version>>;
     fn audit(&self, limit: usize) -> Result<Vec<Version>>;
     fn log_event(&self, actor: &str, action: &str, detail: &str) -> Result<()>;
@@ -218,6 +220,14 @@ pub trait Store: Send + Sync {
         applied_us: u64,
         error: &str,
     ) -> Result<()>;
+    /// Records many acks, events and "node seen" marks in one transaction (one sync for all);
+    /// one result per ack, in order.
+    fn record_many(
+        &self,
+        acks: &[AckRow],
+        events: &[EventRow],
+        seen: &[String],
+    ) -> Result<Vec<Result<()>>>;
     fn nodes(&self) -> Result<Vec<NodeStatus>>;
 
     /// Stores a batch of flows with the agent's loss counters; returns rows stored.
@@ -243,6 +253,24 @@ pub trait Store: Send + Sync {
     fn add_alerts(&self, alerts: &mut [crate::alerts::Alert]) -> Result<()>;
     /// Alerts with an id above `after`, oldest first.
     fn alerts(&self, after: i64, limit: usize) -> Result<Vec<crate::alerts::Alert>>;
+}
+
+/// An agent's ack of a version (`error` empty: applied).
+#[derive(Debug, Clone, Default)]
+pub struct AckRow {
+    pub node: String,
+    pub version: u64,
+    pub apply_micros: u64,
+    pub applied_us: u64,
+    pub error: String,
+}
+
+/// An audit event: who, what, details.
+#[derive(Debug, Clone, Default)]
+pub struct EventRow {
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
 }
 
 pub struct SqliteStore {
@@ -295,6 +323,36 @@ CREATE TABLE IF NOT EXISTS flow_history(
   first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
   PRIMARY KEY(bucket, src, dst, protocol, port, verdict, rule)) WITHOUT ROWID;
 ";
+
+fn ack_in(db: &Connection, a: &AckRow) -> Result<()> {
+    let n = if a.error.is_empty() {
+        db.prepare_cached(
+            "UPDATE nodes SET applied_version = ?2, apply_micros = ?3, applied_us = ?4,
+               last_error = '', last_seen_ms = ?5 WHERE name = ?1",
+        )?
+        .execute(params![
+            a.node,
+            a.version,
+            a.apply_micros,
+            a.applied_us,
+            now_ms()
+        ])?
+    } else {
+        db.prepare_cached("UPDATE nodes SET last_error = ?2, last_seen_ms = ?3 WHERE name = ?1")?
+            .execute(params![
+                a.node,
+                format!("version {}: {}", a.version, a.error),
+                now_ms()
+            ])?
+    };
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "node {} has not joined",
+            a.node
+        )));
+    }
+    Ok(())
+}
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
@@ -465,6 +523,59 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn changes_since(&self, revision: u64) -> Result<Vec<(Kind, String, Option<String>)>> {
+        let db = self.conn();
+        let mut st = db.prepare_cached(
+            "SELECT o.kind, o.key, o.body FROM objects o
+             WHERE o.revision > ?1 AND o.version =
+               (SELECT MAX(i.version) FROM objects i WHERE i.kind = o.kind AND i.key = o.key)
+             ORDER BY o.revision",
+        )?;
+        let rows = st.query_map(params![revision], |r| {
+            let k: String = r.get(0)?;
+            Ok((k, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, key, body) = row?;
+            // Kinds this build does not know (a newer manager wrote them) are skipped.
+            if let Some(kind) = Kind::parse(&k) {
+                out.push((kind, key, body));
+            }
+        }
+        Ok(out)
+    }
+
+    fn record_many(
+        &self,
+        acks: &[AckRow],
+        events: &[EventRow],
+        seen: &[String],
+    ) -> Result<Vec<Result<()>>> {
+        let mut db = self.conn();
+        let run = |db: &mut Connection| -> Result<Vec<Result<()>>> {
+            let tx = db.transaction()?;
+            let mut out = Vec::with_capacity(acks.len());
+            for a in acks {
+                out.push(ack_in(&tx, a));
+            }
+            let at = now_ms();
+            for e in events {
+                tx.prepare_cached(
+                    "INSERT INTO events(at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![at, e.actor, e.action, e.detail])?;
+            }
+            for n in seen {
+                tx.prepare_cached("UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1")?
+                    .execute(params![n, at])?;
+            }
+            tx.commit()?;
+            Ok(out)
+        };
+        run(&mut db)
+    }
+
     fn history(&self, kind: Kind, key: &str) -> Result<Vec<Version>> {
         let db = self.conn();
         let mut st = db.prepare_cached(
@@ -594,22 +705,16 @@ impl Store for SqliteStore {
         applied_us: u64,
         error: &str,
     ) -> Result<()> {
-        let n = if error.is_empty() {
-            self.conn().execute(
-                "UPDATE nodes SET applied_version = ?2, apply_micros = ?3, applied_us = ?4,
-                   last_error = '', last_seen_ms = ?5 WHERE name = ?1",
-                params![node, version, apply_micros, applied_us, now_ms()],
-            )?
-        } else {
-            self.conn().execute(
-                "UPDATE nodes SET last_error = ?2, last_seen_ms = ?3 WHERE name = ?1",
-                params![node, format!("version {version}: {error}"), now_ms()],
-            )?
-        };
-        if n == 0 {
-            return Err(StoreError::Conflict(format!("node {node} has not joined")));
-        }
-        Ok(())
+        ack_in(
+            &self.conn(),
+            &AckRow {
+                node: node.into(),
+                version,
+                apply_micros,
+                applied_us,
+                error: error.into(),
+            },
+        )
     }
 
     fn nodes(&self) -> Result<Vec<NodeStatus>> {

@@ -5,7 +5,7 @@
 use cellwall_manager::{start, Config};
 use cellwall_proto::tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use cellwall_proto::tonic::Code;
-use cellwall_proto::{AckRequest, AgentClient, JoinRequest, LocalWorkload, StateDoc, WatchRequest};
+use cellwall_proto::{AckRequest, AgentClient, JoinRequest, LocalWorkload, Payload, WatchRequest};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -338,7 +338,9 @@ async fn agent_join_watch_ack_and_refused_credentials() {
         .unwrap()
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
-    let doc = StateDoc::from_json(&first.state_json).unwrap();
+    let Payload::Snapshot(doc) = first.payload().unwrap() else {
+        panic!("a new agent gets the whole model first");
+    };
     let web = doc.workloads.iter().find(|w| w.name == "web").unwrap();
     assert_eq!(
         web.ips,
@@ -366,13 +368,56 @@ async fn agent_join_watch_ack_and_refused_credentials() {
         .unwrap()
         .unwrap();
     assert_eq!(next.version, rev);
-    assert_eq!(
-        StateDoc::from_json(&next.state_json)
+    // Then only what changed: the one policy, on top of the snapshot's version.
+    match next.payload().unwrap() {
+        Payload::Delta {
+            base_version,
+            delta,
+        } => {
+            assert_eq!(base_version, first.version);
+            assert_eq!(delta.policies.len(), 1);
+            assert_eq!(delta.len(), 1);
+        }
+        p => panic!("expected a delta, got {p:?}"),
+    }
+    // Reconnecting at the latest version costs a marker, not the model; at an older one, the
+    // snapshot again.
+    for (applied, snapshot) in [(rev, false), (first.version, true)] {
+        let again = c
+            .watch(WatchRequest {
+                node: "n1".into(),
+                applied_version: applied,
+                workloads: vec![LocalWorkload {
+                    key: "shop/web".into(),
+                    ips: vec!["10.9.0.1".into()],
+                    interface: "veth1".into(),
+                    ..Default::default()
+                }],
+                agent_version: "test".into(),
+            })
+            .await
             .unwrap()
-            .policies
-            .len(),
-        1
-    );
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.version, rev);
+        match again.payload().unwrap() {
+            Payload::Snapshot(d) => {
+                assert!(snapshot);
+                assert_eq!(d.policies.len(), 1);
+            }
+            Payload::Delta {
+                base_version,
+                delta,
+            } => {
+                assert!(!snapshot);
+                assert_eq!(base_version, rev);
+                assert!(delta.is_empty());
+            }
+        }
+    }
     c.ack(AckRequest {
         node: "n1".into(),
         version: rev,
