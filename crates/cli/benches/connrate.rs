@@ -265,12 +265,24 @@ fn in_node(lab: &str, cmd: &[&str], input: &str) {
     );
 }
 
+/// A listener with a deep accept queue: std's bind listens with a backlog of 128, which a
+/// server thread that is not scheduled for a few milliseconds overflows at these rates (the
+/// dropped handshake then costs the client a 200 ms timeout, not a filter's work).
+fn listen() -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::from(([0, 0, 0, 0], PORT)).into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
 /// A lean server: accept-and-close for `conn`, read-everything-then-report-the-count for `bulk`,
 /// so the measurement is about the path, not the server.
 fn serve(ns: String, mode: Arc<AtomicU8>, ready: mpsc::Sender<Result<(), String>>) {
     let l = match cellwall_datapath::netns::enter(&ns)
         .map_err(|e| e.to_string())
-        .and_then(|_| TcpListener::bind(("0.0.0.0", PORT)).map_err(|e| e.to_string()))
+        .and_then(|_| listen().map_err(|e| e.to_string()))
     {
         Ok(l) => {
             let _ = ready.send(Ok(()));
