@@ -26,7 +26,10 @@
 //! for both measurements; MISSED is printed, not hidden). The run fails (exit 1) only below a
 //! hard floor: goal - band, band 0.17 (so 0.80 and 0.78) times CELLWALL_BENCH_NOISE_FACTOR
 //! (default 1), or CELLWALL_CONNRATE_BAND; CELLWALL_CONNRATE_FLOOR sets the visibility-off floor
-//! directly (the visibility-on floor stays 0.02 below it). It also fails when connections fail.
+//! directly (the visibility-on floor stays 0.02 below it). The floor is enforced from 100
+//! rounds up: a 20-round smoke run's median on a loaded machine moves by more than the band
+//! (it read 0.735 and then, at 150 rounds, 0.934), so there a breach is printed, not fatal.
+//! The run also fails when connections fail.
 //!   cargo build --release --workspace
 //!   cargo bench -p cellwall-cli --bench connrate -- [--rounds 150] [--rules 0,10,100,1000,10000]
 //!       [--window-ms 20] [--json PATH]
@@ -46,6 +49,8 @@ const GOAL_N: usize = 10_000;
 const GOALS: [(Kind, f64); 2] = [(Kind::Cellwall, 0.97), (Kind::CellwallVis, 0.95)];
 /// How far below its goal a ratio may fall before the run fails (times the noise factor).
 const BAND: f64 = 0.17;
+/// Fewer rounds than this and a median below the floor is reported without failing the run.
+const FLOOR_MIN_ROUNDS: usize = 100;
 
 /// What a lab's server does with the next connection it accepts.
 const CONN: u8 = 0;
@@ -708,12 +713,20 @@ fn main() {
         };
         for (metric, got) in [("conn/s", row.conn.p50), ("bulk Gb/s", row.bulk.p50)] {
             let met = got >= goal;
-            let hard = got.is_nan() || got < floor;
+            let below = got.is_nan() || got < floor;
+            let hard = below && args.rounds >= FLOOR_MIN_ROUNDS;
             println!(
-                "goal: {} {metric} >= {goal:.2} of none at N={GOAL_N}: {got:.3} {} (hard floor {floor:.2}{})",
+                "goal: {} {metric} >= {goal:.2} of none at N={GOAL_N}: {got:.3} {} (hard floor {floor:.2}: {})",
                 kind.label(),
                 if met { "OK" } else { "MISSED" },
-                if hard { ": BELOW, failing the run" } else { ": above" }
+                match (below, hard) {
+                    (false, _) => "above".to_string(),
+                    (true, true) => "BELOW, failing the run".to_string(),
+                    (true, false) => format!(
+                        "BELOW, not failing: {} rounds are too few for the floor (>= {FLOOR_MIN_ROUNDS})",
+                        args.rounds
+                    ),
+                }
             );
             if hard {
                 failed.push(format!(
@@ -723,7 +736,8 @@ fn main() {
             }
             goals.push(serde_json::json!({
                 "config": kind.label(), "n": GOAL_N, "metric": metric, "ratio_p50": got,
-                "goal": goal, "met": met, "hard_floor": floor, "below_floor": hard,
+                "goal": goal, "met": met, "hard_floor": floor, "below_floor": below,
+                "failed_run": hard,
             }));
         }
     }
