@@ -625,7 +625,7 @@ fn main() {
         return;
     }
     down_stale_labs();
-    let dir = std::env::temp_dir().join(format!("cellwall-connrate-{}", std::process::id()));
+    let dir = run_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let mut guard = Cleanup(Vec::new());
     let mut net = 1u8;
@@ -790,8 +790,13 @@ fn main() {
     }
 }
 
+/// This run's manifests.
+fn run_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("cellwall-connrate-{}", std::process::id()))
+}
+
 /// Takes the labs down even if the benchmark panics (their nft tables and ipsets live in the
-/// labs' node namespaces and go with them).
+/// labs' node namespaces and go with them), and removes the run's manifests.
 struct Cleanup(Vec<String>);
 
 impl Drop for Cleanup {
@@ -801,5 +806,6 @@ impl Drop for Cleanup {
                 .args(["lab", "down", "--name", lab])
                 .output();
         }
+        let _ = std::fs::remove_dir_all(run_dir());
     }
 }
