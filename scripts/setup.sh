@@ -4,9 +4,9 @@
 set -euo pipefail
 
 # Debian packages the build and the test tiers need: clang and libbpf-dev build the eBPF
-# datapath (bpf/), iproute2 builds the lab (network namespaces, veths), iptables is the
-# benchmark's comparison.
-APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables)
+# datapath (bpf/), iproute2 builds the lab (network namespaces, veths), iptables, ipset and
+# nftables are the connrate benchmark's comparisons.
+APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables ipset nftables)
 
 need_apt() {
   local missing=()
