@@ -5,9 +5,9 @@
 //!   cargo bench -p cellwall-manager --bench intake [-- --agents N --seconds S --batch N]
 //!
 //! Simulated agents (in this process) each send batches of records, as the real agent does: one
-//! batch in flight, the next after the manager's answer. Each agent's records come from 2,000
-//! distinct connections between workloads on its node and others (the real agent already sums
-//! identical records over its 200 ms drain; these are what is left). The rate is records the
+//! batch in flight, the next after the manager's answer. Every record of a batch is a distinct
+//! connection between a workload on the agent's node and another (the real agent already sums
+//! identical records over its 200 ms drain, so nothing in a batch is left to merge). The rate is records the
 //! manager accepted divided by the CPU seconds the manager process used (user + system), so it
 //! does not depend on how much of this machine the simulated agents take. Zero silent loss:
 //! after the run the manager is killed with SIGKILL and its database is read: the counts it
@@ -95,7 +95,7 @@ fn main() {
     let batch = arg(&argv, "--batch", 5000);
     println!(
         "flow intake: {agents} agents, batches of {batch} records, {seconds} s, \
-         2,000 distinct connections per agent"
+         every record of a batch a distinct connection"
     );
     let mut m = Manager::start("intake");
     m.apply("model.yaml", &model(agents));
@@ -131,7 +131,7 @@ fn main() {
         let t = Instant::now();
         for (i, mut c) in clients {
             let (stop, sent, accepted) = (stop.clone(), sent.clone(), accepted.clone());
-            let pool = edges(i, agents, 2000);
+            let pool = edges(i, agents, batch);
             tasks.spawn(async move {
                 let mut seq = 0u64;
                 let mut k = 0usize;
@@ -166,7 +166,11 @@ fn main() {
         while t.elapsed() < Duration::from_secs(seconds as u64) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let n = accepted.load(Relaxed);
-            eprint!("\r  {:>3.0} s: {:>9} records/s   ", t.elapsed().as_secs_f64(), n - last);
+            eprint!(
+                "\r  {:>3.0} s: {:>9} records/s   ",
+                t.elapsed().as_secs_f64(),
+                n - last
+            );
             last = n;
         }
         stop.store(true, Relaxed);
@@ -174,19 +178,16 @@ fn main() {
         eprintln!();
         let wall = t.elapsed().as_secs_f64();
         let (c1, _, _) = m.usage();
-        (
-            sent.load(Relaxed),
-            accepted.load(Relaxed),
-            c1 - c0,
-            wall,
-        )
+        (sent.load(Relaxed), accepted.load(Relaxed), c1 - c0, wall)
     });
     let (_, rss, hwm) = m.usage();
     // Whatever the manager acknowledged must be on disk, even after SIGKILL.
     m.kill();
     let db = rusqlite::Connection::open(m.dir.join("cellwall.db")).unwrap();
     let stored: i64 = db
-        .query_row("SELECT COALESCE(SUM(count), 0) FROM flows", [], |r| r.get(0))
+        .query_row("SELECT COALESCE(SUM(count), 0) FROM flows", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     let history: i64 = db
         .query_row("SELECT COUNT(*) FROM flow_history", [], |r| r.get(0))

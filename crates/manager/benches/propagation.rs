@@ -414,4 +414,3 @@ fn main() {
         std::process::exit(1);
     }
 }
-

@@ -86,6 +86,8 @@ impl Alerter {
         let inv = engine.inventory();
         let mut out = Vec::new();
         let now_s = now_ms / 1000;
+        // A batch names the same few workloads over and over: their app groups once each.
+        let mut groups: HashMap<&cellwall_policy::discover::Endpoint, String> = HashMap::new();
         for r in rows {
             let f = &r.flow;
             if f.observed == Observed::Denied {
@@ -109,8 +111,14 @@ impl Alerter {
                 })
             };
             let edge = (
-                group(&f.src, GroupBy::App),
-                group(&f.dst, GroupBy::App),
+                groups
+                    .entry(&f.src)
+                    .or_insert_with(|| group(&f.src, GroupBy::App))
+                    .clone(),
+                groups
+                    .entry(&f.dst)
+                    .or_insert_with(|| group(&f.dst, GroupBy::App))
+                    .clone(),
                 f.port,
             );
             let new_edge = {
@@ -127,12 +135,13 @@ impl Alerter {
                 port: f.port,
             });
             let (_, v) = d.deciding();
-            let rule = engine.rule(v.rule).map(|r| r.describe());
+            // Described only when an alert needs it (most connections raise none).
+            let rule = || engine.rule(v.rule).map(|r| r.describe());
             if !d.allowed {
                 raise(
                     "escaped",
                     "critical",
-                    rule.clone(),
+                    rule(),
                     format!(
                         "{} connection(s) happened although the policy in force denies them",
                         f.connections
@@ -171,7 +180,7 @@ impl Alerter {
                     raise(
                         "expiring-grant",
                         "info",
-                        rule.clone(),
+                        rule(),
                         format!(
                             "allowed by a grant that expires in {} s",
                             (t - now_s).max(0)
@@ -184,7 +193,7 @@ impl Alerter {
                 raise(
                     "new-edge",
                     "warning",
-                    rule,
+                    rule(),
                     format!(
                         "first connection ever seen from {} to {} on port {}",
                         edge.0, edge.1, edge.2

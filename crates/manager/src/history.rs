@@ -42,7 +42,8 @@ pub fn connections(
     index: &HashMap<String, std::sync::Arc<Workload>>,
     rows: &[FlowRow],
 ) -> Vec<HistRow> {
-    let mut by: BTreeMap<(String, String, String, String, String, u16), Dirs> = BTreeMap::new();
+    // Keys borrow from the records: a batch is thousands of them.
+    let mut by: BTreeMap<(&str, &str, &str, &str, &str, u16), Dirs> = BTreeMap::new();
     for r in rows {
         let v = match r.verdict.as_str() {
             "allowed" => 0,
@@ -53,11 +54,11 @@ pub fn connections(
         let d = if r.direction == "egress" { 0 } else { 1 };
         let e = by
             .entry((
-                r.src.clone(),
-                r.dst.clone(),
-                r.src_ip.clone(),
-                r.dst_ip.clone(),
-                r.protocol.clone(),
+                r.src.as_str(),
+                r.dst.as_str(),
+                r.src_ip.as_str(),
+                r.dst_ip.as_str(),
+                r.protocol.as_str(),
                 r.port,
             ))
             .or_insert_with(|| Dirs {
@@ -80,10 +81,10 @@ pub fn connections(
         let allowed = ing[0]
             .saturating_sub(eg[2])
             .max(eg[0].saturating_sub(ing[1] + ing[2]));
-        let Some(protocol) = Protocol::parse(&proto) else {
+        let Some(protocol) = Protocol::parse(proto) else {
             continue;
         };
-        let (s, t) = (endpoint(index, &src, &sip), endpoint(index, &dst, &dip));
+        let (s, t) = (endpoint(index, src, sip), endpoint(index, dst, dip));
         for (v, n, rule) in [
             (
                 Observed::Allowed,
@@ -121,4 +122,73 @@ pub fn connections(
         }
     }
     out
+}
+
+/// Connections waiting to be written to the per-minute history, summed: steady traffic repeats
+/// the same connections every few seconds, so the store and the compliance checks see each
+/// connection once per flush instead of once per agent batch.
+#[derive(Default)]
+pub struct Buffer {
+    /// Key hash → indices into `rows` (the key holds labelled endpoints: hashed, not copied).
+    by_hash: HashMap<u64, Vec<usize>>,
+    rows: Vec<HistRow>,
+}
+
+fn key_hash(r: &HistRow) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let f = &r.flow;
+    (
+        r.bucket, &f.src, &f.dst, f.protocol, f.port, f.observed, &f.rule,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+fn same_key(a: &HistRow, b: &HistRow) -> bool {
+    let (x, y) = (&a.flow, &b.flow);
+    a.bucket == b.bucket
+        && x.port == y.port
+        && x.protocol == y.protocol
+        && x.observed == y.observed
+        && x.rule == y.rule
+        && x.src == y.src
+        && x.dst == y.dst
+}
+
+impl Buffer {
+    pub fn add(&mut self, rows: Vec<HistRow>) {
+        let Buffer {
+            by_hash,
+            rows: held,
+        } = self;
+        for r in rows {
+            let slot = by_hash.entry(key_hash(&r)).or_default();
+            match slot.iter().find(|i| same_key(&held[**i], &r)) {
+                Some(i) => {
+                    let f = &mut held[*i].flow;
+                    f.connections += r.flow.connections;
+                    f.first_ns = f.first_ns.min(r.flow.first_ns);
+                    f.last_ns = f.last_ns.max(r.flow.last_ns);
+                }
+                None => {
+                    slot.push(held.len());
+                    held.push(r);
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn take(&mut self) -> Vec<HistRow> {
+        self.by_hash.clear();
+        std::mem::take(&mut self.rows)
+    }
 }

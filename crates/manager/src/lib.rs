@@ -442,11 +442,16 @@ pub struct Manager {
     /// Certificate hash → node, as the store says (every agent call is authenticated by it).
     certs: Mutex<HashMap<String, String>>,
     writes: Mutex<std::sync::mpsc::Sender<Pending>>,
+    /// Connections not yet in the per-minute history (see [`Manager::flush_history`]).
+    history_buf: Mutex<history::Buffer>,
     pub alerter: alerts::Alerter,
     /// The engine of the last published revision (compliance checks on every flow batch).
     engine_cache: Mutex<Option<(u64, Engine)>>,
     webhook_tx: Mutex<Option<std::sync::mpsc::SyncSender<alerts::Alert>>>,
 }
+
+/// Buffered connections past which a flush happens at once (bounds the buffer's memory).
+const HISTORY_BUFFER_MAX: usize = 200_000;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -529,6 +534,7 @@ impl Manager {
         }
         let m = Arc::new(Self {
             writes: Mutex::new(group_writer(store.clone())),
+            history_buf: Mutex::new(history::Buffer::default()),
             store,
             data_dir: cfg.data_dir.clone(),
             ca,
@@ -792,13 +798,37 @@ impl Manager {
         kernel_lost: u64,
         agent_dropped: u64,
     ) -> Result<usize, ManagerError> {
+        // The records themselves are durable before the agent hears back.
         let n = self
             .store
             .insert_flows(node, rows, seq, kernel_lost, agent_dropped)?;
         let hist = history::connections(self.published().by_key(), rows);
+        let full = {
+            let mut b = self.history_buf.lock().unwrap_or_else(|p| p.into_inner());
+            b.add(hist);
+            b.len() >= HISTORY_BUFFER_MAX
+        };
+        if full {
+            self.flush_history()?;
+        }
+        Ok(n)
+    }
+
+    /// Writes the buffered connections to the per-minute history and checks them for
+    /// compliance (every second, before history is read, at shutdown, and when the buffer
+    /// is full). A crash loses at most the last second of history, never the flow records.
+    pub fn flush_history(&self) -> Result<usize, ManagerError> {
+        let hist = self
+            .history_buf
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if hist.is_empty() {
+            return Ok(0);
+        }
         self.store.add_history(&hist)?;
         self.check_compliance(&hist)?;
-        Ok(n)
+        Ok(hist.len())
     }
 
     /// Compares connections with the policy in force; stores, logs and delivers the alerts.
@@ -842,6 +872,7 @@ impl Manager {
         since_ms: u64,
     ) -> Result<Vec<cellwall_policy::discover::HistFlow>, ManagerError> {
         let since_ns = (now_ms() as u64).saturating_sub(since_ms) * 1_000_000;
+        self.flush_history()?;
         Ok(self.store.history_since(since_ns)?)
     }
 
@@ -1321,6 +1352,25 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
                 _ = rx4.wait_for(|s| *s) => return Ok(()),
+            }
+        }
+    });
+    // History: buffered connections written every second, and once more at shutdown.
+    let (m5, mut rx5) = (m.clone(), rx.clone());
+    tasks.spawn(async move {
+        loop {
+            let stop = tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+                _ = rx5.wait_for(|s| *s) => true,
+            };
+            let m = m5.clone();
+            match tokio::task::spawn_blocking(move || m.flush_history()).await {
+                Ok(Err(e)) => eprintln!("writing flow history: {e}"),
+                Err(e) => eprintln!("writing flow history: {e}"),
+                Ok(Ok(_)) => {}
+            }
+            if stop {
+                return Ok(());
             }
         }
     });

@@ -866,12 +866,22 @@ impl SqliteStore {
                    first_ns = MIN(first_ns, excluded.first_ns),
                    last_ns = MAX(last_ns, excluded.last_ns)",
             )?;
+            // Endpoints repeat within a batch: serialized and looked up once each.
+            let mut ep_ids: HashMap<&cellwall_policy::discover::Endpoint, i64> = HashMap::new();
             for r in rows {
                 let f = &r.flow;
-                let (src, dst) = (
-                    id(serde_json::to_string(&f.src).expect("json"))?,
-                    id(serde_json::to_string(&f.dst).expect("json"))?,
-                );
+                let mut ids = [0i64; 2];
+                for (slot, e) in ids.iter_mut().zip([&f.src, &f.dst]) {
+                    *slot = match ep_ids.get(e) {
+                        Some(i) => *i,
+                        None => {
+                            let i = id(serde_json::to_string(e).expect("json"))?;
+                            ep_ids.insert(e, i);
+                            i
+                        }
+                    };
+                }
+                let [src, dst] = ids;
                 let rule = id(f.rule.clone().unwrap_or_default())?;
                 let verdict = match f.observed {
                     Observed::Allowed => 0,

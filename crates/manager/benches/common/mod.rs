@@ -118,7 +118,6 @@ impl Manager {
     }
 }
 
-
 pub fn usage(pid: u32) -> (f64, f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after = &stat[stat.rfind(')').unwrap() + 2..];
