@@ -4,7 +4,28 @@
 use cellwall_policy::compile::{Compiler, EntryVerdict};
 use cellwall_policy::synth::{random_policy, random_scenario, random_selector, Rng};
 use cellwall_policy::*;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+
+/// Per label identity (by content, not by number), the policies that apply to it per direction.
+type IdentityPolicies = BTreeMap<(String, Labels, Labels), [Vec<PolicyId>; 2]>;
+
+fn applicable_by_labels(e: &Engine) -> IdentityPolicies {
+    e.identities()
+        .map(|i| {
+            let per_dir =
+                Direction::BOTH.map(|d| e.applicable(i.id, d).map(|p| p.id.clone()).collect());
+            (
+                (
+                    i.namespace.clone(),
+                    i.namespace_labels.clone(),
+                    i.labels.clone(),
+                ),
+                per_dir,
+            )
+        })
+        .collect()
+}
 
 fn addresses(inv: &Inventory) -> Vec<IpAddr> {
     let mut a: Vec<IpAddr> = inv.workloads.values().flat_map(|w| w.ips.clone()).collect();
@@ -143,6 +164,17 @@ fn incremental_equals_full() {
                 "seed {seed} step {step}: ipcache differs"
             );
             check_agreement(&engine, &inc, &mut rng, 20);
+            // The engine's index after these changes is the one a fresh build makes.
+            let rebuilt = Engine::build(
+                engine.inventory().clone(),
+                engine.policies().cloned().collect::<Vec<_>>(),
+                engine.now(),
+            );
+            assert_eq!(
+                applicable_by_labels(&engine),
+                applicable_by_labels(&rebuilt),
+                "seed {seed} step {step}: policy index differs from a fresh build"
+            );
         }
     }
 }
