@@ -744,8 +744,12 @@ impl Compiler {
                 )
             })
             .collect();
-        let mut ipcache = self.regions.clone();
-        ipcache.extend(self.ipcache.iter().map(|(c, id)| (*c, *id)));
+        // Address entries win over a region with the same prefix. Cloned whole (one entry per
+        // address of the cluster), then the few regions added.
+        let mut ipcache = self.ipcache.clone();
+        for (c, id) in &self.regions {
+            ipcache.entry(*c).or_insert(*id);
+        }
         NodePolicy {
             node: self.node.clone(),
             ipcache,
@@ -906,11 +910,9 @@ impl Compiler {
                 .iter()
                 .map(|(r, _)| self.rule_peers.get(r))
                 .collect();
-            let relevant: BTreeSet<u32> = sets
-                .iter()
-                .flatten()
-                .flat_map(|s| s.iter().copied())
-                .collect();
+            // Peers some rule matches: all of them for a full profile; for a patch, the changed
+            // ones only (without building the union, which is large when many rules name the
+            // same namespaces).
             let targets: Vec<u32> = match &patch {
                 Some((_, changed)) => {
                     for c in changed.iter() {
@@ -919,10 +921,19 @@ impl Compiler {
                     changed
                         .iter()
                         .copied()
-                        .filter(|c| relevant.contains(c))
+                        .filter(|c| sets.iter().flatten().any(|s| s.contains(c)))
                         .collect()
                 }
-                None => relevant.into_iter().collect(),
+                None => {
+                    let mut all: Vec<u32> = sets
+                        .iter()
+                        .flatten()
+                        .flat_map(|s| s.iter().copied())
+                        .collect();
+                    all.sort_unstable();
+                    all.dedup();
+                    all
+                }
             };
             // Group peers by signature: which rules they match, and their named ports if named
             // egress ports are in play.
