@@ -153,9 +153,12 @@ impl NodePolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PeerKind {
-    /// Member workload standing for the identity (same labels and CIDR position as all members).
+    /// Member workload standing for the identity (same labels and CIDR position as all members),
+    /// and an address of it: the engine's record at that address, when it is this workload's,
+    /// gives the view without searching the inventory.
     Workload {
         rep: WorkloadKey,
+        ip: Option<IpAddr>,
     },
     Node {
         name: String,
@@ -271,7 +274,16 @@ impl Compiler {
     ) -> Option<(EpView<'e>, Option<u32>)> {
         let inv = engine.inventory();
         Some(match &p.kind {
-            PeerKind::Workload { rep } => {
+            PeerKind::Workload { rep, ip } => {
+                if let Some(r) = ip.and_then(|ip| engine.workload_at(ip)).filter(|r| {
+                    r.workload.namespace == rep.namespace && r.workload.name == rep.name
+                }) {
+                    let lid = r.identity?;
+                    return Some((
+                        EpView::workload(&r.workload, &r.ns_labels, p.addr),
+                        Some(lid),
+                    ));
+                }
                 let w = inv.workloads.get(rep)?;
                 let lid = engine.workload_identity(rep)?;
                 let info = engine.identity(lid)?;
@@ -359,7 +371,10 @@ impl Compiler {
         );
         Some((
             key,
-            PeerKind::Workload { rep: wk },
+            PeerKind::Workload {
+                rep: wk,
+                ip: Some(w.ips[0]),
+            },
             addr_of(r),
             w.ips.iter().map(|i| Cidr::host(*i)).collect(),
         ))
@@ -379,7 +394,7 @@ impl Compiler {
         let key = p.key.clone();
         if self.alloc.release(&key) {
             self.peers.remove(&id);
-        } else if let PeerKind::Workload { rep } = &p.kind {
+        } else if let PeerKind::Workload { rep, .. } = &p.kind {
             // Keep a live representative.
             if format!("wl:{rep}") == source {
                 if let Some(next) = p
@@ -389,7 +404,12 @@ impl Compiler {
                     .and_then(|m| m.strip_prefix("wl:"))
                     .and_then(WorkloadKey::parse)
                 {
-                    p.kind = PeerKind::Workload { rep: next };
+                    let ip = self
+                        .member_of
+                        .get(&format!("wl:{next}"))
+                        .and_then(|(_, prefixes)| prefixes.first())
+                        .map(Cidr::addr);
+                    p.kind = PeerKind::Workload { rep: next, ip };
                 }
             }
         }
@@ -947,7 +967,7 @@ impl Compiler {
                     .map(|s| s.is_some_and(|s| s.contains(&pid)))
                     .collect();
                 let ports = match (&p.kind, named_egress.is_empty()) {
-                    (PeerKind::Workload { rep }, false) => engine
+                    (PeerKind::Workload { rep, .. }, false) => engine
                         .inventory()
                         .workloads
                         .get(rep)

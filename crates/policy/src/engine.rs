@@ -908,6 +908,14 @@ impl Engine {
 
     // ------------------------------------------------------------ evaluation
 
+    /// The indexed record of the workload at an address (one hash lookup).
+    pub(crate) fn workload_at(&self, ip: IpAddr) -> Option<&WlRec> {
+        match self.ip_index.get(&ip) {
+            Some(EpRef::Workload(r)) => Some(r),
+            _ => None,
+        }
+    }
+
     /// Resolves an address to what the inventory knows of it.
     pub(crate) fn view_of_ip(&self, ip: IpAddr) -> (EpView<'_>, Option<u32>) {
         static EMPTY: std::sync::OnceLock<Labels> = std::sync::OnceLock::new();
