@@ -1,11 +1,19 @@
-//! Engine benchmarks at cluster scale (10,000 pods, 1,000 policies), with the goals of the policy
-//! engine issue checked: full compile < 1 s, incremental relabel / policy change < 10 ms,
-//! evaluate < 1 µs per flow. Exits non-zero when a goal is missed. Run:
-//!   cargo bench -p cellwall-policy --bench engine
+//! Engine benchmarks at cluster scale, with goals checked. Exits non-zero when a goal is missed.
+//!
+//! Default: 10,000 pods, 1,000 policies, the goals of the policy engine issue: full compile < 1 s,
+//! incremental relabel / policy change < 10 ms, evaluate < 1 µs per flow.
+//!   cargo bench -p cellwall-policy --bench engine [-- --quick]
+//!
+//! `--scale 100k`: 100,000 pods (500 namespaces × 20 apps × 10 replicas) on 1,000 nodes, 10,000
+//! policies (issue 7). Its goals are ours, not the issue's (docs/benchmarks.md says why); the
+//! same measurements plus peak memory, and a sample of nodes instead of all of them.
+//!   cargo bench -p cellwall-policy --bench engine -- --scale 100k [--quick]
+//!
 //! Results are written down in docs/benchmarks.md.
 
 use cellwall_policy::synth::{scale_scenario, Rng};
 use cellwall_policy::*;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
@@ -13,16 +21,100 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// One benchmark size and its goals.
+struct Scale {
+    namespaces: usize,
+    apps: usize,
+    replicas: usize,
+    nodes: usize,
+    policies: usize,
+    /// Nodes compiled one after the other (`None`: every node).
+    node_sample: Option<usize>,
+    compile_goal: Duration,
+    incremental_goal: Duration,
+    /// Which percentile of the incremental measurements the goal applies to.
+    incremental_at: f64,
+    evaluate_goal: Duration,
+}
+
+impl Scale {
+    /// The policy engine issue's scenario and goals.
+    const DEFAULT: Scale = Scale {
+        namespaces: 50,
+        apps: 20,
+        replicas: 10,
+        nodes: 20,
+        policies: 1000,
+        node_sample: None,
+        compile_goal: Duration::from_secs(1),
+        incremental_goal: Duration::from_millis(10),
+        incremental_at: 0.5,
+        evaluate_goal: Duration::from_micros(1),
+    };
+    /// Issue 7: ten times the pods and the policies, ~100 pods per node. Proposed goals.
+    const SCALE_100K: Scale = Scale {
+        namespaces: 500,
+        apps: 20,
+        replicas: 10,
+        nodes: 1000,
+        policies: 10_000,
+        node_sample: Some(5),
+        compile_goal: Duration::from_secs(10),
+        incremental_goal: Duration::from_millis(100),
+        incremental_at: 0.99,
+        evaluate_goal: Duration::from_micros(2),
+    };
+}
+
+/// A field of /proc/self/status in KiB (`VmRSS`, `VmHWM`). The bench reads it; the library
+/// never does I/O.
+fn status_kib(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{} MiB", k / 1024))
+        .unwrap_or_else(|| "n/a".into())
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let (namespaces, apps, replicas, nodes, policies) = (50, 20, 10, 20, 1000);
-    let (inv, pols) = scale_scenario(namespaces, apps, replicas, nodes, policies);
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let sc = match args
+        .iter()
+        .position(|a| a == "--scale")
+        .map(|i| args.get(i + 1).map(String::as_str))
+    {
+        None | Some(Some("10k")) => Scale::DEFAULT,
+        Some(Some("100k")) => Scale::SCALE_100K,
+        Some(other) => {
+            eprintln!("--scale takes 10k or 100k, got {other:?}");
+            std::process::exit(2);
+        }
+    };
+    let big = sc.node_sample.is_some();
+    let t = Instant::now();
+    let (inv, pols) = scale_scenario(sc.namespaces, sc.apps, sc.replicas, sc.nodes, sc.policies);
+    let synth_t = t.elapsed();
+    let mut per_node = vec![0usize; sc.nodes];
+    for w in inv.workloads.values() {
+        if let Some(n) = w.node.as_deref().and_then(|n| n.strip_prefix("node-")) {
+            per_node[n.parse::<usize>().expect("synth node name")] += 1;
+        }
+    }
     println!(
-        "scenario: {} pods, {} namespaces, {} nodes, {} policies",
+        "scenario: {} pods, {} namespaces, {} nodes ({}..{} pods per node, mean {}), {} policies (generated in {synth_t:?}, RSS {})",
         inv.workloads.len(),
-        namespaces,
-        nodes,
-        pols.len()
+        sc.namespaces,
+        sc.nodes,
+        per_node.iter().min().unwrap(),
+        per_node.iter().max().unwrap(),
+        inv.workloads.len() / sc.nodes,
+        pols.len(),
+        mib(status_kib("VmRSS")),
     );
     let mut failures = Vec::new();
     // On shared CI machines, a result between the goal and goal x factor is reported but does
@@ -47,17 +139,23 @@ fn main() {
     };
 
     // Index build.
+    let rss = status_kib("VmRSS");
     let t = Instant::now();
     let mut engine = Engine::build(inv.clone(), pols.clone(), 0);
     let build = t.elapsed();
     println!(
-        "engine build (index {} identities): {build:?}",
-        engine.identities().count()
+        "engine build (index {} identities): {build:?} (RSS +{})",
+        engine.identities().count(),
+        mib(status_kib("VmRSS")
+            .zip(rss)
+            .map(|(a, b)| a.saturating_sub(b))),
     );
+    scenario_check(&engine);
 
     let only_eval = std::env::var("CELLWALL_BENCH_ONLY").is_ok_and(|v| v == "evaluate");
-    // Full compile of one node, and of every node.
-    let runs = if quick || only_eval { 1 } else { 5 };
+    // Full compile of one node, and of every node (of a sample at 100k: an agent compiles its
+    // own node only).
+    let runs = if quick || only_eval || big { 1 } else { 5 };
     let mut full = Vec::new();
     let mut np = None;
     for _ in 0..runs {
@@ -69,31 +167,56 @@ fn main() {
     let np = np.unwrap();
     let full_med = percentile(&mut full, 0.5);
     println!(
-        "full compile node-0 ({} local endpoints, {} table entries, {} ipcache entries): median {full_med:?}",
+        "full compile node-0 ({} local endpoints, {} table entries, {} ipcache entries): {} {full_med:?}",
         np.endpoints.len(),
         np.entry_count(),
-        np.ipcache.len()
+        np.ipcache.len(),
+        if runs > 1 { "median" } else { "one run" },
     );
+    let compiled = if only_eval {
+        0
+    } else {
+        sc.node_sample.unwrap_or(sc.nodes)
+    };
     let t = Instant::now();
     let mut entries = 0;
-    for n in 0..if only_eval { 0 } else { nodes } {
+    for n in 0..compiled {
         entries += Compiler::new(&format!("node-{n}"))
             .full(&engine)
             .entry_count();
     }
     let all_nodes = t.elapsed();
-    println!("full compile of all {nodes} nodes ({entries} entries): {all_nodes:?}");
+    if big {
+        println!(
+            "full compile of {compiled} nodes one after the other ({entries} entries): {all_nodes:?}"
+        );
+    } else {
+        println!(
+            "full compile of all {} nodes ({entries} entries): {all_nodes:?}",
+            sc.nodes
+        );
+    }
     let t = Instant::now();
     let whole = compile(inv.clone(), pols.clone(), "node-0", 0);
     let whole_t = t.elapsed();
     assert_eq!(whole.endpoints.len(), np.endpoints.len());
+    drop(whole);
     println!("compile(inventory, policies, node) from scratch incl. indexing: {whole_t:?}");
-    goal("full compile < 1 s", whole_t, Duration::from_secs(1));
+    goal(
+        &format!("full compile < {:?}", sc.compile_goal),
+        whole_t,
+        sc.compile_goal,
+    );
 
     if only_eval {
-        evaluate_bench(&engine, quick, &mut goal);
+        evaluate_bench(&engine, quick, sc.evaluate_goal, &mut goal);
         return;
     }
+    let at = if sc.incremental_at >= 0.99 {
+        "p99"
+    } else {
+        "p50"
+    };
     // Incremental relabel: a node-0 pod changes app.
     let mut comp = Compiler::new("node-0");
     comp.full(&engine);
@@ -107,17 +230,12 @@ fn main() {
         .collect();
     let mut rng = Rng::new(9);
     let mut relabel = Vec::new();
-    let iters = if only_eval {
-        1
-    } else if quick {
-        20
-    } else {
-        200
-    };
+    let iters = if quick { 20 } else { 200 };
     for i in 0..iters {
         let k = rng.pick(&local).clone();
         let mut w = engine.inventory().workloads[&k].clone();
-        w.labels.insert("app".into(), format!("app-{}", i % apps));
+        w.labels
+            .insert("app".into(), format!("app-{}", i % sc.apps));
         let t = Instant::now();
         engine.set_workload(w);
         let ch = engine.take_changes();
@@ -131,9 +249,9 @@ fn main() {
     );
     println!("incremental relabel (engine + node compile): p50 {r50:?} p99 {r99:?}");
     goal(
-        "incremental relabel p50 < 10 ms",
-        r50,
-        Duration::from_millis(10),
+        &format!("incremental relabel {at} < {:?}", sc.incremental_goal),
+        percentile(&mut relabel, sc.incremental_at),
+        sc.incremental_goal,
     );
 
     // Incremental policy change: one NetworkPolicy's port changes.
@@ -162,19 +280,56 @@ fn main() {
     let (c50, c99) = (percentile(&mut change, 0.5), percentile(&mut change, 0.99));
     println!("incremental policy change (engine + node compile): p50 {c50:?} p99 {c99:?}");
     goal(
-        "incremental policy change p50 < 10 ms",
-        c50,
-        Duration::from_millis(10),
+        &format!("incremental policy change {at} < {:?}", sc.incremental_goal),
+        percentile(&mut change, sc.incremental_at),
+        sc.incremental_goal,
     );
 
-    evaluate_bench(&engine, quick, &mut goal);
+    evaluate_bench(&engine, quick, sc.evaluate_goal, &mut goal);
+    println!(
+        "peak memory (VmHWM of the whole process: scenario, engine, compilers, and the \
+         from-scratch compile's second engine): {}",
+        mib(status_kib("VmHWM"))
+    );
     if !failures.is_empty() {
         eprintln!("benchmark goals missed: {}", failures.join(", "));
         std::process::exit(1);
     }
 }
 
-fn evaluate_bench(engine: &Engine, quick: bool, goal: &mut dyn FnMut(&str, Duration, Duration)) {
+/// The scenario means something at this size: every policy selects pods, and there are admin
+/// denies with namespaces to deny.
+fn scenario_check(engine: &Engine) {
+    let mut selecting: BTreeSet<&PolicyId> = BTreeSet::new();
+    for i in engine.identities() {
+        for d in Direction::BOTH {
+            selecting.extend(engine.applicable(i.id, d).map(|p| &p.id));
+        }
+    }
+    let idle = engine
+        .policies()
+        .filter(|p| !selecting.contains(&p.id))
+        .count();
+    let admin = engine.policies().filter(|p| p.tier == Tier::Admin).count();
+    let dev = engine
+        .inventory()
+        .namespaces
+        .values()
+        .filter(|n| n.labels.get("env").map(String::as_str) == Some("dev"))
+        .count();
+    println!(
+        "  policies selecting no pod: {idle}; admin-tier denies: {admin}, denying {dev} env=dev namespaces"
+    );
+    assert_eq!(idle, 0, "every synthetic policy selects pods");
+    assert!(admin > 0 && dev > 0, "admin denies exist and deny someone");
+}
+
+fn evaluate_bench(
+    engine: &Engine,
+    quick: bool,
+    limit: Duration,
+    goal: &mut dyn FnMut(&str, Duration, Duration),
+) {
     let mut rng = Rng::new(11);
     let ips: Vec<std::net::IpAddr> = engine
         .inventory()
@@ -200,5 +355,5 @@ fn evaluate_bench(engine: &Engine, quick: bool, goal: &mut dyn FnMut(&str, Durat
     }
     let per = t.elapsed() / n as u32;
     println!("evaluate: {per:?} per flow over {n} flows ({allowed} allowed)");
-    goal("evaluate < 1 µs per flow", per, Duration::from_micros(1));
+    goal(&format!("evaluate < {limit:?} per flow"), per, limit);
 }

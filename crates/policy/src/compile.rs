@@ -153,9 +153,12 @@ impl NodePolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PeerKind {
-    /// Member workload standing for the identity (same labels and CIDR position as all members).
+    /// Member workload standing for the identity (same labels and CIDR position as all members),
+    /// and an address of it: the engine's record at that address, when it is this workload's,
+    /// gives the view without searching the inventory.
     Workload {
         rep: WorkloadKey,
+        ip: Option<IpAddr>,
     },
     Node {
         name: String,
@@ -173,6 +176,9 @@ struct PeerIdent {
 }
 
 type ProfileKey = (u32, Vec<ContainerPort>);
+
+/// Peer identities each distinct rule peer matched among one list of candidates.
+type PeerMemo<'e> = HashMap<&'e Peer, Vec<u32>>;
 
 #[derive(Debug, Clone)]
 struct Profile {
@@ -268,7 +274,16 @@ impl Compiler {
     ) -> Option<(EpView<'e>, Option<u32>)> {
         let inv = engine.inventory();
         Some(match &p.kind {
-            PeerKind::Workload { rep } => {
+            PeerKind::Workload { rep, ip } => {
+                if let Some(r) = ip.and_then(|ip| engine.workload_at(ip)).filter(|r| {
+                    r.workload.namespace == rep.namespace && r.workload.name == rep.name
+                }) {
+                    let lid = r.identity?;
+                    return Some((
+                        EpView::workload(&r.workload, &r.ns_labels, p.addr),
+                        Some(lid),
+                    ));
+                }
                 let w = inv.workloads.get(rep)?;
                 let lid = engine.workload_identity(rep)?;
                 let info = engine.identity(lid)?;
@@ -356,7 +371,10 @@ impl Compiler {
         );
         Some((
             key,
-            PeerKind::Workload { rep: wk },
+            PeerKind::Workload {
+                rep: wk,
+                ip: Some(w.ips[0]),
+            },
             addr_of(r),
             w.ips.iter().map(|i| Cidr::host(*i)).collect(),
         ))
@@ -376,7 +394,7 @@ impl Compiler {
         let key = p.key.clone();
         if self.alloc.release(&key) {
             self.peers.remove(&id);
-        } else if let PeerKind::Workload { rep } = &p.kind {
+        } else if let PeerKind::Workload { rep, .. } = &p.kind {
             // Keep a live representative.
             if format!("wl:{rep}") == source {
                 if let Some(next) = p
@@ -386,7 +404,12 @@ impl Compiler {
                     .and_then(|m| m.strip_prefix("wl:"))
                     .and_then(WorkloadKey::parse)
                 {
-                    p.kind = PeerKind::Workload { rep: next };
+                    let ip = self
+                        .member_of
+                        .get(&format!("wl:{next}"))
+                        .and_then(|(_, prefixes)| prefixes.first())
+                        .map(Cidr::addr);
+                    p.kind = PeerKind::Workload { rep: next, ip };
                 }
             }
         }
@@ -445,12 +468,35 @@ impl Compiler {
         Some((pol, &pol.rules[pos]))
     }
 
+    /// Ids of the rules (not the isolation defaults) of one direction of the policies applicable
+    /// to a label identity: the rules whose peer sets a profile of that identity reads.
+    fn rule_ids_of(engine: &Engine, lid: u32, dir: Direction) -> impl Iterator<Item = u32> + '_ {
+        engine.applicable(lid, dir).flat_map(move |p| {
+            engine
+                .slot_rules(&p.id)
+                .into_iter()
+                .flat_map(move |(pol, ids, _)| {
+                    pol.rules
+                        .iter()
+                        .zip(ids)
+                        .filter(move |(r, _)| r.direction == dir)
+                        .map(|(_, id)| *id)
+                })
+        })
+    }
+
     /// Peer identities matched by a rule's non-wildcard peers, plus (egress named ports with a
-    /// wildcard peer) every workload identity that has such a port.
-    fn match_rule(&self, engine: &Engine, rid: u32, candidates: &[(u32, EpView)]) -> BTreeSet<u32> {
-        let mut out = BTreeSet::new();
+    /// wildcard peer) every workload identity that has such a port. `memo` holds the matches of
+    /// peers already seen against the same candidates.
+    fn match_rule<'e>(
+        &self,
+        engine: &'e Engine,
+        rid: u32,
+        candidates: &[(u32, EpView)],
+        memo: &mut PeerMemo<'e>,
+    ) -> BTreeSet<u32> {
         let Some((_, rule)) = Self::rule_def(engine, rid) else {
-            return out;
+            return BTreeSet::new();
         };
         let wildcard_named = rule.direction == Direction::Egress
             && rule
@@ -467,19 +513,31 @@ impl Compiler {
             .filter(|p| !matches!(p, Peer::Any | Peer::Entity(Entity::All)))
             .collect();
         if specific.is_empty() && !wildcard_named {
-            return out;
+            return BTreeSet::new();
         }
         let local_node = Some(self.node.as_str());
-        for (id, view) in candidates {
-            if specific
-                .iter()
-                .any(|peer| peer_matches(peer, local_node, view))
-                || (wildcard_named && matches!(view.kind, EpKind::Workload { .. }))
-            {
-                out.insert(*id);
-            }
+        let mut ids: Vec<u32> = Vec::new();
+        for peer in specific {
+            let matched = memo.entry(peer).or_insert_with(|| {
+                candidates
+                    .iter()
+                    .filter(|(_, view)| peer_matches(peer, local_node, view))
+                    .map(|(id, _)| *id)
+                    .collect()
+            });
+            ids.extend_from_slice(matched);
         }
-        out
+        if wildcard_named {
+            ids.extend(
+                candidates
+                    .iter()
+                    .filter(|(_, view)| matches!(view.kind, EpKind::Workload { .. }))
+                    .map(|(id, _)| *id),
+            );
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter().collect()
     }
 
     fn views<'e>(
@@ -559,20 +617,46 @@ impl Compiler {
             self.bind(engine, s, &mut changed_peers);
         }
         // Peer identities whose content changed but id stayed are in changed_peers too.
-        // 3. Rule → peer sets.
-        let live_rules: BTreeSet<u32> = if changes.policies.is_empty() {
-            self.rule_peers.keys().copied().collect()
-        } else {
-            engine
-                .policies()
-                .flat_map(|p| {
-                    engine
-                        .slot_rules(&p.id)
-                        .map(|(_, ids, _)| ids.to_vec())
-                        .unwrap_or_default()
-                })
-                .collect()
-        };
+        // 3. Local endpoints: only changed workloads (and those whose peer identity moved).
+        let inv = engine.inventory();
+        let mut touched: BTreeSet<WorkloadKey> = changes.workloads.clone();
+        if sources.len() > changes.workloads.len() {
+            touched.extend(
+                sources
+                    .iter()
+                    .filter_map(|s| s.strip_prefix("wl:"))
+                    .filter_map(WorkloadKey::parse),
+            );
+        }
+        for k in touched {
+            self.endpoints.remove(&k);
+            let Some(w) = inv.workloads.get(&k) else {
+                continue;
+            };
+            if w.host_network || w.node.as_deref() != Some(self.node.as_str()) {
+                continue;
+            }
+            let (Some(lid), Some((pid, _))) = (
+                engine.workload_identity(&k),
+                self.member_of.get(&format!("wl:{k}")),
+            ) else {
+                continue;
+            };
+            self.endpoints
+                .insert(k, ((lid, w.ports.clone()), w.ips.clone(), *pid));
+        }
+        // 4. Rule → peer sets, for the rules of this node's endpoints only (no other rule is
+        //    read): at 10,000 policies most rules select no local endpoint.
+        let mut local_ids: BTreeSet<u32> = BTreeSet::new();
+        for ((lid, _), _, _) in self.endpoints.values() {
+            local_ids.insert(*lid);
+        }
+        let mut live_rules: BTreeSet<u32> = BTreeSet::new();
+        for lid in &local_ids {
+            for dir in Direction::BOTH {
+                live_rules.extend(Self::rule_ids_of(engine, *lid, dir));
+            }
+        }
         self.rule_peers.retain(|rid, _| live_rules.contains(rid));
         let changed_policy_rules: BTreeSet<u32> = changes
             .policies
@@ -600,46 +684,21 @@ impl Compiler {
                 .copied()
                 .filter(|p| self.peers.contains_key(p)),
         );
+        // Many rules name the same peer (every admin deny here names the same namespaces): each
+        // distinct peer is matched against the candidates once per pass.
+        let (mut memo_all, mut memo_present) = (PeerMemo::default(), PeerMemo::default());
         for rid in &live_rules {
             if changed_policy_rules.contains(rid) || !self.rule_peers.contains_key(rid) {
-                let set = self.match_rule(engine, *rid, &all_views);
+                let set = self.match_rule(engine, *rid, &all_views, &mut memo_all);
                 self.rule_peers.insert(*rid, set);
             } else if !changed_peers.is_empty() {
-                let add = self.match_rule(engine, *rid, &present_views);
+                let add = self.match_rule(engine, *rid, &present_views, &mut memo_present);
                 let set = self.rule_peers.get_mut(rid).expect("present");
                 for g in gone.iter().chain(present_views.iter().map(|(id, _)| id)) {
                     set.remove(g);
                 }
                 set.extend(add);
             }
-        }
-        // 4. Local endpoints: only changed workloads (and those whose peer identity moved).
-        let inv = engine.inventory();
-        let mut touched: BTreeSet<WorkloadKey> = changes.workloads.clone();
-        if sources.len() > changes.workloads.len() {
-            touched.extend(
-                sources
-                    .iter()
-                    .filter_map(|s| s.strip_prefix("wl:"))
-                    .filter_map(WorkloadKey::parse),
-            );
-        }
-        for k in touched {
-            self.endpoints.remove(&k);
-            let Some(w) = inv.workloads.get(&k) else {
-                continue;
-            };
-            if w.host_network || w.node.as_deref() != Some(self.node.as_str()) {
-                continue;
-            }
-            let (Some(lid), Some((pid, _))) = (
-                engine.workload_identity(&k),
-                self.member_of.get(&format!("wl:{k}")),
-            ) else {
-                continue;
-            };
-            self.endpoints
-                .insert(k, ((lid, w.ports.clone()), w.ips.clone(), *pid));
         }
         // 5. Profiles: recompute those whose subject's policies changed, patch the rows of changed
         //    peers in the others, drop unused ones.
@@ -705,8 +764,12 @@ impl Compiler {
                 )
             })
             .collect();
-        let mut ipcache = self.regions.clone();
-        ipcache.extend(self.ipcache.iter().map(|(c, id)| (*c, *id)));
+        // Address entries win over a region with the same prefix. Cloned whole (one entry per
+        // address of the cluster), then the few regions added.
+        let mut ipcache = self.ipcache.clone();
+        for (c, id) in &self.regions {
+            ipcache.entry(*c).or_insert(*id);
+        }
         NodePolicy {
             node: self.node.clone(),
             ipcache,
@@ -867,11 +930,9 @@ impl Compiler {
                 .iter()
                 .map(|(r, _)| self.rule_peers.get(r))
                 .collect();
-            let relevant: BTreeSet<u32> = sets
-                .iter()
-                .flatten()
-                .flat_map(|s| s.iter().copied())
-                .collect();
+            // Peers some rule matches: all of them for a full profile; for a patch, the changed
+            // ones only (without building the union, which is large when many rules name the
+            // same namespaces).
             let targets: Vec<u32> = match &patch {
                 Some((_, changed)) => {
                     for c in changed.iter() {
@@ -880,10 +941,19 @@ impl Compiler {
                     changed
                         .iter()
                         .copied()
-                        .filter(|c| relevant.contains(c))
+                        .filter(|c| sets.iter().flatten().any(|s| s.contains(c)))
                         .collect()
                 }
-                None => relevant.into_iter().collect(),
+                None => {
+                    let mut all: Vec<u32> = sets
+                        .iter()
+                        .flatten()
+                        .flat_map(|s| s.iter().copied())
+                        .collect();
+                    all.sort_unstable();
+                    all.dedup();
+                    all
+                }
             };
             // Group peers by signature: which rules they match, and their named ports if named
             // egress ports are in play.
@@ -897,7 +967,7 @@ impl Compiler {
                     .map(|s| s.is_some_and(|s| s.contains(&pid)))
                     .collect();
                 let ports = match (&p.kind, named_egress.is_empty()) {
-                    (PeerKind::Workload { rep }, false) => engine
+                    (PeerKind::Workload { rep, .. }, false) => engine
                         .inventory()
                         .workloads
                         .get(rep)

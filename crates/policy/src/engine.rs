@@ -298,6 +298,9 @@ pub struct Engine {
     by_id: HashMap<PolicyId, usize>,
     ids: IdentityAllocator,
     identities: HashMap<u32, IdentityInfo>,
+    /// Label identities per namespace: a policy whose subject names its namespace (every
+    /// namespaced kind) is matched against these only, not against every identity.
+    ns_identities: HashMap<String, BTreeSet<u32>>,
     wl_identity: HashMap<WorkloadKey, (u32, String)>,
     members: HashMap<u32, BTreeSet<WorkloadKey>>,
     /// Per identity, per direction: policy slots sorted by (tier, priority, id).
@@ -696,7 +699,14 @@ impl Engine {
             }
             if self.ids.release(&old_key) {
                 self.members.remove(&old_id);
-                self.identities.remove(&old_id);
+                if let Some(info) = self.identities.remove(&old_id) {
+                    if let Some(ids) = self.ns_identities.get_mut(&info.namespace) {
+                        ids.remove(&old_id);
+                        if ids.is_empty() {
+                            self.ns_identities.remove(&info.namespace);
+                        }
+                    }
+                }
                 if let Some(app) = self.applicable.remove(&old_id) {
                     for slot in app.lists.iter().flatten() {
                         if let Some(s) = self.slots[*slot].as_mut() {
@@ -746,6 +756,10 @@ impl Engine {
                 };
                 self.refresh_audit(&mut a);
                 self.applicable.insert(id, a);
+                self.ns_identities
+                    .entry(info.namespace.clone())
+                    .or_default()
+                    .insert(id);
                 self.identities.insert(id, info);
                 self.changes.identities.insert(id);
             }
@@ -762,7 +776,8 @@ impl Engine {
 
     // ------------------------------------------------------------ policy updates
 
-    /// Adds or replaces a policy: it is matched against every identity (O(identities)).
+    /// Adds or replaces a policy: it is matched against every identity (O(identities)), or, when
+    /// its subject names a namespace, against that namespace's identities.
     pub fn set_policy(&mut self, p: Policy) {
         if self.policy(&p.id) == Some(&p) {
             return;
@@ -811,10 +826,18 @@ impl Engine {
             );
             isolation_rule[d.index()] = rid;
         }
+        let candidates: Vec<u32> = match &p.subject.namespaces {
+            NamespaceMatch::Named(ns) => self
+                .ns_identities
+                .get(ns)
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default(),
+            NamespaceMatch::Selector(_) => self.identities.keys().copied().collect(),
+        };
         let mut subjects = BTreeSet::new();
-        for (iid, info) in &self.identities {
-            if subject_matches(&p.subject, info) {
-                subjects.insert(*iid);
+        for iid in candidates {
+            if subject_matches(&p.subject, &self.identities[&iid]) {
+                subjects.insert(iid);
             }
         }
         let key = p.order_key();
@@ -884,6 +907,14 @@ impl Engine {
     }
 
     // ------------------------------------------------------------ evaluation
+
+    /// The indexed record of the workload at an address (one hash lookup).
+    pub(crate) fn workload_at(&self, ip: IpAddr) -> Option<&WlRec> {
+        match self.ip_index.get(&ip) {
+            Some(EpRef::Workload(r)) => Some(r),
+            _ => None,
+        }
+    }
 
     /// Resolves an address to what the inventory knows of it.
     pub(crate) fn view_of_ip(&self, ip: IpAddr) -> (EpView<'_>, Option<u32>) {
