@@ -42,6 +42,13 @@ CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench engine -
 step "simulation benchmark (goal: 1,000,000 aggregated flows replayed < 10 s; CI fails past 2x)"
 CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench simulate
 
+step "propagation: 1,000 mTLS agents, 100,000 workloads (goal: p99 apply/relabel → last ack < 1 s; CI fails past 2x; ~1 min)"
+cargo build --release -q -p cellwall-manager
+CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-manager --bench propagation -- --changes 20
+
+step "flow intake through gRPC into the store (goal: >= 200,000 records per manager CPU second, zero loss; CI fails below half)"
+CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-manager --bench intake -- --seconds 8
+
 step "apply → kernel latency through manager and agent (goal: p99 < 100 ms; CI fails past 2x)"
 cargo build --release -q --workspace
 CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-cli --bench apply_latency -- --changes 200

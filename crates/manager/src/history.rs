@@ -5,7 +5,8 @@
 use crate::store::{FlowRow, HistRow};
 use cellwall_policy::discover::{Endpoint, HistFlow, Observed};
 use cellwall_policy::{Protocol, Workload};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// History is kept per minute.
 pub const BUCKET_NS: u64 = 60_000_000_000;
@@ -19,7 +20,7 @@ struct Dirs {
     last: u64,
 }
 
-fn endpoint(index: &HashMap<String, std::sync::Arc<Workload>>, name: &str, ip: &str) -> Endpoint {
+fn endpoint(index: &HashMap<String, Arc<Workload>>, name: &str, ip: &str) -> Endpoint {
     match index.get(name) {
         Some(w) => Endpoint::Workload {
             namespace: w.namespace.clone(),
@@ -34,161 +35,181 @@ fn endpoint(index: &HashMap<String, std::sync::Arc<Workload>>, name: &str, ip: &
     }
 }
 
-/// Connections from one batch of per-direction records. A connection between two policed
-/// workloads is seen twice (leaving its source, entering its destination); it counts once:
-/// denied if either side denied it, audit if either side's audit policy would have.
-/// `index`: the published revision's workloads by `namespace/name`.
-pub fn connections(
-    index: &HashMap<String, std::sync::Arc<Workload>>,
-    rows: &[FlowRow],
-) -> Vec<HistRow> {
-    // Keys borrow from the records: a batch is thousands of them.
-    let mut by: BTreeMap<(&str, &str, &str, &str, &str, u16), Dirs> = BTreeMap::new();
-    for r in rows {
-        let v = match r.verdict.as_str() {
-            "allowed" => 0,
-            "denied" => 1,
-            "audit" => 2,
-            _ => continue, // revocations end connections already counted
-        };
-        let d = if r.direction == "egress" { 0 } else { 1 };
-        let e = by
-            .entry((
-                r.src.as_str(),
-                r.dst.as_str(),
-                r.src_ip.as_str(),
-                r.dst_ip.as_str(),
-                r.protocol.as_str(),
-                r.port,
-            ))
-            .or_insert_with(|| Dirs {
-                first: r.time_unix_ns,
-                last: r.time_unix_ns,
-                ..Default::default()
-            });
-        e.n[d][v] += r.count;
-        if r.rule.is_some() {
-            e.rule[d][v] = r.rule.clone();
-        }
-        e.first = e.first.min(r.time_unix_ns);
-        e.last = e.last.max(r.time_unix_ns);
-    }
-    let mut out = Vec::new();
-    for ((src, dst, sip, dip, proto, port), d) in by {
-        let [eg, ing] = d.n;
-        let denied = eg[1] + ing[1];
-        let audit = eg[2].max(ing[2]);
-        let allowed = ing[0]
-            .saturating_sub(eg[2])
-            .max(eg[0].saturating_sub(ing[1] + ing[2]));
-        let Some(protocol) = Protocol::parse(proto) else {
-            continue;
-        };
-        let (s, t) = (endpoint(index, src, sip), endpoint(index, dst, dip));
-        for (v, n, rule) in [
-            (
-                Observed::Allowed,
-                allowed,
-                d.rule[1][0].clone().or(d.rule[0][0].clone()),
-            ),
-            (
-                Observed::Denied,
-                denied,
-                d.rule[0][1].clone().or(d.rule[1][1].clone()),
-            ),
-            (
-                Observed::Audit,
-                audit,
-                d.rule[1][2].clone().or(d.rule[0][2].clone()),
-            ),
-        ] {
-            if n == 0 {
-                continue;
-            }
-            out.push(HistRow {
-                bucket: d.first / BUCKET_NS,
-                flow: HistFlow {
-                    src: s.clone(),
-                    dst: t.clone(),
-                    protocol,
-                    port,
-                    observed: v,
-                    rule,
-                    connections: n,
-                    first_ns: d.first,
-                    last_ns: d.last,
-                },
-            });
-        }
-    }
-    out
+/// The connections in `rows`, attributed with `index` (see [`Buffer`]).
+pub fn connections(index: &HashMap<String, Arc<Workload>>, rows: &[FlowRow]) -> Vec<HistRow> {
+    let mut b = Buffer::default();
+    b.add(0, rows);
+    b.take(|_| Some(index))
 }
 
-/// Connections waiting to be written to the per-minute history, summed: steady traffic repeats
-/// the same connections every few seconds, so the store and the compliance checks see each
-/// connection once per flush instead of once per agent batch.
+/// What identifies a connection in the buffer: its minute, the revision whose labels attribute
+/// it, its ends by name and address, protocol and port.
+#[derive(PartialEq, Eq, Hash)]
+struct Key {
+    bucket: u64,
+    revision: u64,
+    src: String,
+    dst: String,
+    src_ip: String,
+    dst_ip: String,
+    protocol: String,
+    port: u16,
+}
+
+/// Per-direction records waiting to become per-minute history, summed by connection: steady
+/// traffic repeats the same connections every few seconds, so the store and the compliance
+/// checks see each connection once per flush instead of once per agent batch, and records cost
+/// a hash of their names here (workload labels are attached once per connection, at flush).
+///
+/// A connection between two policed workloads is reported twice (leaving its source, entering
+/// its destination, often by two agents); it counts once: denied if either side denied it,
+/// audit if either side's audit policy would have.
 #[derive(Default)]
 pub struct Buffer {
-    /// Key hash → indices into `rows` (the key holds labelled endpoints: hashed, not copied).
+    /// Hash of a record's key → indices into `keys`/`dirs` (looked up without building a key).
     by_hash: HashMap<u64, Vec<usize>>,
-    rows: Vec<HistRow>,
+    keys: Vec<Key>,
+    dirs: Vec<Dirs>,
 }
 
-fn key_hash(r: &HistRow) -> u64 {
+fn record_hash(bucket: u64, revision: u64, r: &FlowRow) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let f = &r.flow;
     (
-        r.bucket, &f.src, &f.dst, f.protocol, f.port, f.observed, &f.rule,
+        bucket,
+        revision,
+        &r.src,
+        &r.dst,
+        &r.src_ip,
+        &r.dst_ip,
+        &r.protocol,
+        r.port,
     )
         .hash(&mut h);
     h.finish()
 }
 
-fn same_key(a: &HistRow, b: &HistRow) -> bool {
-    let (x, y) = (&a.flow, &b.flow);
-    a.bucket == b.bucket
-        && x.port == y.port
-        && x.protocol == y.protocol
-        && x.observed == y.observed
-        && x.rule == y.rule
-        && x.src == y.src
-        && x.dst == y.dst
-}
-
 impl Buffer {
-    pub fn add(&mut self, rows: Vec<HistRow>) {
+    /// Adds records seen while `revision` was published (its labels attribute them).
+    pub fn add(&mut self, revision: u64, rows: &[FlowRow]) {
         let Buffer {
             by_hash,
-            rows: held,
+            keys,
+            dirs,
         } = self;
         for r in rows {
-            let slot = by_hash.entry(key_hash(&r)).or_default();
-            match slot.iter().find(|i| same_key(&held[**i], &r)) {
-                Some(i) => {
-                    let f = &mut held[*i].flow;
-                    f.connections += r.flow.connections;
-                    f.first_ns = f.first_ns.min(r.flow.first_ns);
-                    f.last_ns = f.last_ns.max(r.flow.last_ns);
-                }
+            let v = match r.verdict.as_str() {
+                "allowed" => 0,
+                "denied" => 1,
+                "audit" => 2,
+                _ => continue, // revocations end connections already counted
+            };
+            let d = if r.direction == "egress" { 0 } else { 1 };
+            let bucket = r.time_unix_ns / BUCKET_NS;
+            let slot = by_hash.entry(record_hash(bucket, revision, r)).or_default();
+            let found = slot.iter().copied().find(|i| {
+                let k = &keys[*i];
+                k.bucket == bucket
+                    && k.revision == revision
+                    && k.port == r.port
+                    && k.src == r.src
+                    && k.dst == r.dst
+                    && k.src_ip == r.src_ip
+                    && k.dst_ip == r.dst_ip
+                    && k.protocol == r.protocol
+            });
+            let i = match found {
+                Some(i) => i,
                 None => {
-                    slot.push(held.len());
-                    held.push(r);
+                    slot.push(keys.len());
+                    keys.push(Key {
+                        bucket,
+                        revision,
+                        src: r.src.clone(),
+                        dst: r.dst.clone(),
+                        src_ip: r.src_ip.clone(),
+                        dst_ip: r.dst_ip.clone(),
+                        protocol: r.protocol.clone(),
+                        port: r.port,
+                    });
+                    dirs.push(Dirs {
+                        first: r.time_unix_ns,
+                        last: r.time_unix_ns,
+                        ..Default::default()
+                    });
+                    keys.len() - 1
                 }
+            };
+            let e = &mut dirs[i];
+            e.n[d][v] += r.count;
+            if r.rule.is_some() && e.rule[d][v] != r.rule {
+                e.rule[d][v] = r.rule.clone();
             }
+            e.first = e.first.min(r.time_unix_ns);
+            e.last = e.last.max(r.time_unix_ns);
         }
     }
 
+    /// Connections waiting.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.keys.is_empty()
     }
 
-    pub fn take(&mut self) -> Vec<HistRow> {
+    /// Empties the buffer into history rows; `index(revision)` gives the workloads of a
+    /// revision by `namespace/name` (ends it does not know are external addresses).
+    pub fn take<'a>(
+        &mut self,
+        index: impl Fn(u64) -> Option<&'a HashMap<String, Arc<Workload>>>,
+    ) -> Vec<HistRow> {
         self.by_hash.clear();
-        std::mem::take(&mut self.rows)
+        let keys = std::mem::take(&mut self.keys);
+        let dirs = std::mem::take(&mut self.dirs);
+        let empty = HashMap::new();
+        let mut out = Vec::new();
+        for (k, d) in keys.into_iter().zip(dirs) {
+            let idx = index(k.revision).unwrap_or(&empty);
+            let [eg, ing] = d.n;
+            let denied = eg[1] + ing[1];
+            let audit = eg[2].max(ing[2]);
+            let allowed = ing[0]
+                .saturating_sub(eg[2])
+                .max(eg[0].saturating_sub(ing[1] + ing[2]));
+            let Some(protocol) = Protocol::parse(&k.protocol) else {
+                continue;
+            };
+            let (s, t) = (
+                endpoint(idx, &k.src, &k.src_ip),
+                endpoint(idx, &k.dst, &k.dst_ip),
+            );
+            let [[ea, ed, eu], [ia, id, iu]] = d.rule;
+            for (v, n, rule) in [
+                (Observed::Allowed, allowed, ia.or(ea)),
+                (Observed::Denied, denied, ed.or(id)),
+                (Observed::Audit, audit, iu.or(eu)),
+            ] {
+                if n == 0 {
+                    continue;
+                }
+                out.push(HistRow {
+                    bucket: k.bucket,
+                    flow: HistFlow {
+                        src: s.clone(),
+                        dst: t.clone(),
+                        protocol,
+                        port: k.port,
+                        observed: v,
+                        rule,
+                        connections: n,
+                        first_ns: d.first,
+                        last_ns: d.last,
+                    },
+                });
+            }
+        }
+        out
     }
 }

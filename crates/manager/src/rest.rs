@@ -688,7 +688,12 @@ async fn alerts(State(m): M, h: HeaderMap, Query(q): Q) -> Api {
         .map_err(|_| ApiError::bad("limit: expected an integer"))?
         .unwrap_or(1000);
     let m2 = m.clone();
-    let items = blocking(move || Ok(m2.store.alerts(after, limit)?)).await?;
+    let items = blocking(move || {
+        // Connections still buffered are checked first: a reader sees every alert so far.
+        m2.flush_history()?;
+        Ok(m2.store.alerts(after, limit)?)
+    })
+    .await?;
     use std::sync::atomic::Ordering::Relaxed;
     Ok(Json(json!({
         "alerts": items,

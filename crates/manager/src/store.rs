@@ -324,6 +324,9 @@ CREATE TABLE IF NOT EXISTS flow_history(
   PRIMARY KEY(bucket, src, dst, protocol, port, verdict, rule)) WITHOUT ROWID;
 ";
 
+/// Flow rows per INSERT statement (12 parameters each; SQLite allows 32,766).
+const FLOW_ROWS: usize = 64;
+
 fn ack_in(db: &Connection, a: &AckRow) -> Result<()> {
     let n = if a.error.is_empty() {
         db.prepare_cached(
@@ -754,26 +757,45 @@ impl Store for SqliteStore {
         let mut db = self.conn();
         let tx = db.transaction()?;
         {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO flows(time_ns, node, src, dst, src_ip, dst_ip, protocol, port,
-                   verdict, direction, rule, count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?;
-            for f in rows {
-                st.execute(params![
-                    f.time_unix_ns as i64,
-                    node,
-                    f.src,
-                    f.dst,
-                    f.src_ip,
-                    f.dst_ip,
-                    f.protocol,
-                    f.port,
-                    f.verdict,
-                    f.direction,
-                    f.rule,
-                    f.count as i64
-                ])?;
+            // Many rows per statement: a statement's fixed cost is spread over FLOW_ROWS rows.
+            let sql = |n: usize| {
+                let one = "(?,?,?,?,?,?,?,?,?,?,?,?)";
+                format!(
+                    "INSERT INTO flows(time_ns, node, src, dst, src_ip, dst_ip, protocol, port,
+                       verdict, direction, rule, count) VALUES {}",
+                    vec![one; n].join(",")
+                )
+            };
+            let full = sql(FLOW_ROWS);
+            for chunk in rows.chunks(FLOW_ROWS) {
+                let text = if chunk.len() == FLOW_ROWS {
+                    full.clone()
+                } else {
+                    sql(chunk.len())
+                };
+                let mut st = tx.prepare_cached(&text)?;
+                let mut i = 0;
+                for f in chunk {
+                    let values: [&dyn rusqlite::ToSql; 12] = [
+                        &(f.time_unix_ns as i64),
+                        &node,
+                        &f.src,
+                        &f.dst,
+                        &f.src_ip,
+                        &f.dst_ip,
+                        &f.protocol,
+                        &f.port,
+                        &f.verdict,
+                        &f.direction,
+                        &f.rule,
+                        &(f.count as i64),
+                    ];
+                    for v in values {
+                        i += 1;
+                        st.raw_bind_parameter(i, v)?;
+                    }
+                }
+                st.raw_execute()?;
             }
         }
         // A sequence number that jumps means batches were lost between agent and manager
