@@ -690,3 +690,94 @@ async fn scheduled_import_follows_its_file_and_a_broken_run_changes_nothing() {
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An agent that reads its stream slowly (it fell more than 256 revisions behind) still ends
+/// at exactly the manager's state: deltas apply in order on top of what it holds, and after
+/// the gap it gets a snapshot again, never a delta from a version it does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_agent_gets_a_snapshot_after_falling_behind_and_ends_in_step() {
+    let dir = tmpdir("lag");
+    let running = start(config(&dir)).await.unwrap();
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let (boot, admin) = (token(&dir, "bootstrap.token"), token(&dir, "admin.token"));
+    let base = format!("http://{}", running.api);
+    let mut c = AgentClient::new(channel(running.grpc, &ca, None).await.unwrap());
+    let j = c
+        .join(JoinRequest {
+            token: boot,
+            node: "n1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c = AgentClient::new(
+        channel(
+            running.grpc,
+            &ca,
+            Some(Identity::from_pem(&j.cert_pem, &j.key_pem)),
+        )
+        .await
+        .unwrap(),
+    );
+    let mut stream = c
+        .watch(WatchRequest {
+            node: "n1".into(),
+            agent_version: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // 300 revisions while the agent reads nothing: pods come and go, labels change.
+    let (b, a) = (base.clone(), admin.clone());
+    let last = tokio::task::spawn_blocking(move || {
+        let mut rev = 0;
+        for i in 0..300 {
+            let pod = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{}, namespace: shop, labels: {{v: \"{i}\"}}}}\nstatus: {{podIP: 10.9.1.{}}}\n",
+                i % 7,
+                i % 7 + 1
+            );
+            let path = if i % 5 == 4 { "/v1/delete" } else { "/v1/apply" };
+            let (s, v) = call(&b, "POST", path, Some(&a), Some(apply_body("p.yaml", &pod)));
+            if s == 200 {
+                rev = v["revision"].as_u64().unwrap();
+            }
+        }
+        rev
+    })
+    .await
+    .unwrap();
+    let mut held: Option<(u64, cellwall_proto::StateDoc)> = None;
+    let mut snapshots = 0;
+    while held.as_ref().map(|h| h.0) != Some(last) {
+        let m = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the stream reaches the last revision")
+            .unwrap()
+            .unwrap();
+        match m.payload().unwrap() {
+            Payload::Snapshot(d) => {
+                snapshots += 1;
+                held = Some((m.version, d));
+            }
+            Payload::Delta {
+                base_version,
+                delta,
+            } => {
+                let (v, d) = held.as_mut().expect("a snapshot comes first");
+                assert_eq!(
+                    base_version, *v,
+                    "a delta from a version the agent does not hold"
+                );
+                d.apply(delta);
+                *v = m.version;
+            }
+        }
+    }
+    assert!(snapshots >= 2, "falling behind should have cost a snapshot");
+    let (_, doc) = held.unwrap();
+    let p = running.manager.published();
+    assert_eq!(p.revision, last);
+    assert_eq!(&doc, p.doc.as_ref());
+}
