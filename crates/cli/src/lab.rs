@@ -748,6 +748,10 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
             "--flow-interval-ms",
             "200",
         ]);
+    // The first apply attaches two TCX links per pod, and the kernel creates each one under
+    // RTNL with a full RCU grace period (~12 ms here): 1,000 pods take ~25 s before anything
+    // else. The wait grows with the pods so large labs do not time out.
+    let interfaces = state.pods.iter().filter(|p| p.host_if.is_some()).count();
     run_agent(
         cmd,
         client,
@@ -755,6 +759,7 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
         &log,
         &dir.join("agent.pid"),
         &agent_dir,
+        Duration::from_secs(30) + Duration::from_millis(60) * interfaces as u32,
     )
 }
 
@@ -780,9 +785,10 @@ fn run_agent(
     log: &Path,
     pidfile: &Path,
     agent_dir: &Path,
+    wait: Duration,
 ) -> Result<()> {
     let mut child = spawn_bg(&mut cmd, log, pidfile)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + wait;
     loop {
         if let Some(st) = child.try_wait()? {
             bail!("the lab agent exited ({st}):\n{}", log_tail(log));
@@ -812,7 +818,8 @@ fn run_agent(
         }
         if Instant::now() > deadline {
             bail!(
-                "the lab agent did not apply revision {rev} in 30 s:\n{}",
+                "the lab agent did not apply revision {rev} in {} s:\n{}",
+                wait.as_secs(),
                 log_tail(log)
             );
         }
@@ -903,6 +910,7 @@ fn host_add(name: &str, host: &str, ip: IpAddr, labels: &[String]) -> Result<()>
         &dir.join(format!("host-{host}.log")),
         &dir.join(format!("host-{host}.pid")),
         &agent_dir,
+        Duration::from_secs(30),
     )?;
     eprintln!("host {host} ({ip}) is up in {hns}, protected on its eth0 by an agent in host mode");
     Ok(())
