@@ -184,6 +184,23 @@ const LAB_NODE: &str = "lab";
 /// The gateway every pod routes through (a local address of the node namespace, so it answers ARP).
 const GATEWAY: &str = "169.254.1.1";
 
+/// First octet of the MAC of a pod's veth, node side and pod side (locally administered).
+const NODE_SIDE: u8 = 0x02;
+const POD_SIDE: u8 = 0x06;
+
+/// The MAC of pod `i`'s veth end. Fixed addresses let the lab write permanent neighbour
+/// entries on both ends: the kernel's ARP table is one for all namespaces and, by default,
+/// overflows at 1,024 learned entries (`gc_thresh3`), which a lab of 1,000 pods (one entry per
+/// pod for the gateway, one per pod on the node) exceeds; permanent entries are exempt, and no
+/// ARP runs inside the lab.
+fn veth_mac(side: u8, i: usize) -> String {
+    let b = (i as u32).to_be_bytes();
+    format!(
+        "{side:02x}:00:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3]
+    )
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LabPod {
     key: WorkloadKey,
@@ -444,13 +461,19 @@ fn build(
         let tmp_if = format!("cw{id}p{i:x}");
         sh(Command::new("ip").args(["netns", "add", &pns]))?;
         cmds.push(format!(
-            "link add {host_if} type veth peer name {tmp_if} netns {pns}"
+            "link add {host_if} address {} type veth peer name {tmp_if} address {} netns {pns}",
+            veth_mac(NODE_SIDE, i),
+            veth_mac(POD_SIDE, i)
         ));
         cmds.push(format!("link set {host_if} up"));
         for ip in &w.ips {
             cmds.push(format!(
                 "route add {ip}/{} dev {host_if}",
                 if ip.is_ipv4() { 32 } else { 128 }
+            ));
+            cmds.push(format!(
+                "neigh add {ip} lladdr {} dev {host_if} nud permanent",
+                veth_mac(POD_SIDE, i)
             ));
         }
         sysctls.push((format!("net.ipv4.conf.{host_if}.rp_filter"), "0".into()));
@@ -465,14 +488,16 @@ fn build(
     ip_batch(Some(&node), &cmds)?;
     for (i, p) in pods.iter().enumerate() {
         let Some(_) = &p.host_if else { continue };
-        let tmp_if = format!(
-            "cw{id}p{:x}",
-            inv.workloads.keys().position(|k| *k == p.key).unwrap_or(i)
-        );
+        let i = inv.workloads.keys().position(|k| *k == p.key).unwrap_or(i);
+        let tmp_if = format!("cw{id}p{i:x}");
         let mut c = vec![
             format!("link set {tmp_if} name eth0"),
             "link set lo up".into(),
             "link set eth0 up".into(),
+            format!(
+                "neigh add {GATEWAY} lladdr {} dev eth0 nud permanent",
+                veth_mac(NODE_SIDE, i)
+            ),
         ];
         for ip in &p.ips {
             c.push(format!(
@@ -723,6 +748,10 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
             "--flow-interval-ms",
             "200",
         ]);
+    // The first apply attaches two TCX links per pod, and the kernel creates each one under
+    // RTNL with a full RCU grace period (~12 ms here): 1,000 pods take ~25 s before anything
+    // else. The wait grows with the pods so large labs do not time out.
+    let interfaces = state.pods.iter().filter(|p| p.host_if.is_some()).count();
     run_agent(
         cmd,
         client,
@@ -730,6 +759,7 @@ fn start_agent(state: &LabState, client: &crate::client::Client) -> Result<()> {
         &log,
         &dir.join("agent.pid"),
         &agent_dir,
+        Duration::from_secs(30) + Duration::from_millis(60) * interfaces as u32,
     )
 }
 
@@ -755,9 +785,10 @@ fn run_agent(
     log: &Path,
     pidfile: &Path,
     agent_dir: &Path,
+    wait: Duration,
 ) -> Result<()> {
     let mut child = spawn_bg(&mut cmd, log, pidfile)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + wait;
     loop {
         if let Some(st) = child.try_wait()? {
             bail!("the lab agent exited ({st}):\n{}", log_tail(log));
@@ -787,7 +818,8 @@ fn run_agent(
         }
         if Instant::now() > deadline {
             bail!(
-                "the lab agent did not apply revision {rev} in 30 s:\n{}",
+                "the lab agent did not apply revision {rev} in {} s:\n{}",
+                wait.as_secs(),
                 log_tail(log)
             );
         }
@@ -878,6 +910,7 @@ fn host_add(name: &str, host: &str, ip: IpAddr, labels: &[String]) -> Result<()>
         &dir.join(format!("host-{host}.log")),
         &dir.join(format!("host-{host}.pid")),
         &agent_dir,
+        Duration::from_secs(30),
     )?;
     eprintln!("host {host} ({ip}) is up in {hns}, protected on its eth0 by an agent in host mode");
     Ok(())
