@@ -3,7 +3,7 @@
 # (a goal missed by more than its noise band fails the run). Numbers and what they mean:
 # docs/benchmarks.md. Root (BPF, network namespaces); about 20 minutes on 2 cores.
 #   scripts/bench.sh            # everything, full size
-#   scripts/bench.sh --quick    # smaller runs of the slow ones (about 10 minutes)
+#   scripts/bench.sh --quick    # smaller runs of the slow ones (7 minutes here)
 # Run it on an otherwise idle machine: the comparisons survive noise, absolute numbers don't.
 set -euo pipefail
 cd "$(dirname "$0")/.."
