@@ -214,7 +214,7 @@ struct ImportIndex<'a> {
     entries: Vec<&'a cellwall_policy::import::Entry>,
     by_ip: HashMap<std::net::IpAddr, Vec<usize>>,
     by_host: HashMap<&'a str, Vec<usize>>,
-    by_key: HashMap<&'a WorkloadKey, Vec<usize>>,
+    by_key: HashMap<(&'a str, &'a str), Vec<usize>>,
 }
 
 impl<'a> ImportIndex<'a> {
@@ -227,7 +227,11 @@ impl<'a> ImportIndex<'a> {
             match &e.target {
                 Target::Ip(ip) => x.by_ip.entry(*ip).or_default().push(n),
                 Target::Hostname(h) => x.by_host.entry(h.as_str()).or_default().push(n),
-                Target::Workload(k) => x.by_key.entry(k).or_default().push(n),
+                Target::Workload(k) => x
+                    .by_key
+                    .entry((k.namespace.as_str(), k.name.as_str()))
+                    .or_default()
+                    .push(n),
             }
         }
         x
@@ -245,10 +249,7 @@ impl<'a> ImportIndex<'a> {
         hits.extend(self.by_host.get(w.name.as_str()).into_iter().flatten());
         hits.extend(
             self.by_key
-                .get(&WorkloadKey {
-                    namespace: w.namespace.clone(),
-                    name: w.name.clone(),
-                })
+                .get(&(w.namespace.as_str(), w.name.as_str()))
                 .into_iter()
                 .flatten(),
         );
@@ -260,65 +261,43 @@ impl<'a> ImportIndex<'a> {
 
 impl Raw {
     fn set(&mut self, kind: Kind, key: String, body: Option<&str>) -> Result<(), ManagerError> {
-        let corrupt = |e| store::StoreError::Corrupt {
-            kind: kind.as_str().into(),
-            key: key.clone(),
-            source: e,
-        };
-        fn put<K: Ord, T>(m: &mut BTreeMap<K, T>, key: K, v: Option<T>) {
-            match v {
-                Some(v) => m.insert(key, v),
-                None => m.remove(&key),
-            };
+        /// Stores the parsed body under `key`, or removes `key` when there is no body (deleted).
+        fn put<K: Ord, T: serde::de::DeserializeOwned, V>(
+            m: &mut BTreeMap<K, V>,
+            key: K,
+            body: Option<&str>,
+            wrap: impl FnOnce(T) -> V,
+        ) -> Result<(), serde_json::Error> {
+            match body {
+                Some(b) => {
+                    m.insert(key, wrap(serde_json::from_str(b)?));
+                }
+                None => {
+                    m.remove(&key);
+                }
+            }
+            Ok(())
         }
+        let k = key.clone();
         match kind {
-            Kind::Namespace => {
-                let v = body
-                    .map(serde_json::from_str)
-                    .transpose()
-                    .map_err(corrupt)?;
-                put(&mut self.namespaces, key, v)
-            }
-            Kind::Pod => {
-                let v: Option<cellwall_policy::Workload> = body
-                    .map(serde_json::from_str)
-                    .transpose()
-                    .map_err(corrupt)?;
-                let Some(k) = WorkloadKey::parse(&key) else {
-                    return Ok(());
-                };
-                put(&mut self.workloads, k, v.map(Arc::new))
-            }
-            Kind::Node => {
-                let v = body
-                    .map(serde_json::from_str)
-                    .transpose()
-                    .map_err(corrupt)?;
-                put(&mut self.nodes, key, v)
-            }
-            Kind::Policy => {
-                let v = body
-                    .map(serde_json::from_str)
-                    .transpose()
-                    .map_err(corrupt)?;
-                put(&mut self.policies, key, v)
-            }
-            Kind::Import => {
-                let v = body
-                    .map(serde_json::from_str)
-                    .transpose()
-                    .map_err(corrupt)?;
-                put(&mut self.imports, key, v)
-            }
-            Kind::Quarantine => {
-                let v = body
-                    .map(serde_json::from_str)
-                    .transpose()
-                    .map_err(corrupt)?;
-                put(&mut self.quarantines, key, v)
-            }
+            Kind::Namespace => put(&mut self.namespaces, k, body, |v| v),
+            Kind::Pod => match WorkloadKey::parse(&k) {
+                Some(wk) => put(&mut self.workloads, wk, body, Arc::new),
+                None => Ok(()),
+            },
+            Kind::Node => put(&mut self.nodes, k, body, |v| v),
+            Kind::Policy => put(&mut self.policies, k, body, |v| v),
+            Kind::Import => put(&mut self.imports, k, body, |v| v),
+            Kind::Quarantine => put(&mut self.quarantines, k, body, |v| v),
         }
-        Ok(())
+        .map_err(|source| {
+            store::StoreError::Corrupt {
+                kind: kind.as_str().into(),
+                key,
+                source,
+            }
+            .into()
+        })
     }
 
     fn reported_index(&mut self) -> Arc<ReportedIndex> {
