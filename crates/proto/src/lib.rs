@@ -345,31 +345,24 @@ impl<T: Keyed> Keyed for Arc<T> {
     }
 }
 
-impl Keyed for Namespace {
-    type Key = String;
-    fn key_of(&self) -> String {
-        self.name.clone()
-    }
-    fn cmp_item(&self, o: &Self) -> Ordering {
-        self.name.cmp(&o.name)
-    }
-    fn cmp_key(&self, k: &String) -> Ordering {
-        self.name.cmp(k)
-    }
+/// Namespaces and nodes are keyed by their name.
+macro_rules! keyed_by_name {
+    ($($t:ty),*) => {$(
+        impl Keyed for $t {
+            type Key = String;
+            fn key_of(&self) -> String {
+                self.name.clone()
+            }
+            fn cmp_item(&self, o: &Self) -> Ordering {
+                self.name.cmp(&o.name)
+            }
+            fn cmp_key(&self, k: &String) -> Ordering {
+                self.name.cmp(k)
+            }
+        }
+    )*};
 }
-
-impl Keyed for Node {
-    type Key = String;
-    fn key_of(&self) -> String {
-        self.name.clone()
-    }
-    fn cmp_item(&self, o: &Self) -> Ordering {
-        self.name.cmp(&o.name)
-    }
-    fn cmp_key(&self, k: &String) -> Ordering {
-        self.name.cmp(k)
-    }
-}
+keyed_by_name!(Namespace, Node);
 
 impl Keyed for Workload {
     type Key = WorkloadKey;
