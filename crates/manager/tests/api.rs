@@ -122,6 +122,25 @@ async fn channel(
         .map_err(|e| format!("{e:?}"))
 }
 
+/// Joins as `node` with the bootstrap token and returns a client holding the node certificate.
+async fn joined(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    bootstrap: &str,
+    node: &str,
+) -> AgentClient<Channel> {
+    let j = AgentClient::new(channel(addr, ca, None).await.unwrap())
+        .join(JoinRequest {
+            token: bootstrap.into(),
+            node: node.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = Identity::from_pem(&j.cert_pem, &j.key_pem);
+    AgentClient::new(channel(addr, ca, Some(id)).await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_tokens_roles_errors_and_restart() {
     let dir = tmpdir("rest");
@@ -507,24 +526,7 @@ async fn an_escaped_flow_raises_exactly_one_alert_at_the_webhook() {
     })
     .await
     .unwrap();
-    let mut c = AgentClient::new(channel(running.grpc, &ca, None).await.unwrap());
-    let j = c
-        .join(JoinRequest {
-            token: boot,
-            node: "n1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut c = AgentClient::new(
-        channel(
-            running.grpc,
-            &ca,
-            Some(Identity::from_pem(&j.cert_pem, &j.key_pem)),
-        )
-        .await
-        .unwrap(),
-    );
+    let mut c = joined(running.grpc, &ca, &boot, "n1").await;
     // db admits web on 5432 only; a connection on 9999 that the datapath let through escaped
     // (an agent lagging behind, a host Cellwall does not protect). Reported twice.
     let now = std::time::SystemTime::now()
@@ -701,24 +703,7 @@ async fn a_slow_agent_gets_a_snapshot_after_falling_behind_and_ends_in_step() {
     let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
     let (boot, admin) = (token(&dir, "bootstrap.token"), token(&dir, "admin.token"));
     let base = format!("http://{}", running.api);
-    let mut c = AgentClient::new(channel(running.grpc, &ca, None).await.unwrap());
-    let j = c
-        .join(JoinRequest {
-            token: boot,
-            node: "n1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut c = AgentClient::new(
-        channel(
-            running.grpc,
-            &ca,
-            Some(Identity::from_pem(&j.cert_pem, &j.key_pem)),
-        )
-        .await
-        .unwrap(),
-    );
+    let mut c = joined(running.grpc, &ca, &boot, "n1").await;
     let mut stream = c
         .watch(WatchRequest {
             node: "n1".into(),
