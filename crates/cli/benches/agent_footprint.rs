@@ -28,8 +28,11 @@
 //!   cargo bench -p cellwall-cli --bench agent_footprint -- [--rate 10000] [--seconds 20]
 //!       [--idle-seconds 10] [--namespaces 10] [--clients 4]
 
+mod common;
+
+use common::cw;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -120,20 +123,6 @@ fn pod_ip(n: usize, a: usize, r: usize) -> IpAddr {
     ])
 }
 
-fn cw(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-        .args(args)
-        .output()
-        .expect("run cellwall");
-    assert!(
-        out.status.success(),
-        "cellwall {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 fn lab_dir(name: &str) -> PathBuf {
     PathBuf::from("/run/cellwall/labs").join(name)
 }
@@ -159,36 +148,6 @@ impl Drop for Lab {
         let n = left.lines().filter(|l| l.starts_with(&prefix)).count();
         if n > 0 {
             eprintln!("WARNING: {n} namespaces of lab {} are left", self.name);
-        }
-    }
-}
-
-/// Labs named `afp<pid>` belong to a run of this bench; if that process is gone (interrupted by
-/// a signal, which skips destructors), take them down first.
-fn down_stale_labs() {
-    let Ok(rd) = std::fs::read_dir("/run/cellwall/labs") else {
-        return;
-    };
-    let names: Vec<String> = rd
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
-    for name in names {
-        let Some(pid) = name.strip_prefix("afp").and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.split_once(") ").is_some_and(|(head, tail)| {
-                head.contains("(agent_footprint")
-                    && !tail.starts_with('Z')
-                    && !tail.starts_with('X')
-            })
-        });
-        if !alive {
-            eprintln!("taking down {name}, left by an interrupted run (pid {pid})");
-            let _ = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-                .args(["lab", "down", "--name", &name])
-                .output();
         }
     }
 }
@@ -267,17 +226,6 @@ fn metric(m: &BTreeMap<String, f64>, k: &str) -> f64 {
         .unwrap_or_else(|| panic!("the agent exports no {k}"))
 }
 
-/// A listener with a deep accept queue (std's 128 overflows when the thread is not scheduled
-/// for a few milliseconds at these rates; see connrate).
-fn listen() -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.bind(&SocketAddr::from(([0, 0, 0, 0], PORT)).into())?;
-    s.listen(4096)?;
-    Ok(s.into())
-}
-
 /// One accept-and-close server per pod, each on its own small thread in the pod's namespace.
 /// They end with the process.
 fn start_servers(netns: &[String]) {
@@ -289,7 +237,7 @@ fn start_servers(netns: &[String]) {
             .spawn(move || {
                 let l = cellwall_datapath::netns::enter(&ns)
                     .map_err(|e| e.to_string())
-                    .and_then(|_| listen().map_err(|e| e.to_string()));
+                    .and_then(|_| common::listen(PORT).map_err(|e| e.to_string()));
                 let l = match l {
                     Ok(l) => {
                         let _ = tx.send(Ok(()));
@@ -397,7 +345,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
     let started = Instant::now();
-    down_stale_labs();
+    common::down_stale_labs("agent_footprint", |n| {
+        n.strip_prefix("afp").and_then(|p| p.parse::<u32>().ok())
+    });
     let name = format!("afp{}", std::process::id());
     let dir = std::env::temp_dir().join(format!("cellwall-{name}"));
     std::fs::create_dir_all(&dir).unwrap();

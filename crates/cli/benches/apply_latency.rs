@@ -10,6 +10,9 @@
 //!   cargo build --release --workspace && cargo bench -p cellwall-cli --bench apply_latency [-- --changes N]
 //! (the lab starts the `cellwall-manager` and `cellwall-agent` binaries built beside `cellwall`).
 
+mod common;
+
+use common::cw;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,20 +35,6 @@ fn client(app: &str) -> String {
 
 fn policy(port: u16) -> String {
     format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: server-in, namespace: l}}\nspec:\n  podSelector: {{matchLabels: {{app: server}}}}\n  ingress:\n  - from: [{{podSelector: {{matchLabels: {{app: client}}}}}}]\n    ports: [{{port: {port}}}]\n")
-}
-
-fn cw(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-        .args(args)
-        .output()
-        .expect("run cellwall");
-    assert!(
-        out.status.success(),
-        "cellwall {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn unix_us() -> u64 {

@@ -34,8 +34,11 @@
 //!   cargo bench -p cellwall-cli --bench connrate -- [--rounds 150] [--rules 0,10,100,1000,10000]
 //!       [--window-ms 20] [--json PATH]
 
+mod common;
+
+use common::cw;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -151,19 +154,6 @@ fn parse_args() -> Args {
     }
 }
 
-fn cw(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-        .args(args)
-        .output()
-        .expect("run cellwall");
-    assert!(
-        out.status.success(),
-        "cellwall {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Decoy sources: 198.18.0.0/15 (benchmarking addresses), entries in tables, never traffic.
 fn decoy(i: usize) -> String {
     format!("198.18.{}.{}/32", i / 250, i % 250)
@@ -270,24 +260,12 @@ fn in_node(lab: &str, cmd: &[&str], input: &str) {
     );
 }
 
-/// A listener with a deep accept queue: std's bind listens with a backlog of 128, which a
-/// server thread that is not scheduled for a few milliseconds overflows at these rates (the
-/// dropped handshake then costs the client a 200 ms timeout, not a filter's work).
-fn listen() -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.bind(&SocketAddr::from(([0, 0, 0, 0], PORT)).into())?;
-    s.listen(4096)?;
-    Ok(s.into())
-}
-
 /// A lean server: accept-and-close for `conn`, read-everything-then-report-the-count for `bulk`,
 /// so the measurement is about the path, not the server.
 fn serve(ns: String, mode: Arc<AtomicU8>, ready: mpsc::Sender<Result<(), String>>) {
     let l = match cellwall_datapath::netns::enter(&ns)
         .map_err(|e| e.to_string())
-        .and_then(|_| listen().map_err(|e| e.to_string()))
+        .and_then(|_| common::listen(PORT).map_err(|e| e.to_string()))
     {
         Ok(l) => {
             let _ = ready.send(Ok(()));
@@ -584,47 +562,17 @@ fn env_f64(name: &str) -> Option<f64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// Labs named `cr<subnet>p<pid>` belong to a run of this bench; if that process is gone (a run
-/// interrupted by a signal, which skips destructors), take them down before starting.
-fn down_stale_labs() {
-    let Ok(rd) = std::fs::read_dir("/run/cellwall/labs") else {
-        return;
-    };
-    // Names first: taking a lab down removes its directory, which would disturb the listing.
-    let names: Vec<String> = rd
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
-    for name in names {
-        let Some(pid) = name
-            .strip_prefix("cr")
-            .and_then(|s| s.split_once('p'))
-            .filter(|(net, _)| net.parse::<u8>().is_ok())
-            .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // A killed run can linger as a zombie (comm readable, state Z) until it is reaped.
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.split_once(") ").is_some_and(|(head, tail)| {
-                head.contains("(connrate") && !tail.starts_with('Z') && !tail.starts_with('X')
-            })
-        });
-        if !alive {
-            eprintln!("taking down {name}, left by an interrupted run (pid {pid})");
-            let _ = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-                .args(["lab", "down", "--name", &name])
-                .output();
-        }
-    }
-}
-
 fn main() {
     let args = parse_args();
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    down_stale_labs();
+    common::down_stale_labs("connrate", |n| {
+        n.strip_prefix("cr")
+            .and_then(|s| s.split_once('p'))
+            .filter(|(net, _)| net.parse::<u8>().is_ok())
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+    });
     let dir = run_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let mut guard = Cleanup(Vec::new());
