@@ -32,7 +32,8 @@
 //! The run also fails when connections fail.
 //!   cargo build --release --workspace
 //!   cargo bench -p cellwall-cli --bench connrate -- [--rounds 150] [--rules 0,10,100,1000,10000]
-//!       [--window-ms 20] [--json PATH]
+//!       [--window-ms 20] [--json PATH] [--configs cellwall,cellwall-vis] [--no-bulk]
+//! `--configs` and `--no-bulk` narrow a run for profiling; goal checks need both phases.
 
 mod common;
 
@@ -112,6 +113,10 @@ struct Args {
     rules: Vec<usize>,
     window: Duration,
     json: Option<PathBuf>,
+    /// The filtered configurations to measure (`none` is always measured).
+    configs: Vec<Kind>,
+    /// Skip the bulk phase (for profiling the connection path alone).
+    no_bulk: bool,
 }
 
 fn parse_args() -> Args {
@@ -146,11 +151,25 @@ fn parse_args() -> Args {
     );
     let rounds = num("--rounds", 150);
     assert!(rounds > 0, "--rounds must be positive");
+    let configs = value("--configs").map_or(Kind::FILTERS.to_vec(), |v| {
+        v.split(',')
+            .map(|s| {
+                *Kind::FILTERS
+                    .iter()
+                    .find(|k| k.label() == s.trim())
+                    .unwrap_or_else(|| {
+                        panic!("--configs: unknown configuration {s:?} (iptables, ipset, nftables, cellwall, cellwall-vis)")
+                    })
+            })
+            .collect()
+    });
     Args {
         rounds,
         rules,
         window: Duration::from_millis(num("--window-ms", 20) as u64),
         json: value("--json").map(PathBuf::from),
+        configs,
+        no_bulk: args.iter().any(|a| a == "--no-bulk"),
     }
 }
 
@@ -591,7 +610,7 @@ fn main() {
     for &n in &args.rules {
         let t = Instant::now();
         let mut group = Vec::new();
-        for kind in Kind::FILTERS {
+        for &kind in &args.configs {
             net = net.checked_add(1).expect("at most 254 labs per run");
             group.push(lab_up(kind, n, net, &dir, &mut guard));
         }
@@ -605,7 +624,15 @@ fn main() {
         for l in &labs {
             l.mode.store(BULK, Ordering::SeqCst);
         }
-        let bulk = measure(&targets, args.rounds, args.window, Phase::Bulk);
+        let bulk = if args.no_bulk {
+            Measured {
+                values: vec![vec![f64::NAN; targets.len()]; args.rounds],
+                ok: vec![0; targets.len()],
+                failed: vec![0; targets.len()],
+            }
+        } else {
+            measure(&targets, args.rounds, args.window, Phase::Bulk)
+        };
         for l in &labs {
             l.mode.store(CONN, Ordering::SeqCst);
         }
@@ -659,7 +686,8 @@ fn main() {
             );
             continue;
         };
-        for (metric, got) in [("conn/s", row.conn.p50), ("bulk Gb/s", row.bulk.p50)] {
+        let metrics = [("conn/s", row.conn.p50), ("bulk Gb/s", row.bulk.p50)];
+        for (metric, got) in metrics.into_iter().take(if args.no_bulk { 1 } else { 2 }) {
             let met = got >= goal;
             let below = got.is_nan() || got < floor;
             let hard = below && args.rounds >= FLOOR_MIN_ROUNDS;
