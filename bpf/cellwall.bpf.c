@@ -86,6 +86,14 @@ struct {
 	__type(value, __u64);
 } cw_rule_hits SEC(".maps");
 
+/* Verdict cache (abi.h). Not pinned: a new program starts with an empty one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CW_VCACHE_SIZE);
+	__type(key, __u32);
+	__type(value, struct cw_vcache_entry);
+} cw_vcache SEC(".maps");
+
 #include "lib/parse.h"
 #include "lib/policy.h"
 
@@ -123,9 +131,42 @@ static __always_inline void emit(const struct cw_pkt *p, __u8 dir, __u8 kind, __
 	ev.ep_id = ep_id;
 	ev.peer = peer;
 	ev.rule = rule;
-	/* Never block the datapath on user space: a full ring buffer loses the event, counted. */
-	if (bpf_ringbuf_output(&cw_events, &ev, sizeof(ev), 0))
+	/* Never block the datapath on user space: a full ring buffer loses the event, counted.
+	 * No wakeup: the agent drains on its own tick and never sleeps on the ring, and a wakeup
+	 * is an irq_work per record written into an empty ring. */
+	if (bpf_ringbuf_output(&cw_events, &ev, sizeof(ev), BPF_RB_NO_WAKEUP))
 		count(CW_CNT_EVENTS_LOST);
+}
+
+/* Records a connection opened under `epoch` (decided by `rule`). An entry already under this
+ * tuple (its ports reused: a busy client cycles through its ephemeral ports in seconds, well
+ * within the LRU's memory) is reset in place: an LRU insert that replaces an element pops a free
+ * node and pushes the old one back, about half of the program's cost per connection
+ * (docs/benchmarks.md). With `reopen` = 0 (tracking a flow that is not a new connection) an
+ * existing entry is left as it is. Returns 1 when the flow is new or reopened. */
+static __always_inline int ct_open(struct cw_ct_key *k, __u32 epoch, __u32 rule, int reopen)
+{
+	struct cw_ct_val *old = bpf_map_lookup_elem(&cw_conntrack, k);
+	__u64 now = bpf_ktime_get_ns();
+	if (old) {
+		if (!reopen)
+			return 0;
+		/* Flags before epoch: a concurrent reader that sees the new epoch sees no stale
+		 * revocation mark. */
+		old->flags = 0;
+		old->rule = rule;
+		old->packets = 1;
+		old->created_ns = now;
+		old->epoch = epoch;
+		return 1;
+	}
+	struct cw_ct_val nv = {};
+	nv.created_ns = now;
+	nv.packets = 1;
+	nv.epoch = epoch;
+	nv.rule = rule;
+	/* NOEXIST: when two CPUs race to open the same tuple, one entry wins and one event. */
+	return bpf_map_update_elem(&cw_conntrack, k, &nv, BPF_NOEXIST) == 0;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
@@ -182,16 +223,34 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	if (!policed) {
 		/* Nothing to enforce in this direction: every packet passes. Only flows it opens are
-		 * recorded, so their replies pass the policed opposite direction (and are seen). */
-		struct cw_ct_val nv = {};
-		nv.created_ns = bpf_ktime_get_ns();
-		nv.packets = 1;
-		nv.epoch = epoch;
-		if (bpf_map_update_elem(&cw_conntrack, &fwd, &nv, BPF_NOEXIST) == 0) {
+		 * recorded, so their replies pass the policed opposite direction (and are seen).
+		 * A TCP connection opened while the opposite direction is unpoliced too is reported
+		 * but not tracked: its replies pass an unpoliced direction, and if policy arrives
+		 * there later they pass as segments of a connection that direction's opposite
+		 * admits (below). Saves a conntrack write per connection of every unpoliced pod. */
+		if (syn && !(ep->flags[slot] & (mask ^ (CW_EP_HAS_INGRESS_POLICY | CW_EP_HAS_EGRESS_POLICY)))) {
+			count(CW_CNT_ALLOWED);
+			if (visible)
+				emit(&p, dir, CW_EV_ALLOW, ep->ep_id, 0, 0);
+			return TC_ACT_OK;
+		}
+		/* A SYN is a new connection even on a reused tuple (reported again); other packets
+		 * of a known flow only pass. */
+		if (ct_open(&fwd, epoch, 0, syn)) {
 			count(CW_CNT_ALLOWED);
 			if (visible)
 				emit(&p, dir, CW_EV_ALLOW, ep->ep_id, 0, 0);
 		}
+		return TC_ACT_OK;
+	}
+
+	/* A TCP segment of a connection this direction's policy admits passes on the cached
+	 * verdict alone: the same answer conntrack would give (an entry validated under this
+	 * epoch), from one cache line instead of a hash bucket and entry. Segments the cache
+	 * does not admit (replies, revoked or unknown connections) ask conntrack below. */
+	struct cw_verdict v;
+	if (p.proto == IPPROTO_TCP && !syn && cw_decide_cached(slot, epoch, ep, dir, &p, 1, &v) && v.allow) {
+		count(CW_CNT_CT_HIT);
 		return TC_ACT_OK;
 	}
 
@@ -216,6 +275,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				return TC_ACT_SHOT; /* revoked: stays cut until a newer policy admits it */
 			ct->packets += 1;
 			count(CW_CNT_CT_HIT);
+			/* A segment the cache could not answer, of a connection this direction admitted
+			 * under this epoch: this CPU has not decided the pair yet (its cache is its
+			 * own). Deciding once now lets the connection's later segments on this CPU, and
+			 * the next connections of the pair, pass on the cached verdict. */
+			if (orig == &fwd && p.proto == IPPROTO_TCP)
+				cw_decide_cached(slot, epoch, ep, dir, &p, 0, &v);
 			return TC_ACT_OK;
 		}
 		/* Policy changed since this connection was admitted: decide it again. */
@@ -226,7 +291,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			op.sport = p.dport;
 			op.dport = p.sport;
 		}
-		struct cw_verdict v = cw_decide(slot, ep, orig->dir, &op);
+		cw_decide_cached(slot, epoch, ep, orig->dir, &op, 0, &v);
 		ct->epoch = epoch;
 		ct->rule = v.rule;
 		if (!v.allow) {
@@ -245,7 +310,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	}
 
-	struct cw_verdict v = cw_decide(slot, ep, dir, &p);
+	cw_decide_cached(slot, epoch, ep, dir, &p, 0, &v);
 	if (!v.allow) {
 		/* A TCP segment that does not open a connection may belong to one made before this
 		 * endpoint was tracked: let it through if the opposite direction admits the
@@ -256,7 +321,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			__builtin_memcpy(rp.daddr, p.saddr, 16);
 			rp.sport = p.dport;
 			rp.dport = p.sport;
-			struct cw_verdict r = cw_decide(slot, ep, dir ^ 1, &rp);
+			struct cw_verdict r;
+			cw_decide_cached(slot, epoch, ep, dir ^ 1, &rp, 0, &r);
 			if (r.allow)
 				return TC_ACT_OK;
 		}
@@ -266,12 +332,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			emit(&p, dir, CW_EV_DENY, ep->ep_id, v.peer, v.rule);
 		return TC_ACT_SHOT; /* silent: no RST, no ICMP */
 	}
-	struct cw_ct_val nv = {};
-	nv.created_ns = bpf_ktime_get_ns();
-	nv.packets = 1;
-	nv.epoch = epoch;
-	nv.rule = v.rule;
-	bpf_map_update_elem(&cw_conntrack, &fwd, &nv, BPF_ANY);
+	/* Reopen: a SYN on a reused tuple (never looked up above), or a flow that raced in. */
+	ct_open(&fwd, epoch, v.rule, 1);
 	count(CW_CNT_ALLOWED);
 	hit(v.rule);
 	if (!v.audit_allow) {

@@ -8,7 +8,7 @@
 #endif
 
 struct cw_pkt {
-	__u8 saddr[16];
+	__u8 saddr[16] __attribute__((aligned(8))); /* read as words by the verdict cache */
 	__u8 daddr[16];
 	__u16 sport; /* network order; 0 when the protocol has no ports */
 	__u16 dport;

@@ -160,6 +160,8 @@ const _: () = {
     assert!(offset_of!(CtVal, epoch) == c::OFF_cw_ct_val_epoch);
     assert!(offset_of!(CtVal, rule) == c::OFF_cw_ct_val_rule);
     assert!(offset_of!(CtVal, flags) == c::OFF_cw_ct_val_flags);
+    // Kernel only, no mirror: checked to stay one cache line (the point of its layout).
+    assert!(c::SIZE_cw_vcache_entry == 64);
     assert!(size_of::<Event>() == c::SIZE_cw_event);
     assert!(offset_of!(Event, sport) == c::OFF_cw_event_sport);
     assert!(offset_of!(Event, proto) == c::OFF_cw_event_proto);

@@ -265,6 +265,15 @@ spec:
     // an unrelated packet from a to b on another port is a new flow and is checked.
     let other = packet(a, b, Protocol::Tcp, 40001, 80);
     assert_eq!(dp.test_run(Hook::ToPod, &other).unwrap(), TC_ACT_OK);
+    // Its later segments pass on the verdict cached by the SYN's decision.
+    assert_eq!(
+        dp.test_run(
+            Hook::ToPod,
+            &packet_flags(a, b, Protocol::Tcp, 40000, 80, 0x10)
+        )
+        .unwrap(),
+        TC_ACT_OK
+    );
     // Revoke: the new policy no longer admits a. The established flow dies on its next segment
     // and stays dead (later segments cannot pass as replies of an untracked connection).
     let r = apply(&mut dp, false);
@@ -294,6 +303,63 @@ spec:
         dp.test_run(Hook::ToPod, &packet(a, b, Protocol::Tcp, 40003, 80))
             .unwrap(),
         TC_ACT_OK
+    );
+}
+
+/// A TCP connection between directions no policy polices is reported but not tracked (no
+/// conntrack write), and when policy later isolates the opener's ingress the connection's
+/// replies still pass; a new connection into it does not.
+#[test]
+#[ignore = "root tier: needs BPF"]
+fn unpoliced_connections_are_reported_not_tracked() {
+    require_root();
+    let pins = Pins::new("untracked");
+    let mut dp = KernelDatapath::open(&pins.0).expect("open datapath");
+    let pods = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {app: a}}\nspec: {nodeName: n1}\nstatus: {podIP: 10.1.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: x, labels: {app: b}}\nspec: {nodeName: n1}\nstatus: {podIP: 10.1.0.2}\n";
+    let isolate = |app: &str| {
+        format!("---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {app}-in, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{app: {app}}}}}\n  policyTypes: [Ingress]\n  ingress: [{{from: [{{podSelector: {{}}}}]}}]\n")
+    };
+    let apply = |dp: &mut KernelDatapath, yaml: &str| {
+        let (inv, pols) = load(yaml);
+        let np = cellwall_policy::compile(inv, pols, "n1", 0);
+        dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap();
+    };
+    let a: IpAddr = "10.1.0.1".parse().unwrap();
+    let b: IpAddr = "10.1.0.2".parse().unwrap();
+    apply(&mut dp, &format!("{pods}{}", isolate("b")));
+    dp.set_visibility(true).unwrap();
+    dp.clear_conntrack().unwrap();
+    let syn = packet(a, b, Protocol::Tcp, 40000, 80);
+    assert_eq!(dp.test_run(Hook::FromPod, &syn).unwrap(), TC_ACT_OK);
+    assert_eq!(
+        dp.clear_conntrack().unwrap(),
+        0,
+        "a polices nothing: not tracked"
+    );
+    let evs = dp.drain_events(10).unwrap();
+    assert_eq!(evs.len(), 1, "but reported: {evs:?}");
+    assert_eq!(dp.test_run(Hook::ToPod, &syn).unwrap(), TC_ACT_OK);
+    assert_eq!(dp.clear_conntrack().unwrap(), 1, "b's admission is tracked");
+    // Policy now isolates a's ingress (admitting 192.0.2.0/24 only, not b).
+    apply(
+        &mut dp,
+        &format!(
+            "{pods}{}{}",
+            isolate("b"),
+            isolate("a").replace("podSelector: {}", "ipBlock: {cidr: 192.0.2.0/24}")
+        ),
+    );
+    let syn_ack = packet_flags(b, a, Protocol::Tcp, 80, 40000, 0x12);
+    assert_eq!(
+        dp.test_run(Hook::ToPod, &syn_ack).unwrap(),
+        TC_ACT_OK,
+        "the reply of a's connection passes"
+    );
+    assert_eq!(
+        dp.test_run(Hook::ToPod, &packet(b, a, Protocol::Tcp, 80, 40000))
+            .unwrap(),
+        TC_ACT_SHOT,
+        "a new connection into a does not"
     );
 }
 
@@ -352,7 +418,17 @@ fn per_packet_cost_is_flat_in_rules() {
                 200_000,
             )
             .unwrap();
-        eprintln!("{rules:>6} rules: denied SYN {denied} ns, established {established} ns, unpoliced endpoint {unpoliced} ns");
+        // A SYN on the tuple of an earlier connection (a busy client's ports cycle): its
+        // conntrack entry is reset in place.
+        let (reopen_r, reopen) = dp
+            .test_run_repeat(
+                Hook::ToPod,
+                &packet(c, s, Protocol::Tcp, 1000, 5001),
+                200_000,
+            )
+            .unwrap();
+        assert_eq!(reopen_r, TC_ACT_OK);
+        eprintln!("{rules:>6} rules: denied SYN {denied} ns, allowed SYN reopening a tuple {reopen} ns, established {established} ns, unpoliced endpoint {unpoliced} ns (decisions from the verdict cache: one packet repeated)");
         rows.push((denied, established));
     }
     // Established packets never look at policy: flat. A new flow's lookups walk LPM tries whose
