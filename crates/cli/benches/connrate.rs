@@ -69,6 +69,10 @@ enum Kind {
     Nftables,
     Cellwall,
     CellwallVis,
+    /// `cellwall` with the BPF object at CELLWALL_CONNRATE_B_OBJECT: an A/B run of a datapath
+    /// change, side by side (only with `--configs`); CELLWALL_CONNRATE_B_VISIBILITY=on
+    /// compares against `cellwall-vis`.
+    CellwallB,
 }
 
 impl Kind {
@@ -88,6 +92,7 @@ impl Kind {
             Kind::Nftables => "nftables",
             Kind::Cellwall => "cellwall",
             Kind::CellwallVis => "cellwall-vis",
+            Kind::CellwallB => "cellwall-b",
         }
     }
 }
@@ -156,9 +161,10 @@ fn parse_args() -> Args {
             .map(|s| {
                 *Kind::FILTERS
                     .iter()
+                    .chain(&[Kind::CellwallB])
                     .find(|k| k.label() == s.trim())
                     .unwrap_or_else(|| {
-                        panic!("--configs: unknown configuration {s:?} (iptables, ipset, nftables, cellwall, cellwall-vis)")
+                        panic!("--configs: unknown configuration {s:?} (iptables, ipset, nftables, cellwall, cellwall-vis, cellwall-b)")
                     })
             })
             .collect()
@@ -319,13 +325,17 @@ fn serve(ns: String, mode: Arc<AtomicU8>, ready: mpsc::Sender<Result<(), String>
 /// Brings up one lab, applies its filter and starts its server.
 fn lab_up(kind: Kind, n: usize, net: u8, dir: &Path, guard: &mut Cleanup) -> Lab {
     let name = format!("cr{net}p{}", std::process::id());
-    let rules = if matches!(kind, Kind::Cellwall | Kind::CellwallVis) {
+    let rules = if matches!(kind, Kind::Cellwall | Kind::CellwallVis | Kind::CellwallB) {
         n
     } else {
         0
     };
     let (dp, vis) = match kind {
         Kind::Cellwall => ("ebpf", "off"),
+        Kind::CellwallB => match std::env::var("CELLWALL_CONNRATE_B_VISIBILITY").as_deref() {
+            Ok("on") => ("ebpf", "on"),
+            _ => ("ebpf", "off"),
+        },
         Kind::CellwallVis => ("ebpf", "on"),
         _ => ("none", "off"),
     };
@@ -334,7 +344,7 @@ fn lab_up(kind: Kind, n: usize, net: u8, dir: &Path, guard: &mut Cleanup) -> Lab
     let t = Instant::now();
     // Registered first: a lab that fails half-way is taken down too (`down` works by name).
     guard.0.push(name.clone());
-    cw(&[
+    let up: &[&str] = &[
         "lab",
         "up",
         "-f",
@@ -345,7 +355,23 @@ fn lab_up(kind: Kind, n: usize, net: u8, dir: &Path, guard: &mut Cleanup) -> Lab
         dp,
         "--visibility",
         vis,
-    ]);
+    ];
+    if kind == Kind::CellwallB {
+        let obj = std::env::var("CELLWALL_CONNRATE_B_OBJECT")
+            .expect("cellwall-b needs CELLWALL_CONNRATE_B_OBJECT (a cellwall.bpf.o)");
+        let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
+            .args(up)
+            .env("CELLWALL_BPF_OBJECT", obj)
+            .output()
+            .expect("run cellwall");
+        assert!(
+            out.status.success(),
+            "cellwall lab up (cellwall-b): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        cw(up);
+    }
     let up = t.elapsed().as_secs_f64();
     let t = Instant::now();
     match kind {

@@ -111,9 +111,20 @@ impl KernelDatapath {
         ensure_bpffs()?;
         std::fs::create_dir_all(pin_dir)
             .map_err(|e| err(format!("creating {}", pin_dir.display()), e))?;
+        // A/B benchmarks of datapath changes (docs/benchmarks.md) load an object built from
+        // another revision of bpf/ in one of two side-by-side labs.
+        let alt = match std::env::var_os("CELLWALL_BPF_OBJECT") {
+            Some(p) => Some(std::fs::read(&p).map_err(|e| {
+                err(
+                    format!("reading CELLWALL_BPF_OBJECT {}", Path::new(&p).display()),
+                    e,
+                )
+            })?),
+            None => None,
+        };
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
-            .load(OBJECT)
+            .load(alt.as_deref().unwrap_or(OBJECT))
             .map_err(|e| err("loading the BPF object", e))?;
         Ok(Self {
             ebpf,
