@@ -68,6 +68,9 @@ pub struct NodeAgent {
     first: bool,
     /// Address → workload of the applied state (flow attribution between applies).
     owners: Attribution,
+    /// `engine.next_expiry()` as of the last sync: the enforcement loop asks on every tick and
+    /// the scan walks every rule.
+    expiry: Option<i64>,
 }
 
 /// Moves `engine` by one delta, object by object (the engine logs what changed, and the compiler
@@ -127,6 +130,7 @@ impl NodeAgent {
             doc: StateDoc::default(),
             first: true,
             owners: Attribution::default(),
+            expiry: None,
         })
     }
 
@@ -175,7 +179,7 @@ impl NodeAgent {
 
     /// The next time (Unix seconds) a policy or rule in force expires.
     pub fn next_expiry(&self) -> Option<i64> {
-        self.engine.next_expiry()
+        self.expiry
     }
 
     /// Moves the clock: policies and rules whose `expiresAt` passed stop being enforced, without
@@ -186,6 +190,7 @@ impl NodeAgent {
     }
 
     fn sync(&mut self) -> Result<Applied, AgentError> {
+        self.expiry = self.engine.next_expiry();
         let reattach = std::mem::replace(&mut self.first, false);
         let Backend::Kernel {
             pins,
