@@ -5,12 +5,6 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// mimalloc instead of glibc's malloc: flow intake allocates a few small strings per record
-/// (decode, SQLite's copies of bound text, the history buffer), and glibc's allocator was ~23% of
-/// the manager's CPU at 250,000 records/s (docs/benchmarks.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Cellwall's manager: stores policy and inventory, serves the REST API (bearer tokens) and
 /// pushes each node's desired state to its agent over mTLS gRPC.
 ///
