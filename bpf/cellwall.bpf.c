@@ -147,10 +147,10 @@ static __always_inline void emit(const struct cw_pkt *p, __u8 dir, __u8 kind, __
 static __always_inline int ct_open(struct cw_ct_key *k, __u32 epoch, __u32 rule, int reopen)
 {
 	struct cw_ct_val *old = bpf_map_lookup_elem(&cw_conntrack, k);
+	if (old && !reopen)
+		return 0; /* every later packet of an unpoliced UDP flow: no clock read */
 	__u64 now = bpf_ktime_get_ns();
 	if (old) {
-		if (!reopen)
-			return 0;
 		/* Flags before epoch: a concurrent reader that sees the new epoch sees no stale
 		 * revocation mark. */
 		old->flags = 0;
@@ -212,6 +212,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (!policed && p.proto == IPPROTO_TCP && !syn)
 		return TC_ACT_OK;
 
+	/* A TCP segment of a connection this direction's policy admits passes on the cached
+	 * verdict alone: the same answer conntrack would give (an entry validated under this
+	 * epoch), from one cache line instead of a hash bucket and entry. Segments the cache
+	 * does not admit (replies, revoked or unknown connections) ask conntrack below. Before any
+	 * conntrack key is built: this is most segments of a policed direction. */
+	struct cw_verdict v;
+	if (p.proto == IPPROTO_TCP && !syn && cw_decide_cached(slot, epoch, ep, dir, &p, 1, &v) && v.allow) {
+		count(CW_CNT_CT_HIT);
+		return TC_ACT_OK;
+	}
+
 	struct cw_ct_key fwd = {}, rev = {};
 	__builtin_memcpy(fwd.saddr, p.saddr, 16);
 	__builtin_memcpy(fwd.daddr, p.daddr, 16);
@@ -241,16 +252,6 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			if (visible)
 				emit(&p, dir, CW_EV_ALLOW, ep->ep_id, 0, 0);
 		}
-		return TC_ACT_OK;
-	}
-
-	/* A TCP segment of a connection this direction's policy admits passes on the cached
-	 * verdict alone: the same answer conntrack would give (an entry validated under this
-	 * epoch), from one cache line instead of a hash bucket and entry. Segments the cache
-	 * does not admit (replies, revoked or unknown connections) ask conntrack below. */
-	struct cw_verdict v;
-	if (p.proto == IPPROTO_TCP && !syn && cw_decide_cached(slot, epoch, ep, dir, &p, 1, &v) && v.allow) {
-		count(CW_CNT_CT_HIT);
 		return TC_ACT_OK;
 	}
 

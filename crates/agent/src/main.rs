@@ -491,9 +491,8 @@ fn collect(dp: &mut KernelDatapath, agent: &NodeAgent, q: &FlowQueue, m: &Metric
     for e in &evs {
         let port = u16::from_be(e.dport);
         let k = (e.saddr, e.daddr, e.proto, port, e.kind, e.dir, e.rule);
-        let (s, d) = (e.saddr, e.daddr);
         let r = agg.entry(k).or_insert_with(|| {
-            let (s, d) = (ip(s), ip(d));
+            let (s, d) = (ip(e.saddr), ip(e.daddr));
             FlowRecord {
                 time_unix_ns: cellwall_datapath::kernel::ktime_to_unix_ns(e.ts_ns),
                 src: who.name(s),
