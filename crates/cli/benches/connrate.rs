@@ -359,16 +359,7 @@ fn lab_up(kind: Kind, n: usize, net: u8, dir: &Path, guard: &mut Cleanup) -> Lab
     if kind == Kind::CellwallB {
         let obj = std::env::var("CELLWALL_CONNRATE_B_OBJECT")
             .expect("cellwall-b needs CELLWALL_CONNRATE_B_OBJECT (a cellwall.bpf.o)");
-        let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-            .args(up)
-            .env("CELLWALL_BPF_OBJECT", obj)
-            .output()
-            .expect("run cellwall");
-        assert!(
-            out.status.success(),
-            "cellwall lab up (cellwall-b): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::cw_env(up, &[("CELLWALL_BPF_OBJECT", &obj)]);
     } else {
         cw(up);
     }

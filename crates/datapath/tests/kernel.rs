@@ -1,7 +1,7 @@
 //! Root tier: the real kernel program, run with BPF_PROG_TEST_RUN against maps written from
 //! compiled policy. `cargo test -p cellwall-datapath -- --ignored` (as root).
 
-use cellwall_datapath::{Desired, Hook, KernelDatapath};
+use cellwall_datapath::{ApplyReport, Desired, Hook, KernelDatapath};
 use cellwall_policy::synth::{random_scenario, Rng};
 use cellwall_policy::{Compiler, Engine, Flow, Protocol};
 use std::net::{IpAddr, Ipv4Addr};
@@ -96,6 +96,13 @@ fn load(yaml: &str) -> (cellwall_policy::Inventory, Vec<cellwall_policy::Policy>
         }
     }
     (inv, pols)
+}
+
+/// Compiles `yaml` for node n1 and applies it.
+fn apply_yaml(dp: &mut KernelDatapath, yaml: &str) -> ApplyReport {
+    let (inv, pols) = load(yaml);
+    let np = cellwall_policy::compile(inv, pols, "n1", 0);
+    dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap()
 }
 
 fn require_root() {
@@ -236,11 +243,7 @@ spec:
             }
         )
     };
-    let apply = |dp: &mut KernelDatapath, allow: bool| {
-        let (inv, pols) = load(&yaml(allow));
-        let np = cellwall_policy::compile(inv, pols, "n1", 0);
-        dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap()
-    };
+    let apply = |dp: &mut KernelDatapath, allow: bool| apply_yaml(dp, &yaml(allow));
     let a: IpAddr = "10.1.0.1".parse().unwrap();
     let b: IpAddr = "10.1.0.2".parse().unwrap();
     apply(&mut dp, true);
@@ -265,7 +268,8 @@ spec:
     // an unrelated packet from a to b on another port is a new flow and is checked.
     let other = packet(a, b, Protocol::Tcp, 40001, 80);
     assert_eq!(dp.test_run(Hook::ToPod, &other).unwrap(), TC_ACT_OK);
-    // Its later segments pass on the verdict cached by the SYN's decision.
+    // Its later segments pass on the verdict cached by the SYN's decision; that cached allow
+    // is what the revocation below must not honour (a new epoch invalidates it).
     assert_eq!(
         dp.test_run(
             Hook::ToPod,
@@ -319,14 +323,9 @@ fn unpoliced_connections_are_reported_not_tracked() {
     let isolate = |app: &str| {
         format!("---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {app}-in, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{app: {app}}}}}\n  policyTypes: [Ingress]\n  ingress: [{{from: [{{podSelector: {{}}}}]}}]\n")
     };
-    let apply = |dp: &mut KernelDatapath, yaml: &str| {
-        let (inv, pols) = load(yaml);
-        let np = cellwall_policy::compile(inv, pols, "n1", 0);
-        dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap();
-    };
     let a: IpAddr = "10.1.0.1".parse().unwrap();
     let b: IpAddr = "10.1.0.2".parse().unwrap();
-    apply(&mut dp, &format!("{pods}{}", isolate("b")));
+    apply_yaml(&mut dp, &format!("{pods}{}", isolate("b")));
     dp.set_visibility(true).unwrap();
     dp.clear_conntrack().unwrap();
     let syn = packet(a, b, Protocol::Tcp, 40000, 80);
@@ -341,7 +340,7 @@ fn unpoliced_connections_are_reported_not_tracked() {
     assert_eq!(dp.test_run(Hook::ToPod, &syn).unwrap(), TC_ACT_OK);
     assert_eq!(dp.clear_conntrack().unwrap(), 1, "b's admission is tracked");
     // Policy now isolates a's ingress (admitting 192.0.2.0/24 only, not b).
-    apply(
+    apply_yaml(
         &mut dp,
         &format!(
             "{pods}{}{}",
@@ -384,9 +383,7 @@ fn per_packet_cost_is_flat_in_rules() {
         y.push_str(
             "  - from: [{podSelector: {matchLabels: {app: c}}}]\n    ports: [{port: 5001}]\n",
         );
-        let (inv, pols) = load(&y);
-        let np = cellwall_policy::compile(inv, pols, "n1", 0);
-        dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap();
+        apply_yaml(&mut dp, &y);
         dp.clear_conntrack().unwrap();
         let (c, s): (IpAddr, IpAddr) = ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap());
         let (denied_r, denied) = dp

@@ -7,8 +7,14 @@ use std::process::Command;
 
 /// Runs `cellwall` with `args`; panics with its stderr if it fails; returns its stdout.
 pub fn cw(args: &[&str]) -> String {
+    cw_env(args, &[])
+}
+
+/// `cw` with extra environment variables for the CLI (and what it starts, e.g. a lab's agent).
+pub fn cw_env(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run cellwall");
     assert!(
