@@ -94,7 +94,16 @@ struct {
 	__type(value, struct cw_vcache_entry);
 } cw_vcache SEC(".maps");
 
+/* Endpoint cache (abi.h). Not pinned either. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CW_EPCACHE_SIZE);
+	__type(key, __u32);
+	__type(value, struct cw_epcache_entry);
+} cw_epcache SEC(".maps");
+
 #include "lib/parse.h"
+#include "lib/endpoint.h"
 #include "lib/policy.h"
 
 static __always_inline void count(__u32 idx)
@@ -175,18 +184,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (cw_parse(skb, &p) < 0)
 		return TC_ACT_OK; /* not IP (ARP, ...): not policy's business */
 
-	struct cw_endpoint_key ek;
-	__builtin_memcpy(ek.addr, dir == CW_DIR_EGRESS ? p.saddr : p.daddr, 16);
-	struct cw_endpoint_val *ep = bpf_map_lookup_elem(&cw_endpoints, &ek);
-	if (!ep)
-		return TC_ACT_OK; /* not a local endpoint (e.g. the node itself) */
-	if (dir == CW_DIR_EGRESS && ep->ifindex && skb->ifindex != ep->ifindex) {
-		count(CW_CNT_SPOOFED);
-		return TC_ACT_SHOT; /* a workload sending with another endpoint's address */
-	}
-
 	/* Epoch first, then slot (user space writes slot, then epoch): a packet that sees the new
-	 * epoch also sees the new slot. Both are read once, so a packet sees one whole policy. */
+	 * epoch also sees the new slot. Both are read once, so a packet sees one whole policy.
+	 * Before the endpoint, whose cached copy is tagged with the epoch. */
 	__u32 k_epoch = CW_CFG_EPOCH, k_slot = CW_CFG_SLOT, k_flags = CW_CFG_FLAGS;
 	__u32 *pe = bpf_map_lookup_elem(&cw_config, &k_epoch);
 	__u32 *ps = bpf_map_lookup_elem(&cw_config, &k_slot);
@@ -196,6 +196,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u32 epoch = *pe;
 	__u32 slot = *ps & 1;
 	int visible = !(*pf & CW_F_VISIBILITY_OFF);
+
+	const struct cw_endpoint_val *ep = cw_endpoint(skb->ifindex, dir == CW_DIR_EGRESS ? p.saddr : p.daddr, epoch);
+	if (!ep)
+		return TC_ACT_OK; /* not a local endpoint (e.g. the node itself) */
+	if (dir == CW_DIR_EGRESS && ep->ifindex && skb->ifindex != ep->ifindex) {
+		count(CW_CNT_SPOOFED);
+		return TC_ACT_SHOT; /* a workload sending with another endpoint's address */
+	}
 
 	if (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6)
 		return TC_ACT_OK; /* errors and neighbour discovery must flow; see ARCHITECTURE.md */

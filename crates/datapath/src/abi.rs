@@ -162,6 +162,7 @@ const _: () = {
     assert!(offset_of!(CtVal, flags) == c::OFF_cw_ct_val_flags);
     // Kernel only, no mirror: checked to stay one cache line (the point of its layout).
     assert!(c::SIZE_cw_vcache_entry == 64);
+    assert!(c::SIZE_cw_epcache_entry == 64);
     assert!(size_of::<Event>() == c::SIZE_cw_event);
     assert!(offset_of!(Event, sport) == c::OFF_cw_event_sport);
     assert!(offset_of!(Event, proto) == c::OFF_cw_event_proto);
