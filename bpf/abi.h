@@ -100,6 +100,30 @@ struct cw_ct_key {
 
 #define CW_CT_REVOKED (1 << 0) /* denied by a newer policy: dropped until a later policy allows it */
 
+/*
+ * admitted: LRU hash of the pairs (endpoint, direction, peer address, protocol, port) a policed
+ * direction admitted a TCP connection for while the opposite direction policed nothing. Such a
+ * connection gets no conntrack entry: its replies cross an unpoliced direction, and its own
+ * segments pass on the verdict cache. What the entry was still for is revocation: a segment
+ * the policy now denies would otherwise pass as a reply of a connection the endpoint opened
+ * before it was tracked (the opposite direction admits anything). A recorded pair says the
+ * segment's connection was most likely admitted inbound, so it is revoked instead (and then
+ * tracked as revoked). One record per pair, not per connection: a client's thousands of
+ * connections to one server port are one entry.
+ */
+struct cw_admit_key {
+	__u8 addr[16]; /* the peer's address */
+	__u32 ep_id;
+	__u16 dport; /* network order */
+	__u8 proto;
+	__u8 dir;
+};
+
+struct cw_admit_val {
+	__u32 epoch; /* the last epoch a connection of the pair was admitted under */
+	__u32 pad;
+};
+
 struct cw_ct_val {
 	__u64 created_ns;
 	__u64 packets;
@@ -131,7 +155,7 @@ struct cw_vcache_entry {
 	__u8 valid;
 	__u8 allow;
 	__u8 audit_allow;
-	__u8 pad;
+	__u8 admitted; /* the pair is in cw_admitted (checked once per fill, not per connection) */
 	__u32 rule;
 	__u32 audit_rule;
 	__u32 peer; /* the peer's identity */

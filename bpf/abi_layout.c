@@ -18,6 +18,8 @@ int main(void)
 	SZ(cw_policy_val); OFF(cw_policy_val, rule); OFF(cw_policy_val, audit_rule);
 	SZ(cw_ct_key); OFF(cw_ct_key, sport); OFF(cw_ct_key, ep_id); OFF(cw_ct_key, proto);
 	SZ(cw_ct_val); OFF(cw_ct_val, epoch); OFF(cw_ct_val, rule); OFF(cw_ct_val, flags);
+	SZ(cw_admit_key); OFF(cw_admit_key, ep_id); OFF(cw_admit_key, dport); OFF(cw_admit_key, dir);
+	SZ(cw_admit_val);
 	SZ(cw_vcache_entry); SZ(cw_epcache_entry);
 	SZ(cw_event); OFF(cw_event, sport); OFF(cw_event, proto); OFF(cw_event, kind); OFF(cw_event, ep_id); OFF(cw_event, rule);
 	printf("pub const POLICY_FIXED_BITS: u32 = %d;\n", CW_POLICY_FIXED_BITS);

@@ -63,6 +63,15 @@ struct {
 	__type(value, struct cw_ct_val);
 } cw_conntrack SEC(".maps");
 
+/* Pairs admitted without a conntrack entry (abi.h): what revokes their connections. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 262144);
+	__type(key, struct cw_admit_key);
+	__type(value, struct cw_admit_val);
+} cw_admitted SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -323,8 +332,24 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (!v.allow) {
 		/* A TCP segment that does not open a connection may belong to one made before this
 		 * endpoint was tracked: let it through if the opposite direction admits the
-		 * connection it belongs to. Nothing is recorded, so it never opens a path for a SYN. */
+		 * connection it belongs to. Nothing is recorded, so it never opens a path for a SYN.
+		 * Unless this direction admitted connections of the segment's pair without tracking
+		 * them (cw_admitted): then it is one of those, revoked. It is tracked as revoked from
+		 * here, so its next segments stop at conntrack and it is reported once. */
 		if (p.proto == IPPROTO_TCP && !syn) {
+			if (cw_was_admitted(ep, dir, &p)) {
+				struct cw_ct_val rv = {};
+				rv.created_ns = bpf_ktime_get_ns();
+				rv.epoch = epoch;
+				rv.rule = v.rule;
+				rv.flags = CW_CT_REVOKED;
+				if (bpf_map_update_elem(&cw_conntrack, &fwd, &rv, BPF_NOEXIST) == 0) {
+					count(CW_CNT_REVOKED);
+					if (visible)
+						emit(&p, dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
+				}
+				return TC_ACT_SHOT;
+			}
 			struct cw_pkt rp = p;
 			__builtin_memcpy(rp.saddr, p.daddr, 16);
 			__builtin_memcpy(rp.daddr, p.saddr, 16);
@@ -341,8 +366,24 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			emit(&p, dir, CW_EV_DENY, ep->ep_id, v.peer, v.rule);
 		return TC_ACT_SHOT; /* silent: no RST, no ICMP */
 	}
-	/* Reopen: a SYN on a reused tuple (never looked up above), or a flow that raced in. */
-	ct_open(&fwd, epoch, v.rule, 1);
+	/* A TCP connection whose replies cross a direction that polices nothing needs no
+	 * conntrack entry: its segments pass on the verdict cache (or the tries), its replies
+	 * pass unpoliced. Its pair is recorded instead, which is what revokes it (cw_admitted);
+	 * that spares the SYN's write to a cold conntrack bucket, the largest cost per connection
+	 * (docs/benchmarks.md). A later segment of such a connection lands here when this CPU's
+	 * cache does not hold the pair (a new epoch, another CPU): it passes, and is not reported
+	 * again as a new connection. Its pair is recorded too, which also makes a connection
+	 * opened before the endpoint was tracked revocable from now on. */
+	if (p.proto == IPPROTO_TCP && !(ep->flags[slot] & (mask ^ (CW_EP_HAS_INGRESS_POLICY | CW_EP_HAS_EGRESS_POLICY)))) {
+		cw_record_admission(ep, dir, &p, epoch, &v);
+		if (!syn) {
+			count(CW_CNT_CT_HIT);
+			return TC_ACT_OK;
+		}
+	} else {
+		/* Reopen: a SYN on a reused tuple (never looked up above), or a flow that raced in. */
+		ct_open(&fwd, epoch, v.rule, 1);
+	}
 	count(CW_CNT_ALLOWED);
 	hit(v.rule);
 	if (!v.audit_allow) {

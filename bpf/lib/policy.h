@@ -9,6 +9,8 @@ struct cw_verdict {
 	__u32 rule;
 	__u32 audit_rule;
 	__u32 peer;
+	/* This CPU's verdict cache entry that holds the verdict (0 when there is none). */
+	struct cw_vcache_entry *entry;
 };
 
 static __always_inline __u32 cw_identity(__u32 slot, const __u8 *addr)
@@ -95,11 +97,13 @@ static __always_inline int cw_decide_cached(__u32 slot, __u32 epoch, const struc
 		out->rule = e->rule;
 		out->audit_rule = e->audit_rule;
 		out->peer = e->peer;
+		out->entry = e;
 		return 1;
 	}
 	if (peek)
 		return 0;
 	*out = cw_decide(slot, ep, dir, p);
+	out->entry = e;
 	if (e) {
 		/* Programs run to completion on their CPU (no nesting on one CPU's entry). */
 		__builtin_memcpy(e->addr, addr, 16);
@@ -113,9 +117,47 @@ static __always_inline int cw_decide_cached(__u32 slot, __u32 epoch, const struc
 		e->rule = out->rule;
 		e->audit_rule = out->audit_rule;
 		e->peer = out->peer;
+		e->admitted = 0;
 		e->valid = 1;
 	}
 	return 1;
+}
+
+static __always_inline void cw_admit_key_of(struct cw_admit_key *k, const struct cw_endpoint_val *ep, __u8 dir, const struct cw_pkt *p)
+{
+	__builtin_memcpy(k->addr, dir == CW_DIR_EGRESS ? p->daddr : p->saddr, 16);
+	k->ep_id = ep->ep_id;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	k->dir = dir;
+}
+
+/* Records that `dir` admitted a connection of the packet's pair (cw_admitted in abi.h): a map
+ * lookup once per verdict cache fill, nothing for the pair's later connections on this CPU. */
+static __always_inline void cw_record_admission(const struct cw_endpoint_val *ep, __u8 dir, const struct cw_pkt *p, __u32 epoch, struct cw_verdict *v)
+{
+	struct cw_vcache_entry *e = v->entry;
+	if (e && e->admitted)
+		return;
+	struct cw_admit_key k = {};
+	cw_admit_key_of(&k, ep, dir, p);
+	struct cw_admit_val *old = bpf_map_lookup_elem(&cw_admitted, &k);
+	if (old) {
+		old->epoch = epoch;
+	} else {
+		struct cw_admit_val nv = {.epoch = epoch};
+		bpf_map_update_elem(&cw_admitted, &k, &nv, BPF_NOEXIST);
+	}
+	if (e)
+		e->admitted = 1;
+}
+
+/* Whether `dir` ever admitted a connection of the packet's pair (and the record survives). */
+static __always_inline int cw_was_admitted(const struct cw_endpoint_val *ep, __u8 dir, const struct cw_pkt *p)
+{
+	struct cw_admit_key k = {};
+	cw_admit_key_of(&k, ep, dir, p);
+	return bpf_map_lookup_elem(&cw_admitted, &k) != 0;
 }
 
 #endif

@@ -102,6 +102,24 @@ pub struct CtVal {
     pub pad: u32,
 }
 
+/// A pair admitted without a conntrack entry (bpf/abi.h, `cw_admitted`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AdmitKey {
+    pub addr: [u8; 16],
+    pub ep_id: u32,
+    pub dport: u16,
+    pub proto: u8,
+    pub dir: u8,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AdmitVal {
+    pub epoch: u32,
+    pub pad: u32,
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Event {
@@ -129,6 +147,8 @@ unsafe impl aya::Pod for PolicyKeyData {}
 unsafe impl aya::Pod for PolicyVal {}
 unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for CtVal {}
+unsafe impl aya::Pod for AdmitKey {}
+unsafe impl aya::Pod for AdmitVal {}
 unsafe impl aya::Pod for Event {}
 
 // The LPM keys are `{prefixlen: u32, data}`: the data offsets are the C offsets minus 4.
@@ -160,6 +180,11 @@ const _: () = {
     assert!(offset_of!(CtVal, epoch) == c::OFF_cw_ct_val_epoch);
     assert!(offset_of!(CtVal, rule) == c::OFF_cw_ct_val_rule);
     assert!(offset_of!(CtVal, flags) == c::OFF_cw_ct_val_flags);
+    assert!(size_of::<AdmitKey>() == c::SIZE_cw_admit_key);
+    assert!(offset_of!(AdmitKey, ep_id) == c::OFF_cw_admit_key_ep_id);
+    assert!(offset_of!(AdmitKey, dport) == c::OFF_cw_admit_key_dport);
+    assert!(offset_of!(AdmitKey, dir) == c::OFF_cw_admit_key_dir);
+    assert!(size_of::<AdmitVal>() == c::SIZE_cw_admit_val);
     // Kernel only, no mirror: checked to stay one cache line (the point of its layout).
     assert!(c::SIZE_cw_vcache_entry == 64);
     assert!(c::SIZE_cw_epcache_entry == 64);

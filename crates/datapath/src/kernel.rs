@@ -493,6 +493,19 @@ impl KernelDatapath {
         Ok(keys.len())
     }
 
+    /// Empties the admitted-pairs map (`cw_admitted`); returns how many pairs it held. For
+    /// tests, like `clear_conntrack`.
+    pub fn clear_admitted(&mut self) -> Result<usize, DatapathError> {
+        let mut m: BpfHashMap<&mut MapData, AdmitKey, AdmitVal> =
+            BpfHashMap::try_from(self.map_mut("cw_admitted")?)
+                .map_err(|e| err("cw_admitted", e))?;
+        let keys: Vec<AdmitKey> = m.keys().filter_map(Result::ok).collect();
+        for k in &keys {
+            let _ = m.remove(k);
+        }
+        Ok(keys.len())
+    }
+
     /// Runs a program on one packet with BPF_PROG_TEST_RUN (no interface needed) and returns
     /// the tc verdict (`TC_ACT_OK` = 0, `TC_ACT_SHOT` = 2).
     pub fn test_run(&mut self, hook: Hook, packet: &[u8]) -> Result<i32, DatapathError> {

@@ -206,13 +206,26 @@ fn kernel_verdicts_equal_evaluate() {
 }
 
 /// Replies of an allowed connection pass; a policy change revokes an established connection on
-/// its next packet.
+/// its next packet. Both ways a connection is remembered: b policing only its ingress (the pair
+/// is recorded, no conntrack entry) and b policing both directions (a conntrack entry, which
+/// its replies need).
 #[test]
 #[ignore = "root tier: needs BPF"]
 fn conntrack_replies_and_revocation() {
     require_root();
-    let pins = Pins::new("ct");
+    for both in [false, true] {
+        revocation_case(both);
+    }
+}
+
+fn revocation_case(both: bool) {
+    let pins = Pins::new(if both { "ct2" } else { "ct" });
     let mut dp = KernelDatapath::open(&pins.0).expect("open datapath");
+    let types = if both {
+        "[Ingress, Egress]"
+    } else {
+        "[Ingress]"
+    };
     let yaml = |allow: bool| {
         format!(
             r#"
@@ -233,9 +246,10 @@ kind: NetworkPolicy
 metadata: {{name: b-in, namespace: x}}
 spec:
   podSelector: {{matchLabels: {{app: b}}}}
-  policyTypes: [Ingress]
+  policyTypes: {}
   ingress: [{}]
 "#,
+            types,
             if allow {
                 "{from: [{podSelector: {matchLabels: {app: a}}}]}"
             } else {
@@ -258,12 +272,37 @@ spec:
         TC_ACT_OK,
         "b admits a"
     );
-    let reply = packet(b, a, Protocol::Tcp, 80, 40000);
+    let (ct, pairs) = (dp.clear_conntrack().unwrap(), dp.clear_admitted().unwrap());
+    if both {
+        assert_eq!((ct, pairs), (1, 0), "tracked: b's replies need the entry");
+    } else {
+        assert_eq!(
+            (ct, pairs),
+            (0, 1),
+            "b's replies cross an unpoliced direction"
+        );
+    }
+    // Again, after clearing: the verdict cache remembers the pair was recorded, so record it
+    // again by opening the connection on a fresh epoch (a no-op apply bumps it).
+    apply(&mut dp, true);
+    assert_eq!(dp.test_run(Hook::ToPod, &syn).unwrap(), TC_ACT_OK);
+    let reply = packet_flags(b, a, Protocol::Tcp, 80, 40000, 0x12);
     assert_eq!(
         dp.test_run(Hook::FromPod, &reply).unwrap(),
         TC_ACT_OK,
-        "b's reply leaves (b's egress not isolated)"
+        "b's reply leaves"
     );
+    if !both {
+        // A segment of the untracked connection after a policy change (the verdict cache no
+        // longer holds the pair) passes on a fresh decision, and is neither tracked nor
+        // counted again as a new connection.
+        let allowed = dp.counters().unwrap().allowed;
+        apply(&mut dp, true);
+        let ack = packet_flags(a, b, Protocol::Tcp, 40000, 80, 0x10);
+        assert_eq!(dp.test_run(Hook::ToPod, &ack).unwrap(), TC_ACT_OK);
+        assert_eq!(dp.counters().unwrap().allowed, allowed);
+        assert_eq!(dp.clear_conntrack().unwrap(), 0);
+    }
     // A connection b never admitted: b -> a on a fresh port, arriving at b as ingress "reply"? No:
     // an unrelated packet from a to b on another port is a new flow and is checked.
     let other = packet(a, b, Protocol::Tcp, 40001, 80);
@@ -295,6 +334,10 @@ spec:
     );
     let c = dp.counters().unwrap();
     assert_eq!(c.revoked, 1, "{c:?}");
+    if !both {
+        // Revoked, the connection is tracked from then on (its later segments stop there).
+        assert_eq!(dp.clear_conntrack().unwrap(), 1);
+    }
     assert_eq!(
         dp.test_run(Hook::ToPod, &packet(a, b, Protocol::Tcp, 40002, 80))
             .unwrap(),
@@ -337,8 +380,17 @@ fn unpoliced_connections_are_reported_not_tracked() {
     );
     let evs = dp.drain_events(10).unwrap();
     assert_eq!(evs.len(), 1, "but reported: {evs:?}");
+    dp.clear_admitted().unwrap();
     assert_eq!(dp.test_run(Hook::ToPod, &syn).unwrap(), TC_ACT_OK);
-    assert_eq!(dp.clear_conntrack().unwrap(), 1, "b's admission is tracked");
+    // b polices only its ingress: its replies need no conntrack entry, and the admission is
+    // recorded per pair (what revokes the connection later), not per connection.
+    assert_eq!(
+        dp.clear_conntrack().unwrap(),
+        0,
+        "b's admission is not tracked"
+    );
+    assert_eq!(dp.clear_admitted().unwrap(), 1, "but its pair is recorded");
+    assert_eq!(dp.test_run(Hook::ToPod, &syn).unwrap(), TC_ACT_OK);
     // Policy now isolates a's ingress (admitting 192.0.2.0/24 only, not b).
     apply_yaml(
         &mut dp,
