@@ -6,14 +6,13 @@
 /* The endpoint at `addr`, seen on interface `ifindex` under `epoch` (read before this call), or
  * 0 when the address is no local endpoint. The pointer is to this CPU's cached copy (or the map
  * value if the cache is unavailable): read it, never write it. */
-static __always_inline const struct cw_endpoint_val *cw_endpoint(__u32 ifindex, const __u8 *addr, __u32 epoch)
+static __always_inline const struct cw_endpoint_val *cw_endpoint(__u32 ifindex, const __u64 *addr, __u32 epoch)
 {
 	__u32 idx = ifindex & (CW_EPCACHE_SIZE - 1);
 	struct cw_epcache_entry *e = bpf_map_lookup_elem(&cw_epcache, &idx);
-	const __u64 *y = (const __u64 *)addr;
 	if (e) {
 		const __u64 *x = (const __u64 *)e->addr;
-		if (e->valid && e->epoch == epoch && e->ifindex == ifindex && x[0] == y[0] && x[1] == y[1])
+		if (e->valid && e->epoch == epoch && e->ifindex == ifindex && x[0] == addr[0] && x[1] == addr[1])
 			return &e->ep;
 	}
 	struct cw_endpoint_key k;

@@ -7,21 +7,27 @@
 #define IPPROTO_SCTP 132
 #endif
 
+/* Addresses are 16 bytes (IPv4 v4-mapped) held as two words: written and read whole, they stay
+ * two registers; as bytes, clang split them into pieces that every use put back together with
+ * shifts (a third of the program's instructions). */
 struct cw_pkt {
-	__u8 saddr[16] __attribute__((aligned(8))); /* read as words by the verdict cache */
-	__u8 daddr[16];
+	__u64 saddr[2];
+	__u64 daddr[2];
 	__u16 sport; /* network order; 0 when the protocol has no ports */
 	__u16 dport;
 	__u8 proto;
 	__u8 tcp_flags;
 };
 
-static __always_inline void cw_v4_mapped(__u8 *out, __u32 addr)
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "cw_v4_mapped assumes a little-endian target (bpfel)"
+#endif
+
+/* ::ffff:a.b.c.d from the address as loaded from the header (network order in memory). */
+static __always_inline void cw_v4_mapped(__u64 *out, __u32 addr)
 {
-	__builtin_memset(out, 0, 10);
-	out[10] = 0xff;
-	out[11] = 0xff;
-	__builtin_memcpy(out + 12, &addr, 4);
+	out[0] = 0;
+	out[1] = 0xffff0000ULL | ((__u64)addr << 32);
 }
 
 #define CW_TCP_SYN 0x02

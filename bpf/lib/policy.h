@@ -13,7 +13,7 @@ struct cw_verdict {
 	struct cw_vcache_entry *entry;
 };
 
-static __always_inline __u32 cw_identity(__u32 slot, const __u8 *addr)
+static __always_inline __u32 cw_identity(__u32 slot, const __u64 *addr)
 {
 	struct cw_ipcache_key k = {};
 	k.prefixlen = 32 + 128;
@@ -64,21 +64,20 @@ static __always_inline struct cw_verdict cw_decide(__u32 slot, const struct cw_e
 }
 
 /* Index into the verdict cache: a multiplicative mix of the key's words (no loop, no helper). */
-static __always_inline __u32 cw_vcache_index(__u32 ep_id, const __u8 *addr, __u16 dport, __u8 proto, __u8 dir)
+static __always_inline __u32 cw_vcache_index(__u32 ep_id, const __u64 *addr, __u16 dport, __u8 proto, __u8 dir)
 {
-	const __u32 *a = (const __u32 *)addr;
 	__u32 h = ep_id * 0x9e3779b1u;
-	h = (h ^ a[0]) * 0x85ebca6bu;
-	h = (h ^ a[1]) * 0xc2b2ae35u;
-	h = (h ^ a[2]) * 0x85ebca6bu;
-	h = (h ^ a[3]) * 0xc2b2ae35u;
+	h = (h ^ (__u32)addr[0]) * 0x85ebca6bu;
+	h = (h ^ (__u32)(addr[0] >> 32)) * 0xc2b2ae35u;
+	h = (h ^ (__u32)addr[1]) * 0x85ebca6bu;
+	h = (h ^ (__u32)(addr[1] >> 32)) * 0xc2b2ae35u;
 	h = (h ^ ((__u32)dport << 16 | (__u32)proto << 8 | dir)) * 0x9e3779b1u;
 	return (h ^ (h >> 16)) & (CW_VCACHE_SIZE - 1);
 }
 
-static __always_inline int cw_vcache_match(const struct cw_vcache_entry *e, __u32 epoch, __u32 ep_id, const __u8 *addr, __u16 dport, __u8 proto, __u8 dir)
+static __always_inline int cw_vcache_match(const struct cw_vcache_entry *e, __u32 epoch, __u32 ep_id, const __u64 *y, __u16 dport, __u8 proto, __u8 dir)
 {
-	const __u64 *x = (const __u64 *)e->addr, *y = (const __u64 *)addr;
+	const __u64 *x = (const __u64 *)e->addr;
 	return e->valid && e->epoch == epoch && e->ep_id == ep_id && e->dport == dport &&
 	       e->proto == proto && e->dir == dir && x[0] == y[0] && x[1] == y[1];
 }
@@ -88,7 +87,7 @@ static __always_inline int cw_vcache_match(const struct cw_vcache_entry *e, __u3
  * conntrack is the better first question. Returns 1 with `out` filled when answered. */
 static __always_inline int cw_decide_cached(__u32 slot, __u32 epoch, const struct cw_endpoint_val *ep, __u8 dir, const struct cw_pkt *p, int peek, struct cw_verdict *out)
 {
-	const __u8 *addr = dir == CW_DIR_EGRESS ? p->daddr : p->saddr;
+	const __u64 *addr = dir == CW_DIR_EGRESS ? p->daddr : p->saddr;
 	__u32 idx = cw_vcache_index(ep->ep_id, addr, p->dport, p->proto, dir);
 	struct cw_vcache_entry *e = bpf_map_lookup_elem(&cw_vcache, &idx);
 	if (e && cw_vcache_match(e, epoch, ep->ep_id, addr, p->dport, p->proto, dir)) {
