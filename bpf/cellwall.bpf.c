@@ -372,14 +372,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * that spares the SYN's write to a cold conntrack bucket, the largest cost per connection
 	 * (docs/benchmarks.md). A later segment of such a connection lands here when this CPU's
 	 * cache does not hold the pair (a new epoch, another CPU): it passes, and is not reported
-	 * again as a new connection. Its pair is recorded too, which also makes a connection
-	 * opened before the endpoint was tracked revocable from now on. */
+	 * again as a new connection. Only a SYN records the pair: a segment admitted here may
+	 * also be a reply of a connection the endpoint opened before it was tracked, and
+	 * recording its pair would have that connection cut as revoked when this direction stops
+	 * admitting the peer (its replies must pass: the endpoint opened it). */
 	if (p.proto == IPPROTO_TCP && !(ep->flags[slot] & (mask ^ (CW_EP_HAS_INGRESS_POLICY | CW_EP_HAS_EGRESS_POLICY)))) {
-		cw_record_admission(ep, dir, &p, epoch, &v);
 		if (!syn) {
 			count(CW_CNT_CT_HIT);
 			return TC_ACT_OK;
 		}
+		cw_record_admission(ep, dir, &p, epoch, &v);
 	} else {
 		/* Reopen: a SYN on a reused tuple (never looked up above), or a flow that raced in. */
 		ct_open(&fwd, epoch, v.rule, 1);

@@ -355,7 +355,8 @@ spec:
 
 /// A TCP connection between directions no policy polices is reported but not tracked (no
 /// conntrack write), and when policy later isolates the opener's ingress the connection's
-/// replies still pass; a new connection into it does not.
+/// replies still pass, also after that policy stops admitting the peer; a new connection into
+/// it does not.
 #[test]
 #[ignore = "root tier: needs BPF"]
 fn unpoliced_connections_are_reported_not_tracked() {
@@ -391,7 +392,14 @@ fn unpoliced_connections_are_reported_not_tracked() {
     );
     assert_eq!(dp.clear_admitted().unwrap(), 1, "but its pair is recorded");
     assert_eq!(dp.test_run(Hook::ToPod, &syn).unwrap(), TC_ACT_OK);
-    // Policy now isolates a's ingress (admitting 192.0.2.0/24 only, not b).
+    // Policy isolates a's ingress, first admitting b: the reply of a's (untracked) connection
+    // passes on that admission. It must not count as an admission of b into a's port 40000,
+    // or the connection would be cut as revoked below.
+    apply_yaml(&mut dp, &format!("{pods}{}{}", isolate("b"), isolate("a")));
+    let ack = packet_flags(b, a, Protocol::Tcp, 80, 40000, 0x10);
+    assert_eq!(dp.test_run(Hook::ToPod, &ack).unwrap(), TC_ACT_OK);
+    assert_eq!(dp.clear_admitted().unwrap(), 0, "a reply is no admission");
+    // Then admitting 192.0.2.0/24 only, not b.
     apply_yaml(
         &mut dp,
         &format!(
@@ -405,6 +413,11 @@ fn unpoliced_connections_are_reported_not_tracked() {
         dp.test_run(Hook::ToPod, &syn_ack).unwrap(),
         TC_ACT_OK,
         "the reply of a's connection passes"
+    );
+    assert_eq!(
+        dp.test_run(Hook::ToPod, &ack).unwrap(),
+        TC_ACT_OK,
+        "and keeps passing"
     );
     assert_eq!(
         dp.test_run(Hook::ToPod, &packet(b, a, Protocol::Tcp, 80, 40000))
