@@ -480,8 +480,9 @@ fn per_packet_cost_is_flat_in_rules() {
                 200_000,
             )
             .unwrap();
-        // A SYN on the tuple of an earlier connection (a busy client's ports cycle): its
-        // conntrack entry is reset in place.
+        // A SYN on the tuple of an earlier connection (a busy client's ports cycle). The
+        // server polices only its ingress, so the connection gets no conntrack entry (its pair
+        // is recorded once): a verdict-cache hit.
         let (reopen_r, reopen) = dp
             .test_run_repeat(
                 Hook::ToPod,
@@ -490,7 +491,7 @@ fn per_packet_cost_is_flat_in_rules() {
             )
             .unwrap();
         assert_eq!(reopen_r, TC_ACT_OK);
-        eprintln!("{rules:>6} rules: denied SYN {denied} ns, allowed SYN reopening a tuple {reopen} ns, established {established} ns, unpoliced endpoint {unpoliced} ns (decisions from the verdict cache: one packet repeated)");
+        eprintln!("{rules:>6} rules: denied SYN {denied} ns, allowed SYN (pair recorded, no conntrack write) {reopen} ns, established {established} ns, unpoliced endpoint {unpoliced} ns (decisions from the verdict cache: one packet repeated)");
         rows.push((denied, established));
     }
     // Established packets never look at policy: flat. A new flow's lookups walk LPM tries whose
