@@ -13,6 +13,8 @@
 //!   cellwall     — Cellwall enforcing a NetworkPolicy of N rules (N-1 decoy ipBlock /32s and
 //!                  the client: N ipcache entries and policy rows), visibility off
 //!   cellwall-vis — the same with flow visibility on (an event per new flow, per-rule counters)
+//!   cellwall-both — (only with --configs) cellwall with the server isolated on egress too (replies
+//!                  only), so every connection is tracked in conntrack for its replies
 //! With N = 0 nothing is enforced: netfilter keeps its conntrack rule (and the set lookup) with
 //! a default accept; Cellwall has no policy (visibility off: nothing attached; on: the programs
 //! record every flow). Netfilter state lives in the lab's node namespace and goes with it.
@@ -73,6 +75,10 @@ enum Kind {
     /// change, side by side (only with `--configs`); CELLWALL_CONNRATE_B_VISIBILITY=on
     /// compares against `cellwall-vis`.
     CellwallB,
+    /// `cellwall` with the server policed on egress too (no egress rule: replies only), so
+    /// every connection is tracked in conntrack, which its replies need (only with
+    /// `--configs`). The default configuration polices ingress only, the common shape.
+    CellwallBoth,
 }
 
 impl Kind {
@@ -93,6 +99,7 @@ impl Kind {
             Kind::Cellwall => "cellwall",
             Kind::CellwallVis => "cellwall-vis",
             Kind::CellwallB => "cellwall-b",
+            Kind::CellwallBoth => "cellwall-both",
         }
     }
 }
@@ -161,10 +168,10 @@ fn parse_args() -> Args {
             .map(|s| {
                 *Kind::FILTERS
                     .iter()
-                    .chain(&[Kind::CellwallB])
+                    .chain(&[Kind::CellwallB, Kind::CellwallBoth])
                     .find(|k| k.label() == s.trim())
                     .unwrap_or_else(|| {
-                        panic!("--configs: unknown configuration {s:?} (iptables, ipset, nftables, cellwall, cellwall-vis, cellwall-b)")
+                        panic!("--configs: unknown configuration {s:?} (iptables, ipset, nftables, cellwall, cellwall-vis, cellwall-b, cellwall-both)")
                     })
             })
             .collect()
@@ -184,12 +191,17 @@ fn decoy(i: usize) -> String {
     format!("198.18.{}.{}/32", i / 250, i % 250)
 }
 
-fn manifests(net: u8, rules: usize) -> String {
+/// `both`: the server's policy also isolates its egress (no egress rule: replies only).
+fn manifests(net: u8, rules: usize, both: bool) -> String {
     let mut s = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: b}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: b, labels: {{app: client}}}}\nspec: {{containers: [{{ports: [{{containerPort: 9}}]}}]}}\nstatus: {{podIP: 10.81.{net}.1}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: server, namespace: b, labels: {{app: server}}}}\nspec: {{containers: [{{ports: [{{containerPort: 80}}]}}]}}\nstatus: {{podIP: 10.81.{net}.2}}\n"
     );
     if rules > 0 {
-        s.push_str("---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: server-in, namespace: b}\nspec:\n  podSelector: {matchLabels: {app: server}}\n  ingress:\n");
+        s.push_str("---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: server-in, namespace: b}\nspec:\n  podSelector: {matchLabels: {app: server}}\n");
+        if both {
+            s.push_str("  policyTypes: [Ingress, Egress]\n");
+        }
+        s.push_str("  ingress:\n");
         for i in 0..rules - 1 {
             s.push_str(&format!(
                 "  - from: [{{ipBlock: {{cidr: {}}}}}]\n    ports: [{{port: {PORT}}}]\n",
@@ -325,13 +337,16 @@ fn serve(ns: String, mode: Arc<AtomicU8>, ready: mpsc::Sender<Result<(), String>
 /// Brings up one lab, applies its filter and starts its server.
 fn lab_up(kind: Kind, n: usize, net: u8, dir: &Path, guard: &mut Cleanup) -> Lab {
     let name = format!("cr{net}p{}", std::process::id());
-    let rules = if matches!(kind, Kind::Cellwall | Kind::CellwallVis | Kind::CellwallB) {
+    let rules = if matches!(
+        kind,
+        Kind::Cellwall | Kind::CellwallVis | Kind::CellwallB | Kind::CellwallBoth
+    ) {
         n
     } else {
         0
     };
     let (dp, vis) = match kind {
-        Kind::Cellwall => ("ebpf", "off"),
+        Kind::Cellwall | Kind::CellwallBoth => ("ebpf", "off"),
         Kind::CellwallB => match std::env::var("CELLWALL_CONNRATE_B_VISIBILITY").as_deref() {
             Ok("on") => ("ebpf", "on"),
             _ => ("ebpf", "off"),
@@ -340,7 +355,7 @@ fn lab_up(kind: Kind, n: usize, net: u8, dir: &Path, guard: &mut Cleanup) -> Lab
         _ => ("none", "off"),
     };
     let f = dir.join(format!("{name}.yaml"));
-    std::fs::write(&f, manifests(net, rules)).unwrap();
+    std::fs::write(&f, manifests(net, rules, kind == Kind::CellwallBoth)).unwrap();
     let t = Instant::now();
     // Registered first: a lab that fails half-way is taken down too (`down` works by name).
     guard.0.push(name.clone());
