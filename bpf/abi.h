@@ -120,7 +120,7 @@ struct cw_admit_key {
 };
 
 struct cw_admit_val {
-	__u32 epoch; /* the last epoch a connection of the pair was admitted under */
+	__u32 epoch; /* the epoch the pair was first recorded under (for inspection only) */
 	__u32 pad;
 };
 

@@ -156,13 +156,26 @@ static __always_inline void emit(const struct cw_pkt *p, __u8 dir, __u8 kind, __
 		count(CW_CNT_EVENTS_LOST);
 }
 
-/* Records a connection opened under `epoch` (decided by `rule`). An entry already under this
+/* The conntrack key of `p` seen at endpoint `ep_id` in direction `dir`. */
+static __always_inline void ct_key(struct cw_ct_key *k, const struct cw_pkt *p, __u32 ep_id, __u8 dir)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	__builtin_memcpy(k->saddr, p->saddr, 16);
+	__builtin_memcpy(k->daddr, p->daddr, 16);
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	k->ep_id = ep_id;
+	k->dir = dir;
+}
+
+/* Records a connection opened under `epoch` (decided by `rule`), with `flags` (CW_CT_*). An entry already under this
  * tuple (its ports reused: a busy client cycles through its ephemeral ports in seconds, well
  * within the LRU's memory) is reset in place: an LRU insert that replaces an element pops a free
  * node and pushes the old one back, about half of the program's cost per connection
  * (docs/benchmarks.md). With `reopen` = 0 (tracking a flow that is not a new connection) an
  * existing entry is left as it is. Returns 1 when the flow is new or reopened. */
-static __always_inline int ct_open(struct cw_ct_key *k, __u32 epoch, __u32 rule, int reopen)
+static __always_inline int ct_open(struct cw_ct_key *k, __u32 epoch, __u32 rule, int reopen, __u32 flags)
 {
 	struct cw_ct_val *old = bpf_map_lookup_elem(&cw_conntrack, k);
 	if (old && !reopen)
@@ -171,7 +184,7 @@ static __always_inline int ct_open(struct cw_ct_key *k, __u32 epoch, __u32 rule,
 	if (old) {
 		/* Flags before epoch: a concurrent reader that sees the new epoch sees no stale
 		 * revocation mark. */
-		old->flags = 0;
+		old->flags = flags;
 		old->rule = rule;
 		old->packets = 1;
 		old->created_ns = now;
@@ -183,6 +196,7 @@ static __always_inline int ct_open(struct cw_ct_key *k, __u32 epoch, __u32 rule,
 	nv.packets = 1;
 	nv.epoch = epoch;
 	nv.rule = rule;
+	nv.flags = flags;
 	/* NOEXIST: when two CPUs race to open the same tuple, one entry wins and one event. */
 	return bpf_map_update_elem(&cw_conntrack, k, &nv, BPF_NOEXIST) == 0;
 }
@@ -240,14 +254,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	}
 
-	struct cw_ct_key fwd = {}, rev = {};
-	__builtin_memcpy(fwd.saddr, p.saddr, 16);
-	__builtin_memcpy(fwd.daddr, p.daddr, 16);
-	fwd.sport = p.sport;
-	fwd.dport = p.dport;
-	fwd.proto = p.proto;
-	fwd.ep_id = ep->ep_id;
-	fwd.dir = dir;
+	/* Whether the opposite direction is policed: its replies need a conntrack entry then. */
+	int opposite = ep->flags[slot] & (mask ^ (CW_EP_HAS_INGRESS_POLICY | CW_EP_HAS_EGRESS_POLICY));
+	/* Conntrack keys are built where they are used: a SYN admitted without an entry (the
+	 * most common new connection) builds none. */
+	struct cw_ct_key fwd, rev;
+	struct cw_pkt rp; /* p reversed, where a reverse key is built */
 
 	if (!policed) {
 		/* Nothing to enforce in this direction: every packet passes. Only flows it opens are
@@ -256,7 +268,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		 * but not tracked: its replies pass an unpoliced direction, and if policy arrives
 		 * there later they pass as segments of a connection that direction's opposite
 		 * admits (below). Saves a conntrack write per connection of every unpoliced pod. */
-		if (syn && !(ep->flags[slot] & (mask ^ (CW_EP_HAS_INGRESS_POLICY | CW_EP_HAS_EGRESS_POLICY)))) {
+		if (syn && !opposite) {
 			count(CW_CNT_ALLOWED);
 			if (visible)
 				emit(&p, dir, CW_EV_ALLOW, ep->ep_id, 0, 0);
@@ -264,7 +276,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		}
 		/* A SYN is a new connection even on a reused tuple (reported again); other packets
 		 * of a known flow only pass. */
-		if (ct_open(&fwd, epoch, 0, syn)) {
+		ct_key(&fwd, &p, ep->ep_id, dir);
+		if (ct_open(&fwd, epoch, 0, syn, 0)) {
 			count(CW_CNT_ALLOWED);
 			if (visible)
 				emit(&p, dir, CW_EV_ALLOW, ep->ep_id, 0, 0);
@@ -274,18 +287,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	/* Established or related (reply) traffic. A TCP SYN opens a new connection by definition:
 	 * it is always decided afresh (also when it reuses the tuple of an old one). */
-	struct cw_ct_val *ct = syn ? 0 : bpf_map_lookup_elem(&cw_conntrack, &fwd);
+	struct cw_ct_val *ct = 0;
 	struct cw_ct_key *orig = &fwd;
-	if (!ct && !syn) {
-		__builtin_memcpy(rev.saddr, p.daddr, 16);
-		__builtin_memcpy(rev.daddr, p.saddr, 16);
-		rev.sport = p.dport;
-		rev.dport = p.sport;
-		rev.proto = p.proto;
-		rev.ep_id = ep->ep_id;
-		rev.dir = dir ^ 1;
-		ct = bpf_map_lookup_elem(&cw_conntrack, &rev);
-		orig = &rev;
+	if (!syn) {
+		ct_key(&fwd, &p, ep->ep_id, dir);
+		ct = bpf_map_lookup_elem(&cw_conntrack, &fwd);
+		if (!ct) {
+			cw_reverse(&rp, &p);
+			ct_key(&rev, &rp, ep->ep_id, dir ^ 1);
+			ct = bpf_map_lookup_elem(&cw_conntrack, &rev);
+			orig = &rev;
+		}
 	}
 	if (ct) {
 		if (ct->epoch == epoch) {
@@ -301,15 +313,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				cw_decide_cached(slot, epoch, ep, dir, &p, 0, &v);
 			return TC_ACT_OK;
 		}
-		/* Policy changed since this connection was admitted: decide it again. */
-		struct cw_pkt op = p;
-		if (orig == &rev) {
-			__builtin_memcpy(op.saddr, p.daddr, 16);
-			__builtin_memcpy(op.daddr, p.saddr, 16);
-			op.sport = p.dport;
-			op.dport = p.sport;
-		}
-		cw_decide_cached(slot, epoch, ep, orig->dir, &op, 0, &v);
+		/* Policy changed since this connection was admitted: decide it again, as its opener
+		 * sent it. */
+		const struct cw_pkt *op = orig == &rev ? &rp : &p;
+		cw_decide_cached(slot, epoch, ep, orig->dir, op, 0, &v);
 		ct->epoch = epoch;
 		ct->rule = v.rule;
 		if (!v.allow) {
@@ -319,7 +326,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				ct->flags |= CW_CT_REVOKED;
 				count(CW_CNT_REVOKED);
 				if (visible)
-					emit(&op, orig->dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
+					emit(op, orig->dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
 			}
 			return TC_ACT_SHOT;
 		}
@@ -338,23 +345,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		 * here, so its next segments stop at conntrack and it is reported once. */
 		if (p.proto == IPPROTO_TCP && !syn) {
 			if (cw_was_admitted(ep, dir, &p)) {
-				struct cw_ct_val rv = {};
-				rv.created_ns = bpf_ktime_get_ns();
-				rv.epoch = epoch;
-				rv.rule = v.rule;
-				rv.flags = CW_CT_REVOKED;
-				if (bpf_map_update_elem(&cw_conntrack, &fwd, &rv, BPF_NOEXIST) == 0) {
+				if (ct_open(&fwd, epoch, v.rule, 0, CW_CT_REVOKED)) {
 					count(CW_CNT_REVOKED);
 					if (visible)
 						emit(&p, dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
 				}
 				return TC_ACT_SHOT;
 			}
-			struct cw_pkt rp = p;
-			__builtin_memcpy(rp.saddr, p.daddr, 16);
-			__builtin_memcpy(rp.daddr, p.saddr, 16);
-			rp.sport = p.dport;
-			rp.dport = p.sport;
+			/* rp: reversed above, looking up the reverse conntrack key. */
 			struct cw_verdict r;
 			cw_decide_cached(slot, epoch, ep, dir ^ 1, &rp, 0, &r);
 			if (r.allow)
@@ -376,7 +374,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * also be a reply of a connection the endpoint opened before it was tracked, and
 	 * recording its pair would have that connection cut as revoked when this direction stops
 	 * admitting the peer (its replies must pass: the endpoint opened it). */
-	if (p.proto == IPPROTO_TCP && !(ep->flags[slot] & (mask ^ (CW_EP_HAS_INGRESS_POLICY | CW_EP_HAS_EGRESS_POLICY)))) {
+	if (p.proto == IPPROTO_TCP && !opposite) {
 		if (!syn) {
 			count(CW_CNT_CT_HIT);
 			return TC_ACT_OK;
@@ -384,7 +382,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		cw_record_admission(ep, dir, &p, epoch, &v);
 	} else {
 		/* Reopen: a SYN on a reused tuple (never looked up above), or a flow that raced in. */
-		ct_open(&fwd, epoch, v.rule, 1);
+		if (syn)
+			ct_key(&fwd, &p, ep->ep_id, dir);
+		ct_open(&fwd, epoch, v.rule, 1, 0);
 	}
 	count(CW_CNT_ALLOWED);
 	hit(v.rule);

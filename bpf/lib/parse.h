@@ -30,6 +30,24 @@ static __always_inline void cw_v4_mapped(__u64 *out, __u32 addr)
 	out[1] = 0xffff0000ULL | ((__u64)addr << 32);
 }
 
+/* `p` as its connection's other direction carries it: addresses and ports swapped. */
+static __always_inline void cw_reverse(struct cw_pkt *out, const struct cw_pkt *p)
+{
+	*out = *p;
+	out->saddr[0] = p->daddr[0];
+	out->saddr[1] = p->daddr[1];
+	out->daddr[0] = p->saddr[0];
+	out->daddr[1] = p->saddr[1];
+	out->sport = p->dport;
+	out->dport = p->sport;
+}
+
+/* The peer's address: the destination of what an endpoint sends, the source of what it gets. */
+static __always_inline const __u64 *cw_peer_addr(const struct cw_pkt *p, __u8 dir)
+{
+	return dir == CW_DIR_EGRESS ? p->daddr : p->saddr;
+}
+
 #define CW_TCP_SYN 0x02
 #define CW_TCP_ACK 0x10
 

@@ -29,7 +29,7 @@ static __always_inline struct cw_verdict cw_decide(__u32 slot, const struct cw_e
 	__u32 has = ep->flags[slot & 1] & (dir == CW_DIR_EGRESS ? CW_EP_HAS_EGRESS_POLICY : CW_EP_HAS_INGRESS_POLICY);
 	if (!has)
 		return out; /* no policy selects this endpoint in this direction */
-	out.peer = cw_identity(slot, dir == CW_DIR_EGRESS ? p->daddr : p->saddr);
+	out.peer = cw_identity(slot, cw_peer_addr(p, dir));
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_SCTP) {
 		/* Policy speaks TCP, UDP and SCTP; other protocols to a policed endpoint are dropped. */
 		out.allow = 0;
@@ -87,7 +87,7 @@ static __always_inline int cw_vcache_match(const struct cw_vcache_entry *e, __u3
  * conntrack is the better first question. Returns 1 with `out` filled when answered. */
 static __always_inline int cw_decide_cached(__u32 slot, __u32 epoch, const struct cw_endpoint_val *ep, __u8 dir, const struct cw_pkt *p, int peek, struct cw_verdict *out)
 {
-	const __u64 *addr = dir == CW_DIR_EGRESS ? p->daddr : p->saddr;
+	const __u64 *addr = cw_peer_addr(p, dir);
 	__u32 idx = cw_vcache_index(ep->ep_id, addr, p->dport, p->proto, dir);
 	struct cw_vcache_entry *e = bpf_map_lookup_elem(&cw_vcache, &idx);
 	if (e && cw_vcache_match(e, epoch, ep->ep_id, addr, p->dport, p->proto, dir)) {
@@ -124,7 +124,7 @@ static __always_inline int cw_decide_cached(__u32 slot, __u32 epoch, const struc
 
 static __always_inline void cw_admit_key_of(struct cw_admit_key *k, const struct cw_endpoint_val *ep, __u8 dir, const struct cw_pkt *p)
 {
-	__builtin_memcpy(k->addr, dir == CW_DIR_EGRESS ? p->daddr : p->saddr, 16);
+	__builtin_memcpy(k->addr, cw_peer_addr(p, dir), 16);
 	k->ep_id = ep->ep_id;
 	k->dport = p->dport;
 	k->proto = p->proto;
@@ -140,10 +140,9 @@ static __always_inline void cw_record_admission(const struct cw_endpoint_val *ep
 		return;
 	struct cw_admit_key k = {};
 	cw_admit_key_of(&k, ep, dir, p);
-	struct cw_admit_val *old = bpf_map_lookup_elem(&cw_admitted, &k);
-	if (old) {
-		old->epoch = epoch;
-	} else {
+	/* A lookup first: an LRU insert pops a free node even when the key exists. A hit also
+	 * marks the record recently used. */
+	if (!bpf_map_lookup_elem(&cw_admitted, &k)) {
 		struct cw_admit_val nv = {.epoch = epoch};
 		bpf_map_update_elem(&cw_admitted, &k, &nv, BPF_NOEXIST);
 	}
