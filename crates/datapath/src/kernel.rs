@@ -483,23 +483,23 @@ impl KernelDatapath {
 
     /// Forgets every tracked connection (tests; after a full policy reload).
     pub fn clear_conntrack(&mut self) -> Result<usize, DatapathError> {
-        let mut ct: BpfHashMap<&mut MapData, CtKey, CtVal> =
-            BpfHashMap::try_from(self.map_mut("cw_conntrack")?)
-                .map_err(|e| err("cw_conntrack", e))?;
-        let keys: Vec<CtKey> = ct.keys().filter_map(Result::ok).collect();
-        for k in &keys {
-            let _ = ct.remove(k);
-        }
-        Ok(keys.len())
+        self.clear_hash::<CtKey, CtVal>("cw_conntrack")
     }
 
     /// Empties the admitted-pairs map (`cw_admitted`); returns how many pairs it held. For
     /// tests, like `clear_conntrack`.
     pub fn clear_admitted(&mut self) -> Result<usize, DatapathError> {
-        let mut m: BpfHashMap<&mut MapData, AdmitKey, AdmitVal> =
-            BpfHashMap::try_from(self.map_mut("cw_admitted")?)
-                .map_err(|e| err("cw_admitted", e))?;
-        let keys: Vec<AdmitKey> = m.keys().filter_map(Result::ok).collect();
+        self.clear_hash::<AdmitKey, AdmitVal>("cw_admitted")
+    }
+
+    /// Removes every entry of the hash map `name`; returns how many it held.
+    fn clear_hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<usize, DatapathError> {
+        let mut m: BpfHashMap<&mut MapData, K, V> =
+            BpfHashMap::try_from(self.map_mut(name)?).map_err(|e| err(name, e))?;
+        let keys: Vec<K> = m.keys().filter_map(Result::ok).collect();
         for k in &keys {
             let _ = m.remove(k);
         }
