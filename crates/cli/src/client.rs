@@ -6,7 +6,6 @@
 //! `--lab NAME` (that lab's manager); the manager's default `client.json`
 //! (/var/lib/cellwall or ~/.local/share/cellwall); the only lab that is up.
 
-use crate::manifests::{expand_paths, load_objects};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -29,119 +28,45 @@ pub struct Target {
     pub lab: Option<String>,
 }
 
-#[derive(serde::Deserialize)]
-struct ConfigFile {
-    server: String,
-    token: String,
-}
-
-fn read_config(p: &std::path::Path) -> Result<(String, String)> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    let c: ConfigFile = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{}: expected {{\"server\": ..., \"token\": ...}}",
-            p.display()
-        )
-    })?;
-    Ok((c.server, c.token))
-}
-
+/// The manager's REST client ([`cellwall_api::client::Client`]) with untyped calls, while the
+/// commands move to the typed ones.
 pub struct Client {
-    pub server: String,
-    token: String,
-    agent: ureq::Agent,
+    pub api: cellwall_api::client::Client,
+}
+
+impl std::ops::Deref for Client {
+    type Target = cellwall_api::client::Client;
+    fn deref(&self) -> &Self::Target {
+        &self.api
+    }
 }
 
 impl Client {
-    pub fn new(server: &str, token: &str) -> Self {
-        Self {
-            server: server.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(3))
-                .timeout(Duration::from_secs(60))
-                .build(),
-        }
-    }
-
     pub fn from_target(t: &Target) -> Result<Self> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let mut server = t.server.clone().or_else(|| env("CELLWALL_SERVER"));
-        let mut token = t.token.clone().or_else(|| env("CELLWALL_TOKEN"));
-        if server.is_none() || token.is_none() {
-            let file = t
-                .config
-                .clone()
-                .or_else(|| env("CELLWALL_CONFIG").map(PathBuf::from))
-                .or_else(|| t.lab.as_ref().map(|l| crate::lab::client_config(l)))
-                .or_else(default_config);
-            let Some(file) = file else {
-                bail!("no manager configured: pass --server and --token, set CELLWALL_CONFIG to a manager's client.json, or use --lab NAME");
-            };
-            let (s, k) = read_config(&file)?;
-            server.get_or_insert(s);
-            token.get_or_insert(k);
-        }
-        Ok(Self::new(
-            &server.expect("set above"),
-            &token.expect("set above"),
-        ))
-    }
-
-    fn call(&self, req: ureq::Request, body: Option<Value>) -> Result<Value> {
-        let req = req.set("Authorization", &format!("Bearer {}", self.token));
-        let r = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match r {
-            Ok(resp) => resp.into_json().context("the manager sent a malformed answer"),
-            Err(ureq::Error::Status(code, resp)) => {
-                let v: Value = resp.into_json().unwrap_or(Value::Null);
-                let msg = v["error"]["message"].as_str().unwrap_or("(no message)");
-                let reason = v["error"]["reason"].as_str().unwrap_or("");
-                bail!("the manager refused ({code} {reason}): {msg}")
-            }
-            Err(e) => bail!(
-                "cannot reach the manager at {}: {e} (is it running? see --server, CELLWALL_CONFIG or --lab)",
-                self.server
-            ),
-        }
+        Ok(Self {
+            api: cellwall_api::client::Client::from_target(&cellwall_api::client::Target {
+                server: t.server.clone(),
+                token: t.token.clone(),
+                config: t.config.clone(),
+                lab: t.lab.clone(),
+            })?,
+        })
     }
 
     pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
-        let mut r = self.agent.get(&format!("{}{path}", self.server));
-        for (k, v) in query {
-            r = r.query(k, v);
-        }
-        self.call(r, None)
+        let q: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+            .collect();
+        Ok(self.api.get_json(path, &q)?)
     }
 
-    /// POSTs and returns the body as a stream (for NDJSON answers read as they come).
     pub fn post_stream(&self, path: &str, body: Value) -> Result<Box<dyn std::io::Read + Send>> {
-        let req = self
-            .agent
-            .post(&format!("{}{path}", self.server))
-            .set("Authorization", &format!("Bearer {}", self.token));
-        match req.send_json(body) {
-            Ok(resp) => Ok(Box::new(resp.into_reader())),
-            Err(ureq::Error::Status(code, resp)) => {
-                let v: Value = resp.into_json().unwrap_or(Value::Null);
-                bail!(
-                    "the manager refused ({code} {}): {}",
-                    v["error"]["reason"].as_str().unwrap_or(""),
-                    v["error"]["message"].as_str().unwrap_or("(no message)")
-                )
-            }
-            Err(e) => bail!("cannot reach the manager at {}: {e}", self.server),
-        }
+        Ok(self.api.post_stream(path, &body)?)
     }
 
     pub fn post(&self, path: &str, body: Value) -> Result<Value> {
-        self.call(
-            self.agent.post(&format!("{}{path}", self.server)),
-            Some(body),
-        )
+        Ok(self.api.post_json(path, &body)?)
     }
 
     /// Sends manifest files for apply or delete; returns the manager's answer.
@@ -151,82 +76,33 @@ impl Client {
         delete: bool,
         ignore_unknown: bool,
     ) -> Result<Value> {
-        // Parse here first: the same errors as the manager, without a round trip.
-        load_objects(files, ignore_unknown)?;
-        let mut docs = Vec::new();
-        for f in expand_paths(files)? {
-            let text = if f.as_os_str() == "-" {
-                bail!("- (standard input) is not supported with the manager yet; pass files");
-            } else {
-                std::fs::read_to_string(&f)
-                    .with_context(|| format!("cannot read {}", f.display()))?
-            };
-            docs.push(json!({"file": f.display().to_string(), "text": text}));
-        }
-        self.post(
-            if delete { "/v1/delete" } else { "/v1/apply" },
-            json!({"documents": docs, "ignore_unknown_kinds": ignore_unknown}),
-        )
+        let req = documents(files, ignore_unknown)?;
+        Ok(serde_json::to_value(self.api.apply(&req, delete)?)?)
     }
 
-    /// Waits until every node applied `revision` (or reported an error for it).
     pub fn wait_applied(&self, revision: u64, timeout: Duration) -> Result<()> {
-        let t0 = Instant::now();
-        loop {
-            let v = self.get("/v1/nodes", &[])?;
-            let nodes = v["items"].as_array().cloned().unwrap_or_default();
-            if !nodes.is_empty()
-                && nodes
-                    .iter()
-                    .all(|n| n["applied_version"].as_u64().unwrap_or(0) >= revision)
-            {
-                return Ok(());
-            }
-            if let Some(n) = nodes.iter().find(|n| {
-                n["last_error"]
-                    .as_str()
-                    .is_some_and(|e| e.starts_with(&format!("version {revision}:")))
-            }) {
-                bail!(
-                    "node {} could not apply revision {revision}: {}",
-                    n["name"].as_str().unwrap_or("?"),
-                    n["last_error"].as_str().unwrap_or("")
-                );
-            }
-            if t0.elapsed() > timeout {
-                let lagging: Vec<String> = nodes
-                    .iter()
-                    .filter(|n| n["applied_version"].as_u64().unwrap_or(0) < revision)
-                    .map(|n| {
-                        format!(
-                            "{} (at {})",
-                            n["name"].as_str().unwrap_or("?"),
-                            n["applied_version"]
-                        )
-                    })
-                    .collect();
-                bail!(
-                    "revision {revision} not applied after {timeout:?}: {}",
-                    if nodes.is_empty() {
-                        "no node has joined".to_string()
-                    } else {
-                        lagging.join(", ")
-                    }
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        Ok(self.api.wait_applied(revision, timeout)?)
     }
 }
 
-fn default_config() -> Option<PathBuf> {
-    let mut c = vec![PathBuf::from("/var/lib/cellwall/client.json")];
-    if let Some(h) = std::env::var_os("HOME") {
-        c.push(PathBuf::from(h).join(".local/share/cellwall/client.json"));
+/// Reads manifest files into an apply request, parsing them here first: the same errors as the
+/// manager's, without a round trip.
+pub fn documents(files: &[PathBuf], ignore_unknown: bool) -> Result<cellwall_api::ApplyRequest> {
+    if files.iter().any(|f| f.as_os_str() == "-") {
+        bail!("- (standard input) is not supported with the manager yet; pass files");
     }
-    c.into_iter()
-        .find(|p| p.exists())
-        .or_else(crate::lab::only_lab_config)
+    let read = cellwall_manifests::read_files(files)?;
+    crate::manifests::report_skipped(cellwall_manifests::parse_files(&read, ignore_unknown)?);
+    Ok(cellwall_api::ApplyRequest {
+        documents: read
+            .into_iter()
+            .map(|f| cellwall_api::Document {
+                file: f.name,
+                text: f.text,
+            })
+            .collect(),
+        ignore_unknown_kinds: ignore_unknown,
+    })
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -231,13 +231,7 @@ pub struct SimulateArgs {
 
 pub fn simulate(a: SimulateArgs) -> Result<()> {
     let c = Client::from_target(&a.target)?;
-    crate::manifests::load_objects(&a.files, false)?;
-    let mut docs = Vec::new();
-    for f in crate::manifests::expand_paths(&a.files)? {
-        let text =
-            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
-        docs.push(json!({"file": f.display().to_string(), "text": text}));
-    }
+    let docs = crate::client::documents(&a.files, false)?.documents;
     let reader = c.post_stream("/v1/simulate", json!({"documents": docs, "since": a.since}))?;
     let mut result = None;
     let mut shown = false;

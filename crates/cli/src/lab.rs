@@ -549,27 +549,6 @@ fn build(
     Ok(())
 }
 
-/// The lab manager's client config (what `--lab NAME` reads).
-pub fn client_config(name: &str) -> PathBuf {
-    state_dir(name).join("manager").join("client.json")
-}
-
-/// The client config of the only lab that is up, if exactly one is.
-pub fn only_lab_config() -> Option<PathBuf> {
-    let root = state_dir("x");
-    let root = root.parent()?;
-    let found: Vec<PathBuf> = std::fs::read_dir(root)
-        .ok()?
-        .flatten()
-        .map(|e| e.path().join("manager").join("client.json"))
-        .filter(|p| p.exists())
-        .collect();
-    match &found[..] {
-        [one] => Some(one.clone()),
-        _ => None,
-    }
-}
-
 /// A Cellwall binary installed beside this one (`cargo build --workspace` builds all three).
 fn sibling(bin: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the cellwall binary")?;
@@ -918,7 +897,7 @@ fn host_add(name: &str, host: &str, ip: IpAddr, labels: &[String]) -> Result<()>
 
 pub(crate) fn lab_client(name: &str) -> Result<crate::client::Client> {
     crate::client::Client::from_target(&crate::client::Target {
-        config: Some(client_config(name)),
+        config: Some(cellwall_api::client::lab_client_config(name)),
         ..Default::default()
     })
 }

@@ -1,0 +1,316 @@
+//! A blocking client of the manager's REST API, and where to find a manager: the CLI, the lab
+//! and the tests all talk to the manager through this one client.
+//!
+//! Which manager, first match wins (see [`Target::resolve`]): explicit server and token;
+//! `CELLWALL_SERVER`/`CELLWALL_TOKEN`; a config file (`CELLWALL_CONFIG`); a lab's manager by
+//! name; the manager's default `client.json`; the only lab that is up.
+
+use crate::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Why a call did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The manager answered with an error body.
+    #[error("the manager refused ({status} {reason}): {message}")]
+    Refused {
+        status: u16,
+        reason: String,
+        message: String,
+    },
+    #[error("cannot reach the manager at {server}: {detail} (is it running? see --server, CELLWALL_CONFIG or --lab)")]
+    Unreachable { server: String, detail: String },
+    #[error("the manager sent a malformed answer to {path}: {detail}")]
+    Malformed { path: String, detail: String },
+    #[error("no manager configured: pass --server and --token, set CELLWALL_CONFIG to a manager's client.json, or use --lab NAME")]
+    NoTarget,
+    #[error("{path}: {detail}")]
+    Config { path: String, detail: String },
+    #[error("{0}")]
+    Wait(String),
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Where the manager is and how to authenticate; unset fields fall back (see module docs).
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub config: Option<PathBuf>,
+    pub lab: Option<String>,
+}
+
+/// A client config file, as the manager writes it (`client.json`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ClientConfig {
+    pub server: String,
+    pub token: String,
+}
+
+impl ClientConfig {
+    pub fn read(p: &Path) -> Result<Self> {
+        let cfg = |detail: String| ClientError::Config {
+            path: p.display().to_string(),
+            detail,
+        };
+        let text = std::fs::read_to_string(p).map_err(|e| cfg(format!("cannot read: {e}")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| cfg(format!("expected {{\"server\": ..., \"token\": ...}}: {e}")))
+    }
+}
+
+/// Where labs keep their state (`CELLWALL_LAB_DIR`, default `/run/cellwall/labs`).
+pub fn labs_root() -> PathBuf {
+    PathBuf::from(std::env::var("CELLWALL_LAB_DIR").unwrap_or_else(|_| "/run/cellwall/labs".into()))
+}
+
+/// The directory of lab `name`.
+pub fn lab_dir(name: &str) -> PathBuf {
+    labs_root().join(name)
+}
+
+/// The client config a lab's manager writes (what `--lab NAME` reads).
+pub fn lab_client_config(name: &str) -> PathBuf {
+    lab_dir(name).join("manager").join("client.json")
+}
+
+/// The client config of the only lab that is up, if exactly one is.
+pub fn only_lab_config() -> Option<PathBuf> {
+    let found: Vec<PathBuf> = std::fs::read_dir(labs_root())
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("manager").join("client.json"))
+        .filter(|p| p.exists())
+        .collect();
+    match &found[..] {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// The manager's own `client.json` on this host, else the only lab's.
+pub fn default_config() -> Option<PathBuf> {
+    let mut c = vec![PathBuf::from("/var/lib/cellwall/client.json")];
+    if let Some(h) = std::env::var_os("HOME") {
+        c.push(PathBuf::from(h).join(".local/share/cellwall/client.json"));
+    }
+    c.into_iter().find(|p| p.exists()).or_else(only_lab_config)
+}
+
+impl Target {
+    /// Server and token, first match wins (see module docs).
+    pub fn resolve(&self) -> Result<ClientConfig> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut server = self.server.clone().or_else(|| env("CELLWALL_SERVER"));
+        let mut token = self.token.clone().or_else(|| env("CELLWALL_TOKEN"));
+        if server.is_none() || token.is_none() {
+            let file = self
+                .config
+                .clone()
+                .or_else(|| env("CELLWALL_CONFIG").map(PathBuf::from))
+                .or_else(|| self.lab.as_deref().map(lab_client_config))
+                .or_else(default_config)
+                .ok_or(ClientError::NoTarget)?;
+            let c = ClientConfig::read(&file)?;
+            server.get_or_insert(c.server);
+            token.get_or_insert(c.token);
+        }
+        Ok(ClientConfig {
+            server: server.expect("set above"),
+            token: token.expect("set above"),
+        })
+    }
+}
+
+pub struct Client {
+    pub server: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(server: &str, token: &str) -> Self {
+        Self {
+            server: server.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(3))
+                .timeout(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    pub fn from_target(t: &Target) -> Result<Self> {
+        let c = t.resolve()?;
+        Ok(Self::new(&c.server, &c.token))
+    }
+
+    /// The client of lab `name`'s manager.
+    pub fn for_lab(name: &str) -> Result<Self> {
+        Self::from_target(&Target {
+            config: Some(lab_client_config(name)),
+            ..Default::default()
+        })
+    }
+
+    fn refused(&self, code: u16, resp: ureq::Response) -> ClientError {
+        let reason = resp.status_text().to_string();
+        match resp.into_json::<ErrorBody>() {
+            Ok(b) => ClientError::Refused {
+                status: code,
+                reason: b.error.reason,
+                message: b.error.message,
+            },
+            Err(_) => ClientError::Refused {
+                status: code,
+                reason,
+                message: "(no message)".into(),
+            },
+        }
+    }
+
+    fn send(&self, req: ureq::Request, body: Option<serde_json::Value>) -> Result<ureq::Response> {
+        let req = req.set("Authorization", &format!("Bearer {}", self.token));
+        let r = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match r {
+            Ok(resp) => Ok(resp),
+            Err(ureq::Error::Status(code, resp)) => Err(self.refused(code, resp)),
+            Err(e) => Err(ClientError::Unreachable {
+                server: self.server.clone(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(path: &str, resp: ureq::Response) -> Result<T> {
+        resp.into_json().map_err(|e| ClientError::Malformed {
+            path: path.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// `GET path?query` decoded as `T`. `query` is any serializable struct of optional fields.
+    pub fn get_json<T: DeserializeOwned>(&self, path: &str, query: &impl Serialize) -> Result<T> {
+        let mut r = self.agent.get(&format!("{}{path}", self.server));
+        for (k, v) in query_pairs(query) {
+            r = r.query(&k, &v);
+        }
+        Self::decode(path, self.send(r, None)?)
+    }
+
+    /// `POST path` with a JSON body, decoded as `T`.
+    pub fn post_json<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        let b = serde_json::to_value(body).expect("request types serialize");
+        let r = self.agent.post(&format!("{}{path}", self.server));
+        Self::decode(path, self.send(r, Some(b))?)
+    }
+
+    /// `POST path` and the answer as a stream (NDJSON answers, read as they come).
+    pub fn post_stream(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        let b = serde_json::to_value(body).expect("request types serialize");
+        let r = self.agent.post(&format!("{}{path}", self.server));
+        Ok(Box::new(self.send(r, Some(b))?.into_reader()))
+    }
+
+    /// Applies (or deletes) every object of the documents, all or nothing.
+    pub fn apply(&self, req: &ApplyRequest, delete: bool) -> Result<Committed> {
+        self.post_json(if delete { "/v1/delete" } else { "/v1/apply" }, req)
+    }
+
+    pub fn nodes(&self) -> Result<NodeList> {
+        self.get_json("/v1/nodes", &())
+    }
+
+    pub fn flows(&self, q: &FlowQuery) -> Result<FlowList> {
+        self.get_json("/v1/flows", q)
+    }
+
+    /// Waits until every node applied `revision` (or one reported an error for it).
+    pub fn wait_applied(&self, revision: u64, timeout: Duration) -> Result<()> {
+        let t0 = Instant::now();
+        loop {
+            let nodes = self.nodes()?.items;
+            if !nodes.is_empty() && nodes.iter().all(|n| n.applied_version >= revision) {
+                return Ok(());
+            }
+            let failed = format!("version {revision}:");
+            if let Some(n) = nodes.iter().find(|n| n.last_error.starts_with(&failed)) {
+                return Err(ClientError::Wait(format!(
+                    "node {} could not apply revision {revision}: {}",
+                    n.name, n.last_error
+                )));
+            }
+            if t0.elapsed() > timeout {
+                let lagging: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| n.applied_version < revision)
+                    .map(|n| format!("{} (at {})", n.name, n.applied_version))
+                    .collect();
+                return Err(ClientError::Wait(format!(
+                    "revision {revision} not applied after {timeout:?}: {}",
+                    if nodes.is_empty() {
+                        "no node has joined".to_string()
+                    } else {
+                        lagging.join(", ")
+                    }
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A query struct as `key=value` pairs (absent fields left out).
+fn query_pairs(q: &impl Serialize) -> Vec<(String, String)> {
+    match serde_json::to_value(q).expect("query types serialize") {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_leave_out_absent_fields() {
+        let q = FlowQuery {
+            since: Some("10m".into()),
+            verdict: Some(Verdict::Denied),
+            limit: Some(5),
+            ..Default::default()
+        };
+        let mut p = query_pairs(&q);
+        p.sort();
+        assert_eq!(
+            p,
+            [
+                ("limit".to_string(), "5".to_string()),
+                ("since".into(), "10m".into()),
+                ("verdict".into(), "denied".into())
+            ]
+        );
+        assert!(query_pairs(&()).is_empty());
+    }
+}

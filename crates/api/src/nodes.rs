@@ -1,0 +1,46 @@
+//! Nodes as the manager knows them: joined, reporting, enforcing which revision.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A workload an agent reported on its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedWorkload {
+    /// `namespace/name`.
+    pub key: String,
+    pub ips: Vec<String>,
+    pub interface: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Host mode: the host itself is the workload.
+    #[serde(default)]
+    pub host: bool,
+}
+
+/// `GET /v1/nodes` (a CLI contract: `items[].name`, `applied_version`, `lag`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeList {
+    /// The revision the manager publishes now.
+    pub revision: u64,
+    pub items: Vec<NodeItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeItem {
+    pub name: String,
+    pub joined_ms: i64,
+    /// The revision the node's kernel maps hold.
+    pub applied_version: u64,
+    pub applied_unix_micros: u64,
+    pub apply_micros: u64,
+    /// `version N: what failed`, empty when the last apply worked.
+    pub last_error: String,
+    pub last_seen_ms: i64,
+    pub kernel_events_lost: u64,
+    pub agent_records_dropped: u64,
+    pub flow_batches_missed: u64,
+    /// Revisions the node is behind (0: it enforces the latest).
+    pub lag: u64,
+    pub seconds_since_seen: i64,
+    pub workloads: Vec<ReportedWorkload>,
+}
