@@ -73,7 +73,7 @@ struct cw_policy_val {
 	__u32 audit_rule;
 };
 
-/* config: array of two __u32 words.
+/* config: array of __u32 words (CW_CFG_MAX).
  * CW_CFG_SLOT: the policy slot in force. CW_CFG_EPOCH: bumped on every committed policy change;
  * conntrack entries validated under an older epoch are re-checked on their next packet
  * (revocation of established connections). User space writes the slot, then the epoch; programs

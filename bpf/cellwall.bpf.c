@@ -6,200 +6,36 @@
  * Policy is data (maps keyed by identity), so the per-packet cost does not depend on the number
  * of rules: one endpoint lookup, one conntrack lookup and, for new flows, one ipcache and one or
  * two policy LPM lookups.
+ *
+ * This file holds the entry points and the flow of a packet through them. Every map is
+ * declared in the lib/ header that owns it, beside the helpers that read and write it:
+ *   lib/config.h     cw_config
+ *   lib/events.h     cw_events, cw_counters, cw_rule_hits
+ *   lib/endpoint.h   cw_endpoints, cw_epcache
+ *   lib/ipcache.h    cw_ipcache
+ *   lib/policy.h     cw_policy
+ *   lib/vcache.h     cw_vcache
+ *   lib/admitted.h   cw_admitted
+ *   lib/conntrack.h  cw_conntrack
+ * (lib/parse.h owns none.)
+ * Layouts of keys, values and events are in abi.h only.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
-#include <linux/if_ether.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
 
 #include "abi.h"
+#include "lib/parse.h"
+#include "lib/config.h"
+#include "lib/events.h"
+#include "lib/endpoint.h"
+#include "lib/ipcache.h"
+#include "lib/policy.h"
+#include "lib/vcache.h"
+#include "lib/admitted.h"
+#include "lib/conntrack.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 262144);
-	__type(key, struct cw_ipcache_key);
-	__type(value, struct cw_ipcache_val);
-} cw_ipcache SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(max_entries, 16384);
-	__type(key, struct cw_endpoint_key);
-	__type(value, struct cw_endpoint_val);
-} cw_endpoints SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 4194304);
-	__type(key, struct cw_policy_key);
-	__type(value, struct cw_policy_val);
-} cw_policy SEC(".maps");
-
-/* config: CW_CFG_SLOT, CW_CFG_EPOCH, CW_CFG_FLAGS: separate words (abi.h has the ordering rule). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(max_entries, CW_CFG_MAX);
-	__type(key, __u32);
-	__type(value, __u32);
-} cw_config SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(max_entries, 262144);
-	__type(key, struct cw_ct_key);
-	__type(value, struct cw_ct_val);
-} cw_conntrack SEC(".maps");
-
-/* Pairs admitted without a conntrack entry (abi.h): what revokes their connections. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(max_entries, 262144);
-	__type(key, struct cw_admit_key);
-	__type(value, struct cw_admit_val);
-} cw_admitted SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(max_entries, 1 << 22);
-} cw_events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(max_entries, CW_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} cw_counters SEC(".maps");
-
-/* Per-rule hit counters: new connections decided by each rule (rule id -> count), per CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, __u64);
-} cw_rule_hits SEC(".maps");
-
-/* Verdict cache (abi.h). Not pinned: a new program starts with an empty one. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CW_VCACHE_SIZE);
-	__type(key, __u32);
-	__type(value, struct cw_vcache_entry);
-} cw_vcache SEC(".maps");
-
-/* Endpoint cache (abi.h). Not pinned either. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CW_EPCACHE_SIZE);
-	__type(key, __u32);
-	__type(value, struct cw_epcache_entry);
-} cw_epcache SEC(".maps");
-
-#include "lib/parse.h"
-#include "lib/endpoint.h"
-#include "lib/policy.h"
-
-static __always_inline void count(__u32 idx)
-{
-	__u64 *c = bpf_map_lookup_elem(&cw_counters, &idx);
-	if (c)
-		*c += 1;
-}
-
-static __always_inline void hit(__u32 rule)
-{
-	if (!rule)
-		return;
-	__u64 *c = bpf_map_lookup_elem(&cw_rule_hits, &rule);
-	if (c) {
-		*c += 1;
-	} else {
-		__u64 one = 1;
-		bpf_map_update_elem(&cw_rule_hits, &rule, &one, BPF_NOEXIST);
-	}
-}
-
-static __always_inline void emit(const struct cw_pkt *p, __u8 dir, __u8 kind, __u32 ep_id, __u32 peer, __u32 rule)
-{
-	struct cw_event ev = {};
-	ev.ts_ns = bpf_ktime_get_ns();
-	__builtin_memcpy(ev.saddr, p->saddr, 16);
-	__builtin_memcpy(ev.daddr, p->daddr, 16);
-	ev.sport = p->sport;
-	ev.dport = p->dport;
-	ev.proto = p->proto;
-	ev.dir = dir;
-	ev.kind = kind;
-	ev.ep_id = ep_id;
-	ev.peer = peer;
-	ev.rule = rule;
-	/* Never block the datapath on user space: a full ring buffer loses the event, counted.
-	 * No wakeup: the agent drains on its own tick and never sleeps on the ring, and a wakeup
-	 * is an irq_work per record written into an empty ring. */
-	if (bpf_ringbuf_output(&cw_events, &ev, sizeof(ev), BPF_RB_NO_WAKEUP))
-		count(CW_CNT_EVENTS_LOST);
-}
-
-/* The conntrack key of `p` seen at endpoint `ep_id` in direction `dir`. */
-static __always_inline void ct_key(struct cw_ct_key *k, const struct cw_pkt *p, __u32 ep_id, __u8 dir)
-{
-	__builtin_memset(k, 0, sizeof(*k));
-	__builtin_memcpy(k->saddr, p->saddr, 16);
-	__builtin_memcpy(k->daddr, p->daddr, 16);
-	k->sport = p->sport;
-	k->dport = p->dport;
-	k->proto = p->proto;
-	k->ep_id = ep_id;
-	k->dir = dir;
-}
-
-/* Records a connection opened under `epoch` (decided by `rule`), with `flags` (CW_CT_*). An entry already under this
- * tuple (its ports reused: a busy client cycles through its ephemeral ports in seconds, well
- * within the LRU's memory) is reset in place: an LRU insert that replaces an element pops a free
- * node and pushes the old one back, about half of the program's cost per connection
- * (docs/benchmarks.md). With `reopen` = 0 (tracking a flow that is not a new connection) an
- * existing entry is left as it is. Returns 1 when the flow is new or reopened. */
-static __always_inline int ct_open(struct cw_ct_key *k, __u32 epoch, __u32 rule, int reopen, __u32 flags)
-{
-	struct cw_ct_val *old = bpf_map_lookup_elem(&cw_conntrack, k);
-	if (old && !reopen)
-		return 0; /* every later packet of an unpoliced UDP flow: no clock read */
-	__u64 now = bpf_ktime_get_ns();
-	if (old) {
-		/* Flags before epoch: a concurrent reader that sees the new epoch sees no stale
-		 * revocation mark. */
-		old->flags = flags;
-		old->rule = rule;
-		old->packets = 1;
-		old->created_ns = now;
-		old->epoch = epoch;
-		return 1;
-	}
-	struct cw_ct_val nv = {};
-	nv.created_ns = now;
-	nv.packets = 1;
-	nv.epoch = epoch;
-	nv.rule = rule;
-	nv.flags = flags;
-	/* NOEXIST: when two CPUs race to open the same tuple, one entry wins and one event. */
-	return bpf_map_update_elem(&cw_conntrack, k, &nv, BPF_NOEXIST) == 0;
-}
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
@@ -207,13 +43,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (cw_parse(skb, &p) < 0)
 		return TC_ACT_OK; /* not IP (ARP, ...): not policy's business */
 
-	/* Epoch first, then slot (user space writes slot, then epoch): a packet that sees the new
-	 * epoch also sees the new slot. Both are read once, so a packet sees one whole policy.
-	 * Before the endpoint, whose cached copy is tagged with the epoch. */
+	/* Epoch first, then slot (config.h): a packet that sees the new epoch also sees the new
+	 * slot. Both are read once, so a packet sees one whole policy. Before the endpoint, whose
+	 * cached copy is tagged with the epoch. */
 	__u32 k_epoch = CW_CFG_EPOCH, k_slot = CW_CFG_SLOT, k_flags = CW_CFG_FLAGS;
-	__u32 *pe = bpf_map_lookup_elem(&cw_config, &k_epoch);
-	__u32 *ps = bpf_map_lookup_elem(&cw_config, &k_slot);
-	__u32 *pf = bpf_map_lookup_elem(&cw_config, &k_flags);
+	__u32 *pe = cw_config_word(&k_epoch);
+	__u32 *ps = cw_config_word(&k_slot);
+	__u32 *pf = cw_config_word(&k_flags);
 	if (!pe || !ps || !pf)
 		return TC_ACT_SHOT;
 	__u32 epoch = *pe;
@@ -224,7 +60,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (!ep)
 		return TC_ACT_OK; /* not a local endpoint (e.g. the node itself) */
 	if (dir == CW_DIR_EGRESS && ep->ifindex && skb->ifindex != ep->ifindex) {
-		count(CW_CNT_SPOOFED);
+		cw_count(CW_CNT_SPOOFED);
 		return TC_ACT_SHOT; /* a workload sending with another endpoint's address */
 	}
 
@@ -250,7 +86,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * conntrack key is built: this is most segments of a policed direction. */
 	struct cw_verdict v;
 	if (p.proto == IPPROTO_TCP && !syn && cw_decide_cached(slot, epoch, ep, dir, &p, 1, &v) && v.allow) {
-		count(CW_CNT_CT_HIT);
+		cw_count(CW_CNT_CT_HIT);
 		return TC_ACT_OK;
 	}
 
@@ -269,18 +105,18 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		 * there later they pass as segments of a connection that direction's opposite
 		 * admits (below). Saves a conntrack write per connection of every unpoliced pod. */
 		if (syn && !opposite) {
-			count(CW_CNT_ALLOWED);
+			cw_count(CW_CNT_ALLOWED);
 			if (visible)
-				emit(&p, dir, CW_EV_ALLOW, ep->ep_id, 0, 0);
+				cw_emit(&p, dir, CW_EV_ALLOW, ep->ep_id, 0, 0);
 			return TC_ACT_OK;
 		}
 		/* A SYN is a new connection even on a reused tuple (reported again); other packets
 		 * of a known flow only pass. */
-		ct_key(&fwd, &p, ep->ep_id, dir);
-		if (ct_open(&fwd, epoch, 0, syn, 0)) {
-			count(CW_CNT_ALLOWED);
+		cw_ct_key_of(&fwd, &p, ep->ep_id, dir);
+		if (cw_ct_open(&fwd, epoch, 0, syn, 0)) {
+			cw_count(CW_CNT_ALLOWED);
 			if (visible)
-				emit(&p, dir, CW_EV_ALLOW, ep->ep_id, 0, 0);
+				cw_emit(&p, dir, CW_EV_ALLOW, ep->ep_id, 0, 0);
 		}
 		return TC_ACT_OK;
 	}
@@ -290,12 +126,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	struct cw_ct_val *ct = 0;
 	struct cw_ct_key *orig = &fwd;
 	if (!syn) {
-		ct_key(&fwd, &p, ep->ep_id, dir);
-		ct = bpf_map_lookup_elem(&cw_conntrack, &fwd);
+		cw_ct_key_of(&fwd, &p, ep->ep_id, dir);
+		ct = cw_ct_lookup(&fwd);
 		if (!ct) {
 			cw_reverse(&rp, &p);
-			ct_key(&rev, &rp, ep->ep_id, dir ^ 1);
-			ct = bpf_map_lookup_elem(&cw_conntrack, &rev);
+			cw_ct_key_of(&rev, &rp, ep->ep_id, dir ^ 1);
+			ct = cw_ct_lookup(&rev);
 			orig = &rev;
 		}
 	}
@@ -304,7 +140,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			if (ct->flags & CW_CT_REVOKED)
 				return TC_ACT_SHOT; /* revoked: stays cut until a newer policy admits it */
 			ct->packets += 1;
-			count(CW_CNT_CT_HIT);
+			cw_count(CW_CNT_CT_HIT);
 			/* A segment the cache could not answer, of a connection this direction admitted
 			 * under this epoch: this CPU has not decided the pair yet (its cache is its
 			 * own). Deciding once now lets the connection's later segments on this CPU, and
@@ -324,9 +160,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			 * as untracked replies. */
 			if (!(ct->flags & CW_CT_REVOKED)) {
 				ct->flags |= CW_CT_REVOKED;
-				count(CW_CNT_REVOKED);
+				cw_count(CW_CNT_REVOKED);
 				if (visible)
-					emit(op, orig->dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
+					cw_emit(op, orig->dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
 			}
 			return TC_ACT_SHOT;
 		}
@@ -345,10 +181,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		 * here, so its next segments stop at conntrack and it is reported once. */
 		if (p.proto == IPPROTO_TCP && !syn) {
 			if (cw_was_admitted(ep, dir, &p)) {
-				if (ct_open(&fwd, epoch, v.rule, 0, CW_CT_REVOKED)) {
-					count(CW_CNT_REVOKED);
+				if (cw_ct_open(&fwd, epoch, v.rule, 0, CW_CT_REVOKED)) {
+					cw_count(CW_CNT_REVOKED);
 					if (visible)
-						emit(&p, dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
+						cw_emit(&p, dir, CW_EV_REVOKE, ep->ep_id, v.peer, v.rule);
 				}
 				return TC_ACT_SHOT;
 			}
@@ -358,10 +194,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			if (r.allow)
 				return TC_ACT_OK;
 		}
-		count(CW_CNT_DENIED);
-		hit(v.rule);
+		cw_count(CW_CNT_DENIED);
+		cw_hit(v.rule);
 		if (visible)
-			emit(&p, dir, CW_EV_DENY, ep->ep_id, v.peer, v.rule);
+			cw_emit(&p, dir, CW_EV_DENY, ep->ep_id, v.peer, v.rule);
 		return TC_ACT_SHOT; /* silent: no RST, no ICMP */
 	}
 	/* A TCP connection whose replies cross a direction that polices nothing needs no
@@ -376,25 +212,25 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * admitting the peer (its replies must pass: the endpoint opened it). */
 	if (p.proto == IPPROTO_TCP && !opposite) {
 		if (!syn) {
-			count(CW_CNT_CT_HIT);
+			cw_count(CW_CNT_CT_HIT);
 			return TC_ACT_OK;
 		}
 		cw_record_admission(ep, dir, &p, epoch, &v);
 	} else {
 		/* Reopen: a SYN on a reused tuple (never looked up above), or a flow that raced in. */
 		if (syn)
-			ct_key(&fwd, &p, ep->ep_id, dir);
-		ct_open(&fwd, epoch, v.rule, 1, 0);
+			cw_ct_key_of(&fwd, &p, ep->ep_id, dir);
+		cw_ct_open(&fwd, epoch, v.rule, 1, 0);
 	}
-	count(CW_CNT_ALLOWED);
-	hit(v.rule);
+	cw_count(CW_CNT_ALLOWED);
+	cw_hit(v.rule);
 	if (!v.audit_allow) {
-		count(CW_CNT_AUDIT);
-		hit(v.audit_rule);
+		cw_count(CW_CNT_AUDIT);
+		cw_hit(v.audit_rule);
 		if (visible)
-			emit(&p, dir, CW_EV_AUDIT, ep->ep_id, v.peer, v.audit_rule);
+			cw_emit(&p, dir, CW_EV_AUDIT, ep->ep_id, v.peer, v.audit_rule);
 	} else if (visible) {
-		emit(&p, dir, CW_EV_ALLOW, ep->ep_id, v.peer, v.rule);
+		cw_emit(&p, dir, CW_EV_ALLOW, ep->ep_id, v.peer, v.rule);
 	}
 	return TC_ACT_OK;
 }

@@ -1,7 +1,33 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
-/* The local endpoint a packet belongs to, through the per-CPU endpoint cache (abi.h). */
+/*
+ * Owns cw_endpoints (local endpoint address -> endpoint: id, interface, policy flags per slot)
+ * and cw_epcache, the per-CPU endpoint cache in front of it (abi.h has why it is exact). Both
+ * here because the cache is only ever filled from the map, by the one lookup below.
+ */
 #ifndef CELLWALL_ENDPOINT_H
 #define CELLWALL_ENDPOINT_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "../abi.h"
+
+/* Pinned: written by the agent's commits, read by every packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 16384);
+	__type(key, struct cw_endpoint_key);
+	__type(value, struct cw_endpoint_val);
+} cw_endpoints SEC(".maps");
+
+/* Not pinned: a new program starts with an empty cache. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CW_EPCACHE_SIZE);
+	__type(key, __u32);
+	__type(value, struct cw_epcache_entry);
+} cw_epcache SEC(".maps");
 
 /* The endpoint at `addr`, seen on interface `ifindex` under `epoch` (read before this call), or
  * 0 when the address is no local endpoint. The pointer is to this CPU's cached copy (or the map

@@ -1,7 +1,19 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
-/* Packet parsing into addresses (v4-mapped), protocol and ports. */
+/*
+ * Packet parsing into addresses (v4-mapped), protocol and ports. Owns no map: the parsed
+ * packet (struct cw_pkt) is what every other header takes.
+ */
 #ifndef CELLWALL_PARSE_H
 #define CELLWALL_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <bpf/bpf_endian.h>
+
+#include "../abi.h"
 
 #ifndef IPPROTO_SCTP
 #define IPPROTO_SCTP 132
