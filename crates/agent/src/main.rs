@@ -10,8 +10,8 @@ use cellwall_agent::node::{Backend, EndpointsFile, NodeAgent};
 use cellwall_datapath::{abi, KernelDatapath};
 use cellwall_proto::tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use cellwall_proto::{
-    AckRequest, AgentClient, DesiredState, FlowBatch, FlowRecord, JoinRequest, LocalWorkload,
-    Payload, StateDoc, WatchRequest,
+    AckRequest, AgentClient, DesiredState, Direction, FlowBatch, FlowRecord, JoinRequest,
+    LocalWorkload, Payload, StateDoc, Verdict, WatchRequest,
 };
 use clap::{Parser, ValueEnum};
 use std::collections::VecDeque;
@@ -502,19 +502,17 @@ fn collect(dp: &mut KernelDatapath, agent: &NodeAgent, q: &FlowQueue, m: &Metric
                 protocol: e.proto as u32,
                 port: port as u32,
                 verdict: match e.kind {
-                    abi::EV_ALLOW => "allowed",
-                    abi::EV_DENY => "denied",
-                    abi::EV_AUDIT => "audit",
-                    abi::EV_REVOKE => "revoked",
-                    _ => "unknown",
-                }
-                .into(),
+                    abi::EV_ALLOW => Verdict::Allowed,
+                    abi::EV_DENY => Verdict::Denied,
+                    abi::EV_AUDIT => Verdict::Audit,
+                    abi::EV_REVOKE => Verdict::Revoked,
+                    _ => Verdict::Unspecified,
+                } as i32,
                 direction: if e.dir == abi::DIR_EGRESS {
-                    "egress"
+                    Direction::Egress
                 } else {
-                    "ingress"
-                }
-                .into(),
+                    Direction::Ingress
+                } as i32,
                 rule: agent.describe_rule(e.rule).unwrap_or_default(),
                 count: 0,
             }

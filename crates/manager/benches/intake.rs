@@ -16,7 +16,7 @@
 mod common;
 
 use cellwall_proto::tonic::transport::Identity;
-use cellwall_proto::{AgentClient, FlowBatch, FlowRecord, JoinRequest};
+use cellwall_proto::{AgentClient, Direction, FlowBatch, FlowRecord, JoinRequest, Verdict};
 use common::{arg, channel, Manager};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -68,8 +68,12 @@ fn edges(node: usize, nodes: usize, n: usize) -> Vec<FlowRecord> {
                 dst_ip: ip(dn, dp),
                 protocol: 6,
                 port: [80, 443, 8080, 5432][next() as usize % 4],
-                verdict: if denied { "denied" } else { "allowed" }.into(),
-                direction: "egress".into(),
+                verdict: if denied {
+                    Verdict::Denied
+                } else {
+                    Verdict::Allowed
+                } as i32,
+                direction: Direction::Egress as i32,
                 rule: if denied {
                     "NetworkPolicy shop/app-0-in: no ingress rule admits it".into()
                 } else {

@@ -119,10 +119,25 @@ impl Agent for AgentService {
     async fn report_flows(&self, req: Request<FlowBatch>) -> Result<Response<FlowAck>, Status> {
         let node = self.node(&req, &req.get_ref().node)?;
         let b = req.into_inner();
-        let rows: Vec<FlowRow> = b
-            .records
-            .into_iter()
-            .map(|f| FlowRow {
+        let mut rows: Vec<FlowRow> = Vec::with_capacity(b.records.len());
+        for f in b.records {
+            let verdict = match f.verdict() {
+                Verdict::Allowed => "allowed",
+                Verdict::Denied => "denied",
+                Verdict::Audit => "audit",
+                Verdict::Revoked => "revoked",
+                Verdict::Unspecified => {
+                    return Err(Status::invalid_argument("a flow record has no verdict"))
+                }
+            };
+            let direction = match f.direction() {
+                Direction::Ingress => "ingress",
+                Direction::Egress => "egress",
+                Direction::Unspecified => {
+                    return Err(Status::invalid_argument("a flow record has no direction"))
+                }
+            };
+            rows.push(FlowRow {
                 id: 0,
                 time_unix_ns: f.time_unix_ns,
                 node: node.clone(),
@@ -132,12 +147,12 @@ impl Agent for AgentService {
                 dst_ip: f.dst_ip,
                 protocol: protocol_name(f.protocol),
                 port: f.port as u16,
-                verdict: f.verdict,
-                direction: f.direction,
+                verdict: verdict.into(),
+                direction: direction.into(),
                 rule: (!f.rule.is_empty()).then_some(f.rule),
                 count: f.count.max(1),
-            })
-            .collect();
+            });
+        }
         let m = self.m.clone();
         let n = tokio::task::spawn_blocking(move || {
             m.record_flows(

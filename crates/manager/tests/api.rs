@@ -542,8 +542,8 @@ async fn an_escaped_flow_raises_exactly_one_alert_at_the_webhook() {
             dst_ip: "10.9.0.2".into(),
             protocol: 6,
             port,
-            verdict: "allowed".into(),
-            direction: "ingress".into(),
+            verdict: cellwall_proto::Verdict::Allowed as i32,
+            direction: cellwall_proto::Direction::Ingress as i32,
             rule: String::new(),
             count: 1,
         };
