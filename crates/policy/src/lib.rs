@@ -18,6 +18,7 @@ pub mod load;
 pub mod model;
 pub mod net;
 pub mod render;
+#[cfg(feature = "synth")]
 pub mod synth;
 
 pub use compile::{compile, Compiler, NodePolicy};

@@ -1,0 +1,299 @@
+//! Deciding a flow: both directions, each walked tier by tier over the policies applicable to the
+//! subject's identity (see the module docs of `engine` for the precedence). The walk is shared
+//! with `explain`, which passes a trace to fill.
+
+use super::explain::{application_outcome, ordered_outcome, TierTrace};
+use super::view::{peer_matches, port_matches, EndpointKind, EndpointView};
+use super::{AuditOutcome, Decision, DirVerdict, Engine, Flow, PolicySlot, Reason};
+use crate::model::{Action, ContainerPort, Direction, Mode, Protocol, Rule, Tier};
+
+/// One direction to decide: at `subject` (the end whose policy applies) against `peer`.
+#[derive(Debug, Clone, Copy)]
+pub struct DirQuery<'q> {
+    pub dir: Direction,
+    /// The subject's label identity; `None` for an end Cellwall does not enforce on.
+    pub subject_id: Option<u32>,
+    pub subject: &'q EndpointView<'q>,
+    pub peer: &'q EndpointView<'q>,
+    pub protocol: Protocol,
+    pub port: u16,
+    /// Count audit-mode policies (the audit verdict) or not (the enforced verdict).
+    pub include_audit: bool,
+}
+
+/// Both ends of a flow as the index resolved them.
+pub(super) struct Ends<'e> {
+    src: EndpointView<'e>,
+    src_id: Option<u32>,
+    dst: EndpointView<'e>,
+    dst_id: Option<u32>,
+    protocol: Protocol,
+    port: u16,
+}
+
+impl Ends<'_> {
+    /// The question for one direction: egress is decided at the source, ingress at the
+    /// destination.
+    pub(super) fn query(&self, dir: Direction, include_audit: bool) -> DirQuery<'_> {
+        let (subject_id, subject, peer) = match dir {
+            Direction::Egress => (self.src_id, &self.src, &self.dst),
+            Direction::Ingress => (self.dst_id, &self.dst, &self.src),
+        };
+        DirQuery {
+            dir,
+            subject_id,
+            subject,
+            peer,
+            protocol: self.protocol,
+            port: self.port,
+            include_audit,
+        }
+    }
+}
+
+/// What one direction's walk needs at hand: the query, the subject's node (entity `host`) and the
+/// destination's ports (named ports).
+struct DirEval<'e, 'q> {
+    engine: &'e Engine,
+    q: &'q DirQuery<'q>,
+    subject_node: Option<&'q str>,
+    dst_ports: Option<&'q [ContainerPort]>,
+}
+
+impl Engine {
+    /// Decides a flow. This is the reference semantics.
+    pub fn evaluate(&self, flow: &Flow) -> Decision {
+        self.decide(&self.ends(flow))
+    }
+
+    pub(super) fn ends(&self, flow: &Flow) -> Ends<'_> {
+        let (src, src_id) = self.view_of_ip(flow.src);
+        let (dst, dst_id) = self.view_of_ip(flow.dst);
+        Ends {
+            src,
+            src_id,
+            dst,
+            dst_id,
+            protocol: flow.protocol,
+            port: flow.port,
+        }
+    }
+
+    /// Both directions, enforced, and with audit-mode policies when any applies to either end.
+    pub(super) fn decide(&self, ends: &Ends) -> Decision {
+        let both = |audit: bool| {
+            let eg = self.eval_dir(&ends.query(Direction::Egress, audit), None);
+            let ing = self.eval_dir(&ends.query(Direction::Ingress, audit), None);
+            (eg, ing)
+        };
+        let (egress, ingress) = both(false);
+        let audit = (self.has_audit(ends.src_id, Direction::Egress)
+            || self.has_audit(ends.dst_id, Direction::Ingress))
+        .then(|| {
+            let (egress, ingress) = both(true);
+            AuditOutcome {
+                allowed: egress.allowed && ingress.allowed,
+                egress,
+                ingress,
+            }
+        });
+        Decision {
+            allowed: egress.allowed && ingress.allowed,
+            egress,
+            ingress,
+            audit,
+        }
+    }
+
+    /// Walks the tiers of one direction; with `trace`, records what each tier considered.
+    pub(super) fn eval_dir(
+        &self,
+        q: &DirQuery,
+        mut trace: Option<&mut Vec<TierTrace>>,
+    ) -> DirVerdict {
+        let (Some(sid), EndpointKind::Workload { node, ports, .. }) =
+            (q.subject_id, q.subject.kind)
+        else {
+            return DirVerdict::UNMANAGED;
+        };
+        let Some(app) = self.applicable.get(&sid) else {
+            return DirVerdict::DEFAULT;
+        };
+        let ctx = DirEval {
+            engine: self,
+            q,
+            subject_node: node,
+            dst_ports: match q.dir {
+                Direction::Ingress => Some(ports),
+                Direction::Egress => q.peer.ports(),
+            },
+        };
+        // The list is sorted by tier first: each tier is one segment of it.
+        let list = &app.lists[q.dir.index()];
+        let mut i = 0;
+        for tier in Tier::ALL {
+            let start = i;
+            while i < list.len()
+                && self.slots[list[i]]
+                    .as_ref()
+                    .is_some_and(|s| s.policy.tier == tier)
+            {
+                i += 1;
+            }
+            let mut tt = trace.is_some().then(|| TierTrace::new(tier));
+            let outcome = ctx.tier(tier, &list[start..i], tt.as_mut());
+            if let (Some(t), Some(tt)) = (trace.as_deref_mut(), tt) {
+                t.push(tt);
+            }
+            if let Some(v) = outcome {
+                return v;
+            }
+        }
+        DirVerdict::DEFAULT
+    }
+}
+
+fn rule_verdict(allowed: bool, rule: u32, tier: Tier, reason: Reason) -> DirVerdict {
+    DirVerdict {
+        allowed,
+        rule,
+        tier: Some(tier),
+        reason,
+    }
+}
+
+impl<'e> DirEval<'e, '_> {
+    /// A policy that takes part in this walk: active, and enforced unless audit counts.
+    #[inline]
+    fn live(&self, slot: usize) -> Option<&'e PolicySlot> {
+        let s = self.engine.slots[slot].as_ref()?;
+        let p = &s.policy;
+        (p.is_active(self.engine.now) && (self.q.include_audit || p.mode == Mode::Enforce))
+            .then_some(s)
+    }
+
+    #[inline]
+    fn rule_matches(&self, r: &Rule) -> bool {
+        let q = self.q;
+        r.expires_at.is_none_or(|t| self.engine.now < t)
+            && (r.ports.is_empty()
+                || r.ports
+                    .iter()
+                    .any(|ps| port_matches(ps, q.protocol, q.port, self.dst_ports)))
+            && r.peers
+                .iter()
+                .any(|p| peer_matches(p, self.subject_node, q.peer))
+    }
+
+    fn tier(
+        &self,
+        tier: Tier,
+        segment: &[usize],
+        tt: Option<&mut TierTrace>,
+    ) -> Option<DirVerdict> {
+        match tier {
+            Tier::Admin | Tier::Baseline => self.first_match(tier, segment, tt),
+            Tier::Application => self.isolation(tier, segment, tt),
+        }
+    }
+
+    /// Admin and baseline tiers: policies in order, rules in order, the first match decides
+    /// (`Pass` hands over to the next tier).
+    fn first_match(
+        &self,
+        tier: Tier,
+        segment: &[usize],
+        mut tt: Option<&mut TierTrace>,
+    ) -> Option<DirVerdict> {
+        let mut decided = None;
+        let mut passed = false;
+        for s in segment.iter().filter_map(|i| self.live(*i)) {
+            let mut pt = tt.as_ref().map(|_| s.trace());
+            let hit = s.dir_rules(self.q.dir).find(|(r, rid)| {
+                let m = self.rule_matches(r);
+                if let Some(pt) = pt.as_mut() {
+                    pt.rules.push(self.engine.rule_trace(r, **rid, m));
+                }
+                m
+            });
+            if let (Some(tt), Some(pt)) = (tt.as_deref_mut(), pt) {
+                tt.policies.push(pt);
+            }
+            if let Some((r, rid)) = hit {
+                match r.action {
+                    Action::Allow | Action::Deny => {
+                        let allowed = r.action == Action::Allow;
+                        decided = Some(rule_verdict(allowed, *rid, tier, Reason::Rule));
+                    }
+                    Action::Pass => passed = true,
+                }
+                break;
+            }
+        }
+        if let Some(tt) = tt {
+            tt.outcome = ordered_outcome(decided.as_ref(), passed, tt.policies.is_empty());
+        }
+        decided
+    }
+
+    /// Application tier: only policies that isolate this direction count; a matching deny wins,
+    /// else a matching allow admits, else the first isolating policy's default denies.
+    fn isolation(
+        &self,
+        tier: Tier,
+        segment: &[usize],
+        mut tt: Option<&mut TierTrace>,
+    ) -> Option<DirVerdict> {
+        let d = self.q.dir.index();
+        let (mut first_isolating, mut deny, mut allow) = (None, None, None);
+        for s in segment.iter().filter_map(|i| self.live(*i)) {
+            if !s.policy.isolates[d] {
+                continue;
+            }
+            first_isolating.get_or_insert(s.isolation_rule[d]);
+            let mut pt = tt.as_ref().map(|_| s.trace());
+            for (r, rid) in s.dir_rules(self.q.dir) {
+                // Once denied, only further denies can matter (unless tracing every rule).
+                if deny.is_some() && r.action != Action::Deny && pt.is_none() {
+                    continue;
+                }
+                let m = self.rule_matches(r);
+                if let Some(pt) = pt.as_mut() {
+                    pt.rules.push(self.engine.rule_trace(r, *rid, m));
+                }
+                if m {
+                    let first = if r.action == Action::Deny {
+                        &mut deny
+                    } else {
+                        &mut allow
+                    };
+                    first.get_or_insert(*rid);
+                }
+            }
+            if let (Some(tt), Some(pt)) = (tt.as_deref_mut(), pt) {
+                tt.policies.push(pt);
+            }
+        }
+        let v = match (first_isolating, deny, allow) {
+            (None, _, _) => None,
+            (Some(_), Some(d), _) => Some(rule_verdict(false, d, tier, Reason::Rule)),
+            (Some(_), None, Some(a)) => Some(rule_verdict(true, a, tier, Reason::Rule)),
+            (Some(iso), None, None) => Some(rule_verdict(false, iso, tier, Reason::Isolated)),
+        };
+        if let Some(tt) = tt {
+            tt.outcome = application_outcome(v.as_ref());
+        }
+        v
+    }
+}
+
+impl PolicySlot {
+    /// This policy's rules of one direction, with their ids, in order.
+    pub(super) fn dir_rules(&self, dir: Direction) -> impl Iterator<Item = (&Rule, &u32)> {
+        self.policy
+            .rules
+            .iter()
+            .zip(&self.rule_ids)
+            .filter(move |(r, _)| r.direction == dir)
+    }
+}

@@ -1,0 +1,435 @@
+//! Keeping the engine's indexes in step with the model, one change at a time: identities and
+//! their members, the policies applicable to each identity (in evaluation order), the address
+//! index, rule ids, and the record of what changed for incremental compilation.
+
+use super::verdict::identity_key;
+use super::view::{subject_matches, EpRef, WlRec};
+use super::{Applicable, Changes, Engine, IdentityInfo, PolicySlot, RuleInfo};
+use crate::labels::Labels;
+use crate::model::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Whether a policy takes part in decisions of this direction at all.
+fn policy_has_direction(p: &Policy, d: Direction) -> bool {
+    match p.tier {
+        Tier::Application => p.isolates[d.index()],
+        _ => p.rules(d).next().is_some(),
+    }
+}
+
+/// The key a rule id is allocated under: stable across updates of the same policy.
+fn rule_key(id: &PolicyId, dir: Direction, index: usize) -> String {
+    format!("{id}|{}|{index}", dir.as_str())
+}
+
+fn isolation_key(id: &PolicyId, dir: Direction) -> String {
+    format!("{id}|{}|isolation", dir.as_str())
+}
+
+impl Engine {
+    /// Sets the clock used for expiry (Unix seconds). The engine never reads a clock itself.
+    /// Policies and rules whose expiry falls between the old and new time are reported as
+    /// changed, so incremental compilation retires them.
+    pub fn set_now(&mut self, now: i64) {
+        let (a, b) = (self.now.min(now), self.now.max(now));
+        let crosses = |t: Option<i64>| t.is_some_and(|t| a < t && t <= b);
+        let mut touched = Vec::new();
+        for s in self.slots.iter().flatten() {
+            if crosses(s.policy.expires_at) || s.policy.rules.iter().any(|r| crosses(r.expires_at))
+            {
+                touched.push((s.policy.id.clone(), s.subjects.clone()));
+            }
+        }
+        for (id, subjects) in touched {
+            self.changes.policies.insert(id);
+            self.changes.identities.extend(subjects);
+        }
+        self.now = now;
+    }
+
+    /// Returns and clears what changed since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    // ------------------------------------------------------------ inventory updates
+
+    pub fn set_namespace(&mut self, ns: Namespace) {
+        let name = ns.name.clone();
+        if self.inv.namespaces.get(&name) == Some(&ns) {
+            return;
+        }
+        self.inv.namespaces.insert(name.clone(), ns);
+        self.refresh_namespace(&name);
+    }
+
+    pub fn remove_namespace(&mut self, name: &str) {
+        if self.inv.namespaces.remove(name).is_some() {
+            self.refresh_namespace(name);
+        }
+    }
+
+    /// Namespace labels are part of every identity in the namespace: re-derive them all.
+    fn refresh_namespace(&mut self, name: &str) {
+        let keys: Vec<WorkloadKey> = self
+            .inv
+            .workloads
+            .keys()
+            .filter(|k| k.namespace == name)
+            .cloned()
+            .collect();
+        for k in keys {
+            self.unindex_workload(&k);
+            self.refresh_identity(&k);
+            self.index_workload(&k);
+            self.changes.workloads.insert(k);
+        }
+    }
+
+    pub fn set_node(&mut self, node: Node) {
+        if let Some(old) = self.inv.nodes.get(&node.name) {
+            if *old == node {
+                return;
+            }
+            for ip in old.ips.clone() {
+                self.ip_index.remove(&ip);
+            }
+        }
+        for ip in &node.ips {
+            self.ip_index.insert(*ip, EpRef::Node(node.name.clone()));
+        }
+        self.changes.nodes.insert(node.name.clone());
+        self.inv.nodes.insert(node.name.clone(), node);
+    }
+
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(old) = self.inv.nodes.remove(name) {
+            for ip in old.ips {
+                self.ip_index.remove(&ip);
+            }
+            self.changes.nodes.insert(name.to_string());
+        }
+    }
+
+    /// Adds or replaces a workload (a relabel, a new IP, a move): only its identity is re-matched.
+    pub fn set_workload(&mut self, w: Workload) {
+        let key = w.key();
+        if self.inv.workloads.get(&key) == Some(&w) {
+            return;
+        }
+        self.unindex_workload(&key);
+        self.inv.workloads.insert(key.clone(), w);
+        self.refresh_identity(&key);
+        self.index_workload(&key);
+        self.changes.workloads.insert(key);
+    }
+
+    pub fn remove_workload(&mut self, key: &WorkloadKey) {
+        if self.inv.workloads.contains_key(key) {
+            self.unindex_workload(key);
+            self.inv.workloads.remove(key);
+            self.refresh_identity(key);
+            self.changes.workloads.insert(key.clone());
+        }
+    }
+
+    /// Drops the address entries a workload owns (not those another workload or a node took).
+    fn unindex_workload(&mut self, key: &WorkloadKey) {
+        let Some(old) = self.inv.workloads.get(key) else {
+            return;
+        };
+        for ip in &old.ips {
+            let owned = match self.ip_index.get(ip) {
+                Some(r @ EpRef::Workload(_)) => r.is_workload(&key.namespace, &key.name),
+                // A hostNetwork pod's address that no declared node owns.
+                Some(EpRef::Node(n)) => {
+                    old.host_network
+                        && old.node.as_deref().unwrap_or_default() == n
+                        && !self
+                            .inv
+                            .nodes
+                            .get(n)
+                            .is_some_and(|node| node.ips.contains(ip))
+                }
+                None => false,
+            };
+            if owned {
+                self.ip_index.remove(ip);
+            }
+        }
+    }
+
+    fn index_workload(&mut self, key: &WorkloadKey) {
+        let Some(w) = self.inv.workloads.get(key) else {
+            return;
+        };
+        if w.host_network {
+            for ip in &w.ips {
+                // A node's own address stays the node's.
+                if !self.ip_index.contains_key(ip) {
+                    self.ip_index
+                        .insert(*ip, EpRef::Node(w.node.clone().unwrap_or_default()));
+                }
+            }
+            return;
+        }
+        let identity = self.wl_identity.get(key).map(|x| x.0);
+        let ns_labels = self.inv.namespace_labels(&w.namespace);
+        let rec = Arc::new(WlRec {
+            workload: w.clone(),
+            identity,
+            ns_labels,
+        });
+        for ip in &w.ips {
+            self.ip_index.insert(*ip, EpRef::Workload(rec.clone()));
+        }
+    }
+
+    /// Re-derives a workload's identity after its labels or namespace labels changed.
+    fn refresh_identity(&mut self, key: &WorkloadKey) {
+        let new_key = self
+            .inv
+            .workloads
+            .get(key)
+            .filter(|w| !w.host_network)
+            .map(|w| {
+                let nsl = self.inv.namespace_labels(&w.namespace);
+                (identity_key(&w.namespace, &nsl, &w.labels), nsl)
+            });
+        let old = self.wl_identity.get(key).cloned();
+        if old.as_ref().map(|o| &o.1) == new_key.as_ref().map(|n| &n.0) {
+            return;
+        }
+        if let Some((old_id, old_key)) = old {
+            self.leave_identity(key, old_id, &old_key);
+        }
+        if let Some((k, nsl)) = new_key {
+            self.join_identity(key, k, nsl);
+        }
+    }
+
+    /// Takes a workload out of its identity; the last member out retires the identity.
+    fn leave_identity(&mut self, key: &WorkloadKey, id: u32, id_key: &str) {
+        self.wl_identity.remove(key);
+        if let Some(m) = self.members.get_mut(&id) {
+            m.remove(key);
+        }
+        if !self.ids.release(id_key) {
+            return;
+        }
+        self.members.remove(&id);
+        if let Some(info) = self.identities.remove(&id) {
+            if let Some(ids) = self.ns_identities.get_mut(&info.namespace) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.ns_identities.remove(&info.namespace);
+                }
+            }
+        }
+        if let Some(app) = self.applicable.remove(&id) {
+            for slot in app.lists.iter().flatten() {
+                if let Some(s) = self.slots[*slot].as_mut() {
+                    s.subjects.remove(&id);
+                }
+            }
+        }
+        self.changes.identities.insert(id);
+    }
+
+    /// Puts a workload into the identity of `id_key`; a new identity is matched against every
+    /// policy (O(policies)).
+    fn join_identity(&mut self, key: &WorkloadKey, id_key: String, ns_labels: Labels) {
+        let (id, created) = self.ids.acquire(&id_key);
+        self.wl_identity.insert(key.clone(), (id, id_key));
+        self.members.entry(id).or_default().insert(key.clone());
+        if !created {
+            return;
+        }
+        let w = &self.inv.workloads[key];
+        let info = IdentityInfo {
+            id,
+            namespace: w.namespace.clone(),
+            namespace_labels: ns_labels,
+            labels: w.labels.clone(),
+        };
+        let app = self.applicable_to_new(&info);
+        self.applicable.insert(id, app);
+        self.ns_identities
+            .entry(info.namespace.clone())
+            .or_default()
+            .insert(id);
+        self.identities.insert(id, info);
+        self.changes.identities.insert(id);
+    }
+
+    /// The policies selecting a new identity, in evaluation order; records it as their subject.
+    fn applicable_to_new(&mut self, info: &IdentityInfo) -> Applicable {
+        let mut lists: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let Some(s) = s else { continue };
+            if subject_matches(&s.policy.subject, info) {
+                s.subjects.insert(info.id);
+                for d in Direction::BOTH {
+                    if policy_has_direction(&s.policy, d) {
+                        lists[d.index()].push(i);
+                    }
+                }
+            }
+        }
+        for list in lists.iter_mut() {
+            let slots = &self.slots;
+            list.sort_by(|a, b| {
+                let pa = &slots[*a].as_ref().expect("live").policy;
+                let pb = &slots[*b].as_ref().expect("live").policy;
+                pa.order_key().cmp(&pb.order_key())
+            });
+        }
+        let mut a = Applicable {
+            lists,
+            audit: [false; 2],
+        };
+        self.refresh_audit(&mut a);
+        a
+    }
+
+    fn refresh_audit(&self, a: &mut Applicable) {
+        for d in 0..2 {
+            a.audit[d] = a.lists[d].iter().any(|s| {
+                self.slots[*s]
+                    .as_ref()
+                    .is_some_and(|s| s.policy.mode == Mode::Audit)
+            });
+        }
+    }
+
+    // ------------------------------------------------------------ policy updates
+
+    /// Adds or replaces a policy: it is matched against every identity (O(identities)), or, when
+    /// its subject names a namespace, against that namespace's identities.
+    pub fn set_policy(&mut self, p: Policy) {
+        if self.policy(&p.id) == Some(&p) {
+            return;
+        }
+        let id = p.id.clone();
+        self.remove_policy(&id);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        let (rule_ids, isolation_rule) = self.register_rules(&p);
+        let subjects = self.subjects_of(&p.subject);
+        let dirs: Vec<Direction> = Direction::BOTH
+            .into_iter()
+            .filter(|d| policy_has_direction(&p, *d))
+            .collect();
+        self.slots[slot] = Some(PolicySlot {
+            policy: p,
+            rule_ids,
+            isolation_rule,
+            subjects: subjects.clone(),
+        });
+        for iid in &subjects {
+            self.insert_applicable(*iid, slot, &dirs);
+        }
+        self.by_id.insert(id.clone(), slot);
+        self.changes.policies.insert(id);
+    }
+
+    /// Allocates the ids of a policy's rules and of its per-direction isolation defaults.
+    fn register_rules(&mut self, p: &Policy) -> (Vec<u32>, [u32; 2]) {
+        let info = |id, direction, index, name, action| RuleInfo {
+            id,
+            policy: p.id.clone(),
+            direction,
+            index,
+            name,
+            action,
+            tier: p.tier,
+            mode: p.mode,
+        };
+        let mut rule_ids = Vec::with_capacity(p.rules.len());
+        for r in &p.rules {
+            let (rid, _) = self
+                .rule_ids
+                .acquire(&rule_key(&p.id, r.direction, r.index));
+            let ri = info(rid, r.direction, Some(r.index), r.name.clone(), r.action);
+            self.rules.insert(rid, ri);
+            rule_ids.push(rid);
+        }
+        let mut isolation_rule = [0u32; 2];
+        for d in Direction::BOTH {
+            let (rid, _) = self.rule_ids.acquire(&isolation_key(&p.id, d));
+            self.rules
+                .insert(rid, info(rid, d, None, None, Action::Deny));
+            isolation_rule[d.index()] = rid;
+        }
+        (rule_ids, isolation_rule)
+    }
+
+    /// The identities a subject selects: a named namespace's only, else every identity.
+    fn subjects_of(&self, subject: &Subject) -> BTreeSet<u32> {
+        let candidates: Vec<u32> = match &subject.namespaces {
+            NamespaceMatch::Named(ns) => self
+                .ns_identities
+                .get(ns)
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default(),
+            NamespaceMatch::Selector(_) => self.identities.keys().copied().collect(),
+        };
+        candidates
+            .into_iter()
+            .filter(|iid| subject_matches(subject, &self.identities[iid]))
+            .collect()
+    }
+
+    /// Inserts a policy slot into an identity's applicable lists at its evaluation position.
+    fn insert_applicable(&mut self, iid: u32, slot: usize, dirs: &[Direction]) {
+        let mut app = self.applicable.remove(&iid).unwrap_or_default();
+        let slots = &self.slots;
+        let key = slots[slot].as_ref().expect("live").policy.order_key();
+        for d in dirs {
+            let list = &mut app.lists[d.index()];
+            let pos = list
+                .binary_search_by(|o| {
+                    let po = &slots[*o].as_ref().expect("live").policy;
+                    po.order_key().cmp(&key)
+                })
+                .unwrap_or_else(|e| e);
+            list.insert(pos, slot);
+        }
+        self.refresh_audit(&mut app);
+        self.applicable.insert(iid, app);
+        self.changes.identities.insert(iid);
+    }
+
+    pub fn remove_policy(&mut self, id: &PolicyId) -> Option<Policy> {
+        let slot = self.by_id.remove(id)?;
+        let s = self.slots[slot].take().expect("indexed slot is live");
+        for iid in &s.subjects {
+            if let Some(mut app) = self.applicable.remove(iid) {
+                for list in app.lists.iter_mut() {
+                    list.retain(|x| *x != slot);
+                }
+                self.refresh_audit(&mut app);
+                self.applicable.insert(*iid, app);
+            }
+            self.changes.identities.insert(*iid);
+        }
+        let keys = s
+            .policy
+            .rules
+            .iter()
+            .map(|r| rule_key(&s.policy.id, r.direction, r.index))
+            .chain(Direction::BOTH.map(|d| isolation_key(&s.policy.id, d)));
+        for key in keys {
+            if let Some(rid) = self.rule_ids.get(&key) {
+                self.rules.remove(&rid);
+            }
+            self.rule_ids.release(&key);
+        }
+        self.free.push(slot);
+        self.changes.policies.insert(id.clone());
+        Some(s.policy)
+    }
+}

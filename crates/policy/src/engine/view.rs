@@ -1,0 +1,280 @@
+//! How policy sees the two ends of a flow, and whether a rule's peer or port condition matches
+//! them. Separate from the index so the evaluator and the compiler share one definition of
+//! "matches": the compiler builds views of peer identities and asks the same questions.
+
+use crate::labels::Labels;
+use crate::model::{
+    ContainerPort, Entity, NamespaceMatch, Peer, PortSpec, Protocol, Subject, Workload,
+};
+use crate::net::Cidr;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::IdentityInfo;
+
+/// Where an address stands relative to policy CIDRs: a real address, or (for compiled tables) a
+/// region of addresses whose longest policy-CIDR match is the given network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addr {
+    Ip(IpAddr),
+    Region(Cidr),
+    /// Inside no policy CIDR.
+    Outside,
+}
+
+impl Addr {
+    /// Whether every address this stands for lies in `c`.
+    pub fn in_cidr(&self, c: &Cidr) -> bool {
+        match self {
+            Addr::Ip(ip) => c.contains(ip),
+            Addr::Region(r) => c.contains_net(r),
+            Addr::Outside => false,
+        }
+    }
+}
+
+/// What kind of endpoint a view is, with what selectors look at.
+#[derive(Debug, Clone, Copy)]
+pub enum EndpointKind<'a> {
+    Workload {
+        ns: &'a str,
+        ns_labels: &'a Labels,
+        labels: &'a Labels,
+        ports: &'a [ContainerPort],
+        node: Option<&'a str>,
+    },
+    Node {
+        name: &'a str,
+        labels: &'a Labels,
+    },
+    External,
+    /// Matches only peers that match anything (`Any`, entity `all`): the wildcard table entry.
+    Anonymous,
+}
+
+/// One end of a flow as policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointView<'a> {
+    pub kind: EndpointKind<'a>,
+    pub addr: Addr,
+}
+
+impl<'a> EndpointView<'a> {
+    /// A workload: its namespace (and that namespace's labels), labels, ports and node.
+    pub fn workload(w: &'a Workload, ns_labels: &'a Labels, addr: Addr) -> Self {
+        EndpointView {
+            kind: EndpointKind::Workload {
+                ns: &w.namespace,
+                ns_labels,
+                labels: &w.labels,
+                ports: &w.ports,
+                node: w.node.as_deref(),
+            },
+            addr,
+        }
+    }
+
+    /// A node (or a hostNetwork pod, which policy treats as its node).
+    pub fn node(name: &'a str, labels: &'a Labels, addr: Addr) -> Self {
+        EndpointView {
+            kind: EndpointKind::Node { name, labels },
+            addr,
+        }
+    }
+
+    /// An address outside the inventory.
+    pub fn external(addr: Addr) -> Self {
+        EndpointView {
+            kind: EndpointKind::External,
+            addr,
+        }
+    }
+
+    /// The stand-in for "any other peer": matched only by rules that match everyone.
+    pub fn anonymous() -> Self {
+        EndpointView {
+            kind: EndpointKind::Anonymous,
+            addr: Addr::Outside,
+        }
+    }
+
+    /// The container ports of a workload (named ports resolve against them).
+    pub fn ports(&self) -> Option<&'a [ContainerPort]> {
+        match self.kind {
+            EndpointKind::Workload { ports, .. } => Some(ports),
+            _ => None,
+        }
+    }
+
+    pub fn is_workload(&self) -> bool {
+        matches!(self.kind, EndpointKind::Workload { .. })
+    }
+}
+
+/// What an address belongs to. Workload entries carry everything evaluation needs, so deciding a
+/// flow costs one hash lookup per end.
+#[derive(Debug, Clone)]
+pub(super) enum EpRef {
+    Workload(Arc<WlRec>),
+    Node(String),
+}
+
+/// A workload as indexed: its identity and its namespace's labels beside it.
+#[derive(Debug)]
+pub(super) struct WlRec {
+    pub workload: Workload,
+    pub identity: Option<u32>,
+    pub ns_labels: Labels,
+}
+
+impl EpRef {
+    pub(super) fn is_workload(&self, namespace: &str, name: &str) -> bool {
+        matches!(self, EpRef::Workload(r) if r.workload.namespace == namespace && r.workload.name == name)
+    }
+}
+
+pub(super) fn ns_matches(m: &NamespaceMatch, ns: &str, ns_labels: &Labels) -> bool {
+    match m {
+        NamespaceMatch::Named(n) => n == ns,
+        NamespaceMatch::Selector(s) => s.matches(ns_labels),
+    }
+}
+
+/// Whether a policy subject selects a label identity.
+pub(super) fn subject_matches(s: &Subject, id: &IdentityInfo) -> bool {
+    ns_matches(&s.namespaces, &id.namespace, &id.namespace_labels) && s.pods.matches(&id.labels)
+}
+
+/// Whether a rule's peer matches `v`, for a subject on node `subject_node` (entity `host`).
+pub fn peer_matches(peer: &Peer, subject_node: Option<&str>, v: &EndpointView) -> bool {
+    match peer {
+        Peer::Any | Peer::Entity(Entity::All) => true,
+        Peer::Pods { namespaces, pods } => match v.kind {
+            EndpointKind::Workload {
+                ns,
+                ns_labels,
+                labels,
+                ..
+            } => ns_matches(namespaces, ns, ns_labels) && pods.matches(labels),
+            _ => false,
+        },
+        Peer::Nodes(sel) => {
+            matches!(v.kind, EndpointKind::Node { labels, .. } if sel.matches(labels))
+        }
+        Peer::Cidr { cidr, except } => {
+            v.addr.in_cidr(cidr) && !except.iter().any(|e| v.addr.in_cidr(e))
+        }
+        Peer::Entity(Entity::World) => matches!(v.kind, EndpointKind::External),
+        Peer::Entity(Entity::Host) => {
+            matches!(v.kind, EndpointKind::Node { name, .. } if Some(name) == subject_node)
+        }
+        Peer::Entity(Entity::Cluster) => {
+            matches!(
+                v.kind,
+                EndpointKind::Workload { .. } | EndpointKind::Node { .. }
+            )
+        }
+    }
+}
+
+/// Whether a rule's port condition matches; named ports resolve against the destination's ports
+/// (`None` when the destination is not a workload: a named port never matches then).
+pub fn port_matches(
+    spec: &PortSpec,
+    proto: Protocol,
+    port: u16,
+    dst_ports: Option<&[ContainerPort]>,
+) -> bool {
+    match spec {
+        PortSpec::Range { protocol, lo, hi } => *protocol == proto && *lo <= port && port <= *hi,
+        PortSpec::Named { protocol, name } => dst_ports.is_some_and(|ports| {
+            ports.iter().any(|cp| {
+                cp.name.as_deref() == Some(name.as_str())
+                    && protocol.is_none_or(|p| p == cp.protocol)
+                    && cp.protocol == proto
+                    && cp.port == port
+            })
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::LabelSelector;
+
+    fn labels(p: &[(&str, &str)]) -> Labels {
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn web() -> Workload {
+        Workload {
+            namespace: "shop".into(),
+            name: "web".into(),
+            labels: labels(&[("app", "web")]),
+            ips: vec!["10.0.0.1".parse().unwrap()],
+            ports: vec![ContainerPort {
+                name: Some("http".into()),
+                port: 8080,
+                protocol: Protocol::Tcp,
+            }],
+            node: Some("n1".into()),
+            host_network: false,
+        }
+    }
+
+    #[test]
+    fn peers_match_by_kind() {
+        let w = web();
+        let nsl = labels(&[("env", "prod")]);
+        let nl = labels(&[("zone", "a")]);
+        let ip = Addr::Ip("10.0.0.1".parse().unwrap());
+        let wv = EndpointView::workload(&w, &nsl, ip);
+        let nv = EndpointView::node("n1", &nl, ip);
+        let ev = EndpointView::external(ip);
+        let any = EndpointView::anonymous();
+        let pods = Peer::Pods {
+            namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([("env", "prod")])),
+            pods: LabelSelector::from_labels([("app", "web")]),
+        };
+        assert!(peer_matches(&pods, None, &wv));
+        assert!(!peer_matches(&pods, None, &nv));
+        let host = Peer::Entity(Entity::Host);
+        assert!(peer_matches(&host, Some("n1"), &nv));
+        assert!(!peer_matches(&host, Some("n2"), &nv));
+        assert!(peer_matches(&Peer::Entity(Entity::World), None, &ev));
+        assert!(!peer_matches(&Peer::Entity(Entity::World), None, &wv));
+        assert!(peer_matches(&Peer::Entity(Entity::Cluster), None, &nv));
+        // The wildcard view is matched by "anyone" peers only.
+        assert!(peer_matches(&Peer::Any, None, &any));
+        assert!(!peer_matches(&Peer::Entity(Entity::Cluster), None, &any));
+        let cidr = Peer::Cidr {
+            cidr: "10.0.0.0/8".parse().unwrap(),
+            except: vec!["10.0.0.0/24".parse().unwrap()],
+        };
+        assert!(!peer_matches(&cidr, None, &wv));
+        let region = EndpointView::external(Addr::Region("10.1.0.0/16".parse().unwrap()));
+        assert!(peer_matches(&cidr, None, &region));
+    }
+
+    #[test]
+    fn named_ports_resolve_against_the_destination() {
+        let w = web();
+        let named = PortSpec::Named {
+            protocol: None,
+            name: "http".into(),
+        };
+        assert!(port_matches(&named, Protocol::Tcp, 8080, Some(&w.ports)));
+        assert!(!port_matches(&named, Protocol::Tcp, 80, Some(&w.ports)));
+        assert!(!port_matches(&named, Protocol::Tcp, 8080, None));
+        let range = PortSpec::Range {
+            protocol: Protocol::Udp,
+            lo: 50,
+            hi: 60,
+        };
+        assert!(port_matches(&range, Protocol::Udp, 53, None));
+        assert!(!port_matches(&range, Protocol::Tcp, 53, None));
+    }
+}
