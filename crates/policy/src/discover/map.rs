@@ -1,0 +1,243 @@
+//! The dependency map: history grouped by application (or namespace, or workload), one edge per
+//! (source, destination, protocol, port) with connection counts per outcome; and its Graphviz
+//! text.
+
+use super::{app_selector, selector_text, Endpoint, HistFlow, Observed};
+use crate::model::Protocol;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// How the map groups workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    App,
+    Namespace,
+    Workload,
+}
+
+/// External addresses are grouped by /24 (IPv4) or /64 (IPv6) on the map.
+fn external_group(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// The map node an endpoint belongs to.
+pub fn group(ep: &Endpoint, by: GroupBy) -> String {
+    match ep {
+        Endpoint::External { ip } => external_group(*ip),
+        Endpoint::Workload {
+            namespace,
+            name,
+            labels,
+        } => match by {
+            GroupBy::Namespace => namespace.clone(),
+            GroupBy::Workload => format!("{namespace}/{name}"),
+            GroupBy::App => {
+                let sel = app_selector(labels);
+                if sel.is_empty() {
+                    format!("{namespace}/{name}")
+                } else {
+                    format!("{namespace}/{}", selector_text(&sel))
+                }
+            }
+        },
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MapNode {
+    pub id: String,
+    /// workload | external
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub members: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MapEdge {
+    pub src: String,
+    pub dst: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub allowed: u64,
+    pub denied: u64,
+    pub audit: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Rules that decided these connections.
+    pub rules: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DependencyMap {
+    pub nodes: Vec<MapNode>,
+    pub edges: Vec<MapEdge>,
+}
+
+pub fn dependency_map(flows: &[HistFlow], by: GroupBy) -> DependencyMap {
+    let mut nodes: BTreeMap<String, MapNode> = BTreeMap::new();
+    let mut edges: BTreeMap<(String, String, Protocol, u16), MapEdge> = BTreeMap::new();
+    for f in flows {
+        let ids = [&f.src, &f.dst].map(|ep| {
+            let id = group(ep, by);
+            let n = nodes.entry(id.clone()).or_insert_with(|| MapNode {
+                id: id.clone(),
+                kind: match ep {
+                    Endpoint::Workload { .. } => "workload",
+                    Endpoint::External { .. } => "external",
+                },
+                namespace: ep.namespace().map(str::to_string),
+                members: BTreeSet::new(),
+            });
+            n.members.insert(ep.describe());
+            id
+        });
+        let [s, d] = ids;
+        let e = edges
+            .entry((s.clone(), d.clone(), f.protocol, f.port))
+            .or_insert_with(|| MapEdge {
+                src: s,
+                dst: d,
+                protocol: f.protocol,
+                port: f.port,
+                allowed: 0,
+                denied: 0,
+                audit: 0,
+                first_ns: f.first_ns,
+                last_ns: f.last_ns,
+                rules: BTreeSet::new(),
+            });
+        match f.observed {
+            Observed::Allowed => e.allowed += f.connections,
+            Observed::Denied => e.denied += f.connections,
+            Observed::Audit => e.audit += f.connections,
+        }
+        e.first_ns = e.first_ns.min(f.first_ns);
+        e.last_ns = e.last_ns.max(f.last_ns);
+        if let Some(r) = &f.rule {
+            e.rules.insert(r.clone());
+        }
+    }
+    DependencyMap {
+        nodes: nodes.into_values().collect(),
+        edges: edges.into_values().collect(),
+    }
+}
+
+/// Graphviz text of a map.
+pub fn to_dot(m: &DependencyMap) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut s = String::from(
+        "digraph cellwall {\n  rankdir=LR;\n  node [shape=box, fontname=\"sans-serif\"];\n",
+    );
+    for n in &m.nodes {
+        let shape = if n.kind == "external" {
+            ", shape=ellipse"
+        } else {
+            ""
+        };
+        s.push_str(&format!(
+            "  {}{};\n",
+            q(&n.id),
+            if shape.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", &shape[2..])
+            }
+        ));
+    }
+    for e in &m.edges {
+        let color = if e.denied > 0 && e.allowed + e.audit == 0 {
+            "red"
+        } else if e.denied > 0 || e.audit > 0 {
+            "orange"
+        } else {
+            "black"
+        };
+        s.push_str(&format!(
+            "  {} -> {} [label={}, color={color}];\n",
+            q(&e.src),
+            q(&e.dst),
+            q(&format!(
+                "{}/{} ({} ok, {} denied{})",
+                e.protocol,
+                e.port,
+                e.allowed + e.audit,
+                e.denied,
+                if e.audit > 0 {
+                    format!(", {} audit", e.audit)
+                } else {
+                    String::new()
+                }
+            ))
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::test_support::*;
+
+    #[test]
+    fn map_groups_replicas_and_externals() {
+        let (inv, _) = inv_and_policies(INV);
+        let ext = Endpoint::External {
+            ip: "203.0.113.9".parse().unwrap(),
+        };
+        let flows = vec![
+            flow(
+                ep(&inv, "a/web-1"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Allowed,
+                3,
+            ),
+            flow(
+                ep(&inv, "a/web-2"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Allowed,
+                2,
+            ),
+            flow(
+                ep(&inv, "b/debug"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Denied,
+                1,
+            ),
+            flow(ep(&inv, "a/web-1"), ext, 443, Observed::Allowed, 1),
+        ];
+        let m = dependency_map(&flows, GroupBy::App);
+        let e: Vec<_> = m
+            .edges
+            .iter()
+            .map(|e| (e.src.as_str(), e.dst.as_str(), e.port, e.allowed, e.denied))
+            .collect();
+        assert_eq!(
+            e,
+            [
+                ("a/app=web", "203.0.113.0/24", 443, 1, 0),
+                ("a/app=web", "a/app=db", 5432, 5, 0),
+                ("b/app=debug", "a/app=db", 5432, 0, 1)
+            ]
+        );
+        let web = m.nodes.iter().find(|n| n.id == "a/app=web").unwrap();
+        assert_eq!(web.members.len(), 2);
+        assert!(to_dot(&m).contains("\"a/app=web\" -> \"a/app=db\""));
+    }
+}

@@ -1,0 +1,231 @@
+//! A proposal as YAML documents that `cellwall apply -f` (and kubectl, for NetworkPolicy) take as
+//! they are, with each rule's evidence as a comment above it. Hand-written text rather than a
+//! serializer: the comments and the flow style are the point.
+
+use super::{selector_text, Proposal, ProposedPeer, ProposedPolicy, ProposedRule};
+use crate::labels::Labels;
+
+/// Output formats of a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposalFormat {
+    Cellwall,
+    NetworkPolicy,
+}
+
+/// A YAML double-quoted string (JSON's escaping is valid YAML).
+fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+fn time(ns: u64) -> String {
+    crate::de::format_rfc3339((ns / 1_000_000_000) as i64)
+}
+
+fn labels_yaml(l: &Labels) -> String {
+    let items: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{}: {}", q(k), q(v)))
+        .collect();
+    format!("{{matchLabels: {{{}}}}}", items.join(", "))
+}
+
+/// YAML documents that `cellwall apply -f` (and kubectl, for NetworkPolicy) take as they are,
+/// with each rule's evidence as a comment above it.
+pub fn render_yaml(p: &Proposal, format: ProposalFormat) -> String {
+    let mut s = String::new();
+    for (i, pol) in p.policies.iter().enumerate() {
+        if i > 0 {
+            s.push_str("---\n");
+        }
+        render_policy(&mut s, pol, format);
+    }
+    if !p.excluded.is_empty() {
+        s.push_str("# Observed but not proposed:\n");
+        for e in &p.excluded {
+            s.push_str(&format!(
+                "#   {} -> {} {}/{} ({} connections): {}\n",
+                e.src, e.dst, e.protocol, e.port, e.connections, e.reason
+            ));
+        }
+    }
+    s
+}
+
+fn render_policy(s: &mut String, pol: &ProposedPolicy, format: ProposalFormat) {
+    let seen: u64 = pol
+        .ingress
+        .iter()
+        .chain(&pol.egress)
+        .map(|r| r.evidence.connections)
+        .sum();
+    s.push_str(&format!(
+        "# Proposed by cellwall from {seen} observed connections of {}/{}.\n",
+        pol.namespace,
+        selector_text(&pol.selector)
+    ));
+    let (api, kind) = match format {
+        ProposalFormat::NetworkPolicy => ("networking.k8s.io/v1", "NetworkPolicy"),
+        ProposalFormat::Cellwall => ("cellwall.io/v1alpha1", "Policy"),
+    };
+    s.push_str(&format!(
+        "apiVersion: {api}\nkind: {kind}\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  podSelector: {}\n",
+        q(&pol.name),
+        q(&pol.namespace),
+        labels_yaml(&pol.selector)
+    ));
+    if format == ProposalFormat::NetworkPolicy {
+        s.push_str("  policyTypes: [Ingress, Egress]\n");
+    }
+    for (dir, rules, field) in [
+        ("ingress", &pol.ingress, "from"),
+        ("egress", &pol.egress, "to"),
+    ] {
+        if rules.is_empty() {
+            s.push_str(&format!("  {dir}: []\n"));
+            continue;
+        }
+        s.push_str(&format!("  {dir}:\n"));
+        for r in rules {
+            render_rule(s, pol, r, dir, field, format);
+        }
+    }
+}
+
+fn render_rule(
+    s: &mut String,
+    pol: &ProposedPolicy,
+    r: &ProposedRule,
+    dir: &str,
+    field: &str,
+    format: ProposalFormat,
+) {
+    let e = &r.evidence;
+    s.push_str(&format!(
+        "  # {}{} connections, {} .. {}, {:.1}% of this direction's traffic\n",
+        if e.review {
+            "REVIEW: seen rarely: "
+        } else {
+            ""
+        },
+        e.connections,
+        time(e.first_ns),
+        time(e.last_ns),
+        e.coverage * 100.0
+    ));
+    let name = match format {
+        ProposalFormat::Cellwall => format!("    name: {}\n", q(&rule_name(r, dir))),
+        ProposalFormat::NetworkPolicy => String::new(),
+    };
+    s.push_str(&format!(
+        "  - {field}: [{}]\n{name}    ports: [{{protocol: {}, port: {}}}]\n",
+        peer_yaml(&r.peer, &pol.namespace, format),
+        r.protocol,
+        r.port
+    ));
+}
+
+/// A rule's peer in flow style; pods of the policy's own namespace need no namespace selector.
+fn peer_yaml(peer: &ProposedPeer, own_ns: &str, format: ProposalFormat) -> String {
+    match peer {
+        ProposedPeer::Cidr { cidr } => match format {
+            ProposalFormat::NetworkPolicy => format!("{{ipBlock: {{cidr: {}}}}}", q(cidr)),
+            ProposalFormat::Cellwall => format!("{{cidr: {}}}", q(cidr)),
+        },
+        ProposedPeer::Pods { namespace, labels } if namespace == own_ns => {
+            format!("{{podSelector: {}}}", labels_yaml(labels))
+        }
+        ProposedPeer::Pods { namespace, labels } => format!(
+            "{{namespaceSelector: {{matchLabels: {{\"kubernetes.io/metadata.name\": {}}}}}, podSelector: {}}}",
+            q(namespace),
+            labels_yaml(labels)
+        ),
+    }
+}
+
+/// `from-NS-VALUES-tcp80`, `to-203.0.113.9-32-udp53`: readable, and unique within a policy.
+fn rule_name(r: &ProposedRule, dir: &str) -> String {
+    format!(
+        "{}-{}-{}{}",
+        if dir == "ingress" { "from" } else { "to" },
+        match &r.peer {
+            ProposedPeer::Cidr { cidr } => cidr.replace(['/', ':'], "-"),
+            ProposedPeer::Pods { namespace, labels } => format!(
+                "{namespace}-{}",
+                labels.values().cloned().collect::<Vec<_>>().join("-")
+            ),
+        },
+        r.protocol.as_str().to_lowercase(),
+        r.port
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::{Evidence, Excluded};
+    use crate::model::Protocol;
+
+    fn proposal() -> Proposal {
+        let labels: Labels = [("app".to_string(), "web".to_string())].into();
+        let rule = |peer| ProposedRule {
+            peer,
+            protocol: Protocol::Tcp,
+            port: 443,
+            evidence: Evidence {
+                connections: 2,
+                first_ns: 0,
+                last_ns: 60_000_000_000,
+                coverage: 0.5,
+                review: true,
+            },
+        };
+        Proposal {
+            policies: vec![ProposedPolicy {
+                namespace: "shop".into(),
+                name: "cw-db".into(),
+                selector: [("app".to_string(), "db".to_string())].into(),
+                ingress: vec![
+                    rule(ProposedPeer::Pods {
+                        namespace: "shop".into(),
+                        labels: labels.clone(),
+                    }),
+                    rule(ProposedPeer::Pods {
+                        namespace: "edge".into(),
+                        labels,
+                    }),
+                ],
+                egress: vec![rule(ProposedPeer::Cidr {
+                    cidr: "203.0.113.9/32".into(),
+                })],
+            }],
+            excluded: vec![Excluded {
+                src: "a/x".into(),
+                dst: "a/y".into(),
+                protocol: Protocol::Udp,
+                port: 53,
+                connections: 4,
+                reason: "explicitly denied".into(),
+            }],
+            flows_considered: 10,
+        }
+    }
+
+    #[test]
+    fn renders_evidence_names_and_peers() {
+        let y = render_yaml(&proposal(), ProposalFormat::Cellwall);
+        assert!(y.contains("# Proposed by cellwall from 6 observed connections of shop/app=db."));
+        assert!(y.contains("  # REVIEW: seen rarely: 2 connections, 1970-01-01T00:00:00Z .. 1970-01-01T00:01:00Z, 50.0% of this direction's traffic"));
+        assert!(y.contains("  - from: [{podSelector: {matchLabels: {\"app\": \"web\"}}}]\n    name: \"from-shop-web-tcp443\"\n"));
+        assert!(y.contains("\"kubernetes.io/metadata.name\": \"edge\""));
+        assert!(y.contains(
+            "  - to: [{cidr: \"203.0.113.9/32\"}]\n    name: \"to-203.0.113.9-32-tcp443\""
+        ));
+        assert!(y.ends_with("#   a/x -> a/y UDP/53 (4 connections): explicitly denied\n"));
+        let np = render_yaml(&proposal(), ProposalFormat::NetworkPolicy);
+        assert!(np.contains("kind: NetworkPolicy\n"));
+        assert!(np.contains("  policyTypes: [Ingress, Egress]\n"));
+        assert!(np.contains("{ipBlock: {cidr: \"203.0.113.9/32\"}}"));
+        assert!(!np.contains("    name:"));
+        crate::load::parse_file("p.yaml", &np).unwrap();
+    }
+}
