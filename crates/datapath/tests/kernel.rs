@@ -1,123 +1,13 @@
 //! Root tier: the real kernel program, run with BPF_PROG_TEST_RUN against maps written from
 //! compiled policy. `cargo test -p cellwall-datapath -- --ignored` (as root).
 
-use cellwall_datapath::{ApplyReport, Desired, Hook, KernelDatapath};
+mod common;
+
+use cellwall_datapath::{Desired, Hook, KernelDatapath};
 use cellwall_policy::synth::{random_scenario, Rng};
 use cellwall_policy::{Compiler, Engine, Flow, Protocol};
+use common::*;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-
-const TC_ACT_OK: i32 = 0;
-const TC_ACT_SHOT: i32 = 2;
-
-/// A unique pin directory, removed on drop (also when the test fails).
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new(tag: &str) -> Self {
-        Pins(PathBuf::from(format!(
-            "/sys/fs/bpf/cellwall-test-{tag}-{}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn packet(src: IpAddr, dst: IpAddr, proto: Protocol, sport: u16, dport: u16) -> Vec<u8> {
-    packet_flags(src, dst, proto, sport, dport, 0x02)
-}
-
-/// A TCP segment with the given flags (0x02 SYN, 0x10 ACK).
-fn packet_flags(
-    src: IpAddr,
-    dst: IpAddr,
-    proto: Protocol,
-    sport: u16,
-    dport: u16,
-    tcp_flags: u8,
-) -> Vec<u8> {
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
-        panic!("IPv4 only here")
-    };
-    let mut p = vec![0u8; 14];
-    p[12] = 0x08; // IPv4
-    let l4: Vec<u8> = match proto {
-        Protocol::Tcp => {
-            let mut t = vec![0u8; 20];
-            t[0..2].copy_from_slice(&sport.to_be_bytes());
-            t[2..4].copy_from_slice(&dport.to_be_bytes());
-            t[12] = 5 << 4;
-            t[13] = tcp_flags;
-            t
-        }
-        Protocol::Udp => {
-            let mut u = vec![0u8; 8];
-            u[0..2].copy_from_slice(&sport.to_be_bytes());
-            u[2..4].copy_from_slice(&dport.to_be_bytes());
-            u[4..6].copy_from_slice(&8u16.to_be_bytes());
-            u
-        }
-        Protocol::Sctp => {
-            let mut c = vec![0u8; 12];
-            c[0..2].copy_from_slice(&sport.to_be_bytes());
-            c[2..4].copy_from_slice(&dport.to_be_bytes());
-            c
-        }
-    };
-    let total = 20 + l4.len();
-    let mut ip = vec![0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = proto.number();
-    ip[12..16].copy_from_slice(&s.octets());
-    ip[16..20].copy_from_slice(&d.octets());
-    p.extend(ip);
-    p.extend(l4);
-    p
-}
-
-/// Pods and policies from inline YAML (the parts these tests need).
-fn load(yaml: &str) -> (cellwall_policy::Inventory, Vec<cellwall_policy::Policy>) {
-    let mut inv = cellwall_policy::Inventory::default();
-    let mut pols = Vec::new();
-    for o in cellwall_policy::parse_file("t.yaml", yaml).unwrap().objects {
-        match o.object {
-            cellwall_policy::Object::Pod(w) => {
-                inv.workloads.insert(w.key(), w);
-            }
-            cellwall_policy::Object::Policy(p) => pols.push(*p),
-            _ => {}
-        }
-    }
-    (inv, pols)
-}
-
-/// Compiles `yaml` for node n1 and applies it.
-fn apply_yaml(dp: &mut KernelDatapath, yaml: &str) -> ApplyReport {
-    let (inv, pols) = load(yaml);
-    let np = cellwall_policy::compile(inv, pols, "n1", 0);
-    dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap()
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc_geteuid() },
-        0,
-        "the root tier needs root (BPF, bpffs)"
-    );
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
-}
 
 /// Differential test: for 10,000+ random (policy set, packet) pairs, the kernel program's verdict
 /// equals the policy crate's `evaluate`.
