@@ -207,6 +207,25 @@ impl Ctx<'_> {
     }
 }
 
+/// One document of a known kind, for its family's reader: decodes into the family's manifest
+/// type and converts, with errors located in the file.
+pub(crate) struct Document<'a> {
+    ctx: &'a Ctx<'a>,
+    text: &'a str,
+    format: Format,
+}
+
+impl Document<'_> {
+    /// Decodes the manifest, then converts it; a conversion error names its field path.
+    pub(crate) fn convert<M: DeserializeOwned>(
+        &self,
+        f: impl FnOnce(M) -> Result<Object, ConvertError>,
+    ) -> Result<Object, LoadError> {
+        let m = decode(self.ctx, self.text, self.format)?;
+        f(m).map_err(|e| self.ctx.err(None, None, e.path, e.message))
+    }
+}
+
 fn decode<T: DeserializeOwned>(ctx: &Ctx, text: &str, format: Format) -> Result<T, LoadError> {
     match format {
         Format::Yaml => {
@@ -326,45 +345,14 @@ fn parse_document(
     if kind == "List" && api == "v1" {
         return parse_list(&ctx, value, &source, out);
     }
-    let conv =
-        |r: Result<Object, ConvertError>| r.map_err(|e| ctx.err(None, None, e.path, e.message));
-    let object = match (api, kind) {
-        ("v1", "Namespace") => {
-            conv(k8s::convert_namespace(decode(&ctx, text, format)?).map(Object::Namespace))?
-        }
-        ("v1", "Pod") => conv(k8s::convert_pod(decode(&ctx, text, format)?).map(Object::Pod))?,
-        ("v1", "Node") => conv(k8s::convert_node(decode(&ctx, text, format)?).map(Object::Node))?,
-        ("networking.k8s.io/v1", "NetworkPolicy") => conv(
-            k8s::convert_network_policy(decode(&ctx, text, format)?)
-                .map(|p| Object::Policy(Box::new(p))),
-        )?,
-        ("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy") => conv(
-            k8s::convert_anp(decode(&ctx, text, format)?, false)
-                .map(|p| Object::Policy(Box::new(p))),
-        )?,
-        ("policy.networking.k8s.io/v1alpha1", "BaselineAdminNetworkPolicy") => conv(
-            k8s::convert_anp(decode(&ctx, text, format)?, true)
-                .map(|p| Object::Policy(Box::new(p))),
-        )?,
-        ("cellwall.io/v1alpha1", "Policy") => conv(
-            k8s::convert_cellwall(decode(&ctx, text, format)?, false)
-                .map(|p| Object::Policy(Box::new(p))),
-        )?,
-        ("cellwall.io/v1alpha1", "ClusterPolicy") => conv(
-            k8s::convert_cellwall(decode(&ctx, text, format)?, true)
-                .map(|p| Object::Policy(Box::new(p))),
-        )?,
-        (
-            _,
-            "Namespace"
-            | "Pod"
-            | "Node"
-            | "NetworkPolicy"
-            | "AdminNetworkPolicy"
-            | "BaselineAdminNetworkPolicy"
-            | "Policy"
-            | "ClusterPolicy",
-        ) => {
+    let doc = Document {
+        ctx: &ctx,
+        text,
+        format,
+    };
+    let object = match k8s::kinds().find(|k| k.api_version == api && k.kind == kind) {
+        Some(k) => (k.read)(&doc)?,
+        None if k8s::kinds().any(|k| k.kind == kind) => {
             return Err(ctx.err(
                 None,
                 None,
@@ -374,7 +362,7 @@ fn parse_document(
             ),
             ))
         }
-        _ => {
+        None => {
             let mut e = ctx.err(
                 None,
                 None,

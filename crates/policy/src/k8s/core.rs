@@ -1,0 +1,234 @@
+//! The inventory kinds: v1 Namespace, Pod and Node, read leniently (they carry many fields
+//! Cellwall does not need) and converted with the API server's defaulting (protocol TCP,
+//! namespace `default`, the automatic `kubernetes.io/metadata.name` label).
+
+use super::{cerr, namespace_of, required_name, ConvertError, Kind, ObjectMeta};
+use crate::de::{PortNum, ProtocolDe};
+use crate::load::Object;
+use crate::model::{ContainerPort, Namespace, Node, Protocol, Workload};
+use serde::Deserialize;
+use std::net::IpAddr;
+
+/// The kinds of this family.
+pub(crate) const KINDS: &[Kind] = &[
+    Kind {
+        api_version: "v1",
+        kind: "Namespace",
+        read: |d| d.convert(|m| convert_namespace(m).map(Object::Namespace)),
+    },
+    Kind {
+        api_version: "v1",
+        kind: "Pod",
+        read: |d| d.convert(|m| convert_pod(m).map(Object::Pod)),
+    },
+    Kind {
+        api_version: "v1",
+        kind: "Node",
+        read: |d| d.convert(|m| convert_node(m).map(Object::Node)),
+    },
+];
+
+#[derive(Debug, Deserialize)]
+pub struct NamespaceManifest {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PodManifest {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: PodSpec,
+    #[serde(default)]
+    pub status: Option<PodStatus>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    #[serde(default)]
+    pub host_network: bool,
+    #[serde(default)]
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Container {
+    #[serde(default)]
+    pub ports: Vec<ContainerPortManifest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPortManifest {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub container_port: PortNum,
+    #[serde(default)]
+    pub protocol: Option<ProtocolDe>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    #[serde(rename = "podIP", default)]
+    pub pod_ip: Option<IpAddr>,
+    #[serde(rename = "podIPs", default)]
+    pub pod_ips: Vec<PodIp>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PodIp {
+    pub ip: IpAddr,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NodeManifest {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub status: Option<NodeStatus>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct NodeStatus {
+    #[serde(default)]
+    pub addresses: Vec<NodeAddress>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NodeAddress {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub address: String,
+}
+
+pub fn convert_namespace(m: NamespaceManifest) -> Result<Namespace, ConvertError> {
+    Ok(Namespace::new(
+        required_name(&m.metadata)?,
+        m.metadata.labels.0,
+    ))
+}
+
+pub fn convert_pod(m: PodManifest) -> Result<Workload, ConvertError> {
+    let name = required_name(&m.metadata)?;
+    let mut ports: Vec<ContainerPort> = Vec::new();
+    for (ci, c) in m.spec.containers.iter().enumerate() {
+        for (pi, p) in c.ports.iter().enumerate() {
+            if let Some(n) = &p.name {
+                crate::de::validate_port_name(n)
+                    .map_err(|e| cerr(format!("spec.containers[{ci}].ports[{pi}].name"), e))?;
+                if ports.iter().any(|q| q.name.as_deref() == Some(n)) {
+                    return Err(cerr(
+                        format!("spec.containers[{ci}].ports[{pi}].name"),
+                        format!("duplicate port name {n:?} in this pod"),
+                    ));
+                }
+            }
+            ports.push(ContainerPort {
+                name: p.name.clone(),
+                port: p.container_port.0,
+                protocol: p.protocol.map(|p| p.0).unwrap_or(Protocol::Tcp),
+            });
+        }
+    }
+    let mut ips = Vec::new();
+    if let Some(st) = &m.status {
+        ips.extend(st.pod_ip);
+        for p in &st.pod_ips {
+            if !ips.contains(&p.ip) {
+                ips.push(p.ip);
+            }
+        }
+    }
+    Ok(Workload {
+        namespace: namespace_of(&m.metadata),
+        name,
+        labels: m.metadata.labels.0,
+        ips,
+        ports,
+        node: m.spec.node_name.filter(|n| !n.is_empty()),
+        host_network: m.spec.host_network,
+    })
+}
+
+pub fn convert_node(m: NodeManifest) -> Result<Node, ConvertError> {
+    let name = required_name(&m.metadata)?;
+    let mut ips = Vec::new();
+    for (i, a) in m.status.unwrap_or_default().addresses.iter().enumerate() {
+        if a.kind == "InternalIP" || a.kind == "ExternalIP" {
+            let ip: IpAddr = a.address.parse().map_err(|_| {
+                cerr(
+                    format!("status.addresses[{i}].address"),
+                    format!("{:?} is not an IP address", a.address),
+                )
+            })?;
+            ips.push(ip);
+        }
+    }
+    Ok(Node {
+        name,
+        labels: m.metadata.labels.0,
+        ips,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pods_default_protocol_namespace_and_merge_addresses() {
+        let m: PodManifest = serde_json::from_value(json!({
+            "metadata": {"name": "a"},
+            "spec": {"containers": [{"ports": [{"containerPort": 80, "name": "http"}]}]},
+            "status": {"podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}]}
+        }))
+        .unwrap();
+        let w = convert_pod(m).unwrap();
+        assert_eq!(w.namespace, "default");
+        assert_eq!(w.ports[0].protocol, Protocol::Tcp);
+        assert_eq!(w.ips.len(), 2);
+        let dup: PodManifest = serde_json::from_value(json!({
+            "metadata": {"name": "a"},
+            "spec": {"containers": [{"ports": [{"containerPort": 80, "name": "web"}]},
+                                    {"ports": [{"containerPort": 81, "name": "web"}]}]}
+        }))
+        .unwrap();
+        let e = convert_pod(dup).unwrap_err();
+        assert_eq!(e.path, "spec.containers[1].ports[0].name");
+    }
+
+    #[test]
+    fn nodes_keep_internal_and_external_addresses() {
+        let m: NodeManifest = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {"addresses": [{"type": "Hostname", "address": "n1"},
+                                     {"type": "InternalIP", "address": "192.0.2.1"}]}
+        }))
+        .unwrap();
+        assert_eq!(convert_node(m).unwrap().ips.len(), 1);
+        let bad: NodeManifest = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {"addresses": [{"type": "ExternalIP", "address": "n1"}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            convert_node(bad).unwrap_err().path,
+            "status.addresses[0].address"
+        );
+        let ns: NamespaceManifest =
+            serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
+        let ns = convert_namespace(ns).unwrap();
+        assert_eq!(
+            ns.labels
+                .get(crate::model::NAMESPACE_NAME_LABEL)
+                .map(String::as_str),
+            Some("x")
+        );
+    }
+}
