@@ -28,13 +28,11 @@
 //!   cargo bench -p cellwall-cli --bench agent_footprint -- [--rate 10000] [--seconds 20]
 //!       [--idle-seconds 10] [--namespaces 10] [--clients 4]
 
-mod common;
-
-use common::cw;
+use cellwall_testkit::bench::noise_factor;
+use cellwall_testkit::lab::{down_stale_labs, lab_file, listen, netns, pid_of, Lab};
+use cellwall_testkit::proc::{clock_ticks, read as read_proc, Proc};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -123,87 +121,6 @@ fn pod_ip(n: usize, a: usize, r: usize) -> IpAddr {
     ])
 }
 
-fn lab_dir(name: &str) -> PathBuf {
-    PathBuf::from("/run/cellwall/labs").join(name)
-}
-
-/// Takes the lab down however the run ends (panic included) and removes the manifests.
-struct Lab {
-    name: String,
-    dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-            .args(["lab", "down", "--name", &self.name])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let left = Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        let prefix = format!("cw-{}-", self.name);
-        let n = left.lines().filter(|l| l.starts_with(&prefix)).count();
-        if n > 0 {
-            eprintln!("WARNING: {n} namespaces of lab {} are left", self.name);
-        }
-    }
-}
-
-/// A process's CPU time (utime + stime, clock ticks) and memory (VmRSS, VmHWM, KiB).
-#[derive(Clone, Copy, Default)]
-struct Proc {
-    ticks: u64,
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-fn read_proc(pid: u32) -> Proc {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("process {pid} is gone: {e}"));
-    // Fields after the command name: state is field 3, utime 14, stime 15.
-    let rest: Vec<&str> = stat
-        .rsplit_once(") ")
-        .expect("stat format")
-        .1
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| rest[i - 3].parse::<u64>().expect("stat number");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Proc {
-        ticks: field(14) + field(15),
-        rss_kib: kib("VmRSS:"),
-        hwm_kib: kib("VmHWM:"),
-    }
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn pid_of(name: &str, file: &str) -> u32 {
-    std::fs::read_to_string(lab_dir(name).join(file))
-        .unwrap_or_else(|e| panic!("{file}: {e}"))
-        .trim()
-        .parse()
-        .expect("pid")
-}
-
 /// The agent's Prometheus metrics, `name{labels}` → value.
 fn metrics(addr: &str) -> BTreeMap<String, f64> {
     let body = ureq::get(&format!("http://{addr}/metrics"))
@@ -235,9 +152,9 @@ fn start_servers(netns: &[String]) {
         std::thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(move || {
-                let l = cellwall_datapath::netns::enter(&ns)
+                let l = netns::enter(&ns)
                     .map_err(|e| e.to_string())
-                    .and_then(|_| common::listen(PORT).map_err(|e| e.to_string()));
+                    .and_then(|_| listen(PORT).map_err(|e| e.to_string()));
                 let l = match l {
                     Ok(l) => {
                         let _ = tx.send(Ok(()));
@@ -271,7 +188,7 @@ struct Pod {
 
 /// One connection from a pod's namespace (a thread of its own), within `timeout`.
 fn connect_from(netns: &str, to: IpAddr, timeout: Duration) -> bool {
-    cellwall_datapath::netns::run_in(netns, move || {
+    netns::run_in(netns, move || {
         TcpStream::connect_timeout(&SocketAddr::new(to, PORT), timeout).is_ok()
     })
     .expect("namespace thread")
@@ -308,7 +225,7 @@ fn client(pods: Arc<Vec<Pod>>, mine: Vec<usize>, rate: f64, load: Arc<Load>, see
         let src = &pods[mine[k % mine.len()]];
         k += 1;
         if src.netns != current {
-            cellwall_datapath::netns::enter(&src.netns).expect("enter the source pod");
+            netns::enter(&src.netns).expect("enter the source pod");
             current = src.netns.clone();
         }
         let callee = (src.app + 1) % APPS;
@@ -340,23 +257,18 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let noise: f64 = std::env::var("CELLWALL_BENCH_NOISE_FACTOR")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
+    let noise = noise_factor(1.0);
     let started = Instant::now();
-    common::down_stale_labs("agent_footprint", |n| {
+    let bin = cellwall_testkit::bin!("cellwall");
+    down_stale_labs(&bin, "agent_footprint", |n| {
         n.strip_prefix("afp").and_then(|p| p.parse::<u32>().ok())
     });
     let name = format!("afp{}", std::process::id());
-    let dir = std::env::temp_dir().join(format!("cellwall-{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let lab = Lab {
-        name: name.clone(),
-        dir: dir.clone(),
-    };
+    // Takes the lab down however the run ends (panic included) and removes the manifests.
+    let lab = Lab::new(bin.clone(), &name);
+    let cw = |args: &[&str]| bin.stdout(args);
     let npods = args.namespaces * APPS * REPLICAS;
-    let f = dir.join("lab.yaml");
+    let f = lab.dir.join("lab.yaml");
     std::fs::write(&f, manifests(args.namespaces)).unwrap();
 
     // Lab up: namespaces and veths, servers, manager, then the agent's first apply.
@@ -374,7 +286,7 @@ fn main() {
     let up_secs = t.elapsed().as_secs_f64();
     let agent = pid_of(&name, "agent.pid");
     let manager = pid_of(&name, "manager.pid");
-    let maddr = std::fs::read_to_string(lab_dir(&name).join("agent/metrics.addr"))
+    let maddr = std::fs::read_to_string(lab_file(&name, "agent/metrics.addr"))
         .expect("agent metrics address");
     let m0 = metrics(&maddr);
     let first_apply_s = metric(&m0, "cellwall_agent_apply_micros_sum") / 1e6;
@@ -386,19 +298,13 @@ fn main() {
         metric(&m0, "cellwall_agent_map_entries{map=\"endpoints\"}"),
     );
 
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(lab_dir(&name).join("state.json")).unwrap())
-            .unwrap();
     let mut pods = Vec::new();
-    for p in state["pods"].as_array().unwrap() {
-        let (ns, pod) = (
-            p["key"]["namespace"].as_str().unwrap(),
-            p["key"]["name"].as_str().unwrap(),
-        );
+    for p in lab.state().pods {
+        let (ns, pod) = (p.key.namespace.as_str(), p.key.name.as_str());
         let ns: usize = ns.trim_start_matches("ns").parse().unwrap();
         let app: usize = pod[1..pod.find('-').unwrap()].parse().unwrap();
         pods.push(Pod {
-            netns: p["netns"].as_str().unwrap().to_string(),
+            netns: p.netns.clone(),
             ns,
             app,
         });

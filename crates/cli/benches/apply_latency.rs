@@ -10,11 +10,10 @@
 //!   cargo build --release --workspace && cargo bench -p cellwall-cli --bench apply_latency [-- --changes N]
 //! (the lab starts the `cellwall-manager` and `cellwall-agent` binaries built beside `cellwall`).
 
-mod common;
-
-use common::cw;
+use cellwall_api::client::{lab_client_config, ClientConfig};
+use cellwall_testkit::bench::{noise_factor, pct};
+use cellwall_testkit::lab::Lab;
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const INVENTORY: &str = "
@@ -44,22 +43,6 @@ fn unix_us() -> u64 {
         .as_micros() as u64
 }
 
-fn pct(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
-}
-
-struct Lab(String);
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-            .args(["lab", "down", "--name", &self.0])
-            .output();
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -71,29 +54,15 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(200);
-    let noise: f64 = std::env::var("CELLWALL_BENCH_NOISE_FACTOR")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2.0);
-    let lab = Lab(format!("lat{}", std::process::id() % 100000));
-    let dir = std::env::temp_dir().join(format!("cellwall-{}", lab.0));
-    std::fs::create_dir_all(&dir).unwrap();
-    let up = dir.join("up.yaml");
-    std::fs::write(
-        &up,
-        format!("{INVENTORY}---\n{}---\n{}", client("client"), policy(80)),
-    )
-    .unwrap();
-    cw(&["lab", "up", "-f", up.to_str().unwrap(), "--name", &lab.0]);
-    let cfg: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("/run/cellwall/labs/{}/manager/client.json", lab.0))
-            .unwrap(),
-    )
-    .unwrap();
-    let (server, token) = (
-        cfg["server"].as_str().unwrap(),
-        cfg["token"].as_str().unwrap(),
+    let noise = noise_factor(2.0);
+    // Taken down (and its manifests removed) however the run ends.
+    let lab = Lab::up(
+        cellwall_testkit::bin!("cellwall"),
+        "lat",
+        &format!("{INVENTORY}---\n{}---\n{}", client("client"), policy(80)),
     );
+    let cfg = ClientConfig::read(&lab_client_config(&lab.name)).unwrap();
+    let (server, token) = (cfg.server.as_str(), cfg.token.as_str());
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
@@ -158,7 +127,6 @@ fn main() {
     let p99 = pct(&from_return, 0.99);
     let limit = 100.0 * noise;
     println!("goal: p99 < 100 ms (fails past {limit:.0} ms): p99 = {p99:.2} ms");
-    let _ = std::fs::remove_dir_all(&dir);
     drop(lab);
     if p99 > limit {
         eprintln!("FAIL: apply latency p99 {p99:.2} ms exceeds {limit:.0} ms");

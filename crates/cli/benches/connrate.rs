@@ -37,9 +37,7 @@
 //!       [--window-ms 20] [--json PATH] [--configs cellwall,cellwall-vis] [--no-bulk]
 //! `--configs` and `--no-bulk` narrow a run for profiling; goal checks need both phases.
 
-mod common;
-
-use common::cw;
+use cellwall_testkit::lab::{down_stale_labs, listen, netns, Guard};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -300,9 +298,9 @@ fn in_node(lab: &str, cmd: &[&str], input: &str) {
 /// A lean server: accept-and-close for `conn`, read-everything-then-report-the-count for `bulk`,
 /// so the measurement is about the path, not the server.
 fn serve(ns: String, mode: Arc<AtomicU8>, ready: mpsc::Sender<Result<(), String>>) {
-    let l = match cellwall_datapath::netns::enter(&ns)
+    let l = match netns::enter(&ns)
         .map_err(|e| e.to_string())
-        .and_then(|_| common::listen(PORT).map_err(|e| e.to_string()))
+        .and_then(|_| listen(PORT).map_err(|e| e.to_string()))
     {
         Ok(l) => {
             let _ = ready.send(Ok(()));
@@ -358,7 +356,7 @@ fn lab_up(kind: Kind, n: usize, net: u8, dir: &Path, guard: &mut Cleanup) -> Lab
     std::fs::write(&f, manifests(net, rules, kind == Kind::CellwallBoth)).unwrap();
     let t = Instant::now();
     // Registered first: a lab that fails half-way is taken down too (`down` works by name).
-    guard.0.push(name.clone());
+    guard.0.add(&name);
     let up: &[&str] = &[
         "lab",
         "up",
@@ -374,9 +372,9 @@ fn lab_up(kind: Kind, n: usize, net: u8, dir: &Path, guard: &mut Cleanup) -> Lab
     if kind == Kind::CellwallB {
         let obj = std::env::var("CELLWALL_CONNRATE_B_OBJECT")
             .expect("cellwall-b needs CELLWALL_CONNRATE_B_OBJECT (a cellwall.bpf.o)");
-        common::cw_env(up, &[("CELLWALL_BPF_OBJECT", &obj)]);
+        cw().stdout_env(up, &[("CELLWALL_BPF_OBJECT", &obj)]);
     } else {
-        cw(up);
+        cw().stdout(up);
     }
     let up = t.elapsed().as_secs_f64();
     let t = Instant::now();
@@ -395,21 +393,7 @@ fn lab_up(kind: Kind, n: usize, net: u8, dir: &Path, guard: &mut Cleanup) -> Lab
         kind.label(),
         t.elapsed().as_secs_f64()
     );
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("/run/cellwall/labs/{name}/state.json")).unwrap(),
-    )
-    .unwrap();
-    let ns_of = |pod: &str| {
-        state["pods"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["key"]["name"] == pod)
-            .unwrap()["netns"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let ns_of = |pod: &str| cellwall_testkit::lab::pod(&name, pod).netns;
     let mode = Arc::new(AtomicU8::new(CONN));
     let (tx, rx) = mpsc::channel();
     let (server_ns, m) = (ns_of("server"), mode.clone());
@@ -433,16 +417,13 @@ fn lab_down(mut lab: Lab, guard: &mut Cleanup) {
     lab.mode.store(STOP, Ordering::SeqCst);
     let server = lab.server;
     // Wake the blocked accept from the client's side.
-    let _ = cellwall_datapath::netns::run_in(&lab.client_ns, move || {
+    let _ = netns::run_in(&lab.client_ns, move || {
         TcpStream::connect_timeout(&server, Duration::from_secs(1))
     });
     if let Some(t) = lab.server_thread.take() {
         let _ = t.join();
     }
-    let _ = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-        .args(["lab", "down", "--name", &lab.name])
-        .output();
-    guard.0.retain(|n| *n != lab.name);
+    guard.0.down(&lab.name);
 }
 
 /// One bulk window: connect, write for `window`, half-close, wait for the server's byte count.
@@ -492,7 +473,7 @@ fn measure(
         for (r, round) in values.iter_mut().enumerate() {
             for k in 0..labs.len() {
                 let c = (k + r) % labs.len();
-                cellwall_datapath::netns::enter(&labs[c].0).unwrap();
+                netns::enter(&labs[c].0).unwrap();
                 match phase {
                     Phase::Conn => {
                         let start = Instant::now();
@@ -618,7 +599,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    common::down_stale_labs("connrate", |n| {
+    down_stale_labs(&cw(), "connrate", |n| {
         n.strip_prefix("cr")
             .and_then(|s| s.split_once('p'))
             .filter(|(net, _)| net.parse::<u8>().is_ok())
@@ -626,7 +607,7 @@ fn main() {
     });
     let dir = run_dir();
     std::fs::create_dir_all(&dir).unwrap();
-    let mut guard = Cleanup(Vec::new());
+    let mut guard = Cleanup(Guard::new(cw()));
     let mut net = 1u8;
     let none = lab_up(Kind::Unfiltered, 0, net, &dir, &mut guard);
     let mut rows: Vec<Row> = Vec::new();
@@ -805,15 +786,16 @@ fn run_dir() -> PathBuf {
 
 /// Takes the labs down even if the benchmark panics (their nft tables and ipsets live in the
 /// labs' node namespaces and go with them), and removes the run's manifests.
-struct Cleanup(Vec<String>);
+struct Cleanup(Guard);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for lab in &self.0 {
-            let _ = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-                .args(["lab", "down", "--name", lab])
-                .output();
-        }
+        // The guard takes the labs down after this.
         let _ = std::fs::remove_dir_all(run_dir());
     }
+}
+
+/// The `cellwall` binary under test.
+fn cw() -> cellwall_testkit::bin::Bin {
+    cellwall_testkit::bin!("cellwall")
 }

@@ -4,8 +4,8 @@
 //! lateral movement in the act, with the rule that stopped it.
 
 use crate::client::{table, Client};
-use crate::lab::{self, DatapathKind, Visibility};
 use anyhow::{bail, Context, Result};
+use cellwall_lab::{self as lab, DatapathKind, Visibility};
 use cellwall_policy::{Protocol, WorkloadKey};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -165,14 +165,16 @@ fn tour(name: &str, app: &PathBuf, policy: &PathBuf) -> Result<()> {
         "   Each pod is a network namespace with a real server; a Cellwall manager and a node"
     );
     println!("   agent run beside them, the agent's eBPF programs on every pod's interface.");
-    lab::up(
-        std::slice::from_ref(app),
-        name,
-        DatapathKind::Ebpf,
-        Visibility::On,
-        false,
-    )?;
-    let c = lab::lab_client(name)?;
+    lab::up(&lab::UpSpec {
+        name: name.to_string(),
+        files: std::slice::from_ref(app).to_vec(),
+        datapath: DatapathKind::Ebpf,
+        visibility: Visibility::On,
+        ignore_unknown_kinds: false,
+    })?;
+    let c = Client {
+        api: cellwall_api::client::Client::for_lab(name)?,
+    };
     let nodes = c.get("/v1/nodes", &[])?;
     for n in nodes["items"].as_array().into_iter().flatten() {
         println!(

@@ -2,8 +2,10 @@
 
 mod analyze;
 mod client;
+#[cfg(feature = "lab")]
 mod demo;
 mod discover;
+#[cfg(feature = "lab")]
 mod lab;
 mod manifests;
 
@@ -25,6 +27,7 @@ struct Cli {
 enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Real workloads on this machine: network namespaces, servers, and kernel enforcement.
+    #[cfg(feature = "lab")]
     #[command(subcommand)]
     Lab(lab::LabCmd),
     /// Create or update policies and inventory in the manager from manifests.
@@ -52,19 +55,24 @@ enum Command {
     /// Compliance alerts: escaped flows, audit-only and expiring allowances, new edges.
     Alerts(client::AlertsArgs),
     /// A guided tour on real traffic: build a lab, watch, lock down, catch lateral movement.
+    #[cfg(feature = "lab")]
     Demo(demo::DemoArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    #[cfg(feature = "lab")]
+    lab::init_logging();
     let r = match cli.command {
         Command::Analyze(a) => analyze::run(a),
+        #[cfg(feature = "lab")]
         Command::Lab(l) => lab::run(l),
         Command::Apply(a) => client::apply(a, false),
         Command::Delete(a) => client::apply(a, true),
         Command::Get(a) => client::get(a),
         Command::Flows(a) => client::flows(a),
         Command::Explain(a) => client::explain(a),
+        #[cfg(feature = "lab")]
         Command::Demo(a) => demo::run(a),
         Command::Map(a) => discover::map(a),
         Command::Quarantine(a) => client::quarantine(a),

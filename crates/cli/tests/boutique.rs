@@ -3,6 +3,7 @@
 //! `simulate` (zero breakage) → `apply` → lateral movement blocked and recorded; an audit-mode
 //! policy drops nothing but is seen; a candidate that forgets one edge breaks exactly that edge.
 
+use cellwall_testkit::lab::{netns, unique_name};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -13,10 +14,8 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-mod common;
-
 fn cw(args: &[&str]) -> (bool, String, String) {
-    common::cellwall_result(args)
+    cellwall_testkit::bin!("cellwall").result(args)
 }
 
 fn ok(args: &[&str]) -> String {
@@ -26,43 +25,33 @@ fn ok(args: &[&str]) -> String {
 }
 
 struct Lab {
+    lab: cellwall_testkit::lab::Lab,
     name: String,
-    dir: PathBuf,
     pods: BTreeMap<String, (String, IpAddr)>,
 }
 
 impl Lab {
     fn up() -> Self {
-        let name = format!("btq{}", std::process::id() % 100000);
-        let dir = std::env::temp_dir().join(format!("cellwall-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let lab = cellwall_testkit::lab::Lab::new(
+            cellwall_testkit::bin!("cellwall"),
+            &unique_name("btq"),
+        );
+        let name = lab.name.clone();
         let app = repo().join("examples/boutique/app.yaml");
         ok(&["lab", "up", "-f", app.to_str().unwrap(), "--name", &name]);
-        let state: Value = serde_json::from_str(
-            &std::fs::read_to_string(format!("/run/cellwall/labs/{name}/state.json")).unwrap(),
-        )
-        .unwrap();
-        let pods = state["pods"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["key"]["name"].as_str().unwrap().to_string(),
-                    (
-                        p["netns"].as_str().unwrap().to_string(),
-                        p["ips"][0].as_str().unwrap().parse().unwrap(),
-                    ),
-                )
-            })
+        let pods = lab
+            .state()
+            .pods
+            .into_iter()
+            .map(|p| (p.key.name, (p.netns, p.ips[0])))
             .collect();
-        Lab { name, dir, pods }
+        Lab { lab, name, pods }
     }
 
     fn connect(&self, from: &str, to: &str, port: u16) -> bool {
         let (ns, _) = self.pods[from].clone();
         let dst = SocketAddr::new(self.pods[to].1, port);
-        cellwall_datapath::netns::run_in(&ns, move || {
+        netns::run_in(&ns, move || {
             TcpStream::connect_timeout(&dst, Duration::from_millis(300)).is_ok()
         })
         .unwrap()
@@ -75,16 +64,7 @@ impl Lab {
     }
 
     fn file(&self, name: &str, text: &str) -> String {
-        let p = self.dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().to_string()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = cw(&["lab", "down", "--name", &self.name]);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.lab.file(name, text)
     }
 }
 

@@ -1,13 +1,14 @@
 //! Runs every upstream conformance case through the real `cellwall analyze` binary, step by step
 //! (policy updates, label changes), and compares each probe with the upstream expectation.
 
-mod common;
+use cellwall_testkit::conformance::{run_all, AnalyzeRunner};
 
 #[test]
 fn conformance_cases_through_analyze() {
-    let Some((cases, cells, skipped, failures)) =
-        common::run_all(&mut common::AnalyzeRunner, "analyze")
-    else {
+    let Some((cases, cells, skipped, failures)) = run_all(
+        &mut AnalyzeRunner(cellwall_testkit::bin!("cellwall")),
+        "analyze",
+    ) else {
         return;
     };
     eprintln!("conformance (analyze): {cases} cases, {cells} cells checked, {skipped} probes skipped, {} mismatches", failures.len());

@@ -2,21 +2,24 @@
 //! real servers, the kernel datapath programmed by the agent's enforcement path). SCTP probes are
 //! skipped: this kernel has no SCTP (see the note in docs/lab.md).
 
-mod common;
-
-use common::{parse_matrices, Matrices, Runner, World};
+use cellwall_testkit::conformance::{parse_matrices, run_all, Matrices, Runner, World};
+use cellwall_testkit::lab::{unique_name, Guard};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
+use std::process::Output;
 
 struct LabRunner {
     name: String,
     up: bool,
     /// Policy documents applied at the previous step, by (kind, namespace, name).
     applied: BTreeSet<(String, String, String)>,
+    /// Takes the lab down even when an assertion failed mid-case.
+    _guard: Guard,
 }
 
-use common::cellwall as cw;
+fn cw(args: &[&str]) -> Output {
+    cellwall_testkit::bin!("cellwall").run(args)
+}
 
 impl Runner for LabRunner {
     fn start_case(&mut self, _world: &World, _tmp: &Path) {
@@ -100,24 +103,19 @@ impl Runner for LabRunner {
     }
 }
 
-impl Drop for LabRunner {
-    fn drop(&mut self) {
-        // Clean up even when an assertion failed mid-case.
-        let _ = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-            .args(["lab", "down", "--name", &self.name])
-            .output();
-    }
-}
-
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn conformance_cases_on_real_traffic() {
+    let name = unique_name("conf");
+    let mut guard = Guard::new(cellwall_testkit::bin!("cellwall"));
+    guard.add(&name);
     let mut runner = LabRunner {
-        name: format!("conf{}", std::process::id() % 100000),
+        name,
         up: false,
         applied: BTreeSet::new(),
+        _guard: guard,
     };
-    let Some((cases, cells, skipped, failures)) = common::run_all(&mut runner, "lab") else {
+    let Some((cases, cells, skipped, failures)) = run_all(&mut runner, "lab") else {
         return;
     };
     eprintln!(

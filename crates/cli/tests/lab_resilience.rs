@@ -4,9 +4,10 @@
 //! - fail-static restarts: killing the agent (-9) mid-apply or mid-attach, and re-attaching new
 //!   programs, never opens a window of allow-all or deny-all.
 
+use cellwall_testkit::bin::Bin;
+use cellwall_testkit::lab::{netns, Lab};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,63 +37,21 @@ fn allow_from(app: &str) -> String {
 
 const DENY_ALL: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: server-in, namespace: t}\nspec:\n  podSelector: {matchLabels: {app: server}}\n  policyTypes: [Ingress]\n";
 
-struct Lab {
-    name: String,
-    dir: PathBuf,
+fn bin() -> Bin {
+    cellwall_testkit::bin!("cellwall")
 }
-
-mod common;
 
 fn cw(args: &[&str]) -> String {
-    String::from_utf8_lossy(&common::cellwall(args).stdout).to_string()
+    bin().stdout(args)
 }
 
-impl Lab {
-    fn up(tag: &str, manifests: &str) -> Lab {
-        let name = format!("{tag}{}", std::process::id() % 100000);
-        let dir = std::env::temp_dir().join(format!("cellwall-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let lab = Lab { name, dir };
-        let f = lab.file("up.yaml", manifests);
-        cw(&["lab", "up", "-f", &f, "--name", &lab.name]);
-        lab
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().to_string()
-    }
-
-    fn apply(&self, file: &str) {
-        cw(&["lab", "apply", "-f", file, "--name", &self.name]);
-    }
-
-    fn client_netns(&self) -> String {
-        let state: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(format!("/run/cellwall/labs/{}/state.json", self.name))
-                .unwrap(),
-        )
-        .unwrap();
-        state["pods"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["key"]["name"] == "client")
-            .unwrap()["netns"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
+fn up(tag: &str, manifests: &str) -> Lab {
+    Lab::up(bin(), tag, manifests)
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-            .args(["lab", "down", "--name", &self.name])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The client pod's network namespace.
+fn client_netns(lab: &Lab) -> String {
+    lab.pod("client").netns
 }
 
 fn server(port: u16) -> SocketAddr {
@@ -115,7 +74,7 @@ fn prober(
         let (netns, stop, count, wrong) =
             (netns.clone(), stop.clone(), count.clone(), wrong.clone());
         hs.push(std::thread::spawn(move || {
-            cellwall_datapath::netns::enter(&netns).unwrap();
+            netns::enter(&netns).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 let r = TcpStream::connect_timeout(&server(port), Duration::from_millis(300));
                 count.fetch_add(1, Ordering::Relaxed);
@@ -143,11 +102,11 @@ fn prober(
 /// how long after it the session still passed traffic (watched for 3 s: until 1 s echoes may
 /// arrive; after that none may, however long TCP keeps retransmitting).
 fn last_echo_after(lab: &Lab, change: impl FnOnce()) -> Duration {
-    let ns = lab.client_netns();
+    let ns = client_netns(lab);
     let (tx, rx) = std::sync::mpsc::channel::<Duration>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<Instant>();
     let h = std::thread::spawn(move || {
-        cellwall_datapath::netns::enter(&ns).unwrap();
+        netns::enter(&ns).unwrap();
         let s = TcpStream::connect_timeout(&server(80), Duration::from_secs(2))
             .expect("allowed connection");
         s.set_read_timeout(Some(Duration::from_millis(100)))
@@ -187,7 +146,7 @@ fn last_echo_after(lab: &Lab, change: impl FnOnce()) -> Duration {
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn established_connection_is_revoked_within_one_second() {
-    let lab = Lab::up(
+    let lab = up(
         "rev",
         &format!(
             "{INVENTORY}---\n{}---\n{}",
@@ -214,10 +173,10 @@ fn established_connection_is_revoked_within_one_second() {
 fn policy_and_label_flips_are_atomic() {
     let s1 = format!("{}---\n{}", client("client"), allow_from("client"));
     let s2 = format!("{}---\n{}", client("client2"), allow_from("client2"));
-    let lab = Lab::up("atom", &format!("{INVENTORY}---\n{s1}"));
+    let lab = up("atom", &format!("{INVENTORY}---\n{s1}"));
     let (f1, f2) = (lab.file("s1.yaml", &s1), lab.file("s2.yaml", &s2));
     let stop = Arc::new(AtomicBool::new(false));
-    let (count, wrong, hs) = prober(lab.client_netns(), stop.clone());
+    let (count, wrong, hs) = prober(client_netns(&lab), stop.clone());
     // Each flip changes the client's identity and the rule that admits it together: a packet
     // that saw new identities with old rules (or the reverse) would be denied.
     for i in 0..40 {
@@ -238,10 +197,10 @@ fn policy_and_label_flips_are_atomic() {
 fn agent_kill_and_upgrade_never_open_a_window() {
     let s1 = format!("{}---\n{}", client("client"), allow_from("client"));
     let s2 = format!("{}---\n{}", client("client2"), allow_from("client2"));
-    let lab = Lab::up("rst", &format!("{INVENTORY}---\n{s1}"));
+    let lab = up("rst", &format!("{INVENTORY}---\n{s1}"));
     let (f1, f2) = (lab.file("s1.yaml", &s1), lab.file("s2.yaml", &s2));
     let stop = Arc::new(AtomicBool::new(false));
-    let (count, wrong, hs) = prober(lab.client_netns(), stop.clone());
+    let (count, wrong, hs) = prober(client_netns(&lab), stop.clone());
     let mut killed = 0;
     for i in 0..30u64 {
         // An agent restart (load, attach = atomic replace, resync) or an apply, killed -9 at a
@@ -258,7 +217,8 @@ fn agent_kill_and_upgrade_never_open_a_window() {
                 &lab.name,
             ]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cellwall"))
+        let mut child = bin()
+            .command()
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -290,20 +250,14 @@ fn agent_kill_and_upgrade_never_open_a_window() {
     assert_eq!(w, 0);
 }
 
-fn lab_file(lab: &Lab, f: &str) -> PathBuf {
-    PathBuf::from(format!("/run/cellwall/labs/{}/{f}", lab.name))
-}
-
 /// Runs `cellwall ARGS... --lab NAME`, returning (success, stdout, stderr).
 fn cw_lab(lab: &Lab, args: &[&str]) -> (bool, String, String) {
-    let mut a = args.to_vec();
-    a.extend(["--lab", &lab.name]);
-    common::cellwall_result(&a)
+    lab.cw_lab(args)
 }
 
 /// One connection from the client pod to the server's `port` (300 ms: a drop is a timeout).
 fn connects(lab: &Lab, port: u16) -> bool {
-    cellwall_datapath::netns::run_in(&lab.client_netns(), move || {
+    netns::run_in(&client_netns(lab), move || {
         TcpStream::connect_timeout(&server(port), Duration::from_millis(300)).is_ok()
     })
     .unwrap()
@@ -312,7 +266,7 @@ fn connects(lab: &Lab, port: u16) -> bool {
 /// Probes continuously for `d` and returns (probes, wrong verdicts).
 fn probe_for(lab: &Lab, d: Duration) -> (usize, usize) {
     let stop = Arc::new(AtomicBool::new(false));
-    let (count, wrong, hs) = prober(lab.client_netns(), stop.clone());
+    let (count, wrong, hs) = prober(client_netns(lab), stop.clone());
     std::thread::sleep(d);
     stop.store(true, Ordering::Relaxed);
     for h in hs {
@@ -324,7 +278,7 @@ fn probe_for(lab: &Lab, d: Duration) -> (usize, usize) {
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn manager_apply_outage_restarts_flows_and_credentials() {
-    let lab = Lab::up("mgr", &format!("{INVENTORY}---\n{}", client("client")));
+    let lab = up("mgr", &format!("{INVENTORY}---\n{}", client("client")));
     let f = lab.file("allow.yaml", &allow_from("client"));
     let deny = lab.file("deny.yaml", DENY_ALL);
     assert!(connects(&lab, 81), "no policy yet: port 81 must connect");
@@ -340,7 +294,7 @@ fn manager_apply_outage_restarts_flows_and_credentials() {
     assert!(connects(&lab, 80) && !connects(&lab, 81));
 
     // Manager down: enforcement goes on, also across an agent restart.
-    let pid = std::fs::read_to_string(lab_file(&lab, "manager.pid")).unwrap();
+    let pid = std::fs::read_to_string(lab.lab_file("manager.pid")).unwrap();
     Command::new("kill")
         .args(["-9", pid.trim()])
         .status()
@@ -411,7 +365,7 @@ fn manager_apply_outage_restarts_flows_and_credentials() {
     assert_eq!(v["items"][0]["lag"], 0, "{out}");
 
     // The agent's Prometheus metrics tell the same story.
-    let addr = std::fs::read_to_string(lab_file(&lab, "agent/metrics.addr")).unwrap();
+    let addr = std::fs::read_to_string(lab.lab_file("agent/metrics.addr")).unwrap();
     let mut s = TcpStream::connect(addr.trim()).unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut body = String::new();
@@ -434,7 +388,7 @@ fn manager_apply_outage_restarts_flows_and_credentials() {
     // Credentials: a wrong token is refused with 401; a read-only token cannot write.
     let (ok, _, err) = cw_lab(&lab, &["get", "policies", "--token", "bogus"]);
     assert!(!ok && err.contains("401"), "{err}");
-    let read = std::fs::read_to_string(lab_file(&lab, "manager/read.token")).unwrap();
+    let read = std::fs::read_to_string(lab.lab_file("manager/read.token")).unwrap();
     let (ok, _, err) = cw_lab(&lab, &["apply", "-f", &f, "--token", read.trim()]);
     assert!(!ok && err.contains("403"), "{err}");
 }
@@ -442,7 +396,7 @@ fn manager_apply_outage_restarts_flows_and_credentials() {
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn expiring_grant_ends_on_time_without_the_manager() {
-    let lab = Lab::up("exp", &format!("{INVENTORY}---\n{}", client("client")));
+    let lab = up("exp", &format!("{INVENTORY}---\n{}", client("client")));
     let until = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -465,13 +419,13 @@ fn expiring_grant_ends_on_time_without_the_manager() {
     );
     lab.apply(&grant);
     // The manager goes away: the grant must still end on time, on the agent's own clock.
-    let pid = std::fs::read_to_string(lab_file(&lab, "manager.pid")).unwrap();
+    let pid = std::fs::read_to_string(lab.lab_file("manager.pid")).unwrap();
     Command::new("kill")
         .args(["-9", pid.trim()])
         .status()
         .unwrap();
-    let netns = lab.client_netns();
-    let ends = cellwall_datapath::netns::run_in(&netns, move || {
+    let netns = client_netns(&lab);
+    let ends = netns::run_in(&netns, move || {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut was_open = false;
         while Instant::now() < deadline {
@@ -502,7 +456,7 @@ fn expiring_grant_ends_on_time_without_the_manager() {
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn quarantine_cuts_sessions_outranks_allows_and_release_restores() {
-    let lab = Lab::up(
+    let lab = up(
         "qrt",
         &format!(
             "{INVENTORY}---\n{}---\n{}",

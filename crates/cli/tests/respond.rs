@@ -2,8 +2,9 @@
 //! WannaCry example blocks TCP 445 both ways for exactly the workloads the report marks, and a
 //! broken report is refused with its line and column and changes nothing.
 
+use cellwall_testkit::lab::{netns, unique_name, Lab};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 fn repo(p: &str) -> String {
@@ -14,47 +15,23 @@ fn repo(p: &str) -> String {
         .to_string()
 }
 
-mod common;
-
 fn cw(args: &[&str]) -> (bool, String, String) {
-    common::cellwall_result(args)
+    cellwall_testkit::bin!("cellwall").result(args)
 }
 
-struct Lab {
-    name: String,
-    dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = cw(&["lab", "down", "--name", &self.name]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A lab named `TAG` + pid, taken down however the test ends.
+fn lab(tag: &str) -> Lab {
+    Lab::new(cellwall_testkit::bin!("cellwall"), &unique_name(tag))
 }
 
 fn netns_of(lab: &str, pod: &str) -> String {
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("/run/cellwall/labs/{lab}/state.json")).unwrap(),
-    )
-    .unwrap();
-    state["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["key"]["name"] == pod)
-        .unwrap()["netns"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    cellwall_testkit::lab::pod(lab, pod).netns
 }
 
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn scanner_labels_block_smb_for_exactly_the_vulnerable() {
-    let name = format!("cve{}", std::process::id() % 100000);
-    let dir = std::env::temp_dir().join(format!("cellwall-{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let lab = Lab { name, dir };
+    let lab = lab("cve");
     let (ok, _, err) = cw(&[
         "lab",
         "up",
@@ -78,7 +55,7 @@ fn scanner_labels_block_smb_for_exactly_the_vulnerable() {
     let connects = |from: &str, to: &str, port: u16| {
         let ns = netns_of(&lab.name, from);
         let dst = SocketAddr::new(ip(to), port);
-        cellwall_datapath::netns::run_in(&ns, move || {
+        netns::run_in(&ns, move || {
             TcpStream::connect_timeout(&dst, Duration::from_millis(300)).is_ok()
         })
         .unwrap()
@@ -163,10 +140,7 @@ fn scanner_labels_block_smb_for_exactly_the_vulnerable() {
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn host_mode_protects_a_host_on_its_nic_with_pod_policies() {
-    let name = format!("hst{}", std::process::id() % 100000);
-    let dir = std::env::temp_dir().join(format!("cellwall-{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let lab = Lab { name, dir };
+    let lab = lab("hst");
     let inv = lab.dir.join("inv.yaml");
     std::fs::write(
         &inv,
@@ -198,7 +172,7 @@ fn host_mode_protects_a_host_on_its_nic_with_pod_policies() {
     let hns = format!("cw-{}-h0", lab.name);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        cellwall_datapath::netns::enter(&hns).unwrap();
+        netns::enter(&hns).unwrap();
         let l = std::net::TcpListener::bind("10.77.9.1:5432").unwrap();
         tx.send(()).unwrap();
         for s in l.incoming() {
@@ -209,7 +183,7 @@ fn host_mode_protects_a_host_on_its_nic_with_pod_policies() {
     let connects = |from: &str| {
         let ns = netns_of(&lab.name, from);
         let dst: SocketAddr = "10.77.9.1:5432".parse().unwrap();
-        cellwall_datapath::netns::run_in(&ns, move || {
+        netns::run_in(&ns, move || {
             TcpStream::connect_timeout(&dst, Duration::from_millis(300)).is_ok()
         })
         .unwrap()

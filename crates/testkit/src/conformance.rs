@@ -1,12 +1,11 @@
 //! The conformance harness shared by the analyze tier and the lab (root) tier: reads the cases
 //! in ../shared/conformance, builds the model's manifests, applies each step's actions, runs the
-//! probes through a `Runner` and compares every expected cell.
-#![allow(dead_code)]
+//! probes through a [`Runner`] and compares every expected cell.
 
+use crate::bin::Bin;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub fn conformance_dir() -> Option<PathBuf> {
     if let Ok(d) = std::env::var("CELLWALL_CONFORMANCE_DIR") {
@@ -245,13 +244,14 @@ pub trait Runner {
     }
 }
 
-pub struct AnalyzeRunner;
+/// Computes the tables with `cellwall analyze -o json` (the binary given).
+pub struct AnalyzeRunner(pub Bin);
 
 impl Runner for AnalyzeRunner {
     fn step(&mut self, world: &World, probes: &[(String, u16)], tmp: &Path) -> Matrices {
         let file = tmp.join("manifests.yaml");
         std::fs::write(&file, world.manifests()).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellwall"));
+        let mut cmd = self.0.command();
         cmd.arg("analyze")
             .arg("-f")
             .arg(&file)
@@ -486,33 +486,4 @@ pub fn run_all(runner: &mut dyn Runner, tag: &str) -> Option<(usize, usize, usiz
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Some((files.len(), cells, skipped, failures))
-}
-
-/// Runs the `cellwall` binary under test: (success, stdout, stderr), for tests that expect
-/// refusals as well as successes.
-pub fn cellwall_result(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
-}
-
-/// Runs the `cellwall` binary under test; fails the test with its stderr if it fails.
-pub fn cellwall(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellwall"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cellwall {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }

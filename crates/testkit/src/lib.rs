@@ -1,0 +1,18 @@
+//! Test and benchmark support shared by the workspace's tests and benches (a dev-dependency
+//! only):
+//! - [`bin`] — built binaries of the workspace: locating them ([`bin!`]) and running them;
+//! - [`lab`] — labs with unique names, taken down however a test ends; stale labs of killed
+//!   runs; listeners for lab benchmarks;
+//! - [`conformance`] — the conformance harness (cases in `../shared/conformance`) behind its
+//!   [`conformance::Runner`] trait;
+//! - [`manager`] — a throwaway `cellwall-manager` on free loopback ports (and, with the `grpc`
+//!   feature, mTLS channels to it);
+//! - [`proc`] — CPU time and memory of a process from /proc;
+//! - [`bench`] — argument parsing, percentiles and goal checks of the benchmarks.
+
+pub mod bench;
+pub mod bin;
+pub mod conformance;
+pub mod lab;
+pub mod manager;
+pub mod proc;
