@@ -13,11 +13,10 @@
 //! after the run the manager is killed with SIGKILL and its database is read: the counts it
 //! stored must equal the counts it acknowledged. Goal: >= 200,000 records/s per manager core.
 
-mod common;
-
 use cellwall_proto::tonic::transport::Identity;
 use cellwall_proto::{AgentClient, Direction, FlowBatch, FlowRecord, JoinRequest, Verdict};
-use common::{arg, channel, Manager};
+use cellwall_testkit::bench::arg;
+use cellwall_testkit::manager::{channel, Manager};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,7 +100,7 @@ fn main() {
         "flow intake: {agents} agents, batches of {batch} records, {seconds} s, \
          every record of a batch a distinct connection"
     );
-    let mut m = Manager::start("intake");
+    let mut m = Manager::start(&cellwall_testkit::bin!("cellwall-manager"), "intake");
     m.apply("model.yaml", &model(agents));
 
     let rt = tokio::runtime::Builder::new_multi_thread()

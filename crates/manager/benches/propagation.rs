@@ -17,11 +17,10 @@
 //! measured by the engine benchmark, and 1,000 of them on two cores would measure this machine,
 //! not the manager. Numbers are written down in docs/benchmarks.md.
 
-mod common;
-
 use cellwall_proto::tonic::transport::Identity;
 use cellwall_proto::{AckRequest, AgentClient, JoinRequest, Payload, WatchRequest};
-use common::{arg, channel, goal, pct, Manager};
+use cellwall_testkit::bench::{arg, goal, pct};
+use cellwall_testkit::manager::{channel, Manager};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -193,7 +192,7 @@ fn main() {
         NAMESPACES,
         a.changes
     );
-    let m = Manager::start("propagation");
+    let m = Manager::start(&cellwall_testkit::bin!("cellwall-manager"), "propagation");
     let mut failures: Vec<String> = Vec::new();
 
     // The model: workloads in chunks (the REST body limit), one policy per namespace.
