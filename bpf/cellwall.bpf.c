@@ -113,6 +113,18 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		/* A SYN is a new connection even on a reused tuple (reported again); other packets
 		 * of a known flow only pass. */
 		cw_ct_key_of(&fwd, &p, ep->ep_id, dir);
+		if (!syn) {
+			if (cw_ct_lookup(&fwd))
+				return TC_ACT_OK; /* a later packet of a flow this direction opened */
+			/* A reply of a flow the opposite direction tracks opens nothing: recorded, it
+			 * was reported as a flow to the peer's (ephemeral) port, and once this direction
+			 * was policed it was decided again as a flow this direction opened, so the
+			 * replies of a flow the other direction still admits were revoked. */
+			cw_reverse(&rp, &p);
+			cw_ct_key_of(&rev, &rp, ep->ep_id, dir ^ 1);
+			if (cw_ct_lookup(&rev))
+				return TC_ACT_OK;
+		}
 		if (cw_ct_open(&fwd, epoch, 0, syn, 0)) {
 			cw_count(CW_CNT_ALLOWED);
 			if (visible)

@@ -75,13 +75,41 @@ const ROWS: &[Row] = &[
         ..ROW
     },
     Row {
-        name: "UDP reply out of b's unpoliced egress",
+        name: "UDP reply out of b's unpoliced egress: passes, opens no flow, reported no more",
         policy: &[B_IN],
         before: &[Step::Send(ToPod, UDP_AB, OK)],
         send: (FromPod, UDP_BA),
-        ct: &[tracked(B4, IN, UDP_AB), tracked(B4, EG, UDP_BA)],
-        counters: ALLOWED,
-        event: ev(EV_ALLOW, EG, ""),
+        ct: &[tracked(B4, IN, UDP_AB)],
+        ..ROW
+    },
+    Row {
+        name: "UDP reply out of an unpoliced endpoint is not reported as its own flow",
+        before: &[Step::Send(ToPod, udp(A4, C4, 5353, 53), OK)],
+        send: (FromPod, udp(C4, A4, 53, 5353)),
+        ct: &[tracked(C4, IN, udp(A4, C4, 5353, 53))],
+        ..ROW
+    },
+    Row {
+        name: "isolated later: replies of a's UDP flow opened before still pass a's ingress",
+        before: &[
+            Step::Send(FromPod, udp(A4, W4, 5353, 53), OK),
+            Step::Send(ToPod, udp(W4, A4, 53, 5353), OK),
+            Step::Apply(&[A_IN_NONE]),
+        ],
+        send: (ToPod, udp(W4, A4, 53, 5353)),
+        ct: &[tracked(A4, EG, udp(A4, W4, 5353, 53))],
+        ..ROW
+    },
+    Row {
+        name: "UDP reply still passes once b's egress is policed too (b's ingress admits the flow)",
+        policy: &[B_IN],
+        before: &[
+            Step::Send(ToPod, UDP_AB, OK),
+            Step::Send(FromPod, UDP_BA, OK),
+            Step::Apply(&[B_IN, B_OUT_NONE]),
+        ],
+        send: (FromPod, UDP_BA),
+        ct: &[tracked(B4, IN, UDP_AB)],
         ..ROW
     },
     Row {
