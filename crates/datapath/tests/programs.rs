@@ -207,7 +207,16 @@ const ROWS: &[Row] = &[
     },
     Row {
         name:
-            "known limitation: an IPv6 hop-by-hop header (MLD) out of a policed egress is dropped",
+            "known limitation: an IPv6 fragment (an extension header) into a policed b is dropped",
+        policy: &[B_IN],
+        send: (ToPod, ip(A6, B6, L4::Proto(44))),
+        verdict: SHOT,
+        counters: DENIED,
+        event: ev(EV_DENY, IN, ""),
+        ..ROW
+    },
+    Row {
+        name: "known limitation: IPv6 hop-by-hop (an MLD report) out of policed egress is dropped",
         policy: &[B_IN, B_OUT_NONE],
         send: (FromPod, ip(B6, MLD6, L4::Proto(0))),
         verdict: SHOT,

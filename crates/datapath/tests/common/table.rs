@@ -253,6 +253,7 @@ pub const ROW: Row = Row {
 /// observed), each on a fresh datapath. Panics listing every failing row by name.
 pub fn run_table(pods: &str, rows: &[Row]) {
     let cpus = allowed_cpus();
+    let _restore = Affinity(cpus.clone());
     let mut modes = vec![(cpus[0], cpus[0])];
     match cpus.get(1) {
         Some(c) => modes.push((cpus[0], *c)),
@@ -271,7 +272,6 @@ pub fn run_table(pods: &str, rows: &[Row]) {
             }
         }
     }
-    set_cpus(&cpus); // back to every CPU this thread had
     assert!(
         failures.is_empty(),
         "{} row runs failed ({} rows, each on one CPU and alternating):\n{}",
@@ -280,6 +280,15 @@ pub fn run_table(pods: &str, rows: &[Row]) {
         failures.join("\n")
     );
     eprintln!("{} rows passed", rows.len());
+}
+
+/// Gives the thread back every CPU it had when dropped (also when a row panics).
+struct Affinity(Vec<usize>);
+
+impl Drop for Affinity {
+    fn drop(&mut self) {
+        set_cpus(&self.0);
+    }
 }
 
 /// Compiles `pods` + `policy` for node n1: the entries to write and the engine that names the
