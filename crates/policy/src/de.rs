@@ -35,8 +35,20 @@ impl<'de> Deserialize<'de> for PortNum {
                 self.visit_i64(v.min(i64::MAX as u64) as i64)
             }
         }
-        d.deserialize_i64(V)
+        // `any`, not `i64`: a string is then reported as "invalid type: string, expected a port
+        // number" rather than as an unparsable integer.
+        d.deserialize_any(V)
     }
+}
+
+/// A null value (`containers:` with nothing after it) reads as the default, as the API server
+/// reads a null list or object; absent fields take `#[serde(default)]` as usual.
+pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `TCP`, `UDP` or `SCTP` (case-sensitive, as the API server requires).

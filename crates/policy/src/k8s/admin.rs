@@ -2,7 +2,7 @@
 //! admin tier (priorities 0-1000, `Pass`) and the baseline tier (a singleton named `default`).
 
 use super::{cerr, required_name, ConvertError, Kind, ObjectMeta};
-use crate::de::{PortNum, ProtocolDe, SelectorDe};
+use crate::de::{null_default, PortNum, ProtocolDe, SelectorDe};
 use crate::labels::LabelSelector;
 use crate::load::Object;
 use crate::model::*;
@@ -25,7 +25,7 @@ pub(crate) const KINDS: &[Kind] = &[
 
 #[derive(Debug, Deserialize)]
 pub struct AnpManifest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub metadata: ObjectMeta,
     pub spec: AnpSpec,
 }

@@ -4,7 +4,7 @@
 
 use super::network_policy::{np_ports, NpPort};
 use super::{cerr, check_except, namespace_of, required_name, ConvertError, Kind, ObjectMeta};
-use crate::de::{SelectorDe, Timestamp};
+use crate::de::{null_default, SelectorDe, Timestamp};
 use crate::labels::LabelSelector;
 use crate::load::Object;
 use crate::model::*;
@@ -27,7 +27,7 @@ pub(crate) const KINDS: &[Kind] = &[
 
 #[derive(Debug, Deserialize)]
 pub struct CellwallManifest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub metadata: ObjectMeta,
     pub spec: CellwallSpec,
 }

@@ -3,7 +3,7 @@
 //! namespace `default`, the automatic `kubernetes.io/metadata.name` label).
 
 use super::{cerr, namespace_of, required_name, ConvertError, Kind, ObjectMeta};
-use crate::de::{PortNum, ProtocolDe};
+use crate::de::{null_default, PortNum, ProtocolDe};
 use crate::load::Object;
 use crate::model::{ContainerPort, Namespace, Node, Protocol, Workload};
 use serde::Deserialize;
@@ -30,15 +30,15 @@ pub(crate) const KINDS: &[Kind] = &[
 
 #[derive(Debug, Deserialize)]
 pub struct NamespaceManifest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub metadata: ObjectMeta,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct PodManifest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub metadata: ObjectMeta,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub spec: PodSpec,
     #[serde(default)]
     pub status: Option<PodStatus>,
@@ -47,7 +47,7 @@ pub struct PodManifest {
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub containers: Vec<Container>,
     #[serde(default)]
     pub host_network: bool,
@@ -57,7 +57,7 @@ pub struct PodSpec {
 
 #[derive(Debug, Deserialize)]
 pub struct Container {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub ports: Vec<ContainerPortManifest>,
 }
 
@@ -76,7 +76,7 @@ pub struct ContainerPortManifest {
 pub struct PodStatus {
     #[serde(rename = "podIP", default)]
     pub pod_ip: Option<IpAddr>,
-    #[serde(rename = "podIPs", default)]
+    #[serde(rename = "podIPs", default, deserialize_with = "null_default")]
     pub pod_ips: Vec<PodIp>,
 }
 
@@ -87,7 +87,7 @@ pub struct PodIp {
 
 #[derive(Debug, Deserialize)]
 pub struct NodeManifest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub status: Option<NodeStatus>,
@@ -95,7 +95,7 @@ pub struct NodeManifest {
 
 #[derive(Debug, Deserialize, Default)]
 pub struct NodeStatus {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub addresses: Vec<NodeAddress>,
 }
 

@@ -3,7 +3,7 @@
 //! does. The port form (`NpPort`) is shared with Cellwall's own policies.
 
 use super::{cerr, check_except, namespace_of, required_name, ConvertError, Kind, ObjectMeta};
-use crate::de::{IntOrName, PortNum, ProtocolDe, SelectorDe};
+use crate::de::{null_default, IntOrName, PortNum, ProtocolDe, SelectorDe};
 use crate::labels::LabelSelector;
 use crate::load::Object;
 use crate::model::*;
@@ -19,7 +19,7 @@ pub(crate) const KINDS: &[Kind] = &[Kind {
 
 #[derive(Debug, Deserialize)]
 pub struct NetworkPolicyManifest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub metadata: ObjectMeta,
     pub spec: NetworkPolicySpec,
 }
@@ -88,7 +88,7 @@ struct RawNpPeer {
 #[serde(deny_unknown_fields)]
 struct IpBlockDe {
     cidr: Cidr,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     except: Vec<Cidr>,
 }
 

@@ -2,8 +2,11 @@
 //! reads files; this module never touches the filesystem. Every failure says file, line, column,
 //! field path and what was expected, and no input makes it panic (see the fuzz test).
 
+mod decode;
+
 use crate::k8s::{self, ConvertError};
 use crate::model::{Inventory, Namespace, Node, Policy, Workload};
+use decode::{decode, Ctx, Format};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::fmt;
@@ -130,12 +133,6 @@ pub fn parse_file(file: &str, text: &str) -> Result<Parsed, LoadError> {
     Ok(out)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Yaml,
-    Json,
-}
-
 /// Splits YAML text at `---` document markers, returning (1-based start line, text) pairs.
 /// A document's text keeps its own lines so positions can be offset back to the file.
 fn split_documents(text: &str) -> Vec<(usize, &str)> {
@@ -171,118 +168,33 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
     docs
 }
 
-struct Ctx<'a> {
-    file: &'a str,
-    base_line: usize,
-    doc_start_col_shift: usize,
-}
-
-impl Ctx<'_> {
-    fn err(
-        &self,
-        line: Option<usize>,
-        column: Option<usize>,
-        path: String,
-        message: String,
-    ) -> LoadError {
-        let (line, column) = match (line, column) {
-            (Some(l), Some(c)) => (
-                self.base_line + l - 1,
-                if l == 1 {
-                    c + self.doc_start_col_shift
-                } else {
-                    c
-                },
-            ),
-            _ => (self.base_line, 1),
-        };
-        LoadError {
-            file: self.file.to_string(),
-            line,
-            column,
-            path,
-            message,
-            unknown_kind: false,
-        }
-    }
-}
-
-/// One document of a known kind, for its family's reader: decodes into the family's manifest
-/// type and converts, with errors located in the file.
+/// One document: its text and the value parsed from it. Families read their manifest type from
+/// the value (no second parse); when the value does not fit, the text is read again into the
+/// type, which locates the error (line, column, field path) or, where YAML reads a scalar as a
+/// string that the plain value holds as a number, null or boolean, gives the manifest.
 pub(crate) struct Document<'a> {
     ctx: &'a Ctx<'a>,
+    value: &'a serde_json::Value,
     text: &'a str,
     format: Format,
 }
 
 impl Document<'_> {
-    /// Decodes the manifest, then converts it; a conversion error names its field path.
+    fn read<M: DeserializeOwned>(&self) -> Result<M, LoadError> {
+        match M::deserialize(self.value) {
+            Ok(m) => Ok(m),
+            Err(_) => decode(self.ctx, self.text, self.format),
+        }
+    }
+
+    /// Reads the manifest, then converts it; a conversion error names its field path.
     pub(crate) fn convert<M: DeserializeOwned>(
         &self,
         f: impl FnOnce(M) -> Result<Object, ConvertError>,
     ) -> Result<Object, LoadError> {
-        let m = decode(self.ctx, self.text, self.format)?;
+        let m = self.read()?;
         f(m).map_err(|e| self.ctx.err(None, None, e.path, e.message))
     }
-}
-
-fn decode<T: DeserializeOwned>(ctx: &Ctx, text: &str, format: Format) -> Result<T, LoadError> {
-    match format {
-        Format::Yaml => {
-            let de = serde_yaml::Deserializer::from_str(text);
-            serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
-                let path = clean_path(&e.path().to_string());
-                let inner = e.into_inner();
-                let loc = inner.location();
-                let msg = clean_message(&inner.to_string());
-                // serde_yaml prefixes the path itself; it is printed once, by us.
-                let msg = msg
-                    .strip_prefix(&format!("{path}: "))
-                    .map(str::to_string)
-                    .unwrap_or(msg);
-                ctx.err(
-                    loc.as_ref().map(|l| l.line()),
-                    loc.as_ref().map(|l| l.column()),
-                    path,
-                    msg,
-                )
-            })
-        }
-        Format::Json => {
-            let mut de = serde_json::Deserializer::from_str(text);
-            let json_err = |path: String, inner: serde_json::Error| {
-                let (l, c) = (inner.line(), inner.column());
-                ctx.err(
-                    (l > 0).then_some(l),
-                    (l > 0).then_some(c.max(1)),
-                    path,
-                    clean_message(&inner.to_string()),
-                )
-            };
-            let v = serde_path_to_error::deserialize::<_, T>(&mut de)
-                .map_err(|e| json_err(clean_path(&e.path().to_string()), e.into_inner()))?;
-            de.end().map_err(|e| json_err(String::new(), e))?;
-            Ok(v)
-        }
-    }
-}
-
-/// serde_path_to_error prints `.` for the root and `?` for unknown positions.
-fn clean_path(p: &str) -> String {
-    if p == "." || p == "?" {
-        String::new()
-    } else {
-        p.to_string()
-    }
-}
-
-/// Drops the location suffix serde adds (we print our own, relative to the file).
-fn clean_message(m: &str) -> String {
-    let m = match m.find(" at line ") {
-        Some(i) => &m[..i],
-        None => m,
-    };
-    m.trim_end_matches('.').to_string()
 }
 
 fn parse_document(
@@ -293,23 +205,49 @@ fn parse_document(
     format: Format,
     out: &mut Parsed,
 ) -> Result<(), LoadError> {
-    let ctx = Ctx {
-        file,
-        base_line,
-        doc_start_col_shift: 0,
+    let ctx = Ctx { file, base_line };
+    // The text is parsed once, into a plain value; header and manifest are read from it, and the
+    // text again only to locate an error (see `Document`).
+    let value: serde_json::Value = decode(&ctx, text, format)?;
+    let source = Source {
+        file: file.to_string(),
+        document,
+        line: base_line,
     };
-    let value: serde_yaml::Value = match format {
-        Format::Yaml => decode(&ctx, text, format)?,
-        Format::Json => {
-            let v: serde_json::Value = decode(&ctx, text, format)?;
-            serde_yaml::to_value(v)
-                .map_err(|e| ctx.err(None, None, String::new(), e.to_string()))?
-        }
+    let doc = Document {
+        ctx: &ctx,
+        value: &value,
+        text,
+        format,
     };
-    if value.is_null() {
+    read_object(&doc, &source, out)
+}
+
+/// The apiVersion and kind of an object.
+fn header(doc: &Document) -> Result<(String, String), LoadError> {
+    let header: Header = doc.read()?;
+    let missing = |field: &str| {
+        doc.ctx.err(
+            None,
+            None,
+            field.into(),
+            "missing: every object needs apiVersion and kind".into(),
+        )
+    };
+    match (header.api_version, header.kind) {
+        (Some(a), Some(k)) => Ok((a, k)),
+        (None, _) => Err(missing("apiVersion")),
+        (_, None) => Err(missing("kind")),
+    }
+}
+
+/// One document's value: nothing (null), a List, or an object of a kind some family reads.
+fn read_object(doc: &Document, source: &Source, out: &mut Parsed) -> Result<(), LoadError> {
+    let ctx = doc.ctx;
+    if doc.value.is_null() {
         return Ok(());
     }
-    if !value.is_mapping() {
+    if !doc.value.is_object() {
         return Err(ctx.err(
             None,
             None,
@@ -317,41 +255,12 @@ fn parse_document(
             "expected a Kubernetes-style object (a mapping with apiVersion and kind)".into(),
         ));
     }
-    let header: Header = decode(&ctx, text, format)?;
-    let source = Source {
-        file: file.to_string(),
-        document,
-        line: base_line,
-    };
-    let (api, kind) = match (header.api_version.as_deref(), header.kind.as_deref()) {
-        (Some(a), Some(k)) => (a, k),
-        (None, _) => {
-            return Err(ctx.err(
-                None,
-                None,
-                "apiVersion".into(),
-                "missing: every object needs apiVersion and kind".into(),
-            ))
-        }
-        (_, None) => {
-            return Err(ctx.err(
-                None,
-                None,
-                "kind".into(),
-                "missing: every object needs apiVersion and kind".into(),
-            ))
-        }
-    };
+    let (api, kind) = header(doc)?;
     if kind == "List" && api == "v1" {
-        return parse_list(&ctx, value, &source, out);
+        return parse_list(doc, source, out);
     }
-    let doc = Document {
-        ctx: &ctx,
-        text,
-        format,
-    };
     let object = match k8s::kinds().find(|k| k.api_version == api && k.kind == kind) {
-        Some(k) => (k.read)(&doc)?,
+        Some(k) => (k.read)(doc)?,
         None if k8s::kinds().any(|k| k.kind == kind) => {
             return Err(ctx.err(
                 None,
@@ -374,20 +283,21 @@ fn parse_document(
             return Ok(());
         }
     };
-    out.objects.push(Located { object, source });
+    out.objects.push(Located {
+        object,
+        source: source.clone(),
+    });
     Ok(())
 }
 
-/// A `v1 List`: items are re-encoded and parsed one by one; errors name `items[i]`.
-fn parse_list(
-    ctx: &Ctx,
-    value: serde_yaml::Value,
-    source: &Source,
-    out: &mut Parsed,
-) -> Result<(), LoadError> {
-    let items = match value.get("items") {
-        Some(serde_yaml::Value::Sequence(s)) => s.clone(),
-        None | Some(serde_yaml::Value::Null) => Vec::new(),
+/// A `v1 List`: items are read one by one (their text, for locating an error, is the item
+/// re-encoded, read as YAML whatever the file: JSON text is YAML); errors name `items[i]` and
+/// the List's own position.
+fn parse_list(doc: &Document, source: &Source, out: &mut Parsed) -> Result<(), LoadError> {
+    let ctx = doc.ctx;
+    let items = match doc.value.get("items") {
+        Some(serde_json::Value::Array(s)) => s.as_slice(),
+        None | Some(serde_json::Value::Null) => &[],
         Some(_) => {
             return Err(ctx.err(
                 None,
@@ -397,19 +307,16 @@ fn parse_list(
             ))
         }
     };
-    for (i, item) in items.into_iter().enumerate() {
-        let text = serde_yaml::to_string(&item)
-            .map_err(|e| ctx.err(None, None, format!("items[{i}]"), e.to_string()))?;
+    for (i, item) in items.iter().enumerate() {
+        let text = item.to_string();
+        let item_doc = Document {
+            ctx,
+            value: item,
+            text: &text,
+            format: Format::Yaml,
+        };
         let mut sub = Parsed::default();
-        parse_document(
-            ctx.file,
-            source.document,
-            ctx.base_line,
-            &text,
-            Format::Yaml,
-            &mut sub,
-        )
-        .map_err(|mut e| {
+        read_object(&item_doc, source, &mut sub).map_err(|mut e| {
             e.line = ctx.base_line;
             e.column = 1;
             e.path = if e.path.is_empty() {
