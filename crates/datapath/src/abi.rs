@@ -121,7 +121,7 @@ pub struct AdmitVal {
 }
 
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Event {
     pub ts_ns: u64,
     pub saddr: [u8; 16],

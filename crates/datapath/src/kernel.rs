@@ -5,7 +5,7 @@
 
 use crate::abi::*;
 use crate::desired::Desired;
-use crate::{ApplyReport, Counters, DatapathError, Hook};
+use crate::{netns, ApplyReport, Counters, Datapath, DatapathError, Hook};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
@@ -35,6 +35,9 @@ struct Shadow {
 pub struct KernelDatapath {
     ebpf: Ebpf,
     pin_dir: PathBuf,
+    /// The network namespace holding the interfaces programs attach to (None: the calling
+    /// thread's). Attaching resolves the interface and creates the link there.
+    netns: Option<String>,
     shadows: Option<[Shadow; 2]>,
     /// The event ring, mapped once: mapping 4 MiB on every drain was a sixth of the agent's
     /// CPU at 50,000 events/s.
@@ -109,8 +112,17 @@ impl KernelDatapath {
     }
 
     /// Opens the datapath whose maps are pinned in `pin_dir` (creating them on first use).
-    /// Maps survive this process: a restarted agent finds the policy in force.
+    /// Maps survive this process: a restarted agent finds the policy in force. Interfaces are
+    /// those of the calling thread's network namespace.
     pub fn open(pin_dir: &Path) -> Result<Self, DatapathError> {
+        Self::open_in(pin_dir, None)
+    }
+
+    /// Like [`open`](Self::open), for interfaces that live in network namespace `netns` (the
+    /// node's namespace in the lab): attaching and interface lookups happen inside it, on a
+    /// thread of their own (setns changes one thread only); maps and pins are the same from any
+    /// namespace.
+    pub fn open_in(pin_dir: &Path, netns: Option<&str>) -> Result<Self, DatapathError> {
         ensure_bpffs()?;
         std::fs::create_dir_all(pin_dir)
             .map_err(|e| err(format!("creating {}", pin_dir.display()), e))?;
@@ -132,6 +144,7 @@ impl KernelDatapath {
         Ok(Self {
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
+            netns: netns.map(str::to_string),
             shadows: None,
             events: None,
         })
@@ -173,6 +186,12 @@ impl KernelDatapath {
     }
 
     fn attach_side(&mut self, ifname: &str, nic: bool) -> Result<(), DatapathError> {
+        let ns = self.netns.clone();
+        netns::within(ns.as_deref(), || self.attach_here(ifname, nic))
+    }
+
+    /// `attach_side` in the calling thread's namespace.
+    fn attach_here(&mut self, ifname: &str, nic: bool) -> Result<(), DatapathError> {
         let links = self.pin_dir.join("links");
         std::fs::create_dir_all(&links)
             .map_err(|e| err(format!("creating {}", links.display()), e))?;
@@ -571,6 +590,44 @@ impl KernelDatapath {
             return Err(err("BPF_PROG_TEST_RUN", std::io::Error::last_os_error()));
         }
         Ok((attr.retval as i32, attr.duration))
+    }
+}
+
+impl Datapath for KernelDatapath {
+    fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        KernelDatapath::attach(self, ifname)
+    }
+
+    fn attach_nic(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        KernelDatapath::attach_nic(self, ifname)
+    }
+
+    fn detach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        KernelDatapath::detach(self, ifname)
+    }
+
+    fn is_attached(&self, ifname: &str) -> bool {
+        KernelDatapath::is_attached(self, ifname)
+    }
+
+    fn apply(&mut self, desired: &Desired) -> Result<ApplyReport, DatapathError> {
+        KernelDatapath::apply(self, desired)
+    }
+
+    fn set_visibility(&mut self, on: bool) -> Result<(), DatapathError> {
+        KernelDatapath::set_visibility(self, on)
+    }
+
+    fn drain_events(&mut self, max: usize) -> Result<Vec<Event>, DatapathError> {
+        KernelDatapath::drain_events(self, max)
+    }
+
+    fn counters(&self) -> Result<Counters, DatapathError> {
+        KernelDatapath::counters(self)
+    }
+
+    fn interface_index(&self, ifname: &str) -> Result<u32, DatapathError> {
+        netns::ifindex_in(self.netns.as_deref(), ifname)
     }
 }
 

@@ -3,18 +3,25 @@
 //! - `bpf/` (C, built by build.rs) holds the tc programs and `abi.h`, the single definition of
 //!   every map and event layout; [`abi`] mirrors it with compile-time layout checks.
 //! - [`Desired`] flattens a compiled `NodePolicy` into the exact map entries of one slot (pure).
-//! - [`KernelDatapath`] loads, pins, attaches and writes the maps (double-buffered slots, one
-//!   write to switch, epoch bump to re-check established connections).
-//! - [`FakeDatapath`] keeps the same state in memory and answers lookups the way the kernel
-//!   program does, for tests of code above the datapath without root.
+//! - [`Datapath`] is the seam the agent programs through, with three implementations:
+//!   [`KernelDatapath`] loads, pins, attaches and writes the maps (double-buffered slots, one
+//!   write to switch, epoch bump to re-check established connections); [`FakeDatapath`] keeps the
+//!   same state in memory and answers lookups the way the kernel program does, for tests of code
+//!   above the datapath without root; [`NullDatapath`] accepts everything and enforces nothing
+//!   (`cellwall-agent --datapath none`, the benchmarks' baseline).
 
 pub mod abi;
 pub mod desired;
+pub mod fake;
 pub mod kernel;
 pub mod netns;
+pub mod null;
 
+pub use abi::Event;
 pub use desired::{endpoint_id, port_prefixes, Desired};
-pub use kernel::KernelDatapath;
+pub use fake::FakeDatapath;
+pub use kernel::{ktime_to_unix_ns, KernelDatapath};
+pub use null::NullDatapath;
 
 /// The two attach points on a workload's host-side interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,64 +69,74 @@ pub struct Counters {
     pub revoked: u64,
 }
 
-/// The seam the agent programs: the kernel, or a fake in tests.
-pub trait Datapath {
+/// The seam the agent programs: everything it does to the kernel goes through these methods,
+/// so the agent is tested in-process against [`FakeDatapath`] and runs without enforcement on
+/// [`NullDatapath`].
+///
+/// Interface names are those of the namespace the implementation was opened for (a
+/// [`KernelDatapath`] opened with a network namespace attaches inside it).
+pub trait Datapath: Send {
+    /// Attaches both programs to a workload's host-side veth (`from_pod` on tc ingress, `to_pod`
+    /// on tc egress). On an interface that already carries them, replaces the programs in one
+    /// atomic update (an agent restart or upgrade never opens a window).
+    fn attach(&mut self, ifname: &str) -> Result<(), DatapathError>;
+
+    /// Host mode: attaches to the host's own NIC, where the directions are the other way round
+    /// (`from_pod` on tc egress, `to_pod` on tc ingress).
+    fn attach_nic(&mut self, ifname: &str) -> Result<(), DatapathError>;
+
+    /// Removes the programs from `ifname` (the workload is no longer policed nor observed).
+    fn detach(&mut self, ifname: &str) -> Result<(), DatapathError>;
+
+    /// Whether the programs are attached to `ifname` (also by a previous process: attachments
+    /// outlive the agent).
+    fn is_attached(&self, ifname: &str) -> bool;
+
+    /// Writes `desired` beside the policy in force and switches to it in one step; established
+    /// connections are decided again under it.
     fn apply(&mut self, desired: &Desired) -> Result<ApplyReport, DatapathError>;
+
+    /// Per-connection flow events (and tracking of endpoints no policy selects) on or off.
+    fn set_visibility(&mut self, on: bool) -> Result<(), DatapathError>;
+
+    /// Takes up to `max` flow events, oldest first, without blocking.
+    fn drain_events(&mut self, max: usize) -> Result<Vec<Event>, DatapathError>;
+
+    /// Global counters (the agent exports `events_lost`).
+    fn counters(&self) -> Result<Counters, DatapathError>;
+
+    /// The index of interface `ifname` (host mode learns its NIC's this way: anti-spoofing checks
+    /// the arrival interface).
+    fn interface_index(&self, ifname: &str) -> Result<u32, DatapathError>;
 }
 
-impl Datapath for KernelDatapath {
-    fn apply(&mut self, desired: &Desired) -> Result<ApplyReport, DatapathError> {
-        KernelDatapath::apply(self, desired)
+/// A datapath chosen at run time (`cellwall-agent --datapath`).
+impl<D: Datapath + ?Sized> Datapath for Box<D> {
+    fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        (**self).attach(ifname)
     }
-}
-
-/// In-memory datapath: holds the two slots like the kernel and decides like the program.
-#[derive(Debug, Default)]
-pub struct FakeDatapath {
-    pub slots: [Desired; 2],
-    pub active: u32,
-    pub epoch: u32,
-    pub applies: usize,
-}
-
-impl Datapath for FakeDatapath {
-    fn apply(&mut self, desired: &Desired) -> Result<ApplyReport, DatapathError> {
-        let next = self.active ^ 1;
-        self.slots[next as usize] = desired.clone();
-        self.active = next;
-        self.epoch += 1;
-        self.applies += 1;
-        Ok(ApplyReport {
-            slot: next,
-            epoch: self.epoch,
-            written: desired.policy.len(),
-            ..Default::default()
-        })
+    fn attach_nic(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        (**self).attach_nic(ifname)
     }
-}
-
-impl FakeDatapath {
-    /// Decides a new connection as the kernel would: egress at the source if local, ingress at
-    /// the destination if local. Returns whether it passes.
-    pub fn decide(
-        &self,
-        src: std::net::IpAddr,
-        dst: std::net::IpAddr,
-        proto: u8,
-        port: u16,
-    ) -> bool {
-        let d = &self.slots[self.active as usize];
-        let (s, t) = (abi::addr16(src), abi::addr16(dst));
-        let eg = d
-            .endpoints
-            .get(&s)
-            .map(|(id, _, f)| d.lookup(*id, *f, abi::DIR_EGRESS, t, proto, port).0)
-            .unwrap_or(true);
-        let ing = d
-            .endpoints
-            .get(&t)
-            .map(|(id, _, f)| d.lookup(*id, *f, abi::DIR_INGRESS, s, proto, port).0)
-            .unwrap_or(true);
-        eg && ing
+    fn detach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        (**self).detach(ifname)
+    }
+    fn is_attached(&self, ifname: &str) -> bool {
+        (**self).is_attached(ifname)
+    }
+    fn apply(&mut self, desired: &Desired) -> Result<ApplyReport, DatapathError> {
+        (**self).apply(desired)
+    }
+    fn set_visibility(&mut self, on: bool) -> Result<(), DatapathError> {
+        (**self).set_visibility(on)
+    }
+    fn drain_events(&mut self, max: usize) -> Result<Vec<Event>, DatapathError> {
+        (**self).drain_events(max)
+    }
+    fn counters(&self) -> Result<Counters, DatapathError> {
+        (**self).counters()
+    }
+    fn interface_index(&self, ifname: &str) -> Result<u32, DatapathError> {
+        (**self).interface_index(ifname)
     }
 }

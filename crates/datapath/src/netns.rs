@@ -44,6 +44,31 @@ pub fn run_in<T: Send + 'static>(
     })?
 }
 
+/// Runs `f` inside namespace `name` (on a thread of its own, which may borrow from the caller)
+/// or, when `name` is `None`, right here.
+pub fn within<T: Send>(
+    name: Option<&str>,
+    f: impl FnOnce() -> Result<T, DatapathError> + Send,
+) -> Result<T, DatapathError> {
+    let Some(name) = name else { return f() };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(name)?;
+            f()
+        })
+        .join()
+        .map_err(|_| DatapathError::Kernel {
+            what: format!("thread in network namespace {name}"),
+            detail: "panicked".into(),
+        })?
+    })
+}
+
+/// The index of interface `ifname` in namespace `name` (`None`: the calling thread's).
+pub fn ifindex_in(name: Option<&str>, ifname: &str) -> Result<u32, DatapathError> {
+    within(name, || ifindex(ifname))
+}
+
 /// The index of interface `ifname` in the calling thread's namespace.
 pub fn ifindex(ifname: &str) -> Result<u32, DatapathError> {
     let c = std::ffi::CString::new(ifname).map_err(|_| DatapathError::Kernel {
