@@ -1,55 +1,20 @@
-//! One node's agent state, without networking: the last desired state, an engine kept in step
-//! with it by diffs (so compiles stay incremental), the enforcer, and which host interfaces
-//! carry programs. The gRPC daemon (`cellwall-agent`) drives this; tests drive it directly.
+//! One node's agent state, without networking: the desired state being enforced, an engine kept
+//! in step with it by diffs (so compiles stay incremental), the enforcer, and which interfaces
+//! carry programs. The enforcement loop drives this; tests drive it directly.
 
 use crate::{AgentError, Enforcer};
-use cellwall_datapath::{abi, netns, ApplyReport, KernelDatapath};
+use cellwall_datapath::{abi, ApplyReport, Datapath};
 use cellwall_policy::{Engine, WorkloadKey};
 use cellwall_proto::{StateDelta, StateDoc};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::PathBuf;
 
-/// A workload on this node and the host-side interface in front of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LocalEndpoint {
-    /// `namespace/name`.
-    pub key: String,
-    pub ips: Vec<IpAddr>,
-    /// Host-side interface name (where the programs attach); empty when there is none
-    /// (hostNetwork pods).
-    pub interface: String,
-    pub ifindex: u32,
-    /// Host mode: `interface` is the host's own NIC (programs attach the other way round).
-    #[serde(default)]
-    pub nic: bool,
-}
-
-/// The discovery file an agent reads (the lab writes it; a CNI plugin would on a real node).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct EndpointsFile {
-    /// Nodes whose workloads this agent enforces (more than one only in the lab).
-    pub nodes: Vec<String>,
-    pub endpoints: Vec<LocalEndpoint>,
-}
-
-/// Where policy goes.
-#[derive(Debug, Clone)]
-pub enum Backend {
-    /// eBPF programs and maps pinned in `pins`; interfaces live in `netns` (None: this one).
-    Kernel {
-        pins: PathBuf,
-        netns: Option<String>,
-        visibility: bool,
-    },
-    /// Compile and track versions, enforce nothing (`--datapath none` baselines).
-    None,
-}
+pub use crate::discovery::{EndpointsFile, LocalEndpoint};
 
 /// What one apply did.
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
+    /// `None` when the datapath already held what the state compiles to.
     pub report: Option<ApplyReport>,
     pub attached: usize,
     pub detached: usize,
@@ -59,11 +24,12 @@ pub struct Applied {
     pub endpoints: usize,
 }
 
-pub struct NodeAgent {
-    backend: Backend,
+pub struct NodeAgent<D: Datapath> {
     engine: Engine,
-    enforcer: Option<Enforcer<KernelDatapath>>,
+    enforcer: Enforcer<D>,
     endpoints: Vec<LocalEndpoint>,
+    /// Every local workload carries programs (flow events for all), not only policed ones.
+    visibility: bool,
     doc: StateDoc,
     first: bool,
     /// Address → workload of the applied state (flow attribution between applies).
@@ -102,31 +68,29 @@ fn apply_to_engine(engine: &mut Engine, d: &StateDelta) {
     }
 }
 
-impl NodeAgent {
-    pub fn new(backend: Backend, discovery: EndpointsFile, node: &str) -> Result<Self, AgentError> {
+impl<D: Datapath> NodeAgent<D> {
+    /// Enforces for `node` (and the other nodes `discovery` names, in the lab) on `datapath`,
+    /// with flow events from every local workload when `visibility` is on.
+    pub fn new(
+        mut datapath: D,
+        discovery: EndpointsFile,
+        node: &str,
+        visibility: bool,
+    ) -> Result<Self, AgentError> {
         let mut nodes: BTreeSet<String> = discovery.nodes.iter().cloned().collect();
         nodes.insert(node.to_string());
-        let enforcer = match &backend {
-            Backend::Kernel {
-                pins, visibility, ..
-            } => {
-                let mut dp = KernelDatapath::open(pins)?;
-                dp.set_visibility(*visibility)?;
-                let mut e = Enforcer::new(nodes, dp);
-                for ep in &discovery.endpoints {
-                    if let (Some(k), true) = (WorkloadKey::parse(&ep.key), ep.ifindex != 0) {
-                        e.set_interface(k, ep.ifindex);
-                    }
-                }
-                Some(e)
+        datapath.set_visibility(visibility)?;
+        let mut enforcer = Enforcer::new(nodes, datapath);
+        for ep in &discovery.endpoints {
+            if let (Some(k), true) = (WorkloadKey::parse(&ep.key), ep.ifindex != 0) {
+                enforcer.set_interface(k, ep.ifindex);
             }
-            Backend::None => None,
-        };
+        }
         Ok(Self {
-            backend,
             engine: Engine::new(),
             enforcer,
             endpoints: discovery.endpoints,
+            visibility,
             doc: StateDoc::default(),
             first: true,
             owners: Attribution::default(),
@@ -140,6 +104,10 @@ impl NodeAgent {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub fn datapath(&mut self) -> &mut D {
+        self.enforcer.datapath()
     }
 
     /// Enforces `doc`. The first apply of a process also replaces the programs on every
@@ -167,7 +135,7 @@ impl NodeAgent {
 
     fn finish(&mut self, now: i64) -> Result<Applied, AgentError> {
         self.engine.set_now(now);
-        let mut owners = std::collections::HashMap::new();
+        let mut owners = HashMap::new();
         for w in &self.doc.workloads {
             for ip in &w.ips {
                 owners.entry(*ip).or_insert_with(|| w.key().to_string());
@@ -189,22 +157,13 @@ impl NodeAgent {
         self.sync()
     }
 
+    /// Compiles what changed; attaches programs where they are now needed *before* the switch
+    /// (a newly policed workload is never left unprotected by the new tables) and detaches
+    /// them where they are no longer needed after it.
     fn sync(&mut self) -> Result<Applied, AgentError> {
         self.expiry = self.engine.next_expiry();
         let reattach = std::mem::replace(&mut self.first, false);
-        let Backend::Kernel {
-            pins,
-            netns: ns,
-            visibility,
-        } = self.backend.clone()
-        else {
-            return Ok(Applied::default());
-        };
-        let enforcer = self
-            .enforcer
-            .as_mut()
-            .expect("kernel backend has an enforcer");
-        let Some(desired) = enforcer.prepare(&mut self.engine) else {
+        let Some(desired) = self.enforcer.prepare(&mut self.engine) else {
             return Ok(Applied::default());
         };
         let policed = |ep: &LocalEndpoint| {
@@ -215,18 +174,18 @@ impl NodeAgent {
                     .is_some_and(|e| e.2 != 0)
             })
         };
-        let mut attach: Vec<(String, bool)> = Vec::new();
+        let mut attach: Vec<(&str, bool)> = Vec::new();
         let mut detach = Vec::new();
         for ep in &self.endpoints {
             if ep.interface.is_empty() {
                 continue;
             }
-            let needed = visibility || policed(ep);
-            let attached = enforcer.datapath().is_attached(&ep.interface);
+            let needed = self.visibility || policed(ep);
+            let attached = self.enforcer.datapath_ref().is_attached(&ep.interface);
             if needed && (!attached || reattach) {
-                attach.push((ep.interface.clone(), ep.nic));
+                attach.push((&ep.interface, ep.nic));
             } else if !needed && attached {
-                detach.push(ep.interface.clone());
+                detach.push(&ep.interface);
             }
         }
         let mut out = Applied {
@@ -237,26 +196,18 @@ impl NodeAgent {
             endpoints: desired.endpoints.len(),
             ..Default::default()
         };
-        if !attach.is_empty() {
-            let do_attach = move || -> Result<(), AgentError> {
-                let mut dp = KernelDatapath::open(&pins)?;
-                for (i, nic) in &attach {
-                    if *nic {
-                        dp.attach_nic(i)?;
-                    } else {
-                        dp.attach(i)?;
-                    }
-                }
-                Ok(())
-            };
-            match ns {
-                Some(ns) => netns::run_in(&ns, do_attach)??,
-                None => do_attach()?,
+        let dp = self.enforcer.datapath();
+        for (i, nic) in attach {
+            if nic {
+                dp.attach_nic(i)?;
+            } else {
+                dp.attach(i)?;
             }
         }
-        out.report = Some(enforcer.commit(desired)?);
-        for i in &detach {
-            enforcer.datapath().detach(i)?;
+        out.report = Some(self.enforcer.commit(desired)?);
+        let dp = self.enforcer.datapath();
+        for i in detach {
+            dp.detach(i)?;
         }
         Ok(out)
     }
@@ -289,6 +240,8 @@ impl Attribution {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellwall_datapath::fake::Attached;
+    use cellwall_datapath::FakeDatapath;
     use cellwall_policy::synth::{random_scenario, Rng};
 
     #[test]
@@ -318,5 +271,85 @@ mod tests {
             }
             prev = doc;
         }
+    }
+
+    /// A model with workloads x/a (10.0.0.1, veth cwa) and x/b (10.0.0.2, veth cwb) on node n1,
+    /// plus `policy` (YAML, may be empty).
+    pub(crate) fn doc_with(policy: &str) -> StateDoc {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{namespace: x, name: a, labels: {{app: a}}}}\n\
+             spec: {{nodeName: n1, containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n\
+             status: {{podIP: 10.0.0.1}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{namespace: x, name: b, labels: {{app: b}}}}\n\
+             spec: {{nodeName: n1, containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n\
+             status: {{podIP: 10.0.0.2}}\n{policy}"
+        );
+        let parsed = cellwall_policy::load::parse_file("test.yaml", &yaml).expect("test model");
+        let (inv, pols) =
+            cellwall_policy::load::into_model(parsed.objects.into_iter().map(|l| l.object));
+        StateDoc::new(&inv, &pols)
+    }
+
+    fn endpoints() -> EndpointsFile {
+        let ep = |key: &str, ip: &str, i: &str, n| LocalEndpoint {
+            key: key.into(),
+            ips: vec![ip.parse().unwrap()],
+            interface: i.into(),
+            ifindex: n,
+            nic: false,
+        };
+        EndpointsFile {
+            nodes: vec![],
+            endpoints: vec![
+                ep("x/a", "10.0.0.1", "cwa", 11),
+                ep("x/b", "10.0.0.2", "cwb", 12),
+            ],
+        }
+    }
+
+    const DENY_TO_B: &str = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+        metadata: {namespace: x, name: b-closed}\n\
+        spec: {podSelector: {matchLabels: {app: b}}, policyTypes: [Ingress]}\n";
+
+    #[test]
+    fn programs_go_where_policy_is_and_the_first_apply_replaces_them() {
+        let fake = FakeDatapath::new();
+        let mut n = NodeAgent::new(fake.clone(), endpoints(), "n1", false).unwrap();
+        assert_eq!(fake.visibility(), Some(false));
+        let a = n.apply(&doc_with(""), 0).unwrap();
+        assert!(a.report.is_some());
+        assert!(
+            fake.attached().is_empty(),
+            "nothing policed, visibility off"
+        );
+
+        let a = n.apply(&doc_with(DENY_TO_B), 0).unwrap();
+        assert_eq!((a.attached, a.detached), (1, 0));
+        assert_eq!(fake.attached().get("cwb"), Some(&Attached::Veth));
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(!fake.decide(ip("10.0.0.1"), ip("10.0.0.2"), 6, 80));
+        assert!(fake.decide(ip("10.0.0.2"), ip("10.0.0.1"), 6, 80));
+
+        let a = n.apply(&doc_with(""), 0).unwrap();
+        assert_eq!((a.attached, a.detached), (0, 1));
+        assert!(fake.attached().is_empty());
+        assert!(fake.decide(ip("10.0.0.1"), ip("10.0.0.2"), 6, 80));
+
+        // Visibility on: every local workload carries programs, policed or not.
+        let fake = FakeDatapath::new();
+        let mut n = NodeAgent::new(fake.clone(), endpoints(), "n1", true).unwrap();
+        n.apply(&doc_with(""), 0).unwrap();
+        assert_eq!(fake.attach_log(), ["cwa", "cwb"]);
+        n.apply(&doc_with(DENY_TO_B), 0).unwrap();
+        assert_eq!(fake.attach_log().len(), 2, "already attached: not again");
+
+        // A new process (restart or upgrade) over attachments that outlived the old one: its
+        // first apply replaces the programs on every interface that needs them, once.
+        let mut n = NodeAgent::new(fake.clone(), endpoints(), "n1", true).unwrap();
+        n.apply(&doc_with(DENY_TO_B), 0).unwrap();
+        assert_eq!(fake.attach_log(), ["cwa", "cwb", "cwa", "cwb"]);
+        n.apply(&doc_with(""), 0).unwrap();
+        assert_eq!(fake.attach_log().len(), 4);
     }
 }

@@ -1,0 +1,129 @@
+//! Local workload discovery: which workloads live on this node and the host-side interface in
+//! front of each (the lab writes an endpoints file; a CNI plugin would on a real node), plus the
+//! host itself in host mode. What the agent reports to the manager comes from here.
+
+use crate::config::Config;
+use crate::AgentError;
+use cellwall_datapath::Datapath;
+use cellwall_proto::LocalWorkload;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// A workload on this node and the host-side interface in front of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalEndpoint {
+    /// `namespace/name`.
+    pub key: String,
+    pub ips: Vec<IpAddr>,
+    /// Host-side interface name (where the programs attach); empty when there is none
+    /// (hostNetwork pods).
+    pub interface: String,
+    pub ifindex: u32,
+    /// Host mode: `interface` is the host's own NIC (programs attach the other way round).
+    #[serde(default)]
+    pub nic: bool,
+}
+
+/// The discovery file an agent reads (the lab writes it; a CNI plugin would on a real node).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EndpointsFile {
+    /// Nodes whose workloads this agent enforces (more than one only in the lab).
+    pub nodes: Vec<String>,
+    pub endpoints: Vec<LocalEndpoint>,
+}
+
+/// What this node holds: the endpoints file, and the host's NIC in host mode (its index looked
+/// up through the datapath, in the namespace the datapath attaches in).
+pub fn discover(cfg: &Config, datapath: &dyn Datapath) -> Result<EndpointsFile, AgentError> {
+    let mut found: EndpointsFile = match &cfg.endpoints {
+        Some(p) => {
+            let b = std::fs::read(p).map_err(AgentError::io("reading", p))?;
+            serde_json::from_slice(&b).map_err(|source| AgentError::Json {
+                what: "not an endpoints file:",
+                path: p.clone(),
+                source,
+            })?
+        }
+        None => EndpointsFile::default(),
+    };
+    if let Some(h) = &cfg.host {
+        if cellwall_policy::WorkloadKey::parse(&h.workload).is_none() {
+            return Err(AgentError::Invalid {
+                what: format!("--host-workload {:?}", h.workload),
+                detail: "expected NAMESPACE/NAME".into(),
+            });
+        }
+        let ifindex = datapath.interface_index(&h.interface)?;
+        found.nodes.push(cfg.node.clone());
+        found.endpoints.push(LocalEndpoint {
+            key: h.workload.clone(),
+            ips: h.ips.clone(),
+            interface: h.interface.clone(),
+            ifindex,
+            nic: true,
+        });
+    }
+    Ok(found)
+}
+
+/// The workloads this node reports when it opens its watch (the host's labels with them).
+pub fn reported(cfg: &Config, found: &EndpointsFile) -> Vec<LocalWorkload> {
+    let host_labels = cfg.host.as_ref().map(|h| &h.labels);
+    found
+        .endpoints
+        .iter()
+        .map(|e| LocalWorkload {
+            key: e.key.clone(),
+            ips: e.ips.iter().map(|i| i.to_string()).collect(),
+            interface: e.interface.clone(),
+            labels: match (e.nic, host_labels) {
+                (true, Some(l)) => l.iter().cloned().collect(),
+                _ => Default::default(),
+            },
+            host: e.nic,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostMode;
+    use cellwall_datapath::FakeDatapath;
+
+    #[test]
+    fn host_mode_adds_the_nic_with_its_index_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("endpoints.json");
+        std::fs::write(
+            &file,
+            r#"{"nodes":["n1"],"endpoints":[{"key":"x/a","ips":["10.0.0.1"],"interface":"cwa","ifindex":4}]}"#,
+        )
+        .unwrap();
+        let mut cfg = Config::new("127.0.0.1:1", "ca.pem", "n2", dir.path());
+        cfg.endpoints = Some(file);
+        cfg.host = Some(HostMode {
+            workload: "hosts/db".into(),
+            interface: "eth0".into(),
+            ips: vec!["10.9.0.1".parse().unwrap()],
+            labels: vec![("role".into(), "db".into())],
+        });
+        let dp = FakeDatapath::new();
+        assert!(
+            discover(&cfg, &dp).is_err(),
+            "a NIC that does not exist is an error"
+        );
+        dp.add_interface("eth0", 9);
+        let found = discover(&cfg, &dp).unwrap();
+        assert_eq!(found.nodes, ["n1", "n2"]);
+        assert_eq!(found.endpoints[1].ifindex, 9);
+        assert!(found.endpoints[1].nic);
+        let rep = reported(&cfg, &found);
+        assert!(rep[0].labels.is_empty() && !rep[0].host);
+        assert_eq!(rep[1].labels.get("role").map(String::as_str), Some("db"));
+        assert!(rep[1].host);
+
+        cfg.host.as_mut().unwrap().workload = "no-slash".into();
+        assert!(discover(&cfg, &dp).is_err());
+    }
+}

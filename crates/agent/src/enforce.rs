@@ -1,0 +1,259 @@
+//! The enforcement loop: the one thread that owns the datapath. It applies desired states in
+//! order (a delta only on top of the version it starts from), persists each before acking it
+//! (acked means enforced and durable), retires expired grants on the agent's own clock, and
+//! drains the datapath's flow events into the flow queue between applies.
+
+use crate::flows::{aggregate, FlowQueue};
+use crate::metrics::Metrics;
+use crate::node::{Applied, NodeAgent};
+use crate::state::StateDir;
+use crate::{chain, AgentError};
+use cellwall_datapath::Datapath;
+use cellwall_proto::{DesiredState, Payload};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{error, info, warn};
+
+/// The answer to one desired state, for the manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub version: u64,
+    /// How long the apply took.
+    pub micros: u64,
+    /// When the datapath held the version (Unix microseconds; 0 on error).
+    pub applied_unix_us: u64,
+    /// Empty when the version is enforced and persisted.
+    pub error: String,
+    /// The state could not be applied on top of what is held: the session must reconnect so
+    /// the manager sends a snapshot.
+    pub resync: bool,
+}
+
+impl Ack {
+    pub fn ok(&self) -> bool {
+        self.error.is_empty()
+    }
+}
+
+/// The agent's clock: time since the Unix epoch. Tests move it by hand.
+pub type Clock = Arc<dyn Fn() -> Duration + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+    })
+}
+
+/// Most events taken from the datapath per collection.
+const DRAIN_MAX: usize = 100_000;
+
+pub struct Enforcement<D: Datapath> {
+    node: NodeAgent<D>,
+    state: StateDir,
+    /// The version the engine and the datapath hold (a delta applies only on top of it).
+    held: u64,
+    metrics: Arc<Metrics>,
+    flows: Arc<FlowQueue>,
+    clock: Clock,
+}
+
+impl<D: Datapath> Enforcement<D> {
+    pub fn new(
+        node: NodeAgent<D>,
+        state: StateDir,
+        metrics: Arc<Metrics>,
+        flows: Arc<FlowQueue>,
+    ) -> Self {
+        Self {
+            node,
+            state,
+            held: 0,
+            metrics,
+            flows,
+            clock: system_clock(),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The version the datapath holds (0: none yet).
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    pub fn node(&self) -> &NodeAgent<D> {
+        &self.node
+    }
+
+    fn now_secs(&self) -> i64 {
+        (self.clock)().as_secs() as i64
+    }
+
+    fn record(&self, version: u64, micros: u64, r: &Applied) {
+        self.metrics.applied(version, micros);
+        if r.report.is_some() {
+            self.metrics
+                .map_sizes(r.ipcache_entries, r.policy_entries, r.endpoints);
+        }
+    }
+
+    /// Fail-static restart: enforces the state saved by the last run before anything is heard
+    /// from the manager. Returns the version re-applied. An unreadable file is ignored (the
+    /// manager sends a snapshot); a saved state that cannot be applied is an error.
+    pub fn restore(&mut self) -> Result<Option<u64>, AgentError> {
+        let (v, doc) = match self.state.load_desired() {
+            Ok(Some(saved)) => saved,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                warn!("ignoring unreadable {}", chain(&e));
+                return Ok(None);
+            }
+        };
+        let t = Instant::now();
+        let r = self
+            .node
+            .apply(&doc, self.now_secs())
+            .map_err(|e| AgentError::Restore(Box::new(e)))?;
+        self.record(v, t.elapsed().as_micros() as u64, &r);
+        self.held = v;
+        info!(version = v, "re-applied saved state version {v}");
+        Ok(Some(v))
+    }
+
+    /// Applies one desired state from the manager and says how it went. The answer is positive
+    /// only once the datapath switched to the version *and* it is persisted.
+    pub fn handle(&mut self, s: &DesiredState) -> Ack {
+        match self.apply(s) {
+            Ok((micros, applied_unix_us)) => Ack {
+                version: s.version,
+                micros,
+                applied_unix_us,
+                error: String::new(),
+                resync: false,
+            },
+            Err(e) => {
+                self.metrics.apply_errors.inc();
+                let why = chain(&e);
+                error!(
+                    version = s.version,
+                    "apply of version {} failed: {why}", s.version
+                );
+                Ack {
+                    version: s.version,
+                    micros: 0,
+                    applied_unix_us: 0,
+                    error: why,
+                    resync: matches!(e, AgentError::OutOfOrder { .. }),
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, s: &DesiredState) -> Result<(u64, u64), AgentError> {
+        let t = Instant::now();
+        let micros = match s.payload()? {
+            Payload::Snapshot(doc) => {
+                let r = self.node.apply(&doc, self.now_secs())?;
+                let us = t.elapsed().as_micros() as u64;
+                self.record(s.version, us, &r);
+                us
+            }
+            Payload::Delta {
+                base_version,
+                delta,
+            } => {
+                if base_version != self.held {
+                    return Err(AgentError::OutOfOrder {
+                        base: base_version,
+                        held: self.held,
+                    });
+                }
+                if delta.is_empty() {
+                    // Already current (a reconnect): nothing to compile.
+                    self.metrics.applied_version.set(s.version);
+                    0
+                } else {
+                    let r = self.node.apply_delta(delta, self.now_secs())?;
+                    let us = t.elapsed().as_micros() as u64;
+                    self.record(s.version, us, &r);
+                    us
+                }
+            }
+        };
+        self.held = s.version;
+        // The datapath holds the version now; persisting it (before the ack) is for restarts,
+        // not part of the switch.
+        let at = (self.clock)().as_micros() as u64;
+        self.state.save_desired(s.version, self.node.doc())?;
+        Ok((micros, at))
+    }
+
+    /// Expiring grants end on the agent's clock, manager or not. Returns whether any did.
+    pub fn retire_expired(&mut self) -> bool {
+        let now = self.now_secs();
+        match self.node.next_expiry() {
+            Some(t) if t <= now => {}
+            _ => return false,
+        }
+        let t = Instant::now();
+        match self.node.advance(now) {
+            Ok(_) => info!("expired grants retired at {now} in {:?}", t.elapsed()),
+            Err(e) => {
+                self.metrics.apply_errors.inc();
+                error!("retiring expired grants failed: {}", chain(&e));
+            }
+        }
+        true
+    }
+
+    /// Drains the datapath's events into aggregated flow records (one per connection kind per
+    /// collection interval) on the flow queue; returns how many records were made.
+    pub fn collect_flows(&mut self) -> Result<usize, AgentError> {
+        let dp = self.node.datapath();
+        let evs = dp.drain_events(DRAIN_MAX)?;
+        self.metrics
+            .set_kernel_events_lost(dp.counters()?.events_lost);
+        if evs.is_empty() {
+            return Ok(0);
+        }
+        let node = &self.node;
+        let recs = aggregate(&evs, node.attribution(), |r| node.describe_rule(r));
+        let n = recs.len();
+        self.flows.push(recs);
+        Ok(n)
+    }
+}
+
+/// Runs the loop until `work` closes (the agent stops) or `acks` has no reader: applies what
+/// arrives, answers on `acks`, and every `tick` retires expired grants and collects flows.
+pub fn run<D: Datapath>(
+    mut e: Enforcement<D>,
+    work: mpsc::Receiver<DesiredState>,
+    acks: tokio::sync::mpsc::UnboundedSender<Ack>,
+    tick: Duration,
+) -> Result<(), AgentError> {
+    let mut last_drain = Instant::now();
+    loop {
+        match work.recv_timeout(tick.saturating_sub(last_drain.elapsed())) {
+            Ok(s) => {
+                let ack = e.handle(&s);
+                if acks.send(ack).is_err() {
+                    return Ok(());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        e.retire_expired();
+        if last_drain.elapsed() >= tick {
+            last_drain = Instant::now();
+            e.collect_flows()?;
+        }
+    }
+}

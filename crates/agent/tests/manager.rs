@@ -1,0 +1,164 @@
+//! The whole agent (session, reconnects, enforcement thread, metrics) against a real manager
+//! started in this process, on the in-memory datapath (unit tier: no root).
+
+mod common;
+
+use cellwall_agent::Agent;
+use cellwall_datapath::{abi, Event, FakeDatapath};
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn saved_version(state: &std::path::Path) -> u64 {
+    let b = std::fs::read(state.join("desired.json")).unwrap();
+    serde_json::from_slice::<(u64, serde_json::Value)>(&b)
+        .unwrap()
+        .0
+}
+
+fn scrape(agent: &Agent, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(agent.metrics_addr().unwrap()).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[test]
+fn joins_enforces_acks_and_reconnects_after_a_manager_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Manager::start(&tmp.path().join("manager"));
+    let rev = m.apply(MODEL, false);
+    let state = tmp.path().join("agent");
+    let dp = FakeDatapath::new();
+    let agent = Agent::start(m.agent_config(&state), dp.clone()).unwrap();
+    assert_eq!(agent.restored(), None);
+    assert!(state.join("ready").exists());
+    assert_eq!(
+        std::fs::read_to_string(state.join("metrics.addr")).unwrap(),
+        agent.metrics_addr().unwrap().to_string()
+    );
+
+    wait_until(LIMIT, "the node acks the model", || m.acked("n1") >= rev);
+    for f in ["node.key", "node.pem", "desired.json"] {
+        let mode = std::fs::metadata(state.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    assert!(a_reaches_b(&dp));
+    assert_eq!(scrape(&agent, "cellwall_agent_connected"), 1);
+
+    let rev = m.apply(B_CLOSED, false);
+    wait_until(LIMIT, "the node acks the policy", || m.acked("n1") >= rev);
+    assert!(!a_reaches_b(&dp), "acked means enforced");
+    assert!(saved_version(&state) >= rev, "acked means persisted");
+    assert_eq!(scrape(&agent, "cellwall_agent_applied_version"), rev);
+    assert!(
+        dp.attached().contains_key("cwb"),
+        "the policed pod has programs"
+    );
+
+    // The manager goes away: the agent notices and keeps enforcing.
+    m.stop();
+    wait_until(LIMIT, "the agent sees the manager gone", || {
+        agent.metrics().connected.get() == 0
+    });
+    assert!(!a_reaches_b(&dp));
+
+    // It comes back on the same data and ports: the agent reconnects with its certificate
+    // (no token needed now) and follows what changes next.
+    std::fs::remove_file(m.dir.join("bootstrap.token")).ok();
+    m.restart();
+    let rev = m.apply(B_CLOSED, true);
+    wait_until(LIMIT, "the node acks after the restart", || {
+        m.acked("n1") >= rev
+    });
+    assert!(a_reaches_b(&dp));
+    assert!(agent.metrics().reconnects.get() >= 1);
+    assert_eq!(agent.metrics().connected.get(), 1);
+    assert_eq!(agent.metrics().apply_errors.get(), 0);
+    agent.stop().unwrap();
+}
+
+#[test]
+fn a_restarted_agent_enforces_its_saved_state_while_the_manager_is_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Manager::start(&tmp.path().join("manager"));
+    m.apply(MODEL, false);
+    let rev = m.apply(B_CLOSED, false);
+    let state = tmp.path().join("agent");
+    let agent = Agent::start(m.agent_config(&state), FakeDatapath::new()).unwrap();
+    wait_until(LIMIT, "the node acks", || m.acked("n1") >= rev);
+    // (The workloads the agent reported may have made a revision of their own.)
+    let rev = m.settled("n1");
+    agent.stop().unwrap();
+    m.stop();
+
+    // A new process with nothing from the manager: its saved state is enforced before start
+    // returns (and `ready` says so).
+    let dp = FakeDatapath::new();
+    let agent = Agent::start(m.agent_config(&state), dp.clone()).unwrap();
+    assert_eq!(agent.restored(), Some(rev));
+    assert!(state.join("ready").exists());
+    assert!(!a_reaches_b(&dp), "the saved policy, manager down");
+    assert_eq!(agent.metrics().connected.get(), 0);
+
+    // The manager returns: the agent reports what it holds and continues from there.
+    m.restart();
+    wait_until(LIMIT, "the agent reconnects", || {
+        agent.metrics().connected.get() == 1
+    });
+    let rev = m.apply(B_CLOSED, true);
+    wait_until(LIMIT, "the node acks the deletion", || m.acked("n1") >= rev);
+    assert!(a_reaches_b(&dp));
+    agent.stop().unwrap();
+}
+
+#[test]
+fn flow_events_reach_the_manager_attributed_to_workloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Manager::start(&tmp.path().join("manager"));
+    m.apply(MODEL, false);
+    let rev = m.apply(B_CLOSED, false);
+    let dp = FakeDatapath::new();
+    let agent = Agent::start(m.agent_config(&tmp.path().join("agent")), dp.clone()).unwrap();
+    wait_until(LIMIT, "the node acks", || m.acked("n1") >= rev);
+    let (a, b) = (
+        abi::addr16(A.parse().unwrap()),
+        abi::addr16(B.parse().unwrap()),
+    );
+    let denied = Event {
+        saddr: a,
+        daddr: b,
+        proto: 6,
+        dport: 80u16.to_be(),
+        kind: abi::EV_DENY,
+        dir: abi::DIR_INGRESS,
+        ..Event::default()
+    };
+    dp.push_events([denied; 3]);
+    wait_until(LIMIT, "the manager accepts the record", || {
+        agent.metrics().records_delivered.get() >= 1
+    });
+    let flows = m
+        .client()
+        .flows(&cellwall_api::FlowQuery::default())
+        .unwrap()
+        .flows;
+    let f = flows
+        .iter()
+        .find(|f| f.src == "x/a" && f.dst == "x/b")
+        .unwrap_or_else(|| panic!("no x/a -> x/b in {flows:?}"));
+    assert_eq!((f.port, f.count, f.node.as_str()), (80, 3, "n1"));
+    assert_eq!(agent.metrics().records_dropped.get(), 0);
+    agent.stop().unwrap();
+}
