@@ -16,6 +16,7 @@ use std::net::IpAddr;
 
 /// Which workloads an entry is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     Ip(IpAddr),
@@ -25,6 +26,7 @@ pub enum Target {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Entry {
     pub target: Target,
     /// Already prefixed.

@@ -18,6 +18,8 @@ pub mod load;
 pub mod model;
 pub mod net;
 pub mod render;
+#[cfg(feature = "schema")]
+mod schema;
 #[cfg(feature = "synth")]
 pub mod synth;
 

@@ -17,6 +17,7 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Protocol {
     #[serde(rename = "TCP")]
     Tcp,
@@ -62,6 +63,7 @@ impl fmt::Display for Protocol {
 
 /// A (possibly named) port a workload listens on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ContainerPort {
     pub name: Option<String>,
     pub port: u16,
@@ -69,6 +71,7 @@ pub struct ContainerPort {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Namespace {
     pub name: String,
     /// Includes `kubernetes.io/metadata.name`, added as the API server does.
@@ -85,6 +88,7 @@ impl Namespace {
 
 /// `namespace/name` of a workload.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkloadKey {
     pub namespace: String,
     pub name: String,
@@ -115,6 +119,7 @@ impl fmt::Display for WorkloadKey {
 
 /// A pod, VM or host process group that policy applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Workload {
     pub namespace: String,
     pub name: String,
@@ -140,6 +145,7 @@ impl Workload {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Node {
     pub name: String,
     pub labels: Labels,
@@ -150,6 +156,7 @@ pub struct Node {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Family {
     AdminNetworkPolicy,
     ClusterPolicy,
@@ -175,6 +182,7 @@ impl Family {
 
 /// Stable name of a policy: kind, namespace (namespaced kinds only) and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PolicyId {
     pub family: Family,
     pub namespace: Option<String>,
@@ -204,6 +212,7 @@ impl fmt::Display for PolicyId {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// AdminNetworkPolicy and Cellwall policies with `tier: admin`: ordered, first match wins.
@@ -229,6 +238,7 @@ impl Tier {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Action {
     Allow,
     Deny,
@@ -239,6 +249,7 @@ pub enum Action {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, Default,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -250,6 +261,7 @@ pub enum Mode {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Direction {
     Ingress,
     Egress,
@@ -273,6 +285,7 @@ impl Direction {
 
 /// Which namespaces a pod selector looks in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum NamespaceMatch {
     /// Only this namespace (a NetworkPolicy peer with just `podSelector`).
     Named(String),
@@ -282,6 +295,7 @@ pub enum NamespaceMatch {
 
 /// Named traffic classes that are not label-selected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Entity {
     /// Everything outside the inventory (no workload and no node has the address).
@@ -296,6 +310,7 @@ pub enum Entity {
 
 /// Who is on the other side of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Peer {
     /// Any endpoint (a NetworkPolicy rule with no `from`/`to`).
     Any,
@@ -316,6 +331,7 @@ pub enum Peer {
 
 /// A port condition of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum PortSpec {
     /// A protocol and an inclusive port range (a single port is `lo == hi`; all ports 0..=65535).
     Range {
@@ -333,6 +349,7 @@ pub enum PortSpec {
 
 /// One rule, in the order it appears in its policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Rule {
     pub direction: Direction,
     /// Position among the policy's rules of the same direction.
@@ -349,6 +366,7 @@ pub struct Rule {
 
 /// Which workloads a policy applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Subject {
     pub namespaces: NamespaceMatch,
     pub pods: LabelSelector,
@@ -356,6 +374,7 @@ pub struct Subject {
 
 /// A policy of any family, converted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Policy {
     pub id: PolicyId,
     pub tier: Tier,
@@ -383,7 +402,8 @@ impl Policy {
     }
 }
 
-/// Everything policy is evaluated against.
+/// Everything policy is evaluated against. (No JSON Schema: its workload map is keyed by a
+/// struct, which JSON cannot carry; the API sends workloads as lists.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Inventory {
     pub namespaces: BTreeMap<String, Namespace>,

@@ -56,6 +56,7 @@ pub fn group(ep: &Endpoint, by: GroupBy) -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MapNode {
     pub id: String,
     /// workload | external
@@ -65,6 +66,7 @@ pub struct MapNode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MapEdge {
     pub src: String,
     pub dst: String,
@@ -80,6 +82,7 @@ pub struct MapEdge {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DependencyMap {
     pub nodes: Vec<MapNode>,
     pub edges: Vec<MapEdge>,
