@@ -58,3 +58,25 @@ impl Hasher for FxHasher {
 
 pub type FxBuild = BuildHasherDefault<FxHasher>;
 pub type FxHashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{BuildHasher, Hash};
+    use std::net::IpAddr;
+
+    fn hash<T: Hash>(t: &T) -> u64 {
+        FxBuild::default().hash_one(t)
+    }
+
+    #[test]
+    fn stable_and_spread_in_the_low_bits() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(hash(&a), hash(&a));
+        // Addresses that differ in one byte land in different buckets of a small table.
+        let buckets: std::collections::BTreeSet<u64> = (0..=255u8)
+            .map(|i| hash(&IpAddr::from([10, 0, 0, i])) & 255)
+            .collect();
+        assert!(buckets.len() > 128, "{} of 256 buckets used", buckets.len());
+    }
+}

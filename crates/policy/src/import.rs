@@ -11,7 +11,6 @@
 use crate::labels::{validate_label_key, validate_label_value, Labels};
 use crate::model::{Inventory, WorkloadKey};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::net::IpAddr;
 
 /// Which workloads an entry is about.
@@ -34,25 +33,15 @@ pub struct Entry {
     pub line: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An import file that cannot be read: where, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
 pub struct ImportError {
     pub file: String,
     pub line: usize,
     pub column: usize,
     pub message: String,
 }
-
-impl fmt::Display for ImportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
-    }
-}
-
-impl std::error::Error for ImportError {}
 
 /// The label-key prefix of a source: `SOURCE.import.cellwall.io/`.
 pub fn prefix(source: &str) -> String {

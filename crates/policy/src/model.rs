@@ -480,3 +480,96 @@ fn offset_ip(base: IpAddr, off: u128) -> IpAddr {
         IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(off)).into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_keys_parse_ns_slash_name() {
+        assert_eq!(WorkloadKey::parse("a/b"), Some(WorkloadKey::new("a", "b")));
+        assert_eq!(WorkloadKey::parse("a/b").unwrap().to_string(), "a/b");
+        for bad in ["a", "/b", "a/", "a/b/c"] {
+            assert_eq!(WorkloadKey::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn namespaces_carry_their_name_label() {
+        let n = Namespace::new("x", Labels::new());
+        assert_eq!(n.labels[NAMESPACE_NAME_LABEL], "x");
+        let inv = Inventory::default();
+        assert_eq!(inv.namespace_labels("y")[NAMESPACE_NAME_LABEL], "y");
+    }
+
+    #[test]
+    fn missing_addresses_are_assigned_deterministically() {
+        let w = |name: &str, ip: Option<&str>, host: bool| Workload {
+            namespace: "a".into(),
+            name: name.into(),
+            labels: Labels::new(),
+            ips: ip.map(|i| vec![i.parse().unwrap()]).unwrap_or_default(),
+            ports: vec![],
+            node: Some("n1".into()),
+            host_network: host,
+        };
+        let mut inv = Inventory::default();
+        for x in [
+            w("p1", None, false),
+            w("p2", Some("10.0.0.1"), false),
+            w("p3", None, false),
+            w("h", None, true),
+        ] {
+            inv.workloads.insert(x.key(), x);
+        }
+        inv.nodes.insert(
+            "n1".into(),
+            Node {
+                name: "n1".into(),
+                labels: Labels::new(),
+                ips: vec!["192.0.2.1".parse().unwrap()],
+            },
+        );
+        let mut small = inv.clone();
+        assert!(inv
+            .assign_missing_ips("10.0.0.0/29".parse().unwrap())
+            .is_empty());
+        let ip = |n: &str| inv.workloads[&WorkloadKey::new("a", n)].ips.clone();
+        assert_eq!(ip("p1"), vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(ip("p3"), vec!["10.0.0.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(ip("h"), vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        // A /30 has two usable addresses, and p2 holds one of them.
+        assert_eq!(
+            small.assign_missing_ips("10.0.0.0/30".parse().unwrap()),
+            vec![WorkloadKey::new("a", "p3")]
+        );
+    }
+
+    #[test]
+    fn policies_order_by_tier_priority_then_id() {
+        let p = |tier, priority, name: &str| Policy {
+            id: PolicyId::new(Family::ClusterPolicy, None, name),
+            tier,
+            priority,
+            mode: Mode::Enforce,
+            expires_at: Some(10),
+            subject: Subject {
+                namespaces: NamespaceMatch::Named("a".into()),
+                pods: LabelSelector::everything(),
+            },
+            isolates: [false, false],
+            rules: vec![],
+        };
+        let mut ps = [
+            p(Tier::Baseline, 0, "a"),
+            p(Tier::Admin, 5, "b"),
+            p(Tier::Admin, 5, "a"),
+            p(Tier::Admin, 1, "z"),
+        ];
+        ps.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let names: Vec<&str> = ps.iter().map(|p| p.id.name.as_str()).collect();
+        assert_eq!(names, ["z", "a", "b", "a"]);
+        assert!(ps[0].is_active(9) && !ps[0].is_active(10));
+        assert_eq!(ps[0].id.to_string(), "ClusterPolicy/z");
+    }
+}

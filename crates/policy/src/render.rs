@@ -77,3 +77,41 @@ pub fn render_explanation(ex: &Explanation) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Engine, Flow};
+
+    #[test]
+    fn explanations_render_verdict_rule_and_tiers() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: db, namespace: a, labels: {app: db}}\nstatus: {podIP: 10.0.0.2}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db, namespace: a}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 5432}]}]\n";
+        let objects = crate::load::parse_file("t.yaml", yaml).unwrap().objects;
+        let (inv, policies) = crate::load::into_model(objects.into_iter().map(|o| o.object));
+        let e = Engine::build(inv, policies, 0);
+        let flow = |port| Flow {
+            src: "192.0.2.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            protocol: crate::Protocol::Tcp,
+            port,
+        };
+        let text = render_explanation(&e.explain(&flow(80)));
+        assert!(
+            text.starts_with(
+                "192.0.2.1 (outside the inventory) -> a/db (10.0.0.2) TCP/80: DENIED\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  decided by NetworkPolicy/a/db ingress (isolation: no rule allows)\n")
+        );
+        assert!(text.contains("(not a workload Cellwall enforces on)"));
+        assert!(text.contains("    application tier: isolated: no rule allows\n"));
+        assert!(text.contains("        Allow NetworkPolicy/a/db ingress[0] — no match\n"));
+        let text = render_explanation(&e.explain(&flow(5432)));
+        assert!(
+            text.contains(": ALLOWED\n") && text.contains("— matched"),
+            "{text}"
+        );
+    }
+}

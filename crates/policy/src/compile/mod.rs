@@ -225,3 +225,79 @@ impl Compiler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{into_model, parse_file};
+    use crate::model::Protocol;
+
+    const YAML: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: a, labels: {app: web}}
+spec: {nodeName: n1}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: a, labels: {app: db}}
+spec: {nodeName: n2}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: a}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}, {ipBlock: {cidr: 192.0.2.0/24}}]}]
+";
+
+    fn engine() -> Engine {
+        let objects = parse_file("t.yaml", YAML).unwrap().objects;
+        let (inv, policies) = into_model(objects.into_iter().map(|o| o.object));
+        Engine::build(inv, policies, 0)
+    }
+
+    #[test]
+    fn a_node_compiles_its_own_endpoints_and_the_whole_ipcache() {
+        let e = engine();
+        let n1 = Compiler::new("n1").full(&e);
+        assert_eq!(
+            n1.endpoints.keys().collect::<Vec<_>>(),
+            [&WorkloadKey::new("a", "web")]
+        );
+        assert!(n1.rules.is_empty(), "no rule selects n1's endpoints");
+        let mut c2 = Compiler::new("n2");
+        let n2 = c2.full(&e);
+        let db = &n2.endpoints[&WorkloadKey::new("a", "db")];
+        // web's address and the policy CIDR have peer identities of their own.
+        let web_id = n2.identity_of("10.0.0.1".parse().unwrap());
+        let region = n2.identity_of("192.0.2.9".parse().unwrap());
+        assert_ne!(web_id, region);
+        assert!(db.ingress.lookup(web_id, Protocol::Tcp, 80).allow);
+        assert!(db.ingress.lookup(region, Protocol::Udp, 53).allow);
+        assert!(!db.ingress.lookup(2, Protocol::Tcp, 80).allow);
+        assert_eq!(n1.ipcache, n2.ipcache);
+        // Nothing changed: the same tables, shared.
+        let again = c2.update(&e, &Changes::default());
+        assert_eq!(again, n2);
+        assert!(Arc::ptr_eq(
+            &again.endpoints[&WorkloadKey::new("a", "db")].ingress,
+            &db.ingress
+        ));
+    }
+
+    #[test]
+    fn rule_peer_sets_are_kept_for_local_endpoints_only() {
+        let e = engine();
+        let mut c1 = Compiler::new("n1");
+        c1.full(&e);
+        assert!(c1.rule_peers.is_empty());
+        let mut c2 = Compiler::new("n2");
+        c2.full(&e);
+        // The NetworkPolicy's one ingress rule, matching web's identity and the region.
+        assert_eq!(c2.rule_peers.len(), 1);
+        assert_eq!(c2.rule_peers.values().next().unwrap().len(), 2);
+    }
+}

@@ -297,3 +297,98 @@ impl PolicySlot {
             .filter(move |(r, _)| r.direction == dir)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{Engine, Flow, Reason};
+    use crate::load::{into_model, parse_file};
+    use crate::model::{Protocol, Tier};
+
+    const YAML: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: a, labels: {app: web}}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: a, labels: {app: db}}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: cellwall.io/v1alpha1
+kind: ClusterPolicy
+metadata: {name: admin}
+spec:
+  tier: admin
+  priority: 1
+  ingress:
+  - {action: Pass, from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 5432}]}
+  - {action: Deny, ports: [{port: 22}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: a}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 5432}]}]
+---
+apiVersion: cellwall.io/v1alpha1
+kind: Policy
+metadata: {name: audit, namespace: a}
+spec:
+  mode: audit
+  podSelector: {matchLabels: {app: web}}
+  egress: []
+"#;
+
+    fn engine() -> Engine {
+        let objects = parse_file("t.yaml", YAML).unwrap().objects;
+        let (inv, policies) = into_model(objects.into_iter().map(|o| o.object));
+        Engine::build(inv, policies, 0)
+    }
+
+    fn flow(src: &str, dst: &str, port: u16) -> Flow {
+        Flow {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol: Protocol::Tcp,
+            port,
+        }
+    }
+
+    #[test]
+    fn tiers_decide_in_precedence_order() {
+        let e = engine();
+        // Admin passes web → db:5432 to the application tier, which allows it.
+        let d = e.evaluate(&flow("10.0.0.1", "10.0.0.2", 5432));
+        assert!(d.allowed);
+        assert_eq!(d.ingress.tier, Some(Tier::Application));
+        // The admin deny decides before the application tier is asked.
+        let d = e.evaluate(&flow("10.0.0.1", "10.0.0.2", 22));
+        assert_eq!((d.allowed, d.ingress.tier), (false, Some(Tier::Admin)));
+        // db is isolated: another port is denied by the isolation default.
+        let d = e.evaluate(&flow("10.0.0.1", "10.0.0.2", 80));
+        assert_eq!(d.ingress.reason, Reason::Isolated);
+        // Outside addresses are not managed; nobody decides their egress.
+        let d = e.evaluate(&flow("192.0.2.1", "10.0.0.1", 80));
+        assert_eq!(d.egress.reason, Reason::NotManaged);
+        assert_eq!(d.ingress.reason, Reason::Default);
+    }
+
+    #[test]
+    fn audit_mode_is_reported_not_enforced() {
+        let e = engine();
+        let d = e.evaluate(&flow("10.0.0.1", "10.0.0.2", 5432));
+        assert!(d.allowed);
+        let audit = d
+            .audit
+            .expect("an audit-mode policy applies to web's egress");
+        assert!(!audit.allowed);
+        assert_eq!(audit.egress.reason, Reason::Isolated);
+        // No audit-mode policy applies to db → web.
+        assert!(e
+            .evaluate(&flow("10.0.0.2", "10.0.0.1", 80))
+            .audit
+            .is_none());
+    }
+}

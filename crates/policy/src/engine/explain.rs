@@ -157,3 +157,74 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Reason;
+
+    fn verdict(allowed: bool, reason: Reason) -> DirVerdict {
+        DirVerdict {
+            allowed,
+            rule: 1,
+            tier: Some(Tier::Application),
+            reason,
+        }
+    }
+
+    #[test]
+    fn outcome_lines() {
+        let allow = verdict(true, Reason::Rule);
+        let deny = verdict(false, Reason::Rule);
+        assert_eq!(ordered_outcome(Some(&allow), false, false), "Allow");
+        assert_eq!(ordered_outcome(Some(&deny), true, false), "Deny");
+        assert_eq!(ordered_outcome(None, true, false), "Pass");
+        assert_eq!(ordered_outcome(None, false, true), "no policy");
+        assert_eq!(ordered_outcome(None, false, false), "no rule matched");
+        assert_eq!(
+            application_outcome(Some(&verdict(false, Reason::Isolated))),
+            "isolated: no rule allows"
+        );
+        assert_eq!(application_outcome(Some(&deny)), "Deny");
+        assert_eq!(
+            application_outcome(None),
+            "no policy isolates this direction"
+        );
+    }
+
+    #[test]
+    fn explanations_trace_every_tier_considered() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: db, namespace: a, labels: {app: db}}\nstatus: {podIP: 10.0.0.2}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db, namespace: a}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 5432}]}]\n";
+        let objects = crate::load::parse_file("t.yaml", yaml).unwrap().objects;
+        let (inv, policies) = crate::load::into_model(objects.into_iter().map(|o| o.object));
+        let e = Engine::build(inv, policies, 0);
+        let ex = e.explain(&Flow {
+            src: "192.0.2.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            port: 80,
+        });
+        assert!(!ex.decision.allowed);
+        assert_eq!(ex.dst, "a/db (10.0.0.2)");
+        let tiers: Vec<(Tier, &str)> = ex
+            .ingress
+            .tiers
+            .iter()
+            .map(|t| (t.tier, t.outcome.as_str()))
+            .collect();
+        assert_eq!(
+            tiers,
+            [
+                (Tier::Admin, "no policy"),
+                (Tier::Application, "isolated: no rule allows")
+            ]
+        );
+        let rules = &ex.ingress.tiers[1].policies[0].rules;
+        assert_eq!((rules.len(), rules[0].matched), (1, false));
+        assert_eq!(
+            ex.deciding_rule.as_deref(),
+            Some("NetworkPolicy/a/db ingress (isolation: no rule allows)")
+        );
+        assert!(ex.egress.tiers.is_empty(), "the source is not managed");
+    }
+}

@@ -433,3 +433,135 @@ impl Engine {
         Some(s.policy)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::LabelSelector;
+
+    fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Workload {
+        Workload {
+            namespace: ns.into(),
+            name: name.into(),
+            labels: [("app".to_string(), app.to_string())].into(),
+            ips: vec![ip.parse().unwrap()],
+            ports: vec![],
+            node: Some("n1".into()),
+            host_network: false,
+        }
+    }
+
+    fn np(ns: &str, name: &str, app: &str) -> Policy {
+        Policy {
+            id: PolicyId::new(Family::NetworkPolicy, Some(ns), name),
+            tier: Tier::Application,
+            priority: 0,
+            mode: Mode::Enforce,
+            expires_at: None,
+            subject: Subject {
+                namespaces: NamespaceMatch::Named(ns.into()),
+                pods: LabelSelector::from_labels([("app", app)]),
+            },
+            isolates: [true, false],
+            rules: vec![],
+        }
+    }
+
+    #[test]
+    fn replicas_share_an_identity_until_relabelled() {
+        let mut e = Engine::new();
+        e.set_workload(pod("a", "w1", "web", "10.0.0.1"));
+        e.set_workload(pod("a", "w2", "web", "10.0.0.2"));
+        let id = e.workload_identity(&WorkloadKey::new("a", "w1")).unwrap();
+        assert_eq!(e.workload_identity(&WorkloadKey::new("a", "w2")), Some(id));
+        assert_eq!(e.identity_members(id).count(), 2);
+        let c = e.take_changes();
+        assert_eq!(c.workloads.len(), 2);
+        assert_eq!(c.identities, [id].into());
+        e.set_workload(pod("a", "w2", "db", "10.0.0.2"));
+        let c = e.take_changes();
+        assert_eq!(c.workloads, [WorkloadKey::new("a", "w2")].into());
+        assert_eq!(c.identities.len(), 1, "only the new identity appeared");
+        e.remove_workload(&WorkloadKey::new("a", "w1"));
+        assert!(e.identity(id).is_none(), "the last member out retires it");
+        assert!(e.take_changes().identities.contains(&id));
+    }
+
+    #[test]
+    fn namespaced_policies_select_their_namespace_only_and_in_order() {
+        let mut e = Engine::new();
+        e.set_workload(pod("a", "w", "web", "10.0.0.1"));
+        e.set_workload(pod("b", "w", "web", "10.0.0.2"));
+        e.take_changes();
+        e.set_policy(np("a", "z", "web"));
+        e.set_policy(np("a", "m", "web"));
+        let ida = e.workload_identity(&WorkloadKey::new("a", "w")).unwrap();
+        let idb = e.workload_identity(&WorkloadKey::new("b", "w")).unwrap();
+        let names: Vec<&str> = e
+            .applicable(ida, Direction::Ingress)
+            .map(|p| p.id.name.as_str())
+            .collect();
+        assert_eq!(names, ["m", "z"]);
+        assert_eq!(e.applicable(idb, Direction::Ingress).count(), 0);
+        // Egress is not isolated: the policies take no part there.
+        assert_eq!(e.applicable(ida, Direction::Egress).count(), 0);
+        let c = e.take_changes();
+        assert_eq!(c.policies.len(), 2);
+        assert_eq!(c.identities, [ida].into());
+        let id = PolicyId::new(Family::NetworkPolicy, Some("a"), "z");
+        assert!(e.remove_policy(&id).is_some());
+        assert_eq!(e.applicable(ida, Direction::Ingress).count(), 1);
+        assert!(e.remove_policy(&id).is_none());
+    }
+
+    #[test]
+    fn namespace_labels_move_every_identity_in_the_namespace() {
+        let mut e = Engine::new();
+        e.set_workload(pod("a", "w", "web", "10.0.0.1"));
+        let before = e.workload_identity(&WorkloadKey::new("a", "w")).unwrap();
+        e.take_changes();
+        e.set_namespace(Namespace::new(
+            "a",
+            [("env".to_string(), "prod".to_string())].into(),
+        ));
+        let after = e.workload_identity(&WorkloadKey::new("a", "w")).unwrap();
+        assert_ne!(before, after);
+        let c = e.take_changes();
+        assert!(c.workloads.contains(&WorkloadKey::new("a", "w")));
+        assert!(c.identities.contains(&before) && c.identities.contains(&after));
+    }
+
+    #[test]
+    fn the_clock_reports_policies_crossing_their_expiry() {
+        let mut e = Engine::new();
+        e.set_workload(pod("a", "w", "web", "10.0.0.1"));
+        let mut p = np("a", "tmp", "web");
+        p.expires_at = Some(100);
+        e.set_policy(p);
+        e.take_changes();
+        assert_eq!(e.next_expiry(), Some(100));
+        e.set_now(50);
+        assert!(e.take_changes().is_empty());
+        e.set_now(100);
+        assert_eq!(e.take_changes().policies.len(), 1);
+        assert_eq!(e.next_expiry(), None);
+    }
+
+    #[test]
+    fn host_network_pods_are_their_node() {
+        let mut e = Engine::new();
+        let mut h = pod("a", "agent", "agent", "10.250.0.1");
+        h.host_network = true;
+        e.set_workload(h);
+        assert_eq!(e.workload_identity(&WorkloadKey::new("a", "agent")), None);
+        assert_eq!(
+            e.describe_ip("10.250.0.1".parse().unwrap()),
+            "node n1 (10.250.0.1)"
+        );
+        e.remove_workload(&WorkloadKey::new("a", "agent"));
+        assert_eq!(
+            e.describe_ip("10.250.0.1".parse().unwrap()),
+            "10.250.0.1 (outside the inventory)"
+        );
+    }
+}

@@ -85,3 +85,38 @@ impl Engine {
         Some(EndpointView::node(&n.name, &n.labels, addr))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{into_model, parse_file};
+
+    #[test]
+    fn applied_rules_list_each_policy_with_its_isolation_default() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: db, namespace: a, labels: {app: db}}\nstatus: {podIP: 10.0.0.2}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db, namespace: a}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 5432}]}, {ports: [{port: 80}]}]\n";
+        let objects = parse_file("t.yaml", yaml).unwrap().objects;
+        let (inv, policies) = into_model(objects.into_iter().map(|o| o.object));
+        let id = policies[0].id.clone();
+        let e = Engine::build(inv, policies, 0);
+        let key = WorkloadKey::new("a", "db");
+        let lid = e.workload_identity(&key).unwrap();
+        let applied: Vec<AppliedRule> = e.applied_rules(lid, Direction::Ingress).collect();
+        assert_eq!(applied.len(), 3);
+        assert!(applied[0].rule.is_none());
+        assert_eq!(
+            &applied[1..].iter().map(|a| a.id).collect::<Vec<_>>(),
+            e.policy_rule_ids(&id)
+        );
+        assert_eq!(e.rule_definition(applied[2].id).unwrap().index, 1);
+        assert!(e.rule_definition(applied[0].id).is_none());
+        assert_eq!(e.applied_rules(lid, Direction::Egress).count(), 0);
+        // Through the address index, or through the inventory when the address is not its own.
+        let ip = "10.0.0.2".parse().unwrap();
+        for hint in [Some(ip), Some("10.9.9.9".parse().unwrap()), None] {
+            let (view, id) = e.workload_view(&key, hint, Addr::Outside).unwrap();
+            assert_eq!(id, lid);
+            assert!(view.is_workload());
+        }
+        assert!(e.node_view("n1", Addr::Outside).is_none());
+    }
+}
