@@ -27,34 +27,8 @@ fn main() {
         .unwrap_or(1.0);
     let (inv, pols) = scale_scenario(50, 20, 10, 20, 1000);
     let pods: Vec<&Workload> = inv.workloads.values().filter(|w| !w.host_network).collect();
-    let mut rng = Rng::new(9);
-    let ports = [80u16, 443, 5432, 6379, 8080, 9090];
     let t = Instant::now();
-    let flows: Vec<HistFlow> = (0..n)
-        .map(|i| {
-            let (s, d) = (*rng.pick(&pods), *rng.pick(&pods));
-            let ep = |w: &Workload| Endpoint::Workload {
-                namespace: w.namespace.clone(),
-                name: w.name.clone(),
-                labels: w.labels.clone(),
-            };
-            HistFlow {
-                src: ep(s),
-                dst: ep(d),
-                protocol: Protocol::Tcp,
-                port: *rng.pick(&ports),
-                observed: if i % 7 == 0 {
-                    Observed::Denied
-                } else {
-                    Observed::Allowed
-                },
-                rule: None,
-                connections: 1 + (i % 50) as u64,
-                first_ns: i as u64,
-                last_ns: i as u64 + 1000,
-            }
-        })
-        .collect();
+    let flows = history(&pods, n);
     println!(
         "history: {} aggregated flows over {} pods, {} policies (generated in {:?})",
         flows.len(),
@@ -82,22 +56,7 @@ fn main() {
     for (c, (f, conns)) in &summary.classes {
         println!("  {c:?}: {f} flows, {conns} connections");
     }
-    let t = Instant::now();
-    let map = dependency_map(&flows, GroupBy::App);
-    println!(
-        "map (group by app): {:?}, {} nodes, {} edges",
-        t.elapsed(),
-        map.nodes.len(),
-        map.edges.len()
-    );
-    let t = Instant::now();
-    let p = propose(&flows, &current, &ProposeOptions::default());
-    println!(
-        "propose: {:?}, {} policies, {} excluded",
-        t.elapsed(),
-        p.policies.len(),
-        p.excluded.len()
-    );
+    map_and_proposal(&flows, &current);
     let limit = Duration::from_secs(10);
     let total = setup + replay_time;
     let hard = limit.mul_f64(factor);
@@ -106,4 +65,55 @@ fn main() {
         eprintln!("FAIL: simulation took {total:?}, past {hard:?}");
         std::process::exit(1);
     }
+}
+
+/// `n` aggregated flows between random pods on common ports, one in seven denied.
+fn history(pods: &[&Workload], n: usize) -> Vec<HistFlow> {
+    let mut rng = Rng::new(9);
+    let ports = [80u16, 443, 5432, 6379, 8080, 9090];
+    let ep = |w: &Workload| Endpoint::Workload {
+        namespace: w.namespace.clone(),
+        name: w.name.clone(),
+        labels: w.labels.clone(),
+    };
+    (0..n)
+        .map(|i| {
+            let (s, d) = (*rng.pick(pods), *rng.pick(pods));
+            HistFlow {
+                src: ep(s),
+                dst: ep(d),
+                protocol: Protocol::Tcp,
+                port: *rng.pick(&ports),
+                observed: if i % 7 == 0 {
+                    Observed::Denied
+                } else {
+                    Observed::Allowed
+                },
+                rule: None,
+                connections: 1 + (i % 50) as u64,
+                first_ns: i as u64,
+                last_ns: i as u64 + 1000,
+            }
+        })
+        .collect()
+}
+
+/// The dependency map and a proposal from the same history (timed, no goal).
+fn map_and_proposal(flows: &[HistFlow], current: &Engine) {
+    let t = Instant::now();
+    let map = dependency_map(flows, GroupBy::App);
+    println!(
+        "map (group by app): {:?}, {} nodes, {} edges",
+        t.elapsed(),
+        map.nodes.len(),
+        map.edges.len()
+    );
+    let t = Instant::now();
+    let p = propose(flows, current, &ProposeOptions::default());
+    println!(
+        "propose: {:?}, {} policies, {} excluded",
+        t.elapsed(),
+        p.policies.len(),
+        p.excluded.len()
+    );
 }

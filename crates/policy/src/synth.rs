@@ -301,73 +301,22 @@ pub fn scale_scenario(
     let mut rng = Rng::new(42);
     let mut inv = Inventory::default();
     for n in 0..nodes {
-        let name = format!("node-{n}");
-        inv.nodes.insert(
-            name.clone(),
-            Node {
-                name,
-                labels: labels(&[("kubernetes.io/os", "linux".into())]),
-                ips: vec![IpAddr::V4(Ipv4Addr::new(
-                    10,
-                    250,
-                    (n / 250) as u8,
-                    (n % 250) as u8 + 1,
-                ))],
-            },
-        );
+        let node = scale_node(n);
+        inv.nodes.insert(node.name.clone(), node);
     }
     let mut idx: u32 = 0;
     for ns in 0..namespaces {
         let nsname = format!("ns-{ns}");
-        inv.namespaces.insert(
-            nsname.clone(),
-            Namespace::new(
-                &nsname,
-                labels(&[
-                    ("team", format!("team-{}", ns % 7)),
-                    (
-                        "env",
-                        if ns % 3 == 0 {
-                            "dev".into()
-                        } else {
-                            "prod".into()
-                        },
-                    ),
-                ]),
-            ),
-        );
+        let env = if ns % 3 == 0 { "dev" } else { "prod" };
+        let nsl = labels(&[("team", format!("team-{}", ns % 7)), ("env", env.into())]);
+        inv.namespaces
+            .insert(nsname.clone(), Namespace::new(&nsname, nsl));
         for app in 0..apps {
             for r in 0..replicas {
                 idx += 1;
-                let name = format!("app-{app}-{r}");
-                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + idx);
-                inv.workloads.insert(
-                    WorkloadKey::new(&nsname, &name),
-                    Workload {
-                        namespace: nsname.clone(),
-                        name,
-                        labels: labels(&[
-                            ("app", format!("app-{app}")),
-                            ("tier", ["web", "api", "db"][app % 3].into()),
-                            ("version", "v1".into()),
-                        ]),
-                        ips: vec![IpAddr::V4(ip)],
-                        ports: vec![
-                            ContainerPort {
-                                name: Some("http".into()),
-                                port: 8080,
-                                protocol: Protocol::Tcp,
-                            },
-                            ContainerPort {
-                                name: Some("metrics".into()),
-                                port: 9090,
-                                protocol: Protocol::Tcp,
-                            },
-                        ],
-                        node: Some(format!("node-{}", rng.below(nodes))),
-                        host_network: false,
-                    },
-                );
+                let node = format!("node-{}", rng.below(nodes));
+                let w = scale_pod(&nsname, app, r, idx, node);
+                inv.workloads.insert(w.key(), w);
             }
         }
     }
@@ -376,128 +325,174 @@ pub fn scale_scenario(
         let ns = format!("ns-{}", i % namespaces);
         let app = (i / namespaces) % apps;
         let caller = (app + 1 + rng.below(apps.max(2) - 1)) % apps;
-        let p = match i % 20 {
-            0 => Policy {
-                id: PolicyId::new(Family::AdminNetworkPolicy, None, &format!("anp-{i}")),
-                tier: Tier::Admin,
-                priority: (i % 1000) as i32,
-                mode: Mode::Enforce,
-                expires_at: None,
-                subject: Subject {
-                    namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([(
-                        "env", "prod",
-                    )])),
-                    pods: LabelSelector::from_labels([("app", format!("app-{app}"))]),
-                },
-                isolates: [false, false],
-                rules: vec![Rule {
-                    direction: Direction::Ingress,
-                    index: 0,
-                    name: Some("no-dev".into()),
-                    action: Action::Deny,
-                    peers: vec![Peer::Pods {
-                        namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([(
-                            "env", "dev",
-                        )])),
-                        pods: LabelSelector::everything(),
-                    }],
-                    ports: vec![],
-                    expires_at: None,
-                }],
-            },
-            1 => Policy {
-                id: PolicyId::new(Family::Policy, Some(&ns), &format!("egress-{i}")),
-                tier: Tier::Application,
-                priority: 100,
-                mode: if i % 40 == 1 {
-                    Mode::Audit
-                } else {
-                    Mode::Enforce
-                },
-                expires_at: None,
-                subject: Subject {
-                    namespaces: NamespaceMatch::Named(ns.clone()),
-                    pods: LabelSelector::from_labels([("app", format!("app-{app}"))]),
-                },
-                isolates: [false, true],
-                rules: vec![
-                    Rule {
-                        direction: Direction::Egress,
-                        index: 0,
-                        name: None,
-                        action: Action::Allow,
-                        peers: vec![Peer::Cidr {
-                            cidr: "0.0.0.0/0".parse().unwrap(),
-                            except: vec!["10.0.0.0/8".parse().unwrap()],
-                        }],
-                        ports: vec![PortSpec::Range {
-                            protocol: Protocol::Tcp,
-                            lo: 443,
-                            hi: 443,
-                        }],
-                        expires_at: None,
-                    },
-                    Rule {
-                        direction: Direction::Egress,
-                        index: 1,
-                        name: None,
-                        action: Action::Allow,
-                        peers: vec![Peer::Pods {
-                            namespaces: NamespaceMatch::Named(ns.clone()),
-                            pods: LabelSelector::everything(),
-                        }],
-                        ports: vec![],
-                        expires_at: None,
-                    },
-                ],
-            },
-            _ => Policy {
-                id: PolicyId::new(Family::NetworkPolicy, Some(&ns), &format!("allow-{i}")),
-                tier: Tier::Application,
-                priority: 0,
-                mode: Mode::Enforce,
-                expires_at: None,
-                subject: Subject {
-                    namespaces: NamespaceMatch::Named(ns.clone()),
-                    pods: LabelSelector::from_labels([("app", format!("app-{app}"))]),
-                },
-                isolates: [true, false],
-                rules: vec![Rule {
-                    direction: Direction::Ingress,
-                    index: 0,
-                    name: None,
-                    action: Action::Allow,
-                    peers: vec![
-                        Peer::Pods {
-                            namespaces: NamespaceMatch::Named(ns.clone()),
-                            pods: LabelSelector::from_labels([("app", format!("app-{caller}"))]),
-                        },
-                        Peer::Pods {
-                            namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([(
-                                "team",
-                                format!("team-{}", i % 7),
-                            )])),
-                            pods: LabelSelector::from_labels([("tier", "web")]),
-                        },
-                    ],
-                    ports: vec![
-                        PortSpec::Named {
-                            protocol: Some(Protocol::Tcp),
-                            name: "http".into(),
-                        },
-                        PortSpec::Range {
-                            protocol: Protocol::Tcp,
-                            lo: 9090,
-                            hi: 9090,
-                        },
-                    ],
-                    expires_at: None,
-                }],
-            },
-        };
-        out.push(p);
+        out.push(match i % 20 {
+            0 => admin_deny_dev(i, app),
+            1 => egress_to_world(i, &ns, app),
+            _ => allow_callers(i, &ns, app, caller),
+        });
     }
     (inv, out)
+}
+
+fn scale_node(n: usize) -> Node {
+    Node {
+        name: format!("node-{n}"),
+        labels: labels(&[("kubernetes.io/os", "linux".into())]),
+        ips: vec![IpAddr::V4(Ipv4Addr::new(
+            10,
+            250,
+            (n / 250) as u8,
+            (n % 250) as u8 + 1,
+        ))],
+    }
+}
+
+/// Replica `r` of app `app`, the `idx`-th pod of the cluster (its address is 10.128.0.0 + idx).
+fn scale_pod(ns: &str, app: usize, r: usize, idx: u32, node: String) -> Workload {
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + idx);
+    let port = |name: &str, port| ContainerPort {
+        name: Some(name.into()),
+        port,
+        protocol: Protocol::Tcp,
+    };
+    Workload {
+        namespace: ns.to_string(),
+        name: format!("app-{app}-{r}"),
+        labels: labels(&[
+            ("app", format!("app-{app}")),
+            ("tier", ["web", "api", "db"][app % 3].into()),
+            ("version", "v1".into()),
+        ]),
+        ips: vec![IpAddr::V4(ip)],
+        ports: vec![port("http", 8080), port("metrics", 9090)],
+        node: Some(node),
+        host_network: false,
+    }
+}
+
+fn app_selector(app: usize) -> LabelSelector {
+    LabelSelector::from_labels([("app", format!("app-{app}"))])
+}
+
+fn rule(direction: Direction, index: usize, peers: Vec<Peer>, ports: Vec<PortSpec>) -> Rule {
+    Rule {
+        direction,
+        index,
+        name: None,
+        action: Action::Allow,
+        peers,
+        ports,
+        expires_at: None,
+    }
+}
+
+/// Admin tier: an app in a prod namespace takes nothing from dev namespaces.
+fn admin_deny_dev(i: usize, app: usize) -> Policy {
+    let env = |e: &str| NamespaceMatch::Selector(LabelSelector::from_labels([("env", e)]));
+    let mut deny = rule(
+        Direction::Ingress,
+        0,
+        vec![Peer::Pods {
+            namespaces: env("dev"),
+            pods: LabelSelector::everything(),
+        }],
+        vec![],
+    );
+    deny.name = Some("no-dev".into());
+    deny.action = Action::Deny;
+    Policy {
+        id: PolicyId::new(Family::AdminNetworkPolicy, None, &format!("anp-{i}")),
+        tier: Tier::Admin,
+        priority: (i % 1000) as i32,
+        mode: Mode::Enforce,
+        expires_at: None,
+        subject: Subject {
+            namespaces: env("prod"),
+            pods: app_selector(app),
+        },
+        isolates: [false, false],
+        rules: vec![deny],
+    }
+}
+
+/// Egress isolation: HTTPS to the world outside 10/8, and anything in the own namespace; every
+/// other one in audit mode.
+fn egress_to_world(i: usize, ns: &str, app: usize) -> Policy {
+    let world = Peer::Cidr {
+        cidr: "0.0.0.0/0".parse().unwrap(),
+        except: vec!["10.0.0.0/8".parse().unwrap()],
+    };
+    let https = PortSpec::Range {
+        protocol: Protocol::Tcp,
+        lo: 443,
+        hi: 443,
+    };
+    let own_ns = Peer::Pods {
+        namespaces: NamespaceMatch::Named(ns.to_string()),
+        pods: LabelSelector::everything(),
+    };
+    Policy {
+        id: PolicyId::new(Family::Policy, Some(ns), &format!("egress-{i}")),
+        tier: Tier::Application,
+        priority: 100,
+        mode: if i % 40 == 1 {
+            Mode::Audit
+        } else {
+            Mode::Enforce
+        },
+        expires_at: None,
+        subject: Subject {
+            namespaces: NamespaceMatch::Named(ns.to_string()),
+            pods: app_selector(app),
+        },
+        isolates: [false, true],
+        rules: vec![
+            rule(Direction::Egress, 0, vec![world], vec![https]),
+            rule(Direction::Egress, 1, vec![own_ns], vec![]),
+        ],
+    }
+}
+
+/// A NetworkPolicy: the app takes http (named) and metrics from its caller app and from web
+/// pods of one team's namespaces.
+fn allow_callers(i: usize, ns: &str, app: usize, caller: usize) -> Policy {
+    let peers = vec![
+        Peer::Pods {
+            namespaces: NamespaceMatch::Named(ns.to_string()),
+            pods: app_selector(caller),
+        },
+        Peer::Pods {
+            namespaces: NamespaceMatch::Selector(LabelSelector::from_labels([(
+                "team",
+                format!("team-{}", i % 7),
+            )])),
+            pods: LabelSelector::from_labels([("tier", "web")]),
+        },
+    ];
+    let ports = vec![
+        PortSpec::Named {
+            protocol: Some(Protocol::Tcp),
+            name: "http".into(),
+        },
+        PortSpec::Range {
+            protocol: Protocol::Tcp,
+            lo: 9090,
+            hi: 9090,
+        },
+    ];
+    Policy {
+        id: PolicyId::new(Family::NetworkPolicy, Some(ns), &format!("allow-{i}")),
+        tier: Tier::Application,
+        priority: 0,
+        mode: Mode::Enforce,
+        expires_at: None,
+        subject: Subject {
+            namespaces: NamespaceMatch::Named(ns.to_string()),
+            pods: app_selector(app),
+        },
+        isolates: [true, false],
+        rules: vec![rule(Direction::Ingress, 0, peers, ports)],
+    }
 }
 
 #[cfg(test)]
@@ -514,5 +509,15 @@ mod tests {
         assert_ne!(a, c);
         let mut r = Rng::new(9);
         assert!((0..1000).all(|_| r.below(7) < 7));
+    }
+
+    #[test]
+    fn scale_scenarios_have_the_requested_shape() {
+        let (inv, policies) = scale_scenario(3, 4, 2, 5, 40);
+        assert_eq!(inv.namespaces.len(), 3);
+        assert_eq!(inv.workloads.len(), 3 * 4 * 2);
+        assert_eq!(inv.nodes.len(), 5);
+        assert_eq!(policies.len(), 40);
+        assert_eq!((inv, policies), scale_scenario(3, 4, 2, 5, 40));
     }
 }
