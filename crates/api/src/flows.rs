@@ -107,7 +107,11 @@ pub struct FlowQuery {
     /// Only records with an id above this (for following).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "verdict_param"
+    )]
     pub verdict: Option<Verdict>,
     /// `namespace/name`: records with this workload at either end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,4 +122,14 @@ pub struct FlowQuery {
     /// At most this many records, 1..100000 (default 1000): the newest ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+}
+
+/// `verdict=` with the message a person needs (serde's lists variants in backticks).
+fn verdict_param<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Verdict>, D::Error> {
+    let s = String::deserialize(d)?;
+    Verdict::parse(&s).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "verdict={s}: expected allowed, denied, audit or revoked"
+        ))
+    })
 }

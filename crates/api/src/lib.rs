@@ -5,6 +5,7 @@
 //! Every error answer has the body [`ErrorBody`]; every list answer is an object with its
 //! items (never a bare array), so fields can be added without breaking clients.
 
+pub mod discover;
 pub mod error;
 pub mod flows;
 pub mod nodes;
@@ -14,6 +15,7 @@ pub mod respond;
 #[cfg(feature = "client")]
 pub mod client;
 
+pub use discover::*;
 pub use error::{ErrorBody, ErrorDetail};
 pub use flows::*;
 pub use nodes::*;

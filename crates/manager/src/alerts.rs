@@ -11,10 +11,11 @@
 //! occurrences counted on it; at most `RATE_PER_MINUTE` new alerts a minute, the rest counted as
 //! suppressed.
 
+pub use crate::store::Alert;
 use crate::store::HistRow;
+use cellwall_api::{AlertKind, Severity};
 use cellwall_policy::discover::{address, group, GroupBy, Observed};
 use cellwall_policy::{Engine, Flow, Reason};
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -23,30 +24,15 @@ pub const RATE_PER_MINUTE: u64 = 120;
 const DEDUP_MS: i64 = 3_600_000;
 const EXPIRY_WINDOW_S: i64 = 3600;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Alert {
-    pub id: i64,
-    pub at_ms: i64,
-    pub kind: String,
-    pub severity: String,
-    pub src: String,
-    pub dst: String,
-    pub protocol: String,
-    pub port: u16,
-    pub rule: Option<String>,
-    pub message: String,
-    pub connections: u64,
-    pub first_ns: u64,
-    pub last_ns: u64,
-}
-
-impl Alert {
-    fn fingerprint(&self) -> String {
-        format!(
-            "{}|{}|{}|{}|{}",
-            self.kind, self.src, self.dst, self.protocol, self.port
-        )
-    }
+fn fingerprint(a: &Alert) -> String {
+    format!(
+        "{}|{}|{}|{}|{}",
+        a.kind.as_str(),
+        a.src,
+        a.dst,
+        a.protocol,
+        a.port
+    )
 }
 
 #[derive(Default)]
@@ -93,23 +79,24 @@ impl Alerter {
             if f.observed == Observed::Denied {
                 continue;
             }
-            let mut raise = |kind: &str, severity: &str, rule: Option<String>, message: String| {
-                out.push(Alert {
-                    id: 0,
-                    at_ms: now_ms,
-                    kind: kind.into(),
-                    severity: severity.into(),
-                    src: f.src.describe(),
-                    dst: f.dst.describe(),
-                    protocol: f.protocol.to_string(),
-                    port: f.port,
-                    rule,
-                    message,
-                    connections: f.connections,
-                    first_ns: f.first_ns,
-                    last_ns: f.last_ns,
-                })
-            };
+            let mut raise =
+                |kind: AlertKind, severity: Severity, rule: Option<String>, message: String| {
+                    out.push(Alert {
+                        id: 0,
+                        at_ms: now_ms,
+                        kind,
+                        severity,
+                        src: f.src.describe(),
+                        dst: f.dst.describe(),
+                        protocol: f.protocol.to_string(),
+                        port: f.port,
+                        rule,
+                        message,
+                        connections: f.connections,
+                        first_ns: f.first_ns,
+                        last_ns: f.last_ns,
+                    })
+                };
             let edge = (
                 groups
                     .entry(&f.src)
@@ -139,8 +126,8 @@ impl Alerter {
             let rule = || engine.rule(v.rule).map(|r| r.describe());
             if !d.allowed {
                 raise(
-                    "escaped",
-                    "critical",
+                    AlertKind::Escaped,
+                    Severity::Critical,
                     rule(),
                     format!(
                         "{} connection(s) happened although the policy in force denies them",
@@ -159,8 +146,8 @@ impl Alerter {
                     engine.rule(id).map(|r| r.describe())
                 });
                 raise(
-                    "audit-only",
-                    "warning",
+                    AlertKind::AuditOnly,
+                    Severity::Warning,
                     ar.or(f.rule.clone()),
                     "allowed only because the policy that denies it is in audit mode".into(),
                 );
@@ -178,8 +165,8 @@ impl Alerter {
                 });
                 if let Some(t) = expires.filter(|t| *t - now_s <= EXPIRY_WINDOW_S) {
                     raise(
-                        "expiring-grant",
-                        "info",
+                        AlertKind::ExpiringGrant,
+                        Severity::Info,
                         rule(),
                         format!(
                             "allowed by a grant that expires in {} s",
@@ -191,8 +178,8 @@ impl Alerter {
             let policed = matches!(d.ingress.reason, Reason::Rule | Reason::Isolated);
             if new_edge && policed {
                 raise(
-                    "new-edge",
-                    "warning",
+                    AlertKind::NewEdge,
+                    Severity::Warning,
                     rule(),
                     format!(
                         "first connection ever seen from {} to {} on port {}",
@@ -215,8 +202,8 @@ impl Alerter {
         recent.retain(|_, (t, _)| now_ms - *t < DEDUP_MS);
         let mut out = Vec::new();
         for a in alerts {
-            let fp = a.fingerprint();
-            if recent.contains_key(&fp) || out.iter().any(|o: &Alert| o.fingerprint() == fp) {
+            let fp = fingerprint(&a);
+            if recent.contains_key(&fp) || out.iter().any(|o: &Alert| fingerprint(o) == fp) {
                 continue;
             }
             if rate.1 >= RATE_PER_MINUTE {
@@ -248,7 +235,7 @@ pub fn deliver(urls: Vec<String>, rx: std::sync::mpsc::Receiver<Alert>) {
                 {
                     Ok(_) => break,
                     Err(e) => {
-                        eprintln!("webhook {u}: alert {} attempt {attempt}: {e}", a.id);
+                        tracing::warn!("webhook {u}: alert {} attempt {attempt}: {e}", a.id);
                         if attempt < 3 {
                             std::thread::sleep(wait);
                             wait *= 2;

@@ -1,11 +1,14 @@
 //! The agent service over mTLS: join with a bootstrap token, then every call is identified by
 //! the client certificate the manager issued (by its hash, so a re-join revokes the old one).
+//! Written against [`AgentControl`], not the whole manager.
 
 // tonic's `Status` is large by design; boxing it would fight the generated service trait.
 #![allow(clippy::result_large_err)]
 
-use crate::store::{AckRow, FlowRow};
-use crate::{Change, Manager, ManagerError};
+use crate::error::ManagerError;
+use crate::services::AgentControl;
+use crate::state::Change;
+use crate::store::{AckRow, FlowDirection, FlowRow, ReportedWorkload, Verdict as StoredVerdict};
 use cellwall_proto::tonic::{self, Request, Response, Status};
 use cellwall_proto::*;
 use std::pin::Pin;
@@ -14,25 +17,25 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 
-pub struct AgentService {
-    m: Arc<Manager>,
+pub struct AgentService<S> {
+    s: Arc<S>,
 }
 
-pub fn service(m: Arc<Manager>) -> AgentServer<AgentService> {
-    AgentServer::new(AgentService { m })
+pub fn service<S: AgentControl>(s: Arc<S>) -> AgentServer<AgentService<S>> {
+    AgentServer::new(AgentService { s })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(256 << 20)
 }
 
 fn status(e: ManagerError) -> Status {
-    match e {
-        ManagerError::Invalid(m) => Status::invalid_argument(m),
-        ManagerError::Unauthorized(m) => Status::unauthenticated(m),
-        e => Status::internal(e.to_string()),
-    }
+    e.to_status()
 }
 
-impl AgentService {
+fn join_error(e: tokio::task::JoinError) -> Status {
+    Status::internal(e.to_string())
+}
+
+impl<S: AgentControl> AgentService<S> {
     /// The node a request comes from, by its client certificate; and the node it claims must be
     /// that one.
     fn node<T>(&self, req: &Request<T>, claimed: &str) -> Result<String, Status> {
@@ -43,7 +46,7 @@ impl AgentService {
             .first()
             .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
         let node = self
-            .m
+            .s
             .node_by_cert(&crate::pki::sha256_hex(der))
             .map_err(status)?
             .ok_or_else(|| Status::unauthenticated("unknown or replaced node certificate"))?;
@@ -56,21 +59,73 @@ impl AgentService {
     }
 }
 
+/// A workload as its agent reported it.
+fn reported(w: LocalWorkload) -> ReportedWorkload {
+    ReportedWorkload {
+        key: w.key,
+        ips: w.ips,
+        interface: w.interface,
+        labels: w.labels,
+        host: w.host,
+    }
+}
+
+/// A flow record as stored; records the manager cannot read are refused, never guessed at.
+fn flow_row(node: &str, f: FlowRecord) -> Result<FlowRow, Status> {
+    let verdict = match f.verdict() {
+        Verdict::Allowed => StoredVerdict::Allowed,
+        Verdict::Denied => StoredVerdict::Denied,
+        Verdict::Audit => StoredVerdict::Audit,
+        Verdict::Revoked => StoredVerdict::Revoked,
+        Verdict::Unspecified => {
+            return Err(Status::invalid_argument("a flow record has no verdict"))
+        }
+    };
+    let direction = match f.direction() {
+        Direction::Ingress => FlowDirection::Ingress,
+        Direction::Egress => FlowDirection::Egress,
+        Direction::Unspecified => {
+            return Err(Status::invalid_argument("a flow record has no direction"))
+        }
+    };
+    let ip = |s: &str| {
+        s.parse()
+            .map_err(|_| Status::invalid_argument(format!("flow record address {s:?}")))
+    };
+    let port = u16::try_from(f.port)
+        .map_err(|_| Status::invalid_argument(format!("flow record port {}", f.port)))?;
+    Ok(FlowRow {
+        id: 0,
+        time_unix_ns: f.time_unix_ns,
+        node: node.to_string(),
+        src_ip: ip(&f.src_ip)?,
+        dst_ip: ip(&f.dst_ip)?,
+        src: f.src,
+        dst: f.dst,
+        protocol: protocol_name(f.protocol),
+        port,
+        verdict,
+        direction,
+        rule: (!f.rule.is_empty()).then_some(f.rule),
+        count: f.count.max(1),
+    })
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<DesiredState, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Agent for AgentService {
+impl<S: AgentControl> Agent for AgentService<S> {
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
         let r = req.into_inner();
-        let m = self.m.clone();
-        let (cert_pem, key_pem) = tokio::task::spawn_blocking(move || m.join(&r.token, &r.node))
+        let s = self.s.clone();
+        let (cert_pem, key_pem) = tokio::task::spawn_blocking(move || s.join(&r.token, &r.node))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(join_error)?
             .map_err(status)?;
         Ok(Response::new(JoinReply {
             cert_pem,
             key_pem,
-            ca_pem: self.m.ca_pem().to_string(),
+            ca_pem: self.s.ca_pem().to_string(),
         }))
     }
 
@@ -79,13 +134,14 @@ impl Agent for AgentService {
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let node = self.node(&req, &req.get_ref().node)?;
         let r = req.into_inner();
-        let m = self.m.clone();
+        let s = self.s.clone();
         let n2 = node.clone();
-        tokio::task::spawn_blocking(move || m.report_workloads(&n2, &r.workloads))
+        let workloads = r.workloads.into_iter().map(reported).collect();
+        tokio::task::spawn_blocking(move || s.report_workloads(&n2, workloads))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(join_error)?
             .map_err(status)?;
-        self.m.log_event_later(
+        self.s.log_event_later(
             &format!("node:{node}"),
             "watch",
             &format!(
@@ -94,7 +150,7 @@ impl Agent for AgentService {
             ),
         );
         let (out, rx) = tokio::sync::mpsc::channel(2);
-        tokio::spawn(feed(self.m.clone(), r.applied_version, out));
+        tokio::spawn(feed(self.s.clone(), r.applied_version, out));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -103,7 +159,7 @@ impl Agent for AgentService {
     async fn ack(&self, req: Request<AckRequest>) -> Result<Response<AckReply>, Status> {
         let node = self.node(&req, &req.get_ref().node)?;
         let r = req.into_inner();
-        self.m
+        self.s
             .ack(AckRow {
                 node,
                 version: r.version,
@@ -119,43 +175,14 @@ impl Agent for AgentService {
     async fn report_flows(&self, req: Request<FlowBatch>) -> Result<Response<FlowAck>, Status> {
         let node = self.node(&req, &req.get_ref().node)?;
         let b = req.into_inner();
-        let mut rows: Vec<FlowRow> = Vec::with_capacity(b.records.len());
-        for f in b.records {
-            let verdict = match f.verdict() {
-                Verdict::Allowed => "allowed",
-                Verdict::Denied => "denied",
-                Verdict::Audit => "audit",
-                Verdict::Revoked => "revoked",
-                Verdict::Unspecified => {
-                    return Err(Status::invalid_argument("a flow record has no verdict"))
-                }
-            };
-            let direction = match f.direction() {
-                Direction::Ingress => "ingress",
-                Direction::Egress => "egress",
-                Direction::Unspecified => {
-                    return Err(Status::invalid_argument("a flow record has no direction"))
-                }
-            };
-            rows.push(FlowRow {
-                id: 0,
-                time_unix_ns: f.time_unix_ns,
-                node: node.clone(),
-                src: f.src,
-                dst: f.dst,
-                src_ip: f.src_ip,
-                dst_ip: f.dst_ip,
-                protocol: protocol_name(f.protocol),
-                port: f.port as u16,
-                verdict: verdict.into(),
-                direction: direction.into(),
-                rule: (!f.rule.is_empty()).then_some(f.rule),
-                count: f.count.max(1),
-            });
-        }
-        let m = self.m.clone();
+        let rows = b
+            .records
+            .into_iter()
+            .map(|f| flow_row(&node, f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let s = self.s.clone();
         let n = tokio::task::spawn_blocking(move || {
-            m.record_flows(
+            s.record_flows(
                 &node,
                 &rows,
                 b.seq,
@@ -164,7 +191,7 @@ impl Agent for AgentService {
             )
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(join_error)?
         .map_err(status)?;
         Ok(Response::new(FlowAck { accepted: n as u64 }))
     }
@@ -173,10 +200,14 @@ impl Agent for AgentService {
 /// One agent's stream: first what it needs to reach the latest revision (nothing but a marker if
 /// it already holds it, the snapshot otherwise), then each revision's delta in order. An agent
 /// that missed a revision (its stream fell 256 revisions behind) gets the snapshot again.
-async fn feed(m: Arc<Manager>, applied: u64, out: mpsc::Sender<Result<DesiredState, Status>>) {
+async fn feed<S: AgentControl>(
+    s: Arc<S>,
+    applied: u64,
+    out: mpsc::Sender<Result<DesiredState, Status>>,
+) {
     // Subscribe before reading the latest, so no revision falls in between.
-    let mut sub = m.subscribe_changes();
-    let cur = m.published();
+    let mut sub = s.subscribe_changes();
+    let cur = s.published();
     let first = if applied != 0 && applied == cur.revision {
         DesiredState::delta(
             cur.revision,
@@ -212,7 +243,7 @@ async fn feed(m: Arc<Manager>, applied: u64, out: mpsc::Sender<Result<DesiredSta
                 prev_revision,
                 ..
             }) if prev_revision == sent => (*d).clone(),
-            _ => (*m.published().snapshot().await).clone(),
+            _ => (*s.published().snapshot().await).clone(),
         };
         sent = msg.version;
         if out.send(Ok(msg)).await.is_err() {

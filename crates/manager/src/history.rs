@@ -2,14 +2,13 @@
 //! the labels they had at that moment, aggregated per minute. The map, proposals and simulation
 //! read it back summed over a time window.
 
-use crate::store::{FlowRow, HistRow};
+pub use crate::store::BUCKET_NS;
+use crate::store::{FlowDirection, FlowRow, HistRow, Verdict};
 use cellwall_policy::discover::{Endpoint, HistFlow, Observed};
 use cellwall_policy::{Protocol, Workload};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-
-/// History is kept per minute.
-pub const BUCKET_NS: u64 = 60_000_000_000;
 
 #[derive(Default)]
 struct Dirs {
@@ -20,18 +19,14 @@ struct Dirs {
     last: u64,
 }
 
-fn endpoint(index: &HashMap<String, Arc<Workload>>, name: &str, ip: &str) -> Endpoint {
+fn endpoint(index: &HashMap<String, Arc<Workload>>, name: &str, ip: IpAddr) -> Endpoint {
     match index.get(name) {
         Some(w) => Endpoint::Workload {
             namespace: w.namespace.clone(),
             name: w.name.clone(),
             labels: w.labels.clone(),
         },
-        None => Endpoint::External {
-            ip: ip
-                .parse()
-                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-        },
+        None => Endpoint::External { ip },
     }
 }
 
@@ -50,8 +45,8 @@ struct Key {
     revision: u64,
     src: String,
     dst: String,
-    src_ip: String,
-    dst_ip: String,
+    src_ip: IpAddr,
+    dst_ip: IpAddr,
     protocol: String,
     port: u16,
 }
@@ -98,13 +93,16 @@ impl Buffer {
             dirs,
         } = self;
         for r in rows {
-            let v = match r.verdict.as_str() {
-                "allowed" => 0,
-                "denied" => 1,
-                "audit" => 2,
-                _ => continue, // revocations end connections already counted
+            let v = match r.verdict {
+                Verdict::Allowed => 0,
+                Verdict::Denied => 1,
+                Verdict::Audit => 2,
+                Verdict::Revoked => continue, // revocations end connections already counted
             };
-            let d = if r.direction == "egress" { 0 } else { 1 };
+            let d = match r.direction {
+                FlowDirection::Egress => 0,
+                FlowDirection::Ingress => 1,
+            };
             let bucket = r.time_unix_ns / BUCKET_NS;
             let slot = by_hash.entry(record_hash(bucket, revision, r)).or_default();
             let found = slot.iter().copied().find(|i| {
@@ -127,8 +125,8 @@ impl Buffer {
                         revision,
                         src: r.src.clone(),
                         dst: r.dst.clone(),
-                        src_ip: r.src_ip.clone(),
-                        dst_ip: r.dst_ip.clone(),
+                        src_ip: r.src_ip,
+                        dst_ip: r.dst_ip,
                         protocol: r.protocol.clone(),
                         port: r.port,
                     });
@@ -141,7 +139,7 @@ impl Buffer {
                 }
             };
             let e = &mut dirs[i];
-            e.n[d][v] += r.count;
+            e.n[d][v] = e.n[d][v].saturating_add(r.count);
             if r.rule.is_some() && e.rule[d][v] != r.rule {
                 e.rule[d][v] = r.rule.clone();
             }
@@ -173,17 +171,17 @@ impl Buffer {
         for (k, d) in keys.into_iter().zip(dirs) {
             let idx = index(k.revision).unwrap_or(&empty);
             let [eg, ing] = d.n;
-            let denied = eg[1] + ing[1];
+            let denied = eg[1].saturating_add(ing[1]);
             let audit = eg[2].max(ing[2]);
             let allowed = ing[0]
                 .saturating_sub(eg[2])
-                .max(eg[0].saturating_sub(ing[1] + ing[2]));
+                .max(eg[0].saturating_sub(ing[1].saturating_add(ing[2])));
             let Some(protocol) = Protocol::parse(&k.protocol) else {
                 continue;
             };
             let (s, t) = (
-                endpoint(idx, &k.src, &k.src_ip),
-                endpoint(idx, &k.dst, &k.dst_ip),
+                endpoint(idx, &k.src, k.src_ip),
+                endpoint(idx, &k.dst, k.dst_ip),
             );
             let [[ea, ed, eu], [ia, id, iu]] = d.rule;
             for (v, n, rule) in [

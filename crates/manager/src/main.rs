@@ -36,6 +36,36 @@ struct Args {
     /// How long flow records and history are kept (e.g. 7d, 24h).
     #[arg(long, default_value = "7d", value_parser = parse_retention)]
     flow_retention: u64,
+    /// Log format: text (for people) or json (one object per line, for collectors).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level or filter (e.g. info, debug, cellwall_manager=debug) [env: RUST_LOG].
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr through `tracing`: `--log-level`, else RUST_LOG, else info.
+fn init_logs(format: LogFormat, level: Option<&str>) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).with_context(|| format!("--log-level {l:?}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+    Ok(())
 }
 
 fn parse_retention(s: &str) -> Result<u64, String> {
@@ -63,6 +93,7 @@ fn default_data_dir() -> PathBuf {
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    init_logs(a.log_format, a.log_level.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -82,12 +113,12 @@ fn main() -> Result<()> {
             .await
             .context("starting the manager")?;
         if running.first_start.created {
-            eprintln!(
+            tracing::info!(
                 "first start: created a CA and tokens in {} (admin.token, read.token, bootstrap.token)",
                 a.data_dir.display()
             );
         }
-        eprintln!(
+        tracing::info!(
             "cellwall-manager: API http://{} gRPC (mTLS) {} revision {}; CLI config: {}",
             running.api,
             running.grpc,
@@ -99,11 +130,11 @@ fn main() -> Result<()> {
         tokio::select! {
             r = running.wait() => r.context("server failed")?,
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("cellwall-manager: interrupted, stopping");
+                tracing::info!("cellwall-manager: interrupted, stopping");
                 running.stop().await?;
             }
             _ = term.recv() => {
-                eprintln!("cellwall-manager: terminated, stopping");
+                tracing::info!("cellwall-manager: terminated, stopping");
                 running.stop().await?;
             }
         }

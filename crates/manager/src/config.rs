@@ -1,0 +1,86 @@
+//! How the manager runs, and the small parsers its flags and queries share.
+
+use crate::store::StoreConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How the manager runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// CA, tokens, client config; the database too unless `db` says otherwise.
+    pub data_dir: PathBuf,
+    /// SQLite file (default DATA_DIR/cellwall.db).
+    pub db: Option<PathBuf>,
+    pub api_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    /// Extra names/addresses agents use to reach the manager (server certificate SANs).
+    pub sans: Vec<String>,
+    /// Flows and history older than this are deleted (hourly).
+    pub retention_ms: u64,
+    /// Alerts are POSTed (JSON) to each of these.
+    pub webhooks: Vec<String>,
+}
+
+impl Config {
+    /// A manager on free loopback ports keeping everything in `data_dir` (tests, labs).
+    pub fn local(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            db: None,
+            api_listen: "127.0.0.1:0".parse().expect("address"),
+            grpc_listen: "127.0.0.1:0".parse().expect("address"),
+            sans: Vec::new(),
+            retention_ms: 7 * 86_400_000,
+            webhooks: Vec::new(),
+        }
+    }
+
+    /// The store this configuration names.
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig::Sqlite(
+            self.db
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("cellwall.db")),
+        )
+    }
+}
+
+/// `10m`, `1h`, `30s`, `2d`, `500ms` → milliseconds.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("10m"), Some(600_000));
+        assert_eq!(parse_duration_ms("500ms"), Some(500));
+        assert_eq!(parse_duration_ms("2d"), Some(172_800_000));
+        for bad in ["", "10", "m", "1w", "-1s", "99999999999999999999d"] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! From visibility to policy, on the published revision: explain a verdict, the dependency map
+//! from history, least-privilege proposals, and simulation of a candidate against history.
+
+use crate::config::{now_ms, parse_duration_ms};
+use crate::error::ManagerError;
+use crate::manager::Manager;
+use cellwall_api::{
+    ClassCount, ExplainQuery, ExplainResponse, MapQuery, MapResponse, ProposeQuery,
+    ProposeResponse, SimulateResult,
+};
+use cellwall_policy::discover::{
+    dependency_map, propose, render_yaml, simulate, to_dot, GroupBy, ProposalFormat,
+    ProposeOptions, Replay,
+};
+use cellwall_policy::{Engine, Flow, Policy, Protocol, WorkloadKey};
+use std::collections::BTreeMap;
+
+/// A `since` duration (or the default) in milliseconds.
+pub fn since_ms(since: Option<&str>, default: &str) -> Result<u64, ManagerError> {
+    let v = since.unwrap_or(default);
+    parse_duration_ms(v).ok_or_else(|| {
+        ManagerError::Invalid(format!(
+            "since={v}: expected a duration like 30s, 10m, 2h, 1d"
+        ))
+    })
+}
+
+fn workload_key(param: &str, v: &str) -> Result<WorkloadKey, ManagerError> {
+    WorkloadKey::parse(v)
+        .ok_or_else(|| ManagerError::Invalid(format!("{param}={v}: expected NAMESPACE/NAME")))
+}
+
+/// `PROTO/PORT`, e.g. `TCP/80`.
+pub fn parse_probe(probe: &str) -> Result<(Protocol, u16), ManagerError> {
+    probe
+        .split_once('/')
+        .and_then(|(p, n)| {
+            Some((
+                Protocol::parse(&p.to_ascii_uppercase())?,
+                n.parse::<u16>().ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            ManagerError::Invalid(format!("probe={probe}: expected PROTO/PORT like TCP/80"))
+        })
+}
+
+impl Manager {
+    /// Why the policy in force allows or denies `q.from` → `q.to` on `q.probe`.
+    pub fn explain(&self, q: &ExplainQuery) -> Result<ExplainResponse, ManagerError> {
+        let (from, to) = (workload_key("from", &q.from)?, workload_key("to", &q.to)?);
+        let (protocol, port) = parse_probe(&q.probe)?;
+        let explanation = self.state.with_engine(|engine, _| {
+            let ip = |k: &WorkloadKey| -> Result<std::net::IpAddr, ManagerError> {
+                let w = engine
+                    .inventory()
+                    .workloads
+                    .get(k)
+                    .ok_or_else(|| ManagerError::NotFound(format!("no workload {k}")))?;
+                w.ips.first().copied().ok_or_else(|| {
+                    ManagerError::Invalid(format!("workload {k} has no address yet"))
+                })
+            };
+            Ok::<_, ManagerError>(engine.explain(&Flow {
+                src: ip(&from)?,
+                dst: ip(&to)?,
+                protocol,
+                port,
+            }))
+        })?;
+        Ok(ExplainResponse {
+            text: cellwall_policy::render::render_explanation(&explanation),
+            explanation,
+        })
+    }
+
+    /// The dependency map of the history in `q`'s window.
+    pub fn dependency_map(&self, q: &MapQuery) -> Result<MapResponse, ManagerError> {
+        let since = since_ms(q.since.as_deref(), "1h")?;
+        let by = match q.group_by.as_deref().unwrap_or("app") {
+            "app" => GroupBy::App,
+            "namespace" => GroupBy::Namespace,
+            "workload" => GroupBy::Workload,
+            g => {
+                return Err(ManagerError::Invalid(format!(
+                    "group_by={g}: expected app, namespace or workload"
+                )))
+            }
+        };
+        let dot = match q.format.as_deref().unwrap_or("json") {
+            "json" => false,
+            "dot" => true,
+            f => {
+                return Err(ManagerError::Invalid(format!(
+                    "format={f}: expected json or dot"
+                )))
+            }
+        };
+        let map = dependency_map(&self.history(since)?, by);
+        Ok(MapResponse {
+            dot: dot.then(|| to_dot(&map)),
+            map,
+        })
+    }
+
+    /// Least-privilege policy from the history in `q`'s window.
+    pub fn propose(&self, q: &ProposeQuery) -> Result<ProposeResponse, ManagerError> {
+        let since = since_ms(q.since.as_deref(), "24h")?;
+        let format = match q.format.as_deref().unwrap_or("cellwall") {
+            "cellwall" => ProposalFormat::Cellwall,
+            "networkpolicy" => ProposalFormat::NetworkPolicy,
+            f => {
+                return Err(ManagerError::Invalid(format!(
+                    "format={f}: expected cellwall or networkpolicy"
+                )))
+            }
+        };
+        let mut opts = ProposeOptions {
+            namespace: q.namespace.clone(),
+            ..Default::default()
+        };
+        if let Some(r) = q.review_below {
+            opts.review_below = r;
+        }
+        let flows = self.history(since)?;
+        let proposal = self
+            .state
+            .with_engine(|engine, _| propose(&flows, engine, &opts));
+        Ok(ProposeResponse {
+            yaml: render_yaml(&proposal, format),
+            proposal,
+            history_rows: flows.len(),
+        })
+    }
+
+    /// Replays history against the policies in force and the candidate (added to them,
+    /// replacing policies of the same name). `progress(done, total)` sees the replay advance.
+    pub fn simulate(
+        &self,
+        candidate: Vec<Policy>,
+        since_ms: u64,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<SimulateResult, ManagerError> {
+        let t0 = std::time::Instant::now();
+        let flows = self.history(since_ms)?;
+        let read = t0.elapsed();
+        let p = self.published();
+        let replay = Replay::new(&p.doc.inventory(), &flows);
+        let now = now_ms() / 1000;
+        let cur_policies = p.doc.policies.clone();
+        let mut cand_policies: BTreeMap<_, _> = cur_policies
+            .iter()
+            .map(|p| (p.id.clone(), p.clone()))
+            .collect();
+        let ids: Vec<String> = candidate.iter().map(|p| p.id.to_string()).collect();
+        for c in candidate {
+            cand_policies.insert(c.id.clone(), c);
+        }
+        let current = Engine::build(replay.inventory.clone(), cur_policies, now);
+        let cand = Engine::build(replay.inventory.clone(), cand_policies.into_values(), now);
+        let t1 = std::time::Instant::now();
+        let (summary, details) = simulate(&replay, &current, &cand, &flows, progress);
+        Ok(SimulateResult {
+            candidate: ids,
+            flows: summary.flows,
+            breakage: summary.breakage(),
+            summary: summary
+                .classes
+                .iter()
+                .map(|(c, (flows, connections))| {
+                    (
+                        *c,
+                        ClassCount {
+                            flows: *flows,
+                            connections: *connections,
+                        },
+                    )
+                })
+                .collect(),
+            details,
+            read_ms: read.as_millis() as u64,
+            replay_ms: t1.elapsed().as_millis() as u64,
+        })
+    }
+}

@@ -1,0 +1,232 @@
+//! Flow intake: agents' records are stored raw (committed before the agent hears back), summed
+//! into per-minute history by connection, and checked for compliance as history is written.
+
+use crate::config::{now_ms, parse_duration_ms};
+use crate::error::ManagerError;
+use crate::history;
+use crate::manager::Manager;
+use crate::state::Published;
+use crate::store::{Alert, FlowFilter, FlowRow, HistRow};
+use cellwall_api::{AlertList, AlertQuery, FlowList, FlowLoss, FlowQuery, FlowRecord};
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Mutex};
+
+/// How often buffered connections reach the history and the compliance checks: the longer, the
+/// more repeats of a connection are summed first (at 1 s, a busy manager still spent a fifth of
+/// its time on history upserts); also the longest an alert waits and the most history a crash
+/// can lose (flow records are committed before they are acknowledged, whatever this is).
+pub const HISTORY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Buffered connections past which a flush happens at once (bounds the buffer's memory).
+const HISTORY_BUFFER_MAX: usize = 200_000;
+
+/// Flow records waiting for the per-minute history, the revisions that attribute them, and
+/// where alerts go.
+#[derive(Default)]
+pub struct FlowIntake {
+    buffer: Mutex<Buffered>,
+    webhooks: Mutex<Option<mpsc::SyncSender<Alert>>>,
+}
+
+#[derive(Default)]
+struct Buffered {
+    records: history::Buffer,
+    revisions: HashMap<u64, Arc<Published>>,
+}
+
+impl FlowIntake {
+    /// Alerts are handed to `tx` (a bounded queue; what does not fit is counted).
+    pub fn set_webhooks(&self, tx: mpsc::SyncSender<Alert>) {
+        *self.webhooks.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    }
+}
+
+fn record(f: FlowRow) -> FlowRecord {
+    FlowRecord {
+        id: f.id,
+        time_unix_ns: f.time_unix_ns,
+        node: f.node,
+        src: f.src,
+        dst: f.dst,
+        src_ip: f.src_ip.to_string(),
+        dst_ip: f.dst_ip.to_string(),
+        protocol: f.protocol,
+        port: f.port,
+        verdict: f.verdict,
+        direction: f.direction,
+        rule: f.rule,
+        count: f.count,
+    }
+}
+
+/// `since` as a duration before now, in nanoseconds since the epoch.
+pub fn since_ns(since: &str) -> Result<u64, ManagerError> {
+    let ms = parse_duration_ms(since).ok_or_else(|| {
+        ManagerError::Invalid(format!(
+            "since={since}: expected a duration like 30s, 10m, 2h, 1d"
+        ))
+    })?;
+    Ok((now_ms() as u64).saturating_sub(ms) * 1_000_000)
+}
+
+impl Manager {
+    /// Stores a batch of an agent's flow records: raw (for `flows`) and as connections in the
+    /// per-minute history, attributed with the labels workloads have now.
+    pub fn record_flows(
+        &self,
+        node: &str,
+        rows: &[FlowRow],
+        seq: u64,
+        kernel_lost: u64,
+        agent_dropped: u64,
+    ) -> Result<usize, ManagerError> {
+        // The records themselves are durable before the agent hears back.
+        let n = self
+            .store
+            .insert_flows(node, rows, seq, kernel_lost, agent_dropped)?;
+        let p = self.published();
+        let full = {
+            let mut b = self.flows.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            b.revisions.entry(p.revision).or_insert_with(|| p.clone());
+            b.records.add(p.revision, rows);
+            b.records.len() >= HISTORY_BUFFER_MAX
+        };
+        if full {
+            self.flush_history()?;
+        }
+        Ok(n)
+    }
+
+    /// Writes the buffered connections to the per-minute history and checks them for
+    /// compliance (every [`HISTORY_FLUSH`], before history or alerts are read, at shutdown, and
+    /// when the buffer is full). A crash loses at most that much history, never flow records.
+    pub fn flush_history(&self) -> Result<usize, ManagerError> {
+        let (mut records, revisions) = {
+            let mut b = self.flows.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                std::mem::take(&mut b.records),
+                std::mem::take(&mut b.revisions),
+            )
+        };
+        // Attributed with the labels of the revision in force when each record arrived.
+        let hist = records.take(|r| revisions.get(&r).map(|p| p.by_key()));
+        if hist.is_empty() {
+            return Ok(0);
+        }
+        self.store.add_history(&hist)?;
+        self.check_compliance(&hist)?;
+        Ok(hist.len())
+    }
+
+    /// Compares connections with the policy in force; stores, logs and delivers the alerts.
+    fn check_compliance(&self, hist: &[HistRow]) -> Result<(), ManagerError> {
+        let now = now_ms();
+        let mut alerts = self
+            .state
+            .with_engine(|e, p| self.alerter.check(e, &p.doc.policies, hist, now));
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        self.store.add_alerts(&mut alerts)?;
+        let tx = self
+            .flows
+            .webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for a in alerts {
+            tracing::warn!(
+                id = a.id,
+                kind = a.kind.as_str(),
+                "ALERT {} [{}] {} -> {} {}/{}: {}{}",
+                a.id,
+                a.kind.as_str(),
+                a.src,
+                a.dst,
+                a.protocol,
+                a.port,
+                a.message,
+                a.rule
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+            if let Some(tx) = tx.as_ref() {
+                if tx.try_send(a).is_err() {
+                    self.alerter
+                        .webhook_dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// History since `since_ms` ago (buffered connections included).
+    pub fn history(
+        &self,
+        since_ms: u64,
+    ) -> Result<Vec<cellwall_policy::discover::HistFlow>, ManagerError> {
+        let since_ns = (now_ms() as u64).saturating_sub(since_ms) * 1_000_000;
+        self.flush_history()?;
+        Ok(self.store.history_since(since_ns)?)
+    }
+
+    /// Stored flow records matching `q`, with every node's loss counters.
+    pub fn flow_list(&self, q: &FlowQuery) -> Result<FlowList, ManagerError> {
+        let mut f = FlowFilter {
+            limit: 1000,
+            after_id: q.after,
+            verdict: q.verdict,
+            rule: q.rule.clone(),
+            ..Default::default()
+        };
+        if let Some(s) = &q.since {
+            f.since_ns = Some(since_ns(s)?);
+        }
+        if let Some(w) = &q.workload {
+            cellwall_policy::WorkloadKey::parse(w).ok_or_else(|| {
+                ManagerError::Invalid(format!("workload={w}: expected NAMESPACE/NAME"))
+            })?;
+            f.workload = Some(w.clone());
+        }
+        if let Some(l) = q.limit {
+            if !(1..=100_000).contains(&l) {
+                return Err(ManagerError::Invalid(format!(
+                    "limit={l}: expected 1..100000"
+                )));
+            }
+            f.limit = l;
+        }
+        let flows = self.store.flows(&f)?.into_iter().map(record).collect();
+        let loss = self
+            .store
+            .nodes()?
+            .into_iter()
+            .map(|n| {
+                (
+                    n.name,
+                    FlowLoss {
+                        kernel_events_lost: n.kernel_events_lost,
+                        agent_records_dropped: n.agent_records_dropped,
+                        batches_missed: n.flow_batches_missed,
+                    },
+                )
+            })
+            .collect();
+        Ok(FlowList { flows, loss })
+    }
+
+    /// Alerts after `q.after`; connections still buffered are checked first, so a reader sees
+    /// every alert so far.
+    pub fn alert_list(&self, q: &AlertQuery) -> Result<AlertList, ManagerError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.flush_history()?;
+        Ok(AlertList {
+            alerts: self
+                .store
+                .alerts(q.after.unwrap_or(0), q.limit.unwrap_or(1000))?,
+            suppressed: self.alerter.suppressed.load(Relaxed),
+            webhook_dropped: self.alerter.webhook_dropped.load(Relaxed),
+        })
+    }
+}

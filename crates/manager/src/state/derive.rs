@@ -1,0 +1,107 @@
+//! The desired state from what is stored: objects, with addresses and nodes of pods that agents
+//! reported and the manifests left open, imported labels, and quarantines. A workload none of
+//! these touch is the stored one itself (shared, not copied).
+
+use super::quarantine::{quarantine_policy, QUARANTINE_LABEL};
+use super::raw::{ImportIndex, Raw};
+use crate::error::ManagerError;
+use crate::store::{QuarantineRecord, ReportedWorkload};
+use cellwall_policy::{Policy, Workload, WorkloadKey};
+use cellwall_proto::StateDoc;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What changes one stored workload on its way into the desired state.
+struct Overlay<'a> {
+    imports: ImportIndex<'a>,
+    quarantined: HashMap<WorkloadKey, &'a QuarantineRecord>,
+}
+
+impl Overlay<'_> {
+    fn touches(&self, w: &Workload) -> bool {
+        (!self.imports.entries.is_empty() && !self.imports.matching(w).is_empty())
+            || self.quarantined.contains_key(&w.key())
+    }
+
+    /// `w` with what its agent reported (addresses, node) where the manifest left them open,
+    /// imported labels, and its quarantine (adding the quarantine's policy to `policies`).
+    fn apply(
+        &self,
+        mut w: Workload,
+        reported: Option<(&String, &ReportedWorkload)>,
+        policies: &mut Vec<Policy>,
+    ) -> Result<Workload, ManagerError> {
+        if let Some((node, r)) = reported {
+            if w.ips.is_empty() {
+                w.ips = r.ips.iter().filter_map(|s| s.parse().ok()).collect();
+            }
+            if w.node.is_none() {
+                w.node = Some(node.clone());
+            }
+        }
+        // Imported labels (prefixed per source), after addresses are known.
+        for i in self.imports.matching(&w) {
+            for (k, v) in &self.imports.entries[i].labels {
+                w.labels.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(q) = self.quarantined.get(&w.key()) {
+            w.labels
+                .insert(QUARANTINE_LABEL.to_string(), w.name.clone());
+            policies.push(quarantine_policy(q)?);
+        }
+        Ok(w)
+    }
+}
+
+impl Raw {
+    pub fn derive(&mut self) -> Result<StateDoc, ManagerError> {
+        let reported = self.reported_index();
+        let overlay = Overlay {
+            imports: ImportIndex::new(&self.imports),
+            quarantined: self
+                .quarantines
+                .values()
+                .filter_map(|q| WorkloadKey::parse(&q.workload).map(|k| (k, q)))
+                .collect(),
+        };
+        let mut policies: Vec<Policy> = self.policies.values().cloned().collect();
+        let mut workloads = Vec::with_capacity(self.workloads.len() + reported.hosts.len());
+        for (k, w) in &self.workloads {
+            let rep = reported
+                .by_key
+                .get(k)
+                .filter(|_| w.ips.is_empty() || w.node.is_none())
+                .map(|(n, r)| (n, r));
+            if rep.is_none() && !overlay.touches(w) {
+                workloads.push(w.clone());
+                continue;
+            }
+            let w = overlay.apply(Workload::clone(w), rep, &mut policies)?;
+            workloads.push(Arc::new(w));
+        }
+        // A host running the agent in host mode is a workload of its own.
+        for (node, k, r) in &reported.hosts {
+            let w = Workload {
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                labels: r.labels.clone(),
+                ips: r.ips.iter().filter_map(|s| s.parse().ok()).collect(),
+                ports: Vec::new(),
+                node: Some(node.clone()),
+                host_network: false,
+            };
+            workloads.push(Arc::new(overlay.apply(w, None, &mut policies)?));
+        }
+        let mut doc = StateDoc {
+            namespaces: self.namespaces.values().cloned().collect(),
+            workloads,
+            nodes: self.nodes.values().cloned().collect(),
+            policies,
+        };
+        // Hosts were appended and policies are keyed by their store key: put every list in
+        // key order (nearly free when it already is).
+        doc.normalize();
+        Ok(doc)
+    }
+}

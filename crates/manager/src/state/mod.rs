@@ -1,0 +1,10 @@
+//! The desired state: stored objects read incrementally ([`raw`]), turned into the model agents
+//! enforce ([`derive`], [`quarantine`]), and published revision by revision ([`publish`]).
+
+mod derive;
+pub mod publish;
+pub mod quarantine;
+pub mod raw;
+
+pub use publish::{Change, Published, State};
+pub use quarantine::{quarantine_policy, QUARANTINE_LABEL};

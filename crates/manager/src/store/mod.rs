@@ -1,0 +1,279 @@
+//! The manager's storage seam. [`Store`] is what every backend implements, in its own row types
+//! (typed bodies, never JSON text: how a backend encodes them is its business); [`open`] picks
+//! the backend from [`StoreConfig`]. SQLite is the default (one file, nothing to install); a
+//! PostgreSQL backend for several managers will implement the same trait.
+//!
+//! Durability: a write returns only after its transaction committed, so an acknowledged write
+//! survives a crash. Every object version is kept (a deletion is a version without a body):
+//! that is also the audit trail of who changed what and when.
+
+mod records;
+mod sqlite;
+
+pub use cellwall_api::{
+    Alert, Change, ChangeAction, Committed, FlowDirection, ObjectKind as Kind, ReportedWorkload,
+    TokenRole as Role, Verdict,
+};
+pub use records::{ImportRecord, QuarantineRecord};
+pub use sqlite::SqliteStore;
+
+use cellwall_policy::discover::HistFlow;
+use cellwall_policy::{Namespace, Node, Policy, Workload};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (I/O, locking, a full disk): the caller may retry later.
+    #[error("database: {0}")]
+    Backend(#[from] rusqlite::Error),
+    /// What the store holds cannot be read back (written by a broken or newer build).
+    #[error("stored {kind} {key} is unreadable: {source}")]
+    Corrupt {
+        kind: String,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The write refers to something that does not exist (an ack from a node that never joined).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which backend, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// One SQLite file (`:memory:` for tests).
+    Sqlite(PathBuf),
+}
+
+/// Opens the configured backend.
+pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>> {
+    match cfg {
+        StoreConfig::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+    }
+}
+
+/// A stored object, typed by its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Namespace(Namespace),
+    Pod(Arc<Workload>),
+    Node(Node),
+    Policy(Box<Policy>),
+    Quarantine(QuarantineRecord),
+    Import(ImportRecord),
+}
+
+impl Body {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Body::Namespace(_) => Kind::Namespace,
+            Body::Pod(_) => Kind::Pod,
+            Body::Node(_) => Kind::Node,
+            Body::Policy(_) => Kind::Policy,
+            Body::Quarantine(_) => Kind::Quarantine,
+            Body::Import(_) => Kind::Import,
+        }
+    }
+
+    /// The object in its serde form (what the audit trail shows).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Body::Namespace(v) => serde_json::to_value(v),
+            Body::Pod(v) => serde_json::to_value(v),
+            Body::Node(v) => serde_json::to_value(v),
+            Body::Policy(v) => serde_json::to_value(v),
+            Body::Quarantine(v) => serde_json::to_value(v),
+            Body::Import(v) => serde_json::to_value(v),
+        }
+        .expect("stored objects serialize")
+    }
+}
+
+/// One object to write; no body deletes it.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub kind: Kind,
+    pub key: String,
+    pub body: Option<Body>,
+}
+
+/// The current version of an object.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub key: String,
+    pub version: i64,
+    pub body: Body,
+    pub changed_by: String,
+    pub changed_at_ms: i64,
+}
+
+/// An object changed after some revision: its latest body, or none once deleted.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub kind: Kind,
+    pub key: String,
+    pub body: Option<Body>,
+}
+
+/// One version of an object, for history and audit.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub kind: Kind,
+    pub key: String,
+    pub version: i64,
+    pub revision: u64,
+    pub deleted: bool,
+    pub actor: String,
+    pub at_ms: i64,
+    /// Left out of audit listings.
+    pub body: Option<Body>,
+}
+
+/// An audit event: who, what, details.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// A node as the manager knows it: joined, applied, seen, what its agent reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeRow {
+    pub name: String,
+    pub joined_ms: i64,
+    pub applied_version: u64,
+    pub applied_unix_micros: u64,
+    pub apply_micros: u64,
+    pub last_error: String,
+    pub last_seen_ms: i64,
+    pub workloads: Vec<ReportedWorkload>,
+    pub kernel_events_lost: u64,
+    pub agent_records_dropped: u64,
+    pub flow_batches_missed: u64,
+    pub last_seq: u64,
+}
+
+/// An agent's ack of a version (`error` empty: applied).
+#[derive(Debug, Clone, Default)]
+pub struct AckRow {
+    pub node: String,
+    pub version: u64,
+    pub apply_micros: u64,
+    pub applied_us: u64,
+    pub error: String,
+}
+
+/// A flow record as stored (one aggregate of `count` identical connections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRow {
+    pub id: i64,
+    pub time_unix_ns: u64,
+    pub node: String,
+    pub src: String,
+    pub dst: String,
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
+    /// `TCP`, `UDP`, ..., or the protocol number.
+    pub protocol: String,
+    pub port: u16,
+    pub verdict: Verdict,
+    pub direction: FlowDirection,
+    pub rule: Option<String>,
+    pub count: u64,
+}
+
+/// Which flow records to read.
+#[derive(Debug, Clone, Default)]
+pub struct FlowFilter {
+    pub since_ns: Option<u64>,
+    pub after_id: Option<i64>,
+    pub verdict: Option<Verdict>,
+    /// `ns/name`: either end.
+    pub workload: Option<String>,
+    pub rule: Option<String>,
+    pub limit: usize,
+}
+
+/// History is kept per minute.
+pub const BUCKET_NS: u64 = 60_000_000_000;
+
+/// Connections of one minute, as history keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistRow {
+    pub bucket: u64,
+    pub flow: HistFlow,
+}
+
+/// The storage interface of the manager.
+pub trait Store: Send + Sync {
+    fn revision(&self) -> Result<u64>;
+    /// Writes all objects in one transaction (all or nothing) and records who did it.
+    fn write(&self, actor: &str, writes: &[Write]) -> Result<Committed>;
+    fn current(&self, kind: Kind) -> Result<Vec<Current>>;
+    /// The latest version of every object changed after `revision`.
+    fn changes_since(&self, revision: u64) -> Result<Vec<Changed>>;
+    fn history(&self, kind: Kind, key: &str) -> Result<Vec<Version>>;
+    /// The newest versions of every object (bodies left out).
+    fn audit(&self, limit: usize) -> Result<Vec<Version>>;
+    fn log_event(&self, actor: &str, action: &str, detail: &str) -> Result<()>;
+    /// The newest events first.
+    fn events(&self, limit: usize) -> Result<Vec<Event>>;
+
+    fn add_token(&self, hash: &str, role: Role, name: &str) -> Result<()>;
+    fn token_role(&self, hash: &str) -> Result<Option<(Role, String)>>;
+
+    fn join_node(&self, name: &str, cert_sha256: &str) -> Result<()>;
+    fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<String>>;
+    /// Records the workloads an agent reported; returns the new revision when that changed
+    /// what the manager publishes.
+    fn report_workloads(&self, node: &str, workloads: &[ReportedWorkload]) -> Result<Option<u64>>;
+    /// Records many acks, events and "node seen" marks in one transaction (one sync for all);
+    /// one result per ack, in order.
+    fn record_many(
+        &self,
+        acks: &[AckRow],
+        events: &[Event],
+        seen: &[String],
+    ) -> Result<Vec<Result<()>>>;
+    fn nodes(&self) -> Result<Vec<NodeRow>>;
+
+    /// Stores a batch of flows with the agent's loss counters; returns rows stored.
+    fn insert_flows(
+        &self,
+        node: &str,
+        rows: &[FlowRow],
+        seq: u64,
+        kernel_lost: u64,
+        agent_dropped: u64,
+    ) -> Result<usize>;
+    /// Matching records, oldest first (the newest `limit` of them).
+    fn flows(&self, f: &FlowFilter) -> Result<Vec<FlowRow>>;
+
+    /// Adds connections to the per-minute history (counts add up).
+    fn add_history(&self, rows: &[HistRow]) -> Result<()>;
+    /// History since a time, summed over minutes: one row per (src, dst, protocol, port,
+    /// verdict, rule) with labels as they were.
+    fn history_since(&self, since_ns: u64) -> Result<Vec<HistFlow>>;
+    /// Drops flows and history older than `before_ns`; returns rows removed.
+    fn prune(&self, before_ns: u64) -> Result<usize>;
+
+    /// Stores alerts, giving each its id.
+    fn add_alerts(&self, alerts: &mut [Alert]) -> Result<()>;
+    /// Alerts with an id above `after`, oldest first.
+    fn alerts(&self, after: i64, limit: usize) -> Result<Vec<Alert>>;
+}

@@ -1,0 +1,219 @@
+//! The default backend: one SQLite file in WAL mode with `synchronous=FULL` (every committed
+//! write survives power loss), one connection behind a mutex (writes serialize anyway; reads are
+//! short). The schema is unchanged since the first release, so existing data directories open.
+
+mod flows;
+mod history;
+mod nodes;
+mod objects;
+
+use super::*;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+pub struct SqliteStore {
+    db: Mutex<Connection>,
+    /// `names` ids by text (filled as names are written or read).
+    names: Mutex<HashMap<String, i64>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta(k, v) VALUES ('revision', 0), ('schema', 1);
+CREATE TABLE IF NOT EXISTS objects(
+  kind TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL, revision INTEGER NOT NULL,
+  body TEXT, actor TEXT NOT NULL, at_ms INTEGER NOT NULL,
+  PRIMARY KEY(kind, key, version));
+CREATE INDEX IF NOT EXISTS objects_revision ON objects(revision);
+CREATE TABLE IF NOT EXISTS events(
+  id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+  detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens(
+  hash TEXT PRIMARY KEY, role TEXT NOT NULL, name TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes(
+  name TEXT PRIMARY KEY, joined_ms INTEGER NOT NULL, cert_sha256 TEXT NOT NULL,
+  applied_version INTEGER NOT NULL DEFAULT 0, applied_us INTEGER NOT NULL DEFAULT 0,
+  apply_micros INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+  last_seen_ms INTEGER NOT NULL DEFAULT 0, workloads TEXT NOT NULL DEFAULT '[]',
+  kernel_lost INTEGER NOT NULL DEFAULT 0, agent_dropped INTEGER NOT NULL DEFAULT 0,
+  batches_missed INTEGER NOT NULL DEFAULT 0, last_seq INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS nodes_cert ON nodes(cert_sha256);
+CREATE TABLE IF NOT EXISTS flows(
+  id INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL, node TEXT NOT NULL, src TEXT NOT NULL,
+  dst TEXT NOT NULL, src_ip TEXT NOT NULL, dst_ip TEXT NOT NULL, protocol TEXT NOT NULL,
+  port INTEGER NOT NULL, verdict TEXT NOT NULL, direction TEXT NOT NULL, rule TEXT,
+  count INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS flows_time ON flows(time_ns);
+-- Endpoints (JSON with labels) and rule descriptions repeat in every minute of history: stored
+-- once here, referenced by id, so history rows are a few integers.
+CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS names(id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS flow_history(
+  bucket INTEGER NOT NULL, src INTEGER NOT NULL, dst INTEGER NOT NULL, protocol INTEGER NOT NULL,
+  port INTEGER NOT NULL, verdict INTEGER NOT NULL, rule INTEGER NOT NULL, count INTEGER NOT NULL,
+  first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+  PRIMARY KEY(bucket, src, dst, protocol, port, verdict, rule)) WITHOUT ROWID;
+";
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.pragma_update(None, "foreign_keys", "ON")?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Self {
+            db: Mutex::new(db),
+            names: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+        // back on drop), so a poisoned lock is safe to reuse.
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn role_text(r: Role) -> &'static str {
+    match r {
+        Role::Admin => "admin",
+        Role::Read => "read",
+        Role::Bootstrap => "bootstrap",
+    }
+}
+
+impl Store for SqliteStore {
+    fn revision(&self) -> Result<u64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT v FROM meta WHERE k = 'revision'", [], |r| r.get(0))?)
+    }
+    fn write(&self, actor: &str, writes: &[Write]) -> Result<Committed> {
+        self.write_objects(actor, writes)
+    }
+    fn current(&self, kind: Kind) -> Result<Vec<Current>> {
+        self.current_objects(kind)
+    }
+    fn changes_since(&self, revision: u64) -> Result<Vec<Changed>> {
+        self.changed_objects(revision)
+    }
+    fn history(&self, kind: Kind, key: &str) -> Result<Vec<Version>> {
+        self.object_versions(kind, key)
+    }
+    fn audit(&self, limit: usize) -> Result<Vec<Version>> {
+        self.latest_versions(limit)
+    }
+
+    fn log_event(&self, actor: &str, action: &str, detail: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO events(at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now_ms(), actor, action, detail],
+        )?;
+        Ok(())
+    }
+
+    fn events(&self, limit: usize) -> Result<Vec<Event>> {
+        let db = self.conn();
+        let mut st = db.prepare_cached(
+            "SELECT at_ms, actor, action, detail FROM events ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map(params![limit as i64], |r| {
+            Ok(Event {
+                at_ms: r.get(0)?,
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                detail: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn add_token(&self, hash: &str, role: Role, name: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO tokens(hash, role, name, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![hash, role_text(role), name, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    fn token_role(&self, hash: &str) -> Result<Option<(Role, String)>> {
+        let r: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT role, name FROM tokens WHERE hash = ?1",
+                params![hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(r.and_then(|(role, name)| {
+            let role = [Role::Admin, Role::Read, Role::Bootstrap]
+                .into_iter()
+                .find(|r| role_text(*r) == role)?;
+            Some((role, name))
+        }))
+    }
+
+    fn join_node(&self, name: &str, cert_sha256: &str) -> Result<()> {
+        self.join(name, cert_sha256)
+    }
+    fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<String>> {
+        self.node_of_cert(cert_sha256)
+    }
+    fn report_workloads(&self, node: &str, workloads: &[ReportedWorkload]) -> Result<Option<u64>> {
+        self.set_reported(node, workloads)
+    }
+    fn record_many(
+        &self,
+        acks: &[AckRow],
+        events: &[Event],
+        seen: &[String],
+    ) -> Result<Vec<Result<()>>> {
+        self.record_batch(acks, events, seen)
+    }
+    fn nodes(&self) -> Result<Vec<NodeRow>> {
+        self.node_rows()
+    }
+
+    fn insert_flows(
+        &self,
+        node: &str,
+        rows: &[FlowRow],
+        seq: u64,
+        kernel_lost: u64,
+        agent_dropped: u64,
+    ) -> Result<usize> {
+        self.insert_flow_rows(node, rows, seq, kernel_lost, agent_dropped)
+    }
+    fn flows(&self, f: &FlowFilter) -> Result<Vec<FlowRow>> {
+        self.flow_rows(f)
+    }
+    fn add_history(&self, rows: &[HistRow]) -> Result<()> {
+        self.add_history_rows(rows)
+    }
+    fn history_since(&self, since_ns: u64) -> Result<Vec<HistFlow>> {
+        self.history_rows(since_ns)
+    }
+    fn prune(&self, before_ns: u64) -> Result<usize> {
+        self.prune_before(before_ns)
+    }
+    fn add_alerts(&self, alerts: &mut [Alert]) -> Result<()> {
+        self.insert_alerts(alerts)
+    }
+    fn alerts(&self, after: i64, limit: usize) -> Result<Vec<Alert>> {
+        self.alert_rows(after, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests;

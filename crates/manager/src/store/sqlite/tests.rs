@@ -1,0 +1,224 @@
+use super::*;
+use cellwall_policy::discover::{Endpoint, Observed};
+
+fn q(workload: &str, reason: &str) -> Body {
+    Body::Quarantine(QuarantineRecord {
+        workload: workload.into(),
+        reason: reason.into(),
+        allow_from: None,
+    })
+}
+
+fn w(kind: Kind, key: &str, body: Option<Body>) -> Write {
+    Write {
+        kind,
+        key: key.into(),
+        body,
+    }
+}
+
+fn tmp(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cw-store-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn versions_audit_and_reopen() {
+    let dir = tmp("versions");
+    let path = dir.join("t.db");
+    let k = Kind::Quarantine;
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        let c = s.write("alice", &[w(k, "p", Some(q("a/p", "1")))]).unwrap();
+        assert_eq!(
+            (c.revision, c.changes[0].action),
+            (1, ChangeAction::Created)
+        );
+        let c = s.write("alice", &[w(k, "p", Some(q("a/p", "1")))]).unwrap();
+        assert_eq!(
+            (c.revision, c.changes[0].action),
+            (1, ChangeAction::Unchanged)
+        );
+        let c = s.write("bob", &[w(k, "p", Some(q("a/p", "2")))]).unwrap();
+        assert_eq!(
+            (c.revision, c.changes[0].action),
+            (2, ChangeAction::Configured)
+        );
+        let c = s.write("carol", &[w(k, "p", None)]).unwrap();
+        assert_eq!(
+            (c.revision, c.changes[0].action),
+            (3, ChangeAction::Deleted)
+        );
+        let c = s.write("carol", &[w(k, "q", None)]).unwrap();
+        assert_eq!(
+            (c.revision, c.changes[0].action),
+            (3, ChangeAction::NotFound)
+        );
+        s.write("dave", &[w(k, "n", Some(q("b/n", "x")))]).unwrap();
+    }
+    // Everything survives a reopen: versions, actors, deletions, the revision.
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.revision().unwrap(), 4);
+    let h = s.history(k, "p").unwrap();
+    let who: Vec<_> = h.iter().map(|v| (v.actor.as_str(), v.deleted)).collect();
+    assert_eq!(who, [("alice", false), ("bob", false), ("carol", true)]);
+    assert_eq!(h[1].body, Some(q("a/p", "2")));
+    let cur = s.current(k).unwrap();
+    assert_eq!(cur.len(), 1);
+    assert_eq!(cur[0].key, "n");
+    assert!(s.current(Kind::Policy).unwrap().is_empty());
+    let a = s.audit(10).unwrap();
+    assert_eq!(a[0].actor, "dave");
+    assert!(a[0].body.is_none(), "audit listings leave bodies out");
+    assert!(a[1].deleted);
+    let ch = s.changes_since(2).unwrap();
+    let keys: Vec<_> = ch
+        .iter()
+        .map(|c| (c.key.as_str(), c.body.is_some()))
+        .collect();
+    assert_eq!(keys, [("p", false), ("n", true)]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unknown_kinds_are_skipped_and_corrupt_bodies_reported() {
+    let s = SqliteStore::open(Path::new(":memory:")).unwrap();
+    s.write("a", &[w(Kind::Quarantine, "x/y", Some(q("x/y", "r")))])
+        .unwrap();
+    {
+        let db = s.conn();
+        // What a newer manager might have written, and a damaged body.
+        db.execute(
+            "INSERT INTO objects VALUES ('Gizmo', 'g', 1, 2, '{}', 'z', 0)",
+            [],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO objects VALUES ('Policy', 'p', 1, 3, '{\"not\": \"a policy\"}', 'z', 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let a = s.audit(10).unwrap();
+    assert!(a.iter().all(|v| v.kind != Kind::Policy || v.key == "p"));
+    assert_eq!(a.len(), 2, "the unknown kind is not read as another kind");
+    match s.changes_since(0) {
+        Err(StoreError::Corrupt { kind, key, .. }) => {
+            assert_eq!((kind.as_str(), key.as_str()), ("Policy", "p"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn flow(verdict: Verdict, count: u64) -> FlowRow {
+    FlowRow {
+        id: 0,
+        time_unix_ns: 5,
+        node: String::new(),
+        src: "a/b".into(),
+        dst: "c/d".into(),
+        src_ip: "10.0.0.1".parse().unwrap(),
+        dst_ip: "10.0.0.2".parse().unwrap(),
+        protocol: "TCP".into(),
+        port: 80,
+        verdict,
+        direction: FlowDirection::Egress,
+        rule: Some("r".into()),
+        count,
+    }
+}
+
+#[test]
+fn flow_loss_is_counted() {
+    let s = SqliteStore::open(Path::new(":memory:")).unwrap();
+    s.join_node("n1", "abc").unwrap();
+    assert_eq!(s.node_by_cert("abc").unwrap().as_deref(), Some("n1"));
+    assert_eq!(s.node_by_cert("other").unwrap(), None);
+    let row = flow(Verdict::Denied, 2);
+    s.insert_flows("n1", std::slice::from_ref(&row), 1, 0, 0)
+        .unwrap();
+    s.insert_flows("n1", std::slice::from_ref(&row), 4, 7, 3)
+        .unwrap();
+    let n = &s.nodes().unwrap()[0];
+    assert_eq!(
+        (
+            n.flow_batches_missed,
+            n.kernel_events_lost,
+            n.agent_records_dropped
+        ),
+        (2, 7, 3)
+    );
+    let f = FlowFilter {
+        workload: Some("c/d".into()),
+        verdict: Some(Verdict::Denied),
+        limit: 10,
+        ..Default::default()
+    };
+    let got = s.flows(&f).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].src_ip, got[0].verdict),
+        (row.src_ip, Verdict::Denied)
+    );
+    let f = FlowFilter {
+        verdict: Some(Verdict::Allowed),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(s.flows(&f).unwrap().is_empty());
+}
+
+#[test]
+fn counts_saturate_instead_of_wrapping() {
+    let s = SqliteStore::open(Path::new(":memory:")).unwrap();
+    s.join_node("n1", "abc").unwrap();
+    s.insert_flows("n1", &[flow(Verdict::Allowed, u64::MAX)], 1, 0, 0)
+        .unwrap();
+    let got = s
+        .flows(&FlowFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(got[0].count, i64::MAX as u64);
+    let h = HistRow {
+        bucket: 1,
+        flow: HistFlow {
+            src: Endpoint::External {
+                ip: "10.0.0.1".parse().unwrap(),
+            },
+            dst: Endpoint::External {
+                ip: "10.0.0.2".parse().unwrap(),
+            },
+            protocol: cellwall_policy::Protocol::Tcp,
+            port: 80,
+            observed: Observed::Allowed,
+            rule: None,
+            connections: u64::MAX - 1,
+            first_ns: BUCKET_NS,
+            last_ns: BUCKET_NS,
+        },
+    };
+    s.add_history(&[h.clone(), h]).unwrap();
+    let back = s.history_since(0).unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].connections, i64::MAX as u64);
+}
+
+#[test]
+fn reported_workloads_round_trip_and_bump_only_on_change() {
+    let s = SqliteStore::open(Path::new(":memory:")).unwrap();
+    s.join_node("n1", "abc").unwrap();
+    let r = vec![ReportedWorkload {
+        key: "a/b".into(),
+        ips: vec!["10.0.0.1".into()],
+        interface: "veth1".into(),
+        labels: Default::default(),
+        host: false,
+    }];
+    assert!(s.report_workloads("n1", &r).unwrap().is_some());
+    assert!(s.report_workloads("n1", &r).unwrap().is_none());
+    assert_eq!(s.nodes().unwrap()[0].workloads, r);
+}
