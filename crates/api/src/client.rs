@@ -236,6 +236,60 @@ impl Client {
         self.get_json("/v1/flows", q)
     }
 
+    pub fn policies(&self) -> Result<PolicyList> {
+        self.get_json("/v1/policies", &())
+    }
+
+    /// Every version of policy `id` (`Kind/namespace/name`).
+    pub fn policy_history(&self, id: &str) -> Result<PolicyHistory> {
+        self.get_json("/v1/policies/history", &[("id", id)])
+    }
+
+    pub fn workloads(&self) -> Result<WorkloadList> {
+        self.get_json("/v1/workloads", &())
+    }
+
+    pub fn namespaces(&self) -> Result<NamespaceList> {
+        self.get_json("/v1/namespaces", &())
+    }
+
+    pub fn audit(&self, limit: usize) -> Result<AuditLog> {
+        self.get_json("/v1/audit", &[("limit", limit)])
+    }
+
+    pub fn create_token(&self, req: &TokenRequest) -> Result<TokenCreated> {
+        self.post_json("/v1/tokens", req)
+    }
+
+    pub fn quarantine(&self, req: &QuarantineRequest) -> Result<Committed> {
+        self.post_json("/v1/quarantine", req)
+    }
+
+    pub fn release(&self, workload: &str) -> Result<Committed> {
+        self.post_json(
+            "/v1/release",
+            &ReleaseRequest {
+                workload: workload.to_string(),
+            },
+        )
+    }
+
+    pub fn quarantines(&self) -> Result<QuarantineList> {
+        self.get_json("/v1/quarantine", &())
+    }
+
+    pub fn import(&self, req: &ImportRequest) -> Result<ImportResult> {
+        self.post_json("/v1/imports", req)
+    }
+
+    pub fn imports(&self) -> Result<ImportList> {
+        self.get_json("/v1/imports", &())
+    }
+
+    pub fn alerts(&self, q: &AlertQuery) -> Result<AlertList> {
+        self.get_json("/v1/alerts", q)
+    }
+
     /// Waits until every node applied `revision` (or one reported an error for it).
     pub fn wait_applied(&self, revision: u64, timeout: Duration) -> Result<()> {
         let t0 = Instant::now();
@@ -271,19 +325,29 @@ impl Client {
     }
 }
 
-/// A query struct as `key=value` pairs (absent fields left out).
+/// A query struct (or a list of `(key, value)` pairs) as `key=value` pairs; absent fields are
+/// left out.
 fn query_pairs(q: &impl Serialize) -> Vec<(String, String)> {
+    let text = |v: serde_json::Value| match v {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
     match serde_json::to_value(q).expect("query types serialize") {
+        serde_json::Value::Array(pairs) => pairs
+            .into_iter()
+            .filter_map(|p| match p {
+                serde_json::Value::Array(kv) if kv.len() == 2 => {
+                    let mut kv = kv.into_iter();
+                    let k = text(kv.next()?);
+                    Some((k, text(kv.next()?)))
+                }
+                _ => None,
+            })
+            .collect(),
         serde_json::Value::Object(m) => m
             .into_iter()
             .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
+            .map(|(k, v)| (k, text(v)))
             .collect(),
         _ => Vec::new(),
     }
@@ -312,5 +376,9 @@ mod tests {
             ]
         );
         assert!(query_pairs(&()).is_empty());
+        assert_eq!(
+            query_pairs(&[("id", "NetworkPolicy/a/b")]),
+            [("id".to_string(), "NetworkPolicy/a/b".to_string())]
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! lateral movement in the act, with the rule that stopped it.
 
 use crate::client::{table, Client};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use cellwall_lab::{self as lab, DatapathKind, Visibility};
 use cellwall_policy::{Protocol, WorkloadKey};
 use serde_json::Value;
@@ -76,10 +76,7 @@ type Edges = BTreeMap<(String, String, String, String), (u64, String)>;
 
 /// The manager's dependency map of the demo's history, one row per edge and outcome.
 fn edges(c: &Client) -> Result<Edges> {
-    let v = c.get(
-        "/v1/map",
-        &[("since", "1h".into()), ("group_by", "workload".into())],
-    )?;
+    let v: Value = c.get_json("/v1/map", &[("since", "1h"), ("group_by", "workload")])?;
     let mut m = BTreeMap::new();
     for e in v["map"]["edges"].as_array().into_iter().flatten() {
         let rules: Vec<&str> = e["rules"]
@@ -172,16 +169,13 @@ fn tour(name: &str, app: &PathBuf, policy: &PathBuf) -> Result<()> {
         visibility: Visibility::On,
         ignore_unknown_kinds: false,
     })?;
-    let c = Client {
-        api: cellwall_api::client::Client::for_lab(name)?,
-    };
-    let nodes = c.get("/v1/nodes", &[])?;
-    for n in nodes["items"].as_array().into_iter().flatten() {
+    let c = Client::for_lab(name)?;
+    for n in c.nodes()?.items {
         println!(
             "   node {} joined over mTLS, enforcing revision {} for {} workloads",
-            n["name"].as_str().unwrap_or("?"),
-            n["applied_version"],
-            n["workloads"].as_array().map(|w| w.len()).unwrap_or(0)
+            n.name,
+            n.applied_version,
+            n.workloads.len()
         );
     }
 
@@ -207,18 +201,15 @@ fn tour(name: &str, app: &PathBuf, policy: &PathBuf) -> Result<()> {
         3,
         "Apply least privilege through the manager (cellwall apply -f examples/demo/policy.yaml)",
     );
-    let r = c.write_files(std::slice::from_ref(policy), false, false)?;
-    let rev = r["revision"]
-        .as_u64()
-        .context("no revision in the answer")?;
+    let r = c.apply(
+        &crate::client::documents(std::slice::from_ref(policy), false)?,
+        false,
+    )?;
+    let rev = r.revision;
     let applied = Instant::now();
     c.wait_applied(rev, Duration::from_secs(15))?;
-    for ch in r["changes"].as_array().into_iter().flatten() {
-        println!(
-            "   {} {}",
-            ch["key"].as_str().unwrap_or("?"),
-            ch["action"].as_str().unwrap_or("?")
-        );
+    for ch in &r.changes {
+        println!("   {} {}", ch.key, ch.action.as_str());
     }
     println!(
         "   revision {rev} enforced in the kernel {:.0} ms after the manager accepted it",
@@ -269,12 +260,12 @@ fn tour(name: &str, app: &PathBuf, policy: &PathBuf) -> Result<()> {
     }
 
     step(6, "Why? (cellwall explain web/blog backend/db TCP/5432)");
-    let v: Value = c.get(
+    let v: Value = c.get_json(
         "/v1/explain",
         &[
-            ("from", "web/blog".into()),
-            ("to", "backend/db".into()),
-            ("probe", "TCP/5432".into()),
+            ("from", "web/blog"),
+            ("to", "backend/db"),
+            ("probe", "TCP/5432"),
         ],
     )?;
     for l in v["text"].as_str().unwrap_or("").lines().take(8) {

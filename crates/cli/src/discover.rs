@@ -1,7 +1,7 @@
 //! `cellwall map`, `propose` and `simulate`: the manager computes them from its flow history;
 //! this renders them for people and scripts.
 
-use crate::client::{table, Client, Target};
+use crate::client::{table, Format, Target};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
@@ -44,8 +44,8 @@ fn s(v: &Value) -> String {
 }
 
 pub fn map(a: MapArgs) -> Result<()> {
-    let c = Client::from_target(&a.target)?;
-    let v = c.get(
+    let c = a.target.client()?;
+    let v: Value = c.get_json(
         "/v1/map",
         &[
             ("since", a.since.clone()),
@@ -142,7 +142,7 @@ pub struct ProposeArgs {
 }
 
 pub fn propose(a: ProposeArgs) -> Result<()> {
-    let c = Client::from_target(&a.target)?;
+    let c = a.target.client()?;
     let mut q = vec![
         ("since", a.since.clone()),
         ("format", format!("{:?}", a.format).to_lowercase()),
@@ -151,7 +151,7 @@ pub fn propose(a: ProposeArgs) -> Result<()> {
     if let Some(ns) = &a.namespace {
         q.push(("namespace", ns.clone()));
     }
-    let v = c.get("/v1/propose", &q)?;
+    let v: Value = c.get_json("/v1/propose", &q)?;
     let yaml = v["yaml"].as_str().unwrap_or("");
     let policies = v["proposal"]["policies"]
         .as_array()
@@ -182,9 +182,9 @@ pub fn propose(a: ProposeArgs) -> Result<()> {
         YamlOrJson::Yaml => print!("{yaml}"),
         YamlOrJson::Json => {
             let mut items = Vec::new();
-            for (doc, p) in serde_yaml::Deserializer::from_str(yaml).zip(&policies) {
-                let mut item: Value = serde::Deserialize::deserialize(doc)
-                    .context("the manager's proposal is not valid YAML")?;
+            let docs: Vec<Value> = serde_saphyr::from_multiple(yaml)
+                .context("the manager's proposal is not valid YAML")?;
+            for (mut item, p) in docs.into_iter().zip(&policies) {
                 item["metadata"]["annotations"] = json!({
                     "cellwall.io/evidence": serde_json::to_string(&json!({
                         "ingress": p["ingress"], "egress": p["egress"],
@@ -230,9 +230,12 @@ pub struct SimulateArgs {
 }
 
 pub fn simulate(a: SimulateArgs) -> Result<()> {
-    let c = Client::from_target(&a.target)?;
+    let c = a.target.client()?;
     let docs = crate::client::documents(&a.files, false)?.documents;
-    let reader = c.post_stream("/v1/simulate", json!({"documents": docs, "since": a.since}))?;
+    let reader = c.post_stream(
+        "/v1/simulate",
+        &json!({"documents": docs, "since": a.since}),
+    )?;
     let mut result = None;
     let mut shown = false;
     for line in std::io::BufReader::new(reader).lines() {
@@ -349,6 +352,39 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
             r["breakage"]
         );
         std::process::exit(3);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    #[arg(value_parser = crate::analyze::parse_key)]
+    pub from: cellwall_policy::WorkloadKey,
+    #[arg(value_parser = crate::analyze::parse_key)]
+    pub to: cellwall_policy::WorkloadKey,
+    /// PROTO/PORT, e.g. TCP/5432.
+    #[arg(value_parser = crate::analyze::parse_probe)]
+    pub probe: (cellwall_policy::Protocol, u16),
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+pub fn explain(a: ExplainArgs) -> Result<()> {
+    let c = a.target.client()?;
+    let v: Value = c.get_json(
+        "/v1/explain",
+        &[
+            ("from", a.from.to_string()),
+            ("to", a.to.to_string()),
+            ("probe", format!("{}/{}", a.probe.0, a.probe.1)),
+        ],
+    )?;
+    match a.output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&v["explanation"])?),
+        Format::Yaml => print!("{}", crate::client::yaml(&v["explanation"])?),
+        Format::Table => print!("{}", v["text"].as_str().unwrap_or("")),
     }
     Ok(())
 }

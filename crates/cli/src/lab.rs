@@ -3,7 +3,6 @@
 
 use crate::analyze::{parse_key, parse_probe, render_table, AnalyzeOutput, Output, ProbeMatrix};
 use anyhow::{bail, Result};
-use cellwall_api::FlowRecord;
 use cellwall_policy::{Protocol, WorkloadKey};
 use std::io::Write;
 use std::net::IpAddr;
@@ -267,24 +266,6 @@ fn probe(
     Ok(())
 }
 
-/// One flow record as a line (the same as `cellwall flows` prints).
-fn flow_line(f: &FlowRecord) -> String {
-    let ns = f.time_unix_ns;
-    let secs = ns / 1_000_000_000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    format!(
-        "{h:02}:{m:02}:{s:02}.{:03}  {:<8} {} -> {} {}/{}  x{}  {}",
-        (ns / 1_000_000) % 1000,
-        f.verdict.as_str(),
-        f.src,
-        f.dst,
-        f.protocol,
-        f.port,
-        f.count,
-        f.rule.as_deref().unwrap_or("(no rule: default allow)")
-    )
-}
-
 /// The lab's flows, as the manager stored them, with the datapath's own totals.
 fn flows(name: &str, output: Output) -> Result<()> {
     let f = cellwall_lab::flows(name)?;
@@ -298,7 +279,7 @@ fn flows(name: &str, output: Output) -> Result<()> {
         )?,
         Output::Table => {
             for r in &f.list.flows {
-                writeln!(out, "{}", flow_line(r))?;
+                writeln!(out, "{}", crate::client::flow_line(r))?;
             }
             write!(out, "{} flow records", f.list.flows.len())?;
             if let Some(k) = f.datapath {
@@ -313,21 +294,6 @@ fn flows(name: &str, output: Output) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flow_lines_match_the_manager_facing_command() {
-        let r: FlowRecord = serde_json::from_value(serde_json::json!({
-            "id": 1, "time_unix_ns": 3_723_004_000_000u64, "node": "lab",
-            "src": "t/a", "dst": "t/b", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.2",
-            "protocol": "TCP", "port": 80, "verdict": "denied", "direction": "ingress",
-            "rule": null, "count": 3
-        }))
-        .unwrap();
-        assert_eq!(
-            flow_line(&r),
-            "01:02:03.004  denied   t/a -> t/b TCP/80  x3  (no rule: default allow)"
-        );
-    }
 
     #[test]
     fn lab_names_are_validated_by_the_lab() {

@@ -39,7 +39,7 @@ enum Command {
     /// Observed connections, as the agents reported them.
     Flows(client::FlowsArgs),
     /// Why the policy in force allows or denies a flow: NS/POD NS/POD PROTO/PORT.
-    Explain(client::ExplainArgs),
+    Explain(discover::ExplainArgs),
     /// The application dependency map from flow history: who talks to whom, on which ports.
     Map(discover::MapArgs),
     /// Least-privilege policy proposed from observed traffic, with evidence per rule.
@@ -71,7 +71,7 @@ fn main() {
         Command::Delete(a) => client::apply(a, true),
         Command::Get(a) => client::get(a),
         Command::Flows(a) => client::flows(a),
-        Command::Explain(a) => client::explain(a),
+        Command::Explain(a) => discover::explain(a),
         #[cfg(feature = "lab")]
         Command::Demo(a) => demo::run(a),
         Command::Map(a) => discover::map(a),
