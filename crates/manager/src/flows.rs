@@ -3,13 +3,9 @@
 
 use crate::config::{now_ms, parse_duration_ms};
 use crate::error::ManagerError;
-use crate::history;
 use crate::manager::Manager;
-use crate::state::Published;
-use crate::store::{Alert, FlowFilter, FlowRow, HistRow};
+use crate::store::{FlowFilter, FlowRow, HistRow};
 use cellwall_api::{AlertList, AlertQuery, FlowList, FlowLoss, FlowQuery, FlowRecord};
-use std::collections::HashMap;
-use std::sync::{mpsc, Arc, Mutex};
 
 /// How often buffered connections reach the history and the compliance checks: the longer, the
 /// more repeats of a connection are summed first (at 1 s, a busy manager still spent a fifth of
@@ -19,27 +15,6 @@ pub const HISTORY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// Buffered connections past which a flush happens at once (bounds the buffer's memory).
 const HISTORY_BUFFER_MAX: usize = 200_000;
-
-/// Flow records waiting for the per-minute history, the revisions that attribute them, and
-/// where alerts go.
-#[derive(Default)]
-pub struct FlowIntake {
-    buffer: Mutex<Buffered>,
-    webhooks: Mutex<Option<mpsc::SyncSender<Alert>>>,
-}
-
-#[derive(Default)]
-struct Buffered {
-    records: history::Buffer,
-    revisions: HashMap<u64, Arc<Published>>,
-}
-
-impl FlowIntake {
-    /// Alerts are handed to `tx` (a bounded queue; what does not fit is counted).
-    pub fn set_webhooks(&self, tx: mpsc::SyncSender<Alert>) {
-        *self.webhooks.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-    }
-}
 
 fn record(f: FlowRow) -> FlowRecord {
     FlowRecord {
@@ -86,7 +61,7 @@ impl Manager {
             .insert_flows(node, rows, seq, kernel_lost, agent_dropped)?;
         let p = self.published();
         let full = {
-            let mut b = self.flows.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut b = self.flows.buffer();
             b.revisions.entry(p.revision).or_insert_with(|| p.clone());
             b.records.add(p.revision, rows);
             b.records.len() >= HISTORY_BUFFER_MAX
@@ -102,7 +77,7 @@ impl Manager {
     /// when the buffer is full). A crash loses at most that much history, never flow records.
     pub fn flush_history(&self) -> Result<usize, ManagerError> {
         let (mut records, revisions) = {
-            let mut b = self.flows.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut b = self.flows.buffer();
             (
                 std::mem::take(&mut b.records),
                 std::mem::take(&mut b.revisions),
@@ -128,11 +103,7 @@ impl Manager {
             return Ok(());
         }
         self.store.add_alerts(&mut alerts)?;
-        let tx = self
-            .flows
-            .webhooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let tx = self.flows.webhooks();
         for a in alerts {
             tracing::warn!(
                 id = a.id,

@@ -8,7 +8,7 @@
 //! message is encoded once per revision for every agent.
 //!
 //! Layers (a module uses only those above it): `config`, `error`, `pki`, `store`, `history`,
-//! `alerts`, `writer` → `state` → `manager` → the operations (`objects`, `nodes`, `flows`,
+//! `alerts`, `writer` → `state`, `intake` → `manager` → the operations (`objects`, `nodes`, `flows`,
 //! `imports`, `quarantines`, `discover`) → `services` → `rest`, `grpc` → `runtime`.
 
 pub mod alerts;
@@ -19,6 +19,7 @@ pub mod flows;
 pub mod grpc;
 pub mod history;
 pub mod imports;
+pub mod intake;
 pub mod manager;
 pub mod nodes;
 pub mod objects;

@@ -5,7 +5,7 @@
 use crate::alerts::Alerter;
 use crate::config::Config;
 use crate::error::{io_err, ManagerError};
-use crate::flows::FlowIntake;
+use crate::intake::FlowIntake;
 use crate::pki::{self, sha256_hex, Ca};
 use crate::state::{Published, State};
 use crate::store::{Role, Store};

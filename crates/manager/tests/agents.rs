@@ -1,0 +1,305 @@
+//! The agent service over real mTLS sockets: join → watch → ack, refused credentials, and a
+//! slow agent that falls behind and catches up. Needs no root.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_join_watch_ack_and_refused_credentials() {
+    let dir = tmpdir("grpc");
+    let running = start(config(&dir)).await.unwrap();
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let boot = token(&dir, "bootstrap.token");
+    let admin = token(&dir, "admin.token");
+    let base = format!("http://{}", running.api);
+    let g = running.grpc;
+
+    // A wrong bootstrap token, or an API token, buys nothing.
+    let mut c = AgentClient::new(channel(g, &ca, None).await.unwrap());
+    for t in ["cwb_wrong".to_string(), admin.clone()] {
+        let e = c
+            .join(JoinRequest {
+                token: t,
+                node: "n1".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
+    // Without a certificate, nothing but Join.
+    let e = c
+        .watch(WatchRequest {
+            node: "n1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    let j = c
+        .join(JoinRequest {
+            token: boot.clone(),
+            node: "n1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(j.ca_pem, ca);
+    let id = Identity::from_pem(&j.cert_pem, &j.key_pem);
+    let mut c = AgentClient::new(channel(g, &ca, Some(id.clone())).await.unwrap());
+
+    // The certificate is n1's: claiming another node is refused.
+    let e = c
+        .ack(AckRequest {
+            node: "n2".into(),
+            version: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // A certificate from another CA does not get through the handshake.
+    let other = tmpdir("other-ca");
+    let (fc, fk, _) = cellwall_manager::pki::Ca::load_or_create(&other)
+        .unwrap()
+        .0
+        .node_cert("n1")
+        .unwrap();
+    let refused = match channel(g, &ca, Some(Identity::from_pem(fc, fk))).await {
+        Err(_) => true,
+        Ok(ch) => AgentClient::new(ch)
+            .ack(AckRequest {
+                node: "n1".into(),
+                version: 1,
+                ..Default::default()
+            })
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a foreign certificate was accepted");
+
+    // Watch: the current state at once (with the addresses this agent reports), then every
+    // change pushed as it is written.
+    let base2 = base.clone();
+    let admin2 = admin.clone();
+    tokio::task::spawn_blocking(move || {
+        call(
+            &base2,
+            "POST",
+            "/v1/apply",
+            Some(&admin2),
+            Some(apply_body("inv.yaml", INVENTORY)),
+        )
+    })
+    .await
+    .unwrap();
+    let mut stream = c
+        .watch(WatchRequest {
+            node: "n1".into(),
+            applied_version: 0,
+            workloads: vec![LocalWorkload {
+                key: "shop/web".into(),
+                ips: vec!["10.9.0.1".into()],
+                interface: "veth1".into(),
+                ..Default::default()
+            }],
+            agent_version: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    let Payload::Snapshot(doc) = first.payload().unwrap() else {
+        panic!("a new agent gets the whole model first");
+    };
+    let web = doc.workloads.iter().find(|w| w.name == "web").unwrap();
+    assert_eq!(
+        web.ips,
+        vec!["10.9.0.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(web.node.as_deref(), Some("n1"));
+    let (b, a) = (base.clone(), admin.clone());
+    let rev = tokio::task::spawn_blocking(move || {
+        call(
+            &b,
+            "POST",
+            "/v1/apply",
+            Some(&a),
+            Some(apply_body("p.yaml", POLICY)),
+        )
+        .1["revision"]
+            .as_u64()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.version, rev);
+    // Then only what changed: the one policy, on top of the snapshot's version.
+    match next.payload().unwrap() {
+        Payload::Delta {
+            base_version,
+            delta,
+        } => {
+            assert_eq!(base_version, first.version);
+            assert_eq!(delta.policies.len(), 1);
+            assert_eq!(delta.len(), 1);
+        }
+        p => panic!("expected a delta, got {p:?}"),
+    }
+    // Reconnecting at the latest version costs a marker, not the model; at an older one, the
+    // snapshot again.
+    for (applied, snapshot) in [(rev, false), (first.version, true)] {
+        let again = c
+            .watch(WatchRequest {
+                node: "n1".into(),
+                applied_version: applied,
+                workloads: vec![LocalWorkload {
+                    key: "shop/web".into(),
+                    ips: vec!["10.9.0.1".into()],
+                    interface: "veth1".into(),
+                    ..Default::default()
+                }],
+                agent_version: "test".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.version, rev);
+        match again.payload().unwrap() {
+            Payload::Snapshot(d) => {
+                assert!(snapshot);
+                assert_eq!(d.policies.len(), 1);
+            }
+            Payload::Delta {
+                base_version,
+                delta,
+            } => {
+                assert!(!snapshot);
+                assert_eq!(base_version, rev);
+                assert!(delta.is_empty());
+            }
+        }
+    }
+    c.ack(AckRequest {
+        node: "n1".into(),
+        version: rev,
+        apply_micros: 1234,
+        error: String::new(),
+        applied_unix_micros: 1,
+    })
+    .await
+    .unwrap();
+    let (s, v) =
+        tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/nodes", Some(&admin), None))
+            .await
+            .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(v["items"][0]["applied_version"], rev);
+    assert_eq!(v["items"][0]["lag"], 0);
+
+    // A re-join replaces the certificate: the old one stops working.
+    let mut c0 = AgentClient::new(channel(g, &ca, None).await.unwrap());
+    c0.join(JoinRequest {
+        token: boot,
+        node: "n1".into(),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .ack(AckRequest {
+            node: "n1".into(),
+            version: rev,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
+}
+
+/// An agent that reads its stream slowly (it fell more than 256 revisions behind) still ends
+/// at exactly the manager's state: deltas apply in order on top of what it holds, and after
+/// the gap it gets a snapshot again, never a delta from a version it does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_agent_gets_a_snapshot_after_falling_behind_and_ends_in_step() {
+    let dir = tmpdir("lag");
+    let running = start(config(&dir)).await.unwrap();
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let (boot, admin) = (token(&dir, "bootstrap.token"), token(&dir, "admin.token"));
+    let base = format!("http://{}", running.api);
+    let mut c = joined(running.grpc, &ca, &boot, "n1").await;
+    let mut stream = c
+        .watch(WatchRequest {
+            node: "n1".into(),
+            agent_version: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // 300 revisions while the agent reads nothing: pods come and go, labels change.
+    let (b, a) = (base.clone(), admin.clone());
+    let last = tokio::task::spawn_blocking(move || {
+        let mut rev = 0;
+        for i in 0..300 {
+            let pod = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{}, namespace: shop, labels: {{v: \"{i}\"}}}}\nstatus: {{podIP: 10.9.1.{}}}\n",
+                i % 7,
+                i % 7 + 1
+            );
+            let path = if i % 5 == 4 { "/v1/delete" } else { "/v1/apply" };
+            let (s, v) = call(&b, "POST", path, Some(&a), Some(apply_body("p.yaml", &pod)));
+            if s == 200 {
+                rev = v["revision"].as_u64().unwrap();
+            }
+        }
+        rev
+    })
+    .await
+    .unwrap();
+    let mut held: Option<(u64, cellwall_proto::StateDoc)> = None;
+    let mut snapshots = 0;
+    while held.as_ref().map(|h| h.0) != Some(last) {
+        let m = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the stream reaches the last revision")
+            .unwrap()
+            .unwrap();
+        match m.payload().unwrap() {
+            Payload::Snapshot(d) => {
+                snapshots += 1;
+                held = Some((m.version, d));
+            }
+            Payload::Delta {
+                base_version,
+                delta,
+            } => {
+                let (v, d) = held.as_mut().expect("a snapshot comes first");
+                assert_eq!(
+                    base_version, *v,
+                    "a delta from a version the agent does not hold"
+                );
+                d.apply(delta);
+                *v = m.version;
+            }
+        }
+    }
+    assert!(snapshots >= 2, "falling behind should have cost a snapshot");
+    let (_, doc) = held.unwrap();
+    let p = running.manager.published();
+    assert_eq!(p.revision, last);
+    assert_eq!(&doc, p.doc.as_ref());
+}

@@ -1,0 +1,190 @@
+//! Compliance alerts at a real webhook, and scheduled label imports. Needs no root.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escaped_flow_raises_exactly_one_alert_at_the_webhook() {
+    let dir = tmpdir("alerts");
+    let (url, got) = receiver();
+    let mut cfg = config(&dir);
+    cfg.webhooks = vec![url];
+    let running = start(cfg).await.unwrap();
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let (boot, admin) = (token(&dir, "bootstrap.token"), token(&dir, "admin.token"));
+    let base = format!("http://{}", running.api);
+    let (b, a) = (base.clone(), admin.clone());
+    tokio::task::spawn_blocking(move || {
+        let (s, v) = call(&b, "POST", "/v1/apply", Some(&a), Some(json!({"documents": [
+            {"file": "inv.yaml", "text": inventory_with_ips()}, {"file": "p.yaml", "text": POLICY}]})));
+        assert_eq!(s, 200, "{v}");
+    })
+    .await
+    .unwrap();
+    let mut c = joined(running.grpc, &ca, &boot, "n1").await;
+    // db admits web on 5432 only; a connection on 9999 that the datapath let through escaped
+    // (an agent lagging behind, a host Cellwall does not protect). Reported twice.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for (seq, port) in [(1u64, 9999u32), (2, 9999), (3, 5432)] {
+        let rec = cellwall_proto::FlowRecord {
+            time_unix_ns: now,
+            src: "shop/web".into(),
+            dst: "shop/db".into(),
+            src_ip: "10.9.0.1".into(),
+            dst_ip: "10.9.0.2".into(),
+            protocol: 6,
+            port,
+            verdict: cellwall_proto::Verdict::Allowed as i32,
+            direction: cellwall_proto::Direction::Ingress as i32,
+            rule: String::new(),
+            count: 1,
+        };
+        c.report_flows(cellwall_proto::FlowBatch {
+            node: "n1".into(),
+            records: vec![rec],
+            kernel_events_lost: 0,
+            agent_records_dropped: 0,
+            seq,
+        })
+        .await
+        .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hooks = got.lock().unwrap().clone();
+    let escaped: Vec<&Value> = hooks.iter().filter(|h| h["kind"] == "escaped").collect();
+    assert_eq!(escaped.len(), 1, "{hooks:?}");
+    assert_eq!(escaped[0]["src"], "shop/web");
+    assert_eq!(escaped[0]["dst"], "shop/db");
+    assert_eq!(escaped[0]["port"], 9999);
+    assert!(
+        escaped[0]["rule"].as_str().unwrap().contains("db-from-web"),
+        "{hooks:?}"
+    );
+    // The allowed 5432 flow is no deviation (it is a new edge into a policed workload, though).
+    assert!(
+        hooks
+            .iter()
+            .all(|h| h["port"] != 5432 || h["kind"] == "new-edge"),
+        "{hooks:?}"
+    );
+    let (s, v) =
+        tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/alerts", Some(&admin), None))
+            .await
+            .unwrap();
+    assert_eq!(s, 200);
+    let stored: Vec<&Value> = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "escaped")
+        .collect();
+    assert_eq!(stored.len(), 1, "{v}");
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_import_follows_its_file_and_a_broken_run_changes_nothing() {
+    let dir = tmpdir("import");
+    let running = start(config(&dir)).await.unwrap();
+    let admin = token(&dir, "admin.token");
+    let base = format!("http://{}", running.api);
+    let report = dir.join("report.csv");
+    std::fs::write(&report, "ip,owner\n10.9.0.1,shop\n").unwrap();
+    let label = |base: String, admin: String| -> Option<String> {
+        let (_, v) = call(&base, "GET", "/v1/workloads", Some(&admin), None);
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "web")
+            .and_then(|w| {
+                w["labels"]["cmdb.import.cellwall.io/owner"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+    };
+    let (b, a, r) = (base.clone(), admin.clone(), report.clone());
+    tokio::task::spawn_blocking(move || {
+        let (s, v) = call(
+            &b,
+            "POST",
+            "/v1/apply",
+            Some(&a),
+            Some(apply_body("inv.yaml", &inventory_with_ips())),
+        );
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = call(
+            &b,
+            "POST",
+            "/v1/imports",
+            Some(&a),
+            Some(json!({
+            "source": "cmdb", "location": r.to_str().unwrap(), "every": "10s"})),
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["matched_workloads"], 1);
+        assert_eq!(label(b.clone(), a.clone()).as_deref(), Some("shop"));
+        // An interval under 10 s, or a schedule without a location, is refused.
+        let (s, _) = call(
+            &b,
+            "POST",
+            "/v1/imports",
+            Some(&a),
+            Some(json!({
+            "source": "cmdb", "location": r.to_str().unwrap(), "every": "1s"})),
+        );
+        assert_eq!(s, 400);
+    })
+    .await
+    .unwrap();
+    // The file changes: the next scheduled run picks it up.
+    std::fs::write(&report, "ip,owner\n10.9.0.1,payments\n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (b, a) = (base.clone(), admin.clone());
+        let got = tokio::task::spawn_blocking(move || label(b, a))
+            .await
+            .unwrap();
+        if got.as_deref() == Some("payments") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduled import never ran: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A broken file at the next run: an event, and the labels stay.
+    std::fs::write(&report, "ip,owner\nnot-an-ip,x\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (b, a) = (base.clone(), admin.clone());
+    let (got, events) = tokio::task::spawn_blocking(move || {
+        (
+            label(b.clone(), a.clone()),
+            call(&b, "GET", "/v1/audit", Some(&a), None).1,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.as_deref(), Some("payments"));
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "import-failed"
+                && e["detail"].as_str().unwrap().contains("report.csv:2:1")),
+        "{events}"
+    );
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

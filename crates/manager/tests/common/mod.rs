@@ -1,0 +1,178 @@
+//! What the manager's integration tests share: manifests, a manager on loopback ports in a
+//! temporary directory, REST calls, and agents joined over mTLS.
+#![allow(dead_code, unused_imports)] // each test file uses its own part
+
+pub use cellwall_manager::{start, Config};
+pub use cellwall_proto::tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity,
+};
+pub use cellwall_proto::tonic::Code;
+pub use cellwall_proto::{
+    AckRequest, AgentClient, JoinRequest, LocalWorkload, Payload, WatchRequest,
+};
+pub use serde_json::{json, Value};
+pub use std::path::{Path, PathBuf};
+pub use std::time::Duration;
+
+pub const INVENTORY: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop, name: web, labels: {app: web}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop, name: db, labels: {app: db}}
+spec: {containers: [{name: c, ports: [{containerPort: 5432}]}]}
+";
+
+pub const POLICY: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: shop, name: db-from-web}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 5432}]}]
+";
+
+/// The same pods with addresses in their manifests (no agent reports them in the REST test).
+pub fn inventory_with_ips() -> String {
+    INVENTORY
+        .replace(
+            "ports: [{containerPort: 80}]}]}",
+            "ports: [{containerPort: 80}]}]}\nstatus: {podIP: 10.9.0.1}",
+        )
+        .replace(
+            "ports: [{containerPort: 5432}]}]}",
+            "ports: [{containerPort: 5432}]}]}\nstatus: {podIP: 10.9.0.2}",
+        )
+}
+
+pub fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cw-mgr-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn config(dir: &Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        db: None,
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        sans: vec![],
+        retention_ms: 7 * 86_400_000,
+        webhooks: vec![],
+    }
+}
+
+pub fn token(dir: &Path, f: &str) -> String {
+    std::fs::read_to_string(dir.join(f))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// (status, body) of a REST call; never panics on an error status.
+pub fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = ureq::request(method, &format!("{base}{path}"));
+    if let Some(t) = token {
+        r = r.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => r.send_json(b),
+        None => r.call(),
+    };
+    match res {
+        Ok(resp) => (resp.status(), resp.into_json().unwrap_or(Value::Null)),
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+pub fn apply_body(file: &str, text: &str) -> Value {
+    json!({"documents": [{"file": file, "text": text}]})
+}
+
+pub async fn channel(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    id: Option<Identity>,
+) -> Result<Channel, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some(id) = id {
+        tls = tls.identity(id);
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Joins as `node` with the bootstrap token and returns a client holding the node certificate.
+pub async fn joined(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    bootstrap: &str,
+    node: &str,
+) -> AgentClient<Channel> {
+    let j = AgentClient::new(channel(addr, ca, None).await.unwrap())
+        .join(JoinRequest {
+            token: bootstrap.into(),
+            node: node.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = Identity::from_pem(&j.cert_pem, &j.key_pem);
+    AgentClient::new(channel(addr, ca, Some(id)).await.unwrap())
+}
+
+/// A local webhook receiver: counts POSTs and keeps their bodies.
+pub fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            g.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap());
+            let mut s = s;
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (url, got)
+}
