@@ -13,7 +13,9 @@ mod get;
 mod respond;
 
 pub use apply::{apply, documents, ApplyArgs};
-pub use flows::{alerts, flow_line, flows, AlertsArgs, FlowsArgs};
+#[cfg(feature = "lab")]
+pub use flows::flow_line;
+pub use flows::{alerts, flows, AlertsArgs, FlowsArgs};
 pub use get::{get, GetArgs};
 pub use respond::{import, quarantine, release, ImportArgs, QuarantineArgs, ReleaseArgs};
 
