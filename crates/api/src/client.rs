@@ -290,6 +290,18 @@ impl Client {
         self.get_json("/v1/alerts", q)
     }
 
+    pub fn explain(&self, q: &ExplainQuery) -> Result<ExplainResponse> {
+        self.get_json("/v1/explain", q)
+    }
+
+    pub fn dependency_map(&self, q: &MapQuery) -> Result<MapResponse> {
+        self.get_json("/v1/map", q)
+    }
+
+    pub fn propose(&self, q: &ProposeQuery) -> Result<ProposeResponse> {
+        self.get_json("/v1/propose", q)
+    }
+
     /// Waits until every node applied `revision` (or one reported an error for it).
     pub fn wait_applied(&self, revision: u64, timeout: Duration) -> Result<()> {
         let t0 = Instant::now();

@@ -9,41 +9,90 @@ use std::collections::BTreeMap;
 
 /// The query of `GET /v1/explain`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExplainQuery {
     /// `namespace/name` of the source.
+    #[cfg_attr(feature = "openapi", schemars(regex(pattern = r"^[^/]+/[^/]+$")))]
     pub from: String,
     /// `namespace/name` of the destination.
+    #[cfg_attr(feature = "openapi", schemars(regex(pattern = r"^[^/]+/[^/]+$")))]
     pub to: String,
     /// `PROTO/PORT`, e.g. `TCP/5432`.
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(regex(
+            pattern = r"^([Tt][Cc][Pp]|[Uu][Dd][Pp]|[Ss][Cc][Tt][Pp])/([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+        ))
+    )]
     pub probe: String,
 }
 
 /// Egress at the source and ingress at the destination, tier by tier, with the rule that
 /// decided each, and the same as text.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ExplainResponse {
     pub explanation: Explanation,
     pub text: String,
 }
 
+/// How the map groups workloads into nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum MapGroupBy {
+    /// By application label.
+    App,
+    Namespace,
+    /// One node per workload.
+    Workload,
+}
+
+/// What `GET /v1/map` adds to the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum MapFormat {
+    Json,
+    /// Graphviz text as well.
+    Dot,
+}
+
+/// Which kind of policy a proposal is written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ProposalKind {
+    /// Cellwall `Policy` (both directions, with evidence).
+    Cellwall,
+    /// Kubernetes `NetworkPolicy`.
+    NetworkPolicy,
+}
+
 /// The query of `GET /v1/map`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MapQuery {
     /// A duration like `1h` (default) or `7d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h|d)$"))
+    )]
     pub since: Option<String>,
-    /// `app` (default), `namespace` or `workload`.
+    /// How map nodes group workloads (default: by application).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_by: Option<String>,
-    /// `json` (default) or `dot` (adds Graphviz text).
+    pub group_by: Option<MapGroupBy>,
+    /// `json` (default), or `dot` to add Graphviz text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
+    pub format: Option<MapFormat>,
 }
 
 /// `GET /v1/map`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct MapResponse {
     pub map: DependencyMap,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,17 +101,22 @@ pub struct MapResponse {
 
 /// The query of `GET /v1/propose`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProposeQuery {
     /// A duration like `24h` (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h|d)$"))
+    )]
     pub since: Option<String>,
     /// Only this namespace's workloads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// `cellwall` (default) or `networkpolicy`.
+    /// The kind of the proposed policies (default: Cellwall's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
+    pub format: Option<ProposalKind>,
     /// Rules seen fewer times than this are marked for review (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_below: Option<u64>,
@@ -70,7 +124,8 @@ pub struct ProposeQuery {
 
 /// `GET /v1/propose`: the proposal, the same as YAML that applies as is, and how much history
 /// it came from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ProposeResponse {
     pub proposal: Proposal,
     pub yaml: String,
@@ -80,23 +135,30 @@ pub struct ProposeResponse {
 /// `POST /v1/simulate`: candidate policy documents, replayed with the policies in force
 /// (same names replace).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SimulateRequest {
     pub documents: Vec<Document>,
     /// A duration like `24h` (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h|d)$"))
+    )]
     pub since: Option<String>,
 }
 
 /// Aggregated flows and the connections they hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ClassCount {
     pub flows: u64,
     pub connections: u64,
 }
 
 /// What replaying history against the candidate found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct SimulateResult {
     /// Policy ids in the candidate.
     pub candidate: Vec<String>,
@@ -112,7 +174,8 @@ pub struct SimulateResult {
 
 /// One line of the NDJSON answer to `POST /v1/simulate`: progress lines, then a result or an
 /// error.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SimulateLine {
     Progress { done: usize, total: usize },

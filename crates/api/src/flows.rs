@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 /// What the datapath decided for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Allowed,
@@ -38,6 +39,7 @@ impl Verdict {
 
 /// Which end decided: egress at the source, ingress at the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FlowDirection {
     Ingress,
@@ -63,6 +65,7 @@ impl FlowDirection {
 
 /// One stored flow record (an aggregate of `count` identical connections).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct FlowRecord {
     pub id: i64,
     pub time_unix_ns: u64,
@@ -84,6 +87,7 @@ pub struct FlowRecord {
 
 /// A node's loss counters: what never reached the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct FlowLoss {
     pub kernel_events_lost: u64,
     pub agent_records_dropped: u64,
@@ -92,6 +96,7 @@ pub struct FlowLoss {
 
 /// `GET /v1/flows`: records oldest first, and every node's loss counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct FlowList {
     pub flows: Vec<FlowRecord>,
     pub loss: BTreeMap<String, FlowLoss>,
@@ -99,10 +104,15 @@ pub struct FlowList {
 
 /// The query of `GET /v1/flows`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FlowQuery {
     /// Only records newer than this, a duration like `30s`, `10m`, `2h`, `1d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h|d)$"))
+    )]
     pub since: Option<String>,
     /// Only records with an id above this (for following).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,12 +125,14 @@ pub struct FlowQuery {
     pub verdict: Option<Verdict>,
     /// `namespace/name`: records with this workload at either end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schemars(regex(pattern = r"^[^/]+/[^/]+$")))]
     pub workload: Option<String>,
     /// Only records decided by this rule (as described in records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// At most this many records, 1..100000 (default 1000): the newest ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schemars(range(min = 1, max = 100_000)))]
     pub limit: Option<usize>,
 }
 

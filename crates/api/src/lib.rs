@@ -14,6 +14,8 @@ pub mod respond;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 
 pub use discover::*;
 pub use error::{ErrorBody, ErrorDetail};

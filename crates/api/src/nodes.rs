@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 /// A workload an agent reported on its node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ReportedWorkload {
     /// `namespace/name`.
     pub key: String,
@@ -19,6 +20,7 @@ pub struct ReportedWorkload {
 
 /// `GET /v1/nodes` (a CLI contract: `items[].name`, `applied_version`, `lag`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct NodeList {
     /// The revision the manager publishes now.
     pub revision: u64,
@@ -26,6 +28,7 @@ pub struct NodeList {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct NodeItem {
     pub name: String,
     pub joined_ms: i64,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A manifest file sent for apply or delete: its name (errors cite it) and its text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Document {
     pub file: String,
@@ -14,6 +15,7 @@ pub struct Document {
 
 /// `POST /v1/apply` and `POST /v1/delete`: every object of every document, in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
     pub documents: Vec<Document>,
@@ -24,6 +26,7 @@ pub struct ApplyRequest {
 
 /// Kinds of stored objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub enum ObjectKind {
     Namespace,
     Pod,
@@ -62,6 +65,7 @@ impl ObjectKind {
 
 /// What a write did to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeAction {
     Created,
@@ -85,6 +89,7 @@ impl ChangeAction {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Change {
     pub kind: ObjectKind,
     pub key: String,
@@ -95,6 +100,7 @@ pub struct Change {
 
 /// The answer to every write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Committed {
     /// The store revision after the write (unchanged when nothing changed).
     pub revision: u64,
@@ -103,12 +109,14 @@ pub struct Committed {
 
 /// `GET /v1/policies`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct PolicyList {
     pub items: Vec<PolicyItem>,
 }
 
 /// A stored policy with its summary and who changed it last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct PolicyItem {
     /// `Kind/namespace/name` or `Kind/name`.
     pub id: String,
@@ -132,6 +140,7 @@ pub struct PolicyItem {
 
 /// One version of a stored object (history and audit trail).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ObjectVersion {
     pub kind: ObjectKind,
     pub key: String,
@@ -147,12 +156,14 @@ pub struct ObjectVersion {
 
 /// `GET /v1/policies/history?id=`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct PolicyHistory {
     pub versions: Vec<ObjectVersion>,
 }
 
 /// `GET /v1/workloads`: the workloads of the published revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct WorkloadList {
     pub revision: u64,
     pub items: Vec<Workload>,
@@ -160,6 +171,7 @@ pub struct WorkloadList {
 
 /// `GET /v1/namespaces`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct NamespaceList {
     pub revision: u64,
     pub items: Vec<Namespace>,
@@ -167,6 +179,7 @@ pub struct NamespaceList {
 
 /// A recorded event: joins, imports, quarantines, tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct AuditEvent {
     pub at_ms: i64,
     pub actor: String,
@@ -176,6 +189,7 @@ pub struct AuditEvent {
 
 /// `GET /v1/audit`: object versions and events, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct AuditLog {
     pub changes: Vec<ObjectVersion>,
     pub events: Vec<AuditEvent>,

@@ -5,9 +5,11 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /v1/quarantine`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QuarantineRequest {
     /// `namespace/name`.
+    #[cfg_attr(feature = "openapi", schemars(regex(pattern = r"^[^/]+/[^/]+$")))]
     pub workload: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -19,13 +21,16 @@ pub struct QuarantineRequest {
 
 /// `POST /v1/release`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
+    #[cfg_attr(feature = "openapi", schemars(regex(pattern = r"^[^/]+/[^/]+$")))]
     pub workload: String,
 }
 
 /// A quarantine in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct QuarantineItem {
     pub workload: String,
     pub reason: String,
@@ -37,6 +42,7 @@ pub struct QuarantineItem {
 
 /// `GET /v1/quarantine`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct QuarantineList {
     pub items: Vec<QuarantineItem>,
 }
@@ -45,6 +51,7 @@ pub struct QuarantineList {
 /// named `file` in errors) or read by the manager from `location` (now and, with `every`, on a
 /// schedule).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
     /// The source's name; its labels get the prefix `NAME.import.cellwall.io/`.
@@ -57,11 +64,16 @@ pub struct ImportRequest {
     pub location: Option<String>,
     /// A duration of at least 10s, like `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h|d)$"))
+    )]
     pub every: Option<String>,
 }
 
 /// The answer to an import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ImportResult {
     pub revision: u64,
     pub changes: Vec<Change>,
@@ -75,6 +87,7 @@ pub struct ImportResult {
 
 /// A label import as last run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ImportItem {
     pub source: String,
     /// File name or URL the entries came from.
@@ -89,12 +102,14 @@ pub struct ImportItem {
 
 /// `GET /v1/imports`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ImportList {
     pub items: Vec<ImportItem>,
 }
 
 /// What a compliance alert is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum AlertKind {
     /// It happened although the policy in force denies it.
@@ -119,6 +134,7 @@ impl AlertKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -138,6 +154,7 @@ impl Severity {
 
 /// A compliance alert (deduplicated per kind and edge per hour).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Alert {
     pub id: i64,
     pub at_ms: i64,
@@ -156,17 +173,20 @@ pub struct Alert {
 
 /// The query of `GET /v1/alerts`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
     /// Only alerts with an id above this (for following).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schemars(range(min = 1, max = 100_000)))]
     pub limit: Option<usize>,
 }
 
 /// `GET /v1/alerts`: alerts oldest first, and what was not raised or not delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct AlertList {
     pub alerts: Vec<Alert>,
     /// Alerts over the rate limit, counted instead of raised.
@@ -177,6 +197,7 @@ pub struct AlertList {
 
 /// Roles a bearer token can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TokenRole {
     /// Reads and writes.
@@ -189,6 +210,7 @@ pub enum TokenRole {
 
 /// `POST /v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub role: TokenRole,
@@ -198,6 +220,7 @@ pub struct TokenRequest {
 
 /// The new token: shown once, stored only hashed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct TokenCreated {
     pub token: String,
 }

@@ -5,9 +5,9 @@
 
 use crate::client::{table, Client};
 use anyhow::{bail, Result};
+use cellwall_api::{ExplainQuery, MapGroupBy, MapQuery};
 use cellwall_lab::{self as lab, DatapathKind, Visibility};
 use cellwall_policy::{Protocol, WorkloadKey};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -76,26 +76,21 @@ type Edges = BTreeMap<(String, String, String, String), (u64, String)>;
 
 /// The manager's dependency map of the demo's history, one row per edge and outcome.
 fn edges(c: &Client) -> Result<Edges> {
-    let v: Value = c.get_json("/v1/map", &[("since", "1h"), ("group_by", "workload")])?;
+    let v = c.dependency_map(&MapQuery {
+        since: Some("1h".into()),
+        group_by: Some(MapGroupBy::Workload),
+        format: None,
+    })?;
     let mut m = BTreeMap::new();
-    for e in v["map"]["edges"].as_array().into_iter().flatten() {
-        let rules: Vec<&str> = e["rules"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r.as_str())
-            .collect();
-        let ok = e["allowed"].as_u64().unwrap_or(0) + e["audit"].as_u64().unwrap_or(0);
-        for (verdict, n) in [
-            ("allowed", ok),
-            ("denied", e["denied"].as_u64().unwrap_or(0)),
-        ] {
+    for e in &v.map.edges {
+        let rules: Vec<&str> = e.rules.iter().map(String::as_str).collect();
+        for (verdict, n) in [("allowed", e.allowed + e.audit), ("denied", e.denied)] {
             if n > 0 {
                 m.insert(
                     (
-                        e["src"].as_str().unwrap_or("?").to_string(),
-                        e["dst"].as_str().unwrap_or("?").to_string(),
-                        format!("{}/{}", e["protocol"].as_str().unwrap_or("?"), e["port"]),
+                        e.src.clone(),
+                        e.dst.clone(),
+                        format!("{}/{}", e.protocol, e.port),
                         verdict.to_string(),
                     ),
                     (n, rules.join("; ")),
@@ -260,15 +255,12 @@ fn tour(name: &str, app: &PathBuf, policy: &PathBuf) -> Result<()> {
     }
 
     step(6, "Why? (cellwall explain web/blog backend/db TCP/5432)");
-    let v: Value = c.get_json(
-        "/v1/explain",
-        &[
-            ("from", "web/blog"),
-            ("to", "backend/db"),
-            ("probe", "TCP/5432"),
-        ],
-    )?;
-    for l in v["text"].as_str().unwrap_or("").lines().take(8) {
+    let v = c.explain(&ExplainQuery {
+        from: "web/blog".into(),
+        to: "backend/db".into(),
+        probe: "TCP/5432".into(),
+    })?;
+    for l in v.text.lines().take(8) {
         println!("   {l}");
     }
     Ok(())

@@ -5,8 +5,8 @@ use crate::config::{now_ms, parse_duration_ms};
 use crate::error::ManagerError;
 use crate::manager::Manager;
 use cellwall_api::{
-    ClassCount, ExplainQuery, ExplainResponse, MapQuery, MapResponse, ProposeQuery,
-    ProposeResponse, SimulateResult,
+    ClassCount, ExplainQuery, ExplainResponse, MapFormat, MapGroupBy, MapQuery, MapResponse,
+    ProposalKind, ProposeQuery, ProposeResponse, SimulateResult,
 };
 use cellwall_policy::discover::{
     dependency_map, propose, render_yaml, simulate, to_dot, GroupBy, ProposalFormat,
@@ -77,25 +77,12 @@ impl Manager {
     /// The dependency map of the history in `q`'s window.
     pub fn dependency_map(&self, q: &MapQuery) -> Result<MapResponse, ManagerError> {
         let since = since_ms(q.since.as_deref(), "1h")?;
-        let by = match q.group_by.as_deref().unwrap_or("app") {
-            "app" => GroupBy::App,
-            "namespace" => GroupBy::Namespace,
-            "workload" => GroupBy::Workload,
-            g => {
-                return Err(ManagerError::Invalid(format!(
-                    "group_by={g}: expected app, namespace or workload"
-                )))
-            }
+        let by = match q.group_by.unwrap_or(MapGroupBy::App) {
+            MapGroupBy::App => GroupBy::App,
+            MapGroupBy::Namespace => GroupBy::Namespace,
+            MapGroupBy::Workload => GroupBy::Workload,
         };
-        let dot = match q.format.as_deref().unwrap_or("json") {
-            "json" => false,
-            "dot" => true,
-            f => {
-                return Err(ManagerError::Invalid(format!(
-                    "format={f}: expected json or dot"
-                )))
-            }
-        };
+        let dot = q.format == Some(MapFormat::Dot);
         let map = dependency_map(&self.history(since)?, by);
         Ok(MapResponse {
             dot: dot.then(|| to_dot(&map)),
@@ -106,14 +93,9 @@ impl Manager {
     /// Least-privilege policy from the history in `q`'s window.
     pub fn propose(&self, q: &ProposeQuery) -> Result<ProposeResponse, ManagerError> {
         let since = since_ms(q.since.as_deref(), "24h")?;
-        let format = match q.format.as_deref().unwrap_or("cellwall") {
-            "cellwall" => ProposalFormat::Cellwall,
-            "networkpolicy" => ProposalFormat::NetworkPolicy,
-            f => {
-                return Err(ManagerError::Invalid(format!(
-                    "format={f}: expected cellwall or networkpolicy"
-                )))
-            }
+        let format = match q.format.unwrap_or(ProposalKind::Cellwall) {
+            ProposalKind::Cellwall => ProposalFormat::Cellwall,
+            ProposalKind::NetworkPolicy => ProposalFormat::NetworkPolicy,
         };
         let mut opts = ProposeOptions {
             namespace: q.namespace.clone(),

@@ -191,11 +191,15 @@ impl Manager {
     /// every alert so far.
     pub fn alert_list(&self, q: &AlertQuery) -> Result<AlertList, ManagerError> {
         use std::sync::atomic::Ordering::Relaxed;
+        let limit = q.limit.unwrap_or(1000);
+        if !(1..=100_000).contains(&limit) {
+            return Err(ManagerError::Invalid(format!(
+                "limit={limit}: expected 1..100000"
+            )));
+        }
         self.flush_history()?;
         Ok(AlertList {
-            alerts: self
-                .store
-                .alerts(q.after.unwrap_or(0), q.limit.unwrap_or(1000))?,
+            alerts: self.store.alerts(q.after.unwrap_or(0), limit)?,
             suppressed: self.alerter.suppressed.load(Relaxed),
             webhook_dropped: self.alerter.webhook_dropped.load(Relaxed),
         })

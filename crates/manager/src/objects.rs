@@ -171,6 +171,11 @@ impl Manager {
 
     /// The newest object versions and events.
     pub fn audit_log(&self, limit: usize) -> Result<AuditLog, ManagerError> {
+        if !(1..=100_000).contains(&limit) {
+            return Err(ManagerError::Invalid(format!(
+                "limit={limit}: expected 1..100000"
+            )));
+        }
         Ok(AuditLog {
             changes: self
                 .store

@@ -135,6 +135,18 @@ async fn fallback(req: Request) -> ApiError {
     )
 }
 
+/// A route that exists, asked with a method it does not serve.
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} {}: method not allowed (see /v1/openapi.json)",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
 pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -164,14 +176,17 @@ pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>) -> Router {
             post(respond::import::<S>).get(respond::imports::<S>),
         )
         .fallback(fallback)
-        .method_not_allowed_fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(s)
 }
 
+/// The OpenAPI document, generated once from the API's types (`cellwall_api::openapi`).
 async fn openapi() -> impl IntoResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| cellwall_api::openapi::document().to_string());
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        include_str!("../openapi.json"),
+        doc.as_str(),
     )
 }
 

@@ -55,17 +55,27 @@ pub fn group(ep: &Endpoint, by: GroupBy) -> String {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What a map node stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Workloads (grouped by application, namespace, or one each).
+    Workload,
+    /// Addresses outside the inventory (grouped by network).
+    External,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MapNode {
     pub id: String,
-    /// workload | external
-    pub kind: &'static str,
+    pub kind: NodeKind,
     pub namespace: Option<String>,
     pub members: BTreeSet<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MapEdge {
     pub src: String,
@@ -81,7 +91,7 @@ pub struct MapEdge {
     pub rules: BTreeSet<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DependencyMap {
     pub nodes: Vec<MapNode>,
@@ -97,8 +107,8 @@ pub fn dependency_map(flows: &[HistFlow], by: GroupBy) -> DependencyMap {
             let n = nodes.entry(id.clone()).or_insert_with(|| MapNode {
                 id: id.clone(),
                 kind: match ep {
-                    Endpoint::Workload { .. } => "workload",
-                    Endpoint::External { .. } => "external",
+                    Endpoint::Workload { .. } => NodeKind::Workload,
+                    Endpoint::External { .. } => NodeKind::External,
                 },
                 namespace: ep.namespace().map(str::to_string),
                 members: BTreeSet::new(),
@@ -145,7 +155,7 @@ pub fn to_dot(m: &DependencyMap) -> String {
         "digraph cellwall {\n  rankdir=LR;\n  node [shape=box, fontname=\"sans-serif\"];\n",
     );
     for n in &m.nodes {
-        let shape = if n.kind == "external" {
+        let shape = if n.kind == NodeKind::External {
             ", shape=ellipse"
         } else {
             ""

@@ -5,12 +5,12 @@ use super::{app_selector, Endpoint, HistFlow};
 use crate::engine::{Engine, Flow};
 use crate::labels::Labels;
 use crate::model::{Action, Inventory, Protocol, WorkloadKey};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// Who a proposed rule admits.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProposedPeer {
@@ -21,7 +21,7 @@ pub enum ProposedPeer {
 }
 
 /// Why a rule is proposed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Evidence {
     pub connections: u64,
@@ -33,7 +33,7 @@ pub struct Evidence {
     pub review: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProposedRule {
     pub peer: ProposedPeer,
@@ -44,7 +44,7 @@ pub struct ProposedRule {
 
 /// One policy: an application (labels) in a namespace, isolated both ways, with a rule per
 /// observed peer and port.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProposedPolicy {
     pub namespace: String,
@@ -55,7 +55,7 @@ pub struct ProposedPolicy {
 }
 
 /// An observed flow the proposal does not allow, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Excluded {
     pub src: String,
@@ -66,7 +66,7 @@ pub struct Excluded {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Proposal {
     pub policies: Vec<ProposedPolicy>,

@@ -4,10 +4,10 @@
 
 use super::{Decision, DirVerdict, Engine, Flow, PolicySlot, RuleInfo};
 use crate::model::{Action, Direction, Mode, Protocol, Rule, Tier};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One considered rule in an explanation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RuleTrace {
     pub rule: u32,
@@ -17,7 +17,7 @@ pub struct RuleTrace {
 }
 
 /// One policy considered in a tier.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PolicyTrace {
     pub policy: String,
@@ -26,7 +26,7 @@ pub struct PolicyTrace {
 }
 
 /// What one tier did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TierTrace {
     pub tier: Tier,
@@ -46,7 +46,7 @@ impl TierTrace {
 }
 
 /// The explanation of one direction.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DirectionTrace {
     pub direction: Direction,
@@ -57,7 +57,7 @@ pub struct DirectionTrace {
 }
 
 /// The explanation of a flow.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Explanation {
     pub src: String,

@@ -4,7 +4,7 @@
 
 use crate::labels::Labels;
 use crate::model::{Action, Direction, Mode, PolicyId, Protocol, Tier};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// A connection attempt to decide.
@@ -17,7 +17,7 @@ pub struct Flow {
 }
 
 /// Why a direction got its verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
@@ -32,7 +32,7 @@ pub enum Reason {
 }
 
 /// The verdict of one direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DirVerdict {
     pub allowed: bool,
@@ -60,7 +60,7 @@ impl DirVerdict {
 }
 
 /// The decision for a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Decision {
     pub allowed: bool,
@@ -72,7 +72,7 @@ pub struct Decision {
 }
 
 /// The verdict with audit-mode policies enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditOutcome {
     pub allowed: bool,

@@ -1,0 +1,92 @@
+//! `cellwall propose`: the manager's proposal as YAML that applies as is (evidence in comments)
+//! or as a JSON `v1 List` (evidence in an annotation).
+
+use crate::client::Target;
+use anyhow::{Context, Result};
+use cellwall_api::{ProposalKind, ProposeQuery, ProposeResponse};
+use serde_json::{json, Value};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposalFormat {
+    Cellwall,
+    Networkpolicy,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YamlOrJson {
+    Yaml,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProposeArgs {
+    /// History window the proposal learns from.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// Only propose policies for workloads of this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Cellwall's own Policy kind, or standard Kubernetes NetworkPolicy.
+    #[arg(long, value_enum, default_value = "cellwall")]
+    pub format: ProposalFormat,
+    /// Rules seen fewer times than this are flagged for review.
+    #[arg(long, default_value_t = 3)]
+    pub review_below: u64,
+    /// yaml: manifests with each rule's evidence as comments; json: a v1 List whose policies
+    /// carry their evidence in the cellwall.io/evidence annotation. Both apply as they are.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
+    pub output: YamlOrJson,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+pub fn propose(a: ProposeArgs) -> Result<()> {
+    let c = a.target.client()?;
+    let v = c.propose(&ProposeQuery {
+        since: Some(a.since.clone()),
+        namespace: a.namespace.clone(),
+        format: Some(match a.format {
+            ProposalFormat::Cellwall => ProposalKind::Cellwall,
+            ProposalFormat::Networkpolicy => ProposalKind::NetworkPolicy,
+        }),
+        review_below: Some(a.review_below),
+    })?;
+    let p = &v.proposal;
+    let review = p
+        .policies
+        .iter()
+        .flat_map(|p| p.ingress.iter().chain(&p.egress))
+        .filter(|r| r.evidence.review)
+        .count();
+    eprintln!(
+        "{} policies from {} observed connections ({} rules flagged for review, {} flows excluded)",
+        p.policies.len(),
+        p.flows_considered,
+        review,
+        p.excluded.len()
+    );
+    match a.output {
+        YamlOrJson::Yaml => print!("{}", v.yaml),
+        YamlOrJson::Json => println!("{}", serde_json::to_string_pretty(&as_list(&v)?)?),
+    }
+    Ok(())
+}
+
+/// The proposal's YAML documents as a `v1 List`, each policy with its evidence annotated.
+fn as_list(v: &ProposeResponse) -> Result<Value> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&v.yaml).context("the manager's proposal is not valid YAML")?;
+    let mut items = Vec::new();
+    for (mut item, p) in docs.into_iter().zip(&v.proposal.policies) {
+        item["metadata"]["annotations"] = json!({
+            "cellwall.io/evidence": serde_json::to_string(&json!({
+                "ingress": p.ingress, "egress": p.egress,
+            }))?,
+        });
+        items.push(item);
+    }
+    Ok(json!({
+        "apiVersion": "v1", "kind": "List", "items": items,
+        "excluded": v.proposal.excluded,
+    }))
+}
