@@ -21,11 +21,44 @@ if grep -rnE 'std::(fs|process|net::(Tcp|Udp)|thread)|SystemTime|Instant::now|st
   fail=1
 fi
 
-# 3. No unsafe outside the datapath crate.
+# 3. No unsafe outside the datapath crate: the compiler refuses it (workspace lint
+#    `unsafe_code = "forbid"`, which every crate but the datapath inherits); this checks that
+#    each crate still inherits it, and greps as a second net.
+for toml in crates/*/Cargo.toml; do
+  case "$toml" in crates/datapath/*) continue ;; esac
+  if ! grep -qx 'workspace = true' <(sed -n '/^\[lints\]/,/^\[/p' "$toml"); then
+    echo "invariant broken: $toml does not inherit the workspace lints ([lints] workspace = true)" >&2
+    fail=1
+  fi
+done
 if grep -rn --include='*.rs' -E '^[^/]*\bunsafe[[:space:]]*(\{|fn\b|impl\b|extern\b)' crates | grep -v '^crates/datapath/'; then
   echo "invariant broken: unsafe outside crates/datapath (see the lines above)" >&2
   fail=1
 fi
 
+# 4. No import cycles between modules, no source file over 700 lines (scripts/check_modules.py).
+python3 scripts/check_modules.py || fail=1
+
+# 5. The CLI built without its lab feature links neither aya nor tonic (so it builds without
+#    clang and stays small): the lab is the only way kernel and gRPC code enter it.
+cli=$(cargo tree -p cellwall-cli --no-default-features -e normal --prefix none --format '{p}' | awk '{print $1}' | sort -u)
+for bad in aya tonic cellwall-datapath cellwall-agent; do
+  if grep -qx "$bad" <<<"$cli"; then
+    echo "invariant broken: cellwall-cli without the lab feature depends on $bad" >&2
+    fail=1
+  fi
+done
+
+# 6. Libraries report errors with thiserror types; anyhow only in binaries' main.rs and the CLI.
+for lib in policy manifests api datapath proto agent manager lab; do
+  if grep -rlnE '(use anyhow|anyhow::)' "crates/$lib/src" --include='*.rs' | grep -v '/main\.rs$'; then
+    echo "invariant broken: anyhow in the $lib library (see the files above): use a thiserror type" >&2
+    fail=1
+  fi
+done
+
+# 7. Every repository path the documentation names exists (scripts/check_docs.py).
+python3 scripts/check_docs.py || fail=1
+
 if ((fail)); then exit 1; fi
-echo "invariants hold: policy crate pure ($(wc -l <<<"$deps") crates in its tree), unsafe confined"
+echo "invariants hold: policy crate pure ($(wc -l <<<"$deps") crates in its tree), unsafe confined, no module cycles, CLI without the lab free of aya and tonic, anyhow only in binaries, doc paths resolve"

@@ -137,16 +137,19 @@ impl Agent {
                     source,
                 })?
         };
-        let manager_loop = rt.spawn(manager_loop(
-            cfg,
-            state,
-            local,
-            work_tx,
-            ack_rx,
-            flows.clone(),
-            metrics.clone(),
-            stop_rx,
-        ));
+        let manager_loop = rt.spawn(
+            ManagerLoop {
+                cfg,
+                state,
+                local,
+                work: work_tx,
+                acks: ack_rx,
+                flows: flows.clone(),
+                m: metrics.clone(),
+                stop: stop_rx,
+            }
+            .run(),
+        );
         Ok(Agent {
             rt,
             stop,
@@ -204,58 +207,73 @@ impl Agent {
     }
 }
 
-/// Connects, runs sessions, and reconnects with backoff (100 ms doubling to 5 s, back to 100 ms
-/// after a session that lasted 10 s) until stopped.
-#[allow(clippy::too_many_arguments)]
-async fn manager_loop(
+/// What the connection to the manager needs: the configuration, what to report, where states
+/// go and acks come from, the flow queue, metrics, and the stop signal.
+struct ManagerLoop {
     cfg: Config,
     state: StateDir,
     local: Vec<cellwall_proto::LocalWorkload>,
     work: mpsc::Sender<cellwall_proto::DesiredState>,
-    mut acks: tokio::sync::mpsc::UnboundedReceiver<enforce::Ack>,
+    acks: tokio::sync::mpsc::UnboundedReceiver<enforce::Ack>,
     flows: Arc<FlowQueue>,
     m: Arc<Metrics>,
     stop: watch::Receiver<bool>,
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let started = Instant::now();
-        let r = match identity::identity(&cfg, &state).await {
-            Ok(id) => {
-                Session {
-                    cfg: &cfg,
-                    local: &local,
-                    work: &work,
-                    acks: &mut acks,
-                    flows: &flows,
-                    metrics: &m,
-                }
-                .run(id, stopped(stop.clone()))
-                .await
+}
+
+impl ManagerLoop {
+    /// Connects, runs sessions, and reconnects with backoff (100 ms doubling to 5 s, back to
+    /// 100 ms after a session that lasted 10 s) until stopped.
+    async fn run(self) {
+        let ManagerLoop {
+            cfg,
+            state,
+            local,
+            work,
+            mut acks,
+            flows,
+            m,
+            stop,
+        } = self;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *stop.borrow() {
+                return;
             }
-            Err(e) => Err(e),
-        };
-        m.connected.set(0);
-        if *stop.borrow() {
-            return;
+            let started = Instant::now();
+            let r = match identity::identity(&cfg, &state).await {
+                Ok(id) => {
+                    Session {
+                        cfg: &cfg,
+                        local: &local,
+                        work: &work,
+                        acks: &mut acks,
+                        flows: &flows,
+                        metrics: &m,
+                    }
+                    .run(id, stopped(stop.clone()))
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            m.connected.set(0);
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = r {
+                warn!(
+                    "manager: {}; retrying in {backoff:?} (enforcing the last applied state)",
+                    chain(&e)
+                );
+            }
+            m.reconnects.inc();
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stopped(stop.clone()) => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        if let Err(e) = r {
-            warn!(
-                "manager: {}; retrying in {backoff:?} (enforcing the last applied state)",
-                chain(&e)
-            );
-        }
-        m.reconnects.inc();
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(100);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stopped(stop.clone()) => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -18,6 +18,9 @@
 //! - [`session`] — one gRPC connection: watch, states, acks, flow batches.
 //! - [`agent`] — [`Agent`] and [`run`]: threads, runtime, reconnects, start and stop.
 
+// A library reports through return values and `tracing`, never by printing.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod agent;
 pub mod config;
 pub mod discovery;

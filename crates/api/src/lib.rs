@@ -5,6 +5,9 @@
 //! Every error answer has the body [`ErrorBody`]; every list answer is an object with its
 //! items (never a bare array), so fields can be added without breaking clients.
 
+// A library reports through return values and `tracing`, never by printing.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod discover;
 pub mod error;
 pub mod flows;

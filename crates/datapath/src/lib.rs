@@ -10,6 +10,9 @@
 //!   above the datapath without root; [`NullDatapath`] accepts everything and enforces nothing
 //!   (`cellwall-agent --datapath none`, the benchmarks' baseline).
 
+// A library reports through return values and `tracing`, never by printing.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod abi;
 pub mod desired;
 pub mod fake;

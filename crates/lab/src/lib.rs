@@ -14,6 +14,9 @@
 //! `supervise` (processes), `serve` (the workload servers), `probe` (real connections),
 //! `flows`, `lifecycle` (up, apply, down, ...). Most need root; the planning parts are pure.
 
+// A library reports through return values and `tracing`, never by printing.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod error;
 mod flows;
 mod lifecycle;

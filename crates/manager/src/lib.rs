@@ -11,6 +11,9 @@
 //! `alerts`, `writer` → `state`, `intake` → `manager` → the operations (`objects`, `nodes`, `flows`,
 //! `imports`, `quarantines`, `discover`) → `services` → `rest`, `grpc` → `runtime`.
 
+// A library reports through return values and `tracing`, never by printing.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod alerts;
 pub mod config;
 pub mod discover;

@@ -3,6 +3,9 @@
 //! `cellwall analyze`, the lab and the CLI's writes to the manager, so all three read the same
 //! files the same way and report the same errors.
 
+// A library reports through return values and `tracing`, never by printing.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use cellwall_policy::load::{parse_file, LoadError, Located, Object, Source};
 use cellwall_policy::{Cidr, Inventory, Policy, PolicyId, WorkloadKey};
 use std::collections::BTreeMap;

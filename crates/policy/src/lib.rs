@@ -5,6 +5,9 @@
 //! so every result is reproducible and the same code runs in the CLI, the manager, the agent and
 //! the tests that check the kernel datapath against it.
 
+// A library reports through return values and `tracing`, never by printing.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod compile;
 pub mod de;
 pub mod discover;

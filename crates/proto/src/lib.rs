@@ -2,6 +2,9 @@
 //! `proto/cellwall.proto` at build time; this crate is the only one that knows protobuf: the
 //! manager and agent use these types and nothing else of prost.
 
+// A library reports through return values and `tracing`, never by printing.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod generated {
     // prost's output: no docs of ours to add, and clippy's style lints do not apply to it.
     #![allow(clippy::all, missing_docs)]

@@ -406,7 +406,16 @@ fn run_row(pods: &str, row: &Row, cpus: [usize; 2]) -> Result<(), Vec<String>> {
 
     let ct_key = |w: &CtWant| {
         let (s, d, sp, dp, proto) = w.key.tuple();
-        ct_line(ep(w.at), w.dir, proto, s, sp, d, dp, w.revoked, &name)
+        let t = CtTuple {
+            ep: ep(w.at),
+            dir: w.dir,
+            proto,
+            src: s,
+            sport: sp,
+            dst: d,
+            dport: dp,
+        };
+        ct_line(&t, w.revoked, &name)
     };
     let got_ct: BTreeSet<String> = super::conntrack(&pins)
         .iter()
@@ -499,33 +508,42 @@ fn dir(d: u8) -> &'static str {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ct_line(
+/// A conntrack entry's key in host order, for printing.
+struct CtTuple {
     ep: u32,
-    d: u8,
+    dir: u8,
     proto: u8,
-    s: [u8; 16],
-    sp: u16,
-    t: [u8; 16],
-    tp: u16,
-    revoked: bool,
-    name: &dyn Fn(u32) -> String,
-) -> String {
+    src: [u8; 16],
+    sport: u16,
+    dst: [u8; 16],
+    dport: u16,
+}
+
+fn ct_line(t: &CtTuple, revoked: bool, name: &dyn Fn(u32) -> String) -> String {
     format!(
-        "at {} {} proto {proto} {}:{sp} -> {}:{tp}{}",
-        name(ep),
-        dir(d),
-        show(s),
-        show(t),
+        "at {} {} proto {} {}:{} -> {}:{}{}",
+        name(t.ep),
+        dir(t.dir),
+        t.proto,
+        show(t.src),
+        t.sport,
+        show(t.dst),
+        t.dport,
         if revoked { " REVOKED" } else { "" }
     )
 }
 
 fn ct_of(k: &CtKey, revoked: bool, name: &dyn Fn(u32) -> String) -> String {
-    let (sp, tp) = (u16::from_be(k.sport), u16::from_be(k.dport));
-    ct_line(
-        k.ep_id, k.dir, k.proto, k.saddr, sp, k.daddr, tp, revoked, name,
-    )
+    let t = CtTuple {
+        ep: k.ep_id,
+        dir: k.dir,
+        proto: k.proto,
+        src: k.saddr,
+        sport: u16::from_be(k.sport),
+        dst: k.daddr,
+        dport: u16::from_be(k.dport),
+    };
+    ct_line(&t, revoked, name)
 }
 
 fn pair_line(
