@@ -17,6 +17,21 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 step "architecture invariants"
 scripts/check-invariants.sh
 
+step "cargo deny: licenses, banned and duplicate crates, sources (deny.toml)"
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION"; then
+  echo "installing cargo-deny $CARGO_DENY_VERSION from crates.io (a few minutes on 2 cores)" >&2
+  cargo install -q --locked "cargo-deny@$CARGO_DENY_VERSION"
+fi
+cargo deny check licenses bans sources
+# Advisories need the RustSec database from GitHub, which these machines cannot reach; checked
+# where it can be fetched, said out loud where it cannot.
+if timeout 60 cargo deny fetch db >/dev/null 2>&1; then
+  cargo deny check advisories
+else
+  echo "advisories NOT CHECKED: the RustSec advisory database could not be fetched (no route to github.com)" >&2
+fi
+
 step "build every binary (labs start cellwall-manager and cellwall-agent beside cellwall)"
 cargo build --workspace
 
