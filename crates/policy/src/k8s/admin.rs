@@ -1,27 +1,12 @@
 //! AdminNetworkPolicy and BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1): the
 //! admin tier (priorities 0-1000, `Pass`) and the baseline tier (a singleton named `default`).
 
-use super::{cerr, required_name, ConvertError, Kind, ObjectMeta};
+use super::{cerr, required_name, ConvertError, ObjectMeta};
 use crate::de::{null_default, PortNum, ProtocolDe, SelectorDe};
 use crate::labels::LabelSelector;
-use crate::load::Object;
 use crate::model::*;
 use crate::net::Cidr;
 use serde::Deserialize;
-
-/// The kinds of this family.
-pub(crate) const KINDS: &[Kind] = &[
-    Kind {
-        api_version: "policy.networking.k8s.io/v1alpha1",
-        kind: "AdminNetworkPolicy",
-        read: |d| d.convert(|m| convert_anp(m, false).map(|p| Object::Policy(Box::new(p)))),
-    },
-    Kind {
-        api_version: "policy.networking.k8s.io/v1alpha1",
-        kind: "BaselineAdminNetworkPolicy",
-        read: |d| d.convert(|m| convert_anp(m, true).map(|p| Object::Policy(Box::new(p)))),
-    },
-];
 
 #[derive(Debug, Deserialize)]
 pub struct AnpManifest {

@@ -3,27 +3,12 @@
 //! and entities; a ClusterPolicy selects namespaces.
 
 use super::network_policy::{np_ports, NpPort};
-use super::{cerr, check_except, namespace_of, required_name, ConvertError, Kind, ObjectMeta};
+use super::{cerr, check_except, namespace_of, required_name, ConvertError, ObjectMeta};
 use crate::de::{null_default, SelectorDe, Timestamp};
 use crate::labels::LabelSelector;
-use crate::load::Object;
 use crate::model::*;
 use crate::net::Cidr;
 use serde::Deserialize;
-
-/// The kinds of this family.
-pub(crate) const KINDS: &[Kind] = &[
-    Kind {
-        api_version: "cellwall.io/v1alpha1",
-        kind: "Policy",
-        read: |d| d.convert(|m| convert_cellwall(m, false).map(|p| Object::Policy(Box::new(p)))),
-    },
-    Kind {
-        api_version: "cellwall.io/v1alpha1",
-        kind: "ClusterPolicy",
-        read: |d| d.convert(|m| convert_cellwall(m, true).map(|p| Object::Policy(Box::new(p)))),
-    },
-];
 
 #[derive(Debug, Deserialize)]
 pub struct CellwallManifest {

@@ -2,31 +2,11 @@
 //! Cellwall does not need) and converted with the API server's defaulting (protocol TCP,
 //! namespace `default`, the automatic `kubernetes.io/metadata.name` label).
 
-use super::{cerr, namespace_of, required_name, ConvertError, Kind, ObjectMeta};
+use super::{cerr, namespace_of, required_name, ConvertError, ObjectMeta};
 use crate::de::{null_default, PortNum, ProtocolDe};
-use crate::load::Object;
 use crate::model::{ContainerPort, Namespace, Node, Protocol, Workload};
 use serde::Deserialize;
 use std::net::IpAddr;
-
-/// The kinds of this family.
-pub(crate) const KINDS: &[Kind] = &[
-    Kind {
-        api_version: "v1",
-        kind: "Namespace",
-        read: |d| d.convert(|m| convert_namespace(m).map(Object::Namespace)),
-    },
-    Kind {
-        api_version: "v1",
-        kind: "Pod",
-        read: |d| d.convert(|m| convert_pod(m).map(Object::Pod)),
-    },
-    Kind {
-        api_version: "v1",
-        kind: "Node",
-        read: |d| d.convert(|m| convert_node(m).map(Object::Node)),
-    },
-];
 
 #[derive(Debug, Deserialize)]
 pub struct NamespaceManifest {

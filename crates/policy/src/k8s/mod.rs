@@ -1,8 +1,9 @@
 //! Typed manifests of every kind Cellwall reads, and their conversion into the model, one file
 //! per family: `core` (Namespace, Pod, Node), `network_policy`, `admin` (AdminNetworkPolicy and
-//! BaselineAdminNetworkPolicy), `cellwall` (Policy and ClusterPolicy). Each family lists its kinds
-//! in a `KINDS` table; the loader dispatches on [`kinds`], so a new family is a new file and one
-//! line in `FAMILIES`.
+//! BaselineAdminNetworkPolicy), `cellwall` (Policy and ClusterPolicy). The loader's kind table
+//! (`load/kinds.rs`) maps each (apiVersion, kind) to its family's conversion, so a new family is
+//! a new file here and its rows there. (The table is on the loader's side so that this module,
+//! which knows nothing of text, does not depend on the loader.)
 //!
 //! Policy specs reject unknown fields (a typo in a security policy must not silently widen it);
 //! inventory kinds accept the many fields Cellwall does not need.
@@ -18,29 +19,8 @@ pub use self::core::*;
 pub use self::network_policy::*;
 
 use crate::de::LabelsDe;
-use crate::load::{Document, LoadError, Object};
 use crate::net::Cidr;
 use serde::Deserialize;
-
-/// One kind Cellwall reads: its apiVersion and kind, and how a document of it becomes an object.
-pub(crate) struct Kind {
-    pub api_version: &'static str,
-    pub kind: &'static str,
-    pub read: fn(&Document) -> Result<Object, LoadError>,
-}
-
-/// Every family's kinds.
-const FAMILIES: &[&[Kind]] = &[
-    core::KINDS,
-    network_policy::KINDS,
-    admin::KINDS,
-    cellwall::KINDS,
-];
-
-/// Every kind Cellwall reads.
-pub(crate) fn kinds() -> impl Iterator<Item = &'static Kind> {
-    FAMILIES.iter().flat_map(|f| f.iter())
-}
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -92,22 +72,6 @@ pub(crate) fn check_except(cidr: &Cidr, except: &[Cidr]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_kind_is_registered_once_and_documented() {
-        let mut seen = std::collections::BTreeSet::new();
-        for k in kinds() {
-            assert!(seen.insert((k.api_version, k.kind)), "{} twice", k.kind);
-            assert!(
-                crate::load::SUPPORTED_KINDS.contains(k.kind)
-                    && crate::load::SUPPORTED_KINDS.contains(k.api_version),
-                "{} {} missing from SUPPORTED_KINDS",
-                k.api_version,
-                k.kind
-            );
-        }
-        assert_eq!(seen.len(), 8);
-    }
 
     #[test]
     fn names_and_namespaces_default_as_the_api_server_does() {

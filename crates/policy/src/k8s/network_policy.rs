@@ -2,20 +2,12 @@
 //! in a security policy must not silently widen it); `policyTypes` defaults as the API server
 //! does. The port form (`NpPort`) is shared with Cellwall's own policies.
 
-use super::{cerr, check_except, namespace_of, required_name, ConvertError, Kind, ObjectMeta};
+use super::{cerr, check_except, namespace_of, required_name, ConvertError, ObjectMeta};
 use crate::de::{null_default, IntOrName, PortNum, ProtocolDe, SelectorDe};
 use crate::labels::LabelSelector;
-use crate::load::Object;
 use crate::model::*;
 use crate::net::Cidr;
 use serde::Deserialize;
-
-/// The kinds of this family.
-pub(crate) const KINDS: &[Kind] = &[Kind {
-    api_version: "networking.k8s.io/v1",
-    kind: "NetworkPolicy",
-    read: |d| d.convert(|m| convert_network_policy(m).map(|p| Object::Policy(Box::new(p)))),
-}];
 
 #[derive(Debug, Deserialize)]
 pub struct NetworkPolicyManifest {

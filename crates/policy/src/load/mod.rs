@@ -3,8 +3,9 @@
 //! field path and what was expected, and no input makes it panic (see the fuzz test).
 
 mod decode;
+mod kinds;
 
-use crate::k8s::{self, ConvertError};
+use crate::k8s::ConvertError;
 use crate::model::{Inventory, Namespace, Node, Policy, Workload};
 use decode::{decode, Ctx, Format};
 use serde::de::DeserializeOwned;
@@ -259,9 +260,9 @@ fn read_object(doc: &Document, source: &Source, out: &mut Parsed) -> Result<(), 
     if kind == "List" && api == "v1" {
         return parse_list(doc, source, out);
     }
-    let object = match k8s::kinds().find(|k| k.api_version == api && k.kind == kind) {
+    let object = match kinds::kinds().find(|k| k.api_version == api && k.kind == kind) {
         Some(k) => (k.read)(doc)?,
-        None if k8s::kinds().any(|k| k.kind == kind) => {
+        None if kinds::kinds().any(|k| k.kind == kind) => {
             return Err(ctx.err(
                 None,
                 None,
