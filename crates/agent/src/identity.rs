@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::state::{write_private, StateDir};
 use crate::AgentError;
 use cellwall_proto::tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use cellwall_proto::{AgentClient, JoinRequest};
+use cellwall_proto::{BootstrapClient, JoinRequest};
 use std::time::Duration;
 use tracing::info;
 
@@ -55,7 +55,7 @@ pub async fn identity(cfg: &Config, state: &StateDir) -> Result<Identity, AgentE
             .as_ref()
             .ok_or(AgentError::NoCertificate)?;
         let token = std::fs::read_to_string(file).map_err(AgentError::io("reading", file))?;
-        let mut c = AgentClient::new(channel(cfg, None).await?);
+        let mut c = BootstrapClient::new(channel(cfg, None).await?);
         let r = c
             .join(JoinRequest {
                 token: token.trim().to_string(),

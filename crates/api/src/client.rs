@@ -261,6 +261,23 @@ impl Client {
         self.post_json("/v1/tokens", req)
     }
 
+    pub fn tokens(&self) -> Result<TokenList> {
+        self.get_json("/v1/tokens", &())
+    }
+
+    pub fn revoke_token(&self, id: i64) -> Result<Revoked> {
+        self.post_json("/v1/tokens/revoke", &RevokeTokenRequest { id })
+    }
+
+    pub fn revoke_node(&self, node: &str) -> Result<Revoked> {
+        self.post_json(
+            "/v1/nodes/revoke",
+            &RevokeNodeRequest {
+                node: node.to_string(),
+            },
+        )
+    }
+
     pub fn quarantine(&self, req: &QuarantineRequest) -> Result<Committed> {
         self.post_json("/v1/quarantine", req)
     }

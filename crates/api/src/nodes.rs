@@ -46,4 +46,19 @@ pub struct NodeItem {
     pub lag: u64,
     pub seconds_since_seen: i64,
     pub workloads: Vec<ReportedWorkload>,
+    /// What the node sent that the manager refused (reports it may not make, flow records of
+    /// other nodes' workloads or over its rate), counted since it joined.
+    pub refused: Refused,
+    /// False once an admin withdrew its certificate.
+    pub has_cert: bool,
+}
+
+/// Refusals of one node's messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct Refused {
+    pub reports: u64,
+    pub flows: u64,
+    /// The latest refusal and why.
+    pub last: String,
 }

@@ -129,8 +129,13 @@ pub fn routes() -> Vec<Route> {
         route("get", "/v1/namespaces", Read, "Namespaces of the published revision", reference::<NamespaceList>),
         route("get", "/v1/audit", Read, "The newest object versions and events", reference::<AuditLog>)
             .query(inline::<AuditQuery>),
-        route("post", "/v1/tokens", Admin, "A new token (shown once, stored hashed)", reference::<TokenCreated>)
+        route("post", "/v1/tokens", Admin, "A new token (shown once, stored hashed); bootstrap tokens may be bound to a node name or pattern, expire, be single-use, or replace a node's certificate", reference::<TokenCreated>)
             .body(reference::<TokenRequest>),
+        route("get", "/v1/tokens", Admin, "Every token (never its secret), valid or not", reference::<TokenList>),
+        route("post", "/v1/tokens/revoke", Admin, "Revoke a token: it stops working at once", reference::<Revoked>)
+            .body(reference::<RevokeTokenRequest>),
+        route("post", "/v1/nodes/revoke", Admin, "Withdraw a node's certificate: its calls are refused and its streams closed at once", reference::<Revoked>)
+            .body(reference::<RevokeNodeRequest>),
         route("get", "/v1/nodes", Read, "Nodes: the revision each enforces, lag, loss counters", reference::<NodeList>),
         route("get", "/v1/flows", Read, "Flow records, oldest first, with every node's loss counters", reference::<FlowList>)
             .query(inline::<FlowQuery>),

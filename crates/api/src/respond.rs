@@ -216,11 +216,78 @@ pub struct TokenRequest {
     pub role: TokenRole,
     /// Who or what the token is for (the audit trail names it).
     pub name: String,
+    /// Bootstrap tokens: the node name it may join, `*` matching any characters (e.g. `web-*`).
+    /// None: any node name that has not joined yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// How long the token is valid, a duration like `1h` or `7d` (none: until revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h|d)$"))
+    )]
+    pub ttl: Option<String>,
+    /// Valid for one join only.
+    #[serde(default)]
+    pub single_use: bool,
+    /// Bootstrap tokens: may replace the certificate of a node that already joined (its open
+    /// streams are closed at once).
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// The new token: shown once, stored only hashed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct TokenCreated {
+    pub id: i64,
     pub token: String,
+}
+
+/// A token as `GET /v1/tokens` lists it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct TokenItem {
+    pub id: i64,
+    pub role: TokenRole,
+    pub name: String,
+    pub node: Option<String>,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub single_use: bool,
+    pub replace: bool,
+    pub used_ms: Option<i64>,
+    pub revoked: bool,
+    /// Whether it can be used now (not revoked, expired or used up).
+    pub valid: bool,
+}
+
+/// `GET /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct TokenList {
+    pub items: Vec<TokenItem>,
+}
+
+/// `POST /v1/tokens/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RevokeTokenRequest {
+    pub id: i64,
+}
+
+/// `POST /v1/nodes/revoke`: withdraw a node's certificate (it must join again, with a token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RevokeNodeRequest {
+    pub node: String,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct Revoked {
+    pub revoked: bool,
 }

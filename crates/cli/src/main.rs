@@ -8,6 +8,7 @@ mod discover;
 #[cfg(feature = "lab")]
 mod lab;
 mod manifests;
+mod tokens;
 
 use clap::{Parser, Subcommand};
 
@@ -54,6 +55,13 @@ enum Command {
     Import(client::ImportArgs),
     /// Compliance alerts: escaped flows, audit-only and expiring allowances, new edges.
     Alerts(client::AlertsArgs),
+    /// Tokens: bootstrap tokens that let agents join (bound to a node, expiring, single-use),
+    /// and bearer tokens for people and scripts.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCmd),
+    /// Node credentials: withdraw a node's certificate.
+    #[command(subcommand)]
+    Nodes(tokens::NodesCmd),
     /// A guided tour on real traffic: build a lab, watch, lock down, catch lateral movement.
     #[cfg(feature = "lab")]
     Demo(demo::DemoArgs),
@@ -78,6 +86,8 @@ fn main() {
         Command::Quarantine(a) => client::quarantine(a),
         Command::Import(a) => client::import(a),
         Command::Alerts(a) => client::alerts(a),
+        Command::Tokens(t) => tokens::run(t),
+        Command::Nodes(n) => tokens::nodes(n),
         Command::Release(a) => client::release(a),
         Command::Propose(a) => discover::propose(a),
         Command::Simulate(a) => discover::simulate(a),

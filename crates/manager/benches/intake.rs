@@ -14,7 +14,9 @@
 //! stored must equal the counts it acknowledged. Goal: >= 200,000 records/s per manager core.
 
 use cellwall_proto::tonic::transport::Identity;
-use cellwall_proto::{AgentClient, Direction, FlowBatch, FlowRecord, JoinRequest, Verdict};
+use cellwall_proto::{
+    AgentClient, BootstrapClient, Direction, FlowBatch, FlowRecord, JoinRequest, Verdict,
+};
 use cellwall_testkit::bench::arg;
 use cellwall_testkit::manager::{channel, Manager};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -110,7 +112,7 @@ fn main() {
     let (sent, accepted, cpu, wall) = rt.block_on(async {
         let mut ids: Vec<Identity> = Vec::new();
         for i in 0..agents {
-            let mut c = AgentClient::new(channel(&m.grpc, &m.ca, None).await);
+            let mut c = BootstrapClient::new(channel(&m.grpc, &m.ca, None).await);
             let r = c
                 .join(JoinRequest {
                     token: m.bootstrap.clone(),

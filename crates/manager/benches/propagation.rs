@@ -18,7 +18,9 @@
 //! not the manager. Numbers are written down in docs/benchmarks.md.
 
 use cellwall_proto::tonic::transport::Identity;
-use cellwall_proto::{AckRequest, AgentClient, JoinRequest, Payload, WatchRequest};
+use cellwall_proto::{
+    AckRequest, AgentClient, BootstrapClient, JoinRequest, Payload, WatchRequest,
+};
 use cellwall_testkit::bench::{arg, goal, pct};
 use cellwall_testkit::manager::{channel, Manager};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -244,7 +246,7 @@ fn main() {
             while next < a.agents && joins.len() < 32 {
                 let (g, b, i) = (grpc.clone(), boot.clone(), next);
                 joins.spawn(async move {
-                    let mut c = AgentClient::new(channel(&g.0, &g.1, None).await);
+                    let mut c = BootstrapClient::new(channel(&g.0, &g.1, None).await);
                     let r = c
                         .join(JoinRequest {
                             token: b.to_string(),

@@ -4,6 +4,10 @@ use crate::store::StoreConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The first start's bootstrap token lasts a day: long enough to bring up the first nodes,
+/// short enough that a copy found later is worthless (`cellwall tokens create` makes more).
+pub const DEFAULT_BOOTSTRAP_TTL_MS: u64 = 86_400_000;
+
 /// How the manager runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -19,6 +23,8 @@ pub struct Config {
     pub retention_ms: u64,
     /// Alerts are POSTed (JSON) to each of these.
     pub webhooks: Vec<String>,
+    /// How long the first start's bootstrap token (bootstrap.token) is valid.
+    pub bootstrap_ttl_ms: u64,
 }
 
 impl Config {
@@ -32,6 +38,7 @@ impl Config {
             sans: Vec::new(),
             retention_ms: 7 * 86_400_000,
             webhooks: Vec::new(),
+            bootstrap_ttl_ms: DEFAULT_BOOTSTRAP_TTL_MS,
         }
     }
 

@@ -21,10 +21,45 @@ pub struct AgentService<S> {
     s: Arc<S>,
 }
 
+/// Messages agents send after joining: a node's workload report or a batch of 5,000 flow
+/// records is well under a megabyte; 16 MiB leaves room and bounds what one call can cost.
+pub const AGENT_MESSAGE_MAX: usize = 16 << 20;
+
+/// Joins come from callers not yet authenticated: a token and a node name fit in a kilobyte.
+pub const JOIN_MESSAGE_MAX: usize = 4 << 10;
+
 pub fn service<S: AgentControl>(s: Arc<S>) -> AgentServer<AgentService<S>> {
     AgentServer::new(AgentService { s })
-        .max_decoding_message_size(64 << 20)
+        .max_decoding_message_size(AGENT_MESSAGE_MAX)
         .max_encoding_message_size(256 << 20)
+}
+
+/// The join service, on the same listener, with its own small message limit.
+pub fn bootstrap<S: AgentControl>(s: Arc<S>) -> BootstrapServer<JoinService<S>> {
+    BootstrapServer::new(JoinService { s }).max_decoding_message_size(JOIN_MESSAGE_MAX)
+}
+
+pub struct JoinService<S> {
+    s: Arc<S>,
+}
+
+#[tonic::async_trait]
+impl<S: AgentControl> Bootstrap for JoinService<S> {
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let peer = req.remote_addr().map(|a| a.ip());
+        let r = req.into_inner();
+        let s = self.s.clone();
+        let (cert_pem, key_pem) =
+            tokio::task::spawn_blocking(move || s.join(&r.token, &r.node, peer))
+                .await
+                .map_err(join_error)?
+                .map_err(status)?;
+        Ok(Response::new(JoinReply {
+            cert_pem,
+            key_pem,
+            ca_pem: self.s.ca_pem().to_string(),
+        }))
+    }
 }
 
 fn status(e: ManagerError) -> Status {
@@ -115,20 +150,6 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<DesiredState, Status>> + Sen
 
 #[tonic::async_trait]
 impl<S: AgentControl> Agent for AgentService<S> {
-    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
-        let r = req.into_inner();
-        let s = self.s.clone();
-        let (cert_pem, key_pem) = tokio::task::spawn_blocking(move || s.join(&r.token, &r.node))
-            .await
-            .map_err(join_error)?
-            .map_err(status)?;
-        Ok(Response::new(JoinReply {
-            cert_pem,
-            key_pem,
-            ca_pem: self.s.ca_pem().to_string(),
-        }))
-    }
-
     type WatchStream = WatchStream;
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
@@ -150,7 +171,8 @@ impl<S: AgentControl> Agent for AgentService<S> {
             ),
         );
         let (out, rx) = tokio::sync::mpsc::channel(2);
-        tokio::spawn(feed(self.s.clone(), r.applied_version, out));
+        let session = self.s.session(&node);
+        tokio::spawn(feed(self.s.clone(), r.applied_version, out, session));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -200,10 +222,12 @@ impl<S: AgentControl> Agent for AgentService<S> {
 /// One agent's stream: first what it needs to reach the latest revision (nothing but a marker if
 /// it already holds it, the snapshot otherwise), then each revision's delta in order. An agent
 /// that missed a revision (its stream fell 256 revisions behind) gets the snapshot again.
+/// Ends the stream when `session` changes (the node's certificate was replaced or withdrawn).
 async fn feed<S: AgentControl>(
     s: Arc<S>,
     applied: u64,
     out: mpsc::Sender<Result<DesiredState, Status>>,
+    mut session: tokio::sync::watch::Receiver<u64>,
 ) {
     // Subscribe before reading the latest, so no revision falls in between.
     let mut sub = s.subscribe_changes();
@@ -233,6 +257,14 @@ async fn feed<S: AgentControl>(
             },
             // The agent went away: stop now, not at the next revision.
             _ = out.closed() => return,
+            _ = session.changed() => {
+                let _ = out
+                    .send(Err(Status::unauthenticated(
+                        "this node's certificate was replaced or withdrawn",
+                    )))
+                    .await;
+                return;
+            }
         };
         if c.as_ref().is_some_and(|c| c.revision <= sent) {
             continue;

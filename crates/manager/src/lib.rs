@@ -8,7 +8,7 @@
 //! message is encoded once per revision for every agent.
 //!
 //! Layers (a module uses only those above it): `config`, `error`, `pki`, `store`, `history`,
-//! `alerts`, `writer` → `state`, `intake` → `manager` → the operations (`objects`, `nodes`, `flows`,
+//! `alerts`, `writer`, `limits`, `sessions` → `state`, `intake` → `manager` → the operations (`objects`, `tokens`, `nodes`, `flows`,
 //! `imports`, `quarantines`, `discover`) → `services` → `rest`, `grpc` → `runtime`.
 
 // A library reports through return values and `tracing`, never by printing.
@@ -23,6 +23,7 @@ pub mod grpc;
 pub mod history;
 pub mod imports;
 pub mod intake;
+pub mod limits;
 pub mod manager;
 pub mod nodes;
 pub mod objects;
@@ -31,8 +32,10 @@ pub mod quarantines;
 pub mod rest;
 pub mod runtime;
 pub mod services;
+pub mod sessions;
 pub mod state;
 pub mod store;
+pub mod tokens;
 pub mod writer;
 
 pub use config::{now_ms, parse_duration_ms, Config};

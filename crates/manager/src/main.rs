@@ -36,6 +36,10 @@ struct Args {
     /// How long flow records and history are kept (e.g. 7d, 24h).
     #[arg(long, default_value = "7d", value_parser = parse_retention)]
     flow_retention: u64,
+    /// How long the first start's bootstrap token (DATA_DIR/bootstrap.token) lets new nodes join
+    /// (e.g. 24h, 7d); `cellwall tokens create` makes node-bound ones later.
+    #[arg(long, default_value = "24h", value_parser = parse_retention)]
+    bootstrap_token_ttl: u64,
     /// Log format: text (for people) or json (one object per line, for collectors).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -70,6 +74,7 @@ fn init_logs(format: LogFormat, level: Option<&str>) -> Result<()> {
 
 fn parse_retention(s: &str) -> Result<u64, String> {
     cellwall_manager::parse_duration_ms(s)
+        .filter(|ms| *ms > 0)
         .ok_or_else(|| format!("{s:?}: expected a duration like 7d, 24h, 90m"))
 }
 
@@ -108,6 +113,7 @@ fn main() -> Result<()> {
             sans: a.sans,
             retention_ms: a.flow_retention,
             webhooks: a.webhooks,
+            bootstrap_ttl_ms: a.bootstrap_token_ttl,
         };
         let mut running = cellwall_manager::start(cfg)
             .await

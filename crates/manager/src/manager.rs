@@ -3,12 +3,14 @@
 //! quarantine, discover); this module only builds it.
 
 use crate::alerts::Alerter;
-use crate::config::Config;
+use crate::config::{now_ms, Config};
 use crate::error::{io_err, ManagerError};
 use crate::intake::FlowIntake;
+use crate::limits::RateLimiter;
 use crate::pki::{self, sha256_hex, Ca};
+use crate::sessions::Sessions;
 use crate::state::{Published, State};
-use crate::store::{Role, Store};
+use crate::store::{NewToken, Role, Store};
 use crate::writer::Writer;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,6 +26,39 @@ pub struct Manager {
     pub alerter: Alerter,
     /// Certificate hash → node, as the store says (every agent call is authenticated by it).
     pub(crate) certs: Mutex<HashMap<String, String>>,
+    /// Open agent streams by node (closed when its certificate is replaced or withdrawn).
+    pub(crate) sessions: Sessions,
+    /// Joins per source address.
+    pub(crate) join_limit: RateLimiter<std::net::IpAddr>,
+}
+
+/// The tokens of a first start, each in a private file of the data directory: admin, read-only,
+/// and a bootstrap token for agents that expires (`Config::bootstrap_ttl_ms`) and joins only node
+/// names that have not joined yet.
+fn first_tokens(store: &dyn Store, cfg: &Config) -> Result<(), ManagerError> {
+    let expiry = now_ms().saturating_add(i64::try_from(cfg.bootstrap_ttl_ms).unwrap_or(i64::MAX));
+    for (file, role, expires_ms) in [
+        ("admin.token", Role::Admin, None),
+        ("read.token", Role::Read, None),
+        ("bootstrap.token", Role::Bootstrap, Some(expiry)),
+    ] {
+        let t = NewToken {
+            role,
+            name: file.to_string(),
+            node: None,
+            expires_ms,
+            single_use: false,
+            replace: false,
+        };
+        let secret = pki::new_token(match role {
+            Role::Admin => "cwa_",
+            Role::Read => "cwr_",
+            Role::Bootstrap => "cwb_",
+        })?;
+        store.add_token(&sha256_hex(secret.as_bytes()), &t)?;
+        pki::write_private(&cfg.data_dir.join(file), format!("{secret}\n").as_bytes())?;
+    }
+    Ok(())
 }
 
 /// What was created at first start (printed once by the binary).
@@ -40,15 +75,7 @@ impl Manager {
         let store = crate::store::open(&cfg.store())?;
         let (ca, created) = Ca::load_or_create(&cfg.data_dir)?;
         if created {
-            for (file, role, prefix) in [
-                ("admin.token", Role::Admin, "cwa_"),
-                ("read.token", Role::Read, "cwr_"),
-                ("bootstrap.token", Role::Bootstrap, "cwb_"),
-            ] {
-                let t = pki::new_token(prefix)?;
-                store.add_token(&sha256_hex(t.as_bytes()), role, file)?;
-                pki::write_private(&cfg.data_dir.join(file), format!("{t}\n").as_bytes())?;
-            }
+            first_tokens(store.as_ref(), cfg)?;
             store.log_event("manager", "first-start", "created CA and tokens")?;
         }
         let reported = store.nodes()?.into_iter().map(|n| (n.name, n.workloads));
@@ -60,6 +87,10 @@ impl Manager {
             data_dir: cfg.data_dir.clone(),
             ca,
             certs: Mutex::new(HashMap::new()),
+            sessions: Sessions::default(),
+            // A node joins once; a burst of 20 and one a second per address covers a rack
+            // rebooting behind one NAT, and stops a flood of guesses.
+            join_limit: RateLimiter::new(20, 1.0),
             alerter: Alerter::default(),
         });
         m.publish()?;
@@ -82,11 +113,6 @@ impl Manager {
     /// last pushed.
     pub fn publish(&self) -> Result<u64, ManagerError> {
         self.state.publish(self.store.as_ref())
-    }
-
-    /// Role and name behind a bearer token, if any.
-    pub fn authenticate(&self, token: &str) -> Result<Option<(Role, String)>, ManagerError> {
-        Ok(self.store.token_role(&sha256_hex(token.as_bytes()))?)
     }
 
     /// Records an event without waiting for the commit (group-committed with others).

@@ -4,44 +4,147 @@
 use crate::config::now_ms;
 use crate::error::ManagerError;
 use crate::manager::Manager;
+use crate::pki::sha256_hex;
 use crate::store::{AckRow, ReportedWorkload, Role};
-use cellwall_api::{NodeItem, NodeList};
+use crate::tokens::{glob_match, unusable};
+use cellwall_api::{NodeItem, NodeList, Refused};
 
-fn valid_node_name(s: &str) -> bool {
+/// A node name as Kubernetes has them: a DNS subdomain of at most 63 characters here (it is
+/// also a certificate's common name and a label value).
+pub fn valid_node_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// A bootstrap token's secret is `cwb_` and 64 hex digits; anything much longer is not one.
+const MAX_TOKEN_LEN: usize = 256;
+
 impl Manager {
-    /// Signs a node certificate for a valid bootstrap token.
-    pub fn join(&self, token: &str, node: &str) -> Result<(String, String), ManagerError> {
-        if !matches!(self.authenticate(token)?, Some((Role::Bootstrap, _))) {
-            self.store.log_event(
-                &format!("node:{node}"),
-                "join-refused",
-                "bad bootstrap token",
-            )?;
-            return Err(ManagerError::Unauthenticated(
-                "invalid bootstrap token".into(),
-            ));
+    /// Signs a node certificate for a bootstrap token that may join `node`, called from `peer`.
+    ///
+    /// In order, so that nothing a caller sends is stored or logged before it is known to be
+    /// well-formed: the per-address rate limit, the name's form, the token (bootstrap, not
+    /// revoked, expired or used up, bound to a pattern the name matches), and whether the node
+    /// already holds a certificate (replacing one needs a token made to replace).
+    pub fn join(
+        &self,
+        token: &str,
+        node: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<(String, String), ManagerError> {
+        let from = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+        if let Some(ip) = peer {
+            if !self.join_limit.take(&ip, 1.0) {
+                return Err(ManagerError::RateLimited(
+                    "too many joins from this address; retry later".into(),
+                ));
+            }
         }
         if !valid_node_name(node) {
-            return Err(ManagerError::Invalid(format!(
-                "node name {node:?}: expected 1-63 characters of a-z, 0-9, '-', '.'"
+            self.log_event_later(
+                "join",
+                "join-refused",
+                &format!("from {from}: an invalid node name"),
+            );
+            return Err(ManagerError::Invalid(
+                "node name: expected 1-63 characters of a-z, 0-9, '-', '.', starting and ending with a letter or digit".into(),
+            ));
+        }
+        let refuse = |why: &str| {
+            self.log_event_later(
+                &format!("node:{node}"),
+                "join-refused",
+                &format!("from {from}: {why}"),
+            );
+        };
+        let found = if token.len() <= MAX_TOKEN_LEN {
+            self.store.token(&sha256_hex(token.as_bytes()))?
+        } else {
+            None
+        };
+        let t = match found {
+            Some(t) if t.token.role == Role::Bootstrap => t,
+            _ => {
+                refuse("not a bootstrap token");
+                return Err(ManagerError::Unauthenticated(
+                    "invalid bootstrap token".into(),
+                ));
+            }
+        };
+        if let Some(why) = unusable(&t, now_ms()) {
+            refuse(&format!("token #{} {why}", t.id));
+            return Err(ManagerError::Unauthenticated(format!(
+                "this bootstrap token is {why}"
             )));
+        }
+        if let Some(p) = &t.token.node {
+            if !glob_match(p, node) {
+                refuse(&format!("token #{} is for node {p}", t.id));
+                return Err(ManagerError::Forbidden(format!(
+                    "this bootstrap token joins node {p}, not {node}"
+                )));
+            }
+        }
+        let replacing = self.store.node_has_cert(node)?;
+        if replacing && !t.token.replace {
+            refuse(&format!("already joined; token #{} may not replace", t.id));
+            return Err(ManagerError::Forbidden(format!(
+                "node {node} already joined: replacing its certificate takes an admin \
+                 (cellwall tokens create --node {node} --replace)"
+            )));
+        }
+        if t.token.single_use && !self.store.use_token(t.id)? {
+            refuse(&format!("token #{} already used", t.id));
+            return Err(ManagerError::Unauthenticated(
+                "this bootstrap token is already used".into(),
+            ));
         }
         let (cert, key, hash) = self.ca.node_cert(node)?;
         self.store.join_node(node, &hash)?;
-        // The node's previous certificate stops working now.
+        // The node's previous certificate stops working now, and its open streams end.
+        self.forget_certs(node);
+        self.store.log_event(
+            &format!("node:{node}"),
+            "join",
+            &format!(
+                "node certificate issued with token #{} from {from}{}",
+                t.id,
+                if replacing {
+                    " (replacing the previous one)"
+                } else {
+                    ""
+                }
+            ),
+        )?;
+        Ok((cert, key))
+    }
+
+    /// Drops cached certificates of `node` and closes its open streams.
+    fn forget_certs(&self, node: &str) {
         self.certs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, n| n != node);
-        self.store
-            .log_event(&format!("node:{node}"), "join", "node certificate issued")?;
-        Ok((cert, key))
+        self.sessions.close(node);
+    }
+
+    /// Withdraws a node's certificate: its calls are refused and its streams closed at once; it
+    /// joins again only with a token.
+    pub fn revoke_node(&self, actor: &str, node: &str) -> Result<bool, ManagerError> {
+        if !self.store.revoke_node(node)? {
+            return Err(ManagerError::NotFound(format!("no node {node}")));
+        }
+        self.forget_certs(node);
+        self.store.log_event(
+            actor,
+            "node-revoked",
+            &format!("{node}: certificate withdrawn"),
+        )?;
+        Ok(true)
     }
 
     /// The node a certificate (by hash) belongs to; cached, since every agent call asks.
@@ -104,6 +207,12 @@ impl Manager {
                 agent_records_dropped: n.agent_records_dropped,
                 flow_batches_missed: n.flow_batches_missed,
                 workloads: n.workloads,
+                refused: Refused {
+                    reports: n.refused_reports,
+                    flows: n.refused_flows,
+                    last: n.last_refusal,
+                },
+                has_cert: n.has_cert,
             })
             .collect();
         Ok(NodeList { revision, items })

@@ -5,11 +5,10 @@
 use crate::config::now_ms;
 use crate::error::ManagerError;
 use crate::manager::Manager;
-use crate::pki;
-use crate::store::{Body, Committed, Kind, Role, Version, Write};
+use crate::store::{Body, Committed, Kind, Version, Write};
 use cellwall_api::{
     AuditEvent, AuditLog, Document, NamespaceList, ObjectVersion, PolicyHistory, PolicyItem,
-    PolicyList, TokenCreated, TokenRequest, WorkloadList,
+    PolicyList, WorkloadList,
 };
 use cellwall_policy::load::{parse_file, Object};
 use cellwall_policy::Policy;
@@ -195,28 +194,5 @@ impl Manager {
                 })
                 .collect(),
         })
-    }
-
-    /// A new bearer or bootstrap token (stored hashed; shown once).
-    pub fn create_token(
-        &self,
-        actor: &str,
-        req: &TokenRequest,
-    ) -> Result<TokenCreated, ManagerError> {
-        let prefix = match req.role {
-            Role::Admin => "cwa_",
-            Role::Read => "cwr_",
-            Role::Bootstrap => "cwb_",
-        };
-        let t = pki::new_token(prefix)?;
-        self.store
-            .add_token(&pki::sha256_hex(t.as_bytes()), req.role, &req.name)?;
-        let role = serde_json::to_value(req.role).expect("roles serialize");
-        self.store.log_event(
-            actor,
-            "token-created",
-            &format!("{} token {:?}", role.as_str().unwrap_or("?"), req.name),
-        )?;
-        Ok(TokenCreated { token: t })
     }
 }

@@ -221,6 +221,7 @@ fn spawn_grpc(
     let server = Server::builder()
         .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .add_service(crate::grpc::bootstrap(m.clone()))
         .add_service(crate::grpc::service(m));
     tasks.spawn(async move {
         // Pushes are small writes that must leave at once (Nagle + delayed ACK would add 40 ms

@@ -27,6 +27,9 @@ pub trait Objects: Authenticate {
     fn namespaces(&self) -> R<NamespaceList>;
     fn audit(&self, limit: usize) -> R<AuditLog>;
     fn create_token(&self, actor: &str, req: &TokenRequest) -> R<TokenCreated>;
+    fn tokens(&self) -> R<TokenList>;
+    fn revoke_token(&self, actor: &str, id: i64) -> R<Revoked>;
+    fn revoke_node(&self, actor: &str, node: &str) -> R<Revoked>;
 }
 
 /// What nodes and flows report.
@@ -60,7 +63,10 @@ pub trait Respond: Authenticate {
 
 /// What the agent service needs: joins, node identity, the published state, acks and flows.
 pub trait AgentControl: Send + Sync + 'static {
-    fn join(&self, token: &str, node: &str) -> R<(String, String)>;
+    fn join(&self, token: &str, node: &str, peer: Option<std::net::IpAddr>) -> R<(String, String)>;
+    /// What a stream of `node` watches: it must end when the value changes (the node's
+    /// certificate was replaced or withdrawn).
+    fn session(&self, node: &str) -> tokio::sync::watch::Receiver<u64>;
     fn ca_pem(&self) -> &str;
     fn node_by_cert(&self, cert_sha256: &str) -> R<Option<String>>;
     fn report_workloads(&self, node: &str, workloads: Vec<ReportedWorkload>) -> R<()>;
@@ -111,6 +117,19 @@ impl Objects for Manager {
     }
     fn create_token(&self, actor: &str, req: &TokenRequest) -> R<TokenCreated> {
         Manager::create_token(self, actor, req)
+    }
+    fn tokens(&self) -> R<TokenList> {
+        self.token_list()
+    }
+    fn revoke_token(&self, actor: &str, id: i64) -> R<Revoked> {
+        Ok(Revoked {
+            revoked: Manager::revoke_token(self, actor, id)?,
+        })
+    }
+    fn revoke_node(&self, actor: &str, node: &str) -> R<Revoked> {
+        Ok(Revoked {
+            revoked: Manager::revoke_node(self, actor, node)?,
+        })
     }
 }
 
@@ -165,8 +184,11 @@ impl Respond for Manager {
 }
 
 impl AgentControl for Manager {
-    fn join(&self, token: &str, node: &str) -> R<(String, String)> {
-        Manager::join(self, token, node)
+    fn join(&self, token: &str, node: &str, peer: Option<std::net::IpAddr>) -> R<(String, String)> {
+        Manager::join(self, token, node, peer)
+    }
+    fn session(&self, node: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.sessions.watch(node)
     }
     fn ca_pem(&self) -> &str {
         Manager::ca_pem(self)

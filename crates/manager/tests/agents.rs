@@ -16,7 +16,7 @@ async fn agent_join_watch_ack_and_refused_credentials() {
     let g = running.grpc;
 
     // A wrong bootstrap token, or an API token, buys nothing.
-    let mut c = AgentClient::new(channel(g, &ca, None).await.unwrap());
+    let mut c = BootstrapClient::new(channel(g, &ca, None).await.unwrap());
     for t in ["cwb_wrong".to_string(), admin.clone()] {
         let e = c
             .join(JoinRequest {
@@ -28,7 +28,7 @@ async fn agent_join_watch_ack_and_refused_credentials() {
         assert_eq!(e.code(), Code::Unauthenticated);
     }
     // Without a certificate, nothing but Join.
-    let e = c
+    let e = AgentClient::new(channel(g, &ca, None).await.unwrap())
         .watch(WatchRequest {
             node: "n1".into(),
             ..Default::default()
@@ -200,18 +200,52 @@ async fn agent_join_watch_ack_and_refused_credentials() {
     })
     .await
     .unwrap();
-    let (s, v) =
+    let (s, v) = {
+        let (base, admin) = (base.clone(), admin.clone());
         tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/nodes", Some(&admin), None))
             .await
-            .unwrap();
+            .unwrap()
+    };
     assert_eq!(s, 200);
     assert_eq!(v["items"][0]["applied_version"], rev);
     assert_eq!(v["items"][0]["lag"], 0);
 
-    // A re-join replaces the certificate: the old one stops working.
-    let mut c0 = AgentClient::new(channel(g, &ca, None).await.unwrap());
+    // The bootstrap token cannot take over a node that joined (attack: Join(token, "n1")).
+    let mut c0 = BootstrapClient::new(channel(g, &ca, None).await.unwrap());
+    let e = c0
+        .join(JoinRequest {
+            token: boot,
+            node: "n1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    c.ack(AckRequest {
+        node: "n1".into(),
+        version: rev,
+        ..Default::default()
+    })
+    .await
+    .expect("the real n1 keeps working");
+    // An admin's replacement token does: the old certificate stops working at once.
+    let (s, v) = {
+        let (base, admin) = (base.clone(), admin.clone());
+        tokio::task::spawn_blocking(move || {
+            call(
+                &base,
+                "POST",
+                "/v1/tokens",
+                Some(&admin),
+                Some(serde_json::json!({"role": "bootstrap", "name": "replace n1", "node": "n1", "replace": true, "single_use": true})),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(s, 200, "{v}");
+    let replace = v["token"].as_str().unwrap().to_string();
     c0.join(JoinRequest {
-        token: boot,
+        token: replace.clone(),
         node: "n1".into(),
     })
     .await
@@ -225,6 +259,15 @@ async fn agent_join_watch_ack_and_refused_credentials() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
+    // Single-use: the replacement token does not work twice.
+    let e = c0
+        .join(JoinRequest {
+            token: replace,
+            node: "n1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other);

@@ -16,6 +16,8 @@ mod state;
 
 pub use generated::agent_client::AgentClient;
 pub use generated::agent_server::{Agent, AgentServer};
+pub use generated::bootstrap_client::BootstrapClient;
+pub use generated::bootstrap_server::{Bootstrap, BootstrapServer};
 pub use generated::*;
 pub use payload::{Payload, PayloadError};
 pub use state::{Keyed, StateDelta, StateDoc};

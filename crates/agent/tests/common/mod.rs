@@ -132,13 +132,9 @@ impl Manager {
 
     fn config(&self) -> cellwall_manager::Config {
         cellwall_manager::Config {
-            data_dir: self.dir.clone(),
-            db: None,
             api_listen: self.api,
             grpc_listen: self.grpc,
-            sans: vec![],
-            retention_ms: 7 * 86_400_000,
-            webhooks: vec![],
+            ..cellwall_manager::Config::local(&self.dir)
         }
     }
 

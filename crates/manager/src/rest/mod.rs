@@ -158,7 +158,12 @@ pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>) -> Router {
         .route("/v1/workloads", get(objects::workloads::<S>))
         .route("/v1/namespaces", get(objects::namespaces::<S>))
         .route("/v1/audit", get(objects::audit::<S>))
-        .route("/v1/tokens", post(objects::create_token::<S>))
+        .route(
+            "/v1/tokens",
+            post(objects::create_token::<S>).get(objects::tokens::<S>),
+        )
+        .route("/v1/tokens/revoke", post(objects::revoke_token::<S>))
+        .route("/v1/nodes/revoke", post(objects::revoke_node::<S>))
         .route("/v1/nodes", get(observe::nodes::<S>))
         .route("/v1/flows", get(observe::flows::<S>))
         .route("/v1/alerts", get(observe::alerts::<S>))

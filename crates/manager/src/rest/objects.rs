@@ -72,3 +72,22 @@ pub async fn create_token<S: Objects>(
     let req: TokenRequest = body(&b)?;
     Ok(Json(blocking(move || s.create_token(&who, &req)).await?))
 }
+
+pub async fn tokens<S: Objects>(State(s): St<S>, h: HeaderMap) -> Api<TokenList> {
+    auth(&*s, &h, Role::Admin)?;
+    Ok(Json(blocking(move || s.tokens()).await?))
+}
+
+pub async fn revoke_token<S: Objects>(State(s): St<S>, h: HeaderMap, b: Bytes) -> Api<Revoked> {
+    let who = auth(&*s, &h, Role::Admin)?;
+    let req: RevokeTokenRequest = body(&b)?;
+    Ok(Json(blocking(move || s.revoke_token(&who, req.id)).await?))
+}
+
+pub async fn revoke_node<S: Objects>(State(s): St<S>, h: HeaderMap, b: Bytes) -> Api<Revoked> {
+    let who = auth(&*s, &h, Role::Admin)?;
+    let req: RevokeNodeRequest = body(&b)?;
+    Ok(Json(
+        blocking(move || s.revoke_node(&who, &req.node)).await?,
+    ))
+}

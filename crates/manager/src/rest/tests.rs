@@ -49,6 +49,15 @@ impl Objects for Fake {
     fn create_token(&self, _: &str, _: &TokenRequest) -> R<TokenCreated> {
         Err((self.fail)())
     }
+    fn tokens(&self) -> R<TokenList> {
+        Err((self.fail)())
+    }
+    fn revoke_token(&self, _: &str, _: i64) -> R<Revoked> {
+        Err((self.fail)())
+    }
+    fn revoke_node(&self, _: &str, _: &str) -> R<Revoked> {
+        Err((self.fail)())
+    }
 }
 
 impl Observe for Fake {

@@ -151,6 +151,39 @@ pub struct Event {
     pub detail: String,
 }
 
+/// A token to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub role: Role,
+    /// Who or what it is for.
+    pub name: String,
+    /// Bootstrap tokens: the node names it may join (`*` wildcards), none for any new node.
+    pub node: Option<String>,
+    pub expires_ms: Option<i64>,
+    pub single_use: bool,
+    /// Bootstrap tokens: may replace the certificate of a node that already joined.
+    pub replace: bool,
+}
+
+/// A stored token (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: i64,
+    pub token: NewToken,
+    pub created_ms: i64,
+    pub used_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+/// What a node sent that was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A workload report (address, interface, name) the node may not make.
+    Report,
+    /// Flow records (another node's workloads, over the rate, malformed).
+    Flows,
+}
+
 /// A node as the manager knows it: joined, applied, seen, what its agent reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeRow {
@@ -166,6 +199,12 @@ pub struct NodeRow {
     pub agent_records_dropped: u64,
     pub flow_batches_missed: u64,
     pub last_seq: u64,
+    /// Reports and flow records refused since the node joined, and the latest reason.
+    pub refused_reports: u64,
+    pub refused_flows: u64,
+    pub last_refusal: String,
+    /// False once an admin withdrew its certificate.
+    pub has_cert: bool,
 }
 
 /// An agent's ack of a version (`error` empty: applied).
@@ -234,11 +273,24 @@ pub trait Store: Send + Sync {
     /// The newest events first.
     fn events(&self, limit: usize) -> Result<Vec<Event>>;
 
-    fn add_token(&self, hash: &str, role: Role, name: &str) -> Result<()>;
-    fn token_role(&self, hash: &str) -> Result<Option<(Role, String)>>;
+    /// Stores a token by the hash of its secret; returns its id.
+    fn add_token(&self, hash: &str, t: &NewToken) -> Result<i64>;
+    /// The token with this hash, whatever its state (the caller decides what is valid).
+    fn token(&self, hash: &str) -> Result<Option<TokenRow>>;
+    fn tokens(&self) -> Result<Vec<TokenRow>>;
+    /// Revokes a token; false when there is no such token.
+    fn revoke_token(&self, id: i64) -> Result<bool>;
+    /// Marks a single-use token used, atomically: false when it already was.
+    fn use_token(&self, id: i64) -> Result<bool>;
 
     fn join_node(&self, name: &str, cert_sha256: &str) -> Result<()>;
     fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<String>>;
+    /// Whether `name` holds a valid certificate.
+    fn node_has_cert(&self, name: &str) -> Result<bool>;
+    /// Withdraws a node's certificate (it must join again); false when there is no such node.
+    fn revoke_node(&self, name: &str) -> Result<bool>;
+    /// Counts a refused report from a node, with what was refused (the latest is kept).
+    fn count_refusal(&self, node: &str, what: Refusal, detail: &str) -> Result<()>;
     /// Records the workloads an agent reported; returns the new revision when that changed
     /// what the manager publishes.
     fn report_workloads(&self, node: &str, workloads: &[ReportedWorkload]) -> Result<Option<u64>>;

@@ -8,7 +8,7 @@ pub use cellwall_proto::tonic::transport::{
 };
 pub use cellwall_proto::tonic::Code;
 pub use cellwall_proto::{
-    AckRequest, AgentClient, JoinRequest, LocalWorkload, Payload, WatchRequest,
+    AckRequest, AgentClient, BootstrapClient, JoinRequest, LocalWorkload, Payload, WatchRequest,
 };
 pub use serde_json::{json, Value};
 pub use std::path::{Path, PathBuf};
@@ -60,15 +60,7 @@ pub fn tmpdir(tag: &str) -> PathBuf {
 }
 
 pub fn config(dir: &Path) -> Config {
-    Config {
-        data_dir: dir.to_path_buf(),
-        db: None,
-        api_listen: "127.0.0.1:0".parse().unwrap(),
-        grpc_listen: "127.0.0.1:0".parse().unwrap(),
-        sans: vec![],
-        retention_ms: 7 * 86_400_000,
-        webhooks: vec![],
-    }
+    Config::local(dir)
 }
 
 pub fn token(dir: &Path, f: &str) -> String {
@@ -133,7 +125,7 @@ pub async fn joined(
     bootstrap: &str,
     node: &str,
 ) -> AgentClient<Channel> {
-    let j = AgentClient::new(channel(addr, ca, None).await.unwrap())
+    let j = BootstrapClient::new(channel(addr, ca, None).await.unwrap())
         .join(JoinRequest {
             token: bootstrap.into(),
             node: node.into(),

@@ -4,8 +4,10 @@
 
 mod flows;
 mod history;
+mod migrate;
 mod nodes;
 mod objects;
+mod tokens;
 
 use super::*;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -72,6 +74,7 @@ impl SqliteStore {
         db.pragma_update(None, "foreign_keys", "ON")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
+        migrate::run(&db)?;
         Ok(Self {
             db: Mutex::new(db),
             names: Mutex::new(HashMap::new()),
@@ -82,14 +85,6 @@ impl SqliteStore {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll
         // back on drop), so a poisoned lock is safe to reuse.
         self.db.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-fn role_text(r: Role) -> &'static str {
-    match r {
-        Role::Admin => "admin",
-        Role::Read => "read",
-        Role::Bootstrap => "bootstrap",
     }
 }
 
@@ -139,29 +134,20 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn add_token(&self, hash: &str, role: Role, name: &str) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO tokens(hash, role, name, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![hash, role_text(role), name, now_ms()],
-        )?;
-        Ok(())
+    fn add_token(&self, hash: &str, t: &NewToken) -> Result<i64> {
+        self.insert_token(hash, t)
     }
-
-    fn token_role(&self, hash: &str) -> Result<Option<(Role, String)>> {
-        let r: Option<(String, String)> = self
-            .conn()
-            .query_row(
-                "SELECT role, name FROM tokens WHERE hash = ?1",
-                params![hash],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(r.and_then(|(role, name)| {
-            let role = [Role::Admin, Role::Read, Role::Bootstrap]
-                .into_iter()
-                .find(|r| role_text(*r) == role)?;
-            Some((role, name))
-        }))
+    fn token(&self, hash: &str) -> Result<Option<TokenRow>> {
+        self.token_by_hash(hash)
+    }
+    fn tokens(&self) -> Result<Vec<TokenRow>> {
+        self.token_rows()
+    }
+    fn revoke_token(&self, id: i64) -> Result<bool> {
+        self.revoke_token_row(id)
+    }
+    fn use_token(&self, id: i64) -> Result<bool> {
+        self.use_token_row(id)
     }
 
     fn join_node(&self, name: &str, cert_sha256: &str) -> Result<()> {
@@ -169,6 +155,15 @@ impl Store for SqliteStore {
     }
     fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<String>> {
         self.node_of_cert(cert_sha256)
+    }
+    fn node_has_cert(&self, name: &str) -> Result<bool> {
+        self.has_cert(name)
+    }
+    fn revoke_node(&self, name: &str) -> Result<bool> {
+        self.withdraw_cert(name)
+    }
+    fn count_refusal(&self, node: &str, what: Refusal, detail: &str) -> Result<()> {
+        self.refusal(node, what, detail)
     }
     fn report_workloads(&self, node: &str, workloads: &[ReportedWorkload]) -> Result<Option<u64>> {
         self.set_reported(node, workloads)

@@ -53,11 +53,45 @@ impl SqliteStore {
         Ok(self
             .conn()
             .query_row(
-                "SELECT name FROM nodes WHERE cert_sha256 = ?1",
+                "SELECT name FROM nodes WHERE cert_sha256 = ?1 AND cert_sha256 != ''",
                 params![cert_sha256],
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    pub(super) fn has_cert(&self, name: &str) -> Result<bool> {
+        let c: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT cert_sha256 FROM nodes WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(c.is_some_and(|c| !c.is_empty()))
+    }
+
+    pub(super) fn withdraw_cert(&self, name: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE nodes SET cert_sha256 = '' WHERE name = ?1",
+            params![name],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub(super) fn refusal(&self, node: &str, what: Refusal, detail: &str) -> Result<()> {
+        let column = match what {
+            Refusal::Report => "refused_reports",
+            Refusal::Flows => "refused_flows",
+        };
+        // Bounded: a refusal's detail names what was refused, never all of it.
+        let detail: String = detail.chars().take(300).collect();
+        self.conn().execute(
+            &format!("UPDATE nodes SET {column} = {column} + 1, last_refusal = ?2 WHERE name = ?1"),
+            params![node, detail],
+        )?;
+        Ok(())
     }
 
     pub(super) fn set_reported(
@@ -121,7 +155,8 @@ impl SqliteStore {
         let db = self.conn();
         let mut st = db.prepare_cached(
             "SELECT name, joined_ms, applied_version, applied_us, apply_micros, last_error,
-                    last_seen_ms, workloads, kernel_lost, agent_dropped, batches_missed, last_seq
+                    last_seen_ms, workloads, kernel_lost, agent_dropped, batches_missed, last_seq,
+                    refused_reports, refused_flows, last_refusal, cert_sha256 != ''
              FROM nodes ORDER BY name",
         )?;
         let mut rows = st.query([])?;
@@ -147,6 +182,10 @@ impl SqliteStore {
                 agent_records_dropped: r.get(9)?,
                 flow_batches_missed: r.get(10)?,
                 last_seq: r.get(11)?,
+                refused_reports: r.get(12)?,
+                refused_flows: r.get(13)?,
+                last_refusal: r.get(14)?,
+                has_cert: r.get(15)?,
             });
         }
         Ok(out)

@@ -1,0 +1,35 @@
+//! Schema versions. Version 1 is the first release's; each later version adds what it needs with
+//! `ALTER TABLE`, so a data directory from any earlier release opens and keeps everything.
+
+use super::*;
+
+/// The version this build writes.
+pub const SCHEMA_VERSION: i64 = 2;
+
+pub fn run(db: &Connection) -> Result<()> {
+    let v: i64 = db.query_row("SELECT v FROM meta WHERE k = 'schema'", [], |r| r.get(0))?;
+    if v > SCHEMA_VERSION {
+        return Err(StoreError::Unsupported(format!(
+            "the database has schema version {v}, newer than this manager's {SCHEMA_VERSION}: \
+             run the manager that wrote it (or a newer one)"
+        )));
+    }
+    if v < 2 {
+        // Tokens bound to nodes, expiring, single-use, revocable; refusals counted per node.
+        db.execute_batch(
+            "BEGIN;
+             ALTER TABLE tokens ADD COLUMN node TEXT;
+             ALTER TABLE tokens ADD COLUMN expires_ms INTEGER;
+             ALTER TABLE tokens ADD COLUMN single_use INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE tokens ADD COLUMN replace_ok INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE tokens ADD COLUMN used_ms INTEGER;
+             ALTER TABLE tokens ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE nodes ADD COLUMN refused_reports INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE nodes ADD COLUMN refused_flows INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE nodes ADD COLUMN last_refusal TEXT NOT NULL DEFAULT '';
+             UPDATE meta SET v = 2 WHERE k = 'schema';
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
