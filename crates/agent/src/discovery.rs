@@ -22,6 +22,11 @@ pub struct LocalEndpoint {
     /// Host mode: `interface` is the host's own NIC (programs attach the other way round).
     #[serde(default)]
     pub nic: bool,
+    /// The node the workload is bound to, when the file serves several (the lab): the agent
+    /// enforces for all of them but reports only its own node's workloads, the only ones the
+    /// manager accepts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The discovery file an agent reads (the lab writes it; a CNI plugin would on a real node).
@@ -61,6 +66,7 @@ pub fn discover(cfg: &Config, datapath: &dyn Datapath) -> Result<EndpointsFile, 
             interface: h.interface.clone(),
             ifindex,
             nic: true,
+            node: None,
         });
     }
     Ok(found)
@@ -72,6 +78,7 @@ pub fn reported(cfg: &Config, found: &EndpointsFile) -> Vec<LocalWorkload> {
     found
         .endpoints
         .iter()
+        .filter(|e| e.node.as_deref().is_none_or(|n| n == cfg.node))
         .map(|e| LocalWorkload {
             key: e.key.clone(),
             ips: e.ips.iter().map(|i| i.to_string()).collect(),

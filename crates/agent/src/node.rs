@@ -298,6 +298,7 @@ mod tests {
             interface: i.into(),
             ifindex: n,
             nic: false,
+            node: None,
         };
         EndpointsFile {
             nodes: vec![],

@@ -36,6 +36,9 @@ pub enum ObjectKind {
     Quarantine,
     /// Labels imported from one outside source (key: the source name).
     Import,
+    /// A VM or bare-metal host an admin declared: its node, labels and permitted addresses
+    /// (key `namespace/name`). A host-mode agent may report only a declared host of its node.
+    Host,
 }
 
 impl ObjectKind {
@@ -47,6 +50,7 @@ impl ObjectKind {
             Self::Policy => "Policy",
             Self::Quarantine => "Quarantine",
             Self::Import => "Import",
+            Self::Host => "Host",
         }
     }
 
@@ -58,6 +62,7 @@ impl ObjectKind {
             "Policy" => Self::Policy,
             "Quarantine" => Self::Quarantine,
             "Import" => Self::Import,
+            "Host" => Self::Host,
             _ => return None,
         })
     }

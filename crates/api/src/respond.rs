@@ -120,6 +120,8 @@ pub enum AlertKind {
     ExpiringGrant,
     /// A connection into a policed workload between applications never seen talking before.
     NewEdge,
+    /// A node reported an address another workload owns (refused).
+    AddressConflict,
 }
 
 impl AlertKind {
@@ -129,6 +131,7 @@ impl AlertKind {
             Self::AuditOnly => "audit-only",
             Self::ExpiringGrant => "expiring-grant",
             Self::NewEdge => "new-edge",
+            Self::AddressConflict => "address-conflict",
         }
     }
 }

@@ -17,6 +17,7 @@
 // A library reports through return values and `tracing`, never by printing.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod bind;
 mod error;
 mod flows;
 mod lifecycle;

@@ -8,10 +8,10 @@ use crate::state::{node_ns, ns_prefix, pin_dir, state_dir, LabState, LAB_NODE};
 use crate::state::{DatapathKind, Visibility};
 use crate::supervise;
 use cellwall_api::client::Client;
-use cellwall_api::{ApplyRequest, Document};
+use cellwall_api::ApplyRequest;
 use cellwall_manifests::{assemble, File, DEFAULT_POD_POOL};
 use cellwall_policy::load::{Located, Object};
-use cellwall_policy::{Inventory, WorkloadKey};
+use cellwall_policy::{Inventory, Workload, WorkloadKey};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,15 +62,11 @@ fn read_manifests(paths: &[PathBuf], ignore_unknown: bool) -> Result<(Vec<File>,
     Ok((files, loaded.objects))
 }
 
-fn request(files: Vec<File>, ignore_unknown: bool) -> ApplyRequest {
+/// The manifests as the manager gets them: Pods bound to their lab nodes and addresses
+/// ([`crate::bind`]).
+fn request(files: Vec<File>, workloads: &[Workload], ignore_unknown: bool) -> ApplyRequest {
     ApplyRequest {
-        documents: files
-            .into_iter()
-            .map(|f| Document {
-                file: f.name,
-                text: f.text,
-            })
-            .collect(),
+        documents: crate::bind::bind(files, workloads),
         ignore_unknown_kinds: ignore_unknown,
     }
 }
@@ -91,7 +87,9 @@ pub fn up(spec: &UpSpec) -> Result<Up> {
         }
     }
     std::fs::create_dir_all(state_dir(name)).map_err(io("creating the lab state directory"))?;
-    let revision = match build(spec, inv, request(files, spec.ignore_unknown_kinds)) {
+    let workloads: Vec<Workload> = inv.workloads.values().cloned().collect();
+    let req = request(files, &workloads, spec.ignore_unknown_kinds);
+    let revision = match build(spec, inv, req) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("lab up failed; cleaning up");
@@ -204,7 +202,9 @@ pub fn apply(name: &str, files: &[PathBuf], delete: bool) -> Result<u64> {
     merge(&mut state, objects, delete)?;
     state.save()?;
     let c = Client::for_lab(name)?;
-    let rev = c.apply(&request(files, false), delete)?.revision;
+    let rev = c
+        .apply(&request(files, &state.workloads, false), delete)?
+        .revision;
     c.wait_applied(rev, APPLY_WAIT)?;
     tracing::info!("revision {rev} enforced");
     Ok(rev)
@@ -388,6 +388,7 @@ status: {addresses: [{type: InternalIP, address: 10.9.0.2}]}
                 name: "a.yaml".into(),
                 text: "x".into(),
             }],
+            &[],
             true,
         );
         assert_eq!(r.documents[0].file, "a.yaml");

@@ -297,8 +297,16 @@ pub(crate) fn host_agent_args(
     a
 }
 
-/// The endpoints file the lab agent reads: every pod, its interface and addresses.
+/// The endpoints file the lab agent reads: every pod, its interface, addresses and node (the one
+/// agent enforces for every lab node; it reports only its own node's pods).
 pub(crate) fn endpoints_file(state: &LabState) -> EndpointsFile {
+    let node_of = |k: &cellwall_policy::WorkloadKey| {
+        state
+            .workloads
+            .iter()
+            .find(|w| &w.key() == k)
+            .and_then(|w| w.node.clone())
+    };
     EndpointsFile {
         nodes: state.node_names().into_iter().collect(),
         endpoints: state
@@ -310,6 +318,7 @@ pub(crate) fn endpoints_file(state: &LabState) -> EndpointsFile {
                 interface: p.host_if.clone().unwrap_or_default(),
                 ifindex: p.ifindex,
                 nic: false,
+                node: node_of(&p.key),
             })
             .collect(),
     }

@@ -192,7 +192,7 @@ impl Alerter {
     }
 
     /// Deduplication and the rate limit.
-    fn admit(&self, alerts: Vec<Alert>, now_ms: i64) -> Vec<Alert> {
+    pub fn admit(&self, alerts: Vec<Alert>, now_ms: i64) -> Vec<Alert> {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
         let minute = now_ms / 60_000;

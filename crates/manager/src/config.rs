@@ -25,6 +25,35 @@ pub struct Config {
     pub webhooks: Vec<String>,
     /// How long the first start's bootstrap token (bootstrap.token) is valid.
     pub bootstrap_ttl_ms: u64,
+    /// What outside parties may send.
+    pub limits: Limits,
+}
+
+/// Bounds on what outside parties may send, each refused past its limit and counted.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Joins per source address: a burst, then a rate. A rack rebooting behind one NAT joins
+    /// within the burst; a flood of guesses does not get far.
+    pub join_burst: u32,
+    pub join_per_second: f64,
+    /// Flow records per node: a burst (a queue flushed after an outage), then a rate far above
+    /// what a node's datapath reports (~10,000 connections/s aggregate to a few thousand records).
+    pub flow_burst: u32,
+    pub flows_per_second: f64,
+    /// Workloads one node may report.
+    pub reports_per_node: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            join_burst: 20,
+            join_per_second: 1.0,
+            flow_burst: 1_000_000,
+            flows_per_second: 200_000.0,
+            reports_per_node: 5_000,
+        }
+    }
 }
 
 impl Config {
@@ -39,6 +68,7 @@ impl Config {
             retention_ms: 7 * 86_400_000,
             webhooks: Vec::new(),
             bootstrap_ttl_ms: DEFAULT_BOOTSTRAP_TTL_MS,
+            limits: Limits::default(),
         }
     }
 

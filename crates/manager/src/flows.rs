@@ -4,7 +4,8 @@
 use crate::config::{now_ms, parse_duration_ms};
 use crate::error::ManagerError;
 use crate::manager::Manager;
-use crate::store::{FlowFilter, FlowRow, HistRow};
+use crate::state::Published;
+use crate::store::{Alert, FlowDirection, FlowFilter, FlowRow, HistRow, Refusal};
 use cellwall_api::{AlertList, AlertQuery, FlowList, FlowLoss, FlowQuery, FlowRecord};
 
 /// How often buffered connections reach the history and the compliance checks: the longer, the
@@ -15,6 +16,50 @@ pub const HISTORY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// Buffered connections past which a flush happens at once (bounds the buffer's memory).
 const HISTORY_BUFFER_MAX: usize = 200_000;
+
+/// How far back a record's time may lie (an agent holds records through a manager outage).
+const MAX_AGE_NS: u64 = 3_600_000_000_000;
+/// A record stands for at most this many connections (a 250 ms interval of a busy node is far
+/// below; a larger count is a lie meant to weigh on learning and sums).
+pub const MAX_COUNT: u64 = 10_000_000;
+/// A rule description longer than this is cut (the agent describes rules it was sent).
+const MAX_RULE: usize = 512;
+
+/// Attributes `rows` from `p` in place, dropping those `node` may not report; returns how
+/// many were dropped and why (the first reason).
+fn attribute(p: &Published, node: &str, rows: &mut Vec<FlowRow>, now_ms: i64) -> (u64, String) {
+    let owners = p.by_ip();
+    let now_ns = (now_ms.max(0) as u64).saturating_mul(1_000_000);
+    let oldest = now_ns.saturating_sub(MAX_AGE_NS);
+    let (mut refused, mut why) = (0u64, String::new());
+    rows.retain_mut(|r| {
+        let (src, dst) = (owners.get(&r.src_ip), owners.get(&r.dst_ip));
+        let (local, local_ip) = match r.direction {
+            FlowDirection::Egress => (src, r.src_ip),
+            FlowDirection::Ingress => (dst, r.dst_ip),
+        };
+        if !local.is_some_and(|w| w.node.as_deref() == Some(node)) {
+            refused += 1;
+            if why.is_empty() {
+                why = format!("flow records at {local_ip}, which is not a workload on node {node}");
+            }
+            return false;
+        }
+        r.src = src.map_or_else(|| r.src_ip.to_string(), |w| w.key().to_string());
+        r.dst = dst.map_or_else(|| r.dst_ip.to_string(), |w| w.key().to_string());
+        r.node = node.to_string();
+        r.time_unix_ns = r.time_unix_ns.clamp(oldest, now_ns);
+        r.count = r.count.clamp(1, MAX_COUNT);
+        if let Some(rule) = &mut r.rule {
+            if rule.len() > MAX_RULE {
+                let cut = (0..=MAX_RULE).rev().find(|i| rule.is_char_boundary(*i));
+                rule.truncate(cut.unwrap_or(0));
+            }
+        }
+        true
+    });
+    (refused, why)
+}
 
 fn record(f: FlowRow) -> FlowRecord {
     FlowRecord {
@@ -46,24 +91,46 @@ pub fn since_ns(since: &str) -> Result<u64, ManagerError> {
 
 impl Manager {
     /// Stores a batch of an agent's flow records: raw (for `flows`) and as connections in the
-    /// per-minute history, attributed with the labels workloads have now.
+    /// per-minute history.
+    ///
+    /// An agent is a witness for its own node only: each record is attributed by the manager
+    /// from its own state (address → workload), and kept only when the end the record was
+    /// observed at (the source for egress, the destination for ingress) is a workload on the
+    /// reporting node. Times are clamped to the last hour, counts and rule texts bounded, and
+    /// each node's rate limited; what is refused is counted on the node, never stored.
     pub fn record_flows(
         &self,
         node: &str,
-        rows: &[FlowRow],
+        mut rows: Vec<FlowRow>,
         seq: u64,
         kernel_lost: u64,
         agent_dropped: u64,
     ) -> Result<usize, ManagerError> {
+        if !self.flow_limit.take(&node.to_string(), rows.len() as f64) {
+            self.store.count_refusal(
+                node,
+                Refusal::Flows,
+                rows.len() as u64,
+                "flow records over the node's rate",
+            )?;
+            return Err(ManagerError::RateLimited(format!(
+                "node {node} sends flow records faster than allowed; retry later"
+            )));
+        }
+        let p = self.published();
+        let (refused, why) = attribute(&p, node, &mut rows, now_ms());
+        if refused > 0 {
+            self.store
+                .count_refusal(node, Refusal::Flows, refused, &why)?;
+        }
         // The records themselves are durable before the agent hears back.
         let n = self
             .store
-            .insert_flows(node, rows, seq, kernel_lost, agent_dropped)?;
-        let p = self.published();
+            .insert_flows(node, &rows, seq, kernel_lost, agent_dropped)?;
         let full = {
             let mut b = self.flows.buffer();
             b.revisions.entry(p.revision).or_insert_with(|| p.clone());
-            b.records.add(p.revision, rows);
+            b.records.add(p.revision, &rows);
             b.records.len() >= HISTORY_BUFFER_MAX
         };
         if full {
@@ -96,9 +163,20 @@ impl Manager {
     /// Compares connections with the policy in force; stores, logs and delivers the alerts.
     fn check_compliance(&self, hist: &[HistRow]) -> Result<(), ManagerError> {
         let now = now_ms();
-        let mut alerts = self
+        let alerts = self
             .state
             .with_engine(|e, p| self.alerter.check(e, &p.doc.policies, hist, now));
+        self.store_and_deliver(alerts)
+    }
+
+    /// Raises alerts found outside the compliance checks (deduplicated and rate-limited like
+    /// them), then stores, logs and delivers them.
+    pub fn raise_alerts(&self, alerts: Vec<Alert>, now_ms: i64) -> Result<(), ManagerError> {
+        let alerts = self.alerter.admit(alerts, now_ms);
+        self.store_and_deliver(alerts)
+    }
+
+    fn store_and_deliver(&self, mut alerts: Vec<Alert>) -> Result<(), ManagerError> {
         if alerts.is_empty() {
             return Ok(());
         }

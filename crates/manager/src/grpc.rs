@@ -206,7 +206,7 @@ impl<S: AgentControl> Agent for AgentService<S> {
         let n = tokio::task::spawn_blocking(move || {
             s.record_flows(
                 &node,
-                &rows,
+                rows,
                 b.seq,
                 b.kernel_events_lost,
                 b.agent_records_dropped,

@@ -7,7 +7,7 @@
 //! a relabel among 100,000 workloads sends one workload to every node, not the model. Each
 //! message is encoded once per revision for every agent.
 //!
-//! Layers (a module uses only those above it): `config`, `error`, `pki`, `store`, `history`,
+//! Layers (a module uses only those above it): `config`, `error`, `validate`, `pki`, `store`, `history`,
 //! `alerts`, `writer`, `limits`, `sessions` → `state`, `intake` → `manager` → the operations (`objects`, `tokens`, `nodes`, `flows`,
 //! `imports`, `quarantines`, `discover`) → `services` → `rest`, `grpc` → `runtime`.
 
@@ -36,6 +36,7 @@ pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod validate;
 pub mod writer;
 
 pub use config::{now_ms, parse_duration_ms, Config};

@@ -40,6 +40,10 @@ struct Args {
     /// (e.g. 24h, 7d); `cellwall tokens create` makes node-bound ones later.
     #[arg(long, default_value = "24h", value_parser = parse_retention)]
     bootstrap_token_ttl: u64,
+    /// Joins one source address may make at once (then one a second): raise it when many nodes
+    /// join through one address (a NAT, a benchmark).
+    #[arg(long, default_value_t = 20)]
+    join_burst: u32,
     /// Log format: text (for people) or json (one object per line, for collectors).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -114,6 +118,10 @@ fn main() -> Result<()> {
             retention_ms: a.flow_retention,
             webhooks: a.webhooks,
             bootstrap_ttl_ms: a.bootstrap_token_ttl,
+            limits: cellwall_manager::config::Limits {
+                join_burst: a.join_burst,
+                ..Default::default()
+            },
         };
         let mut running = cellwall_manager::start(cfg)
             .await

@@ -30,6 +30,9 @@ pub struct Manager {
     pub(crate) sessions: Sessions,
     /// Joins per source address.
     pub(crate) join_limit: RateLimiter<std::net::IpAddr>,
+    /// Flow records per node.
+    pub(crate) flow_limit: RateLimiter<String>,
+    pub(crate) limits: crate::config::Limits,
 }
 
 /// The tokens of a first start, each in a private file of the data directory: admin, read-only,
@@ -90,7 +93,9 @@ impl Manager {
             sessions: Sessions::default(),
             // A node joins once; a burst of 20 and one a second per address covers a rack
             // rebooting behind one NAT, and stops a flood of guesses.
-            join_limit: RateLimiter::new(20, 1.0),
+            join_limit: RateLimiter::new(cfg.limits.join_burst, cfg.limits.join_per_second),
+            flow_limit: RateLimiter::new(cfg.limits.flow_burst, cfg.limits.flows_per_second),
+            limits: cfg.limits.clone(),
             alerter: Alerter::default(),
         });
         m.publish()?;

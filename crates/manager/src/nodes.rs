@@ -5,8 +5,10 @@ use crate::config::now_ms;
 use crate::error::ManagerError;
 use crate::manager::Manager;
 use crate::pki::sha256_hex;
-use crate::store::{AckRow, ReportedWorkload, Role};
+use crate::state::Conflict;
+use crate::store::{AckRow, Alert, Refusal, ReportedWorkload, Role};
 use crate::tokens::{glob_match, unusable};
+use cellwall_api::{AlertKind, Severity};
 use cellwall_api::{NodeItem, NodeList, Refused};
 
 /// A node name as Kubernetes has them: a DNS subdomain of at most 63 characters here (it is
@@ -160,12 +162,41 @@ impl Manager {
         Ok(n)
     }
 
-    /// Records an agent's local workloads; republishes when that changes the state.
+    /// Records what an agent reported of its node's workloads, keeping only what the node may
+    /// report (workloads the store binds to it, with addresses no other workload owns); what is
+    /// refused is counted on the node, and an address taken from another workload raises an
+    /// alert. Republishes when that changes the state.
     pub fn report_workloads(
         &self,
         node: &str,
-        mut workloads: Vec<ReportedWorkload>,
+        workloads: Vec<ReportedWorkload>,
     ) -> Result<(), ManagerError> {
+        let max = self.limits.reports_per_node;
+        if workloads.len() > max {
+            self.store.count_refusal(
+                node,
+                Refusal::Report,
+                workloads.len() as u64,
+                &format!("a report of {} workloads (at most {max})", workloads.len()),
+            )?;
+            return Err(ManagerError::Invalid(format!(
+                "a node reports at most {max} workloads"
+            )));
+        }
+        let checked = self.state.check_reports(node, workloads);
+        if let Some(first) = checked.refused.first() {
+            tracing::warn!(
+                node,
+                refused = checked.refused.len(),
+                "refused part of a report: {first}"
+            );
+            self.store
+                .count_refusal(node, Refusal::Report, checked.refused.len() as u64, first)?;
+        }
+        if !checked.conflicts.is_empty() {
+            self.address_conflicts(node, &checked.conflicts)?;
+        }
+        let mut workloads = checked.accepted;
         workloads.sort_by(|a, b| a.key.cmp(&b.key));
         if self.state.reported(node).as_ref() == Some(&workloads) {
             // Nothing new (a reconnect): only "seen", committed with others.
@@ -177,6 +208,33 @@ impl Manager {
             self.publish()?;
         }
         Ok(())
+    }
+
+    /// Alerts for addresses a node claimed that another workload owns.
+    fn address_conflicts(&self, node: &str, conflicts: &[Conflict]) -> Result<(), ManagerError> {
+        let now = now_ms();
+        let alerts = conflicts
+            .iter()
+            .map(|c| Alert {
+                id: 0,
+                at_ms: now,
+                kind: AlertKind::AddressConflict,
+                severity: Severity::Critical,
+                src: format!("node:{node}"),
+                dst: c.owner.clone(),
+                protocol: "-".into(),
+                port: 0,
+                rule: None,
+                message: format!(
+                    "node {node} reported {} for {}, but {} owns it: refused",
+                    c.ip, c.claimed_by, c.owner
+                ),
+                connections: 0,
+                first_ns: 0,
+                last_ns: 0,
+            })
+            .collect();
+        self.raise_alerts(alerts, now)
     }
 
     /// Records an agent's ack. Acks are committed in groups (one transaction and one sync for

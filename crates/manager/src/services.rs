@@ -74,7 +74,7 @@ pub trait AgentControl: Send + Sync + 'static {
     fn record_flows(
         &self,
         node: &str,
-        rows: &[FlowRow],
+        rows: Vec<FlowRow>,
         seq: u64,
         kernel_lost: u64,
         agent_dropped: u64,
@@ -205,7 +205,7 @@ impl AgentControl for Manager {
     fn record_flows(
         &self,
         node: &str,
-        rows: &[FlowRow],
+        rows: Vec<FlowRow>,
         seq: u64,
         kernel_lost: u64,
         agent_dropped: u64,

@@ -54,6 +54,9 @@ impl Manager {
                 "127.0.0.1:0",
                 "--grpc-listen",
                 "127.0.0.1:0",
+                // Benchmarks join hundreds of simulated agents from one address at once.
+                "--join-burst",
+                "100000",
             ])
             .stdout(Stdio::null())
             .stderr(log)

@@ -78,6 +78,7 @@ pub fn endpoints() -> EndpointsFile {
         interface: i.into(),
         ifindex: n,
         nic: false,
+        node: None,
     };
     EndpointsFile {
         nodes: vec![],

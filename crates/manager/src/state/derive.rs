@@ -66,7 +66,7 @@ impl Raw {
                 .collect(),
         };
         let mut policies: Vec<Policy> = self.policies.values().cloned().collect();
-        let mut workloads = Vec::with_capacity(self.workloads.len() + reported.hosts.len());
+        let mut workloads = Vec::with_capacity(self.workloads.len() + self.hosts.len());
         for (k, w) in &self.workloads {
             let rep = reported
                 .by_key
@@ -80,15 +80,31 @@ impl Raw {
             let w = overlay.apply(Workload::clone(w), rep, &mut policies)?;
             workloads.push(Arc::new(w));
         }
-        // A host running the agent in host mode is a workload of its own.
-        for (node, k, r) in &reported.hosts {
+        // A declared host is a workload of its own: labels and node from its declaration,
+        // addresses from its agent's accepted report, else the declaration's single addresses.
+        for (k, h) in &self.hosts {
+            let reported_ips: Vec<std::net::IpAddr> = reported
+                .by_key
+                .get(k)
+                .filter(|(n, r)| *n == h.node && r.host)
+                .map(|(_, r)| r.ips.iter().filter_map(|s| s.parse().ok()).collect())
+                .unwrap_or_default();
+            let ips = if reported_ips.is_empty() {
+                h.addresses
+                    .iter()
+                    .filter(|c| c.prefix() == if c.is_ipv4() { 32 } else { 128 })
+                    .map(|c| c.addr())
+                    .collect()
+            } else {
+                reported_ips
+            };
             let w = Workload {
                 namespace: k.namespace.clone(),
                 name: k.name.clone(),
-                labels: r.labels.clone(),
-                ips: r.ips.iter().filter_map(|s| s.parse().ok()).collect(),
+                labels: h.labels.clone(),
+                ips,
                 ports: Vec::new(),
-                node: Some(node.clone()),
+                node: Some(h.node.clone()),
                 host_network: false,
             };
             workloads.push(Arc::new(overlay.apply(w, None, &mut policies)?));

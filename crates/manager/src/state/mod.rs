@@ -5,6 +5,8 @@ mod derive;
 pub mod publish;
 pub mod quarantine;
 pub mod raw;
+pub mod reports;
 
 pub use publish::{Change, Published, State};
 pub use quarantine::{quarantine_policy, QUARANTINE_LABEL};
+pub use reports::{Checked, Conflict};

@@ -25,6 +25,7 @@ pub struct Published {
     pub delta_objects: usize,
     snapshot: tokio::sync::OnceCell<Arc<DesiredState>>,
     by_key: OnceLock<HashMap<String, Arc<Workload>>>,
+    by_ip: OnceLock<HashMap<std::net::IpAddr, Arc<Workload>>>,
     pub issued_unix_ms: i64,
 }
 
@@ -47,6 +48,7 @@ impl Published {
             delta_objects,
             snapshot: Default::default(),
             by_key: Default::default(),
+            by_ip: Default::default(),
             issued_unix_ms,
         }
     }
@@ -60,6 +62,21 @@ impl Published {
                 .iter()
                 .map(|w| (w.key().to_string(), w.clone()))
                 .collect()
+        })
+    }
+
+    /// Address → the workload that owns it, for attributing flow records by what the manager
+    /// knows rather than what an agent claims (host-network pods share their node's address and
+    /// are left out: the address names the node, not them).
+    pub fn by_ip(&self) -> &HashMap<std::net::IpAddr, Arc<Workload>> {
+        self.by_ip.get_or_init(|| {
+            let mut m = HashMap::new();
+            for w in self.doc.workloads.iter().filter(|w| !w.host_network) {
+                for ip in &w.ips {
+                    m.entry(*ip).or_insert_with(|| w.clone());
+                }
+            }
+            m
         })
     }
 
@@ -137,6 +154,16 @@ impl State {
     /// What `node`'s agent reported last.
     pub fn reported(&self, node: &str) -> Option<Vec<ReportedWorkload>> {
         self.raw().reported.get(node).cloned()
+    }
+
+    /// Sorts a report of `node` into what it may report and what it may not (see
+    /// [`crate::state::reports`]).
+    pub fn check_reports(
+        &self,
+        node: &str,
+        reports: Vec<ReportedWorkload>,
+    ) -> crate::state::Checked {
+        self.raw().check_reports(node, reports)
     }
 
     /// Records what `node`'s agent reported (publish afterwards).

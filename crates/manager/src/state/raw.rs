@@ -2,7 +2,9 @@
 //! parsing 100,000 objects on every change would cost ~1 s), plus what agents reported and
 //! indexes over both.
 
-use crate::store::{Body, Changed, ImportRecord, Kind, QuarantineRecord, ReportedWorkload};
+use crate::store::{
+    Body, Changed, HostRecord, ImportRecord, Kind, QuarantineRecord, ReportedWorkload,
+};
 use cellwall_policy::{Namespace, Node, Policy, Workload, WorkloadKey};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,19 +19,19 @@ pub struct Raw {
     pub policies: BTreeMap<String, Policy>,
     pub imports: BTreeMap<String, ImportRecord>,
     pub quarantines: BTreeMap<String, QuarantineRecord>,
+    /// Declared hosts by `namespace/name`.
+    pub hosts: BTreeMap<WorkloadKey, HostRecord>,
     /// What each node's agent reported.
     pub reported: BTreeMap<String, Vec<ReportedWorkload>>,
     /// `reported` by workload (rebuilt when an agent reports something new).
     reported_by_key: Option<Arc<ReportedIndex>>,
 }
 
-/// What agents reported, by workload.
+/// What agents reported (and the manager accepted), by workload.
 #[derive(Default)]
 pub struct ReportedIndex {
     /// Workload → (node, what its agent reported).
     pub by_key: HashMap<WorkloadKey, (String, ReportedWorkload)>,
-    /// Hosts running the agent in host mode that no stored object describes.
-    pub hosts: Vec<(String, WorkloadKey, ReportedWorkload)>,
 }
 
 impl Raw {
@@ -57,6 +59,11 @@ impl Raw {
             Some(Body::Quarantine(q)) => {
                 self.quarantines.insert(key, q);
             }
+            Some(Body::Host(h)) => {
+                if let Some(k) = WorkloadKey::parse(&key) {
+                    self.hosts.insert(k, h);
+                }
+            }
             None => self.remove(kind, &key),
         }
     }
@@ -73,6 +80,11 @@ impl Raw {
             Kind::Policy => drop(self.policies.remove(key)),
             Kind::Import => drop(self.imports.remove(key)),
             Kind::Quarantine => drop(self.quarantines.remove(key)),
+            Kind::Host => {
+                if let Some(k) = WorkloadKey::parse(key) {
+                    self.hosts.remove(&k);
+                }
+            }
         }
     }
 
@@ -92,11 +104,7 @@ impl Raw {
                 let Some(k) = WorkloadKey::parse(&r.key) else {
                     continue;
                 };
-                if r.host && !self.workloads.contains_key(&k) {
-                    x.hosts.push((node.clone(), k, r.clone()));
-                } else {
-                    x.by_key.insert(k, (node.clone(), r.clone()));
-                }
+                x.by_key.insert(k, (node.clone(), r.clone()));
             }
         }
         let x = Arc::new(x);

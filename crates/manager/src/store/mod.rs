@@ -14,7 +14,7 @@ pub use cellwall_api::{
     Alert, Change, ChangeAction, Committed, FlowDirection, ObjectKind as Kind, ReportedWorkload,
     TokenRole as Role, Verdict,
 };
-pub use records::{ImportRecord, QuarantineRecord};
+pub use records::{HostRecord, ImportRecord, QuarantineRecord};
 pub use sqlite::SqliteStore;
 
 use cellwall_policy::discover::HistFlow;
@@ -74,6 +74,7 @@ pub enum Body {
     Policy(Box<Policy>),
     Quarantine(QuarantineRecord),
     Import(ImportRecord),
+    Host(HostRecord),
 }
 
 impl Body {
@@ -85,6 +86,7 @@ impl Body {
             Body::Policy(_) => Kind::Policy,
             Body::Quarantine(_) => Kind::Quarantine,
             Body::Import(_) => Kind::Import,
+            Body::Host(_) => Kind::Host,
         }
     }
 
@@ -97,6 +99,7 @@ impl Body {
             Body::Policy(v) => serde_json::to_value(v),
             Body::Quarantine(v) => serde_json::to_value(v),
             Body::Import(v) => serde_json::to_value(v),
+            Body::Host(v) => serde_json::to_value(v),
         }
         .expect("stored objects serialize")
     }
@@ -289,8 +292,8 @@ pub trait Store: Send + Sync {
     fn node_has_cert(&self, name: &str) -> Result<bool>;
     /// Withdraws a node's certificate (it must join again); false when there is no such node.
     fn revoke_node(&self, name: &str) -> Result<bool>;
-    /// Counts a refused report from a node, with what was refused (the latest is kept).
-    fn count_refusal(&self, node: &str, what: Refusal, detail: &str) -> Result<()>;
+    /// Counts `n` refused items from a node, with why (the latest reason is kept).
+    fn count_refusal(&self, node: &str, what: Refusal, n: u64, detail: &str) -> Result<()>;
     /// Records the workloads an agent reported; returns the new revision when that changed
     /// what the manager publishes.
     fn report_workloads(&self, node: &str, workloads: &[ReportedWorkload]) -> Result<Option<u64>>;

@@ -26,3 +26,16 @@ pub struct ImportRecord {
     /// A path on the manager's host or an http:// URL.
     pub location: Option<String>,
 }
+
+/// A host an admin declared (`cellwall.io/v1alpha1 Host`): the node whose host-mode agent may
+/// report it, its labels, and the addresses it may have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    #[serde(default)]
+    pub labels: cellwall_policy::Labels,
+    /// Addresses or networks the host's agent may report for it.
+    pub addresses: Vec<cellwall_policy::Cidr>,
+}

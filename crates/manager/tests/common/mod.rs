@@ -48,7 +48,7 @@ pub fn inventory_with_ips() -> String {
         )
         .replace(
             "ports: [{containerPort: 5432}]}]}",
-            "ports: [{containerPort: 5432}]}]}\nstatus: {podIP: 10.9.0.2}",
+            "ports: [{containerPort: 5432}]}], nodeName: n1}\nstatus: {podIP: 10.9.0.2}",
         )
 }
 

@@ -162,8 +162,8 @@ impl Store for SqliteStore {
     fn revoke_node(&self, name: &str) -> Result<bool> {
         self.withdraw_cert(name)
     }
-    fn count_refusal(&self, node: &str, what: Refusal, detail: &str) -> Result<()> {
-        self.refusal(node, what, detail)
+    fn count_refusal(&self, node: &str, what: Refusal, n: u64, detail: &str) -> Result<()> {
+        self.refusal(node, what, n, detail)
     }
     fn report_workloads(&self, node: &str, workloads: &[ReportedWorkload]) -> Result<Option<u64>> {
         self.set_reported(node, workloads)

@@ -80,7 +80,7 @@ impl SqliteStore {
         Ok(n == 1)
     }
 
-    pub(super) fn refusal(&self, node: &str, what: Refusal, detail: &str) -> Result<()> {
+    pub(super) fn refusal(&self, node: &str, what: Refusal, n: u64, detail: &str) -> Result<()> {
         let column = match what {
             Refusal::Report => "refused_reports",
             Refusal::Flows => "refused_flows",
@@ -88,8 +88,10 @@ impl SqliteStore {
         // Bounded: a refusal's detail names what was refused, never all of it.
         let detail: String = detail.chars().take(300).collect();
         self.conn().execute(
-            &format!("UPDATE nodes SET {column} = {column} + 1, last_refusal = ?2 WHERE name = ?1"),
-            params![node, detail],
+            &format!(
+                "UPDATE nodes SET {column} = {column} + ?3, last_refusal = ?2 WHERE name = ?1"
+            ),
+            params![node, detail, i64::try_from(n).unwrap_or(i64::MAX)],
         )?;
         Ok(())
     }

@@ -32,6 +32,7 @@ fn decode(kind: Kind, key: &str, text: &str) -> Result<Body> {
         Kind::Policy => Body::Policy(Box::new(de(kind, key, text)?)),
         Kind::Quarantine => Body::Quarantine(de(kind, key, text)?),
         Kind::Import => Body::Import(de(kind, key, text)?),
+        Kind::Host => Body::Host(de(kind, key, text)?),
     })
 }
 
