@@ -38,7 +38,7 @@ fn attribute(p: &Published, node: &str, rows: &mut Vec<FlowRow>, now_ms: i64) ->
             FlowDirection::Egress => (src, r.src_ip),
             FlowDirection::Ingress => (dst, r.dst_ip),
         };
-        if !local.is_some_and(|w| w.node.as_deref() == Some(node)) {
+        if local.is_none_or(|w| w.node.as_deref() != Some(node)) {
             refused += 1;
             if why.is_empty() {
                 why = format!("flow records at {local_ip}, which is not a workload on node {node}");

@@ -90,7 +90,14 @@ async fn agent_join_watch_ack_and_refused_credentials() {
             "POST",
             "/v1/apply",
             Some(&admin2),
-            Some(apply_body("inv.yaml", INVENTORY)),
+            Some(apply_body(
+                "inv.yaml",
+                // web is scheduled on n1 (only n1's agent may report its address).
+                &INVENTORY.replace(
+                    "spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}",
+                    "spec: {nodeName: n1, containers: [{name: c, ports: [{containerPort: 80}]}]}",
+                ),
+            )),
         )
     })
     .await
