@@ -141,8 +141,9 @@ pub(crate) fn merge(state: &mut LabState, objects: Vec<Located>, delete: bool) -
     for o in objects {
         let src = o.source;
         match (o.object, delete) {
-            // The manager reports what a delete did not find.
-            (Object::Policy(_), _) => {}
+            // The manager reports what a delete did not find; host declarations live there too
+            // (a host's namespace comes with `lab host-add`).
+            (Object::Policy(_) | Object::Host(_), _) => {}
             (Object::Namespace(n), false) => {
                 state.namespaces.retain(|m| m.name != n.name);
                 state.namespaces.push(n);
@@ -258,12 +259,41 @@ pub fn host_add(name: &str, host: &str, ip: IpAddr, labels: &[String]) -> Result
     let plan = net::plan_host(name, k, ip);
     net::build_host(name, &plan)?;
     let client = Client::for_lab(name)?;
+    // The manager accepts a host-mode agent's report only for a host an admin declared for its
+    // node, with its labels and addresses: the lab declares it first, as an admin would.
+    client.apply(&declare_host(host, ip, labels)?, false)?;
     supervise::start_host_agent(&state, &client, host, ip, labels, &plan.netns)?;
     tracing::info!(
         "host {host} ({ip}) is up in {}, protected on its eth0 by an agent in host mode",
         plan.netns
     );
     Ok(plan.netns)
+}
+
+/// The `Host` declaration of a lab host: workload `hosts/HOST` on node `HOST`, at `ip`, with
+/// `labels` (`k=v`).
+fn declare_host(host: &str, ip: IpAddr, labels: &[String]) -> Result<ApplyRequest> {
+    let mut l = serde_json::Map::new();
+    for kv in labels {
+        let (k, v) = kv.split_once('=').ok_or_else(|| LabError::Refused {
+            at: format!("--label {kv:?}"),
+            reason: "expected KEY=VALUE".into(),
+        })?;
+        l.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    let doc = serde_json::json!({
+        "apiVersion": "cellwall.io/v1alpha1",
+        "kind": "Host",
+        "metadata": {"name": host, "namespace": "hosts", "labels": l},
+        "spec": {"node": host, "addresses": [ip.to_string()]},
+    });
+    Ok(ApplyRequest {
+        documents: vec![cellwall_api::Document {
+            file: format!("host {host}"),
+            text: doc.to_string(),
+        }],
+        ignore_unknown_kinds: false,
+    })
 }
 
 /// Removes the lab: its processes, namespaces (and with them every veth and tc filter), pins

@@ -5,7 +5,7 @@
 use crate::config::now_ms;
 use crate::error::ManagerError;
 use crate::manager::Manager;
-use crate::store::{Body, Committed, Kind, Version, Write};
+use crate::store::{Body, Committed, HostRecord, Kind, Version, Write};
 use cellwall_api::{
     AuditEvent, AuditLog, Document, NamespaceList, ObjectVersion, PolicyHistory, PolicyItem,
     PolicyList, WorkloadList,
@@ -22,6 +22,17 @@ fn stored(o: Object) -> (Kind, String, Body) {
         Object::Pod(w) => (Kind::Pod, w.key().to_string(), Body::Pod(Arc::new(w))),
         Object::Node(n) => (Kind::Node, n.name.clone(), Body::Node(n)),
         Object::Policy(p) => (Kind::Policy, p.id.to_string(), Body::Policy(p)),
+        Object::Host(h) => (
+            Kind::Host,
+            format!("{}/{}", h.namespace, h.name),
+            Body::Host(HostRecord {
+                namespace: h.namespace,
+                name: h.name,
+                node: h.node,
+                labels: h.labels,
+                addresses: h.addresses,
+            }),
+        ),
     }
 }
 

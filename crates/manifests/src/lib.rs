@@ -214,6 +214,11 @@ pub fn assemble(objects: Vec<Located>, pool: Cidr) -> Result<Assembled> {
             Object::Policy(p) => {
                 policies.insert(p.id.clone(), *p);
             }
+            // A declared host is a workload on its node, with its single addresses.
+            Object::Host(h) => {
+                let w = h.workload();
+                out.inventory.workloads.insert(w.key(), w);
+            }
         }
     }
     let failed = out.inventory.assign_missing_ips(pool);

@@ -117,6 +117,39 @@ impl fmt::Display for WorkloadKey {
     }
 }
 
+/// A host an admin declared: the node whose host-mode agent may report it, its labels, and the
+/// addresses it may have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct HostDecl {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    pub node: String,
+    pub addresses: Vec<Cidr>,
+}
+
+impl HostDecl {
+    /// The host as a workload: its single addresses (networks are what its agent may report
+    /// from; the agent's report fills them in).
+    pub fn workload(&self) -> Workload {
+        Workload {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            ips: self
+                .addresses
+                .iter()
+                .filter(|c| c.prefix() == if c.is_ipv4() { 32 } else { 128 })
+                .map(|c| c.addr())
+                .collect(),
+            ports: Vec::new(),
+            node: Some(self.node.clone()),
+            host_network: false,
+        }
+    }
+}
+
 /// A pod, VM or host process group that policy applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

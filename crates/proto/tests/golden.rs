@@ -30,6 +30,10 @@ fn model() -> StateDoc {
                 inv.nodes.insert(n.name.clone(), n);
             }
             Object::Policy(p) => pols.push(*p),
+            Object::Host(h) => {
+                let w = h.workload();
+                inv.workloads.insert(w.key(), w);
+            }
         }
     }
     StateDoc::new(&inv, &pols)

@@ -2,7 +2,7 @@
 //! reported and the manifests left open, imported labels, and quarantines. A workload none of
 //! these touch is the stored one itself (shared, not copied).
 
-use super::quarantine::{quarantine_policy, QUARANTINE_LABEL};
+use super::quarantine::{quarantine_mark, quarantine_policy, QUARANTINE_LABEL};
 use super::raw::{ImportIndex, Raw};
 use crate::error::ManagerError;
 use crate::store::{QuarantineRecord, ReportedWorkload};
@@ -47,7 +47,7 @@ impl Overlay<'_> {
         }
         if let Some(q) = self.quarantined.get(&w.key()) {
             w.labels
-                .insert(QUARANTINE_LABEL.to_string(), w.name.clone());
+                .insert(QUARANTINE_LABEL.to_string(), quarantine_mark(&w.key()));
             policies.push(quarantine_policy(q)?);
         }
         Ok(w)

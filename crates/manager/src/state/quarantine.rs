@@ -7,8 +7,18 @@ use crate::store::QuarantineRecord;
 use cellwall_policy::load::{parse_file, Object};
 use cellwall_policy::{Policy, WorkloadKey};
 
-/// The label a quarantined workload carries (value: its name).
+/// The label a quarantined workload carries (value: [`quarantine_mark`] of its key).
 pub const QUARANTINE_LABEL: &str = "quarantine.cellwall.io/pod";
+
+/// The label value that marks one workload: a hash of its `namespace/name`, since a name may be
+/// longer than a label value may be (63) or hold characters a label value may not (a host named
+/// `evil_host.`); 64 bits make a collision between two quarantined workloads negligible.
+pub fn quarantine_mark(key: &WorkloadKey) -> String {
+    format!(
+        "q{:016x}",
+        cellwall_policy::identity::fnv1a(&key.to_string())
+    )
+}
 
 /// Parses `k=v,k2=v2` into YAML `matchLabels`, or `cidr:X` into a CIDR peer.
 fn exception_peer(s: &str) -> Result<String, ManagerError> {
@@ -51,10 +61,10 @@ pub fn quarantine_policy(q: &QuarantineRecord) -> Result<Policy, ManagerError> {
     };
     let yaml = format!(
         "apiVersion: cellwall.io/v1alpha1\nkind: Policy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  tier: admin\n  priority: -1000000\n  podSelector: {{matchLabels: {{{label}: {pod}}}}}\n  ingress:\n{exception}  - name: quarantine\n    action: Deny\n    from: [{{entity: all}}]\n  egress:\n  - name: quarantine\n    action: Deny\n    to: [{{entity: all}}]\n",
-        name = json(&format!("quarantine-{}", k.name)),
+        name = json(&format!("quarantine-{}", quarantine_mark(&k))),
         ns = json(&k.namespace),
         label = json(QUARANTINE_LABEL),
-        pod = json(&k.name),
+        pod = json(&quarantine_mark(&k)),
     );
     let parsed = parse_file("quarantine", &yaml)
         .map_err(|e| ManagerError::Invalid(format!("quarantine policy: {e}")))?;
@@ -63,5 +73,38 @@ pub fn quarantine_policy(q: &QuarantineRecord) -> Result<Policy, ManagerError> {
         _ => Err(ManagerError::Internal(
             "the quarantine policy did not parse".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(workload: &str) -> QuarantineRecord {
+        QuarantineRecord {
+            workload: workload.into(),
+            reason: String::new(),
+            allow_from: None,
+        }
+    }
+
+    #[test]
+    fn every_valid_name_can_be_quarantined() {
+        let long = format!("ns/{}", "a".repeat(70));
+        let longest = format!("ns/{}", "b".repeat(253));
+        for w in [
+            "prod/db",
+            long.as_str(),
+            longest.as_str(),
+            "hosts/evil_host.",
+            "x/a.b-c",
+        ] {
+            let p = quarantine_policy(&q(w)).unwrap_or_else(|e| panic!("{w}: {e}"));
+            assert!(p.id.name.len() <= 63, "{}", p.id.name);
+        }
+        let a = quarantine_mark(&WorkloadKey::parse("prod/db").unwrap());
+        let b = quarantine_mark(&WorkloadKey::parse("prod/db2").unwrap());
+        assert_ne!(a, b);
+        assert!(cellwall_policy::labels::validate_label_value(&a).is_ok());
     }
 }

@@ -11,11 +11,13 @@
 mod admin;
 mod cellwall;
 mod core;
+mod host;
 mod network_policy;
 
 pub use self::admin::*;
 pub use self::cellwall::*;
 pub use self::core::*;
+pub use self::host::*;
 pub use self::network_policy::*;
 
 use crate::de::LabelsDe;

@@ -64,6 +64,12 @@ const KINDS: &[Kind] = &[
         kind: "ClusterPolicy",
         read: |d| d.convert(|m| k8s::convert_cellwall(m, true).map(policy)),
     },
+    // k8s/host.rs
+    Kind {
+        api_version: CELLWALL,
+        kind: "Host",
+        read: |d| d.convert(|m| k8s::convert_host(m).map(Object::Host)),
+    },
 ];
 
 /// Every kind Cellwall reads.
@@ -88,6 +94,6 @@ mod tests {
                 k.kind
             );
         }
-        assert_eq!(seen.len(), 8);
+        assert_eq!(seen.len(), 9);
     }
 }

@@ -6,7 +6,7 @@ mod decode;
 mod kinds;
 
 use crate::k8s::ConvertError;
-use crate::model::{Inventory, Namespace, Node, Policy, Workload};
+use crate::model::{HostDecl, Inventory, Namespace, Node, Policy, Workload};
 use decode::{decode, Ctx, Format};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -19,6 +19,8 @@ pub enum Object {
     Pod(Workload),
     Node(Node),
     Policy(Box<Policy>),
+    /// A host an admin declared (its node, labels, addresses).
+    Host(HostDecl),
 }
 
 impl Object {
@@ -29,6 +31,7 @@ impl Object {
             Object::Pod(w) => format!("Pod {}/{}", w.namespace, w.name),
             Object::Node(n) => format!("Node {}", n.name),
             Object::Policy(p) => p.id.to_string(),
+            Object::Host(h) => format!("Host {}/{}", h.namespace, h.name),
         }
     }
 }
@@ -76,7 +79,7 @@ pub struct LoadError {
 /// The kinds Cellwall reads, for messages.
 pub const SUPPORTED_KINDS: &str = "v1 Namespace/Pod/Node, networking.k8s.io/v1 NetworkPolicy, \
 policy.networking.k8s.io/v1alpha1 AdminNetworkPolicy/BaselineAdminNetworkPolicy, \
-cellwall.io/v1alpha1 Policy/ClusterPolicy (and v1 List of these)";
+cellwall.io/v1alpha1 Policy/ClusterPolicy/Host (and v1 List of these)";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,6 +117,10 @@ pub fn into_model(objects: impl IntoIterator<Item = Object>) -> (Inventory, Vec<
             Object::Policy(p) => {
                 policies.retain(|q| q.id != p.id);
                 policies.push(*p);
+            }
+            Object::Host(h) => {
+                let w = h.workload();
+                inv.workloads.insert(w.key(), w);
             }
         }
     }

@@ -1,0 +1,118 @@
+//! `cellwall.io/v1alpha1 Host`: a VM or bare-metal host an admin declares — the node whose
+//! host-mode agent may report it, its labels (`metadata.labels`), and the addresses it may
+//! have. Declared, because an agent is a witness for its node, not an authority: it cannot
+//! make up a host, its labels or its addresses.
+
+use super::{cerr, namespace_of, required_name, ConvertError, ObjectMeta};
+use crate::de::null_default;
+use crate::model::HostDecl;
+use crate::net::Cidr;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostManifest {
+    #[serde(rename = "apiVersion")]
+    pub _api_version: Option<String>,
+    #[serde(rename = "kind")]
+    pub _kind: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub metadata: ObjectMeta,
+    pub spec: HostSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// The node whose host-mode agent protects this host.
+    pub node: String,
+    /// Addresses (`192.0.2.10`) or networks (`10.1.0.0/24`) the host may have.
+    #[serde(default, deserialize_with = "null_default")]
+    pub addresses: Vec<String>,
+}
+
+/// A node name (what a certificate's name and a label value allow).
+fn valid_node(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+pub fn convert_host(m: HostManifest) -> Result<HostDecl, ConvertError> {
+    let name = required_name(&m.metadata)?;
+    if !valid_node(&m.spec.node) {
+        return Err(cerr(
+            "spec.node",
+            format!(
+                "{:?}: expected a node name (1-63 of a-z, 0-9, '-', '.')",
+                m.spec.node
+            ),
+        ));
+    }
+    let mut addresses = Vec::new();
+    for (i, a) in m.spec.addresses.iter().enumerate() {
+        let c = if a.contains('/') {
+            a.parse::<Cidr>().ok()
+        } else {
+            a.parse::<std::net::IpAddr>().ok().map(Cidr::host)
+        };
+        addresses.push(c.ok_or_else(|| {
+            cerr(
+                format!("spec.addresses[{i}]"),
+                format!("{a:?}: expected an address (192.0.2.10) or a network (10.1.0.0/24)"),
+            )
+        })?);
+    }
+    if addresses.is_empty() {
+        return Err(cerr(
+            "spec.addresses",
+            "missing: a host needs the addresses its agent may report",
+        ));
+    }
+    Ok(HostDecl {
+        namespace: namespace_of(&m.metadata),
+        name,
+        labels: m.metadata.labels.0,
+        node: m.spec.node,
+        addresses,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load::{parse_file, Object};
+
+    #[test]
+    fn hosts_are_declared_with_node_labels_and_addresses() {
+        let y = "apiVersion: cellwall.io/v1alpha1\nkind: Host\nmetadata: {name: db-vm, namespace: hosts, labels: {role: db}}\nspec: {node: db-vm, addresses: [192.0.2.10, 10.1.0.0/24]}\n";
+        let p = parse_file("h.yaml", y).unwrap();
+        let Object::Host(h) = &p.objects[0].object else {
+            panic!("{:?}", p.objects)
+        };
+        assert_eq!((h.namespace.as_str(), h.node.as_str()), ("hosts", "db-vm"));
+        assert_eq!(h.labels["role"], "db");
+        assert_eq!(h.addresses.len(), 2);
+        assert_eq!(
+            h.workload().ips,
+            ["192.0.2.10".parse::<std::net::IpAddr>().unwrap()]
+        );
+        for (bad, path) in [
+            ("spec: {node: BAD, addresses: [192.0.2.1]}", "spec.node"),
+            ("spec: {node: n, addresses: [nope]}", "spec.addresses[0]"),
+            ("spec: {node: n}", "spec.addresses"),
+            (
+                "spec: {node: n, addresses: [192.0.2.1], labels: {a: b}}",
+                "spec",
+            ),
+        ] {
+            let y = format!(
+                "apiVersion: cellwall.io/v1alpha1\nkind: Host\nmetadata: {{name: h}}\n{bad}\n"
+            );
+            let e = parse_file("h.yaml", &y).unwrap_err().to_string();
+            assert!(e.contains(path), "{bad}: {e}");
+        }
+    }
+}
