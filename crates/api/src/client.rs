@@ -228,6 +228,55 @@ impl Client {
         self.post_json(if delete { "/v1/delete" } else { "/v1/apply" }, req)
     }
 
+    /// Like [`Client::apply`], but a request larger than the manager's body limit (413) is sent
+    /// again in parts: halves of the documents, halved again as needed. Each part is applied
+    /// all or nothing; parts applied before a failing one stay applied (the error says which
+    /// files were not). Returns one commit per part, in order.
+    pub fn apply_in_parts(&self, req: &ApplyRequest, delete: bool) -> Result<Vec<Committed>> {
+        match self.apply(req, delete) {
+            Ok(c) => Ok(vec![c]),
+            Err(ClientError::Refused { status: 413, .. }) if req.documents.len() > 1 => {
+                let mid = req.documents.len() / 2;
+                let mut out = Vec::new();
+                for part in [&req.documents[..mid], &req.documents[mid..]] {
+                    let sub = ApplyRequest {
+                        documents: part.to_vec(),
+                        ignore_unknown_kinds: req.ignore_unknown_kinds,
+                    };
+                    match self.apply_in_parts(&sub, delete) {
+                        Ok(c) => out.extend(c),
+                        Err(e) => {
+                            let files: Vec<&str> = part.iter().map(|d| d.file.as_str()).collect();
+                            return Err(ClientError::Wait(format!(
+                                "{e}\n{} part(s) applied before this; not applied: {}",
+                                out.len(),
+                                files.join(", ")
+                            )));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Err(ClientError::Refused {
+                status: 413,
+                message,
+                ..
+            }) => Err(ClientError::Refused {
+                status: 413,
+                reason: "Payload Too Large".into(),
+                message: format!(
+                    "{} alone is larger than the manager's request limit ({message}); raise \
+                     cellwall-manager --api-body-limit",
+                    req.documents
+                        .first()
+                        .map(|d| d.file.as_str())
+                        .unwrap_or("the request")
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn nodes(&self) -> Result<NodeList> {
         self.get_json("/v1/nodes", &())
     }

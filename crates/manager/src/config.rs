@@ -8,6 +8,9 @@ use std::path::PathBuf;
 /// short enough that a copy found later is worthless (`cellwall tokens create` makes more).
 pub const DEFAULT_BOOTSTRAP_TTL_MS: u64 = 86_400_000;
 
+/// The largest label import the manager reads from a location.
+pub const DEFAULT_IMPORT_MAX_BYTES: u64 = 16 << 20;
+
 /// How the manager runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,6 +30,8 @@ pub struct Config {
     pub bootstrap_ttl_ms: u64,
     /// What outside parties may send.
     pub limits: Limits,
+    /// Where label imports may be read from (nothing unless configured).
+    pub imports: crate::imports::ImportSources,
 }
 
 /// Bounds on what outside parties may send, each refused past its limit and counted.
@@ -42,6 +47,8 @@ pub struct Limits {
     pub flows_per_second: f64,
     /// Workloads one node may report.
     pub reports_per_node: usize,
+    /// The largest REST request body (`cellwall apply` sends larger sets in parts).
+    pub api_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +59,7 @@ impl Default for Limits {
             flow_burst: 1_000_000,
             flows_per_second: 200_000.0,
             reports_per_node: 5_000,
+            api_body_bytes: 32 << 20,
         }
     }
 }
@@ -69,6 +77,10 @@ impl Config {
             webhooks: Vec::new(),
             bootstrap_ttl_ms: DEFAULT_BOOTSTRAP_TTL_MS,
             limits: Limits::default(),
+            imports: crate::imports::ImportSources {
+                max_bytes: DEFAULT_IMPORT_MAX_BYTES,
+                ..Default::default()
+            },
         }
     }
 

@@ -9,26 +9,111 @@ use crate::store::{Body, ChangeAction, ImportRecord, Kind, Write};
 use cellwall_api::{ImportItem, ImportList, ImportRequest, ImportResult};
 use std::collections::HashMap;
 
-/// Reads an import location: a file on the manager's host or an http:// URL.
-pub fn read_location(location: &str) -> Result<String, ManagerError> {
-    if location.starts_with("https://") {
-        return Err(ManagerError::Invalid(format!(
-            "{location}: https is not supported yet; use http:// on a trusted network or a file"
-        )));
+/// Where the manager may read label imports from, as its operator allows: files under these
+/// directories, URLs under these prefixes, at most this many bytes. Nothing is allowed unless
+/// configured.
+#[derive(Debug, Clone, Default)]
+pub struct ImportSources {
+    pub dirs: Vec<std::path::PathBuf>,
+    pub url_prefixes: Vec<String>,
+    pub max_bytes: u64,
+}
+
+/// What a caller is told when a location cannot be used: nothing about which files exist,
+/// which ports are open or what a file holds (the manager's log has the detail).
+const UNREADABLE: &str = "the location could not be read as an import (the manager's log says why)";
+
+impl ImportSources {
+    /// Reads an import location: a file under an allowed directory or an http:// URL under an
+    /// allowed prefix, size-capped.
+    pub fn read(&self, location: &str) -> Result<String, ManagerError> {
+        if self.dirs.is_empty() && self.url_prefixes.is_empty() {
+            return Err(ManagerError::Forbidden(
+                "this manager reads no import locations: its operator allows them with \
+                 cellwall-manager --import-dir DIR or --import-url PREFIX"
+                    .into(),
+            ));
+        }
+        let r = if location.starts_with("http://") || location.starts_with("https://") {
+            self.read_url(location)
+        } else {
+            self.read_file(location)
+        };
+        r.map_err(|e| match e {
+            Denied::NotAllowed => ManagerError::Forbidden(
+                "the location is not under a directory or URL prefix this manager allows".into(),
+            ),
+            Denied::Unreadable(detail) => {
+                tracing::warn!("import location {location:?}: {detail}");
+                ManagerError::Invalid(UNREADABLE.into())
+            }
+        })
     }
-    if location.starts_with("http://") {
-        let resp = ureq::get(location)
+
+    fn read_url(&self, url: &str) -> Result<String, Denied> {
+        if !self
+            .url_prefixes
+            .iter()
+            .any(|p| url.starts_with(p.as_str()))
+        {
+            return Err(Denied::NotAllowed);
+        }
+        if url.starts_with("https://") {
+            return Err(Denied::Unreadable("https is not supported yet".into()));
+        }
+        let resp = ureq::get(url)
             .timeout(std::time::Duration::from_secs(30))
             .call()
-            .map_err(|e| ManagerError::Invalid(format!("{location}: {e}")))?;
-        return resp
-            .into_string()
-            .map_err(|e| ManagerError::Invalid(format!("{location}: {e}")));
+            .map_err(|e| Denied::Unreadable(e.to_string()))?;
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(resp.into_reader(), self.max_bytes + 1),
+            &mut body,
+        )
+        .map_err(|e| Denied::Unreadable(e.to_string()))?;
+        self.text(body)
     }
-    // The location is the caller's input: a missing file is their error, not the manager's.
-    std::fs::read_to_string(location).map_err(|e| {
-        ManagerError::Invalid(format!("reading {location:?} on the manager's host: {e}"))
-    })
+
+    fn read_file(&self, path: &str) -> Result<String, Denied> {
+        // Resolved first (symbolic links, `..`), then checked against the allowed directories.
+        let real = std::fs::canonicalize(path).map_err(|_| Denied::NotAllowed)?;
+        let allowed = self
+            .dirs
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .any(|d| real.starts_with(&d));
+        if !allowed {
+            return Err(Denied::NotAllowed);
+        }
+        let f = std::fs::File::open(&real).map_err(|e| Denied::Unreadable(e.to_string()))?;
+        let meta = f
+            .metadata()
+            .map_err(|e| Denied::Unreadable(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(Denied::Unreadable("not a regular file".into()));
+        }
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, self.max_bytes + 1), &mut body)
+            .map_err(|e| Denied::Unreadable(e.to_string()))?;
+        self.text(body)
+    }
+
+    fn text(&self, body: Vec<u8>) -> Result<String, Denied> {
+        if body.len() as u64 > self.max_bytes {
+            return Err(Denied::Unreadable(format!(
+                "larger than {} bytes",
+                self.max_bytes
+            )));
+        }
+        String::from_utf8(body).map_err(|_| Denied::Unreadable("not UTF-8 text".into()))
+    }
+}
+
+enum Denied {
+    /// Outside what the operator allows (said to the caller without detail).
+    NotAllowed,
+    /// Allowed, but unusable (the detail goes to the manager's log only).
+    Unreadable(String),
 }
 
 /// Scheduled imports: when each source was last read (by this process).
@@ -103,7 +188,7 @@ impl Manager {
                 req.file.clone().unwrap_or_else(|| "import".into()),
                 t.clone(),
             ),
-            (None, Some(loc)) => (loc.clone(), read_location(loc)?),
+            (None, Some(loc)) => (loc.clone(), self.import_sources.read(loc)?),
             _ => {
                 return Err(ManagerError::Invalid(
                     "give either text (with file) or location".into(),
@@ -181,7 +266,10 @@ impl Manager {
                 location: Some(loc),
                 every_ms: Some(every),
             };
-            let r = read_location(loc).and_then(|text| self.import_labels("scheduler", src, &text));
+            let r = self
+                .import_sources
+                .read(loc)
+                .and_then(|text| self.import_labels("scheduler", src, &text));
             if let Err(e) = r {
                 let _ = self.store.log_event(
                     "scheduler",
@@ -201,4 +289,51 @@ pub struct ImportSource<'a> {
     pub origin: &'a str,
     pub location: Option<&'a str>,
     pub every_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_allowed_places_are_read_and_errors_reveal_nothing() {
+        let dir = std::env::temp_dir().join(format!("cw-import-{}", std::process::id()));
+        let inside = dir.join("allowed");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("ok.csv"), "ip,role\n10.0.0.1,db\n").unwrap();
+        std::fs::write(dir.join("secret.csv"), "password,hunter2\n").unwrap();
+        std::fs::write(inside.join("big.csv"), "x".repeat(100)).unwrap();
+        let none = ImportSources::default();
+        assert!(matches!(
+            none.read("/etc/passwd"),
+            Err(ManagerError::Forbidden(_))
+        ));
+        let s = ImportSources {
+            dirs: vec![inside.clone()],
+            url_prefixes: vec!["http://127.0.0.1:1/imports/".into()],
+            max_bytes: 50,
+        };
+        assert!(s.read(inside.join("ok.csv").to_str().unwrap()).is_ok());
+        for outside in [
+            "/etc/passwd".to_string(),
+            dir.join("secret.csv").display().to_string(),
+            format!("{}/../secret.csv", inside.display()),
+            "/nonexistent/file".into(),
+            "http://127.0.0.1:22/".into(),
+        ] {
+            let e = s.read(&outside).unwrap_err();
+            assert!(matches!(e, ManagerError::Forbidden(_)), "{outside}: {e}");
+            // The same answer whether or not the file exists: nothing is revealed.
+            assert!(!e.to_string().contains("No such file"), "{e}");
+        }
+        // Allowed but too large: refused without its content.
+        let e = s
+            .read(inside.join("big.csv").to_str().unwrap())
+            .unwrap_err();
+        assert_eq!(e.to_string(), UNREADABLE);
+        // An allowed URL prefix whose port is closed: no word about the port.
+        let e = s.read("http://127.0.0.1:1/imports/x.csv").unwrap_err();
+        assert_eq!(e.to_string(), UNREADABLE);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -44,6 +44,21 @@ struct Args {
     /// join through one address (a NAT, a benchmark).
     #[arg(long, default_value_t = 20)]
     join_burst: u32,
+    /// The largest REST request body in bytes (default 32 MiB); `cellwall apply` sends larger
+    /// manifest sets in parts.
+    #[arg(long, default_value_t = 32 << 20)]
+    api_body_limit: usize,
+    /// A directory `cellwall import --location` may read files from (repeatable; none: no
+    /// file locations).
+    #[arg(long)]
+    import_dir: Vec<PathBuf>,
+    /// A URL prefix `cellwall import --location` may read from (repeatable), e.g.
+    /// http://cmdb.example/export/.
+    #[arg(long)]
+    import_url: Vec<String>,
+    /// The largest import read from a location, in bytes.
+    #[arg(long, default_value_t = cellwall_manager::config::DEFAULT_IMPORT_MAX_BYTES)]
+    import_max_bytes: u64,
     /// Log format: text (for people) or json (one object per line, for collectors).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -120,7 +135,13 @@ fn main() -> Result<()> {
             bootstrap_ttl_ms: a.bootstrap_token_ttl,
             limits: cellwall_manager::config::Limits {
                 join_burst: a.join_burst,
+                api_body_bytes: a.api_body_limit,
                 ..Default::default()
+            },
+            imports: cellwall_manager::imports::ImportSources {
+                dirs: a.import_dir,
+                url_prefixes: a.import_url,
+                max_bytes: a.import_max_bytes,
             },
         };
         let mut running = cellwall_manager::start(cfg)

@@ -33,6 +33,8 @@ pub struct Manager {
     /// Flow records per node.
     pub(crate) flow_limit: RateLimiter<String>,
     pub(crate) limits: crate::config::Limits,
+    /// Where label imports may be read from.
+    pub(crate) import_sources: crate::imports::ImportSources,
 }
 
 /// The tokens of a first start, each in a private file of the data directory: admin, read-only,
@@ -96,6 +98,7 @@ impl Manager {
             join_limit: RateLimiter::new(cfg.limits.join_burst, cfg.limits.join_per_second),
             flow_limit: RateLimiter::new(cfg.limits.flow_burst, cfg.limits.flows_per_second),
             limits: cfg.limits.clone(),
+            import_sources: cfg.imports.clone(),
             alerter: Alerter::default(),
         });
         m.publish()?;

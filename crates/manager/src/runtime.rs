@@ -160,7 +160,7 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
     );
     spawn_history_flush(&mut tasks, m.clone(), rx.clone());
     let mut rx1 = rx.clone();
-    let router = crate::rest::router(m.clone());
+    let router = crate::rest::router(m.clone(), cfg.limits.api_body_bytes);
     tasks.spawn(async move {
         axum::serve(api_l, router)
             .with_graceful_shutdown(async move {

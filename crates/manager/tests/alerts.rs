@@ -94,7 +94,10 @@ async fn an_escaped_flow_raises_exactly_one_alert_at_the_webhook() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_import_follows_its_file_and_a_broken_run_changes_nothing() {
     let dir = tmpdir("import");
-    let running = start(config(&dir)).await.unwrap();
+    let mut cfg = config(&dir);
+    // The operator allows imports from this directory only.
+    cfg.imports.dirs = vec![dir.clone()];
+    let running = start(cfg).await.unwrap();
     let admin = token(&dir, "admin.token");
     let base = format!("http://{}", running.api);
     let report = dir.join("report.csv");

@@ -47,7 +47,17 @@ pub fn documents(files: &[PathBuf], ignore_unknown: bool) -> Result<cellwall_api
 
 pub fn apply(a: ApplyArgs, delete: bool) -> Result<()> {
     let c = a.target.client()?;
-    let r = c.apply(&documents(&a.files, a.ignore_unknown_kinds)?, delete)?;
+    let parts = c.apply_in_parts(&documents(&a.files, a.ignore_unknown_kinds)?, delete)?;
+    if parts.len() > 1 {
+        eprintln!(
+            "the manifests were larger than the manager takes at once: sent in {} parts, each applied all or nothing",
+            parts.len()
+        );
+    }
+    let r = cellwall_api::Committed {
+        revision: parts.iter().map(|c| c.revision).max().unwrap_or(0),
+        changes: parts.into_iter().flat_map(|c| c.changes).collect(),
+    };
     if a.output == Format::Table {
         let mut out = std::io::stdout().lock();
         for ch in &r.changes {

@@ -147,7 +147,34 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
-pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>) -> Router {
+/// Every answer with an error status carries the error body, also those axum writes itself
+/// (a body over the limit, a missing content type): their plain text becomes the message.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, message).into_response()
+}
+
+/// The default limit on a request body: a 10,000-rule policy set or a large inventory fits;
+/// `cellwall apply` splits what is larger into parts.
+pub const DEFAULT_BODY_LIMIT: usize = 32 << 20;
+
+pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>, body_limit: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/openapi.json", get(openapi))
@@ -182,6 +209,8 @@ pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>) -> Router {
         )
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(s)
 }
 

@@ -120,7 +120,7 @@ async fn call(
     token: Option<&str>,
     body: &str,
 ) -> (u16, ErrorBody) {
-    let app = router(Arc::new(Fake { fail }));
+    let app = router(Arc::new(Fake { fail }), 1 << 20);
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header("Authorization", format!("Bearer {t}"));
@@ -210,7 +210,7 @@ async fn the_router_serves_exactly_the_documented_routes() {
     let ok = || ManagerError::Internal("not reached".into());
     let documented = cellwall_api::openapi::routes();
     for r in &documented {
-        let app = router(Arc::new(Fake { fail: ok }));
+        let app = router(Arc::new(Fake { fail: ok }), 1 << 20);
         let req = Request::builder()
             .method(r.method.to_uppercase().as_str())
             .uri(r.path)
@@ -238,4 +238,16 @@ async fn the_router_serves_exactly_the_documented_routes() {
     paths.sort();
     paths.dedup();
     assert_eq!(served, paths);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_with_the_error_body() {
+    let ok = || ManagerError::Internal("not reached".into());
+    let big = format!(
+        "{{\"documents\": [{{\"file\": \"a\", \"text\": \"{}\"}}]}}",
+        "x".repeat(2 << 20)
+    );
+    let (s, e) = call(ok, "POST", "/v1/apply", Some("adm"), &big).await;
+    assert_eq!(s, 413, "{e:?}");
+    assert_eq!(e.error.reason, "Payload Too Large");
 }
