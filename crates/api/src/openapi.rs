@@ -141,6 +141,8 @@ pub fn routes() -> Vec<Route> {
             .query(inline::<FlowQuery>),
         route("get", "/v1/alerts", Read, "Compliance alerts, oldest first", reference::<AlertList>)
             .query(inline::<AlertQuery>),
+        route("get", "/metrics", Read, "Prometheus metrics: refusals of what outside parties sent (joins, reports, flow records, rates) and each node's state", text)
+            .media("application/openmetrics-text"),
         route("get", "/v1/explain", Read, "Why the policy in force allows or denies a connection", reference::<ExplainResponse>)
             .query(inline::<ExplainQuery>),
         route("get", "/v1/map", Read, "The application dependency map of the flow history", reference::<MapResponse>)

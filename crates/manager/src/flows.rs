@@ -107,6 +107,7 @@ impl Manager {
         agent_dropped: u64,
     ) -> Result<usize, ManagerError> {
         if !self.flow_limit.take(&node.to_string(), rows.len() as f64) {
+            self.metrics.limited("flows");
             self.store.count_refusal(
                 node,
                 Refusal::Flows,

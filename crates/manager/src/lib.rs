@@ -8,7 +8,7 @@
 //! message is encoded once per revision for every agent.
 //!
 //! Layers (a module uses only those above it): `config`, `error`, `validate`, `pki`, `store`, `history`,
-//! `alerts`, `writer`, `limits`, `sessions` → `state`, `intake` → `manager` → the operations (`objects`, `tokens`, `nodes`, `flows`,
+//! `alerts`, `writer`, `limits`, `sessions`, `metrics` → `state`, `intake` → `manager` → the operations (`objects`, `tokens`, `nodes`, `flows`,
 //! `imports`, `quarantines`, `discover`) → `services` → `rest`, `grpc` → `runtime`.
 
 // A library reports through return values and `tracing`, never by printing.
@@ -25,6 +25,7 @@ pub mod imports;
 pub mod intake;
 pub mod limits;
 pub mod manager;
+pub mod metrics;
 pub mod nodes;
 pub mod objects;
 pub mod pki;

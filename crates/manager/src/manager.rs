@@ -35,6 +35,16 @@ pub struct Manager {
     pub(crate) limits: crate::config::Limits,
     /// Where label imports may be read from.
     pub(crate) import_sources: crate::imports::ImportSources,
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// Creates the data directory readable by its owner only (0700), and makes it so if an earlier
+/// version left it wider: it holds the CA key, tokens and the database.
+fn private_dir(dir: &std::path::Path) -> Result<(), ManagerError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("making {} private", dir.display())))
 }
 
 /// The tokens of a first start, each in a private file of the data directory: admin, read-only,
@@ -75,8 +85,7 @@ pub struct FirstStart {
 impl Manager {
     /// Opens (or on first start, creates) the data directory, store, CA and tokens.
     pub fn open(cfg: &Config) -> Result<(Arc<Self>, FirstStart), ManagerError> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(io_err(format!("creating {}", cfg.data_dir.display())))?;
+        private_dir(&cfg.data_dir)?;
         let store = crate::store::open(&cfg.store())?;
         let (ca, created) = Ca::load_or_create(&cfg.data_dir)?;
         if created {
@@ -99,6 +108,7 @@ impl Manager {
             flow_limit: RateLimiter::new(cfg.limits.flow_burst, cfg.limits.flows_per_second),
             limits: cfg.limits.clone(),
             import_sources: cfg.imports.clone(),
+            metrics: Default::default(),
             alerter: Alerter::default(),
         });
         m.publish()?;

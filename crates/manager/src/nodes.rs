@@ -41,12 +41,14 @@ impl Manager {
         let from = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
         if let Some(ip) = peer {
             if !self.join_limit.take(&ip, 1.0) {
+                self.metrics.limited("join");
                 return Err(ManagerError::RateLimited(
                     "too many joins from this address; retry later".into(),
                 ));
             }
         }
         if !valid_node_name(node) {
+            self.metrics.join_refused("name");
             self.log_event_later(
                 "join",
                 "join-refused",
@@ -57,6 +59,12 @@ impl Manager {
             ));
         }
         let refuse = |why: &str| {
+            self.metrics
+                .join_refused(if why.starts_with("already joined") {
+                    "node-taken"
+                } else {
+                    "token"
+                });
             self.log_event_later(
                 &format!("node:{node}"),
                 "join-refused",

@@ -37,6 +37,8 @@ pub trait Observe: Authenticate {
     fn nodes(&self) -> R<NodeList>;
     fn flows(&self, q: &FlowQuery) -> R<FlowList>;
     fn alerts(&self, q: &AlertQuery) -> R<AlertList>;
+    /// Prometheus text exposition.
+    fn metrics(&self) -> R<String>;
 }
 
 /// Explain, map, propose, simulate.
@@ -142,6 +144,11 @@ impl Observe for Manager {
     }
     fn alerts(&self, q: &AlertQuery) -> R<AlertList> {
         self.alert_list(q)
+    }
+    fn metrics(&self) -> R<String> {
+        Ok(self
+            .metrics
+            .render(self.published().revision, &self.store.nodes()?))
     }
 }
 

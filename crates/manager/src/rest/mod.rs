@@ -194,6 +194,7 @@ pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>, body_limit: 
         .route("/v1/nodes", get(observe::nodes::<S>))
         .route("/v1/flows", get(observe::flows::<S>))
         .route("/v1/alerts", get(observe::alerts::<S>))
+        .route("/metrics", get(observe::metrics::<S>))
         .route("/v1/explain", get(discover::explain::<S>))
         .route("/v1/map", get(discover::map::<S>))
         .route("/v1/propose", get(discover::propose::<S>))

@@ -20,3 +20,17 @@ pub async fn alerts<S: Observe>(State(s): St<S>, h: HeaderMap, u: Uri) -> Api<Al
     let q: AlertQuery = query(&u)?;
     Ok(Json(blocking(move || s.alerts(&q)).await?))
 }
+
+/// Prometheus metrics (a read token, as for every route that reveals state).
+pub async fn metrics<S: Observe>(State(s): St<S>, h: HeaderMap) -> Result<Response, ApiError> {
+    auth(&*s, &h, Role::Read)?;
+    let text = blocking(move || s.metrics()).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -73,6 +73,9 @@ impl Observe for Fake {
     fn alerts(&self, _: &AlertQuery) -> R<AlertList> {
         Err((self.fail)())
     }
+    fn metrics(&self) -> R<String> {
+        Err((self.fail)())
+    }
 }
 
 impl Discover for Fake {

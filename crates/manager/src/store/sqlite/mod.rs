@@ -66,8 +66,37 @@ CREATE TABLE IF NOT EXISTS flow_history(
   PRIMARY KEY(bucket, src, dst, protocol, port, verdict, rule)) WITHOUT ROWID;
 ";
 
+/// The database and its WAL and shared-memory files are readable by their owner only (0600):
+/// created that way (SQLite gives the WAL and SHM files the database's mode), and narrowed if
+/// an earlier version left them wider.
+fn private_files(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| StoreError::Io { what, source }
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("creating"))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .map_err(io("making private"))?;
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
+        private_files(path)?;
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;

@@ -222,3 +222,20 @@ fn reported_workloads_round_trip_and_bump_only_on_change() {
     assert!(s.report_workloads("n1", &r).unwrap().is_none());
     assert_eq!(s.nodes().unwrap()[0].workloads, r);
 }
+
+#[test]
+fn the_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp("perm");
+    let path = dir.join("c.db");
+    let s = SqliteStore::open(&path).unwrap();
+    s.log_event("a", "b", "c").unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if p.exists() {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
