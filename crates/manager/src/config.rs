@@ -31,7 +31,17 @@ pub struct Config {
     /// What outside parties may send.
     pub limits: Limits,
     /// Where label imports may be read from (nothing unless configured).
-    pub imports: crate::imports::ImportSources,
+    pub imports: ImportSources,
+}
+
+/// Where the manager may read label imports from, as its operator allows: files under these
+/// directories, URLs under these prefixes, at most this many bytes. Nothing is allowed unless
+/// configured.
+#[derive(Debug, Clone, Default)]
+pub struct ImportSources {
+    pub dirs: Vec<std::path::PathBuf>,
+    pub url_prefixes: Vec<String>,
+    pub max_bytes: u64,
 }
 
 /// Bounds on what outside parties may send, each refused past its limit and counted.
@@ -77,7 +87,7 @@ impl Config {
             webhooks: Vec::new(),
             bootstrap_ttl_ms: DEFAULT_BOOTSTRAP_TTL_MS,
             limits: Limits::default(),
-            imports: crate::imports::ImportSources {
+            imports: ImportSources {
                 max_bytes: DEFAULT_IMPORT_MAX_BYTES,
                 ..Default::default()
             },

@@ -9,15 +9,7 @@ use crate::store::{Body, ChangeAction, ImportRecord, Kind, Write};
 use cellwall_api::{ImportItem, ImportList, ImportRequest, ImportResult};
 use std::collections::HashMap;
 
-/// Where the manager may read label imports from, as its operator allows: files under these
-/// directories, URLs under these prefixes, at most this many bytes. Nothing is allowed unless
-/// configured.
-#[derive(Debug, Clone, Default)]
-pub struct ImportSources {
-    pub dirs: Vec<std::path::PathBuf>,
-    pub url_prefixes: Vec<String>,
-    pub max_bytes: u64,
-}
+pub use crate::config::ImportSources;
 
 /// What a caller is told when a location cannot be used: nothing about which files exist,
 /// which ports are open or what a file holds (the manager's log has the detail).

@@ -34,7 +34,7 @@ pub struct Manager {
     pub(crate) flow_limit: RateLimiter<String>,
     pub(crate) limits: crate::config::Limits,
     /// Where label imports may be read from.
-    pub(crate) import_sources: crate::imports::ImportSources,
+    pub(crate) import_sources: crate::config::ImportSources,
     pub metrics: crate::metrics::Metrics,
 }
 

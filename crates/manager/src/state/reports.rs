@@ -107,24 +107,22 @@ impl Raw {
         let declared = self.declared_ips(node, &key, r.host)?;
         let mut conflicts = Vec::new();
         for ip in ips {
-            match &declared {
-                // The store fixes the addresses: the report must be among them.
-                Some(allowed) if !allowed.iter().any(|a| a.contains(&ip)) => {
+            // Where the store fixes the addresses (a pod's manifest, a host's declaration), the
+            // report must be among them; and no address may be another workload's.
+            if let Some(allowed) = &declared {
+                if !allowed.iter().any(|a| a.contains(&ip)) {
                     return Err(format!(
                         "{}: address {ip} is not one the store gives it",
                         r.key
-                    ))
+                    ));
                 }
-                Some(_) => {}
-                None => {
-                    if let Some(owner) = owners.get(&ip).filter(|o| **o != r.key) {
-                        conflicts.push(Conflict {
-                            ip,
-                            claimed_by: r.key.clone(),
-                            owner: owner.clone(),
-                        });
-                    }
-                }
+            }
+            if let Some(owner) = owners.get(&ip).filter(|o| **o != r.key) {
+                conflicts.push(Conflict {
+                    ip,
+                    claimed_by: r.key.clone(),
+                    owner: owner.clone(),
+                });
             }
         }
         Ok(conflicts)

@@ -464,4 +464,35 @@ spec:
             assert!(e.to_string().contains(want), "{want}: got {e}");
         }
     }
+
+    #[test]
+    fn hosts_are_declared_with_node_labels_and_addresses() {
+        let y = "apiVersion: cellwall.io/v1alpha1\nkind: Host\nmetadata: {name: db-vm, namespace: hosts, labels: {role: db}}\nspec: {node: db-vm, addresses: [192.0.2.10, 10.1.0.0/24]}\n";
+        let p = parse_file("h.yaml", y).unwrap();
+        let Object::Host(h) = &p.objects[0].object else {
+            panic!("{:?}", p.objects)
+        };
+        assert_eq!((h.namespace.as_str(), h.node.as_str()), ("hosts", "db-vm"));
+        assert_eq!(h.labels["role"], "db");
+        assert_eq!(h.addresses.len(), 2);
+        assert_eq!(
+            h.workload().ips,
+            ["192.0.2.10".parse::<std::net::IpAddr>().unwrap()]
+        );
+        for (bad, path) in [
+            ("spec: {node: BAD, addresses: [192.0.2.1]}", "spec.node"),
+            ("spec: {node: n, addresses: [nope]}", "spec.addresses[0]"),
+            ("spec: {node: n}", "spec.addresses"),
+            (
+                "spec: {node: n, addresses: [192.0.2.1], labels: {a: b}}",
+                "spec",
+            ),
+        ] {
+            let y = format!(
+                "apiVersion: cellwall.io/v1alpha1\nkind: Host\nmetadata: {{name: h}}\n{bad}\n"
+            );
+            let e = parse_file("h.yaml", &y).unwrap_err().to_string();
+            assert!(e.contains(path), "{bad}: {e}");
+        }
+    }
 }
