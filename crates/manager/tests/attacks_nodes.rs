@@ -54,100 +54,8 @@ spec:
     ports: [{port: 5432}]
 ";
 
-struct World {
-    running: cellwall_manager::Running,
-    dir: PathBuf,
-    base: String,
-    admin: String,
-    ca: String,
-    boot: String,
-}
-
-impl World {
-    async fn new(tag: &str) -> World {
-        World::with(tag, |_| {}).await
-    }
-
-    async fn with(tag: &str, tune: impl FnOnce(&mut Config)) -> World {
-        let dir = tmpdir(tag);
-        let mut cfg = config(&dir);
-        tune(&mut cfg);
-        let running = start(cfg).await.unwrap();
-        let w = World {
-            base: format!("http://{}", running.api),
-            admin: token(&dir, "admin.token"),
-            ca: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-            boot: token(&dir, "bootstrap.token"),
-            running,
-            dir,
-        };
-        let (s, v) = w
-            .rest("POST", "/v1/apply", Some(apply_body("shop.yaml", SHOP)))
-            .await;
-        assert_eq!(s, 200, "{v}");
-        w
-    }
-
-    async fn rest(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let (b, a, m, p) = (
-            self.base.clone(),
-            self.admin.clone(),
-            method.to_string(),
-            path.to_string(),
-        );
-        tokio::task::spawn_blocking(move || call(&b, &m, &p, Some(&a), body))
-            .await
-            .unwrap()
-    }
-
-    async fn node(&self, name: &str) -> AgentClient<Channel> {
-        joined(self.running.grpc, &self.ca, &self.boot, name).await
-    }
-
-    /// Opens a watch for `node` reporting `workloads`; returns the first state it gets.
-    async fn report(&self, c: &mut AgentClient<Channel>, node: &str, w: Vec<LocalWorkload>) {
-        let mut s = c
-            .watch(WatchRequest {
-                node: node.into(),
-                applied_version: 0,
-                workloads: w,
-                agent_version: "forged".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        s.message().await.unwrap().unwrap();
-    }
-
-    async fn explain(&self, from: &str, to: &str) -> (u16, Value) {
-        self.rest(
-            "GET",
-            &format!("/v1/explain?from={from}&to={to}&probe=TCP/5432"),
-            None,
-        )
-        .await
-    }
-
-    async fn workloads(&self) -> Vec<Value> {
-        let (_, v) = self.rest("GET", "/v1/workloads", None).await;
-        v["items"].as_array().unwrap().clone()
-    }
-
-    async fn node_item(&self, name: &str) -> Value {
-        let (_, v) = self.rest("GET", "/v1/nodes", None).await;
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-
-    async fn stop(self) {
-        self.running.stop().await.unwrap();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+async fn shop(tag: &str) -> World {
+    World::with(tag, SHOP, |_| {}).await
 }
 
 fn host(key: &str, ip: &str, labels: &[(&str, &str)]) -> LocalWorkload {
@@ -167,7 +75,7 @@ fn host(key: &str, ip: &str, labels: &[(&str, &str)]) -> LocalWorkload {
 /// app=frontend was allowed into prod/db; claiming a namespace a policy admits worked the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cannot_grant_itself_access() {
-    let w = World::new("atk-self").await;
+    let w = shop("atk-self").await;
     let mut evil = w.node("zz-evil").await;
     w.report(
         &mut evil,
@@ -203,7 +111,7 @@ async fn a_node_cannot_grant_itself_access() {
 /// Finding 1 (labels): reported labels and names were not validated and were applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reported_labels_and_malformed_names_never_reach_the_model() {
-    let w = World::new("atk-labels").await;
+    let w = shop("atk-labels").await;
     // A declared host of n9 whose agent sends labels of its own.
     let decl = "apiVersion: cellwall.io/v1alpha1\nkind: Host\nmetadata: {name: vm, namespace: hosts, labels: {role: web}}\nspec: {node: n9, addresses: [10.40.0.1]}\n";
     let (s, v) = w
@@ -250,7 +158,7 @@ async fn reported_labels_and_malformed_names_never_reach_the_model() {
 /// pod bound to n1 without an address took the address another node reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cannot_take_over_addresses() {
-    let w = World::new("atk-addr").await;
+    let w = shop("atk-addr").await;
     let decl = "apiVersion: cellwall.io/v1alpha1\nkind: Host\nmetadata: {name: evil, namespace: hosts}\nspec: {node: zz-evil, addresses: [10.0.0.0/8]}\n";
     let (s, _) = w
         .rest("POST", "/v1/apply", Some(apply_body("h.yaml", decl)))
@@ -336,7 +244,7 @@ fn now_ns() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_flows_teach_nothing_and_raise_nothing() {
     // A small per-node rate, so that the flood below exceeds it quickly.
-    let w = World::with("atk-flows", |c| {
+    let w = World::with("atk-flows", SHOP, |c| {
         c.limits.flow_burst = 20_000;
         c.limits.flows_per_second = 1_000.0;
     })

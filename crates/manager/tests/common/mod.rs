@@ -168,3 +168,125 @@ pub fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
     });
     (url, got)
 }
+
+/// A manager on loopback with `manifests` applied, and the credentials it wrote.
+pub struct World {
+    pub running: cellwall_manager::Running,
+    pub dir: PathBuf,
+    pub base: String,
+    pub admin: String,
+    pub ca: String,
+    pub boot: String,
+}
+
+impl World {
+    pub async fn with(tag: &str, manifests: &str, tune: impl FnOnce(&mut Config)) -> World {
+        let dir = tmpdir(tag);
+        let mut cfg = config(&dir);
+        tune(&mut cfg);
+        let running = start(cfg).await.unwrap();
+        let w = World {
+            base: format!("http://{}", running.api),
+            admin: token(&dir, "admin.token"),
+            ca: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+            boot: token(&dir, "bootstrap.token"),
+            running,
+            dir,
+        };
+        let (s, v) = w
+            .rest(
+                "POST",
+                "/v1/apply",
+                Some(apply_body("world.yaml", manifests)),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        w
+    }
+
+    pub async fn rest(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.rest_as(Some(&self.admin), method, path, body).await
+    }
+
+    /// A REST call with another bearer token (or none).
+    pub async fn rest_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (b, t, m, p) = (
+            self.base.clone(),
+            token.map(str::to_string),
+            method.to_string(),
+            path.to_string(),
+        );
+        tokio::task::spawn_blocking(move || call(&b, &m, &p, t.as_deref(), body))
+            .await
+            .unwrap()
+    }
+
+    /// A new token of `role` (`extra` adds fields of the request); returns (id, secret).
+    pub async fn new_token(&self, role: &str, extra: Value) -> (i64, String) {
+        let mut body = json!({"role": role, "name": format!("test {role}")});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (s, v) = self.rest("POST", "/v1/tokens", Some(body)).await;
+        assert_eq!(s, 200, "{v}");
+        (
+            v["id"].as_i64().unwrap(),
+            v["token"].as_str().unwrap().into(),
+        )
+    }
+
+    pub async fn node(&self, name: &str) -> AgentClient<Channel> {
+        joined(self.running.grpc, &self.ca, &self.boot, name).await
+    }
+
+    /// Opens a watch for `node` reporting `workloads`; returns the first state it gets.
+    pub async fn report(&self, c: &mut AgentClient<Channel>, node: &str, w: Vec<LocalWorkload>) {
+        let mut s = c
+            .watch(WatchRequest {
+                node: node.into(),
+                applied_version: 0,
+                workloads: w,
+                agent_version: "forged".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().unwrap();
+    }
+
+    pub async fn explain(&self, from: &str, to: &str) -> (u16, Value) {
+        self.rest(
+            "GET",
+            &format!("/v1/explain?from={from}&to={to}&probe=TCP/5432"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn workloads(&self) -> Vec<Value> {
+        let (_, v) = self.rest("GET", "/v1/workloads", None).await;
+        v["items"].as_array().unwrap().clone()
+    }
+
+    pub async fn node_item(&self, name: &str) -> Value {
+        let (_, v) = self.rest("GET", "/v1/nodes", None).await;
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await.unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
