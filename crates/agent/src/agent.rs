@@ -244,6 +244,7 @@ impl ManagerLoop {
                 Ok(id) => {
                     Session {
                         cfg: &cfg,
+                        state: &state,
                         local: &local,
                         work: &work,
                         acks: &mut acks,
@@ -258,6 +259,10 @@ impl ManagerLoop {
             m.connected.set(0);
             if *stop.borrow() {
                 return;
+            }
+            if let Err(AgentError::Renewed { .. }) = &r {
+                tracing::info!("{}", r.as_ref().unwrap_err());
+                continue;
             }
             if let Err(e) = r {
                 warn!(

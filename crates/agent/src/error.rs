@@ -48,6 +48,11 @@ pub enum AgentError {
     },
     #[error("the manager closed the watch stream")]
     StreamClosed,
+    /// The node certificate was renewed: the session reconnects with it at once.
+    #[error(
+        "renewed the node certificate (valid until {not_after_ms} Unix ms); reconnecting with it"
+    )]
+    Renewed { not_after_ms: i64 },
     #[error("desired state")]
     Payload(#[from] cellwall_proto::PayloadError),
     /// A delta that does not start from the version held: the session reconnects so the

@@ -1,19 +1,20 @@
 //! One gRPC connection to the manager: opens the watch (reporting the version held and the
 //! local workloads), forwards each desired state to the enforcement thread, sends its acks, and
-//! ships flow batches every interval, until the connection breaks or the agent stops.
+//! ships flow batches every interval, and renews the node certificate at two thirds of its
+//! life, until the connection breaks or the agent stops.
 
 use crate::config::Config;
 use crate::enforce::Ack;
 use crate::flows::FlowQueue;
-use crate::identity::channel;
+use crate::identity::{channel, NodeCert};
 use crate::metrics::Metrics;
+use crate::state::StateDir;
 use crate::AgentError;
-use cellwall_proto::tonic::transport::Identity;
 use cellwall_proto::{
-    AckRequest, AgentClient, DesiredState, FlowBatch, LocalWorkload, WatchRequest,
+    AckRequest, AgentClient, DesiredState, FlowBatch, LocalWorkload, RenewRequest, WatchRequest,
 };
 use std::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Records per flow batch.
 const BATCH: usize = 5000;
@@ -21,6 +22,7 @@ const BATCH: usize = 5000;
 /// What a session works with, borrowed from the agent for its lifetime.
 pub struct Session<'a> {
     pub cfg: &'a Config,
+    pub state: &'a StateDir,
     pub local: &'a [LocalWorkload],
     pub work: &'a mpsc::Sender<DesiredState>,
     pub acks: &'a mut tokio::sync::mpsc::UnboundedReceiver<Ack>,
@@ -32,11 +34,12 @@ impl Session<'_> {
     /// Runs until the connection fails (an error) or `stop` resolves (Ok).
     pub async fn run(
         self,
-        id: Identity,
+        id: NodeCert,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), AgentError> {
         let Session {
             cfg,
+            state,
             local,
             work,
             acks,
@@ -44,8 +47,9 @@ impl Session<'_> {
             metrics: m,
         } = self;
         tokio::pin!(stop);
-        let mut c =
-            AgentClient::new(channel(cfg, Some(id)).await?).max_decoding_message_size(256 << 20);
+        let mut renew_at = id.validity.map_or(0, |v| v.renew_at_ms());
+        let mut c = AgentClient::new(channel(cfg, Some(id.identity)).await?)
+            .max_decoding_message_size(256 << 20);
         let mut stream = c
             .watch(WatchRequest {
                 node: cfg.node.clone(),
@@ -87,6 +91,20 @@ impl Session<'_> {
                         return Err(AgentError::Resync(a.error));
                     }
                 }
+                () = renewal_due(renew_at) => {
+                    match c.renew(RenewRequest { node: cfg.node.clone() }).await {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            crate::identity::save(state, &r)?;
+                            return Err(AgentError::Renewed { not_after_ms: r.not_after_unix_ms });
+                        }
+                        // The current certificate still works: keep the session, try again.
+                        Err(s) => {
+                            warn!("renewing the node certificate: {}; retrying in a minute", s.message());
+                            renew_at = now_ms().saturating_add(60_000);
+                        }
+                    }
+                }
                 _ = tick.tick() => {
                     loop {
                         let recs = flows.take(BATCH);
@@ -116,4 +134,23 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// Resolves once the wall clock reaches `at_ms` (Unix ms). It looks at the wall clock at
+/// least every minute, so a clock stepped forward (or a suspended host) renews promptly.
+async fn renewal_due(at_ms: i64) {
+    loop {
+        let now = now_ms();
+        if now >= at_ms {
+            return;
+        }
+        let wait = u64::try_from(at_ms - now).unwrap_or(u64::MAX).min(60_000);
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -53,6 +53,11 @@ impl StateDir {
         self.dir.join("node.key")
     }
 
+    /// The certificate's validity as the manager issued it (when to renew).
+    pub fn node_validity(&self) -> PathBuf {
+        self.dir.join("node.validity.json")
+    }
+
     /// `[version, state]` of the last applied desired state.
     pub fn desired(&self) -> PathBuf {
         self.dir.join("desired.json")

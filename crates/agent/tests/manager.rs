@@ -162,3 +162,90 @@ fn flow_events_reach_the_manager_attributed_to_workloads() {
     assert_eq!(agent.metrics().records_dropped.get(), 0);
     agent.stop().unwrap();
 }
+
+/// The agent renews its certificate at two thirds of its life, without a restart or a token,
+/// and keeps following the manager past the first certificate's expiry; the certificate it
+/// replaced is refused as soon as the new one is in use (before it expires).
+#[test]
+fn the_agent_renews_its_certificate_before_it_expires() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Manager::start_with(&tmp.path().join("manager"), |c| {
+        c.lifetimes.node = Duration::from_secs(6);
+    });
+    let rev = m.apply(MODEL, false);
+    let state = tmp.path().join("agent");
+    let agent = Agent::start(m.agent_config(&state), FakeDatapath::new()).unwrap();
+    wait_until(LIMIT, "the node acks the model", || m.acked("n1") >= rev);
+    let read = |f: &str| std::fs::read_to_string(state.join(f)).unwrap();
+    let (first_cert, first_key) = (read("node.pem"), read("node.key"));
+    let expires = |m: &Manager| {
+        m.client().nodes().unwrap().items[0]
+            .cert_expires_ms
+            .expect("an expiry")
+    };
+    let first_expiry = expires(&m);
+    // The first certificate is still good: a second client holding it is accepted.
+    assert_eq!(ack_with(&m, &first_cert, &first_key), Ok(()));
+    // No token from here on: renewal is by the certificate alone.
+    std::fs::remove_file(m.dir.join("bootstrap.token")).unwrap();
+
+    wait_until(LIMIT, "the agent renews (at 4 s of 6)", || {
+        read("node.pem") != first_cert
+    });
+    assert_ne!(
+        read("node.key"),
+        first_key,
+        "a new key with the new certificate"
+    );
+    wait_until(LIMIT, "the agent reconnects with it", || {
+        agent.metrics().connected.get() == 1 && expires(&m) > first_expiry
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let refused = ack_with(&m, &first_cert, &first_key);
+    if now + 500 < first_expiry {
+        // Not expired yet: refused by the manager because it was replaced.
+        assert_eq!(refused, Err("unknown or replaced node certificate".into()));
+    } else {
+        assert!(refused.is_err(), "a machine this slow only proves expiry");
+    }
+    // Past the first certificate's expiry the agent still follows the manager.
+    std::thread::sleep(Duration::from_millis(3000));
+    let rev = m.apply(B_CLOSED, false);
+    wait_until(LIMIT, "the node acks after the first expiry", || {
+        m.acked("n1") >= rev
+    });
+    let audit = m.client().audit(100).unwrap();
+    assert!(audit.events.iter().any(|e| e.action == "cert-renewed"));
+    agent.stop().unwrap();
+}
+
+/// An ack from a client holding `cert`/`key` (the TLS error or the manager's message).
+fn ack_with(m: &Manager, cert: &str, key: &str) -> Result<(), String> {
+    use cellwall_proto::tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ca = std::fs::read_to_string(m.dir.join("ca.pem")).unwrap();
+    rt.block_on(async {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost")
+            .identity(Identity::from_pem(cert, key));
+        let ch = Endpoint::from_shared(format!("https://{}", m.grpc))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        cellwall_proto::AgentClient::new(ch)
+            .ack(cellwall_proto::AckRequest {
+                node: "n1".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| s.message().to_string())
+    })
+}

@@ -51,6 +51,10 @@ pub struct NodeItem {
     pub refused: Refused,
     /// False once an admin withdrew its certificate.
     pub has_cert: bool,
+    /// When its certificate expires, Unix ms (absent for nodes that joined before certificates
+    /// expired); its agent renews it at two thirds of its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_expires_ms: Option<i64>,
 }
 
 /// Refusals of one node's messages.

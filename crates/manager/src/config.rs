@@ -3,6 +3,7 @@
 use crate::store::StoreConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The first start's bootstrap token lasts a day: long enough to bring up the first nodes,
 /// short enough that a copy found later is worthless (`cellwall tokens create` makes more).
@@ -32,6 +33,28 @@ pub struct Config {
     pub limits: Limits,
     /// Where label imports may be read from (nothing unless configured).
     pub imports: ImportSources,
+    /// How long the certificates the manager issues are valid.
+    pub lifetimes: CertLifetimes,
+}
+
+/// Certificate lifetimes. Nodes renew theirs at two thirds of its life without a restart; the
+/// server's is issued at every start; the CA's once, at the first.
+#[derive(Debug, Clone, Copy)]
+pub struct CertLifetimes {
+    pub node: Duration,
+    pub server: Duration,
+    pub ca: Duration,
+}
+
+impl Default for CertLifetimes {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        Self {
+            node: Duration::from_secs(90 * DAY),
+            server: Duration::from_secs(365 * DAY),
+            ca: Duration::from_secs(10 * 365 * DAY),
+        }
+    }
 }
 
 /// Where the manager may read label imports from, as its operator allows: files under these
@@ -91,6 +114,7 @@ impl Config {
                 max_bytes: DEFAULT_IMPORT_MAX_BYTES,
                 ..Default::default()
             },
+            lifetimes: CertLifetimes::default(),
         }
     }
 

@@ -49,16 +49,22 @@ impl<S: AgentControl> Bootstrap for JoinService<S> {
         let peer = req.remote_addr().map(|a| a.ip());
         let r = req.into_inner();
         let s = self.s.clone();
-        let (cert_pem, key_pem) =
-            tokio::task::spawn_blocking(move || s.join(&r.token, &r.node, peer))
-                .await
-                .map_err(join_error)?
-                .map_err(status)?;
-        Ok(Response::new(JoinReply {
-            cert_pem,
-            key_pem,
-            ca_pem: self.s.ca_pem().to_string(),
-        }))
+        let issued = tokio::task::spawn_blocking(move || s.join(&r.token, &r.node, peer))
+            .await
+            .map_err(join_error)?
+            .map_err(status)?;
+        Ok(Response::new(reply(issued, self.s.ca_pem())))
+    }
+}
+
+/// A certificate as the agent receives it, with the CA it chains to.
+fn reply(i: crate::pki::Issued, ca_pem: &str) -> JoinReply {
+    JoinReply {
+        cert_pem: i.cert_pem,
+        key_pem: i.key_pem,
+        ca_pem: ca_pem.to_string(),
+        issued_unix_ms: i.validity.issued_ms,
+        not_after_unix_ms: i.validity.not_after_ms,
     }
 }
 
@@ -74,15 +80,21 @@ impl<S: AgentControl> AgentService<S> {
     /// The node a request comes from, by its client certificate; and the node it claims must be
     /// that one.
     fn node<T>(&self, req: &Request<T>, claimed: &str) -> Result<String, Status> {
+        self.caller(req, claimed).map(|(node, _)| node)
+    }
+
+    /// The node a request comes from and the hash of the certificate it used.
+    fn caller<T>(&self, req: &Request<T>, claimed: &str) -> Result<(String, String), Status> {
         let certs = req.peer_certs().ok_or_else(|| {
             Status::unauthenticated("a node certificate is required (join first)")
         })?;
         let der = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+        let hash = crate::pki::sha256_hex(der);
         let node = self
             .s
-            .node_by_cert(&crate::pki::sha256_hex(der))
+            .node_by_cert(&hash)
             .map_err(status)?
             .ok_or_else(|| Status::unauthenticated("unknown or replaced node certificate"))?;
         if node != claimed {
@@ -90,7 +102,7 @@ impl<S: AgentControl> AgentService<S> {
                 "this certificate belongs to node {node}, not {claimed}"
             )));
         }
-        Ok(node)
+        Ok((node, hash))
     }
 }
 
@@ -176,6 +188,16 @@ impl<S: AgentControl> Agent for AgentService<S> {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<JoinReply>, Status> {
+        let (node, caller) = self.caller(&req, &req.get_ref().node)?;
+        let s = self.s.clone();
+        let issued = tokio::task::spawn_blocking(move || s.renew(&node, &caller))
+            .await
+            .map_err(join_error)?
+            .map_err(status)?;
+        Ok(Response::new(reply(issued, self.s.ca_pem())))
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> Result<Response<AckReply>, Status> {

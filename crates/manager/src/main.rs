@@ -59,6 +59,17 @@ struct Args {
     /// The largest import read from a location, in bytes.
     #[arg(long, default_value_t = cellwall_manager::config::DEFAULT_IMPORT_MAX_BYTES)]
     import_max_bytes: u64,
+    /// How long node certificates are valid (e.g. 90d, 30d, 12h). Agents renew theirs at two
+    /// thirds of that, without a restart; a node offline past its expiry must join again.
+    #[arg(long, default_value = "90d", value_parser = parse_lifetime)]
+    node_cert_ttl: std::time::Duration,
+    /// How long the manager's server certificate is valid; it is issued afresh at every start,
+    /// so restart the manager within this time.
+    #[arg(long, default_value = "365d", value_parser = parse_lifetime)]
+    server_cert_ttl: std::time::Duration,
+    /// How long the CA created at the first start is valid (no effect afterwards).
+    #[arg(long, default_value = "3650d", value_parser = parse_lifetime)]
+    ca_ttl: std::time::Duration,
     /// Log format: text (for people) or json (one object per line, for collectors).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -95,6 +106,14 @@ fn parse_retention(s: &str) -> Result<u64, String> {
     cellwall_manager::parse_duration_ms(s)
         .filter(|ms| *ms > 0)
         .ok_or_else(|| format!("{s:?}: expected a duration like 7d, 24h, 90m"))
+}
+
+/// A certificate lifetime: at least a minute (shorter ones would be renewed constantly).
+fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    cellwall_manager::parse_duration_ms(s)
+        .filter(|ms| *ms >= 60_000)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("{s:?}: expected a duration of at least a minute, like 90d, 12h"))
 }
 
 fn default_data_dir() -> PathBuf {
@@ -142,6 +161,11 @@ fn main() -> Result<()> {
                 dirs: a.import_dir,
                 url_prefixes: a.import_url,
                 max_bytes: a.import_max_bytes,
+            },
+            lifetimes: cellwall_manager::config::CertLifetimes {
+                node: a.node_cert_ttl,
+                server: a.server_cert_ttl,
+                ca: a.ca_ttl,
             },
         };
         let mut running = cellwall_manager::start(cfg)

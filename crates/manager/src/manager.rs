@@ -35,6 +35,9 @@ pub struct Manager {
     pub(crate) limits: crate::config::Limits,
     /// Where label imports may be read from.
     pub(crate) import_sources: crate::config::ImportSources,
+    pub(crate) lifetimes: crate::config::CertLifetimes,
+    /// Certificate renewals per node.
+    pub(crate) renew_limit: RateLimiter<String>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -87,7 +90,7 @@ impl Manager {
     pub fn open(cfg: &Config) -> Result<(Arc<Self>, FirstStart), ManagerError> {
         private_dir(&cfg.data_dir)?;
         let store = crate::store::open(&cfg.store())?;
-        let (ca, created) = Ca::load_or_create(&cfg.data_dir)?;
+        let (ca, created) = Ca::load_or_create(&cfg.data_dir, cfg.lifetimes.ca)?;
         if created {
             first_tokens(store.as_ref(), cfg)?;
             store.log_event("manager", "first-start", "created CA and tokens")?;
@@ -108,6 +111,9 @@ impl Manager {
             flow_limit: RateLimiter::new(cfg.limits.flow_burst, cfg.limits.flows_per_second),
             limits: cfg.limits.clone(),
             import_sources: cfg.imports.clone(),
+            lifetimes: cfg.lifetimes,
+            // Renewal is once per two thirds of a lifetime; a few retries cover lost answers.
+            renew_limit: RateLimiter::new(5, 1.0 / 60.0),
             metrics: Default::default(),
             alerter: Alerter::default(),
         });

@@ -75,6 +75,11 @@ impl Metrics {
                 &|n| n.refused_flows,
             ),
             per_node(
+                "cellwall_manager_node_cert_expiry_timestamp_seconds",
+                "When the node's certificate expires (0: unknown); its agent renews it at two thirds of its life",
+                &|n| n.cert_expires_ms.map_or(0, |ms| u64::try_from(ms / 1000).unwrap_or(0)),
+            ),
+            per_node(
                 "cellwall_manager_node_lag",
                 "Revisions the node is behind",
                 &|n| revision.saturating_sub(n.applied_version),

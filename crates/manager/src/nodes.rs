@@ -4,7 +4,7 @@
 use crate::config::now_ms;
 use crate::error::ManagerError;
 use crate::manager::Manager;
-use crate::pki::sha256_hex;
+use crate::pki::{sha256_hex, Issued};
 use crate::state::Conflict;
 use crate::store::{AckRow, Alert, Refusal, ReportedWorkload, Role};
 use crate::tokens::{glob_match, unusable};
@@ -37,7 +37,7 @@ impl Manager {
         token: &str,
         node: &str,
         peer: Option<std::net::IpAddr>,
-    ) -> Result<(String, String), ManagerError> {
+    ) -> Result<Issued, ManagerError> {
         let from = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
         if let Some(ip) = peer {
             if !self.join_limit.take(&ip, 1.0) {
@@ -113,8 +113,9 @@ impl Manager {
                 "this bootstrap token is already used".into(),
             ));
         }
-        let (cert, key, hash) = self.ca.node_cert(node)?;
-        self.store.join_node(node, &hash)?;
+        let issued = self.ca.node_cert(node, self.lifetimes.node)?;
+        self.store
+            .join_node(node, &issued.sha256, issued.validity.not_after_ms)?;
         // The node's previous certificate stops working now, and its open streams end.
         self.forget_certs(node);
         self.store.log_event(
@@ -130,7 +131,39 @@ impl Manager {
                 }
             ),
         )?;
-        Ok((cert, key))
+        Ok(issued)
+    }
+
+    /// A fresh certificate for a node that holds a valid one (mTLS proved it): the agent
+    /// renews before expiry without a restart or a token. The current certificate keeps
+    /// working until the new one is first used, so an answer lost on the way costs nothing.
+    pub fn renew(&self, node: &str, caller: &str) -> Result<Issued, ManagerError> {
+        if !self.renew_limit.take(&node.to_string(), 1.0) {
+            self.metrics.limited("renew");
+            return Err(ManagerError::RateLimited(
+                "too many certificate renewals from this node; retry later".into(),
+            ));
+        }
+        let issued = self.ca.node_cert(node, self.lifetimes.node)?;
+        if !self.store.renew_node_cert(
+            node,
+            caller,
+            &issued.sha256,
+            issued.validity.not_after_ms,
+        )? {
+            return Err(ManagerError::Unauthenticated(format!(
+                "node {node} holds no certificate"
+            )));
+        }
+        self.store.log_event(
+            &format!("node:{node}"),
+            "cert-renewed",
+            &format!(
+                "a new certificate valid until {} (unix ms)",
+                issued.validity.not_after_ms
+            ),
+        )?;
+        Ok(issued)
     }
 
     /// Drops cached certificates of `node` and closes its open streams.
@@ -158,16 +191,23 @@ impl Manager {
     }
 
     /// The node a certificate (by hash) belongs to; cached, since every agent call asks.
+    ///
+    /// The first use of a renewed certificate retires the one it replaced: from then on the
+    /// previous certificate is refused and its open streams end.
     pub fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<String>, ManagerError> {
         let mut certs = self.certs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = certs.get(cert_sha256) {
             return Ok(Some(n.clone()));
         }
-        let n = self.store.node_by_cert(cert_sha256)?;
-        if let Some(n) = &n {
-            certs.insert(cert_sha256.to_string(), n.clone());
+        let Some(owner) = self.store.node_by_cert(cert_sha256)? else {
+            return Ok(None);
+        };
+        if !owner.previous && self.store.retire_previous_cert(&owner.node)? {
+            certs.retain(|_, n| *n != owner.node);
+            self.sessions.close(&owner.node);
         }
-        Ok(n)
+        certs.insert(cert_sha256.to_string(), owner.node.clone());
+        Ok(Some(owner.node))
     }
 
     /// Records what an agent reported of its node's workloads, keeping only what the node may
@@ -279,6 +319,7 @@ impl Manager {
                     last: n.last_refusal,
                 },
                 has_cert: n.has_cert,
+                cert_expires_ms: n.cert_expires_ms,
             })
             .collect();
         Ok(NodeList { revision, items })

@@ -6,6 +6,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SanType,
 };
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -19,6 +20,65 @@ pub enum PkiError {
     },
     #[error("random: the system's random source failed")]
     Random,
+    #[error("certificate lifetime {0:?}: beyond what a certificate can say")]
+    Lifetime(Duration),
+}
+
+/// A certificate's validity, both ends in Unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// When it was issued (renewals are scheduled from here).
+    pub issued_ms: i64,
+    /// A little before it was issued, for nodes whose clocks lag.
+    pub not_before_ms: i64,
+    pub not_after_ms: i64,
+}
+
+impl Validity {
+    /// From a little before now (clocks of manager and node may differ by minutes) for `ttl`.
+    fn starting_now(ttl: Duration) -> Result<Self, PkiError> {
+        let now = crate::config::now_ms();
+        let ttl_ms = i64::try_from(ttl.as_millis()).map_err(|_| PkiError::Lifetime(ttl))?;
+        // Whole seconds: what X.509 times can hold, so the numbers match the certificate.
+        let not_before_ms = (now - CLOCK_SKEW_MS) / 1000 * 1000;
+        let not_after_ms = now
+            .checked_add(ttl_ms)
+            .filter(|t| *t < MAX_NOT_AFTER_MS)
+            .ok_or(PkiError::Lifetime(ttl))?
+            / 1000
+            * 1000;
+        Ok(Self {
+            issued_ms: now,
+            not_before_ms,
+            not_after_ms,
+        })
+    }
+
+    fn apply(&self, p: &mut CertificateParams) -> Result<(), PkiError> {
+        let t = |ms: i64| {
+            time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+                .map_err(|_| PkiError::Lifetime(Duration::from_millis(ms.unsigned_abs())))
+        };
+        p.not_before = t(self.not_before_ms)?;
+        p.not_after = t(self.not_after_ms)?;
+        Ok(())
+    }
+}
+
+/// How far before "now" a certificate starts to be valid: a node whose clock lags the
+/// manager's by a few minutes can still use a certificate issued this second.
+const CLOCK_SKEW_MS: i64 = 5 * 60_000;
+/// 9999-12-31, the last time X.509 can express.
+const MAX_NOT_AFTER_MS: i64 = 253_402_300_799_000;
+
+/// A leaf certificate just issued: PEM certificate and key, the SHA-256 of the certificate's
+/// DER (what the manager identifies nodes by) and its validity.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub sha256: String,
+    pub validity: Validity,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -71,7 +131,7 @@ pub struct Ca {
     issuer: rcgen::Certificate,
 }
 
-fn ca_params() -> Result<CertificateParams, PkiError> {
+fn ca_params(validity: Validity) -> Result<CertificateParams, PkiError> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "Cellwall manager CA");
@@ -79,14 +139,13 @@ fn ca_params() -> Result<CertificateParams, PkiError> {
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    validity.apply(&mut p)?;
     Ok(p)
 }
 
 impl Ca {
-    /// Loads `ca.pem`/`ca.key` from `dir`, creating them on first start.
-    pub fn load_or_create(dir: &Path) -> Result<(Self, bool), PkiError> {
+    /// Loads `ca.pem`/`ca.key` from `dir`, creating them on first start, valid for `ttl`.
+    pub fn load_or_create(dir: &Path, ttl: Duration) -> Result<(Self, bool), PkiError> {
         let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         let created = !key_path.exists();
         let key = if created {
@@ -98,7 +157,9 @@ impl Ca {
         };
         // The signer is rebuilt from the same name and key at every start; certificates it
         // signs verify against the CA certificate written the first time.
-        let issuer = ca_params()?.self_signed(&key)?;
+        // Only the name and key matter for signing; the validity is that of the first start's
+        // certificate, the one written to ca.pem.
+        let issuer = ca_params(Validity::starting_now(ttl)?)?.self_signed(&key)?;
         let cert_pem = if created || !cert_path.exists() {
             let pem = issuer.pem();
             std::fs::write(&cert_path, &pem).map_err(io(&cert_path))?;
@@ -116,14 +177,14 @@ impl Ca {
         ))
     }
 
-    /// A leaf certificate and its new key, PEM.
-    /// A leaf certificate and its new key, PEM, and the SHA-256 of the certificate's DER.
+    /// A leaf certificate and its new key, valid from now for `ttl`.
     fn issue(
         &self,
         cn: &str,
         sans: &[String],
         usage: ExtendedKeyUsagePurpose,
-    ) -> Result<(String, String, String), PkiError> {
+        ttl: Duration,
+    ) -> Result<Issued, PkiError> {
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         for s in sans {
             p.subject_alt_names
@@ -140,29 +201,35 @@ impl Ca {
             KeyUsagePurpose::KeyEncipherment,
         ];
         p.extended_key_usages = vec![usage];
-        p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let validity = Validity::starting_now(ttl)?;
+        validity.apply(&mut p)?;
         let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, &self.issuer, &self.key)?;
-        Ok((cert.pem(), key.serialize_pem(), sha256_hex(cert.der())))
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            sha256: sha256_hex(cert.der()),
+            validity,
+        })
     }
 
-    /// The manager's gRPC server certificate.
-    pub fn server_cert(&self, sans: &[String]) -> Result<(String, String), PkiError> {
-        let (cert, key, _) = self.issue(
+    /// The manager's server certificate (gRPC, and REST beyond loopback).
+    pub fn server_cert(&self, sans: &[String], ttl: Duration) -> Result<Issued, PkiError> {
+        self.issue(
             "cellwall-manager",
             sans,
             ExtendedKeyUsagePurpose::ServerAuth,
-        )?;
-        Ok((cert, key))
+            ttl,
+        )
     }
 
-    /// A node's client certificate; returns (cert, key, sha256 of the DER the manager checks).
-    pub fn node_cert(&self, node: &str) -> Result<(String, String, String), PkiError> {
+    /// A node's client certificate.
+    pub fn node_cert(&self, node: &str, ttl: Duration) -> Result<Issued, PkiError> {
         self.issue(
             &format!("node:{node}"),
             &[],
             ExtendedKeyUsagePurpose::ClientAuth,
+            ttl,
         )
     }
 }
@@ -176,9 +243,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cw-pki-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (a, created) = Ca::load_or_create(&dir).unwrap();
+        let year = Duration::from_secs(365 * 86_400);
+        let (a, created) = Ca::load_or_create(&dir, year).unwrap();
         assert!(created);
-        let (b, created) = Ca::load_or_create(&dir).unwrap();
+        let (b, created) = Ca::load_or_create(&dir, year).unwrap();
         assert!(!created);
         assert_eq!(a.cert_pem, b.cert_pem);
         use std::os::unix::fs::PermissionsExt;
@@ -187,9 +255,17 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let (_, _, h1) = b.node_cert("n1").unwrap();
-        let (_, _, h2) = b.node_cert("n1").unwrap();
-        assert_ne!(h1, h2, "every join gets its own certificate");
+        let day = Duration::from_secs(86_400);
+        let (c1, c2) = (
+            b.node_cert("n1", day).unwrap(),
+            b.node_cert("n1", day).unwrap(),
+        );
+        assert_ne!(c1.sha256, c2.sha256, "every join gets its own certificate");
+        let v = c1.validity;
+        assert_eq!(v.not_after_ms - v.not_before_ms, 86_400_000 + CLOCK_SKEW_MS);
+        assert!(b
+            .node_cert("n1", Duration::from_secs(u64::MAX / 4))
+            .is_err());
         assert_ne!(new_token("x").unwrap(), new_token("x").unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -124,7 +124,8 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
     if !grpc.ip().is_unspecified() {
         sans.push(grpc.ip().to_string());
     }
-    let (cert, key) = m.ca.server_cert(&sans)?;
+    let server = m.ca.server_cert(&sans, cfg.lifetimes.server)?;
+    let (cert, key) = (server.cert_pem, server.key_pem);
     write_client_config(&m, api, grpc)?;
     // Compliance: edges already in history are not new; webhooks get their own thread.
     let day_ago = (now_ms() as u64).saturating_sub(86_400_000) * 1_000_000;

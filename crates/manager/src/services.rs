@@ -4,6 +4,7 @@
 
 use crate::error::ManagerError;
 use crate::manager::Manager;
+use crate::pki::Issued;
 use crate::state::{Change, Published};
 use crate::store::{AckRow, Committed, FlowRow, ReportedWorkload, Role};
 use cellwall_api::*;
@@ -65,7 +66,9 @@ pub trait Respond: Authenticate {
 
 /// What the agent service needs: joins, node identity, the published state, acks and flows.
 pub trait AgentControl: Send + Sync + 'static {
-    fn join(&self, token: &str, node: &str, peer: Option<std::net::IpAddr>) -> R<(String, String)>;
+    fn join(&self, token: &str, node: &str, peer: Option<std::net::IpAddr>) -> R<Issued>;
+    /// A fresh certificate for `node`, asked with the certificate whose hash is `caller`.
+    fn renew(&self, node: &str, caller: &str) -> R<Issued>;
     /// What a stream of `node` watches: it must end when the value changes (the node's
     /// certificate was replaced or withdrawn).
     fn session(&self, node: &str) -> tokio::sync::watch::Receiver<u64>;
@@ -191,8 +194,11 @@ impl Respond for Manager {
 }
 
 impl AgentControl for Manager {
-    fn join(&self, token: &str, node: &str, peer: Option<std::net::IpAddr>) -> R<(String, String)> {
+    fn join(&self, token: &str, node: &str, peer: Option<std::net::IpAddr>) -> R<Issued> {
         Manager::join(self, token, node, peer)
+    }
+    fn renew(&self, node: &str, caller: &str) -> R<Issued> {
+        Manager::renew(self, node, caller)
     }
     fn session(&self, node: &str) -> tokio::sync::watch::Receiver<u64> {
         self.sessions.watch(node)

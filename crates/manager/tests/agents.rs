@@ -62,12 +62,14 @@ async fn agent_join_watch_ack_and_refused_credentials() {
 
     // A certificate from another CA does not get through the handshake.
     let other = tmpdir("other-ca");
-    let (fc, fk, _) = cellwall_manager::pki::Ca::load_or_create(&other)
+    let day = Duration::from_secs(86_400);
+    let forged = cellwall_manager::pki::Ca::load_or_create(&other, day)
         .unwrap()
         .0
-        .node_cert("n1")
+        .node_cert("n1", day)
         .unwrap();
-    let refused = match channel(g, &ca, Some(Identity::from_pem(fc, fk))).await {
+    let id = Identity::from_pem(forged.cert_pem, forged.key_pem);
+    let refused = match channel(g, &ca, Some(id)).await {
         Err(_) => true,
         Ok(ch) => AgentClient::new(ch)
             .ack(AckRequest {

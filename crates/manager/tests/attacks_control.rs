@@ -501,3 +501,39 @@ async fn a_withdrawn_certificate_loses_its_open_stream() {
     }
     w.stop().await;
 }
+
+/// Renewal needs the node's own certificate: not another node's, not a token; it is rate
+/// limited per node, and every certificate carries the configured lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_is_for_the_certificate_holder_only() {
+    let w = World::with("ctl-renew", SHOP, |c| {
+        c.lifetimes.node = Duration::from_secs(3600)
+    })
+    .await;
+    let mut n1 = w.node("n1").await;
+    let renew = |node: &str| cellwall_proto::RenewRequest { node: node.into() };
+    let e = n1.renew(renew("n2")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let anon = channel(w.running.grpc, &w.ca, None).await.unwrap();
+    let e = AgentClient::new(anon).renew(renew("n1")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    let r = n1.renew(renew("n1")).await.unwrap().into_inner();
+    let life = r.not_after_unix_ms - r.issued_unix_ms;
+    assert!((3_599_000..=3_600_000).contains(&life), "{life}");
+    let mut limited = false;
+    for _ in 0..10 {
+        if let Err(e) = n1.renew(renew("n1")).await {
+            assert_eq!(e.code(), Code::ResourceExhausted);
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "renewals are rate limited");
+    let n = w.node_item("n1").await;
+    assert!(
+        n["cert_expires_ms"].as_i64().unwrap() >= r.not_after_unix_ms,
+        "{n}"
+    );
+    w.stop().await;
+}

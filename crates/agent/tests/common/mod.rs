@@ -115,10 +115,16 @@ pub struct Manager {
     running: Option<cellwall_manager::Running>,
     pub api: SocketAddr,
     pub grpc: SocketAddr,
+    tune: fn(&mut cellwall_manager::Config),
 }
 
 impl Manager {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, |_| {})
+    }
+
+    /// Started with a configuration `tune` adjusts (at every restart too).
+    pub fn start_with(dir: &Path, tune: fn(&mut cellwall_manager::Config)) -> Self {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut m = Self {
             rt: None,
@@ -126,17 +132,20 @@ impl Manager {
             running: None,
             api: any,
             grpc: any,
+            tune,
         };
         m.restart();
         m
     }
 
     fn config(&self) -> cellwall_manager::Config {
-        cellwall_manager::Config {
+        let mut c = cellwall_manager::Config {
             api_listen: self.api,
             grpc_listen: self.grpc,
             ..cellwall_manager::Config::local(&self.dir)
-        }
+        };
+        (self.tune)(&mut c);
+        c
     }
 
     /// Starts it (again, on the same ports once it ran).

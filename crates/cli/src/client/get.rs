@@ -128,10 +128,21 @@ fn node_rows(l: &NodeList) -> Vec<Vec<String>> {
         "SEEN",
         "WORKLOADS",
         "FLOW LOSS",
+        "REFUSED",
+        "CERT",
         "ERROR",
     ])];
+    let now_ms = crate::analyze::now_unix() * 1000;
     for n in &l.items {
         let loss = n.kernel_events_lost + n.agent_records_dropped;
+        // Refused reports and flow records: what a misbehaving (or compromised) node sent.
+        let refused = format!("{}/{}", n.refused.reports, n.refused.flows);
+        let cert = match (n.has_cert, n.cert_expires_ms) {
+            (false, _) => "withdrawn".into(),
+            (true, None) => "no expiry".into(),
+            (true, Some(ms)) if ms <= now_ms => "expired".into(),
+            (true, Some(ms)) => format!("{} left", super::left(Some((ms - now_ms) / 1000))),
+        };
         rows.push(vec![
             n.name.clone(),
             format!("{}/{}", n.applied_version, l.revision),
@@ -140,6 +151,8 @@ fn node_rows(l: &NodeList) -> Vec<Vec<String>> {
             format!("{}s ago", n.seconds_since_seen),
             n.workloads.len().to_string(),
             format!("{loss} ({} batches missed)", n.flow_batches_missed),
+            refused,
+            cert,
             if n.last_error.is_empty() {
                 "-".into()
             } else {

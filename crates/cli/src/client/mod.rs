@@ -101,7 +101,8 @@ pub fn left(s: Option<i64>) -> String {
         Some(0) => "expired".into(),
         Some(s) if s < 120 => format!("{s}s"),
         Some(s) if s < 7200 => format!("{}m", s / 60),
-        Some(s) => format!("{}h", s / 3600),
+        Some(s) if s < 172_800 => format!("{}h", s / 3600),
+        Some(s) => format!("{}d", s / 86_400),
     }
 }
 

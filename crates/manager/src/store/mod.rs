@@ -208,6 +208,16 @@ pub struct NodeRow {
     pub last_refusal: String,
     /// False once an admin withdrew its certificate.
     pub has_cert: bool,
+    /// When its certificate expires (None: joined before certificates expired).
+    pub cert_expires_ms: Option<i64>,
+}
+
+/// Whose certificate a hash is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertOwner {
+    pub node: String,
+    /// The certificate a renewal replaced, valid until the new one is first used.
+    pub previous: bool,
 }
 
 /// An agent's ack of a version (`error` empty: applied).
@@ -286,8 +296,22 @@ pub trait Store: Send + Sync {
     /// Marks a single-use token used, atomically: false when it already was.
     fn use_token(&self, id: i64) -> Result<bool>;
 
-    fn join_node(&self, name: &str, cert_sha256: &str) -> Result<()>;
-    fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<String>>;
+    /// A node's certificate from a join: any previous one stops working.
+    fn join_node(&self, name: &str, cert_sha256: &str, expires_ms: i64) -> Result<()>;
+    /// A renewed certificate: the current one stays valid (as previous) until the new one is
+    /// used. False when the node holds no certificate.
+    /// `caller` is the certificate the renewal was asked with; it becomes the previous one.
+    fn renew_node_cert(
+        &self,
+        name: &str,
+        caller: &str,
+        cert_sha256: &str,
+        expires_ms: i64,
+    ) -> Result<bool>;
+    /// The renewed node used its new certificate: the previous one stops working. False when
+    /// there was none.
+    fn retire_previous_cert(&self, name: &str) -> Result<bool>;
+    fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<CertOwner>>;
     /// Whether `name` holds a valid certificate.
     fn node_has_cert(&self, name: &str) -> Result<bool>;
     /// Withdraws a node's certificate (it must join again); false when there is no such node.

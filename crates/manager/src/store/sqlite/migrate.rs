@@ -4,7 +4,7 @@
 use super::*;
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub fn run(db: &Connection) -> Result<()> {
     let v: i64 = db.query_row("SELECT v FROM meta WHERE k = 'schema'", [], |r| r.get(0))?;
@@ -28,6 +28,18 @@ pub fn run(db: &Connection) -> Result<()> {
              ALTER TABLE nodes ADD COLUMN refused_flows INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE nodes ADD COLUMN last_refusal TEXT NOT NULL DEFAULT '';
              UPDATE meta SET v = 2 WHERE k = 'schema';
+             COMMIT;",
+        )?;
+    }
+    if v < 3 {
+        // Certificates expire and are renewed: the previous one stays valid until the new one
+        // is first used (a renewal whose answer was lost does not lock the node out).
+        db.execute_batch(
+            "BEGIN;
+             ALTER TABLE nodes ADD COLUMN prev_cert_sha256 TEXT NOT NULL DEFAULT '';
+             ALTER TABLE nodes ADD COLUMN cert_expires_ms INTEGER;
+             CREATE INDEX nodes_prev_cert ON nodes(prev_cert_sha256);
+             UPDATE meta SET v = 3 WHERE k = 'schema';
              COMMIT;",
         )?;
     }

@@ -179,10 +179,22 @@ impl Store for SqliteStore {
         self.use_token_row(id)
     }
 
-    fn join_node(&self, name: &str, cert_sha256: &str) -> Result<()> {
-        self.join(name, cert_sha256)
+    fn join_node(&self, name: &str, cert_sha256: &str, expires_ms: i64) -> Result<()> {
+        self.join(name, cert_sha256, expires_ms)
     }
-    fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<String>> {
+    fn renew_node_cert(
+        &self,
+        name: &str,
+        caller: &str,
+        cert_sha256: &str,
+        expires_ms: i64,
+    ) -> Result<bool> {
+        self.renew(name, caller, cert_sha256, expires_ms)
+    }
+    fn retire_previous_cert(&self, name: &str) -> Result<bool> {
+        self.retire_previous(name)
+    }
+    fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<CertOwner>> {
         self.node_of_cert(cert_sha256)
     }
     fn node_has_cert(&self, name: &str) -> Result<bool> {

@@ -38,24 +38,60 @@ fn workloads_text(w: &[ReportedWorkload]) -> String {
 }
 
 impl SqliteStore {
-    pub(super) fn join(&self, name: &str, cert_sha256: &str) -> Result<()> {
+    pub(super) fn join(&self, name: &str, cert_sha256: &str, expires_ms: i64) -> Result<()> {
         // A re-join (new certificate) replaces the old certificate: the old one stops working.
         self.conn().execute(
-            "INSERT INTO nodes(name, joined_ms, cert_sha256) VALUES (?1, ?2, ?3)
+            "INSERT INTO nodes(name, joined_ms, cert_sha256, cert_expires_ms)
+               VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(name) DO UPDATE SET cert_sha256 = excluded.cert_sha256,
-               joined_ms = excluded.joined_ms",
-            params![name, now_ms(), cert_sha256],
+               joined_ms = excluded.joined_ms, cert_expires_ms = excluded.cert_expires_ms,
+               prev_cert_sha256 = ''",
+            params![name, now_ms(), cert_sha256, expires_ms],
         )?;
         Ok(())
     }
 
-    pub(super) fn node_of_cert(&self, cert_sha256: &str) -> Result<Option<String>> {
+    /// The caller's certificate (current, or previous when a renewal's answer was lost)
+    /// stays valid as the previous one.
+    pub(super) fn renew(
+        &self,
+        name: &str,
+        caller: &str,
+        cert_sha256: &str,
+        expires_ms: i64,
+    ) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE nodes SET prev_cert_sha256 = ?2, cert_sha256 = ?3, cert_expires_ms = ?4
+             WHERE name = ?1 AND ?2 != '' AND (cert_sha256 = ?2 OR prev_cert_sha256 = ?2)",
+            params![name, caller, cert_sha256, expires_ms],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub(super) fn retire_previous(&self, name: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE nodes SET prev_cert_sha256 = '' WHERE name = ?1 AND prev_cert_sha256 != ''",
+            params![name],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub(super) fn node_of_cert(&self, cert_sha256: &str) -> Result<Option<CertOwner>> {
+        if cert_sha256.is_empty() {
+            return Ok(None);
+        }
         Ok(self
             .conn()
             .query_row(
-                "SELECT name FROM nodes WHERE cert_sha256 = ?1 AND cert_sha256 != ''",
+                "SELECT name, cert_sha256 != ?1 FROM nodes
+                 WHERE cert_sha256 = ?1 OR prev_cert_sha256 = ?1",
                 params![cert_sha256],
-                |r| r.get(0),
+                |r| {
+                    Ok(CertOwner {
+                        node: r.get(0)?,
+                        previous: r.get(1)?,
+                    })
+                },
             )
             .optional()?)
     }
@@ -74,7 +110,7 @@ impl SqliteStore {
 
     pub(super) fn withdraw_cert(&self, name: &str) -> Result<bool> {
         let n = self.conn().execute(
-            "UPDATE nodes SET cert_sha256 = '' WHERE name = ?1",
+            "UPDATE nodes SET cert_sha256 = '', prev_cert_sha256 = '' WHERE name = ?1",
             params![name],
         )?;
         Ok(n == 1)
@@ -158,7 +194,8 @@ impl SqliteStore {
         let mut st = db.prepare_cached(
             "SELECT name, joined_ms, applied_version, applied_us, apply_micros, last_error,
                     last_seen_ms, workloads, kernel_lost, agent_dropped, batches_missed, last_seq,
-                    refused_reports, refused_flows, last_refusal, cert_sha256 != ''
+                    refused_reports, refused_flows, last_refusal, cert_sha256 != '',
+                    cert_expires_ms
              FROM nodes ORDER BY name",
         )?;
         let mut rows = st.query([])?;
@@ -188,6 +225,7 @@ impl SqliteStore {
                 refused_flows: r.get(13)?,
                 last_refusal: r.get(14)?,
                 has_cert: r.get(15)?,
+                cert_expires_ms: r.get(16)?,
             });
         }
         Ok(out)
