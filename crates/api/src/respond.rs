@@ -218,6 +218,10 @@ pub enum TokenRole {
 pub struct TokenRequest {
     pub role: TokenRole,
     /// Who or what the token is for (the audit trail names it).
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(length(min = 1, max = 253), regex(pattern = r"^[^\x00-\x1f\x7f]+$"))
+    )]
     pub name: String,
     /// Bootstrap tokens: the node name it may join, `*` matching any characters (e.g. `web-*`).
     /// None: any node name that has not joined yet.
