@@ -256,10 +256,12 @@ fn json_item_position(text: &str, n: usize) -> (usize, usize) {
 }
 
 fn parse_json(file: &str, text: &str, pfx: &str) -> Result<Vec<Entry>, ImportError> {
+    // serde_json says column 0 (and line 0 for some errors) where it stopped before a line's
+    // first character, e.g. at the end of the input; positions here are 1-based.
     let items: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| ImportError {
         file: file.to_string(),
-        line: e.line(),
-        column: e.column(),
+        line: e.line().max(1),
+        column: e.column().max(1),
         message: format!("{e}: expected a JSON array of objects"),
     })?;
     let mut out = Vec::new();
@@ -420,6 +422,18 @@ mod tests {
         let bad = parse("c.json", "[{\"ip\": \"1.2.3.4\",}]", "cmdb").unwrap_err();
         assert_eq!(bad.line, 1);
         assert!(bad.column > 1);
+        // Found by fuzzing (fuzz/ import target): errors where serde_json stops before a line's
+        // first character (an object instead of an array, input ending after a newline) said
+        // column 0.
+        for text in [
+            "{",
+            "[\n",
+            "{\"ip\": \"1.2.3.4\"}",
+            "[{\"ip\": \"1.2.3.4\"},\n",
+        ] {
+            let bad = parse("c.json", text, "cmdb").unwrap_err();
+            assert!(bad.line >= 1 && bad.column >= 1, "{text:?}: {bad}");
+        }
     }
 
     #[test]
