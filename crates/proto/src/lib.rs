@@ -76,6 +76,52 @@ mod tests {
         assert!(StateDelta::between(&old, &old).is_empty());
     }
 
+    /// Found by fuzzing (fuzz/ proto target): deltas of more than 64 changes took a merge path
+    /// where the first of two updates of a key won and an update beat a removal of the same
+    /// key, the opposite of the path for small deltas. `between` never makes such deltas; a
+    /// delta read from the wire may be anything.
+    #[test]
+    fn apply_is_the_same_whatever_the_delta_size() {
+        let old = doc(6);
+        let pick = |i: usize| {
+            let mut w = Workload::clone(&old.workloads[i]);
+            w.labels.insert("v".into(), "first".into());
+            w
+        };
+        let (a, b) = (pick(1), pick(2));
+        let mut a2 = a.clone();
+        a2.labels.insert("v".into(), "last".into());
+        let delta = |pad: usize| {
+            let mut removed_workloads = vec![b.key()];
+            // Removals of keys nobody holds change nothing but the delta's size.
+            removed_workloads.extend(
+                (0..pad).map(|i| cellwall_policy::WorkloadKey::new("nowhere", format!("x{i}"))),
+            );
+            StateDelta {
+                workloads: vec![
+                    Arc::new(a.clone()),
+                    Arc::new(b.clone()),
+                    Arc::new(a2.clone()),
+                ],
+                removed_workloads,
+                ..Default::default()
+            }
+        };
+        let (small, large) = (delta(0), delta(100));
+        assert!(small.len() <= 64 && large.len() > 64);
+        let mut want = old.clone();
+        want.apply(small);
+        let mut got = old.clone();
+        got.apply(large);
+        assert_eq!(got, want);
+        let find = |d: &StateDoc, k: &cellwall_policy::WorkloadKey| {
+            d.workloads.iter().find(|w| w.key() == *k).cloned()
+        };
+        assert_eq!(find(&got, &a.key()).unwrap().labels["v"], "last");
+        assert!(find(&got, &b.key()).is_none());
+        assert_eq!(got.workloads.len(), old.workloads.len() - 1);
+    }
+
     #[test]
     fn big_snapshots_are_deflated_and_round_trip() {
         let d = doc(40);

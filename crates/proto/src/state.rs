@@ -63,7 +63,9 @@ impl StateDoc {
         }
     }
 
-    /// Applies `d` in place (the lists stay sorted by key).
+    /// Applies `d` in place (the lists stay sorted by key): each list's updates in order (of
+    /// two for one key the last wins), then its removals (a key both updated and removed is
+    /// gone), whatever the delta's size.
     pub fn apply(&mut self, d: StateDelta) {
         apply_list(&mut self.namespaces, d.namespaces, &d.removed_namespaces);
         apply_list(&mut self.workloads, d.workloads, &d.removed_workloads);
@@ -291,11 +293,17 @@ fn apply_list<T: Keyed>(list: &mut Vec<T>, mut ups: Vec<T>, removed: &[T::Key]) 
         }
         return;
     }
-    // Large ones: one merge pass, so 100,000 inserts never shift the list 100,000 times.
+    // Large ones: one merge pass, so 100,000 inserts never shift the list 100,000 times. The
+    // result is the small path's whatever the size: of several updates of a key the last wins
+    // (reversed, the stable sort puts it first and dedup keeps it), and a key both updated and
+    // removed is removed.
+    ups.reverse();
     ups.sort_by(|a, b| a.cmp_item(b));
     ups.dedup_by(|a, b| a.cmp_item(b) == Ordering::Equal);
     let mut rem: Vec<&T::Key> = removed.iter().collect();
     rem.sort();
+    let is_removed = |x: &T| rem.binary_search_by(|k| x.cmp_key(k).reverse()).is_ok();
+    ups.retain(|u| !is_removed(u));
     let old = std::mem::take(list);
     let mut out = Vec::with_capacity(old.len() + ups.len());
     let mut u = ups.into_iter().peekable();
@@ -307,7 +315,7 @@ fn apply_list<T: Keyed>(list: &mut Vec<T>, mut ups: Vec<T>, removed: &[T::Key]) 
             out.extend(u.next());
             continue;
         }
-        if rem.binary_search_by(|k| x.cmp_key(k).reverse()).is_ok() {
+        if is_removed(&x) {
             continue;
         }
         out.push(x);
