@@ -106,8 +106,9 @@ impl<S: AgentControl> AgentService<S> {
     }
 }
 
-/// A workload as its agent reported it.
-fn reported(w: LocalWorkload) -> ReportedWorkload {
+/// A workload as its agent reported it (public for the fuzz targets, which feed decoded
+/// messages through the same conversions as this service).
+pub fn reported(w: LocalWorkload) -> ReportedWorkload {
     ReportedWorkload {
         key: w.key,
         ips: w.ips,
@@ -118,7 +119,7 @@ fn reported(w: LocalWorkload) -> ReportedWorkload {
 }
 
 /// A flow record as stored; records the manager cannot read are refused, never guessed at.
-fn flow_row(node: &str, f: FlowRecord) -> Result<FlowRow, Status> {
+pub fn flow_row(node: &str, f: FlowRecord) -> Result<FlowRow, Status> {
     let verdict = match f.verdict() {
         Verdict::Allowed => StoredVerdict::Allowed,
         Verdict::Denied => StoredVerdict::Denied,
