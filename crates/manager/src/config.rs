@@ -20,8 +20,15 @@ pub struct Config {
     /// SQLite file (default DATA_DIR/cellwall.db).
     pub db: Option<PathBuf>,
     pub api_listen: SocketAddr,
+    /// REST over TLS even on loopback (beyond loopback it is the default; see
+    /// [`Config::api_transport`]).
+    pub api_tls: bool,
+    /// Plain HTTP beyond loopback, as the operator's explicit choice (bearer tokens then cross
+    /// the network in clear text, e.g. behind a TLS-terminating proxy on the same host).
+    pub api_insecure_http: bool,
     pub grpc_listen: SocketAddr,
-    /// Extra names/addresses agents use to reach the manager (server certificate SANs).
+    /// Extra names/addresses agents and the CLI use to reach the manager (server certificate
+    /// SANs).
     pub sans: Vec<String>,
     /// Flows and history older than this are deleted (hourly).
     pub retention_ms: u64,
@@ -55,6 +62,17 @@ impl Default for CertLifetimes {
             ca: Duration::from_secs(10 * 365 * DAY),
         }
     }
+}
+
+/// How the REST API is served (see [`Config::api_transport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiTransport {
+    /// Plain HTTP on loopback.
+    Http,
+    /// TLS with the manager's server certificate (issued by its CA).
+    Https,
+    /// Plain HTTP beyond loopback: the operator's explicit, logged choice.
+    InsecureHttp,
 }
 
 /// Where the manager may read label imports from, as its operator allows: files under these
@@ -104,6 +122,8 @@ impl Config {
             data_dir: data_dir.into(),
             db: None,
             api_listen: "127.0.0.1:0".parse().expect("address"),
+            api_tls: false,
+            api_insecure_http: false,
             grpc_listen: "127.0.0.1:0".parse().expect("address"),
             sans: Vec::new(),
             retention_ms: 7 * 86_400_000,
@@ -115,6 +135,21 @@ impl Config {
                 ..Default::default()
             },
             lifetimes: CertLifetimes::default(),
+        }
+    }
+
+    /// How the REST API is served: bearer tokens never cross a network in clear text unless
+    /// the operator says so. Loopback stays plain HTTP (nothing leaves the host; the lab, the
+    /// tests and the demo use it) unless `api_tls`; any other address, the unspecified ones
+    /// included, gets TLS unless `api_insecure_http`. `api_tls` wins over `api_insecure_http`.
+    pub fn api_transport(&self) -> ApiTransport {
+        let ip = self.api_listen.ip().to_canonical();
+        if self.api_tls || !(ip.is_loopback() || self.api_insecure_http) {
+            ApiTransport::Https
+        } else if ip.is_loopback() {
+            ApiTransport::Http
+        } else {
+            ApiTransport::InsecureHttp
         }
     }
 
@@ -156,6 +191,42 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_beyond_loopback_unless_explicitly_refused() {
+        let at = |addr: &str, tls: bool, insecure: bool| {
+            let mut c = Config::local("/nonexistent");
+            c.api_listen = addr.parse().unwrap();
+            c.api_tls = tls;
+            c.api_insecure_http = insecure;
+            c.api_transport()
+        };
+        use ApiTransport::*;
+        for lo in [
+            "127.0.0.1:7480",
+            "127.9.9.9:1",
+            "[::1]:7480",
+            "[::ffff:127.0.0.1]:7480",
+        ] {
+            assert_eq!(at(lo, false, false), Http, "{lo}");
+            assert_eq!(at(lo, true, false), Https, "{lo}");
+            assert_eq!(
+                at(lo, false, true),
+                Http,
+                "{lo}: nothing insecure on loopback"
+            );
+        }
+        for wide in [
+            "10.0.0.5:7480",
+            "0.0.0.0:7480",
+            "[::]:7480",
+            "[2001:db8::1]:7480",
+        ] {
+            assert_eq!(at(wide, false, false), Https, "{wide}");
+            assert_eq!(at(wide, false, true), InsecureHttp, "{wide}");
+            assert_eq!(at(wide, true, true), Https, "{wide}: --api-tls wins");
+        }
+    }
 
     #[test]
     fn durations() {

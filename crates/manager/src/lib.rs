@@ -9,7 +9,7 @@
 //!
 //! Layers (a module uses only those above it): `config`, `error`, `validate`, `pki`, `store`, `history`,
 //! `alerts`, `writer`, `limits`, `sessions`, `metrics` → `state`, `intake` → `manager` → the operations (`objects`, `tokens`, `nodes`, `flows`,
-//! `imports`, `quarantines`, `discover`) → `services` → `rest`, `grpc` → `runtime`.
+//! `imports`, `quarantines`, `discover`) → `services` → `rest`, `grpc`, `https` → `runtime`.
 
 // A library reports through return values and `tracing`, never by printing.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -21,6 +21,7 @@ pub mod error;
 pub mod flows;
 pub mod grpc;
 pub mod history;
+pub mod https;
 pub mod imports;
 pub mod intake;
 pub mod limits;
@@ -40,7 +41,7 @@ pub mod tokens;
 pub mod validate;
 pub mod writer;
 
-pub use config::{now_ms, parse_duration_ms, Config};
+pub use config::{now_ms, parse_duration_ms, ApiTransport, Config};
 pub use error::{ErrorKind, ManagerError};
 pub use manager::{FirstStart, Manager};
 pub use runtime::{start, Running};

@@ -10,8 +10,12 @@ use std::path::PathBuf;
 ///
 /// On first start it creates, in the data directory: a CA (ca.pem, ca.key), an admin token
 /// (admin.token), a read-only token (read.token), a bootstrap token for agents
-/// (bootstrap.token), all private files 0600, and client.json (server address and admin token)
-/// for the `cellwall` CLI: `export CELLWALL_CONFIG=DATA_DIR/client.json`.
+/// (bootstrap.token), all private files 0600, and client.json (server address, admin token and,
+/// for an HTTPS API, the CA file) for the `cellwall` CLI:
+/// `export CELLWALL_CONFIG=DATA_DIR/client.json`.
+///
+/// The REST API is served over TLS (the gRPC listener's certificate, issued by the manager's
+/// CA) whenever it listens beyond loopback; on loopback it is plain HTTP unless --api-tls.
 #[derive(Parser, Debug)]
 #[command(name = "cellwall-manager", version)]
 struct Args {
@@ -21,13 +25,23 @@ struct Args {
     /// SQLite database file (default: DATA_DIR/cellwall.db).
     #[arg(long)]
     db: Option<PathBuf>,
-    /// REST API address (port 0 picks a free port; see DATA_DIR/endpoints.json).
+    /// REST API address (port 0 picks a free port; see DATA_DIR/endpoints.json). Beyond
+    /// loopback the API is served over TLS (clients verify it with DATA_DIR/ca.pem; add the
+    /// names they use with --san).
     #[arg(long, default_value = "127.0.0.1:7480")]
     api_listen: SocketAddr,
+    /// Serve the REST API over TLS on loopback too.
+    #[arg(long, conflicts_with = "api_insecure_http")]
+    api_tls: bool,
+    /// Serve the REST API over plain HTTP even beyond loopback: bearer tokens then cross the
+    /// network in clear text (only behind something that encrypts, e.g. a TLS proxy).
+    #[arg(long)]
+    api_insecure_http: bool,
     /// gRPC (agents, mTLS) address.
     #[arg(long, default_value = "127.0.0.1:7443")]
     grpc_listen: SocketAddr,
-    /// Extra DNS names or addresses agents reach the manager by (server certificate).
+    /// Extra DNS names or addresses agents and the CLI reach the manager by (server
+    /// certificate, gRPC and HTTPS API).
     #[arg(long = "san")]
     sans: Vec<String>,
     /// POST every alert (JSON) to this URL (repeatable; http:// only).
@@ -147,6 +161,8 @@ fn main() -> Result<()> {
             data_dir: a.data_dir.clone(),
             db: a.db,
             api_listen: a.api_listen,
+            api_tls: a.api_tls,
+            api_insecure_http: a.api_insecure_http,
             grpc_listen: a.grpc_listen,
             sans: a.sans,
             retention_ms: a.flow_retention,
@@ -178,8 +194,8 @@ fn main() -> Result<()> {
             );
         }
         tracing::info!(
-            "cellwall-manager: API http://{} gRPC (mTLS) {} revision {}; CLI config: {}",
-            running.api,
+            "cellwall-manager: API {} gRPC (mTLS) {} revision {}; CLI config: {}",
+            running.api_url,
             running.grpc,
             running.manager.published().revision,
             a.data_dir.join("client.json").display()

@@ -3,13 +3,13 @@
 //! stopped.
 
 use crate::alerts;
-use crate::config::{now_ms, Config};
+use crate::config::{now_ms, ApiTransport, Config};
 use crate::error::{io_err, ManagerError};
 use crate::flows::HISTORY_FLUSH;
 use crate::manager::{FirstStart, Manager};
 use crate::pki;
 use cellwall_proto::tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -18,6 +18,8 @@ use tokio::task::JoinSet;
 /// The running servers.
 pub struct Running {
     pub api: SocketAddr,
+    /// The REST API's URL as `client.json` names it (`https://` when served over TLS).
+    pub api_url: String,
     pub grpc: SocketAddr,
     pub manager: Arc<Manager>,
     pub first_start: FirstStart,
@@ -59,18 +61,39 @@ impl Running {
     }
 }
 
-/// Writes `client.json` (server and admin token: what the CLI reads) and `endpoints.json`.
+/// The URL a client on this host reaches the API at: an unspecified listen address (0.0.0.0,
+/// ::) is reached through loopback, which the server certificate names.
+pub fn api_url(api: SocketAddr, tls: bool) -> String {
+    let ip = match api.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, api.port()))
+}
+
+/// Writes `client.json` (what the CLI reads: the API's URL, the admin token and, when the API
+/// is served over TLS, the CA file that verifies it) and `endpoints.json`.
 pub fn write_client_config(
     m: &Manager,
+    api_url: &str,
     api: SocketAddr,
     grpc: SocketAddr,
 ) -> Result<(), ManagerError> {
     let token = std::fs::read_to_string(m.data_dir.join("admin.token"))
         .map_err(io_err("reading admin.token"))?;
-    let cfg = serde_json::json!({
-        "server": format!("http://{api}"),
+    let mut cfg = serde_json::json!({
+        "server": api_url,
         "token": token.trim(),
     });
+    if api_url.starts_with("https://") {
+        // Absolute, so the file works from any directory (the CLI also resolves a relative
+        // path against the file's own directory, for a copied client.json + ca.pem pair).
+        let ca = m.data_dir.join("ca.pem");
+        let ca = std::fs::canonicalize(&ca).map_err(io_err("locating ca.pem"))?;
+        cfg["ca"] = ca.display().to_string().into();
+    }
     pki::write_private(
         &m.data_dir.join("client.json"),
         serde_json::to_string_pretty(&cfg).expect("json").as_bytes(),
@@ -119,14 +142,33 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
         .map_err(io_err(format!("binding gRPC to {}", cfg.grpc_listen)))?;
     let api = api_l.local_addr().map_err(io_err("API address"))?;
     let grpc = grpc_l.local_addr().map_err(io_err("gRPC address"))?;
+    // One server certificate for both listeners: loopback (what client.json names for an
+    // unspecified address), the addresses they are bound to, and the operator's names.
     let mut sans = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     sans.extend(cfg.sans.iter().cloned());
-    if !grpc.ip().is_unspecified() {
-        sans.push(grpc.ip().to_string());
+    for ip in [grpc.ip(), api.ip()] {
+        let ip = ip.to_canonical();
+        if !ip.is_unspecified() && !sans.contains(&ip.to_string()) {
+            sans.push(ip.to_string());
+        }
     }
     let server = m.ca.server_cert(&sans, cfg.lifetimes.server)?;
     let (cert, key) = (server.cert_pem, server.key_pem);
-    write_client_config(&m, api, grpc)?;
+    let transport = cfg.api_transport();
+    let api_tls = match transport {
+        ApiTransport::Https => Some(crate::https::acceptor(&cert, &key)?),
+        ApiTransport::Http => None,
+        ApiTransport::InsecureHttp => {
+            tracing::warn!(
+                "INSECURE: the REST API listens on {api}, beyond loopback, over plain HTTP \
+                 (--api-insecure-http): bearer tokens and every answer cross the network in \
+                 clear text; drop the flag to serve it over TLS"
+            );
+            None
+        }
+    };
+    let api_url = api_url(api, api_tls.is_some());
+    write_client_config(&m, &api_url, api, grpc)?;
     // Compliance: edges already in history are not new; webhooks get their own thread.
     let day_ago = (now_ms() as u64).saturating_sub(86_400_000) * 1_000_000;
     m.alerter.learn(&m.store.history_since(day_ago)?);
@@ -162,17 +204,25 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
     spawn_history_flush(&mut tasks, m.clone(), rx.clone());
     let mut rx1 = rx.clone();
     let router = crate::rest::router(m.clone(), cfg.limits.api_body_bytes);
-    tasks.spawn(async move {
-        axum::serve(api_l, router)
-            .with_graceful_shutdown(async move {
-                let _ = rx1.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(io_err("API server"))
-    });
+    match api_tls {
+        Some(tls) => {
+            tasks.spawn(crate::https::serve(api_l, tls, router, rx1));
+        }
+        None => {
+            tasks.spawn(async move {
+                axum::serve(api_l, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx1.wait_for(|s| *s).await;
+                    })
+                    .await
+                    .map_err(io_err("API server"))
+            });
+        }
+    }
     spawn_grpc(&mut tasks, m.clone(), grpc_l, (cert, key), rx)?;
     Ok(Running {
         api,
+        api_url,
         grpc,
         manager: m,
         first_start,
