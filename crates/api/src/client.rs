@@ -4,11 +4,19 @@
 //! Which manager, first match wins (see [`Target::resolve`]): explicit server and token;
 //! `CELLWALL_SERVER`/`CELLWALL_TOKEN`; a config file (`CELLWALL_CONFIG`); a lab's manager by
 //! name; the manager's default `client.json`; the only lab that is up.
+//!
+//! An `https://` manager is verified against one CA, its `ca.pem`, first match wins: explicit
+//! (`cellwall --ca`); `CELLWALL_CA`; the `ca` the config file names. Without one, nothing is
+//! sent. A token sent to an `http://` manager beyond loopback crosses the network in clear
+//! text: [`Client::sends_token_in_clear`] tells the caller, who warns.
+
+mod tls;
 
 use crate::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why a call did not produce an answer.
@@ -23,6 +31,16 @@ pub enum ClientError {
     },
     #[error("cannot reach the manager at {server}: {detail} (is it running? see --server, CELLWALL_CONFIG or --lab)")]
     Unreachable { server: String, detail: String },
+    #[error("{server} is served over HTTPS, but no CA is configured to verify it: pass --ca FILE or set CELLWALL_CA to the manager's ca.pem (its client.json names it)")]
+    NoCa { server: String },
+    #[error("the manager at {server} failed verification: its certificate does not verify against the CA in {ca}: {detail} (point --ca or CELLWALL_CA at that manager's ca.pem; a name or address its certificate lacks is added with cellwall-manager --san)")]
+    Untrusted {
+        server: String,
+        ca: String,
+        detail: String,
+    },
+    #[error("TLS with {server} failed: {detail} (does it serve HTTPS? a manager on loopback serves http:// unless started with --api-tls)")]
+    Tls { server: String, detail: String },
     #[error("the manager sent a malformed answer to {path}: {detail}")]
     Malformed { path: String, detail: String },
     #[error("no manager configured: pass --server and --token, set CELLWALL_CONFIG to a manager's client.json, or use --lab NAME")]
@@ -42,6 +60,8 @@ pub struct Target {
     pub token: Option<String>,
     pub config: Option<PathBuf>,
     pub lab: Option<String>,
+    /// The CA file verifying an `https://` manager.
+    pub ca: Option<PathBuf>,
 }
 
 /// A client config file, as the manager writes it (`client.json`).
@@ -49,6 +69,10 @@ pub struct Target {
 pub struct ClientConfig {
     pub server: String,
     pub token: String,
+    /// The CA (PEM) an `https://` server is verified against; absent for plain HTTP (and in
+    /// files written before the API had TLS). Relative to the file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -58,8 +82,15 @@ impl ClientConfig {
             detail,
         };
         let text = std::fs::read_to_string(p).map_err(|e| cfg(format!("cannot read: {e}")))?;
-        serde_json::from_str(&text)
-            .map_err(|e| cfg(format!("expected {{\"server\": ..., \"token\": ...}}: {e}")))
+        let mut c: Self = serde_json::from_str(&text).map_err(|e| {
+            cfg(format!(
+                "expected {{\"server\": ..., \"token\": ..., \"ca\": ... (optional)}}: {e}"
+            ))
+        })?;
+        if let (Some(ca), Some(dir)) = (&mut c.ca, p.parent()) {
+            *ca = dir.join(&*ca);
+        }
+        Ok(c)
     }
 }
 
@@ -102,11 +133,15 @@ pub fn default_config() -> Option<PathBuf> {
 }
 
 impl Target {
-    /// Server and token, first match wins (see module docs).
+    /// Server, token and CA, first match wins (see module docs).
     pub fn resolve(&self) -> Result<ClientConfig> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut server = self.server.clone().or_else(|| env("CELLWALL_SERVER"));
         let mut token = self.token.clone().or_else(|| env("CELLWALL_TOKEN"));
+        let mut ca = self
+            .ca
+            .clone()
+            .or_else(|| env("CELLWALL_CA").map(PathBuf::from));
         if server.is_none() || token.is_none() {
             let file = self
                 .config
@@ -118,10 +153,12 @@ impl Target {
             let c = ClientConfig::read(&file)?;
             server.get_or_insert(c.server);
             token.get_or_insert(c.token);
+            ca = ca.or(c.ca);
         }
         Ok(ClientConfig {
             server: server.expect("set above"),
             token: token.expect("set above"),
+            ca,
         })
     }
 }
@@ -130,23 +167,58 @@ pub struct Client {
     pub server: String,
     token: String,
     agent: ureq::Agent,
+    /// The CA an `https://` server is verified against (None: plain HTTP only).
+    ca: Option<PathBuf>,
 }
 
 impl Client {
+    /// A client of a plain `http://` manager (an `https://` one needs a CA:
+    /// [`Client::with_config`]; without, every call fails with [`ClientError::NoCa`]).
     pub fn new(server: &str, token: &str) -> Self {
         Self {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(3))
-                .timeout(Duration::from_secs(60))
-                .build(),
+            agent: Self::agent().build(),
+            ca: None,
         }
     }
 
+    /// A client of `c.server`: an `https://` one verified against `c.ca` (required), an
+    /// `http://` one as [`Client::new`].
+    pub fn with_config(c: &ClientConfig) -> Result<Self> {
+        let mut client = Self::new(&c.server, &c.token);
+        if client.is_https() {
+            let ca = c.ca.clone().ok_or_else(|| ClientError::NoCa {
+                server: client.server.clone(),
+            })?;
+            let tls = tls::Connector::new(&ca)?;
+            client.agent = Self::agent().tls_connector(Arc::new(tls)).build();
+            client.ca = Some(ca);
+        }
+        Ok(client)
+    }
+
+    fn agent() -> ureq::AgentBuilder {
+        ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(3))
+            .timeout(Duration::from_secs(60))
+    }
+
+    fn is_https(&self) -> bool {
+        self.server
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    }
+
+    /// True when calls carry the token in clear text beyond this host: an `http://` server
+    /// that is not loopback (`localhost`, 127.0.0.0/8, ::1). Right only when the manager's
+    /// operator chose `--api-insecure-http` behind something that encrypts.
+    pub fn sends_token_in_clear(&self) -> bool {
+        !self.is_https() && !is_loopback_url(&self.server)
+    }
+
     pub fn from_target(t: &Target) -> Result<Self> {
-        let c = t.resolve()?;
-        Ok(Self::new(&c.server, &c.token))
+        Self::with_config(&t.resolve()?)
     }
 
     /// The client of lab `name`'s manager.
@@ -174,6 +246,11 @@ impl Client {
     }
 
     fn send(&self, req: ureq::Request, body: Option<serde_json::Value>) -> Result<ureq::Response> {
+        if self.is_https() && self.ca.is_none() {
+            return Err(ClientError::NoCa {
+                server: self.server.clone(),
+            });
+        }
         let req = req.set("Authorization", &format!("Bearer {}", self.token));
         let r = match body {
             Some(b) => req.send_json(b),
@@ -182,10 +259,32 @@ impl Client {
         match r {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(code, resp)) => Err(self.refused(code, resp)),
-            Err(e) => Err(ClientError::Unreachable {
-                server: self.server.clone(),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// A call that got no HTTP answer: a certificate that does not verify, another TLS
+    /// failure, or no connection at all.
+    fn failed(&self, e: ureq::Error) -> ClientError {
+        let server = self.server.clone();
+        match tls::tls_error(&e) {
+            Some(t @ rustls::Error::InvalidCertificate(_)) => ClientError::Untrusted {
+                server,
+                ca: self
+                    .ca
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                detail: t.to_string(),
+            },
+            Some(t) => ClientError::Tls {
+                server,
+                detail: t.to_string(),
+            },
+            None => ClientError::Unreachable {
+                server,
                 detail: e.to_string(),
-            }),
+            },
         }
     }
 
@@ -403,6 +502,21 @@ impl Client {
     }
 }
 
+/// Whether a URL's host is loopback: `localhost` or a loopback address (nothing resolved).
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
 /// A query struct (or a list of `(key, value)` pairs) as `key=value` pairs; absent fields are
 /// left out.
 fn query_pairs(q: &impl Serialize) -> Vec<(String, String)> {
@@ -434,6 +548,59 @@ fn query_pairs(q: &impl Serialize) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_urls() {
+        for lo in [
+            "http://127.0.0.1:7480",
+            "http://localhost:7480/",
+            "http://LOCALHOST",
+            "http://[::1]:7480",
+            "http://127.8.0.1",
+            "http://u:p@127.0.0.1:1/x",
+        ] {
+            assert!(is_loopback_url(lo), "{lo}");
+        }
+        for far in [
+            "http://10.0.0.5:7480",
+            "http://manager.example:7480",
+            "http://[2001:db8::1]:7480",
+            "http://0.0.0.0:7480",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.evil.example",
+        ] {
+            assert!(!is_loopback_url(far), "{far}");
+        }
+        let c = |s: &str| Client::new(s, "t").sends_token_in_clear();
+        assert!(c("http://10.0.0.5:7480"));
+        assert!(!c("https://10.0.0.5:7480"));
+        assert!(!c("http://127.0.0.1:7480"));
+    }
+
+    #[test]
+    fn client_json_without_ca_still_loads_and_a_relative_ca_is_the_files_neighbour() {
+        let dir = std::env::temp_dir().join(format!("cw-client-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = dir.join("old.json");
+        std::fs::write(&old, r#"{"server": "http://127.0.0.1:7480", "token": "t"}"#).unwrap();
+        let c = ClientConfig::read(&old).unwrap();
+        assert_eq!((c.server.as_str(), c.ca), ("http://127.0.0.1:7480", None));
+        let new = dir.join("new.json");
+        let text = r#"{"server": "https://127.0.0.1:7480", "token": "t", "ca": "ca.pem"}"#;
+        std::fs::write(&new, text).unwrap();
+        assert_eq!(
+            ClientConfig::read(&new).unwrap().ca,
+            Some(dir.join("ca.pem"))
+        );
+        let abs = dir.join("abs.json");
+        let text = r#"{"server": "https://h:1", "token": "t", "ca": "/etc/cw/ca.pem"}"#;
+        std::fs::write(&abs, text).unwrap();
+        assert_eq!(
+            ClientConfig::read(&abs).unwrap().ca,
+            Some("/etc/cw/ca.pem".into())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn queries_leave_out_absent_fields() {

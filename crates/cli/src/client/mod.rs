@@ -5,7 +5,8 @@
 //! Where the manager is and which token to use, first match wins: `--server`/`--token`;
 //! `CELLWALL_SERVER`/`CELLWALL_TOKEN`; the config file in `--config` or `CELLWALL_CONFIG`;
 //! `--lab NAME` (that lab's manager); the manager's default `client.json`
-//! (/var/lib/cellwall or ~/.local/share/cellwall); the only lab that is up.
+//! (/var/lib/cellwall or ~/.local/share/cellwall); the only lab that is up. An `https://`
+//! manager is verified against `--ca`, `CELLWALL_CA` or the config file's `ca`.
 
 mod apply;
 mod flows;
@@ -26,29 +27,45 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Target {
-    /// Manager API URL, e.g. http://127.0.0.1:7480 [env: CELLWALL_SERVER]
+    /// Manager API URL, e.g. http://127.0.0.1:7480 or https://manager.example:7480
+    /// [env: CELLWALL_SERVER]
     #[arg(long, global = true)]
     pub server: Option<String>,
     /// Bearer token [env: CELLWALL_TOKEN]
     #[arg(long, global = true)]
     pub token: Option<String>,
-    /// Client config file ({"server": ..., "token": ...}) [env: CELLWALL_CONFIG]
+    /// Client config file ({"server": ..., "token": ..., "ca": ...}) [env: CELLWALL_CONFIG]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// CA certificate (the manager's ca.pem) verifying an https:// manager [env: CELLWALL_CA]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Target the manager of this lab.
     #[arg(long = "lab", global = true)]
     pub lab: Option<String>,
 }
 
 impl Target {
-    /// A client of the manager this target names.
+    /// A client of the manager this target names; warns when its token would cross the
+    /// network in clear text (not refused: the manager's operator may have chosen
+    /// `--api-insecure-http` behind something that encrypts).
     pub fn client(&self) -> Result<Client> {
-        Ok(Client::from_target(&cellwall_api::client::Target {
+        let c = Client::from_target(&cellwall_api::client::Target {
             server: self.server.clone(),
             token: self.token.clone(),
             config: self.config.clone(),
             lab: self.lab.clone(),
-        })?)
+            ca: self.ca.clone(),
+        })?;
+        if c.sends_token_in_clear() {
+            eprintln!(
+                "warning: {} is plain HTTP beyond this host: the token crosses the network in \
+                 clear text (use https:// unless the manager runs with --api-insecure-http \
+                 behind something that encrypts)",
+                c.server
+            );
+        }
+        Ok(c)
     }
 }
 
