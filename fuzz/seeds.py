@@ -206,6 +206,7 @@ def proto():
         "json-delta-large": b"\x06" + bigj,
         "deflate-snapshot": b"\x07" + snap,
         "deflate-delta": b"\x08" + dlt,
+        "renew": b"\x09" + field_bytes(1, "node-1"),
     }
     for name, data in seeds.items():
         write("proto", name, data)
@@ -286,6 +287,7 @@ def rest():
         "agent-join-bad": b"AGENT join\n" + join_request("cwb_guess", "Node_3"),
         "agent-watch": b"AGENT watch node-1\n" + watch_request("node-1", 0, [wl]),
         "agent-flows": b"AGENT flows node-1\n" + flow_batch("node-1", [rec]),
+        "agent-renew": b"AGENT renew node-2\n" + field_bytes(1, "node-2"),
     }
     for name, data in seeds.items():
         write("rest", name, data)

@@ -6,9 +6,10 @@
 //!   decoded with prost (a `DesiredState` then read with `payload()`);
 //! - 5 / 6: the JSON of a snapshot / of a delta (`state_json` of an undeflated DesiredState);
 //! - 7 / 8: the same JSON, deflated here and sent with `deflate: true` (so the fuzzer mutates
-//!   what is inflated; arbitrary deflate streams come through 4).
+//!   what is inflated; arbitrary deflate streams come through 4);
+//! - 9 RenewRequest (protobuf).
 //!
-//! The selector is the first byte modulo 9.
+//! The selector is the first byte modulo 10.
 //!
 //! Asserts:
 //! - no panic;
@@ -26,8 +27,8 @@
 
 use cellwall_policy::load::{into_model, parse_file};
 use cellwall_proto::{
-    AckRequest, DesiredState, FlowBatch, JoinRequest, Keyed, Payload, StateDelta, StateDoc,
-    WatchRequest,
+    AckRequest, DesiredState, FlowBatch, JoinRequest, Keyed, Payload, RenewRequest, StateDelta,
+    StateDoc, WatchRequest,
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -153,7 +154,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sel, b)) = data.split_first() else {
         return;
     };
-    match sel % 9 {
+    match sel % 10 {
         0 => drop(roundtrip::<JoinRequest>(b)),
         1 => drop(roundtrip::<WatchRequest>(b)),
         2 => drop(roundtrip::<AckRequest>(b)),
@@ -167,6 +168,7 @@ fuzz_target!(|data: &[u8]| {
         6 => check_payload(&state(b, true, false)),
         // The input is the JSON: deflating it here lets the fuzzer mutate what is inflated.
         7 => check_payload(&state(&deflate(b), false, true)),
-        _ => check_payload(&state(&deflate(b), true, true)),
+        8 => check_payload(&state(&deflate(b), true, true)),
+        _ => drop(roundtrip::<RenewRequest>(b)),
     }
 });

@@ -15,9 +15,10 @@
 //!   `read`, `none` (no Authorization header) or a raw `Authorization` header value.
 //! - `AGENT join`: the body is a protobuf `JoinRequest` (the token `bootstrap` stands for the
 //!   first start's bootstrap token, which the input cannot know);
-//! - `AGENT watch NODE` / `AGENT flows NODE`: the body is a protobuf `WatchRequest` /
-//!   `FlowBatch` from NODE, sent with the certificate NODE got when it joined (node-1 and
-//!   node-2 join at start; a NODE without a valid certificate is refused, as mTLS would).
+//! - `AGENT watch NODE` / `AGENT flows NODE` / `AGENT renew NODE`: the body is a protobuf
+//!   `WatchRequest` / `FlowBatch` / `RenewRequest` from NODE, sent with the certificate NODE
+//!   got when it joined or last renewed (node-1 and node-2 join at start; a NODE without a
+//!   valid certificate is refused, as mTLS would).
 //!
 //! Asserts: no panic (in a handler, a blocking task or the manager: libFuzzer's panic hook
 //! aborts on any of them); no 5xx answer; every error answer is an `ErrorBody`; a simulation
@@ -37,7 +38,7 @@ use cellwall_manager::services::{Authenticate, Discover, Objects, Observe, Respo
 use cellwall_manager::store::{Committed, FlowDirection, FlowRow, ReportedWorkload, Role, Verdict};
 use cellwall_manager::{Config, Manager};
 use cellwall_policy::Policy;
-use cellwall_proto::{FlowBatch, JoinRequest, WatchRequest};
+use cellwall_proto::{FlowBatch, JoinRequest, RenewRequest, WatchRequest};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use std::collections::HashMap;
@@ -160,39 +161,13 @@ struct World {
     certs: Mutex<HashMap<String, String>>,
 }
 
-/// The DER inside a PEM certificate (standard base64 between the armour lines).
-fn pem_der(pem: &str) -> Vec<u8> {
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .flat_map(str::bytes)
-    {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => continue,
-        };
-        bits = bits << 6 | u32::from(v);
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    out
-}
-
-fn join(w_manager: &Manager, certs: &Mutex<HashMap<String, String>>, token: &str, node: &str) {
-    match w_manager.join(token, node, None) {
-        Ok((cert_pem, _key)) => {
-            let hash = cellwall_manager::pki::sha256_hex(&pem_der(&cert_pem));
-            certs.lock().unwrap().insert(node.to_string(), hash);
+fn join(manager: &Manager, certs: &Mutex<HashMap<String, String>>, token: &str, node: &str) {
+    match manager.join(token, node, None) {
+        Ok(issued) => {
+            certs
+                .lock()
+                .unwrap()
+                .insert(node.to_string(), issued.sha256);
         }
         Err(e) => check_manager_error::<()>(Err(e)),
     }
@@ -330,6 +305,24 @@ fn agent(w: &World, call: &str, node: &str, body: &[u8]) {
         Err(e) => return check_manager_error::<()>(Err(e)),
     }
     match call {
+        "renew" => {
+            let Ok(r) = RenewRequest::decode(body) else {
+                return;
+            };
+            if r.node != node {
+                return; // the service refuses a call naming another node than its certificate's
+            }
+            match w.manager.renew(node, &hash) {
+                // The agent switches to the new certificate (the old one ends at its first use).
+                Ok(issued) => {
+                    w.certs
+                        .lock()
+                        .unwrap()
+                        .insert(node.to_string(), issued.sha256);
+                }
+                Err(e) => check_manager_error::<()>(Err(e)),
+            }
+        }
         "watch" => {
             let Ok(req) = WatchRequest::decode(body) else {
                 return;
