@@ -21,10 +21,17 @@ fn host_of(addr: &str) -> &str {
     }
 }
 
-/// A TLS channel to the manager, presenting `identity` if given (mTLS).
-pub async fn channel(cfg: &Config, identity: Option<Identity>) -> Result<Channel, AgentError> {
-    let ca = std::fs::read_to_string(&cfg.ca)
-        .map_err(AgentError::io("reading the manager CA", &cfg.ca))?;
+/// A TLS channel to the manager, presenting `identity` if given (mTLS). The manager is
+/// verified against the bundle it last gave (see [`StateDir::trust`]), else `--ca`.
+pub async fn channel(
+    cfg: &Config,
+    state: &StateDir,
+    identity: Option<Identity>,
+) -> Result<Channel, AgentError> {
+    let trusted = state.trust();
+    let file = if trusted.exists() { &trusted } else { &cfg.ca };
+    let ca =
+        std::fs::read_to_string(file).map_err(AgentError::io("reading the manager CA", file))?;
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .domain_name(host_of(&cfg.manager).to_string());
@@ -49,14 +56,17 @@ pub async fn channel(cfg: &Config, identity: Option<Identity>) -> Result<Channel
         })
 }
 
-/// A certificate's validity, Unix milliseconds, as the manager issued it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Validity {
+/// What the manager said of a certificate it issued: validity (Unix ms) and signing CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertInfo {
     pub issued_ms: i64,
     pub not_after_ms: i64,
+    /// The signing CA's name (empty from managers before CA rotation).
+    #[serde(default)]
+    pub signer: String,
 }
 
-impl Validity {
+impl CertInfo {
     /// At two thirds of its life: a third is left for a manager that is down for a while.
     pub fn renew_at_ms(&self) -> i64 {
         self.issued_ms + (self.not_after_ms - self.issued_ms) / 3 * 2
@@ -67,7 +77,7 @@ impl Validity {
 /// an older manager has no recorded validity; the agent renews it at once).
 pub struct NodeCert {
     pub identity: Identity,
-    pub validity: Option<Validity>,
+    pub info: Option<CertInfo>,
 }
 
 /// `node.pem` → `node.pem.next`: where a new file waits until the set is complete.
@@ -82,20 +92,38 @@ fn next(p: &Path) -> PathBuf {
 /// before the certificate is written keeps the old pair, after it [`finish_save`] completes
 /// the new one.
 pub fn save(state: &StateDir, r: &JoinReply) -> Result<(), AgentError> {
-    let validity = Validity {
+    let info = CertInfo {
         issued_ms: r.issued_unix_ms,
         not_after_ms: r.not_after_unix_ms,
+        signer: r.signer.clone(),
     };
-    let json = serde_json::to_vec(&validity).expect("validity serializes");
+    let json = serde_json::to_vec(&info).expect("certificate info serializes");
     write_private(&next(&state.node_key()), r.key_pem.as_bytes())?;
-    write_private(&next(&state.node_validity()), &json)?;
+    write_private(&next(&state.node_cert_info()), &json)?;
     write_private(&next(&state.node_cert()), r.cert_pem.as_bytes())?;
     finish_save(state)
 }
 
+/// Keeps the CA bundle the manager gave, when it differs from the one held; returns whether
+/// it did.
+pub fn save_trust(state: &StateDir, bundle: &str) -> Result<bool, AgentError> {
+    if !bundle.contains("-----BEGIN CERTIFICATE-----") {
+        return Ok(false);
+    }
+    let p = state.trust();
+    if std::fs::read_to_string(&p).is_ok_and(|held| held == bundle) {
+        return Ok(false);
+    }
+    write_private(&p, bundle.as_bytes())?;
+    Ok(true)
+}
+
 /// Completes a save a crash interrupted, or drops one that never got its certificate.
 fn finish_save(state: &StateDir) -> Result<(), AgentError> {
-    let (cert, rest) = (state.node_cert(), [state.node_key(), state.node_validity()]);
+    let (cert, rest) = (
+        state.node_cert(),
+        [state.node_key(), state.node_cert_info()],
+    );
     let complete = next(&cert).exists();
     for p in rest.iter().chain([&cert]) {
         let n = next(p);
@@ -121,7 +149,7 @@ pub async fn identity(cfg: &Config, state: &StateDir) -> Result<NodeCert, AgentE
             .as_ref()
             .ok_or(AgentError::NoCertificate)?;
         let token = std::fs::read_to_string(file).map_err(AgentError::io("reading", file))?;
-        let mut c = BootstrapClient::new(channel(cfg, None).await?);
+        let mut c = BootstrapClient::new(channel(cfg, state, None).await?);
         let r = c
             .join(JoinRequest {
                 token: token.trim().to_string(),
@@ -131,16 +159,17 @@ pub async fn identity(cfg: &Config, state: &StateDir) -> Result<NodeCert, AgentE
             .map_err(AgentError::refused("join"))?
             .into_inner();
         save(state, &r)?;
+        save_trust(state, &r.ca_pem)?;
         info!(node = %cfg.node, "joined the manager as node {}", cfg.node);
     }
     let read = |p: &Path| std::fs::read(p).map_err(AgentError::io("reading", p));
-    // Unreadable or absent validity: unknown, so the certificate is renewed at once.
-    let validity = std::fs::read(state.node_validity())
+    // Unreadable or absent: unknown, so the certificate is renewed at once.
+    let info = std::fs::read(state.node_cert_info())
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(NodeCert {
         identity: Identity::from_pem(read(&cert)?, read(&key)?),
-        validity,
+        info,
     })
 }
 
@@ -155,6 +184,7 @@ mod tests {
             ca_pem: String::new(),
             issued_unix_ms: 0,
             not_after_unix_ms: 3000 * i64::from(n),
+            signer: "ca".into(),
         }
     }
 
@@ -173,13 +203,13 @@ mod tests {
         assert_eq!(set(&st), ("cert1".into(), "key1".into()));
         assert!(!next(&st.node_key()).exists());
         // Crash after the key was moved but before the certificate: the new set completes.
-        write_private(&next(&st.node_validity()), b"{}").unwrap();
+        write_private(&next(&st.node_cert_info()), b"{}").unwrap();
         write_private(&next(&st.node_cert()), b"cert3").unwrap();
         std::fs::write(st.node_key(), "key3").unwrap();
         finish_save(&st).unwrap();
         assert_eq!(set(&st), ("cert3".into(), "key3".into()));
         save(&st, &reply(4)).unwrap();
-        let v: Validity = serde_json::from_str(&read(st.node_validity())).unwrap();
+        let v: CertInfo = serde_json::from_str(&read(st.node_cert_info())).unwrap();
         assert_eq!(v.renew_at_ms(), 8000);
     }
 

@@ -11,7 +11,8 @@ use crate::metrics::Metrics;
 use crate::state::StateDir;
 use crate::AgentError;
 use cellwall_proto::{
-    AckRequest, AgentClient, DesiredState, FlowBatch, LocalWorkload, RenewRequest, WatchRequest,
+    AckRequest, AgentClient, DesiredState, FlowBatch, LocalWorkload, RenewRequest, TrustRequest,
+    WatchRequest,
 };
 use std::sync::mpsc;
 use tracing::{info, warn};
@@ -47,9 +48,31 @@ impl Session<'_> {
             metrics: m,
         } = self;
         tokio::pin!(stop);
-        let mut renew_at = id.validity.map_or(0, |v| v.renew_at_ms());
-        let mut c = AgentClient::new(channel(cfg, Some(id.identity)).await?)
+        let mut renew_at = id.info.as_ref().map_or(0, |v| v.renew_at_ms());
+        let mut c = AgentClient::new(channel(cfg, state, Some(id.identity)).await?)
             .max_decoding_message_size(256 << 20);
+        // What to trust from now on (a CA rotation adds a CA, later drops one); a certificate
+        // another CA signed than the one signing now is renewed at once.
+        match c
+            .trust(TrustRequest {
+                node: cfg.node.clone(),
+            })
+            .await
+        {
+            Ok(t) => {
+                let t = t.into_inner();
+                if crate::identity::save_trust(state, &t.ca_pem)? {
+                    info!("the manager's CA bundle changed (signing CA: {})", t.signer);
+                }
+                let held = id.info.as_ref().map(|i| i.signer.as_str());
+                if !t.signer.is_empty() && held != Some(t.signer.as_str()) {
+                    renew_at = 0;
+                }
+            }
+            // A manager from before CA rotation: nothing to follow.
+            Err(s) if s.code() == cellwall_proto::tonic::Code::Unimplemented => {}
+            Err(s) => return Err(AgentError::refused("trust")(s)),
+        }
         let mut stream = c
             .watch(WatchRequest {
                 node: cfg.node.clone(),

@@ -53,9 +53,16 @@ impl StateDir {
         self.dir.join("node.key")
     }
 
-    /// The certificate's validity as the manager issued it (when to renew).
-    pub fn node_validity(&self) -> PathBuf {
-        self.dir.join("node.validity.json")
+    /// What the manager said of the certificate: when it was issued, when it expires, which
+    /// CA signed it (when to renew).
+    pub fn node_cert_info(&self) -> PathBuf {
+        self.dir.join("node.cert.json")
+    }
+
+    /// The CA bundle the manager last gave (supersedes the configured `--ca` once present: it
+    /// arrived over a connection that CA verified, and follows CA rotations).
+    pub fn trust(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// `[version, state]` of the last applied desired state.

@@ -249,3 +249,94 @@ fn ack_with(m: &Manager, cert: &str, key: &str) -> Result<(), String> {
             .map_err(|s| s.message().to_string())
     })
 }
+
+/// A CA rotation with a real agent: the new CA is trusted beside the old, then signs, then the
+/// old is dropped; the agent follows each step by itself (fetches the bundle, renews its
+/// certificate) and never stops following the manager. Each step waits for the node.
+#[test]
+fn the_agent_follows_a_ca_rotation() {
+    use cellwall_manager::rotation::{run, Step};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Manager::start(&tmp.path().join("manager"));
+    let rev = m.apply(MODEL, false);
+    let state = tmp.path().join("agent");
+    let agent = Agent::start(m.agent_config(&state), FakeDatapath::new()).unwrap();
+    wait_until(LIMIT, "the node acks the model", || m.acked("n1") >= rev);
+    let cfg = cellwall_manager::Config::local(&m.dir);
+    let certs = |f: &std::path::Path| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .matches("BEGIN CERTIFICATE")
+            .count()
+    };
+    let signer = || {
+        let b = std::fs::read(state.join("node.cert.json")).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&b).unwrap()["signer"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(signer(), "Cellwall manager CA");
+    std::fs::remove_file(m.dir.join("bootstrap.token")).unwrap();
+
+    // 1. A new CA, trusted beside the old. Activating before the node has the bundle is refused.
+    let out = run(&cfg, Step::Rotate, false).unwrap();
+    assert!(out.contains("staged CA"), "{out}");
+    let e = run(&cfg, Step::Activate, false).unwrap_err().to_string();
+    assert!(e.contains("n1"), "{e}");
+    m.stop();
+    m.restart();
+    wait_until(LIMIT, "the agent fetches the two-CA bundle", || {
+        certs(&state.join("ca.pem")) == 2
+    });
+    let rev = m.apply(B_CLOSED, false);
+    wait_until(LIMIT, "the node acks with the bundle", || {
+        m.acked("n1") >= rev
+    });
+
+    // 2. The new CA signs: the server certificate after the restart, the node's at once.
+    let e = run(&cfg, Step::Retire, false).unwrap_err().to_string();
+    assert!(e.contains("activate it first"), "{e}");
+    let out = run(&cfg, Step::Activate, false).unwrap();
+    assert!(out.contains("signs from the next start"), "{out}");
+    let e = run(&cfg, Step::Retire, false).unwrap_err().to_string();
+    assert!(
+        e.contains("n1"),
+        "the node's certificate is still the old CA's: {e}"
+    );
+    m.stop();
+    m.restart();
+    wait_until(LIMIT, "the agent renews with the new CA", || {
+        signer() != "Cellwall manager CA"
+    });
+    let rev = m.apply(B_CLOSED, true);
+    wait_until(LIMIT, "the node acks on the new CA", || {
+        m.acked("n1") >= rev
+    });
+    // A second node that joined with the old CA's certificate and never came back would hold
+    // retirement up; this one is ready.
+    let status = run(&cfg, Step::Status, false).unwrap();
+    assert!(
+        status.contains("nodes with a certificate of another CA: none"),
+        "{status}"
+    );
+
+    // 3. The old CA is trusted no more, and its key is gone.
+    let out = run(&cfg, Step::Retire, false).unwrap();
+    assert!(out.contains("deleted the key"), "{out}");
+    assert!(!m.dir.join("ca.key").exists());
+    assert_eq!(certs(&m.dir.join("ca.pem")), 1);
+    m.stop();
+    m.restart();
+    wait_until(LIMIT, "the agent drops the old CA", || {
+        certs(&state.join("ca.pem")) == 1
+    });
+    let rev = m.apply(B_CLOSED, false);
+    wait_until(LIMIT, "the node acks after the rotation", || {
+        m.acked("n1") >= rev
+    });
+    let status = run(&cfg, Step::Status, false).unwrap();
+    assert!(status.contains("no rotation under way"), "{status}");
+    assert_eq!(agent.metrics().apply_errors.get(), 0);
+    agent.stop().unwrap();
+}

@@ -65,6 +65,7 @@ fn reply(i: crate::pki::Issued, ca_pem: &str) -> JoinReply {
         ca_pem: ca_pem.to_string(),
         issued_unix_ms: i.validity.issued_ms,
         not_after_unix_ms: i.validity.not_after_ms,
+        signer: i.signer,
     }
 }
 
@@ -199,6 +200,16 @@ impl<S: AgentControl> Agent for AgentService<S> {
             .map_err(join_error)?
             .map_err(status)?;
         Ok(Response::new(reply(issued, self.s.ca_pem())))
+    }
+
+    async fn trust(&self, req: Request<TrustRequest>) -> Result<Response<TrustReply>, Status> {
+        let node = self.node(&req, &req.get_ref().node)?;
+        let s = self.s.clone();
+        let (ca_pem, signer) = tokio::task::spawn_blocking(move || s.trust(&node))
+            .await
+            .map_err(join_error)?
+            .map_err(status)?;
+        Ok(Response::new(TrustReply { ca_pem, signer }))
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> Result<Response<AckReply>, Status> {

@@ -9,7 +9,8 @@
 //!
 //! Layers (a module uses only those above it): `config`, `error`, `validate`, `pki`, `store`, `history`,
 //! `alerts`, `writer`, `limits`, `sessions`, `metrics` → `state`, `intake` → `manager` → the operations (`objects`, `tokens`, `nodes`, `flows`,
-//! `imports`, `quarantines`, `discover`) → `services` → `rest`, `grpc`, `https` → `runtime`.
+//! `imports`, `quarantines`, `discover`) → `services` → `rest`, `grpc`, `https` → `runtime`;
+//! `rotation` (the `ca` command) beside them, over `store` and `pki`.
 
 // A library reports through return values and `tracing`, never by printing.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -32,6 +33,7 @@ pub mod objects;
 pub mod pki;
 pub mod quarantines;
 pub mod rest;
+pub mod rotation;
 pub mod runtime;
 pub mod services;
 pub mod sessions;

@@ -16,14 +16,18 @@ use std::path::PathBuf;
 ///
 /// The REST API is served over TLS (the gRPC listener's certificate, issued by the manager's
 /// CA) whenever it listens beyond loopback; on loopback it is plain HTTP unless --api-tls.
+///
+/// Certificates expire (see --node-cert-ttl); the CA is rotated with `cellwall-manager ca`.
 #[derive(Parser, Debug)]
 #[command(name = "cellwall-manager", version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Where the CA, tokens, client config and (by default) the database live.
-    #[arg(long, default_value_os_t = default_data_dir())]
+    #[arg(long, global = true, default_value_os_t = default_data_dir())]
     data_dir: PathBuf,
     /// SQLite database file (default: DATA_DIR/cellwall.db).
-    #[arg(long)]
+    #[arg(long, global = true)]
     db: Option<PathBuf>,
     /// REST API address (port 0 picks a free port; see DATA_DIR/endpoints.json). Beyond
     /// loopback the API is served over TLS (clients verify it with DATA_DIR/ca.pem; add the
@@ -81,8 +85,8 @@ struct Args {
     /// so restart the manager within this time.
     #[arg(long, default_value = "365d", value_parser = parse_lifetime)]
     server_cert_ttl: std::time::Duration,
-    /// How long the CA created at the first start is valid (no effect afterwards).
-    #[arg(long, default_value = "3650d", value_parser = parse_lifetime)]
+    /// How long a CA is valid: the one created at the first start, or by `ca rotate`.
+    #[arg(long, global = true, default_value = "3650d", value_parser = parse_lifetime)]
     ca_ttl: std::time::Duration,
     /// Log format: text (for people) or json (one object per line, for collectors).
     #[arg(long, value_enum, default_value = "text")]
@@ -90,6 +94,39 @@ struct Args {
     /// Log level or filter (e.g. info, debug, cellwall_manager=debug) [env: RUST_LOG].
     #[arg(long)]
     log_level: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Rotate the CA with overlap, in steps, restarting the manager after each:
+    /// `ca rotate` (a new CA, trusted beside the old), `ca activate` (it signs; agents renew),
+    /// `ca retire` (the old one is trusted no more). Each step waits for every node to be
+    /// ready for it (`ca status` says which are not), unless --force.
+    Ca {
+        #[command(subcommand)]
+        step: CaStep,
+    },
+}
+
+#[derive(clap::Subcommand, Debug, Clone, Copy)]
+enum CaStep {
+    /// Where a rotation stands, and which nodes it waits for.
+    Status,
+    /// Step 1: create a new CA and trust it beside the signing one.
+    Rotate,
+    /// Step 2: the new CA signs (refused until every node fetched the new trust bundle).
+    Activate {
+        /// Go ahead although some nodes are not ready (they will have to join again).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Step 3: trust the new CA only and delete the old key (refused until every node holds a
+    /// certificate of the new CA).
+    Retire {
+        /// Go ahead although some nodes are not ready (they will have to join again).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -151,6 +188,26 @@ fn default_data_dir() -> PathBuf {
 fn main() -> Result<()> {
     let a = Args::parse();
     init_logs(a.log_format, a.log_level.as_deref())?;
+    if let Some(Command::Ca { step }) = a.command {
+        use cellwall_manager::rotation::{run, Step};
+        let (step, force) = match step {
+            CaStep::Status => (Step::Status, false),
+            CaStep::Rotate => (Step::Rotate, false),
+            CaStep::Activate { force } => (Step::Activate, force),
+            CaStep::Retire { force } => (Step::Retire, force),
+        };
+        let cfg = cellwall_manager::Config {
+            db: a.db,
+            lifetimes: cellwall_manager::config::CertLifetimes {
+                ca: a.ca_ttl,
+                ..Default::default()
+            },
+            ..cellwall_manager::Config::local(&a.data_dir)
+        };
+        let out = run(&cfg, step, force).context("cellwall-manager ca")?;
+        print!("{out}");
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -122,7 +122,7 @@ impl Manager {
     }
 
     pub fn ca_pem(&self) -> &str {
-        &self.ca.cert_pem
+        &self.ca.bundle_pem
     }
 
     pub fn published(&self) -> Arc<Published> {

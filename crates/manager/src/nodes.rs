@@ -6,7 +6,7 @@ use crate::error::ManagerError;
 use crate::manager::Manager;
 use crate::pki::{sha256_hex, Issued};
 use crate::state::Conflict;
-use crate::store::{AckRow, Alert, Refusal, ReportedWorkload, Role};
+use crate::store::{AckRow, Alert, NodeCertRecord, Refusal, ReportedWorkload, Role};
 use crate::tokens::{glob_match, unusable};
 use cellwall_api::{AlertKind, Severity};
 use cellwall_api::{NodeItem, NodeList, Refused};
@@ -24,6 +24,14 @@ pub fn valid_node_name(s: &str) -> bool {
 
 /// A bootstrap token's secret is `cwb_` and 64 hex digits; anything much longer is not one.
 const MAX_TOKEN_LEN: usize = 256;
+
+fn record(i: &Issued) -> NodeCertRecord {
+    NodeCertRecord {
+        sha256: i.sha256.clone(),
+        expires_ms: i.validity.not_after_ms,
+        ca: i.signer.clone(),
+    }
+}
 
 impl Manager {
     /// Signs a node certificate for a bootstrap token that may join `node`, called from `peer`.
@@ -114,8 +122,7 @@ impl Manager {
             ));
         }
         let issued = self.ca.node_cert(node, self.lifetimes.node)?;
-        self.store
-            .join_node(node, &issued.sha256, issued.validity.not_after_ms)?;
+        self.store.join_node(node, &record(&issued))?;
         // The node's previous certificate stops working now, and its open streams end.
         self.forget_certs(node);
         self.store.log_event(
@@ -145,12 +152,7 @@ impl Manager {
             ));
         }
         let issued = self.ca.node_cert(node, self.lifetimes.node)?;
-        if !self.store.renew_node_cert(
-            node,
-            caller,
-            &issued.sha256,
-            issued.validity.not_after_ms,
-        )? {
+        if !self.store.renew_node_cert(node, caller, &record(&issued))? {
             return Err(ManagerError::Unauthenticated(format!(
                 "node {node} holds no certificate"
             )));
@@ -164,6 +166,15 @@ impl Manager {
             ),
         )?;
         Ok(issued)
+    }
+
+    /// The CA bundle the node's agent must trust and the signing CA's name; records that the
+    /// node has it (a CA rotation moves on once every node does).
+    pub fn trust(&self, node: &str) -> Result<(String, String), ManagerError> {
+        let bundle = self.ca.bundle_pem.clone();
+        self.store
+            .set_node_trust(node, &sha256_hex(bundle.as_bytes()))?;
+        Ok((bundle, self.ca.signer.clone()))
     }
 
     /// Drops cached certificates of `node` and closes its open streams.

@@ -69,6 +69,8 @@ pub trait AgentControl: Send + Sync + 'static {
     fn join(&self, token: &str, node: &str, peer: Option<std::net::IpAddr>) -> R<Issued>;
     /// A fresh certificate for `node`, asked with the certificate whose hash is `caller`.
     fn renew(&self, node: &str, caller: &str) -> R<Issued>;
+    /// The CA bundle to trust and the signing CA's name (recorded as fetched by `node`).
+    fn trust(&self, node: &str) -> R<(String, String)>;
     /// What a stream of `node` watches: it must end when the value changes (the node's
     /// certificate was replaced or withdrawn).
     fn session(&self, node: &str) -> tokio::sync::watch::Receiver<u64>;
@@ -199,6 +201,9 @@ impl AgentControl for Manager {
     }
     fn renew(&self, node: &str, caller: &str) -> R<Issued> {
         Manager::renew(self, node, caller)
+    }
+    fn trust(&self, node: &str) -> R<(String, String)> {
+        Manager::trust(self, node)
     }
     fn session(&self, node: &str) -> tokio::sync::watch::Receiver<u64> {
         self.sessions.watch(node)

@@ -210,6 +210,18 @@ pub struct NodeRow {
     pub has_cert: bool,
     /// When its certificate expires (None: joined before certificates expired).
     pub cert_expires_ms: Option<i64>,
+    /// The CA that signed its certificate (empty: before CA rotation was tracked).
+    pub cert_ca: String,
+    /// The SHA-256 of the trust bundle its agent last fetched.
+    pub trust_sha256: String,
+}
+
+/// A node certificate as the store keeps it: by hash, with its expiry and signing CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCertRecord {
+    pub sha256: String,
+    pub expires_ms: i64,
+    pub ca: String,
 }
 
 /// Whose certificate a hash is.
@@ -297,17 +309,13 @@ pub trait Store: Send + Sync {
     fn use_token(&self, id: i64) -> Result<bool>;
 
     /// A node's certificate from a join: any previous one stops working.
-    fn join_node(&self, name: &str, cert_sha256: &str, expires_ms: i64) -> Result<()>;
+    fn join_node(&self, name: &str, cert: &NodeCertRecord) -> Result<()>;
     /// A renewed certificate: the current one stays valid (as previous) until the new one is
     /// used. False when the node holds no certificate.
     /// `caller` is the certificate the renewal was asked with; it becomes the previous one.
-    fn renew_node_cert(
-        &self,
-        name: &str,
-        caller: &str,
-        cert_sha256: &str,
-        expires_ms: i64,
-    ) -> Result<bool>;
+    fn renew_node_cert(&self, name: &str, caller: &str, cert: &NodeCertRecord) -> Result<bool>;
+    /// Records that the node's agent fetched the trust bundle with this hash.
+    fn set_node_trust(&self, name: &str, bundle_sha256: &str) -> Result<()>;
     /// The renewed node used its new certificate: the previous one stops working. False when
     /// there was none.
     fn retire_previous_cert(&self, name: &str) -> Result<bool>;

@@ -33,11 +33,14 @@ pub fn run(db: &Connection) -> Result<()> {
     }
     if v < 3 {
         // Certificates expire and are renewed: the previous one stays valid until the new one
-        // is first used (a renewal whose answer was lost does not lock the node out).
+        // is first used (a renewal whose answer was lost does not lock the node out). Which CA
+        // signed each node's certificate, and which trust bundle it fetched (CA rotation).
         db.execute_batch(
             "BEGIN;
              ALTER TABLE nodes ADD COLUMN prev_cert_sha256 TEXT NOT NULL DEFAULT '';
              ALTER TABLE nodes ADD COLUMN cert_expires_ms INTEGER;
+             ALTER TABLE nodes ADD COLUMN cert_ca TEXT NOT NULL DEFAULT '';
+             ALTER TABLE nodes ADD COLUMN trust_sha256 TEXT NOT NULL DEFAULT '';
              CREATE INDEX nodes_prev_cert ON nodes(prev_cert_sha256);
              UPDATE meta SET v = 3 WHERE k = 'schema';
              COMMIT;",

@@ -179,17 +179,14 @@ impl Store for SqliteStore {
         self.use_token_row(id)
     }
 
-    fn join_node(&self, name: &str, cert_sha256: &str, expires_ms: i64) -> Result<()> {
-        self.join(name, cert_sha256, expires_ms)
+    fn join_node(&self, name: &str, cert: &NodeCertRecord) -> Result<()> {
+        self.join(name, cert)
     }
-    fn renew_node_cert(
-        &self,
-        name: &str,
-        caller: &str,
-        cert_sha256: &str,
-        expires_ms: i64,
-    ) -> Result<bool> {
-        self.renew(name, caller, cert_sha256, expires_ms)
+    fn renew_node_cert(&self, name: &str, caller: &str, cert: &NodeCertRecord) -> Result<bool> {
+        self.renew(name, caller, cert)
+    }
+    fn set_node_trust(&self, name: &str, bundle_sha256: &str) -> Result<()> {
+        self.set_trust(name, bundle_sha256)
     }
     fn retire_previous_cert(&self, name: &str) -> Result<bool> {
         self.retire_previous(name)

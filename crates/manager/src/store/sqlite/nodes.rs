@@ -38,32 +38,35 @@ fn workloads_text(w: &[ReportedWorkload]) -> String {
 }
 
 impl SqliteStore {
-    pub(super) fn join(&self, name: &str, cert_sha256: &str, expires_ms: i64) -> Result<()> {
+    pub(super) fn join(&self, name: &str, c: &NodeCertRecord) -> Result<()> {
         // A re-join (new certificate) replaces the old certificate: the old one stops working.
         self.conn().execute(
-            "INSERT INTO nodes(name, joined_ms, cert_sha256, cert_expires_ms)
-               VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO nodes(name, joined_ms, cert_sha256, cert_expires_ms, cert_ca)
+               VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(name) DO UPDATE SET cert_sha256 = excluded.cert_sha256,
                joined_ms = excluded.joined_ms, cert_expires_ms = excluded.cert_expires_ms,
-               prev_cert_sha256 = ''",
-            params![name, now_ms(), cert_sha256, expires_ms],
+               cert_ca = excluded.cert_ca, prev_cert_sha256 = ''",
+            params![name, now_ms(), c.sha256, c.expires_ms, c.ca],
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn set_trust(&self, name: &str, bundle_sha256: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE nodes SET trust_sha256 = ?2 WHERE name = ?1",
+            params![name, bundle_sha256],
         )?;
         Ok(())
     }
 
     /// The caller's certificate (current, or previous when a renewal's answer was lost)
     /// stays valid as the previous one.
-    pub(super) fn renew(
-        &self,
-        name: &str,
-        caller: &str,
-        cert_sha256: &str,
-        expires_ms: i64,
-    ) -> Result<bool> {
+    pub(super) fn renew(&self, name: &str, caller: &str, c: &NodeCertRecord) -> Result<bool> {
         let n = self.conn().execute(
-            "UPDATE nodes SET prev_cert_sha256 = ?2, cert_sha256 = ?3, cert_expires_ms = ?4
+            "UPDATE nodes SET prev_cert_sha256 = ?2, cert_sha256 = ?3, cert_expires_ms = ?4,
+               cert_ca = ?5
              WHERE name = ?1 AND ?2 != '' AND (cert_sha256 = ?2 OR prev_cert_sha256 = ?2)",
-            params![name, caller, cert_sha256, expires_ms],
+            params![name, caller, c.sha256, c.expires_ms, c.ca],
         )?;
         Ok(n == 1)
     }
@@ -195,7 +198,7 @@ impl SqliteStore {
             "SELECT name, joined_ms, applied_version, applied_us, apply_micros, last_error,
                     last_seen_ms, workloads, kernel_lost, agent_dropped, batches_missed, last_seq,
                     refused_reports, refused_flows, last_refusal, cert_sha256 != '',
-                    cert_expires_ms
+                    cert_expires_ms, cert_ca, trust_sha256
              FROM nodes ORDER BY name",
         )?;
         let mut rows = st.query([])?;
@@ -226,6 +229,8 @@ impl SqliteStore {
                 last_refusal: r.get(14)?,
                 has_cert: r.get(15)?,
                 cert_expires_ms: r.get(16)?,
+                cert_ca: r.get(17)?,
+                trust_sha256: r.get(18)?,
             });
         }
         Ok(out)

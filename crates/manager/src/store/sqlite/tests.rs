@@ -130,42 +130,50 @@ fn flow(verdict: Verdict, count: u64) -> FlowRow {
     }
 }
 
+fn cert(sha256: &str, expires_ms: i64) -> NodeCertRecord {
+    NodeCertRecord {
+        sha256: sha256.into(),
+        expires_ms,
+        ca: "ca".into(),
+    }
+}
+
 /// A renewal keeps the certificate it was asked with valid until the new one is used; a
 /// renewal asked with a certificate that is neither current nor previous changes nothing.
 #[test]
 fn renewed_certificates_overlap_until_first_use() {
     let s = SqliteStore::open(Path::new(":memory:")).unwrap();
     let owner = |h: &str| s.node_by_cert(h).unwrap().map(|o| o.previous);
-    s.join_node("n1", "a", 10).unwrap();
-    assert!(s.renew_node_cert("n1", "a", "b", 20).unwrap());
+    s.join_node("n1", &cert("a", 10)).unwrap();
+    assert!(s.renew_node_cert("n1", "a", &cert("b", 20)).unwrap());
     assert_eq!((owner("a"), owner("b")), (Some(true), Some(false)));
     // The answer was lost: the agent renews again with "a"; "b" (never used) is dropped.
-    assert!(s.renew_node_cert("n1", "a", "c", 30).unwrap());
+    assert!(s.renew_node_cert("n1", "a", &cert("c", 30)).unwrap());
     assert_eq!(
         (owner("a"), owner("b"), owner("c")),
         (Some(true), None, Some(false))
     );
     assert!(
-        !s.renew_node_cert("n1", "b", "d", 40).unwrap(),
+        !s.renew_node_cert("n1", "b", &cert("d", 40)).unwrap(),
         "b is nobody's"
     );
-    assert!(!s.renew_node_cert("n1", "", "d", 40).unwrap());
+    assert!(!s.renew_node_cert("n1", "", &cert("d", 40)).unwrap());
     assert!(s.retire_previous_cert("n1").unwrap());
     assert!(!s.retire_previous_cert("n1").unwrap());
     assert_eq!((owner("a"), owner("c")), (None, Some(false)));
     assert_eq!(s.nodes().unwrap()[0].cert_expires_ms, Some(30));
     // A join (replacement) or a revocation leaves no previous certificate behind.
-    assert!(s.renew_node_cert("n1", "c", "e", 50).unwrap());
+    assert!(s.renew_node_cert("n1", "c", &cert("e", 50)).unwrap());
     assert!(s.revoke_node("n1").unwrap());
     assert_eq!((owner("c"), owner("e")), (None, None));
-    assert!(!s.renew_node_cert("n1", "e", "f", 60).unwrap());
+    assert!(!s.renew_node_cert("n1", "e", &cert("f", 60)).unwrap());
     assert_eq!(owner(""), None);
 }
 
 #[test]
 fn flow_loss_is_counted() {
     let s = SqliteStore::open(Path::new(":memory:")).unwrap();
-    s.join_node("n1", "abc", 1).unwrap();
+    s.join_node("n1", &cert("abc", 1)).unwrap();
     let owner = |h: &str| s.node_by_cert(h).unwrap().map(|o| (o.node, o.previous));
     assert_eq!(owner("abc"), Some(("n1".into(), false)));
     assert_eq!(owner("other"), None);
@@ -206,7 +214,7 @@ fn flow_loss_is_counted() {
 #[test]
 fn counts_saturate_instead_of_wrapping() {
     let s = SqliteStore::open(Path::new(":memory:")).unwrap();
-    s.join_node("n1", "abc", 1).unwrap();
+    s.join_node("n1", &cert("abc", 1)).unwrap();
     s.insert_flows("n1", &[flow(Verdict::Allowed, u64::MAX)], 1, 0, 0)
         .unwrap();
     let got = s
@@ -243,7 +251,7 @@ fn counts_saturate_instead_of_wrapping() {
 #[test]
 fn reported_workloads_round_trip_and_bump_only_on_change() {
     let s = SqliteStore::open(Path::new(":memory:")).unwrap();
-    s.join_node("n1", "abc", 1).unwrap();
+    s.join_node("n1", &cert("abc", 1)).unwrap();
     let r = vec![ReportedWorkload {
         key: "a/b".into(),
         ips: vec!["10.0.0.1".into()],

@@ -1,5 +1,11 @@
 //! The manager's certificate authority and secrets: created on first start in the data
-//! directory (private files 0600), reloaded afterwards.
+//! directory (private files 0600), reloaded afterwards; rotated in steps ([`rotate`]).
+//!
+//! Files: `ca.key` (the first CA's key), `ca.pem` (every CA certificate agents and the CLI
+//! trust: the signing one, and during a rotation the other one); rotated generations in
+//! `ca-ID.key`/`ca-ID.pem`, the signing one named by `ca.signer` (see [`rotate`]).
+
+pub mod rotate;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -10,6 +16,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
+    /// A rotation step asked in the wrong order (the message says which step comes next).
+    #[error("{0}")]
+    Rotation(String),
     #[error("certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("{path}: {source}")]
@@ -79,6 +88,8 @@ pub struct Issued {
     pub key_pem: String,
     pub sha256: String,
     pub validity: Validity,
+    /// The signing CA's common name.
+    pub signer: String,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -124,17 +135,23 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The CA: its certificate (as first written, what agents trust) and a signer.
+/// The common name of the first CA (rotated ones carry their creation time).
+pub const FIRST_CA_NAME: &str = "Cellwall manager CA";
+
+/// The CA: what agents trust and the signer.
 pub struct Ca {
-    pub cert_pem: String,
+    /// Every CA certificate agents and the CLI trust (`ca.pem`).
+    pub bundle_pem: String,
+    /// The signing CA's common name: an agent whose certificate another CA signed renews it.
+    pub signer: String,
     key: KeyPair,
     issuer: rcgen::Certificate,
 }
 
-fn ca_params(validity: Validity) -> Result<CertificateParams, PkiError> {
+fn ca_params(name: &str, validity: Validity) -> Result<CertificateParams, PkiError> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "Cellwall manager CA");
+    dn.push(DnType::CommonName, name);
     dn.push(DnType::OrganizationName, "Cellwall");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -144,10 +161,12 @@ fn ca_params(validity: Validity) -> Result<CertificateParams, PkiError> {
 }
 
 impl Ca {
-    /// Loads `ca.pem`/`ca.key` from `dir`, creating them on first start, valid for `ttl`.
+    /// Loads the CA from `dir`, creating it on first start, valid for `ttl`.
     pub fn load_or_create(dir: &Path, ttl: Duration) -> Result<(Self, bool), PkiError> {
-        let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
-        let created = !key_path.exists();
+        let id = rotate::Status::signer_id(dir)?;
+        let (cert_path, key_path) = (dir.join("ca.pem"), rotate::key_path(dir, &id));
+        let signer = rotate::name_of(&id);
+        let created = id == rotate::FIRST && !key_path.exists();
         let key = if created {
             let key = KeyPair::generate()?;
             write_private(&key_path, key.serialize_pem().as_bytes())?;
@@ -159,8 +178,8 @@ impl Ca {
         // signs verify against the CA certificate written the first time.
         // Only the name and key matter for signing; the validity is that of the first start's
         // certificate, the one written to ca.pem.
-        let issuer = ca_params(Validity::starting_now(ttl)?)?.self_signed(&key)?;
-        let cert_pem = if created || !cert_path.exists() {
+        let issuer = ca_params(&signer, Validity::starting_now(ttl)?)?.self_signed(&key)?;
+        let bundle_pem = if created || !cert_path.exists() {
             let pem = issuer.pem();
             std::fs::write(&cert_path, &pem).map_err(io(&cert_path))?;
             pem
@@ -169,7 +188,8 @@ impl Ca {
         };
         Ok((
             Self {
-                cert_pem,
+                bundle_pem,
+                signer,
                 key,
                 issuer,
             },
@@ -210,6 +230,7 @@ impl Ca {
             key_pem: key.serialize_pem(),
             sha256: sha256_hex(cert.der()),
             validity,
+            signer: self.signer.clone(),
         })
     }
 
@@ -248,7 +269,7 @@ mod tests {
         assert!(created);
         let (b, created) = Ca::load_or_create(&dir, year).unwrap();
         assert!(!created);
-        assert_eq!(a.cert_pem, b.cert_pem);
+        assert_eq!(a.bundle_pem, b.bundle_pem);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join("ca.key"))
             .unwrap()
