@@ -332,7 +332,39 @@ impl Client {
     /// all or nothing; parts applied before a failing one stay applied (the error says which
     /// files were not). Returns one commit per part, in order.
     pub fn apply_in_parts(&self, req: &ApplyRequest, delete: bool) -> Result<Vec<Committed>> {
-        match self.apply(req, delete) {
+        // A large request is split before it is sent when the manager says its limit: a body
+        // refused mid-upload can end in a broken pipe rather than a readable 413.
+        let limit = if encoded_len(req) > 1 << 20 {
+            self.body_limit()
+        } else {
+            None
+        };
+        self.apply_parts(req, delete, limit)
+    }
+
+    /// The manager's request body limit, as its responses say (none from older managers).
+    pub fn body_limit(&self) -> Option<usize> {
+        let r = self.agent.get(&format!("{}/healthz", self.server));
+        let resp = self.send(r, None).ok()?;
+        resp.header(crate::BODY_LIMIT_HEADER)?.parse().ok()
+    }
+
+    fn apply_parts(
+        &self,
+        req: &ApplyRequest,
+        delete: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<Committed>> {
+        let over = limit.filter(|l| encoded_len(req) > *l);
+        let r = match over {
+            Some(l) => Err(ClientError::Refused {
+                status: 413,
+                reason: "Payload Too Large".into(),
+                message: format!("the request is larger than the manager's limit of {l} bytes"),
+            }),
+            None => self.apply(req, delete),
+        };
+        match r {
             Ok(c) => Ok(vec![c]),
             Err(ClientError::Refused { status: 413, .. }) if req.documents.len() > 1 => {
                 let mid = req.documents.len() / 2;
@@ -342,7 +374,7 @@ impl Client {
                         documents: part.to_vec(),
                         ignore_unknown_kinds: req.ignore_unknown_kinds,
                     };
-                    match self.apply_in_parts(&sub, delete) {
+                    match self.apply_parts(&sub, delete, limit) {
                         Ok(c) => out.extend(c),
                         Err(e) => {
                             let files: Vec<&str> = part.iter().map(|d| d.file.as_str()).collect();
@@ -543,6 +575,11 @@ fn query_pairs(q: &impl Serialize) -> Vec<(String, String)> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The size of `req` as sent.
+fn encoded_len(req: &ApplyRequest) -> usize {
+    serde_json::to_vec(req).map_or(0, |v| v.len())
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ pub mod client;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 
+/// The response header in which the manager states its request body limit (bytes), so a
+/// client can split a large request before sending it.
+pub const BODY_LIMIT_HEADER: &str = "cellwall-body-limit";
+
 pub use discover::*;
 pub use error::{ErrorBody, ErrorDetail};
 pub use flows::*;

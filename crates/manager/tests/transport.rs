@@ -89,7 +89,7 @@ async fn api_over_tls_on_loopback() {
     let other = tmpdir("tls-other-ca");
     let (other_ca, _) =
         cellwall_manager::pki::Ca::load_or_create(&other, Duration::from_secs(86_400)).unwrap();
-    let e = https_get(api, &other_ca.cert_pem, "/v1/policies", &admin)
+    let e = https_get(api, &other_ca.bundle_pem, "/v1/policies", &admin)
         .await
         .unwrap_err();
     assert!(e.contains("invalid peer certificate"), "{e}");

@@ -174,6 +174,9 @@ async fn json_errors(resp: Response) -> Response {
 /// `cellwall apply` splits what is larger into parts.
 pub const DEFAULT_BODY_LIMIT: usize = 32 << 20;
 
+/// The response header saying how large a request body may be.
+pub const BODY_LIMIT_HEADER: &str = cellwall_api::BODY_LIMIT_HEADER;
+
 pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>, body_limit: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -211,6 +214,15 @@ pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>, body_limit: 
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        // Clients split a large request before sending it: a server refusing a body mid-upload
+        // closes the connection, and the client may see a broken pipe instead of the 413.
+        .layer(axum::middleware::map_response(
+            move |mut r: Response| async move {
+                r.headers_mut()
+                    .insert(BODY_LIMIT_HEADER, axum::http::HeaderValue::from(body_limit));
+                r
+            },
+        ))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(s)
 }
