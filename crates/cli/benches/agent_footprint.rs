@@ -323,6 +323,12 @@ fn main() {
         .find(|p| p.ns == 0 && p.app == 0)
         .expect("ns0/a0");
     let mut failed: Vec<String> = Vec::new();
+    let endpoints = metric(&m0, "cellwall_agent_map_entries{map=\"endpoints\"}");
+    if endpoints as usize != npods {
+        failed.push(format!(
+            "the agent attached {endpoints} endpoints of {npods} pods (see the lab's manager.log)"
+        ));
+    }
     if !connect_from(&src.netns, pod_ip(0, 1, 0), Duration::from_secs(2)) {
         failed.push("ns0/a0 → ns0/a1-0:5001 (allowed) did not connect".into());
     }

@@ -16,16 +16,18 @@ pub fn bind(files: Vec<File>, workloads: &[Workload]) -> Vec<Document> {
     files
         .into_iter()
         .map(|f| {
-            let text = rewrite(&f.text, &by_key).unwrap_or(f.text);
+            let text = rewrite(&f.name, &f.text, &by_key).unwrap_or(f.text);
             Document { file: f.name, text }
         })
         .collect()
 }
 
 /// The file's documents as JSON with Pods bound, or `None` when nothing changed (or the text
-/// does not read as YAML: then the manager reports it, with its lines).
-fn rewrite(text: &str, by_key: &HashMap<WorkloadKey, &Workload>) -> Option<String> {
-    let mut docs: Vec<Value> = serde_saphyr::from_multiple(text).ok()?;
+/// does not read: then the manager reports it, with its lines). Read as the manager's loader
+/// reads, so any file the manager accepts is bound (a reader with a document cap once left a
+/// 1,110-document file unbound and every pod's report refused).
+fn rewrite(file: &str, text: &str, by_key: &HashMap<WorkloadKey, &Workload>) -> Option<String> {
+    let mut docs = cellwall_policy::load::read_values(file, text).ok()?;
     let mut changed = false;
     for d in docs.iter_mut() {
         changed |= bind_value(d, by_key);
@@ -116,7 +118,7 @@ mod tests {
         let pods = [w("a", "lab", "10.0.0.1"), w("b", "n2", "10.0.0.2")];
         let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: t}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: t}\nspec: {nodeName: n2}\nstatus: {podIP: 10.0.0.2}\n";
         let d = bind(vec![file(text)], &pods);
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&d[0].text).unwrap();
+        let docs = cellwall_policy::load::read_values("m.yaml", &d[0].text).unwrap();
         assert_eq!(docs[0]["spec"]["nodeName"], "lab");
         assert_eq!(docs[0]["status"]["podIP"], "10.0.0.1");
         assert_eq!(docs[1]["spec"]["nodeName"], "n2");
@@ -133,5 +135,31 @@ mod tests {
         let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: a, namespace: t}\n";
         let d = bind(vec![file(text)], &pods);
         assert!(d[0].text.contains("\"nodeName\":\"lab\""), "{}", d[0].text);
+    }
+
+    #[test]
+    fn a_file_of_more_than_a_thousand_pods_is_bound_whole() {
+        // 1,500 documents: past serde-saphyr's default document cap, which the manager's
+        // loader does not have (the footprint bench's 1,000-pod file once arrived unbound).
+        let pods: Vec<Workload> = (0..1500)
+            .map(|i| {
+                w(
+                    &format!("p{i}"),
+                    "lab",
+                    &format!("10.1.{}.{}", i / 200, i % 200 + 1),
+                )
+            })
+            .collect();
+        let text: Vec<String> = (0..1500)
+            .map(|i| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: t}}\n"))
+            .collect();
+        let d = bind(vec![file(&text.join("---\n"))], &pods);
+        let parsed = cellwall_policy::load::parse_file("m.yaml", &d[0].text).unwrap();
+        let bound = parsed
+            .objects
+            .iter()
+            .filter(|o| matches!(&o.object, cellwall_policy::Object::Pod(w) if w.node.as_deref() == Some("lab")))
+            .count();
+        assert_eq!(bound, 1500);
     }
 }

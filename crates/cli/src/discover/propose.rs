@@ -2,7 +2,7 @@
 //! or as a JSON `v1 List` (evidence in an annotation).
 
 use crate::client::Target;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cellwall_api::{ProposalKind, ProposeQuery, ProposeResponse};
 use serde_json::{json, Value};
 
@@ -74,8 +74,8 @@ pub fn propose(a: ProposeArgs) -> Result<()> {
 
 /// The proposal's YAML documents as a `v1 List`, each policy with its evidence annotated.
 fn as_list(v: &ProposeResponse) -> Result<Value> {
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(&v.yaml).context("the manager's proposal is not valid YAML")?;
+    let docs = cellwall_policy::load::read_values("proposal.yaml", &v.yaml)
+        .map_err(|e| anyhow::anyhow!("the manager's proposal is not valid YAML: {e}"))?;
     let mut items = Vec::new();
     for (mut item, p) in docs.into_iter().zip(&v.proposal.policies) {
         item["metadata"]["annotations"] = json!({

@@ -141,6 +141,27 @@ pub fn parse_file(file: &str, text: &str) -> Result<Parsed, LoadError> {
     Ok(out)
 }
 
+/// Reads every document of a file as plain values, within the loader's YAML limits (no
+/// document-count cap: a `kubectl get -o yaml` dump of 1,000 pods is 1,000 documents).
+/// For callers that edit manifests rather than load them (the lab binds its pods); errors
+/// name the file, line and column as the loader's do.
+pub fn read_values(file: &str, text: &str) -> Result<Vec<serde_json::Value>, LoadError> {
+    if file.ends_with(".json") {
+        let ctx = Ctx { file, base_line: 1 };
+        return Ok(vec![decode(&ctx, text, Format::Json)?]);
+    }
+    split_documents(text)
+        .into_iter()
+        .map(|(line, doc)| {
+            let ctx = Ctx {
+                file,
+                base_line: line,
+            };
+            decode(&ctx, doc, Format::Yaml)
+        })
+        .collect()
+}
+
 /// Splits YAML text at `---` document markers, returning (1-based start line, text) pairs.
 /// A document's text keeps its own lines so positions can be offset back to the file.
 fn split_documents(text: &str) -> Vec<(usize, &str)> {
