@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::enforce::Ack;
 use crate::flows::FlowQueue;
-use crate::identity::{channel, NodeCert};
+use crate::identity::{channel, CertInfo, NodeCert};
 use crate::metrics::Metrics;
 use crate::state::StateDir;
 use crate::AgentError;
@@ -51,27 +51,8 @@ impl Session<'_> {
         let mut renew_at = id.info.as_ref().map_or(0, |v| v.renew_at_ms());
         let mut c = AgentClient::new(channel(cfg, state, Some(id.identity)).await?)
             .max_decoding_message_size(256 << 20);
-        // What to trust from now on (a CA rotation adds a CA, later drops one); a certificate
-        // another CA signed than the one signing now is renewed at once.
-        match c
-            .trust(TrustRequest {
-                node: cfg.node.clone(),
-            })
-            .await
-        {
-            Ok(t) => {
-                let t = t.into_inner();
-                if crate::identity::save_trust(state, &t.ca_pem)? {
-                    info!("the manager's CA bundle changed (signing CA: {})", t.signer);
-                }
-                let held = id.info.as_ref().map(|i| i.signer.as_str());
-                if !t.signer.is_empty() && held != Some(t.signer.as_str()) {
-                    renew_at = 0;
-                }
-            }
-            // A manager from before CA rotation: nothing to follow.
-            Err(s) if s.code() == cellwall_proto::tonic::Code::Unimplemented => {}
-            Err(s) => return Err(AgentError::refused("trust")(s)),
+        if follow_trust(&mut c, cfg, state, &id.info).await? {
+            renew_at = 0;
         }
         let mut stream = c
             .watch(WatchRequest {
@@ -115,18 +96,9 @@ impl Session<'_> {
                     }
                 }
                 () = renewal_due(renew_at) => {
-                    match c.renew(RenewRequest { node: cfg.node.clone() }).await {
-                        Ok(r) => {
-                            let r = r.into_inner();
-                            crate::identity::save(state, &r)?;
-                            return Err(AgentError::Renewed { not_after_ms: r.not_after_unix_ms });
-                        }
-                        // The current certificate still works: keep the session, try again.
-                        Err(s) => {
-                            warn!("renewing the node certificate: {}; retrying in a minute", s.message());
-                            renew_at = now_ms().saturating_add(60_000);
-                        }
-                    }
+                    renew(&mut c, cfg, state).await?;
+                    // Refused: the current certificate still works; keep the session.
+                    renew_at = now_ms().saturating_add(60_000);
                 }
                 _ = tick.tick() => {
                     loop {
@@ -155,6 +127,63 @@ impl Session<'_> {
                     }
                 }
             }
+        }
+    }
+}
+
+type Client = AgentClient<cellwall_proto::tonic::transport::Channel>;
+
+/// Asks what to trust from now on (a CA rotation adds a CA, later drops one) and keeps it.
+/// True when the certificate held was signed by another CA than the one signing now (it is
+/// renewed at once).
+async fn follow_trust(
+    c: &mut Client,
+    cfg: &Config,
+    state: &StateDir,
+    held: &Option<CertInfo>,
+) -> Result<bool, AgentError> {
+    match c
+        .trust(TrustRequest {
+            node: cfg.node.clone(),
+        })
+        .await
+    {
+        Ok(t) => {
+            let t = t.into_inner();
+            if crate::identity::save_trust(state, &t.ca_pem)? {
+                info!("the manager's CA bundle changed (signing CA: {})", t.signer);
+            }
+            let held = held.as_ref().map(|i| i.signer.as_str());
+            Ok(!t.signer.is_empty() && held != Some(t.signer.as_str()))
+        }
+        // A manager from before CA rotation: nothing to follow.
+        Err(s) if s.code() == cellwall_proto::tonic::Code::Unimplemented => Ok(false),
+        Err(s) => Err(AgentError::refused("trust")(s)),
+    }
+}
+
+/// Renews the node certificate: saved, it ends the session (`Renewed`) so the next one uses
+/// it; refused, it is logged and the session goes on with the current one.
+async fn renew(c: &mut Client, cfg: &Config, state: &StateDir) -> Result<(), AgentError> {
+    match c
+        .renew(RenewRequest {
+            node: cfg.node.clone(),
+        })
+        .await
+    {
+        Ok(r) => {
+            let r = r.into_inner();
+            crate::identity::save(state, &r)?;
+            Err(AgentError::Renewed {
+                not_after_ms: r.not_after_unix_ms,
+            })
+        }
+        Err(s) => {
+            warn!(
+                "renewing the node certificate: {}; retrying in a minute",
+                s.message()
+            );
+            Ok(())
         }
     }
 }
