@@ -39,6 +39,11 @@ fi
 export CARGO_INCREMENTAL=0
 FLAGS=(--sanitizer none --debug-assertions)
 
+# The fuzz crate builds Cellwall's crates with the versions the workspace locks: its lock file
+# is the root's, to which cargo adds only what fuzzing needs (libFuzzer's crate, pinned in
+# fuzz/Cargo.toml). Not committed, so it never drifts from the root's.
+cp Cargo.lock fuzz/Cargo.lock
+
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 if [[ ${FUZZ_CLIPPY:-0} == 1 ]]; then
   cargo clippy -q --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
