@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check, in the order CI runs them: formatting, lints, architecture invariants, the unit
-# tier, the root tier (when root), the engine benchmark and the apply-latency benchmark against
+# tier, REST and coverage-guided fuzzing, the root tier (when root), and the benchmarks against
 # their goals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +40,9 @@ cargo test --workspace
 
 step "REST API fuzzing from its OpenAPI document (schemathesis: no 5xx for any request)"
 scripts/api-fuzz.sh
+
+step "coverage-guided fuzzing: every cargo-fuzz target 30 s from its committed corpus (zero crashes, hangs or blow-ups; ~8 min with the build)"
+FUZZ_SECONDS=30 scripts/fuzz.sh
 
 step "root tier: kernel datapath and lab (cargo test -- --ignored)"
 if [[ $(id -u) -ne 0 ]]; then
