@@ -74,7 +74,9 @@ struct Args {
     /// Host mode: the host's addresses (repeatable).
     #[arg(long)]
     host_ip: Vec<IpAddr>,
-    /// Host mode: a label of the host, k=v (repeatable); imported labels add to these.
+    /// Host mode: a label of the host, k=v (repeatable). Sent to the manager but not used by it:
+    /// a host's labels are those of the `Host` an admin declared for this node (a node does not
+    /// label itself). Kept so existing unit files still start.
     #[arg(long, value_parser = config::parse_label)]
     host_label: Vec<(String, String)>,
     /// How often flow events are collected and shipped.
@@ -122,6 +124,12 @@ fn main() -> Result<()> {
         LogFormatArg::Json => LogFormat::Json,
     };
     logging::init(format, a.log_level.as_deref())?;
+    if !a.host_label.is_empty() {
+        tracing::warn!(
+            "--host-label is ignored by the manager: declare the host's labels in a Host \
+             manifest (cellwall.io/v1alpha1) for this node"
+        );
+    }
     let cfg = a.config();
     let datapath = cfg.open_datapath().context("opening the datapath")?;
     cellwall_agent::run(cfg, datapath).map_err(|e| anyhow::anyhow!(cellwall_agent::chain(&e)))

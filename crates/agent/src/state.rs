@@ -1,4 +1,6 @@
-//! The agent's state directory: node certificate and key, the last applied desired state
+//! The agent's state directory: node certificate and key (`node.pem`, `node.key`, and
+//! `node.cert.json`: when it was issued, expires, which CA signed it), the manager's CA bundle
+//! (`ca.pem`, superseding `--ca` once fetched), the last applied desired state
 //! (`desired.json`, what a restart enforces before hearing from the manager), `ready` (written
 //! once that is done) and `metrics.addr`. Private files are written 0600, atomically.
 

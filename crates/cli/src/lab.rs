@@ -94,8 +94,6 @@ pub enum LabCmd {
         #[arg(long)]
         name: String,
     },
-    /// (internal) What an agent does when it starts or is upgraded: load the programs, attach
-    /// them to every workload interface (replacing what is there atomically) and re-apply policy.
     /// Adds a host to the lab: a network namespace acting as a VM or bare-metal host, with its
     /// own NIC (eth0) routed through the lab's node, running the agent in host mode. It becomes
     /// the workload hosts/HOST with the given labels, protected on its NIC by the same policies.
@@ -117,6 +115,8 @@ pub enum LabCmd {
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
     },
+    /// (internal) What an agent does when it starts or is upgraded: load the programs, attach
+    /// them to every workload interface (replacing what is there atomically) and re-apply policy.
     #[command(hide = true)]
     Reattach {
         /// Lab name.

@@ -1,6 +1,6 @@
 //! Root tier: every conformance case on real traffic through `cellwall lab` (network namespaces,
 //! real servers, the kernel datapath programmed by the agent's enforcement path). SCTP probes are
-//! skipped: this kernel has no SCTP (see the note in docs/lab.md).
+//! skipped when the kernel has no SCTP module (`sctp` not loadable: the lab says so and counts them).
 
 use cellwall_testkit::conformance::{parse_matrices, run_all, Matrices, Runner, World};
 use cellwall_testkit::lab::{unique_name, Guard};

@@ -1,5 +1,5 @@
 //! The kernel datapath: loads bpf/cellwall.bpf.c (built by build.rs), pins its maps under a
-//! per-instance directory in bpffs, attaches to interfaces with netlink cls_bpf filters (which
+//! per-instance directory in bpffs, attaches to interfaces with TCX links pinned there (which
 //! stay attached when the agent dies: enforcement is fail-static), and writes policy into the
 //! inactive slot before flipping it in one write.
 

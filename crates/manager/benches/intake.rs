@@ -7,7 +7,7 @@
 //! Simulated agents (in this process) each send batches of records, as the real agent does: one
 //! batch in flight, the next after the manager's answer. Every record of a batch is a distinct
 //! connection between a workload on the agent's node and another (the real agent already sums
-//! identical records over its 200 ms drain, so nothing in a batch is left to merge). The rate is records the
+//! identical records over its 250 ms drain, so nothing in a batch is left to merge). The rate is records the
 //! manager accepted divided by the CPU seconds the manager process used (user + system), so it
 //! does not depend on how much of this machine the simulated agents take. Zero silent loss:
 //! after the run the manager is killed with SIGKILL and its database is read: the counts it

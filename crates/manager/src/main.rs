@@ -23,7 +23,8 @@ use std::path::PathBuf;
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Where the CA, tokens, client config and (by default) the database live.
+    /// Where the CA, tokens, client config and (by default) the database live (default:
+    /// CELLWALL_DATA_DIR, else /var/lib/cellwall as root, else ~/.local/share/cellwall).
     #[arg(long, global = true, default_value_os_t = default_data_dir())]
     data_dir: PathBuf,
     /// SQLite database file (default: DATA_DIR/cellwall.db).
@@ -168,8 +169,8 @@ fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
 }
 
 fn default_data_dir() -> PathBuf {
-    if std::env::var_os("CELLWALL_DATA_DIR").is_some() {
-        return std::env::var_os("CELLWALL_DATA_DIR").unwrap().into();
+    if let Some(d) = std::env::var_os("CELLWALL_DATA_DIR") {
+        return d.into();
     }
     let root = std::fs::read_to_string("/proc/self/status")
         .map(|s| {

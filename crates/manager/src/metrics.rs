@@ -16,9 +16,10 @@ type Labels = Vec<(&'static str, String)>;
 
 #[derive(Default)]
 pub struct Metrics {
-    /// Joins refused, by reason (`token`, `name`, `node-taken`, `rate`).
+    /// Joins refused, by reason (`token`, `name`, `node-taken`; joins over the rate
+    /// count in `rate_limited`).
     pub joins_refused: Family<Labels, Counter>,
-    /// Requests refused for their rate, by what (`join`, `flows`).
+    /// Requests refused for their rate, by what (`join`, `flows`, `renew`).
     pub rate_limited: Family<Labels, Counter>,
 }
 

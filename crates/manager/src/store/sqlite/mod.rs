@@ -1,6 +1,7 @@
 //! The default backend: one SQLite file in WAL mode with `synchronous=FULL` (every committed
 //! write survives power loss), one connection behind a mutex (writes serialize anyway; reads are
-//! short). The schema is unchanged since the first release, so existing data directories open.
+//! short). `SCHEMA` is the first release's schema; `migrate` adds each later version's columns,
+//! so a data directory of any earlier release opens and keeps its rows (tested).
 
 mod flows;
 mod history;

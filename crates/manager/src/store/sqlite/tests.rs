@@ -280,3 +280,51 @@ fn the_database_files_are_private() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A data directory of the first release (schema 1: tokens without binding or expiry, nodes
+/// without certificate expiry) opens under this build and keeps what it held: its tokens still
+/// authenticate (unbound, unexpiring, as they were), its nodes keep their certificates.
+#[test]
+fn a_first_release_database_opens_and_keeps_its_rows() {
+    let dir = tmp("schema1");
+    let path = dir.join("v1.db");
+    {
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch(SCHEMA).unwrap();
+        db.execute_batch(
+            "INSERT INTO tokens(hash, role, name, created_ms) VALUES ('h-admin', 'admin', 'ops', 5);
+             INSERT INTO nodes(name, joined_ms, cert_sha256, applied_version)
+               VALUES ('n1', 7, 'cert-n1', 3);
+             UPDATE meta SET v = 12 WHERE k = 'revision';",
+        )
+        .unwrap();
+        let v: i64 = db
+            .query_row("SELECT v FROM meta WHERE k = 'schema'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 1);
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let t = s.token("h-admin").unwrap().expect("the token survives");
+    assert_eq!((t.token.name.as_str(), t.token.node.clone()), ("ops", None));
+    assert_eq!(
+        (t.token.expires_ms, t.revoked, t.used_ms),
+        (None, false, None)
+    );
+    let owner = s
+        .node_by_cert("cert-n1")
+        .unwrap()
+        .expect("the node's certificate survives");
+    assert_eq!((owner.node.as_str(), owner.previous), ("n1", false));
+    let n = &s.nodes().unwrap()[0];
+    assert_eq!((n.cert_expires_ms, n.refused_reports), (None, 0));
+    let schema: i64 =
+        s.db.lock()
+            .unwrap()
+            .query_row("SELECT v FROM meta WHERE k = 'schema'", [], |r| r.get(0))
+            .unwrap();
+    assert_eq!(schema, migrate::SCHEMA_VERSION);
+    drop(s);
+    // Opening again is a no-op.
+    assert!(SqliteStore::open(&path).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
