@@ -4,7 +4,7 @@
 use crate::config::{now_ms, parse_duration_ms};
 use crate::error::ManagerError;
 use crate::manager::Manager;
-use crate::state::Published;
+use crate::state::{Owner, Published};
 use crate::store::{Alert, FlowDirection, FlowFilter, FlowRow, HistRow, Refusal};
 use cellwall_api::{AlertList, AlertQuery, FlowList, FlowLoss, FlowQuery, FlowRecord};
 
@@ -45,9 +45,12 @@ fn attribute(p: &Published, node: &str, rows: &mut Vec<FlowRow>, now_ms: i64) ->
             }
             return false;
         }
-        r.src = src.map_or_else(|| r.src_ip.to_string(), |w| w.key().to_string());
-        r.dst = dst.map_or_else(|| r.dst_ip.to_string(), |w| w.key().to_string());
-        r.node = node.to_string();
+        // `clone_from` reuses the agent's strings' buffers (no allocation when they fit).
+        attribute_end(&mut r.src, src, r.src_ip);
+        attribute_end(&mut r.dst, dst, r.dst_ip);
+        if r.node != node {
+            node.clone_into(&mut r.node);
+        }
         r.time_unix_ns = r.time_unix_ns.clamp(oldest, now_ns);
         r.count = r.count.clamp(1, MAX_COUNT);
         if let Some(rule) = &mut r.rule {
@@ -59,6 +62,18 @@ fn attribute(p: &Published, node: &str, rows: &mut Vec<FlowRow>, now_ms: i64) ->
         true
     });
     (refused, why)
+}
+
+/// One end of a record: its owner's key, or the address when no workload owns it.
+fn attribute_end(name: &mut String, owner: Option<&Owner>, ip: std::net::IpAddr) {
+    match owner {
+        Some(o) => name.clone_from(&o.key),
+        None => {
+            use std::fmt::Write;
+            name.clear();
+            let _ = write!(name, "{ip}");
+        }
+    }
 }
 
 fn record(f: FlowRow) -> FlowRecord {

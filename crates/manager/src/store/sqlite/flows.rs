@@ -59,6 +59,9 @@ impl SqliteStore {
         {
             // Many rows per statement: a statement's fixed cost is spread over FLOW_ROWS rows.
             let full = insert_sql(FLOW_ROWS);
+            // Addresses as text, formatted into buffers reused across rows (SQLite copies what
+            // is bound): two allocations per record fewer, measured in the intake bench.
+            let (mut src_ip, mut dst_ip) = (String::new(), String::new());
             for chunk in rows.chunks(FLOW_ROWS) {
                 let text = if chunk.len() == FLOW_ROWS {
                     full.clone()
@@ -68,7 +71,11 @@ impl SqliteStore {
                 let mut st = tx.prepare_cached(&text)?;
                 let mut i = 0;
                 for f in chunk {
-                    let (src_ip, dst_ip) = (f.src_ip.to_string(), f.dst_ip.to_string());
+                    use std::fmt::Write;
+                    src_ip.clear();
+                    dst_ip.clear();
+                    let _ = write!(src_ip, "{}", f.src_ip);
+                    let _ = write!(dst_ip, "{}", f.dst_ip);
                     // Saturating: a count past i64 is stored as the largest, never wrapped.
                     let count = i64::try_from(f.count).unwrap_or(i64::MAX);
                     let values: [&dyn rusqlite::ToSql; 12] = [
