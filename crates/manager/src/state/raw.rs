@@ -25,6 +25,9 @@ pub struct Raw {
     pub reported: BTreeMap<String, Vec<ReportedWorkload>>,
     /// `reported` by workload (rebuilt when an agent reports something new).
     reported_by_key: Option<Arc<ReportedIndex>>,
+    /// Who owns each address (built on first use; rebuilt when workloads change, patched
+    /// when one node reports): see `state::reports`.
+    pub(super) addr_owners: Option<super::reports::AddrOwners>,
 }
 
 /// What agents reported (and the manager accepted), by workload.
@@ -45,6 +48,7 @@ impl Raw {
             Some(Body::Pod(w)) => {
                 if let Some(k) = WorkloadKey::parse(&key) {
                     self.workloads.insert(k, w);
+                    self.addr_owners = None;
                 }
             }
             Some(Body::Node(n)) => {
@@ -74,6 +78,7 @@ impl Raw {
             Kind::Pod => {
                 if let Some(k) = WorkloadKey::parse(key) {
                     self.workloads.remove(&k);
+                    self.addr_owners = None;
                 }
             }
             Kind::Node => drop(self.nodes.remove(key)),
@@ -90,7 +95,10 @@ impl Raw {
 
     /// Records what a node's agent reported (the index is rebuilt on next use).
     pub fn set_reported(&mut self, node: &str, workloads: Vec<ReportedWorkload>) {
-        self.reported.insert(node.to_string(), workloads);
+        let old = self.reported.insert(node.to_string(), workloads);
+        if let Some(index) = &mut self.addr_owners {
+            index.replace_node(node, old.as_deref().unwrap_or(&[]), &self.reported[node]);
+        }
         self.reported_by_key = None;
     }
 
