@@ -197,6 +197,7 @@ impl State {
         for c in store.changes_since(raw.revision)? {
             raw.apply(c);
         }
+        raw.index_addresses();
         raw.revision = revision;
         Ok((revision, raw.derive()?))
     }

@@ -25,8 +25,8 @@ pub struct Raw {
     pub reported: BTreeMap<String, Vec<ReportedWorkload>>,
     /// `reported` by workload (rebuilt when an agent reports something new).
     reported_by_key: Option<Arc<ReportedIndex>>,
-    /// Who owns each address (built on first use; rebuilt when workloads change, patched
-    /// when one node reports): see `state::reports`.
+    /// Who owns each address (built at the first load, then patched as workloads change and
+    /// nodes report): see `state::reports`.
     pub(super) addr_owners: Option<super::reports::AddrOwners>,
 }
 
@@ -47,8 +47,10 @@ impl Raw {
             }
             Some(Body::Pod(w)) => {
                 if let Some(k) = WorkloadKey::parse(&key) {
-                    self.workloads.insert(k, w);
-                    self.addr_owners = None;
+                    let old = self.workloads.insert(k.clone(), w.clone());
+                    if let Some(index) = &mut self.addr_owners {
+                        index.replace_workload(&k, old.as_deref(), Some(&w));
+                    }
                 }
             }
             Some(Body::Node(n)) => {
@@ -77,8 +79,10 @@ impl Raw {
             Kind::Namespace => drop(self.namespaces.remove(key)),
             Kind::Pod => {
                 if let Some(k) = WorkloadKey::parse(key) {
-                    self.workloads.remove(&k);
-                    self.addr_owners = None;
+                    let old = self.workloads.remove(&k);
+                    if let Some(index) = &mut self.addr_owners {
+                        index.replace_workload(&k, old.as_deref(), None);
+                    }
                 }
             }
             Kind::Node => drop(self.nodes.remove(key)),

@@ -6,7 +6,7 @@
 use super::raw::Raw;
 use crate::store::ReportedWorkload;
 use crate::validate::{interface_name, workload_address, workload_key};
-use cellwall_policy::WorkloadKey;
+use cellwall_policy::{Workload, WorkloadKey};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -43,8 +43,10 @@ pub struct AddrOwners {
 
 struct Claim {
     key: String,
-    /// The reporting node; `None` for the store's own workloads (they sort first).
+    /// The reporting node; `None` for the store's own workloads (they sort first, in key
+    /// order, with `store_key` set).
     node: Option<String>,
+    store_key: Option<WorkloadKey>,
 }
 
 impl AddrOwners {
@@ -55,6 +57,7 @@ impl AddrOwners {
                 x.by_ip.entry(*ip).or_default().push(Claim {
                     key: k.to_string(),
                     node: None,
+                    store_key: Some(k.clone()),
                 });
             }
         }
@@ -76,6 +79,7 @@ impl AddrOwners {
                     Claim {
                         key: r.key.clone(),
                         node: Some(node.to_string()),
+                        store_key: None,
                     },
                 );
             }
@@ -103,6 +107,43 @@ impl AddrOwners {
         self.add(node, new);
     }
 
+    /// Replaces the store's claims for workload `k` (`old`'s addresses) by `new`'s.
+    pub(super) fn replace_workload(
+        &mut self,
+        k: &WorkloadKey,
+        old: Option<&Workload>,
+        new: Option<&Workload>,
+    ) {
+        let addresses = |w: Option<&Workload>| -> Vec<IpAddr> {
+            w.filter(|w| !w.host_network)
+                .map(|w| w.ips.clone())
+                .unwrap_or_default()
+        };
+        for ip in addresses(old) {
+            if let Some(claims) = self.by_ip.get_mut(&ip) {
+                claims.retain(|c| c.store_key.as_ref() != Some(k));
+                if claims.is_empty() {
+                    self.by_ip.remove(&ip);
+                }
+            }
+        }
+        for ip in addresses(new) {
+            let claims = self.by_ip.entry(ip).or_default();
+            if claims.iter().any(|c| c.store_key.as_ref() == Some(k)) {
+                continue; // the same address listed twice
+            }
+            let at = claims.partition_point(|c| c.store_key.as_ref().is_some_and(|s| s < k));
+            claims.insert(
+                at,
+                Claim {
+                    key: k.to_string(),
+                    node: None,
+                    store_key: Some(k.clone()),
+                },
+            );
+        }
+    }
+
     /// Who owns `ip` in the eyes of `asking` (its own earlier reports do not count).
     fn owner(&self, ip: &IpAddr, asking: &str) -> Option<&str> {
         self.by_ip
@@ -114,11 +155,17 @@ impl AddrOwners {
 }
 
 impl Raw {
-    /// Sorts `node`'s report: see the module documentation.
-    pub fn check_reports(&mut self, node: &str, reports: Vec<ReportedWorkload>) -> Checked {
+    /// Builds the address index if it is not there: once, at the first load (it is patched
+    /// from then on, so a relabel does not make the next report pay for a rebuild).
+    pub fn index_addresses(&mut self) {
         if self.addr_owners.is_none() {
             self.addr_owners = Some(AddrOwners::build(self));
         }
+    }
+
+    /// Sorts `node`'s report: see the module documentation.
+    pub fn check_reports(&mut self, node: &str, reports: Vec<ReportedWorkload>) -> Checked {
+        self.index_addresses();
         let owners = self.addr_owners.as_ref().expect("built above");
         let mut out = Checked::default();
         for mut r in reports {
@@ -228,6 +275,7 @@ impl Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Body;
     use std::sync::Arc;
 
     fn report(key: &str, ips: &[u8]) -> ReportedWorkload {
@@ -259,8 +307,8 @@ mod tests {
         m
     }
 
-    /// Whatever order nodes report in, the patched index answers as one built from scratch,
-    /// and both as the rule says.
+    /// Whatever order nodes report and workloads change in, the patched index answers as one
+    /// built from scratch, and both as the rule says.
     #[test]
     fn the_patched_index_answers_as_a_rebuilt_one() {
         let mut raw = Raw::default();
@@ -284,15 +332,40 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) % n
         };
-        for _ in 0..300 {
-            let node = format!("n{}", next(4));
-            let reports: Vec<ReportedWorkload> = (0..next(4))
-                .map(|_| {
-                    let ips: Vec<u8> = (0..next(3)).map(|_| next(10) as u8).collect();
-                    report(&format!("r/{}", next(6)), &ips)
-                })
-                .collect();
-            raw.set_reported(&node, reports);
+        for _ in 0..600 {
+            if next(3) == 0 {
+                // The store changes: a pod added, readdressed or deleted (keys whose string
+                // order differs from their (namespace, name) order: `a/x` < `a-b/y`).
+                let ns = ["a", "a-b", "s"][next(3) as usize];
+                let key = format!("{ns}/p{}", next(4));
+                let body = (next(4) != 0).then(|| {
+                    Body::Pod(Arc::new(cellwall_policy::Workload {
+                        namespace: ns.into(),
+                        name: key.split('/').nth(1).unwrap().into(),
+                        labels: Default::default(),
+                        ips: (0..next(3))
+                            .map(|_| format!("10.0.0.{}", next(10)).parse().unwrap())
+                            .collect(),
+                        ports: vec![],
+                        node: None,
+                        host_network: next(5) == 0,
+                    }))
+                });
+                raw.apply(crate::store::Changed {
+                    kind: crate::store::Kind::Pod,
+                    key,
+                    body,
+                });
+            } else {
+                let node = format!("n{}", next(4));
+                let reports: Vec<ReportedWorkload> = (0..next(4))
+                    .map(|_| {
+                        let ips: Vec<u8> = (0..next(3)).map(|_| next(10) as u8).collect();
+                        report(&format!("r/{}", next(6)), &ips)
+                    })
+                    .collect();
+                raw.set_reported(&node, reports);
+            }
             let fresh = AddrOwners::build(&raw);
             let patched = raw.addr_owners.as_ref().unwrap();
             for asking in ["n0", "n1", "n2", "n3", "nx"] {
