@@ -2,6 +2,7 @@
 //! enforce ([`derive`], [`quarantine`]), and published revision by revision ([`publish`]).
 
 mod derive;
+mod owners;
 pub mod publish;
 pub mod quarantine;
 pub mod raw;

@@ -27,7 +27,7 @@ pub struct Raw {
     reported_by_key: Option<Arc<ReportedIndex>>,
     /// Who owns each address (built at the first load, then patched as workloads change and
     /// nodes report): see `state::reports`.
-    pub(super) addr_owners: Option<super::reports::AddrOwners>,
+    pub(super) addr_owners: Option<super::owners::AddrOwners>,
 }
 
 /// What agents reported (and the manager accepted), by workload.
