@@ -101,6 +101,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
 
 /// Writes a private file readable only by its owner (created that way: never briefly wider).
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), PkiError> {
+    replace_file(path, data, 0o600)
+}
+
+/// Replaces `path` atomically with a file of `mode` (before the umask): a temporary file
+/// synced, then renamed over it, so a reader or a crash sees the old contents or the new.
+pub(crate) fn replace_file(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -108,7 +114,7 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), PkiError> {
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .map_err(io(&tmp))?;
     f.write_all(data).map_err(io(&tmp))?;

@@ -56,12 +56,7 @@ fn read_opt(p: &Path) -> Result<Option<String>, PkiError> {
 
 /// Replaces a public file atomically (a reader sees the old contents or the new).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), PkiError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(io(&tmp))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    super::replace_file(path, data, 0o644)
 }
 
 /// Where a rotation stands.
