@@ -68,6 +68,9 @@ pub enum ProposalKind {
     Cellwall,
     /// Kubernetes `NetworkPolicy`.
     NetworkPolicy,
+    /// `ClusterNetworkPolicy` (policy.networking.k8s.io/v1alpha2), baseline tier: observed
+    /// edges accepted, then everything else denied.
+    ClusterNetworkPolicy,
 }
 
 /// The query of `GET /v1/map`.

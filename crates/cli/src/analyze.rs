@@ -13,8 +13,11 @@ use std::path::PathBuf;
 #[command(
     about = "Compute who can reach whom under a set of policies, from manifests alone",
     long_about = "Reads Kubernetes Namespace/Pod/Node manifests (the inventory) and policies \
-(NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy, Cellwall Policy/ClusterPolicy) and \
-prints, for each probe, the truth table of which pod can connect to which.\n\n\
+(NetworkPolicy, ClusterNetworkPolicy v1alpha2, Cellwall Policy/ClusterPolicy, and the deprecated \
+v1alpha1 AdminNetworkPolicy/BaselineAdminNetworkPolicy) and prints, for each probe, the truth table \
+of which pod can connect to which.\n\n\
+ClusterNetworkPolicy domainNames peers admit only addresses an agent learned from DNS answers: \
+between pods, statically, they match nothing.\n\n\
 Pods without status.podIP get a deterministic address from 10.244.0.0/16.",
     after_help = "Examples:\n  cellwall analyze -f examples/shop/\n  cellwall analyze -f examples/shop/ --probe TCP/5432 -o json\n  \
 cellwall analyze -f examples/shop/ --from shop/web --to shop/db --probe TCP/5432 --explain"

@@ -46,14 +46,22 @@ impl Runner for LabRunner {
                             "networking.k8s.io/v1",
                             format!("{{name: {name}, namespace: {ns}}}"),
                         ),
+                        "ClusterNetworkPolicy" => (
+                            "policy.networking.k8s.io/v1alpha2",
+                            format!("{{name: {name}}}"),
+                        ),
                         _ => (
                             "policy.networking.k8s.io/v1alpha1",
                             format!("{{name: {name}}}"),
                         ),
                     };
+                    // The smallest valid spec: `delete` needs only the kind and name.
                     let spec = match kind.as_str() {
                         "NetworkPolicy" => "{podSelector: {}}",
                         "AdminNetworkPolicy" => "{priority: 1, subject: {namespaces: {}}}",
+                        "ClusterNetworkPolicy" => {
+                            "{tier: Admin, priority: 1, subject: {namespaces: {}}}"
+                        }
                         _ => "{subject: {namespaces: {}}}",
                     };
                     docs.push(format!(

@@ -96,6 +96,7 @@ impl Manager {
         let format = match q.format.unwrap_or(ProposalKind::Cellwall) {
             ProposalKind::Cellwall => ProposalFormat::Cellwall,
             ProposalKind::NetworkPolicy => ProposalFormat::NetworkPolicy,
+            ProposalKind::ClusterNetworkPolicy => ProposalFormat::ClusterNetworkPolicy,
         };
         let mut opts = ProposeOptions {
             namespace: q.namespace.clone(),

@@ -192,6 +192,8 @@ pub struct Node {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Family {
     AdminNetworkPolicy,
+    /// policy.networking.k8s.io/v1alpha2, both tiers (`spec.tier`).
+    ClusterNetworkPolicy,
     ClusterPolicy,
     Policy,
     NetworkPolicy,
@@ -202,6 +204,7 @@ impl Family {
     pub fn kind(self) -> &'static str {
         match self {
             Self::AdminNetworkPolicy => "AdminNetworkPolicy",
+            Self::ClusterNetworkPolicy => "ClusterNetworkPolicy",
             Self::ClusterPolicy => "ClusterPolicy",
             Self::Policy => "Policy",
             Self::NetworkPolicy => "NetworkPolicy",
@@ -360,6 +363,10 @@ pub enum Peer {
         except: Vec<Cidr>,
     },
     Entity(Entity),
+    /// Egress to DNS names (ClusterNetworkPolicy `domainNames`, Cellwall `domains`): the
+    /// addresses the subject's own DNS answers gave for a matching name. The engine knows no
+    /// answers, so statically it matches nothing (fail closed: it never admits a pod).
+    Domain(crate::net::DomainPattern),
 }
 
 /// A port condition of a rule.

@@ -1,4 +1,5 @@
-//! IP networks (CIDRs) without a dependency: parse, contain, canonicalise.
+//! IP networks (CIDRs) without a dependency: parse, contain, canonicalise. And DNS name
+//! patterns of FQDN egress peers ([`DomainPattern`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -126,6 +127,97 @@ impl serde::Serialize for Cidr {
     }
 }
 
+/// A DNS name pattern of an FQDN egress peer (ClusterNetworkPolicy `domainNames`): an exact
+/// name, or `*.` + a name, which matches one or more whole labels in front of that name
+/// (`*.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com`).
+/// Stored lowercase without the trailing dot, so comparison is plain string comparison.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainPattern {
+    pub wildcard: bool,
+    pub name: String,
+}
+
+impl DomainPattern {
+    /// Whether a fully qualified name (any case, trailing dot or not) matches.
+    pub fn matches(&self, fqdn: &str) -> bool {
+        let n = fqdn.strip_suffix('.').unwrap_or(fqdn).to_ascii_lowercase();
+        if self.wildcard {
+            n.len() > self.name.len() + 1
+                && n.ends_with(&self.name)
+                && n.as_bytes()[n.len() - self.name.len() - 1] == b'.'
+        } else {
+            n == self.name
+        }
+    }
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wildcard {
+            f.write_str("*.")?;
+        }
+        f.write_str(&self.name)
+    }
+}
+
+impl FromStr for DomainPattern {
+    type Err = String;
+    /// The upstream API's pattern: optional `*.`, then at least two labels of letters, digits,
+    /// `-` and `_` that start and end with a letter or digit, optional trailing dot; plus DNS's
+    /// own limits (labels of at most 63 bytes, names of at most 253).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = |why: &str| format!("invalid domain name {s:?}: {why}");
+        let (wildcard, rest) = match s.strip_prefix("*.") {
+            Some(r) => (true, r),
+            None => (false, s),
+        };
+        let rest = rest.strip_suffix('.').unwrap_or(rest);
+        if rest.contains('*') {
+            return Err(err("'*' may only be the first label, as \"*.\""));
+        }
+        if rest.len() > 253 {
+            return Err(err("longer than 253 characters"));
+        }
+        let labels: Vec<&str> = rest.split('.').collect();
+        if labels.len() < 2 {
+            return Err(err("expected at least two labels, like example.com"));
+        }
+        for l in &labels {
+            let b = l.as_bytes();
+            let edge_ok = |c: &u8| c.is_ascii_alphanumeric();
+            if b.is_empty() || b.len() > 63 {
+                return Err(err("every label must be 1-63 characters"));
+            }
+            if !edge_ok(&b[0]) || !edge_ok(&b[b.len() - 1]) {
+                return Err(err("labels must start and end with a letter or digit"));
+            }
+            if !b
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+            {
+                return Err(err("labels may hold only letters, digits, '-' and '_'"));
+            }
+        }
+        Ok(Self {
+            wildcard,
+            name: rest.to_ascii_lowercase(),
+        })
+    }
+}
+
+impl serde::Serialize for DomainPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DomainPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +243,26 @@ mod tests {
         assert!("10.0.0.1/33".parse::<Cidr>().is_err());
         assert!("x/8".parse::<Cidr>().is_err());
         assert!("::1/129".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn domain_patterns_match_whole_labels() {
+        let d = |s: &str| s.parse::<DomainPattern>().unwrap();
+        let exact = d("Kubernetes.IO.");
+        assert_eq!(exact.to_string(), "kubernetes.io");
+        assert!(exact.matches("kubernetes.io") && exact.matches("KUBERNETES.io."));
+        assert!(!exact.matches("www.kubernetes.io") && !exact.matches("my-kubernetes.io"));
+        let wild = d("*.kubernetes.io");
+        assert!(wild.matches("www.kubernetes.io") && wild.matches("a.b.kubernetes.io"));
+        assert!(!wild.matches("kubernetes.io") && !wild.matches("xkubernetes.io"));
+        assert!(!wild.matches(".kubernetes.io"));
+        for bad in [
+            "io", "*.io", "a.*.io", "-a.io", "a_.io", "a..io", "a b.io", "*", "",
+        ] {
+            assert!(bad.parse::<DomainPattern>().is_err(), "{bad}");
+        }
+        let long = format!("{}.io", "a".repeat(64));
+        assert!(long.parse::<DomainPattern>().is_err());
+        assert!(d("under_score.example.com").matches("under_score.example.com"));
     }
 }

@@ -3,7 +3,7 @@
 //! module holds the hand-written schemas of types with hand-written serde forms, and the test
 //! that every schema agrees with what serde really produces.
 
-use crate::net::Cidr;
+use crate::net::{Cidr, DomainPattern};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use std::borrow::Cow;
 
@@ -23,6 +23,25 @@ impl JsonSchema for Cidr {
             "description": "An IPv4 or IPv6 network in canonical form, ADDRESS/PREFIX (host bits cleared).",
             "pattern": "^[0-9A-Fa-f:.]+/[0-9]{1,3}$",
             "examples": ["10.0.0.0/8", "fd00::/64"]
+        })
+    }
+}
+
+/// A domain pattern is serialized as its text (`example.com`, `*.example.com`).
+impl JsonSchema for DomainPattern {
+    fn schema_name() -> Cow<'static, str> {
+        "DomainPattern".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::DomainPattern").into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A DNS name, or `*.` and a name: one or more whole labels in front of it. Lowercase, no trailing dot.",
+            "examples": ["api.example.com", "*.example.com"]
         })
     }
 }

@@ -227,6 +227,7 @@ pub fn random_policy(rng: &mut Rng, i: usize) -> Policy {
         Family::BaselineAdminNetworkPolicy,
         Family::Policy,
         Family::ClusterPolicy,
+        Family::ClusterNetworkPolicy,
     ]);
     let ns = ["x", "y", "z"][rng.below(3)];
     let own = family.is_namespaced().then_some(ns);
@@ -234,6 +235,7 @@ pub fn random_policy(rng: &mut Rng, i: usize) -> Policy {
         Family::NetworkPolicy => Tier::Application,
         Family::AdminNetworkPolicy => Tier::Admin,
         Family::BaselineAdminNetworkPolicy => Tier::Baseline,
+        Family::ClusterNetworkPolicy => *rng.pick(&[Tier::Admin, Tier::Baseline]),
         _ => *rng.pick(&Tier::ALL),
     };
     let mut rules = Vec::new();
@@ -241,12 +243,19 @@ pub fn random_policy(rng: &mut Rng, i: usize) -> Policy {
         for index in 0..rng.below(3) {
             let action = match (family, tier) {
                 (Family::NetworkPolicy, _) => Action::Allow,
-                (_, Tier::Admin) => *rng.pick(&[Action::Allow, Action::Deny, Action::Pass]),
+                (_, Tier::Admin) | (Family::ClusterNetworkPolicy, _) => {
+                    *rng.pick(&[Action::Allow, Action::Deny, Action::Pass])
+                }
                 _ => *rng.pick(&[Action::Allow, Action::Deny]),
             };
-            let peers = (0..1 + rng.below(2))
+            let mut peers: Vec<Peer> = (0..1 + rng.below(2))
                 .map(|_| random_peer(rng, own))
                 .collect();
+            // FQDN peers (CNP `domainNames`, Accept only) beside the others: they must match
+            // nothing statically, in the compiler as in the evaluator.
+            if family == Family::ClusterNetworkPolicy && action == Action::Allow && rng.chance(30) {
+                peers.push(Peer::Domain("*.example.com".parse().unwrap()));
+            }
             rules.push(Rule {
                 direction: dir,
                 index,

@@ -458,16 +458,6 @@ pub fn run_all(runner: &mut dyn Runner, tag: &str) -> Option<(usize, usize, usiz
         })
         .collect();
     files.sort();
-    // ClusterNetworkPolicy (v1alpha2) is not read yet: its cases are skipped, loudly, until
-    // the CNP issue lands (every other case still runs).
-    let cnp = files
-        .iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("cnp-"))
-        .count();
-    if cnp > 0 {
-        eprintln!("SKIPPED: {cnp} ClusterNetworkPolicy (cnp-*) cases: policy.networking.k8s.io/v1alpha2 is not supported yet");
-        files.retain(|p| !p.file_name().unwrap().to_string_lossy().starts_with("cnp-"));
-    }
     let (mut cells, mut skipped, mut failures) = (0, 0, Vec::new());
     for f in &files {
         let t = std::time::Instant::now();

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 pub enum ProposalFormat {
     Cellwall,
     Networkpolicy,
+    Clusternetworkpolicy,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +27,10 @@ pub struct ProposeArgs {
     /// Only propose policies for workloads of this namespace.
     #[arg(long)]
     pub namespace: Option<String>,
-    /// Cellwall's own Policy kind, or standard Kubernetes NetworkPolicy.
+    /// Cellwall's own Policy kind, standard Kubernetes NetworkPolicy, or ClusterNetworkPolicy
+    /// (v1alpha2, baseline tier: the observed edges accepted, everything else from pods
+    /// denied; observed ingress from outside the cluster is listed as a comment, since CNP
+    /// ingress peers are pods only).
     #[arg(long, value_enum, default_value = "cellwall")]
     pub format: ProposalFormat,
     /// Rules seen fewer times than this are flagged for review.
@@ -48,6 +52,7 @@ pub fn propose(a: ProposeArgs) -> Result<()> {
         format: Some(match a.format {
             ProposalFormat::Cellwall => ProposalKind::Cellwall,
             ProposalFormat::Networkpolicy => ProposalKind::NetworkPolicy,
+            ProposalFormat::Clusternetworkpolicy => ProposalKind::ClusterNetworkPolicy,
         }),
         review_below: Some(a.review_below),
     })?;

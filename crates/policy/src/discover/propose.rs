@@ -449,11 +449,44 @@ spec:
             },
         );
         assert!(only_a.policies.iter().all(|p| p.namespace == "a"));
-        // Both renderings parse back as policies.
-        for f in [ProposalFormat::Cellwall, ProposalFormat::NetworkPolicy] {
+        // Every rendering parses back as policies, and they all decide every pod-to-pod
+        // connection the same way (the CNP one by Accept rules and a final Deny).
+        let mut tables = Vec::new();
+        for f in [
+            ProposalFormat::Cellwall,
+            ProposalFormat::NetworkPolicy,
+            ProposalFormat::ClusterNetworkPolicy,
+        ] {
             let y = render_yaml(&p, f);
             let parsed = parse_file("p.yaml", &y).unwrap_or_else(|e| panic!("{e}\n{y}"));
             assert_eq!(parsed.objects.len(), p.policies.len());
+            let policies = parsed.objects.into_iter().map(|o| match o.object {
+                crate::load::Object::Policy(p) => *p,
+                other => panic!("{other:?}"),
+            });
+            let e = Engine::build(inv.clone(), policies, 0);
+            let mut table = Vec::new();
+            for src in inv.workloads.values() {
+                for dst in inv.workloads.values() {
+                    for port in [22, 5432, 9999, 80] {
+                        let flow = crate::Flow {
+                            src: src.ips[0],
+                            dst: dst.ips[0],
+                            protocol: crate::Protocol::Tcp,
+                            port,
+                        };
+                        table.push(e.evaluate(&flow).allowed);
+                    }
+                }
+            }
+            tables.push((f, table));
+        }
+        assert!(
+            tables[0].1.iter().any(|a| !a),
+            "the proposal denies something"
+        );
+        for (f, t) in &tables[1..] {
+            assert_eq!(t, &tables[0].1, "{f:?} decides differently");
         }
     }
 }

@@ -10,6 +10,9 @@ use crate::labels::Labels;
 pub enum ProposalFormat {
     Cellwall,
     NetworkPolicy,
+    /// A baseline-tier ClusterNetworkPolicy per group: NetworkPolicies still refine it, and its
+    /// final Deny rules make it least privilege (CNP selection does not isolate by itself).
+    ClusterNetworkPolicy,
 }
 
 /// A YAML double-quoted string (JSON's escaping is valid YAML).
@@ -52,6 +55,9 @@ pub fn render_yaml(p: &Proposal, format: ProposalFormat) -> String {
 }
 
 fn render_policy(s: &mut String, pol: &ProposedPolicy, format: ProposalFormat) {
+    if format == ProposalFormat::ClusterNetworkPolicy {
+        return render_cnp(s, pol);
+    }
     let seen: u64 = pol
         .ingress
         .iter()
@@ -65,7 +71,9 @@ fn render_policy(s: &mut String, pol: &ProposedPolicy, format: ProposalFormat) {
     ));
     let (api, kind) = match format {
         ProposalFormat::NetworkPolicy => ("networking.k8s.io/v1", "NetworkPolicy"),
-        ProposalFormat::Cellwall => ("cellwall.io/v1alpha1", "Policy"),
+        ProposalFormat::Cellwall | ProposalFormat::ClusterNetworkPolicy => {
+            ("cellwall.io/v1alpha1", "Policy")
+        }
     };
     s.push_str(&format!(
         "apiVersion: {api}\nkind: {kind}\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  podSelector: {}\n",
@@ -113,8 +121,8 @@ fn render_rule(
         e.coverage * 100.0
     ));
     let name = match format {
-        ProposalFormat::Cellwall => format!("    name: {}\n", q(&rule_name(r, dir))),
         ProposalFormat::NetworkPolicy => String::new(),
+        _ => format!("    name: {}\n", q(&rule_name(r, dir))),
     };
     s.push_str(&format!(
         "  - {field}: [{}]\n{name}    ports: [{{protocol: {}, port: {}}}]\n",
@@ -129,7 +137,7 @@ fn peer_yaml(peer: &ProposedPeer, own_ns: &str, format: ProposalFormat) -> Strin
     match peer {
         ProposedPeer::Cidr { cidr } => match format {
             ProposalFormat::NetworkPolicy => format!("{{ipBlock: {{cidr: {}}}}}", q(cidr)),
-            ProposalFormat::Cellwall => format!("{{cidr: {}}}", q(cidr)),
+            _ => format!("{{cidr: {}}}", q(cidr)),
         },
         ProposedPeer::Pods { namespace, labels } if namespace == own_ns => {
             format!("{{podSelector: {}}}", labels_yaml(labels))
@@ -139,6 +147,93 @@ fn peer_yaml(peer: &ProposedPeer, own_ns: &str, format: ProposalFormat) -> Strin
             q(namespace),
             labels_yaml(labels)
         ),
+    }
+}
+
+fn evidence_comment(s: &mut String, indent: &str, r: &ProposedRule) {
+    let e = &r.evidence;
+    s.push_str(&format!(
+        "{indent}# {}{} connections, {} .. {}, {:.1}% of this direction's traffic\n",
+        if e.review {
+            "REVIEW: seen rarely: "
+        } else {
+            ""
+        },
+        e.connections,
+        time(e.first_ns),
+        time(e.last_ns),
+        e.coverage * 100.0
+    ));
+}
+
+/// A namespace's pods matching `labels`, as a CNP `pods` selector.
+fn cnp_pods(namespace: &str, labels: &Labels) -> String {
+    format!(
+        "{{namespaceSelector: {{matchLabels: {{\"kubernetes.io/metadata.name\": {}}}}}, podSelector: {}}}",
+        q(namespace),
+        labels_yaml(labels)
+    )
+}
+
+/// One group as a ClusterNetworkPolicy: its observed edges as `Accept` rules, then a `Deny`
+/// of everything else in each direction. CNP ingress peers are pods only, so an observed
+/// ingress edge from outside the cluster cannot be written: it is listed in a comment (and
+/// the final ingress Deny, which only covers pods, does not block it either).
+fn render_cnp(s: &mut String, pol: &ProposedPolicy) {
+    let seen: u64 = pol
+        .ingress
+        .iter()
+        .chain(&pol.egress)
+        .map(|r| r.evidence.connections)
+        .sum();
+    s.push_str(&format!(
+        "# Proposed by cellwall from {seen} observed connections of {}/{}.\n",
+        pol.namespace,
+        selector_text(&pol.selector)
+    ));
+    s.push_str(&format!(
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata:\n  name: {}\nspec:\n  tier: Baseline\n  priority: 100\n  subject:\n    pods: {}\n",
+        q(&format!("{}.{}", pol.namespace, pol.name)),
+        cnp_pods(&pol.namespace, &pol.selector)
+    ));
+    for (dir, rules, field) in [
+        ("ingress", &pol.ingress, "from"),
+        ("egress", &pol.egress, "to"),
+    ] {
+        s.push_str(&format!("  {dir}:\n"));
+        for r in rules {
+            let peer = match &r.peer {
+                ProposedPeer::Pods { namespace, labels } => {
+                    format!("{{pods: {}}}", cnp_pods(namespace, labels))
+                }
+                ProposedPeer::Cidr { cidr } if dir == "egress" => {
+                    format!("{{networks: [{}]}}", q(cidr))
+                }
+                ProposedPeer::Cidr { cidr } => {
+                    s.push_str(&format!(
+                        "  # observed from {cidr} {}/{}: ClusterNetworkPolicy ingress peers are pods only; not written, and not denied below\n",
+                        r.protocol, r.port
+                    ));
+                    continue;
+                }
+            };
+            evidence_comment(s, "  ", r);
+            s.push_str(&format!(
+                "  - name: {}\n    action: Accept\n    {field}: [{peer}]\n    protocols: [{{{}: {{destinationPort: {{number: {}}}}}}}]\n",
+                q(&rule_name(r, dir)),
+                r.protocol.as_str().to_lowercase(),
+                r.port
+            ));
+        }
+        let everything = if dir == "ingress" {
+            "[{namespaces: {}}]"
+        } else {
+            "[{namespaces: {}}, {networks: [\"0.0.0.0/0\", \"::/0\"]}]"
+        };
+        s.push_str(&format!(
+            "  - name: {}\n    action: Deny\n    {field}: {everything}\n",
+            q(&format!("deny-other-{dir}"))
+        ));
     }
 }
 

@@ -165,6 +165,8 @@ pub fn peer_matches(peer: &Peer, subject_node: Option<&str>, v: &EndpointView) -
             v.addr.in_cidr(cidr) && !except.iter().any(|e| v.addr.in_cidr(e))
         }
         Peer::Entity(Entity::World) => matches!(v.kind, EndpointKind::External),
+        // No view carries a DNS name: FQDN identities are the agent's (ARCHITECTURE.md).
+        Peer::Domain(_) => false,
         Peer::Entity(Entity::Host) => {
             matches!(v.kind, EndpointKind::Node { name, .. } if Some(name) == subject_node)
         }

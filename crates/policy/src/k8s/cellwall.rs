@@ -7,7 +7,7 @@ use super::{cerr, check_except, namespace_of, required_name, ConvertError, Objec
 use crate::de::{null_default, SelectorDe, Timestamp};
 use crate::labels::LabelSelector;
 use crate::model::*;
-use crate::net::Cidr;
+use crate::net::{Cidr, DomainPattern};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -116,20 +116,29 @@ pub struct CellwallPeer {
     pub except: Option<Vec<Cidr>>,
     #[serde(default)]
     pub entity: Option<EntityDe>,
+    /// Egress only: a DNS name or `*.` wildcard (see `Peer::Domain`).
+    #[serde(default)]
+    pub domain: Option<DomainPattern>,
 }
 
-fn cellwall_peer(p: &CellwallPeer, own_ns: Option<&str>, path: &str) -> Result<Peer, ConvertError> {
+fn cellwall_peer(
+    p: &CellwallPeer,
+    dir: Direction,
+    own_ns: Option<&str>,
+    path: &str,
+) -> Result<Peer, ConvertError> {
     let selectors = p.pod_selector.is_some() || p.namespace_selector.is_some();
     let kinds = [
         selectors,
         p.node_selector.is_some(),
         p.cidr.is_some(),
         p.entity.is_some(),
+        p.domain.is_some(),
     ];
     if kinds.iter().filter(|b| **b).count() != 1 {
         return Err(cerr(
             path,
-            "exactly one of podSelector/namespaceSelector, nodeSelector, cidr or entity must be set",
+            "exactly one of podSelector/namespaceSelector, nodeSelector, cidr, entity or domain must be set",
         ));
     }
     if p.except.is_some() && p.cidr.is_none() {
@@ -151,6 +160,14 @@ fn cellwall_peer(p: &CellwallPeer, own_ns: Option<&str>, path: &str) -> Result<P
         }
     } else if let Some(n) = &p.node_selector {
         Peer::Nodes(n.0.clone())
+    } else if let Some(d) = &p.domain {
+        if dir == Direction::Ingress {
+            return Err(cerr(
+                format!("{path}.domain"),
+                "domain peers are egress only (a connection's source has no DNS name to check)",
+            ));
+        }
+        Peer::Domain(d.clone())
     } else if let Some(c) = &p.cidr {
         let except = p.except.clone().unwrap_or_default();
         check_except(c, &except).map_err(|e| cerr(format!("{path}.except"), e))?;
@@ -207,6 +224,7 @@ fn cellwall_action(
 /// nothing, which is never what was meant).
 fn cellwall_peers(
     list: &Option<Vec<CellwallPeer>>,
+    dir: Direction,
     own_ns: Option<&str>,
     path: String,
 ) -> Result<Vec<Peer>, ConvertError> {
@@ -219,7 +237,7 @@ fn cellwall_peers(
         Some(l) => l
             .iter()
             .enumerate()
-            .map(|(i, p)| cellwall_peer(p, own_ns, &format!("{path}[{i}]")))
+            .map(|(i, p)| cellwall_peer(p, dir, own_ns, &format!("{path}[{i}]")))
             .collect(),
     }
 }
@@ -280,7 +298,7 @@ fn cellwall_rules(
                 index: r.index,
                 name: r.name.clone(),
                 action: cellwall_action(r.action, tier, format!("{p}.action"))?,
-                peers: cellwall_peers(r.peers, own_ns, format!("{p}.{}", r.field))?,
+                peers: cellwall_peers(r.peers, r.direction, own_ns, format!("{p}.{}", r.field))?,
                 ports: np_ports(r.ports, &format!("{p}.ports"))?,
                 expires_at: r.expires_at.map(|t| t.0),
             })
@@ -345,6 +363,20 @@ mod tests {
         );
         assert_eq!(p.isolates, [true, false]);
         assert_eq!(p.subject.namespaces, NamespaceMatch::Named("x".into()));
+        let p = cw(
+            json!({"egress": [{"to": [{"domain": "*.example.com"}]}]}),
+            true,
+        )
+        .unwrap();
+        assert!(
+            matches!(&p.rules[0].peers[0], Peer::Domain(d) if d.to_string() == "*.example.com")
+        );
+        let e = cw(
+            json!({"ingress": [{"from": [{"domain": "example.com"}]}]}),
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "spec.ingress[0].from[0].domain");
         let p = cw(json!({"egress": [{"to": [{"entity": "world"}]}]}), true).unwrap();
         assert_eq!(p.id.namespace, None);
         assert_eq!(p.rules[0].peers, vec![Peer::Entity(Entity::World)]);

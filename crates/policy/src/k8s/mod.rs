@@ -1,6 +1,7 @@
 //! Typed manifests of every kind Cellwall reads, and their conversion into the model, one file
-//! per family: `core` (Namespace, Pod, Node), `network_policy`, `admin` (AdminNetworkPolicy and
-//! BaselineAdminNetworkPolicy), `cellwall` (Policy and ClusterPolicy). The loader's kind table
+//! per family: `core` (Namespace, Pod, Node), `network_policy`, `cnp` (ClusterNetworkPolicy),
+//! `admin` (AdminNetworkPolicy and BaselineAdminNetworkPolicy, which CNP replaced upstream),
+//! `cellwall` (Policy and ClusterPolicy), `host`. The loader's kind table
 //! (`load/kinds.rs`) maps each (apiVersion, kind) to its family's conversion, so a new family is
 //! a new file here and its rows there. (The table is on the loader's side so that this module,
 //! which knows nothing of text, does not depend on the loader.)
@@ -10,12 +11,14 @@
 
 mod admin;
 mod cellwall;
+mod cnp;
 mod core;
 mod host;
 mod network_policy;
 
 pub use self::admin::*;
 pub use self::cellwall::*;
+pub use self::cnp::*;
 pub use self::core::*;
 pub use self::host::*;
 pub use self::network_policy::*;

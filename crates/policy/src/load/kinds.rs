@@ -17,6 +17,7 @@ fn policy(p: crate::model::Policy) -> Object {
 }
 
 const ANP: &str = "policy.networking.k8s.io/v1alpha1";
+const CNP: &str = "policy.networking.k8s.io/v1alpha2";
 const CELLWALL: &str = "cellwall.io/v1alpha1";
 
 const KINDS: &[Kind] = &[
@@ -42,7 +43,13 @@ const KINDS: &[Kind] = &[
         kind: "NetworkPolicy",
         read: |d| d.convert(|m| k8s::convert_network_policy(m).map(policy)),
     },
-    // k8s/admin.rs
+    // k8s/cnp.rs
+    Kind {
+        api_version: CNP,
+        kind: "ClusterNetworkPolicy",
+        read: |d| d.convert(|m| k8s::convert_cnp(m).map(policy)),
+    },
+    // k8s/admin.rs (deprecated upstream in favour of ClusterNetworkPolicy)
     Kind {
         api_version: ANP,
         kind: "AdminNetworkPolicy",
@@ -94,6 +101,6 @@ mod tests {
                 k.kind
             );
         }
-        assert_eq!(seen.len(), 9);
+        assert_eq!(seen.len(), 10);
     }
 }

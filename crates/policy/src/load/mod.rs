@@ -78,7 +78,8 @@ pub struct LoadError {
 
 /// The kinds Cellwall reads, for messages.
 pub const SUPPORTED_KINDS: &str = "v1 Namespace/Pod/Node, networking.k8s.io/v1 NetworkPolicy, \
-policy.networking.k8s.io/v1alpha1 AdminNetworkPolicy/BaselineAdminNetworkPolicy, \
+policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy, \
+policy.networking.k8s.io/v1alpha1 AdminNetworkPolicy/BaselineAdminNetworkPolicy (deprecated), \
 cellwall.io/v1alpha1 Policy/ClusterPolicy/Host (and v1 List of these)";
 
 #[derive(Deserialize)]
