@@ -5,8 +5,8 @@ set -euo pipefail
 
 # Debian packages the build and the test tiers need: clang and libbpf-dev build the eBPF
 # datapath (bpf/), iproute2 builds the lab (network namespaces, veths), iptables, ipset and
-# nftables are the connrate benchmark's comparisons.
-APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables ipset nftables)
+# nftables are the connrate benchmark's comparisons, dnsmasq-base is the lab's DNS server (FQDN tests).
+APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables ipset nftables dnsmasq-base)
 
 need_apt() {
   local missing=()

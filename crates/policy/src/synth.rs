@@ -219,6 +219,31 @@ fn random_ports(rng: &mut Rng) -> Vec<PortSpec> {
         .collect()
 }
 
+/// Random DNS names for a few addresses (some outside the inventory, one perhaps a pod's,
+/// whose names must not count), as an agent would learn them.
+pub fn random_names(rng: &mut Rng, engine: &mut crate::Engine) {
+    const NAMES: [&str; 5] = [
+        "api.example.com",
+        "a.b.example.com",
+        "example.org",
+        "other.net",
+        "example.com",
+    ];
+    let mut addrs: Vec<std::net::IpAddr> = ["192.0.2.7", "8.8.8.8", "10.1.0.200"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    if let Some(w) = engine.inventory().workloads.values().next() {
+        addrs.extend(w.ips.first().copied());
+    }
+    for ip in addrs {
+        let names = (0..rng.below(3))
+            .map(|_| rng.pick(&NAMES).to_string())
+            .collect();
+        engine.set_names(ip, names);
+    }
+}
+
 /// One random policy of a random family.
 pub fn random_policy(rng: &mut Rng, i: usize) -> Policy {
     let family = *rng.pick(&[
@@ -254,7 +279,8 @@ pub fn random_policy(rng: &mut Rng, i: usize) -> Policy {
             // FQDN peers (CNP `domainNames`, Accept only) beside the others: they must match
             // nothing statically, in the compiler as in the evaluator.
             if family == Family::ClusterNetworkPolicy && action == Action::Allow && rng.chance(30) {
-                peers.push(Peer::Domain("*.example.com".parse().unwrap()));
+                let d = *rng.pick(&["*.example.com", "api.example.com", "example.org"]);
+                peers.push(Peer::Domain(d.parse().unwrap()));
             }
             rules.push(Rule {
                 direction: dir,

@@ -2,7 +2,7 @@
 //! incremental compilation equals a fresh full compile after random changes.
 
 use cellwall_policy::compile::{Compiler, EntryVerdict};
-use cellwall_policy::synth::{random_policy, random_scenario, random_selector, Rng};
+use cellwall_policy::synth::{random_names, random_policy, random_scenario, random_selector, Rng};
 use cellwall_policy::*;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -90,7 +90,8 @@ fn compiled_tables_agree_with_evaluate() {
     for seed in 0..1000 {
         let mut rng = Rng::new(seed);
         let (inv, pols) = random_scenario(&mut rng);
-        let engine = Engine::build(inv, pols, 0);
+        let mut engine = Engine::build(inv, pols, 0);
+        random_names(&mut rng, &mut engine);
         for node in ["n1", "n2"] {
             let np = Compiler::new(node).full(&engine);
             checked += check_agreement(&engine, &np, &mut rng, 60);
@@ -108,7 +109,8 @@ fn incremental_equals_full() {
         let mut comp = Compiler::new("n1");
         comp.full(&engine);
         for step in 0..8 {
-            match rng.below(6) {
+            match rng.below(7) {
+                6 => random_names(&mut rng, &mut engine),
                 0 => {
                     // Relabel a pod.
                     let keys: Vec<WorkloadKey> =
@@ -165,6 +167,7 @@ fn incremental_equals_full() {
             );
             check_agreement(&engine, &inc, &mut rng, 20);
             // The engine's index after these changes is the one a fresh build makes.
+            // (Names are the agent's, not the model's: a fresh build has none.)
             let rebuilt = Engine::build(
                 engine.inventory().clone(),
                 engine.policies().cloned().collect::<Vec<_>>(),

@@ -30,7 +30,7 @@ pub use tables::{EndpointPolicy, EntryVerdict, NodePolicy, PortEntry, Table};
 use crate::engine::{Addr, Changes, Engine};
 use crate::identity::IdentityAllocator;
 use crate::model::{ContainerPort, Direction, Inventory, Peer, Policy, WorkloadKey};
-use crate::net::Cidr;
+use crate::net::{Cidr, DomainPattern};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -49,6 +49,11 @@ enum PeerKind {
     },
     Region,
     World,
+    /// Addresses DNS answers named, whose names match the same policy domain patterns; `rep`
+    /// is a member address (its names give the view).
+    Fqdn {
+        rep: IpAddr,
+    },
 }
 
 /// A peer identity: what its members look like to policy, and who they are.
@@ -57,7 +62,7 @@ struct PeerIdent {
     kind: PeerKind,
     addr: Addr,
     key: String,
-    /// Address sources (`wl:ns/name`, `node:name`) holding this identity.
+    /// Address sources (`wl:ns/name`, `node:name`, `dns:ip`) holding this identity.
     members: BTreeSet<String>,
 }
 
@@ -80,6 +85,9 @@ pub struct Compiler {
     node: String,
     alloc: IdentityAllocator,
     cidrs: BTreeSet<Cidr>,
+    /// Every domain pattern some policy rule names (FQDN peer identities are keyed by the
+    /// patterns their names match).
+    domains: BTreeSet<DomainPattern>,
     peers: BTreeMap<u32, PeerIdent>,
     /// Which peer identity each address source (workload or node) holds.
     member_of: HashMap<String, (u32, Vec<Cidr>)>,
@@ -105,6 +113,7 @@ impl Compiler {
             node: node.to_string(),
             alloc: IdentityAllocator::default(),
             cidrs: BTreeSet::new(),
+            domains: BTreeSet::new(),
             peers: BTreeMap::new(),
             member_of: HashMap::new(),
             ipcache: BTreeMap::new(),
@@ -123,6 +132,7 @@ impl Compiler {
             identities: engine.identities().map(|i| i.id).collect(),
             workloads: engine.inventory().workloads.keys().cloned().collect(),
             nodes: engine.inventory().nodes.keys().cloned().collect(),
+            names: engine.named_addresses().collect(),
         };
         self.update(engine, &all)
     }
@@ -137,6 +147,7 @@ impl Compiler {
         //    changed but id stayed end up in `changed_peers` too.
         sources.extend(changes.workloads.iter().map(|k| format!("wl:{k}")));
         sources.extend(changes.nodes.iter().map(|n| format!("node:{n}")));
+        sources.extend(changes.names.iter().map(|ip| format!("dns:{ip}")));
         self.rebind(engine, &sources, &mut changed_peers);
         // 3. Local endpoints: only changed workloads (and those whose peer identity moved).
         self.refresh_endpoints(engine, changes, &sources);
@@ -195,11 +206,21 @@ impl Compiler {
                 }
             }
         }
+        // Whether a profile's egress rules name domains, once per profile.
+        let mut learns: HashMap<&ProfileKey, bool> = HashMap::new();
         let endpoints = self
             .endpoints
             .iter()
             .map(|(wk, (pk, ips, pid))| {
                 let prof = &self.profiles[pk];
+                let learns_names = *learns.entry(pk).or_insert_with(|| {
+                    !self.domains.is_empty()
+                        && prof.rules[Direction::Egress.index()].iter().any(|r| {
+                            engine.rule_definition(*r).is_some_and(|r| {
+                                r.peers.iter().any(|p| matches!(p, Peer::Domain(_)))
+                            })
+                        })
+                });
                 (
                     wk.clone(),
                     EndpointPolicy {
@@ -207,6 +228,7 @@ impl Compiler {
                         identity: *pid,
                         ingress: prof.tables[Direction::Ingress.index()].clone(),
                         egress: prof.tables[Direction::Egress.index()].clone(),
+                        learns_names,
                     },
                 )
             })
@@ -299,5 +321,73 @@ spec:
         // The NetworkPolicy's one ingress rule, matching web's identity and the region.
         assert_eq!(c2.rule_peers.len(), 1);
         assert_eq!(c2.rule_peers.values().next().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn named_addresses_become_fqdn_peers_when_a_rule_names_them() {
+        let yaml = format!(
+            "{YAML}---
+apiVersion: cellwall.io/v1alpha1
+kind: Policy
+metadata: {{name: out, namespace: a}}
+spec:
+  podSelector: {{matchLabels: {{app: web}}}}
+  egress:
+  - to: [{{domain: \"*.example.com\"}}]
+    ports: [{{port: 443}}]
+"
+        );
+        let objects = parse_file("t.yaml", &yaml).unwrap().objects;
+        let (inv, policies) = into_model(objects.into_iter().map(|o| o.object));
+        let mut e = Engine::build(inv, policies, 0);
+        let mut c = Compiler::new("n1");
+        let before = c.full(&e);
+        let web = &before.endpoints[&WorkloadKey::new("a", "web")];
+        assert!(web.learns_names);
+        let api: IpAddr = "203.0.113.5".parse().unwrap();
+        assert!(
+            !web.egress
+                .lookup(before.identity_of(api), Protocol::Tcp, 443)
+                .allow
+        );
+        // The agent learns a name: only that address changes identity.
+        e.set_names(api, vec!["API.example.com.".into()]);
+        e.set_names("203.0.113.6".parse().unwrap(), vec!["example.org".into()]);
+        let changes = e.take_changes();
+        assert_eq!(changes.names.len(), 2);
+        let after = c.update(&e, &changes);
+        let web = &after.endpoints[&WorkloadKey::new("a", "web")];
+        assert!(
+            web.egress
+                .lookup(after.identity_of(api), Protocol::Tcp, 443)
+                .allow
+        );
+        assert!(
+            !web.egress
+                .lookup(after.identity_of(api), Protocol::Tcp, 80)
+                .allow
+        );
+        let other = after.identity_of("203.0.113.6".parse().unwrap());
+        assert!(!web.egress.lookup(other, Protocol::Tcp, 443).allow);
+        // A pod's address is never an FQDN peer, whatever DNS says of it.
+        e.set_names("10.0.0.2".parse().unwrap(), vec!["db.example.com".into()]);
+        let changes = e.take_changes();
+        let after = c.update(&e, &changes);
+        assert_eq!(after, Compiler::new("n1").full(&e));
+        assert!(
+            !after.endpoints[&WorkloadKey::new("a", "web")]
+                .egress
+                .lookup(
+                    after.identity_of("10.0.0.2".parse().unwrap()),
+                    Protocol::Tcp,
+                    443
+                )
+                .allow
+        );
+        // Forgetting the name takes the address back to the world.
+        e.set_names(api, vec![]);
+        let changes = e.take_changes();
+        let after = c.update(&e, &changes);
+        assert_eq!(after.identity_of(api), crate::identity::ID_WORLD);
     }
 }

@@ -6,24 +6,30 @@ use super::{Compiler, PeerIdent, PeerKind};
 use crate::engine::{Addr, Changes, EndpointView, Engine};
 use crate::identity::ID_WORLD;
 use crate::model::{Peer, WorkloadKey};
-use crate::net::Cidr;
+use crate::net::{Cidr, DomainPattern};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-/// Every CIDR (and `except`) that some policy rule names.
-fn policy_cidrs(engine: &Engine) -> BTreeSet<Cidr> {
-    let mut s = BTreeSet::new();
+/// Every CIDR (and `except`) and every domain pattern that some policy rule names.
+fn policy_cidrs_and_domains(engine: &Engine) -> (BTreeSet<Cidr>, BTreeSet<DomainPattern>) {
+    let (mut s, mut d) = (BTreeSet::new(), BTreeSet::new());
     for p in engine.policies() {
         for r in &p.rules {
             for peer in &r.peers {
-                if let Peer::Cidr { cidr, except } = peer {
-                    s.insert(*cidr);
-                    s.extend(except.iter().copied());
+                match peer {
+                    Peer::Cidr { cidr, except } => {
+                        s.insert(*cidr);
+                        s.extend(except.iter().copied());
+                    }
+                    Peer::Domain(pattern) => {
+                        d.insert(pattern.clone());
+                    }
+                    _ => {}
                 }
             }
         }
     }
-    s
+    (s, d)
 }
 
 /// The longest of `cidrs` that contains `ip`.
@@ -55,11 +61,22 @@ impl Compiler {
         let mut sources = BTreeSet::new();
         // Without policy changes the CIDR set cannot have changed.
         if !changes.policies.is_empty() {
-            let cidrs = policy_cidrs(engine);
+            let (cidrs, domains) = policy_cidrs_and_domains(engine);
             if cidrs != self.cidrs {
                 self.cidrs = cidrs;
                 sources.extend(self.member_of.keys().cloned());
                 self.replace_regions(changed);
+            }
+            // New patterns regroup every named address (bound or not).
+            if domains != self.domains {
+                self.domains = domains;
+                sources.extend(
+                    self.member_of
+                        .keys()
+                        .filter(|s| s.starts_with("dns:"))
+                        .cloned(),
+                );
+                sources.extend(engine.named_addresses().map(|ip| format!("dns:{ip}")));
             }
         }
         if let std::collections::btree_map::Entry::Vacant(e) = self.peers.entry(ID_WORLD) {
@@ -112,10 +129,38 @@ impl Compiler {
         sources: &BTreeSet<String>,
         changed: &mut BTreeSet<u32>,
     ) {
+        // Addresses that workloads or nodes leave or take may be named ones: those rebind too
+        // (a named address is an FQDN peer only while the inventory does not hold it).
+        let mut named: BTreeSet<String> = BTreeSet::new();
+        let mut note = |this: &Self, s: &String| {
+            if s.starts_with("dns:") {
+                return;
+            }
+            if let Some((_, prefixes)) = this.member_of.get(s) {
+                for c in prefixes {
+                    if !engine.names_of(c.addr()).is_empty() {
+                        named.insert(format!("dns:{}", c.addr()));
+                    }
+                }
+            }
+        };
+        for s in sources {
+            note(self, s);
+        }
         for s in sources {
             self.unbind(s, changed);
         }
         for s in sources {
+            self.bind(engine, s, changed);
+        }
+        for s in sources {
+            note(self, s);
+        }
+        named.retain(|s| !sources.contains(s));
+        for s in &named {
+            self.unbind(s, changed);
+        }
+        for s in &named {
             self.bind(engine, s, changed);
         }
     }
@@ -130,6 +175,7 @@ impl Compiler {
             PeerKind::Workload { rep, ip } => engine.workload_view(rep, *ip, p.addr).map(|v| v.0),
             PeerKind::Node { name } => engine.node_view(name, p.addr),
             PeerKind::Region | PeerKind::World => Some(EndpointView::external(p.addr)),
+            PeerKind::Fqdn { rep } => Some(EndpointView::named(p.addr, engine.names_of(*rep))),
         }
     }
 
@@ -150,10 +196,44 @@ impl Compiler {
 
     /// Derives the peer identity of an address source (`node:NAME` or `wl:NS/NAME`).
     fn derive_peer(&self, engine: &Engine, source: &str) -> Option<Derived> {
+        if let Some(ip) = source.strip_prefix("dns:") {
+            return self.derive_named(engine, ip.parse().ok()?);
+        }
         match source.strip_prefix("node:") {
             Some(name) => self.derive_node(engine, name),
             None => self.derive_workload(engine, WorkloadKey::parse(source.strip_prefix("wl:")?)?),
         }
+    }
+
+    /// An address DNS named: an identity per set of policy patterns its names match (and
+    /// CIDR position). None when no pattern matches (it stays in its region) or when the
+    /// address is the inventory's (labels decide there, never names).
+    fn derive_named(&self, engine: &Engine, ip: IpAddr) -> Option<Derived> {
+        let names = engine.names_of(ip);
+        if self.domains.is_empty() || names.is_empty() || engine.is_inventory_address(ip) {
+            return None;
+        }
+        let matched: Vec<String> = self
+            .domains
+            .iter()
+            .filter(|d| names.iter().any(|n| d.matches(n)))
+            .map(|d| d.to_string())
+            .collect();
+        if matched.is_empty() {
+            return None;
+        }
+        let r = lpm(&self.cidrs, ip);
+        let key = format!(
+            "fqdn={}{}",
+            matched.join(","),
+            r.map(|c| format!("|cidr={c}")).unwrap_or_default()
+        );
+        Some((
+            key,
+            PeerKind::Fqdn { rep: ip },
+            addr_of(r),
+            vec![Cidr::host(ip)],
+        ))
     }
 
     fn derive_node(&self, engine: &Engine, name: &str) -> Option<Derived> {
@@ -228,11 +308,25 @@ impl Compiler {
         changed.insert(id);
     }
 
-    /// When the representative of a workload identity leaves, another member stands in.
+    /// When the representative of a workload (or named address) identity leaves, another
+    /// member stands in.
     fn keep_live_representative(&mut self, id: u32, leaving: &str) {
         let Some(p) = self.peers.get(&id) else {
             return;
         };
+        if let PeerKind::Fqdn { rep } = &p.kind {
+            if format!("dns:{rep}") != leaving {
+                return;
+            }
+            let next = p
+                .members
+                .iter()
+                .find_map(|m| m.strip_prefix("dns:")?.parse::<IpAddr>().ok());
+            if let Some(next) = next {
+                self.peers.get_mut(&id).expect("present").kind = PeerKind::Fqdn { rep: next };
+            }
+            return;
+        }
         let PeerKind::Workload { rep, .. } = &p.kind else {
             return;
         };
@@ -278,7 +372,12 @@ impl Compiler {
             .members
             .insert(source.to_string());
         for c in &prefixes {
-            self.ipcache.insert(*c, id);
+            if source.starts_with("dns:") {
+                // An address the inventory also holds keeps its workload's entry.
+                self.ipcache.entry(*c).or_insert(id);
+            } else {
+                self.ipcache.insert(*c, id);
+            }
         }
         self.member_of.insert(source.to_string(), (id, prefixes));
         changed.insert(id);

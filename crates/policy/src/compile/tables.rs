@@ -81,6 +81,9 @@ pub struct EndpointPolicy {
     pub identity: u32,
     pub ingress: Arc<Table>,
     pub egress: Arc<Table>,
+    /// Its egress rules name DNS domains: the DNS answers it receives must be learned (and
+    /// their addresses programmed) before they reach it.
+    pub learns_names: bool,
 }
 
 /// Everything one node enforces.

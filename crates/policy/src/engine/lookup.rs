@@ -112,7 +112,7 @@ impl Engine {
                     .unwrap_or_else(|| EMPTY.get_or_init(Labels::new));
                 (EndpointView::node(n, labels, Addr::Ip(ip)), None)
             }
-            None => (EndpointView::external(Addr::Ip(ip)), None),
+            None => (EndpointView::named(Addr::Ip(ip), self.names_of(ip)), None),
         }
     }
 

@@ -15,13 +15,14 @@
 //! with them included. Expired policies and rules are left out of both.
 //!
 //! Modules: `index` keeps the indexes in step with incremental changes, `lookup` reads them,
-//! `evaluate` decides, `explain` traces, `view` is how the two ends of a flow look to a rule, and
+//! `evaluate` decides, `explain` traces, `names` holds what DNS said addresses are, `view` is how the two ends of a flow look to a rule, and
 //! `query` is the narrow API the compiler builds its tables with.
 
 mod evaluate;
 mod explain;
 mod index;
 mod lookup;
+mod names;
 mod query;
 mod verdict;
 mod view;
@@ -69,6 +70,8 @@ pub struct Changes {
     pub workloads: BTreeSet<WorkloadKey>,
     /// Nodes added, changed or removed.
     pub nodes: BTreeSet<String>,
+    /// Addresses whose DNS names changed (`Engine::set_names`).
+    pub names: BTreeSet<IpAddr>,
 }
 
 impl Changes {
@@ -77,6 +80,7 @@ impl Changes {
             && self.identities.is_empty()
             && self.workloads.is_empty()
             && self.nodes.is_empty()
+            && self.names.is_empty()
     }
 }
 
@@ -101,6 +105,8 @@ pub struct Engine {
     ip_index: FxHashMap<IpAddr, EpRef>,
     rule_ids: IdentityAllocator,
     rules: HashMap<u32, RuleInfo>,
+    /// DNS names of addresses outside the inventory (`names.rs`).
+    names: FxHashMap<IpAddr, Vec<String>>,
     changes: Changes,
 }
 

@@ -57,6 +57,8 @@ pub enum EndpointKind<'a> {
 pub struct EndpointView<'a> {
     pub kind: EndpointKind<'a>,
     pub addr: Addr,
+    /// DNS names of an external address (what `Peer::Domain` matches); empty otherwise.
+    pub names: &'a [String],
 }
 
 impl<'a> EndpointView<'a> {
@@ -71,6 +73,7 @@ impl<'a> EndpointView<'a> {
                 node: w.node.as_deref(),
             },
             addr,
+            names: &[],
         }
     }
 
@@ -79,14 +82,21 @@ impl<'a> EndpointView<'a> {
         EndpointView {
             kind: EndpointKind::Node { name, labels },
             addr,
+            names: &[],
         }
     }
 
     /// An address outside the inventory.
     pub fn external(addr: Addr) -> Self {
+        Self::named(addr, &[])
+    }
+
+    /// An address outside the inventory that DNS answers named.
+    pub fn named(addr: Addr, names: &'a [String]) -> Self {
         EndpointView {
             kind: EndpointKind::External,
             addr,
+            names,
         }
     }
 
@@ -95,6 +105,7 @@ impl<'a> EndpointView<'a> {
         EndpointView {
             kind: EndpointKind::Anonymous,
             addr: Addr::Outside,
+            names: &[],
         }
     }
 
@@ -165,8 +176,8 @@ pub fn peer_matches(peer: &Peer, subject_node: Option<&str>, v: &EndpointView) -
             v.addr.in_cidr(cidr) && !except.iter().any(|e| v.addr.in_cidr(e))
         }
         Peer::Entity(Entity::World) => matches!(v.kind, EndpointKind::External),
-        // No view carries a DNS name: FQDN identities are the agent's (ARCHITECTURE.md).
-        Peer::Domain(_) => false,
+        // Only external addresses carry names (engine/names.rs).
+        Peer::Domain(d) => v.names.iter().any(|n| d.matches(n)),
         Peer::Entity(Entity::Host) => {
             matches!(v.kind, EndpointKind::Node { name, .. } if Some(name) == subject_node)
         }
