@@ -40,6 +40,9 @@ struct cw_endpoint_key {
 
 #define CW_EP_HAS_INGRESS_POLICY (1 << 0)
 #define CW_EP_HAS_EGRESS_POLICY (1 << 1)
+/* Its egress rules name DNS domains: DNS answers to it are held (lib/dns.h) until the agent has
+ * programmed their addresses, then re-sent by the agent with CW_DNS_RELEASE_MARK. */
+#define CW_EP_LEARNS_NAMES (1 << 2)
 
 struct cw_endpoint_val {
 	__u32 ep_id;
@@ -210,6 +213,21 @@ struct cw_event {
 #define CW_CNT_EVENTS_LOST 4
 #define CW_CNT_SPOOFED 5
 #define CW_CNT_REVOKED 6
-#define CW_CNT_MAX 8
+#define CW_CNT_DNS_HELD 7 /* DNS answers held for the agent to learn (lib/dns.h) */
+#define CW_CNT_DNS_LOST 8 /* ... dropped because cw_dns was full (the client asks again) */
+#define CW_CNT_MAX 10
+
+/* A DNS answer held on its way to an endpoint that learns names: the whole frame as tc saw it
+ * (from the Ethernet header), and the interface to send it out of once learned. Frames of
+ * CW_DNS_MAX bytes or more are not held (counted; their addresses stay unlearned). */
+#define CW_DNS_MAX 4096
+/* skb->mark of a released answer: not held again. Marks do not cross network namespaces (the
+ * veth scrubs them), so a workload cannot set it. */
+#define CW_DNS_RELEASE_MARK 0x43574e53
+struct cw_dns_event {
+	__u32 ifindex;
+	__u32 len;
+	__u8 data[CW_DNS_MAX];
+};
 
 #endif

@@ -21,6 +21,9 @@ int main(void)
 	SZ(cw_admit_key); OFF(cw_admit_key, ep_id); OFF(cw_admit_key, dport); OFF(cw_admit_key, dir);
 	SZ(cw_admit_val);
 	SZ(cw_vcache_entry); SZ(cw_epcache_entry);
+	SZ(cw_dns_event); OFF(cw_dns_event, len); OFF(cw_dns_event, data);
+	printf("pub const DNS_MAX: usize = %d;\n", CW_DNS_MAX);
+	printf("pub const DNS_RELEASE_MARK: u32 = %d;\n", CW_DNS_RELEASE_MARK);
 	SZ(cw_event); OFF(cw_event, sport); OFF(cw_event, proto); OFF(cw_event, kind); OFF(cw_event, ep_id); OFF(cw_event, rule);
 	printf("pub const POLICY_FIXED_BITS: u32 = %d;\n", CW_POLICY_FIXED_BITS);
 	printf("pub const CNT_MAX: u32 = %d;\n", CW_CNT_MAX);

@@ -17,6 +17,7 @@
  *   lib/vcache.h     cw_vcache
  *   lib/admitted.h   cw_admitted
  *   lib/conntrack.h  cw_conntrack
+ *   lib/dns.h        cw_dns
  * (lib/parse.h owns none.)
  * Layouts of keys, values and events are in abi.h only.
  */
@@ -34,6 +35,7 @@
 #include "lib/vcache.h"
 #include "lib/admitted.h"
 #include "lib/conntrack.h"
+#include "lib/dns.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -66,6 +68,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	if (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6)
 		return TC_ACT_OK; /* errors and neighbour discovery must flow; see ARCHITECTURE.md */
+
+	/* A DNS answer to an endpoint that learns names waits for the agent (lib/dns.h); released,
+	 * it comes back marked and takes the normal path below. */
+	if (dir == CW_DIR_INGRESS && (ep->flags[slot] & CW_EP_LEARNS_NAMES) && cw_dns_hold(skb, &p))
+		return TC_ACT_SHOT;
 
 	/* An endpoint no policy selects has nothing to enforce; with visibility off it is not even
 	 * tracked (connections made now are re-decided packet by packet if policy arrives later). */

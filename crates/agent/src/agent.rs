@@ -40,6 +40,42 @@ pub fn run<D: Datapath + 'static>(cfg: Config, datapath: D) -> Result<(), AgentE
     Agent::start(cfg, datapath)?.wait()
 }
 
+/// The thread that sleeps on the held-DNS ring and wakes the enforcement thread, which owns
+/// the datapath and drains the ring. After each wake it waits until the enforcement thread has
+/// taken the answers (the ring stays readable until then). Ends when the agent stops, so the
+/// enforcement thread's work channel can close. Returns the sender that says "taken".
+fn spawn_dns_wait(
+    waker: cellwall_datapath::DnsWaker,
+    work: mpsc::Sender<enforce::Work>,
+    stop: watch::Receiver<bool>,
+) -> Result<mpsc::SyncSender<()>, AgentError> {
+    let (taken_tx, taken_rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("dns-wait".into())
+        .spawn(move || {
+            while !*stop.borrow() {
+                match waker.wait(Duration::from_millis(200)) {
+                    Ok(true) => {
+                        if work.send(enforce::Work::DnsHeld).is_err() {
+                            return;
+                        }
+                        let _ = taken_rx.recv_timeout(Duration::from_secs(1));
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        error!("waiting for held DNS answers: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|source| AgentError::Spawn {
+            what: "the DNS-waiting thread",
+            source,
+        })?;
+    Ok(taken_tx)
+}
+
 /// Resolves once `stop` says so (or its sender is gone).
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -111,20 +147,25 @@ impl Agent {
             metrics.records_dropped.clone(),
         ));
         let node = NodeAgent::new(datapath, found, &cfg.node, cfg.visibility)?;
-        let mut enforcement =
-            Enforcement::new(node, state.clone(), metrics.clone(), flows.clone()).with_clock(clock);
+        let mut enforcement = Enforcement::new(node, state.clone(), metrics.clone(), flows.clone())
+            .with_clock(clock)
+            .with_dns_min_ttl(cfg.dns_min_ttl);
         let restored = enforcement.restore()?;
         state.mark_ready()?;
 
         let (work_tx, work_rx) = mpsc::channel();
         let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
         let tick = cfg.flow_tick();
+        let dns_taken = match enforcement.dns_waker()? {
+            Some(waker) => Some(spawn_dns_wait(waker, work_tx.clone(), stop_rx.clone())?),
+            None => None,
+        };
         let enforcement = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("enforce".into())
                 .spawn(move || {
-                    let r = enforce::run(enforcement, work_rx, ack_tx, tick);
+                    let r = enforce::run(enforcement, work_rx, ack_tx, tick, dns_taken);
                     if let Err(e) = &r {
                         error!("enforcement stopped: {}", chain(e));
                     }
@@ -213,7 +254,7 @@ struct ManagerLoop {
     cfg: Config,
     state: StateDir,
     local: Vec<cellwall_proto::LocalWorkload>,
-    work: mpsc::Sender<cellwall_proto::DesiredState>,
+    work: mpsc::Sender<crate::enforce::Work>,
     acks: tokio::sync::mpsc::UnboundedReceiver<enforce::Ack>,
     flows: Arc<FlowQueue>,
     m: Arc<Metrics>,

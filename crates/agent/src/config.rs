@@ -57,6 +57,9 @@ pub struct Config {
     pub flow_interval: Duration,
     /// Flow records held for the manager at most (what does not fit is counted as dropped).
     pub flow_queue_capacity: usize,
+    /// The shortest time a learned DNS answer's addresses stay programmed (FQDN policy),
+    /// whatever its TTL: clients cache answers longer than they say (JVMs, for one).
+    pub dns_min_ttl: Duration,
 }
 
 /// The default `--pin-dir`.
@@ -85,6 +88,7 @@ impl Config {
             host: None,
             flow_interval: Duration::from_millis(250),
             flow_queue_capacity: 200_000,
+            dns_min_ttl: Duration::from_secs(60),
         }
     }
 

@@ -1,9 +1,11 @@
 //! The enforcement loop: the one thread that owns the datapath. It applies desired states in
 //! order (a delta only on top of the version it starts from), persists each before acking it
-//! (acked means enforced and durable), retires expired grants on the agent's own clock, and
-//! drains the datapath's flow events into the flow queue between applies.
+//! (acked means enforced and durable), retires expired grants on the agent's own clock, drains
+//! the datapath's flow events into the flow queue between applies, and learns the DNS answers
+//! the datapath holds for FQDN policy (fqdn.rs) before releasing them.
 
 use crate::flows::{aggregate, FlowQueue};
+use crate::fqdn::{parse_answers, Learner};
 use crate::metrics::Metrics;
 use crate::node::{Applied, NodeAgent};
 use crate::state::StateDir;
@@ -49,6 +51,17 @@ pub fn system_clock() -> Clock {
 
 /// Most events taken from the datapath per collection.
 const DRAIN_MAX: usize = 100_000;
+/// Most held DNS answers taken per pass (the rest wait for the next one, a moment later).
+const DNS_MAX: usize = 1024;
+
+/// What the enforcement thread is given to do.
+#[derive(Debug)]
+pub enum Work {
+    /// A desired state from the manager.
+    State(DesiredState),
+    /// The datapath holds DNS answers (sent by the thread that waits on them).
+    DnsHeld,
+}
 
 pub struct Enforcement<D: Datapath> {
     node: NodeAgent<D>,
@@ -58,6 +71,9 @@ pub struct Enforcement<D: Datapath> {
     metrics: Arc<Metrics>,
     flows: Arc<FlowQueue>,
     clock: Clock,
+    learner: Learner,
+    /// When learned names are next looked at for expiry (Unix seconds).
+    names_due: Option<i64>,
 }
 
 impl<D: Datapath> Enforcement<D> {
@@ -74,12 +90,25 @@ impl<D: Datapath> Enforcement<D> {
             metrics,
             flows,
             clock: system_clock(),
+            learner: Learner::new(60),
+            names_due: None,
         }
+    }
+
+    /// The shortest time learned DNS addresses stay programmed.
+    pub fn with_dns_min_ttl(mut self, min: Duration) -> Self {
+        self.learner = Learner::new(min.as_secs().min(u32::MAX as u64) as u32);
+        self
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// What the DNS-waiting thread sleeps on (None: the datapath holds no answers).
+    pub fn dns_waker(&mut self) -> Result<Option<cellwall_datapath::DnsWaker>, AgentError> {
+        Ok(self.node.datapath().dns_waker()?)
     }
 
     /// The version the datapath holds (0: none yet).
@@ -212,6 +241,76 @@ impl<D: Datapath> Enforcement<D> {
         true
     }
 
+    /// Learns the DNS answers the datapath holds, programs their addresses, then releases
+    /// them to their workloads (also when programming failed: DNS keeps working, and what was
+    /// not programmed stays denied). Returns how many answers were released.
+    pub fn learn_dns(&mut self) -> Result<usize, AgentError> {
+        let held = self.node.datapath().take_dns(DNS_MAX)?;
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let now = self.now_secs();
+        let mut answers = Vec::new();
+        for h in &held {
+            for msg in self.learner.messages(&h.frame) {
+                answers.extend(parse_answers(&msg));
+            }
+        }
+        let updates = self.learner.learn(now, &answers);
+        if !updates.is_empty() {
+            self.program_names(updates);
+        }
+        let dp = self.node.datapath();
+        for h in &held {
+            if let Err(e) = dp.release_dns(h) {
+                warn!("{}", chain(&e));
+            }
+        }
+        Ok(held.len())
+    }
+
+    fn program_names(&mut self, updates: Vec<(std::net::IpAddr, Vec<String>)>) {
+        let t = Instant::now();
+        let n = updates.len();
+        match self.node.set_names(updates) {
+            Ok(r) => {
+                self.metrics.dns_programmed(n, self.learner.len());
+                if r.report.is_some() {
+                    self.metrics
+                        .map_sizes(r.ipcache_entries, r.policy_entries, r.endpoints);
+                }
+                tracing::debug!(addresses = n, "DNS names programmed in {:?}", t.elapsed());
+            }
+            Err(e) => {
+                self.metrics.apply_errors.inc();
+                error!("programming learned DNS names failed: {}", chain(&e));
+            }
+        }
+        self.names_due = self.learner.next_expiry();
+    }
+
+    /// Forgets learned names past their time (kept while the datapath tracks connections to
+    /// their addresses). Returns whether any changed.
+    pub fn expire_names(&mut self) -> bool {
+        let now = self.now_secs();
+        match self.names_due {
+            Some(t) if t <= now => {}
+            _ => return false,
+        }
+        let in_use = self.node.datapath().tracked_peers().unwrap_or_else(|e| {
+            warn!("reading tracked connections: {}", chain(&e));
+            Default::default()
+        });
+        let updates = self.learner.expire(now, |ip| in_use.contains(&ip));
+        // In-use names are looked at again a few seconds on, not at every tick.
+        self.names_due = self.learner.next_expiry().map(|t| t.max(now + 5));
+        if updates.is_empty() {
+            return false;
+        }
+        self.program_names(updates);
+        true
+    }
+
     /// Drains the datapath's events into aggregated flow records (one per connection kind per
     /// collection interval) on the flow queue; returns how many records were made.
     pub fn collect_flows(&mut self) -> Result<usize, AgentError> {
@@ -234,23 +333,36 @@ impl<D: Datapath> Enforcement<D> {
 /// arrives, answers on `acks`, and every `tick` retires expired grants and collects flows.
 pub fn run<D: Datapath>(
     mut e: Enforcement<D>,
-    work: mpsc::Receiver<DesiredState>,
+    work: mpsc::Receiver<Work>,
     acks: tokio::sync::mpsc::UnboundedSender<Ack>,
     tick: Duration,
+    dns_taken: Option<mpsc::SyncSender<()>>,
 ) -> Result<(), AgentError> {
     let mut last_drain = Instant::now();
     loop {
         match work.recv_timeout(tick.saturating_sub(last_drain.elapsed())) {
-            Ok(s) => {
+            Ok(Work::State(s)) => {
                 let ack = e.handle(&s);
                 if acks.send(ack).is_err() {
                     return Ok(());
                 }
             }
+            Ok(Work::DnsHeld) => {
+                let r = e.learn_dns();
+                // The waiting thread may sleep on the ring again.
+                if let Some(t) = &dns_taken {
+                    let _ = t.try_send(());
+                }
+                if let Err(err) = r {
+                    error!("learning DNS answers: {}", chain(&err));
+                }
+                continue;
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
         }
         e.retire_expired();
+        e.expire_names();
         if last_drain.elapsed() >= tick {
             last_drain = Instant::now();
             e.collect_flows()?;

@@ -13,6 +13,9 @@ pub struct Enforcer<D: Datapath> {
     compilers: BTreeMap<String, Compiler>,
     datapath: D,
     ifindex: HashMap<WorkloadKey, u32>,
+    /// Host-mode workloads (their NIC carries the programs): DNS answers to them are not held,
+    /// since a released answer would be sent out of the NIC instead of up to the host.
+    nic: std::collections::HashSet<WorkloadKey>,
     last: Option<Desired>,
 }
 
@@ -25,6 +28,7 @@ impl<D: Datapath> Enforcer<D> {
                 .collect(),
             datapath,
             ifindex: HashMap::new(),
+            nic: Default::default(),
             last: None,
         }
     }
@@ -32,6 +36,11 @@ impl<D: Datapath> Enforcer<D> {
     /// The host-side interface of a local workload (anti-spoofing check in the datapath).
     pub fn set_interface(&mut self, wk: WorkloadKey, ifindex: u32) {
         self.ifindex.insert(wk, ifindex);
+    }
+
+    /// Marks a local workload as host mode (see `nic`).
+    pub fn set_nic(&mut self, wk: WorkloadKey) {
+        self.nic.insert(wk);
     }
 
     pub fn datapath(&mut self) -> &mut D {
@@ -74,7 +83,12 @@ impl<D: Datapath> Enforcer<D> {
                 }
             }
         }
-        let np = merged?;
+        let mut np = merged?;
+        for wk in &self.nic {
+            if let Some(ep) = np.endpoints.get_mut(wk) {
+                ep.learns_names = false;
+            }
+        }
         let desired =
             Desired::from_node_policy(&np, |wk| self.ifindex.get(wk).copied().unwrap_or(0));
         (self.last.as_ref() != Some(&desired)).then_some(desired)

@@ -13,6 +13,7 @@
 //! - [`node`] — [`NodeAgent`]: an engine in step with the manager's states, where programs
 //!   must be attached, flow attribution.
 //! - [`flows`] — kernel events aggregated into flow records; the bounded flow queue.
+//! - [`fqdn`] — DNS answers held by the datapath: parsed, learned with their TTL, expired.
 //! - [`enforce`] — the enforcement loop: apply in order, persist, ack, expire grants, collect.
 //! - [`identity`] — the TLS channel and the join that buys the node certificate.
 //! - [`session`] — one gRPC connection: watch, states, acks, flow batches.
@@ -28,6 +29,7 @@ pub mod enforce;
 pub mod enforcer;
 pub mod error;
 pub mod flows;
+pub mod fqdn;
 pub mod identity;
 pub mod logging;
 pub mod metrics;

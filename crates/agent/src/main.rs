@@ -82,6 +82,10 @@ struct Args {
     /// How often flow events are collected and shipped.
     #[arg(long, default_value_t = 250)]
     flow_interval_ms: u64,
+    /// FQDN policy: seconds a learned DNS answer's addresses stay allowed at least, whatever
+    /// their TTL (longer while connections to them are tracked).
+    #[arg(long, default_value_t = 60)]
+    dns_min_ttl: u64,
     /// Log lines as text or as JSON objects.
     #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
     log_format: LogFormatArg,
@@ -112,6 +116,7 @@ impl Args {
             metrics_listen: self.metrics_listen,
             host,
             flow_interval: Duration::from_millis(self.flow_interval_ms),
+            dns_min_ttl: Duration::from_secs(self.dns_min_ttl),
             ..Config::new(self.manager, self.ca, self.node, self.state_dir)
         }
     }

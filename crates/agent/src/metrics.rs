@@ -34,6 +34,10 @@ pub struct Metrics {
     pub map_entries: Family<MapLabel, GaugeU64>,
     pub connected: GaugeU64,
     pub reconnects: Counter,
+    /// FQDN policy: addresses whose learned names changed (each a recompile), and how many
+    /// addresses hold learned names now.
+    pub dns_updates: Counter,
+    pub dns_addresses: GaugeU64,
 }
 
 impl Default for Metrics {
@@ -58,6 +62,8 @@ impl Metrics {
             map_entries: Family::default(),
             connected: GaugeU64::default(),
             reconnects: Counter::default(),
+            dns_updates: Counter::default(),
+            dns_addresses: GaugeU64::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -115,7 +121,23 @@ impl Metrics {
             "Connections to the manager lost and retried.",
             m.reconnects.clone(),
         );
+        r.register(
+            "cellwall_agent_dns_updates",
+            "Addresses whose names learned from DNS answers changed (FQDN policy).",
+            m.dns_updates.clone(),
+        );
+        r.register(
+            "cellwall_agent_dns_addresses",
+            "Addresses holding names learned from DNS answers.",
+            m.dns_addresses.clone(),
+        );
         Self { registry: r, ..m }
+    }
+
+    /// Records learned names programmed: `n` addresses changed, `total` hold names.
+    pub fn dns_programmed(&self, n: usize, total: usize) {
+        self.dns_updates.inc_by(n as u64);
+        self.dns_addresses.set(total as u64);
     }
 
     /// Records one apply that switched the datapath.

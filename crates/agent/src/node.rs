@@ -85,6 +85,9 @@ impl<D: Datapath> NodeAgent<D> {
             if let (Some(k), true) = (WorkloadKey::parse(&ep.key), ep.ifindex != 0) {
                 enforcer.set_interface(k, ep.ifindex);
             }
+            if let (Some(k), true) = (WorkloadKey::parse(&ep.key), ep.nic) {
+                enforcer.set_nic(k);
+            }
         }
         Ok(Self {
             engine: Engine::new(),
@@ -213,6 +216,18 @@ impl<D: Datapath> NodeAgent<D> {
     }
 
     /// Workload names for flow records, as of the last apply.
+    /// Tells the engine what DNS said these addresses are (empty: forget), then compiles and
+    /// applies what changed (usually one FQDN peer identity's ipcache entry).
+    pub fn set_names(
+        &mut self,
+        updates: Vec<(IpAddr, Vec<String>)>,
+    ) -> Result<Applied, AgentError> {
+        for (ip, names) in updates {
+            self.engine.set_names(ip, names);
+        }
+        self.sync()
+    }
+
     pub fn attribution(&self) -> &Attribution {
         &self.owners
     }

@@ -11,8 +11,7 @@ use crate::metrics::Metrics;
 use crate::state::StateDir;
 use crate::AgentError;
 use cellwall_proto::{
-    AckRequest, AgentClient, DesiredState, FlowBatch, LocalWorkload, RenewRequest, TrustRequest,
-    WatchRequest,
+    AckRequest, AgentClient, FlowBatch, LocalWorkload, RenewRequest, TrustRequest, WatchRequest,
 };
 use std::sync::mpsc;
 use tracing::{info, warn};
@@ -25,7 +24,7 @@ pub struct Session<'a> {
     pub cfg: &'a Config,
     pub state: &'a StateDir,
     pub local: &'a [LocalWorkload],
-    pub work: &'a mpsc::Sender<DesiredState>,
+    pub work: &'a mpsc::Sender<crate::enforce::Work>,
     pub acks: &'a mut tokio::sync::mpsc::UnboundedReceiver<Ack>,
     pub flows: &'a FlowQueue,
     pub metrics: &'a Metrics,
@@ -73,7 +72,7 @@ impl Session<'_> {
                 msg = stream.message() => {
                     match msg.map_err(AgentError::refused("watch stream"))? {
                         Some(s) => {
-                            if work.send(s).is_err() {
+                            if work.send(crate::enforce::Work::State(s)).is_err() {
                                 return Err(AgentError::EnforcementStopped);
                             }
                         }

@@ -18,6 +18,11 @@ pub const CFG_FLAGS: u32 = c::CFG_FLAGS;
 pub const F_VISIBILITY_OFF: u32 = c::F_VISIBILITY_OFF;
 pub const EP_HAS_INGRESS_POLICY: u32 = 1;
 pub const EP_HAS_EGRESS_POLICY: u32 = 2;
+pub const EP_LEARNS_NAMES: u32 = 4;
+pub const DNS_MAX: usize = c::DNS_MAX;
+pub const DNS_RELEASE_MARK: u32 = c::DNS_RELEASE_MARK;
+pub const CNT_DNS_HELD: usize = 7;
+pub const CNT_DNS_LOST: usize = 8;
 pub const POLICY_FIXED_BITS: u32 = c::POLICY_FIXED_BITS;
 pub const CNT_MAX: u32 = c::CNT_MAX;
 
@@ -188,6 +193,9 @@ const _: () = {
     // Kernel only, no mirror: checked to stay one cache line (the point of its layout).
     assert!(c::SIZE_cw_vcache_entry == 64);
     assert!(c::SIZE_cw_epcache_entry == 64);
+    // cw_dns_event: {ifindex, len, data[DNS_MAX]}, read by hand in kernel.rs.
+    assert!(c::OFF_cw_dns_event_len == 4 && c::OFF_cw_dns_event_data == 8);
+    assert!(c::SIZE_cw_dns_event == 8 + DNS_MAX);
     assert!(size_of::<Event>() == c::SIZE_cw_event);
     assert!(offset_of!(Event, sport) == c::OFF_cw_event_sport);
     assert!(offset_of!(Event, proto) == c::OFF_cw_event_proto);

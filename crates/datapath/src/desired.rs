@@ -68,6 +68,9 @@ impl Desired {
             if !ep.egress.is_empty() {
                 flags |= EP_HAS_EGRESS_POLICY;
             }
+            if ep.learns_names {
+                flags |= EP_LEARNS_NAMES;
+            }
             for ip in &ep.ips {
                 d.endpoints.insert(addr16(*ip), (id, ifindex(wk), flags));
             }

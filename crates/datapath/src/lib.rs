@@ -15,6 +15,7 @@
 
 pub mod abi;
 pub mod desired;
+pub mod dns;
 pub mod fake;
 pub mod kernel;
 pub mod netns;
@@ -22,6 +23,7 @@ pub mod null;
 
 pub use abi::Event;
 pub use desired::{endpoint_id, port_prefixes, Desired};
+pub use dns::{DnsWaker, HeldDns};
 pub use fake::FakeDatapath;
 pub use kernel::{ktime_to_unix_ns, KernelDatapath};
 pub use null::NullDatapath;
@@ -70,6 +72,9 @@ pub struct Counters {
     pub events_lost: u64,
     pub spoofed: u64,
     pub revoked: u64,
+    /// DNS answers held for the agent to learn, and those lost to a full ring.
+    pub dns_held: u64,
+    pub dns_lost: u64,
 }
 
 /// The seam the agent programs: everything it does to the kernel goes through these methods,
@@ -111,6 +116,29 @@ pub trait Datapath: Send {
     /// The index of interface `ifname` (host mode learns its NIC's this way: anti-spoofing checks
     /// the arrival interface).
     fn interface_index(&self, ifname: &str) -> Result<u32, DatapathError>;
+
+    /// Takes up to `max` held DNS answers (endpoints that learn names), oldest first, without
+    /// blocking. Each must be released once learned, or it never reaches its workload.
+    fn take_dns(&mut self, _max: usize) -> Result<Vec<HeldDns>, DatapathError> {
+        Ok(Vec::new())
+    }
+
+    /// Sends a held answer on to its workload.
+    fn release_dns(&mut self, _held: &HeldDns) -> Result<(), DatapathError> {
+        Ok(())
+    }
+
+    /// Something another thread can sleep on until answers are held (None: this datapath
+    /// holds none).
+    fn dns_waker(&mut self) -> Result<Option<DnsWaker>, DatapathError> {
+        Ok(None)
+    }
+
+    /// Peer addresses of the connections the datapath tracks (learned DNS names are kept
+    /// while their addresses are in use).
+    fn tracked_peers(&self) -> Result<std::collections::HashSet<std::net::IpAddr>, DatapathError> {
+        Ok(Default::default())
+    }
 }
 
 /// A datapath chosen at run time (`cellwall-agent --datapath`).
@@ -141,5 +169,17 @@ impl<D: Datapath + ?Sized> Datapath for Box<D> {
     }
     fn interface_index(&self, ifname: &str) -> Result<u32, DatapathError> {
         (**self).interface_index(ifname)
+    }
+    fn take_dns(&mut self, max: usize) -> Result<Vec<HeldDns>, DatapathError> {
+        (**self).take_dns(max)
+    }
+    fn release_dns(&mut self, held: &HeldDns) -> Result<(), DatapathError> {
+        (**self).release_dns(held)
+    }
+    fn dns_waker(&mut self) -> Result<Option<DnsWaker>, DatapathError> {
+        (**self).dns_waker()
+    }
+    fn tracked_peers(&self) -> Result<std::collections::HashSet<std::net::IpAddr>, DatapathError> {
+        (**self).tracked_peers()
     }
 }

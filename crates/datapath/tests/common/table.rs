@@ -216,6 +216,8 @@ pub const NONE: Counters = Counters {
     events_lost: 0,
     spoofed: 0,
     revoked: 0,
+    dns_held: 0,
+    dns_lost: 0,
 };
 
 /// A new connection allowed (counted once).
@@ -383,6 +385,8 @@ fn run_row(pods: &str, row: &Row, cpus: [usize; 2]) -> Result<(), Vec<String>> {
         events_lost: c.events_lost - counters.events_lost,
         spoofed: c.spoofed - counters.spoofed,
         revoked: c.revoked - counters.revoked,
+        dns_held: c.dns_held - counters.dns_held,
+        dns_lost: c.dns_lost - counters.dns_lost,
     };
     if added != row.counters {
         errs.push(format!(
