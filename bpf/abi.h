@@ -215,6 +215,7 @@ struct cw_event {
 #define CW_CNT_REVOKED 6
 #define CW_CNT_DNS_HELD 7 /* DNS answers held for the agent to learn (lib/dns.h) */
 #define CW_CNT_DNS_LOST 8 /* ... dropped because cw_dns was full (the client asks again) */
+#define CW_CNT_DNS_UNSOLICITED 9 /* answers to no query of the endpoint: passed on, not learned */
 #define CW_CNT_MAX 10
 
 /* A DNS answer held on its way to an endpoint that learns names: the whole frame as tc saw it

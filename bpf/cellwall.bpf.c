@@ -71,7 +71,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	/* A DNS answer to an endpoint that learns names waits for the agent (lib/dns.h); released,
 	 * it comes back marked and takes the normal path below. */
-	if (dir == CW_DIR_INGRESS && (ep->flags[slot] & CW_EP_LEARNS_NAMES) && cw_dns_hold(skb, &p))
+	if (dir == CW_DIR_INGRESS && (ep->flags[slot] & CW_EP_LEARNS_NAMES) && cw_dns_hold(skb, ep, &p))
 		return TC_ACT_SHOT;
 
 	/* An endpoint no policy selects has nothing to enforce; with visibility off it is not even

@@ -9,6 +9,12 @@
  *
  * TCP segments from port 53 are all held (also those without payload): the agent reassembles
  * the stream and releases each segment after the answers it completes are programmed.
+ *
+ * Only solicited answers are held, so only they are learned: the reply of a query this endpoint
+ * sent and its egress policy admitted (a UDP flow tracked by its 5-tuple; for TCP, also a pair
+ * admitted without an entry, keyed by server address and port). Anything else from port 53 (a
+ * workload or host "answering" unasked, to plant an address under an allowed name) takes the
+ * normal path unlearned.
  */
 #ifndef CELLWALL_DNS_H
 #define CELLWALL_DNS_H
@@ -20,6 +26,8 @@
 #include "../abi.h"
 #include "parse.h"
 #include "events.h"
+#include "conntrack.h"
+#include "admitted.h"
 
 /* Not pinned: a held answer is only meaningful to the agent that will release it; after a
  * restart the client's retry is held again. */
@@ -28,13 +36,29 @@ struct {
 	__uint(max_entries, 1 << 20);
 } cw_dns SEC(".maps");
 
+/* Whether `p`, arriving at `ep`, answers a query `ep` sent and policy admitted. */
+static __always_inline int cw_dns_solicited(const struct cw_endpoint_val *ep, const struct cw_pkt *p)
+{
+	struct cw_pkt q;
+	cw_reverse(&q, p);
+	struct cw_ct_key k;
+	cw_ct_key_of(&k, &q, ep->ep_id, CW_DIR_EGRESS);
+	if (cw_ct_lookup(&k))
+		return 1;
+	return p->proto == IPPROTO_TCP && cw_was_admitted(ep, CW_DIR_EGRESS, &q);
+}
+
 /* Returns 1 when the packet was held (the caller drops it), 0 when it goes on. */
-static __always_inline int cw_dns_hold(struct __sk_buff *skb, const struct cw_pkt *p)
+static __always_inline int cw_dns_hold(struct __sk_buff *skb, const struct cw_endpoint_val *ep, const struct cw_pkt *p)
 {
 	if (p->sport != bpf_htons(53) || (p->proto != IPPROTO_UDP && p->proto != IPPROTO_TCP))
 		return 0;
 	if (skb->mark == CW_DNS_RELEASE_MARK)
 		return 0;
+	if (!cw_dns_solicited(ep, p)) {
+		cw_count(CW_CNT_DNS_UNSOLICITED);
+		return 0;
+	}
 	__u32 len = skb->len;
 	if (len == 0 || len >= CW_DNS_MAX)
 		return 0;

@@ -191,6 +191,35 @@ fn connects(ip: IpAddr) -> bool {
     TcpStream::connect_timeout(&SocketAddr::new(ip, PORT), Duration::from_millis(700)).is_ok()
 }
 
+/// The attack: a workload "answers" the client from port 53, unasked, planting an address
+/// under an allowed name. Not a reply to any query of the client: it must never be learned.
+fn plant_unasked_answer(attacker_ns: &str) {
+    let ns = attacker_ns.to_string();
+    std::thread::spawn(move || {
+        netns::enter(&ns).unwrap();
+        let sock = UdpSocket::bind("0.0.0.0:53").unwrap();
+        let mut p = Packet::new_reply(7);
+        p.answers.push(simple_dns::ResourceRecord::new(
+            Name::new_unchecked("evil.allowed.test"),
+            CLASS::IN,
+            300,
+            RData::A(simple_dns::rdata::A {
+                address: match web_addr(1010) {
+                    IpAddr::V4(a) => a.into(),
+                    _ => unreachable!(),
+                },
+            }),
+        ));
+        let msg = p.build_bytes_vec().unwrap();
+        for port in [40000u16, 40001, 53] {
+            sock.send_to(&msg, ("10.78.0.1", port)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() - 1) as f64 * p).round() as usize]
@@ -255,6 +284,7 @@ fn fqdn_egress_on_real_traffic() {
     );
 
     let client_ns = client.netns.clone();
+    let plain_ns = plain.netns.clone();
     let lab_dir = lab.dir.clone();
     let results = std::thread::scope(|s| {
         s.spawn(|| {
@@ -276,6 +306,12 @@ fn fqdn_egress_on_real_traffic() {
             assert!(
                 !connects("10.78.0.3".parse().unwrap()),
                 "the web pod's own address"
+            );
+            // Answers are held and learned from here on (n0 was): the attack is a real one.
+            plant_unasked_answer(&plain_ns);
+            assert!(
+                !connects(web_addr(1010)),
+                "an address planted by an unasked answer"
             );
             // A CNAME chain: the alias matches the rule, the address is the target's.
             let (alias, _) = resolve("alias.allowed.test");
@@ -329,7 +365,6 @@ fn fqdn_egress_on_real_traffic() {
     });
     let (ok, mut held) = results;
     // The control: a pod whose answers are not held (no FQDN policy).
-    let plain_ns = plain.netns.clone();
     let mut free = std::thread::scope(|s| {
         s.spawn(|| {
             netns::enter(&plain_ns).unwrap();

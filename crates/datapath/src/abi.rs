@@ -23,6 +23,7 @@ pub const DNS_MAX: usize = c::DNS_MAX;
 pub const DNS_RELEASE_MARK: u32 = c::DNS_RELEASE_MARK;
 pub const CNT_DNS_HELD: usize = 7;
 pub const CNT_DNS_LOST: usize = 8;
+pub const CNT_DNS_UNSOLICITED: usize = 9;
 pub const POLICY_FIXED_BITS: u32 = c::POLICY_FIXED_BITS;
 pub const CNT_MAX: u32 = c::CNT_MAX;
 

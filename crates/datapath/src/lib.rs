@@ -75,6 +75,8 @@ pub struct Counters {
     /// DNS answers held for the agent to learn, and those lost to a full ring.
     pub dns_held: u64,
     pub dns_lost: u64,
+    /// Answers from port 53 to no query of the endpoint: not held, so not learned.
+    pub dns_unsolicited: u64,
 }
 
 /// The seam the agent programs: everything it does to the kernel goes through these methods,

@@ -96,5 +96,4 @@ impl KernelDatapath {
             .map_err(|e| err("duplicating the cw_dns descriptor", e))?;
         Ok(crate::DnsWaker(fd))
     }
-
 }

@@ -494,6 +494,7 @@ impl KernelDatapath {
             revoked: c[6],
             dns_held: c[CNT_DNS_HELD],
             dns_lost: c[CNT_DNS_LOST],
+            dns_unsolicited: c[CNT_DNS_UNSOLICITED],
         })
     }
 

@@ -218,6 +218,7 @@ pub const NONE: Counters = Counters {
     revoked: 0,
     dns_held: 0,
     dns_lost: 0,
+    dns_unsolicited: 0,
 };
 
 /// A new connection allowed (counted once).
@@ -387,6 +388,7 @@ fn run_row(pods: &str, row: &Row, cpus: [usize; 2]) -> Result<(), Vec<String>> {
         revoked: c.revoked - counters.revoked,
         dns_held: c.dns_held - counters.dns_held,
         dns_lost: c.dns_lost - counters.dns_lost,
+        dns_unsolicited: c.dns_unsolicited - counters.dns_unsolicited,
     };
     if added != row.counters {
         errs.push(format!(
