@@ -322,7 +322,12 @@ impl<D: Datapath> Enforcement<D> {
             return Ok(0);
         }
         let node = &self.node;
-        let recs = aggregate(&evs, node.attribution(), |r| node.describe_rule(r));
+        let recs = aggregate(
+            &evs,
+            node.attribution(),
+            |r| node.describe_rule(r),
+            |ip| node.engine().names_of(ip).to_vec(),
+        );
         let n = recs.len();
         self.flows.push(recs);
         Ok(n)

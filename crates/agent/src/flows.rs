@@ -107,11 +107,13 @@ fn ip(a: [u8; 16]) -> IpAddr {
 }
 
 /// Aggregates events into records: one per (src, dst, proto, port, verdict, direction, rule)
-/// with its count, oldest first. Names come from `who`, rule descriptions from `rule`.
+/// with its count, oldest first. Names come from `who`, rule descriptions from `rule`, the
+/// DNS names of destinations outside the inventory from `dns` (FQDN policy).
 pub fn aggregate(
     evs: &[Event],
     who: &Attribution,
     rule: impl Fn(u32) -> Option<String>,
+    dns: impl Fn(IpAddr) -> Vec<String>,
 ) -> Vec<FlowRecord> {
     // Keyed by the raw event fields with the Fx hash: every event of a busy node passes here
     // (SipHash and address conversions per event were a third of the agent's CPU).
@@ -144,6 +146,7 @@ pub fn aggregate(
                 } as i32,
                 rule: rule(e.rule).unwrap_or_default(),
                 count: 0,
+                dst_names: if who.owns(d) { Vec::new() } else { dns(d) },
             }
         });
         r.count += 1;
@@ -208,7 +211,12 @@ mod tests {
         let who = Attribution {
             owners: [("10.0.0.1".parse().unwrap(), "x/a".to_string())].into(),
         };
-        let mut recs = aggregate(&evs, &who, |r| (r == 3).then(|| "rule three".to_string()));
+        let mut recs = aggregate(
+            &evs,
+            &who,
+            |r| (r == 3).then(|| "rule three".to_string()),
+            |_| Vec::new(),
+        );
         recs.sort_by(|x, y| (&x.src, x.verdict).cmp(&(&y.src, y.verdict)));
         let got: Vec<_> = recs
             .iter()

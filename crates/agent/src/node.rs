@@ -244,6 +244,11 @@ pub struct Attribution {
 }
 
 impl Attribution {
+    /// Whether a workload of the model owns `ip`.
+    pub fn owns(&self, ip: IpAddr) -> bool {
+        self.owners.contains_key(&ip)
+    }
+
     pub fn name(&self, ip: IpAddr) -> String {
         self.owners
             .get(&ip)

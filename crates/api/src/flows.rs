@@ -83,6 +83,10 @@ pub struct FlowRecord {
     /// The deciding rule, described; none when no rule decided (default allow).
     pub rule: Option<String>,
     pub count: u64,
+    /// The DNS names the node's workloads were given for `dst_ip` (FQDN policy); empty when
+    /// none were learned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_names: Vec<String>,
 }
 
 /// A node's loss counters: what never reached the store.

@@ -81,6 +81,7 @@ fn edges(node: usize, nodes: usize, n: usize) -> Vec<FlowRecord> {
                     String::new()
                 },
                 count: 1,
+                dst_names: Vec::new(),
             }
         })
         .collect()

@@ -12,7 +12,7 @@ use cellwall_policy::discover::{
     dependency_map, propose, render_yaml, simulate, to_dot, GroupBy, ProposalFormat,
     ProposeOptions, Replay,
 };
-use cellwall_policy::{Engine, Flow, Policy, Protocol, WorkloadKey};
+use cellwall_policy::{Flow, Policy, Protocol, WorkloadKey};
 use std::collections::BTreeMap;
 
 /// A `since` duration (or the default) in milliseconds.
@@ -139,8 +139,8 @@ impl Manager {
         for c in candidate {
             cand_policies.insert(c.id.clone(), c);
         }
-        let current = Engine::build(replay.inventory.clone(), cur_policies, now);
-        let cand = Engine::build(replay.inventory.clone(), cand_policies.into_values(), now);
+        let current = replay.engine(cur_policies, now);
+        let cand = replay.engine(cand_policies.into_values(), now);
         let t1 = std::time::Instant::now();
         let (summary, details) = simulate(&replay, &current, &cand, &flows, progress);
         Ok(SimulateResult {

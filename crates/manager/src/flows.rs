@@ -91,6 +91,7 @@ fn record(f: FlowRow) -> FlowRecord {
         direction: f.direction,
         rule: f.rule,
         count: f.count,
+        dst_names: f.dst_names,
     }
 }
 

@@ -157,7 +157,24 @@ pub fn flow_row(node: &str, f: FlowRecord) -> Result<FlowRow, Status> {
         direction,
         rule: (!f.rule.is_empty()).then_some(f.rule),
         count: f.count.max(1),
+        dst_names: dns_names(f.dst_names),
     })
+}
+
+/// Most DNS names kept per flow record (a CNAME chain is rarely longer).
+const MAX_DST_NAMES: usize = 8;
+
+/// The names an agent reported for a flow's destination, as far as they are DNS names: a node
+/// reports what its workloads were told, which is visibility, never policy; anything else
+/// (wildcards, junk, a flood) is dropped rather than stored.
+fn dns_names(names: Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter_map(|n| n.parse::<cellwall_policy::net::DomainPattern>().ok())
+        .filter(|d| !d.wildcard)
+        .map(|d| d.name)
+        .take(MAX_DST_NAMES)
+        .collect()
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<DesiredState, Status>> + Send>>;

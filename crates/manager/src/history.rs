@@ -17,16 +17,26 @@ struct Dirs {
     rule: [[Option<String>; 3]; 2],
     first: u64,
     last: u64,
+    /// The destination's DNS names, as the first record that had any reported them.
+    dst_names: Vec<String>,
 }
 
-fn endpoint(index: &HashMap<String, Arc<Workload>>, name: &str, ip: IpAddr) -> Endpoint {
+fn endpoint(
+    index: &HashMap<String, Arc<Workload>>,
+    name: &str,
+    ip: IpAddr,
+    names: &[String],
+) -> Endpoint {
     match index.get(name) {
         Some(w) => Endpoint::Workload {
             namespace: w.namespace.clone(),
             name: w.name.clone(),
             labels: w.labels.clone(),
         },
-        None => Endpoint::External { ip },
+        None => Endpoint::External {
+            ip,
+            names: names.to_vec(),
+        },
     }
 }
 
@@ -145,6 +155,9 @@ impl Buffer {
             }
             e.first = e.first.min(r.time_unix_ns);
             e.last = e.last.max(r.time_unix_ns);
+            if e.dst_names.is_empty() && !r.dst_names.is_empty() {
+                e.dst_names.clone_from(&r.dst_names);
+            }
         }
     }
 
@@ -180,8 +193,8 @@ impl Buffer {
                 continue;
             };
             let (s, t) = (
-                endpoint(idx, &k.src, k.src_ip),
-                endpoint(idx, &k.dst, k.dst_ip),
+                endpoint(idx, &k.src, k.src_ip, &[]),
+                endpoint(idx, &k.dst, k.dst_ip, &d.dst_names),
             );
             let [[ea, ed, eu], [ia, id, iu]] = d.rule;
             for (v, n, rule) in [

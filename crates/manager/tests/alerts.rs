@@ -42,6 +42,7 @@ async fn an_escaped_flow_raises_exactly_one_alert_at_the_webhook() {
             direction: cellwall_proto::Direction::Ingress as i32,
             rule: String::new(),
             count: 1,
+            dst_names: Vec::new(),
         };
         c.report_flows(cellwall_proto::FlowBatch {
             node: "n1".into(),

@@ -228,6 +228,7 @@ fn record(src: &str, dst: &str, dir: Direction, port: u32, time_ns: u64, count: 
         direction: dir as i32,
         rule: String::new(),
         count,
+        dst_names: Vec::new(),
     }
 }
 

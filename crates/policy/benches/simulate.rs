@@ -38,8 +38,8 @@ fn main() {
     );
     let t = Instant::now();
     let replay = Replay::new(&inv, &flows);
-    let current = Engine::build(replay.inventory.clone(), pols.clone(), 0);
-    let candidate = Engine::build(replay.inventory.clone(), pols[100..].to_vec(), 0);
+    let current = replay.engine(pols.clone(), 0);
+    let candidate = replay.engine(pols[100..].to_vec(), 0);
     let setup = t.elapsed();
     let t = Instant::now();
     let mut steps = 0;

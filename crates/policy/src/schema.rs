@@ -324,6 +324,7 @@ spec:
         };
         let ext = Endpoint::External {
             ip: "192.0.2.9".parse().unwrap(),
+            names: vec!["api.example.com".into()],
         };
         let flows: Vec<HistFlow> = [
             (

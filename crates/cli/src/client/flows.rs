@@ -47,9 +47,14 @@ pub struct FlowsArgs {
     pub target: Target,
 }
 
-/// One record on one line: time of day (UTC), verdict, ends, port, count, deciding rule.
+/// One record on one line: time of day (UTC), verdict, ends (a destination DNS named as
+/// `name (address)`), port, count, deciding rule.
 pub fn flow_line(f: &FlowRecord) -> String {
     let ns = f.time_unix_ns;
+    let dst = match f.dst_names.first() {
+        Some(n) => std::borrow::Cow::Owned(format!("{n} ({})", f.dst)),
+        None => std::borrow::Cow::Borrowed(f.dst.as_str()),
+    };
     let secs = ns / 1_000_000_000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     format!(
@@ -57,7 +62,7 @@ pub fn flow_line(f: &FlowRecord) -> String {
         (ns / 1_000_000) % 1000,
         f.verdict.as_str(),
         f.src,
-        f.dst,
+        dst,
         f.protocol,
         f.port,
         f.count,

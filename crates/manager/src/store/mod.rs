@@ -259,6 +259,8 @@ pub struct FlowRow {
     pub direction: FlowDirection,
     pub rule: Option<String>,
     pub count: u64,
+    /// DNS names the agent learned for `dst_ip` (FQDN policy), validated at intake.
+    pub dst_names: Vec<String>,
 }
 
 /// Which flow records to read.

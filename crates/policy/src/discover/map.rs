@@ -18,7 +18,8 @@ pub enum GroupBy {
     Workload,
 }
 
-/// External addresses are grouped by /24 (IPv4) or /64 (IPv6) on the map.
+/// External addresses are grouped by /24 (IPv4) or /64 (IPv6) on the map, unless DNS named
+/// them (FQDN policy): then by name, so addresses that rotate behind a name stay one node.
 fn external_group(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v) => {
@@ -35,7 +36,10 @@ fn external_group(ip: IpAddr) -> String {
 /// The map node an endpoint belongs to.
 pub fn group(ep: &Endpoint, by: GroupBy) -> String {
     match ep {
-        Endpoint::External { ip } => external_group(*ip),
+        Endpoint::External { ip, names } => match names.first() {
+            Some(n) => n.clone(),
+            None => external_group(*ip),
+        },
         Endpoint::Workload {
             namespace,
             name,
@@ -210,6 +214,12 @@ mod tests {
         let (inv, _) = inv_and_policies(INV);
         let ext = Endpoint::External {
             ip: "203.0.113.9".parse().unwrap(),
+            names: vec![],
+        };
+        // A name whose addresses rotate: one node, named.
+        let api = |ip: &str| Endpoint::External {
+            ip: ip.parse().unwrap(),
+            names: vec!["api.example.com".into()],
         };
         let flows = vec![
             flow(
@@ -234,6 +244,20 @@ mod tests {
                 1,
             ),
             flow(ep(&inv, "a/web-1"), ext, 443, Observed::Allowed, 1),
+            flow(
+                ep(&inv, "a/web-1"),
+                api("198.51.100.1"),
+                443,
+                Observed::Allowed,
+                1,
+            ),
+            flow(
+                ep(&inv, "a/web-2"),
+                api("192.0.2.77"),
+                443,
+                Observed::Allowed,
+                2,
+            ),
         ];
         let m = dependency_map(&flows, GroupBy::App);
         let e: Vec<_> = m
@@ -246,6 +270,7 @@ mod tests {
             [
                 ("a/app=web", "203.0.113.0/24", 443, 1, 0),
                 ("a/app=web", "a/app=db", 5432, 5, 0),
+                ("a/app=web", "api.example.com", 443, 3, 0),
                 ("b/app=debug", "a/app=db", 5432, 0, 1)
             ]
         );

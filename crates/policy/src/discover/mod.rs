@@ -37,8 +37,12 @@ pub enum Endpoint {
         name: String,
         labels: Labels,
     },
-    /// An address no workload owned.
-    External { ip: IpAddr },
+    /// An address no workload owned, with the DNS names it was reached by (FQDN policy).
+    External {
+        ip: IpAddr,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        names: Vec<String>,
+    },
 }
 
 impl Endpoint {
@@ -47,7 +51,10 @@ impl Endpoint {
             Endpoint::Workload {
                 namespace, name, ..
             } => format!("{namespace}/{name}"),
-            Endpoint::External { ip } => ip.to_string(),
+            Endpoint::External { ip, names } => match names.first() {
+                Some(n) => format!("{n} ({ip})"),
+                None => ip.to_string(),
+            },
         }
     }
     pub(super) fn namespace(&self) -> Option<&str> {

@@ -18,6 +18,9 @@ pub enum ProposedPeer {
     Pods { namespace: String, labels: Labels },
     /// One external address, as a host CIDR.
     Cidr { cidr: String },
+    /// An external destination reached by a DNS name (FQDN policy): the name, whatever
+    /// addresses it rotates through. Egress only.
+    Domain { name: String },
 }
 
 /// Why a rule is proposed.
@@ -114,7 +117,7 @@ fn policy_name(sel: &Labels, fallback: &str) -> String {
 /// The address current policy would see for a historical endpoint, if it can say.
 pub fn address(inv: &Inventory, ep: &Endpoint) -> Option<IpAddr> {
     match ep {
-        Endpoint::External { ip } => Some(*ip),
+        Endpoint::External { ip, .. } => Some(*ip),
         Endpoint::Workload {
             namespace, name, ..
         } => inv
@@ -158,7 +161,10 @@ struct Builder<'e> {
 /// `None` for a workload without labels (it cannot be selected without naming it).
 fn peer_of(ep: &Endpoint) -> Option<ProposedPeer> {
     match ep {
-        Endpoint::External { ip } => Some(ProposedPeer::Cidr {
+        Endpoint::External { names, .. } if !names.is_empty() => Some(ProposedPeer::Domain {
+            name: names[0].clone(),
+        }),
+        Endpoint::External { ip, .. } => Some(ProposedPeer::Cidr {
             cidr: match ip {
                 IpAddr::V4(_) => format!("{ip}/32"),
                 IpAddr::V6(_) => format!("{ip}/128"),
@@ -487,6 +493,51 @@ spec:
         );
         for (f, t) in &tables[1..] {
             assert_eq!(t, &tables[0].1, "{f:?} decides differently");
+        }
+    }
+
+    #[test]
+    fn named_destinations_are_proposed_by_name() {
+        let (inv, pols) = inv_and_policies(INV);
+        let engine = Engine::build(inv.clone(), pols, 0);
+        let api = |ip: &str| Endpoint::External {
+            ip: ip.parse().unwrap(),
+            names: vec!["api.example.com".into()],
+        };
+        let flows = vec![
+            flow(
+                ep(&inv, "a/web-1"),
+                api("198.51.100.1"),
+                443,
+                Observed::Allowed,
+                4,
+            ),
+            flow(
+                ep(&inv, "a/web-2"),
+                api("198.51.100.9"),
+                443,
+                Observed::Allowed,
+                4,
+            ),
+        ];
+        let p = propose(&flows, &engine, &ProposeOptions::default());
+        let web = p.policies.iter().find(|p| p.name == "cw-web").unwrap();
+        // One rule for the name, whatever addresses it rotated through.
+        assert_eq!(web.egress.len(), 1);
+        assert_eq!(
+            web.egress[0].peer,
+            ProposedPeer::Domain {
+                name: "api.example.com".into()
+            }
+        );
+        let y = render_yaml(&p, ProposalFormat::Cellwall);
+        assert!(y.contains("{domain: \"api.example.com\"}"), "{y}");
+        let c = render_yaml(&p, ProposalFormat::ClusterNetworkPolicy);
+        assert!(c.contains("{domainNames: [\"api.example.com\"]}"), "{c}");
+        let np = render_yaml(&p, ProposalFormat::NetworkPolicy);
+        assert!(np.contains("NetworkPolicy cannot name DNS names"), "{np}");
+        for (f, text) in [("cw", y), ("cnp", c), ("np", np)] {
+            parse_file("p.yaml", &text).unwrap_or_else(|e| panic!("{f}: {e}\n{text}"));
         }
     }
 }

@@ -107,6 +107,13 @@ fn render_rule(
     field: &str,
     format: ProposalFormat,
 ) {
+    if let (ProposedPeer::Domain { name }, ProposalFormat::NetworkPolicy) = (&r.peer, format) {
+        s.push_str(&format!(
+            "  # observed to {name} {}/{}: NetworkPolicy cannot name DNS names (use --format cellwall or clusternetworkpolicy); not written\n",
+            r.protocol, r.port
+        ));
+        return;
+    }
     let e = &r.evidence;
     s.push_str(&format!(
         "  # {}{} connections, {} .. {}, {:.1}% of this direction's traffic\n",
@@ -139,6 +146,7 @@ fn peer_yaml(peer: &ProposedPeer, own_ns: &str, format: ProposalFormat) -> Strin
             ProposalFormat::NetworkPolicy => format!("{{ipBlock: {{cidr: {}}}}}", q(cidr)),
             _ => format!("{{cidr: {}}}", q(cidr)),
         },
+        ProposedPeer::Domain { name } => format!("{{domain: {}}}", q(name)),
         ProposedPeer::Pods { namespace, labels } if namespace == own_ns => {
             format!("{{podSelector: {}}}", labels_yaml(labels))
         }
@@ -209,6 +217,7 @@ fn render_cnp(s: &mut String, pol: &ProposedPolicy) {
                 ProposedPeer::Cidr { cidr } if dir == "egress" => {
                     format!("{{networks: [{}]}}", q(cidr))
                 }
+                ProposedPeer::Domain { name } => format!("{{domainNames: [{}]}}", q(name)),
                 ProposedPeer::Cidr { cidr } => {
                     s.push_str(&format!(
                         "  # observed from {cidr} {}/{}: ClusterNetworkPolicy ingress peers are pods only; not written, and not denied below\n",
@@ -244,6 +253,7 @@ fn rule_name(r: &ProposedRule, dir: &str) -> String {
         if dir == "ingress" { "from" } else { "to" },
         match &r.peer {
             ProposedPeer::Cidr { cidr } => cidr.replace(['/', ':'], "-"),
+            ProposedPeer::Domain { name } => name.clone(),
             ProposedPeer::Pods { namespace, labels } => format!(
                 "{namespace}-{}",
                 labels.values().cloned().collect::<Vec<_>>().join("-")

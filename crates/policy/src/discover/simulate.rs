@@ -73,6 +73,9 @@ pub struct Replay {
     pub inventory: Inventory,
     /// Source and destination address of each flow, by index.
     addrs: Vec<[IpAddr; 2]>,
+    /// The DNS names recorded for external addresses (FQDN policy), all names an address was
+    /// reached by in the window: the engines that replay history decide on them.
+    pub names: BTreeMap<IpAddr, Vec<String>>,
 }
 
 /// Addresses handed to historical workloads while a `Replay` is built.
@@ -82,12 +85,23 @@ struct StandIns<'h> {
     /// (namespace, name) → the label sets seen for it, with their addresses.
     seen: FxHashMap<(&'h str, &'h str), Vec<(&'h Labels, IpAddr)>>,
     next: u32,
+    names: BTreeMap<IpAddr, Vec<String>>,
 }
 
 impl<'h> StandIns<'h> {
     fn address(&mut self, ep: &'h Endpoint) -> IpAddr {
         match ep {
-            Endpoint::External { ip } => *ip,
+            Endpoint::External { ip, names } => {
+                if !names.is_empty() {
+                    let known = self.names.entry(*ip).or_default();
+                    for n in names {
+                        if !known.contains(n) {
+                            known.push(n.clone());
+                        }
+                    }
+                }
+                *ip
+            }
             Endpoint::Workload {
                 namespace,
                 name,
@@ -161,6 +175,7 @@ impl Replay {
             inventory: current.clone(),
             seen: FxHashMap::default(),
             next: 0,
+            names: BTreeMap::new(),
         };
         let addrs = flows
             .iter()
@@ -169,7 +184,19 @@ impl Replay {
         Self {
             inventory: s.inventory,
             addrs,
+            names: s.names,
         }
+    }
+
+    /// An engine that replays history under `policies`: the replay inventory, and the names
+    /// recorded for external addresses.
+    pub fn engine(&self, policies: impl IntoIterator<Item = crate::Policy>, now: i64) -> Engine {
+        let mut e = Engine::build(self.inventory.clone(), policies, now);
+        for (ip, names) in &self.names {
+            e.set_names(*ip, names.clone());
+        }
+        e.take_changes();
+        e
     }
 }
 
@@ -315,8 +342,8 @@ spec:
             ),
         ];
         let replay = Replay::new(&inv, &flows);
-        let current = Engine::build(replay.inventory.clone(), cur, 0);
-        let candidate = Engine::build(replay.inventory.clone(), cand, 0);
+        let current = replay.engine(cur, 0);
+        let candidate = replay.engine(cand, 0);
         let (summary, rows) = simulate(&replay, &current, &candidate, &flows, |_, _| {});
         let classes: Vec<_> = rows
             .iter()
@@ -333,5 +360,74 @@ spec:
         );
         assert_eq!(summary.breakage(), 1);
         assert_eq!(summary.flows, 4);
+    }
+
+    #[test]
+    fn recorded_names_decide_fqdn_rules() {
+        let (inv, _) = inv_and_policies(INV);
+        let named = |ip: &str, n: &str| Endpoint::External {
+            ip: ip.parse().unwrap(),
+            names: vec![n.to_string()],
+        };
+        let flows = vec![
+            // The same name on two addresses (it rotated), another name, and no name.
+            flow(
+                ep(&inv, "a/web-1"),
+                named("198.51.100.1", "api.example.com"),
+                443,
+                Observed::Allowed,
+                5,
+            ),
+            flow(
+                ep(&inv, "a/web-1"),
+                named("198.51.100.2", "api.example.com"),
+                443,
+                Observed::Allowed,
+                5,
+            ),
+            flow(
+                ep(&inv, "a/web-1"),
+                named("198.51.100.3", "api.other.org"),
+                443,
+                Observed::Allowed,
+                1,
+            ),
+            flow(
+                ep(&inv, "a/web-1"),
+                Endpoint::External {
+                    ip: "198.51.100.4".parse().unwrap(),
+                    names: vec![],
+                },
+                443,
+                Observed::Allowed,
+                1,
+            ),
+        ];
+        let (_, cand) = inv_and_policies(&format!(
+            "{INV}---
+apiVersion: cellwall.io/v1alpha1
+kind: Policy
+metadata: {{name: web-out, namespace: a}}
+spec:
+  podSelector: {{matchLabels: {{app: web}}}}
+  egress:
+  - to: [{{domain: \"*.example.com\"}}]
+    ports: [{{port: 443}}]
+"
+        ));
+        let replay = Replay::new(&inv, &flows);
+        let current = replay.engine(vec![], 0);
+        let candidate = replay.engine(cand, 0);
+        let (_, rows) = simulate(&replay, &current, &candidate, &flows, |_, _| {});
+        let got: Vec<_> = rows.iter().map(|r| (r.class, r.dst.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (SimClass::Permitted, "api.example.com (198.51.100.1)"),
+                (SimClass::Permitted, "api.example.com (198.51.100.2)"),
+                (SimClass::WouldBeRejected, "198.51.100.4"),
+                (SimClass::WouldBeRejected, "api.other.org (198.51.100.3)"),
+            ]
+        );
     }
 }

@@ -2,14 +2,14 @@
 
 use super::*;
 
-/// Flow rows per INSERT statement (12 parameters each; SQLite allows 32,766).
+/// Flow rows per INSERT statement (13 parameters each; SQLite allows 32,766).
 const FLOW_ROWS: usize = 64;
 
 fn insert_sql(n: usize) -> String {
-    let one = "(?,?,?,?,?,?,?,?,?,?,?,?)";
+    let one = "(?,?,?,?,?,?,?,?,?,?,?,?,?)";
     format!(
         "INSERT INTO flows(time_ns, node, src, dst, src_ip, dst_ip, protocol, port,
-           verdict, direction, rule, count) VALUES {}",
+           verdict, direction, rule, count, dst_names) VALUES {}",
         vec![one; n].join(",")
     )
 }
@@ -42,6 +42,13 @@ fn flow_row(r: &rusqlite::Row) -> Result<FlowRow> {
             .ok_or_else(|| corrupt("direction", &direction))?,
         rule: r.get(11)?,
         count: r.get::<_, i64>(12)? as u64,
+        dst_names: {
+            let s: String = r.get(13)?;
+            s.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect()
+        },
     })
 }
 
@@ -61,7 +68,7 @@ impl SqliteStore {
             let full = insert_sql(FLOW_ROWS);
             // Addresses as text, formatted into buffers reused across rows (SQLite copies what
             // is bound): two allocations per record fewer, measured in the intake bench.
-            let (mut src_ip, mut dst_ip) = (String::new(), String::new());
+            let (mut src_ip, mut dst_ip, mut names) = (String::new(), String::new(), String::new());
             for chunk in rows.chunks(FLOW_ROWS) {
                 let text = if chunk.len() == FLOW_ROWS {
                     full.clone()
@@ -78,7 +85,14 @@ impl SqliteStore {
                     let _ = write!(dst_ip, "{}", f.dst_ip);
                     // Saturating: a count past i64 is stored as the largest, never wrapped.
                     let count = i64::try_from(f.count).unwrap_or(i64::MAX);
-                    let values: [&dyn rusqlite::ToSql; 12] = [
+                    names.clear();
+                    for (i, n) in f.dst_names.iter().enumerate() {
+                        if i > 0 {
+                            names.push(',');
+                        }
+                        names.push_str(n);
+                    }
+                    let values: [&dyn rusqlite::ToSql; 13] = [
                         &(f.time_unix_ns as i64),
                         &node,
                         &f.src,
@@ -91,6 +105,7 @@ impl SqliteStore {
                         &f.direction.as_str(),
                         &f.rule,
                         &count,
+                        &names,
                     ];
                     for v in values {
                         i += 1;
@@ -125,7 +140,7 @@ impl SqliteStore {
         let db = self.conn();
         let mut st = db.prepare_cached(
             "SELECT id, time_ns, node, src, dst, src_ip, dst_ip, protocol, port, verdict,
-                    direction, rule, count FROM flows
+                    direction, rule, count, dst_names FROM flows
              WHERE time_ns >= ?1 AND id > ?2 AND (?3 IS NULL OR verdict = ?3)
                AND (?4 IS NULL OR src = ?4 OR dst = ?4) AND (?5 IS NULL OR rule = ?5)
              ORDER BY id DESC LIMIT ?6",

@@ -4,7 +4,7 @@
 use super::*;
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 pub fn run(db: &Connection) -> Result<()> {
     let v: i64 = db.query_row("SELECT v FROM meta WHERE k = 'schema'", [], |r| r.get(0))?;
@@ -43,6 +43,15 @@ pub fn run(db: &Connection) -> Result<()> {
              ALTER TABLE nodes ADD COLUMN trust_sha256 TEXT NOT NULL DEFAULT '';
              CREATE INDEX nodes_prev_cert ON nodes(prev_cert_sha256);
              UPDATE meta SET v = 3 WHERE k = 'schema';
+             COMMIT;",
+        )?;
+    }
+    if v < 4 {
+        // FQDN policy: the DNS names of a flow's destination, comma-separated.
+        db.execute_batch(
+            "BEGIN;
+             ALTER TABLE flows ADD COLUMN dst_names TEXT NOT NULL DEFAULT '';
+             UPDATE meta SET v = 4 WHERE k = 'schema';
              COMMIT;",
         )?;
     }

@@ -127,6 +127,7 @@ fn flow(verdict: Verdict, count: u64) -> FlowRow {
         direction: FlowDirection::Egress,
         rule: Some("r".into()),
         count,
+        dst_names: Vec::new(),
     }
 }
 
@@ -177,7 +178,8 @@ fn flow_loss_is_counted() {
     let owner = |h: &str| s.node_by_cert(h).unwrap().map(|o| (o.node, o.previous));
     assert_eq!(owner("abc"), Some(("n1".into(), false)));
     assert_eq!(owner("other"), None);
-    let row = flow(Verdict::Denied, 2);
+    let mut row = flow(Verdict::Denied, 2);
+    row.dst_names = vec!["api.example.com".into(), "edge.cdn.net".into()];
     s.insert_flows("n1", std::slice::from_ref(&row), 1, 0, 0)
         .unwrap();
     s.insert_flows("n1", std::slice::from_ref(&row), 4, 7, 3)
@@ -203,6 +205,7 @@ fn flow_loss_is_counted() {
         (got[0].src_ip, got[0].verdict),
         (row.src_ip, Verdict::Denied)
     );
+    assert_eq!(got[0].dst_names, row.dst_names, "DNS names round-trip");
     let f = FlowFilter {
         verdict: Some(Verdict::Allowed),
         limit: 10,
@@ -229,9 +232,11 @@ fn counts_saturate_instead_of_wrapping() {
         flow: HistFlow {
             src: Endpoint::External {
                 ip: "10.0.0.1".parse().unwrap(),
+                names: vec![],
             },
             dst: Endpoint::External {
                 ip: "10.0.0.2".parse().unwrap(),
+                names: vec!["api.example.com".into()],
             },
             protocol: cellwall_policy::Protocol::Tcp,
             port: 80,
@@ -242,10 +247,11 @@ fn counts_saturate_instead_of_wrapping() {
             last_ns: BUCKET_NS,
         },
     };
-    s.add_history(&[h.clone(), h]).unwrap();
+    s.add_history(&[h.clone(), h.clone()]).unwrap();
     let back = s.history_since(0).unwrap();
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].connections, i64::MAX as u64);
+    assert_eq!(back[0].dst, h.flow.dst, "names kept in history");
 }
 
 #[test]
