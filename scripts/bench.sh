@@ -37,6 +37,7 @@ run "propagation 1,000 agents x 100,000 workloads" \
   cargo bench -q -p cellwall-manager --bench propagation -- $(q --changes 20)
 run "flow intake" cargo bench -q -p cellwall-manager --bench intake -- $(q --seconds 8)
 run "apply to kernel latency" cargo bench -q -p cellwall-cli --bench apply_latency -- --changes 200
+run "DNS answer latency (FQDN)" cargo bench -q -p cellwall-cli --bench dns_latency
 run "datapath vs netfilter" cargo bench -q -p cellwall-cli --bench connrate -- $(q --rounds 40)
 if [[ -f crates/cli/benches/agent_footprint.rs ]]; then
   run "agent footprint" cargo bench -q -p cellwall-cli --bench agent_footprint

@@ -71,5 +71,8 @@ step "apply → kernel latency through manager and agent (goal: p99 < 100 ms; CI
 cargo build --release -q --workspace
 CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-cli --bench apply_latency -- --changes 200
 
+step "DNS answer latency FQDN policy adds (goal: p99 added for a fresh name < 10 ms; CI fails past 2x)"
+CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-cli --bench dns_latency
+
 step "agent footprint: 1,000 local endpoints, 10,000 new connections/s, visibility on (goals: < 0.25 core, < 200 MiB, zero loss; CI fails past 2x; ~80 s)"
 CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-cli --bench agent_footprint

@@ -8,11 +8,15 @@
 //! - [`manager`] — a throwaway `cellwall-manager` on free loopback ports (and, with the `grpc`
 //!   feature, mTLS channels to it);
 //! - [`proc`] — CPU time and memory of a process from /proc;
-//! - [`bench`] — argument parsing, percentiles and goal checks of the benchmarks.
+//! - [`bench`] — argument parsing, percentiles and goal checks of the benchmarks;
+//! - [`fqdn`] — the FQDN lab (a real DNS server, a web server outside the inventory) and a DNS
+//!   client, for the FQDN test and benchmark.
 
 pub mod bench;
 pub mod bin;
 pub mod conformance;
+#[cfg(feature = "lab")]
+pub mod fqdn;
 pub mod lab;
 pub mod manager;
 pub mod proc;
