@@ -213,10 +213,7 @@ struct cw_event {
 #define CW_CNT_EVENTS_LOST 4
 #define CW_CNT_SPOOFED 5
 #define CW_CNT_REVOKED 6
-#define CW_CNT_DNS_HELD 7 /* DNS answers held for the agent to learn (lib/dns.h) */
-#define CW_CNT_DNS_LOST 8 /* ... dropped because cw_dns was full (the client asks again) */
-#define CW_CNT_DNS_UNSOLICITED 9 /* answers to no query of the endpoint: passed on, not learned */
-#define CW_CNT_MAX 10
+#define CW_CNT_MAX 8
 
 /* A DNS answer held on its way to an endpoint that learns names: the whole frame as tc saw it
  * (from the Ethernet header), and the interface to send it out of once learned. Frames of
@@ -225,6 +222,11 @@ struct cw_event {
 /* skb->mark of a released answer: not held again. Marks do not cross network namespaces (the
  * veth scrubs them), so a workload cannot set it. */
 #define CW_DNS_RELEASE_MARK 0x43574e53
+/* cw_dns_counters (lib/dns.h): its own map, not cw_counters, whose pinned size is frozen. */
+#define CW_DNS_CNT_HELD 0        /* answers held for the agent to learn */
+#define CW_DNS_CNT_LOST 1        /* ... dropped because cw_dns was full (the client asks again) */
+#define CW_DNS_CNT_UNSOLICITED 2 /* answers to no query of the endpoint: passed on, not learned */
+#define CW_DNS_CNT_MAX 3
 struct cw_dns_event {
 	__u32 ifindex;
 	__u32 len;

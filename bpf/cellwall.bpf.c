@@ -17,7 +17,7 @@
  *   lib/vcache.h     cw_vcache
  *   lib/admitted.h   cw_admitted
  *   lib/conntrack.h  cw_conntrack
- *   lib/dns.h        cw_dns
+ *   lib/dns.h        cw_dns, cw_dns_counters
  * (lib/parse.h owns none.)
  * Layouts of keys, values and events are in abi.h only.
  */

@@ -36,6 +36,22 @@ struct {
 	__uint(max_entries, 1 << 20);
 } cw_dns SEC(".maps");
 
+/* CW_DNS_CNT_*, per CPU. Not pinned (counts restart with the agent): cw_counters, pinned, has a
+ * frozen size (tests/maps.rs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CW_DNS_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} cw_dns_counters SEC(".maps");
+
+static __always_inline void cw_dns_count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&cw_dns_counters, &idx);
+	if (c)
+		*c += 1;
+}
+
 /* Whether `p`, arriving at `ep`, answers a query `ep` sent and policy admitted. */
 static __always_inline int cw_dns_solicited(const struct cw_endpoint_val *ep, const struct cw_pkt *p)
 {
@@ -56,7 +72,7 @@ static __always_inline int cw_dns_hold(struct __sk_buff *skb, const struct cw_en
 	if (skb->mark == CW_DNS_RELEASE_MARK)
 		return 0;
 	if (!cw_dns_solicited(ep, p)) {
-		cw_count(CW_CNT_DNS_UNSOLICITED);
+		cw_dns_count(CW_DNS_CNT_UNSOLICITED);
 		return 0;
 	}
 	__u32 len = skb->len;
@@ -66,7 +82,7 @@ static __always_inline int cw_dns_hold(struct __sk_buff *skb, const struct cw_en
 	if (!e) {
 		/* Dropped, not passed: an answer the agent never saw would open nothing anyway, and
 		 * the client asks again. */
-		cw_count(CW_CNT_DNS_LOST);
+		cw_dns_count(CW_DNS_CNT_LOST);
 		return 1;
 	}
 	/* 1..CW_DNS_MAX for the verifier; equal to len, which is below CW_DNS_MAX. */
@@ -79,7 +95,7 @@ static __always_inline int cw_dns_hold(struct __sk_buff *skb, const struct cw_en
 	e->len = n;
 	/* Woken: the agent sleeps on this ring, and every answer waits for it. */
 	bpf_ringbuf_submit(e, 0);
-	cw_count(CW_CNT_DNS_HELD);
+	cw_dns_count(CW_DNS_CNT_HELD);
 	return 1;
 }
 

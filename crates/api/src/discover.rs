@@ -15,8 +15,8 @@ pub struct ExplainQuery {
     /// `namespace/name` of the source.
     #[cfg_attr(feature = "openapi", schemars(regex(pattern = r"^[^/]+/[^/]+$")))]
     pub from: String,
-    /// `namespace/name` of the destination.
-    #[cfg_attr(feature = "openapi", schemars(regex(pattern = r"^[^/]+/[^/]+$")))]
+    /// The destination: `namespace/name`, an IP address, or a DNS name (FQDN policy: explained
+    /// at the address the latest recorded flow to it went to; `NAME=IP` gives the address).
     pub to: String,
     /// `PROTO/PORT`, e.g. `TCP/5432`.
     #[cfg_attr(

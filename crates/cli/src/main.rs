@@ -39,7 +39,7 @@ enum Command {
     Get(client::GetArgs),
     /// Observed connections, as the agents reported them.
     Flows(client::FlowsArgs),
-    /// Why the policy in force allows or denies a flow: NS/POD NS/POD PROTO/PORT.
+    /// Why the policy in force allows or denies a flow: NS/POD NS/POD|IP|DNS-NAME PROTO/PORT.
     Explain(discover::ExplainArgs),
     /// The application dependency map from flow history: who talks to whom, on which ports.
     Map(discover::MapArgs),

@@ -159,4 +159,25 @@ fn fqdn_egress_on_real_traffic() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Explain decides on the recorded name (and the address the flow went to).
+    let (ok, out, err) = f
+        .lab
+        .cw_lab(&["explain", "app/client", "n7.allowed.test", "TCP/8081"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("ALLOWED") && out.contains("allowed-names") && out.contains("198.18.0.8"),
+        "{out}"
+    );
+    let (ok, out, err) = f
+        .lab
+        .cw_lab(&["explain", "app/client", "other.blocked.test", "TCP/8081"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("DENIED") && out.contains("nothing-else"),
+        "{out}"
+    );
+    let (ok, _, err) = f
+        .lab
+        .cw_lab(&["explain", "app/client", "never.seen.test", "TCP/8081"]);
+    assert!(!ok && err.contains("never.seen.test=IP"), "{err}");
 }

@@ -21,9 +21,10 @@ pub const EP_HAS_EGRESS_POLICY: u32 = 2;
 pub const EP_LEARNS_NAMES: u32 = 4;
 pub const DNS_MAX: usize = c::DNS_MAX;
 pub const DNS_RELEASE_MARK: u32 = c::DNS_RELEASE_MARK;
-pub const CNT_DNS_HELD: usize = 7;
-pub const CNT_DNS_LOST: usize = 8;
-pub const CNT_DNS_UNSOLICITED: usize = 9;
+/// Indexes of `cw_dns_counters` (abi.h `CW_DNS_CNT_*`).
+pub const DNS_CNT_HELD: u32 = 0;
+pub const DNS_CNT_LOST: u32 = 1;
+pub const DNS_CNT_UNSOLICITED: u32 = 2;
 pub const POLICY_FIXED_BITS: u32 = c::POLICY_FIXED_BITS;
 pub const CNT_MAX: u32 = c::CNT_MAX;
 

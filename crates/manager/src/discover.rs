@@ -4,6 +4,7 @@
 use crate::config::{now_ms, parse_duration_ms};
 use crate::error::ManagerError;
 use crate::manager::Manager;
+use crate::store::FlowFilter;
 use cellwall_api::{
     ClassCount, ExplainQuery, ExplainResponse, MapFormat, MapGroupBy, MapQuery, MapResponse,
     ProposalKind, ProposeQuery, ProposeResponse, SimulateResult,
@@ -46,10 +47,14 @@ pub fn parse_probe(probe: &str) -> Result<(Protocol, u16), ManagerError> {
 }
 
 impl Manager {
-    /// Why the policy in force allows or denies `q.from` → `q.to` on `q.probe`.
+    /// Why the policy in force allows or denies `q.from` → `q.to` on `q.probe`. `q.to` is a
+    /// workload, an address, or a DNS name (FQDN policy): a name is explained at the address
+    /// the latest recorded flow to it went to, with the names recorded then (`NAME=IP` gives
+    /// the address).
     pub fn explain(&self, q: &ExplainQuery) -> Result<ExplainResponse, ManagerError> {
-        let (from, to) = (workload_key("from", &q.from)?, workload_key("to", &q.to)?);
+        let from = workload_key("from", &q.from)?;
         let (protocol, port) = parse_probe(&q.probe)?;
+        let target = self.explain_target(&q.to)?;
         let explanation = self.state.with_engine(|engine, _| {
             let ip = |k: &WorkloadKey| -> Result<std::net::IpAddr, ManagerError> {
                 let w = engine
@@ -61,17 +66,66 @@ impl Manager {
                     ManagerError::Invalid(format!("workload {k} has no address yet"))
                 })
             };
-            Ok::<_, ManagerError>(engine.explain(&Flow {
+            let (dst, names) = match &target {
+                Target::Workload(k) => (ip(k)?, None),
+                Target::External(a, names) => (*a, Some(names.as_slice())),
+            };
+            let flow = Flow {
                 src: ip(&from)?,
-                dst: ip(&to)?,
+                dst,
                 protocol,
                 port,
-            }))
+            };
+            Ok::<_, ManagerError>(engine.explain_named(&flow, names))
         })?;
         Ok(ExplainResponse {
             text: cellwall_policy::render::render_explanation(&explanation),
             explanation,
         })
+    }
+
+    /// What `explain`'s destination names.
+    fn explain_target(&self, to: &str) -> Result<Target, ManagerError> {
+        if to.contains('/') {
+            return Ok(Target::Workload(workload_key("to", to)?));
+        }
+        if let Ok(ip) = to.parse::<std::net::IpAddr>() {
+            return Ok(Target::External(ip, Vec::new()));
+        }
+        let (name, ip) = match to.split_once('=') {
+            Some((n, a)) => {
+                let ip = a.parse().map_err(|_| {
+                    ManagerError::Invalid(format!("to={to}: {a:?} is not an IP address"))
+                })?;
+                (n, Some(ip))
+            }
+            None => (to, None),
+        };
+        let d = name
+            .parse::<cellwall_policy::net::DomainPattern>()
+            .ok()
+            .filter(|d| !d.wildcard)
+            .ok_or_else(|| {
+                ManagerError::Invalid(format!(
+                    "to={to}: expected NAMESPACE/NAME, an IP address, or a DNS name (NAME or NAME=IP)"
+                ))
+            })?;
+        // The latest recorded flow to the name: its address and all its names.
+        let recent = self.store.flows(&FlowFilter {
+            limit: 20_000,
+            ..Default::default()
+        })?;
+        let seen = recent
+            .iter()
+            .find(|r| r.dst_names.contains(&d.name) && ip.is_none_or(|a| a == r.dst_ip));
+        match (seen, ip) {
+            (Some(r), _) => Ok(Target::External(r.dst_ip, r.dst_names.clone())),
+            (None, Some(a)) => Ok(Target::External(a, vec![d.name])),
+            (None, None) => Err(ManagerError::NotFound(format!(
+                "no recorded flow went to {}: give its address as {}=IP",
+                d.name, d.name
+            ))),
+        }
     }
 
     /// The dependency map of the history in `q`'s window.
@@ -165,4 +219,11 @@ impl Manager {
             replay_ms: t1.elapsed().as_millis() as u64,
         })
     }
+}
+
+/// The destination of an explanation.
+enum Target {
+    Workload(WorkloadKey),
+    /// An address outside the inventory, with the DNS names it was reached by.
+    External(std::net::IpAddr, Vec<String>),
 }

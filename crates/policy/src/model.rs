@@ -251,12 +251,14 @@ impl fmt::Display for PolicyId {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
-    /// AdminNetworkPolicy and Cellwall policies with `tier: admin`: ordered, first match wins.
+    /// ClusterNetworkPolicy `tier: Admin`, AdminNetworkPolicy and Cellwall policies with
+    /// `tier: admin`: ordered, first match wins.
     Admin,
     /// NetworkPolicy and Cellwall policies with `tier: application`: selection isolates,
     /// deny beats allow, any allow admits, otherwise denied.
     Application,
-    /// BaselineAdminNetworkPolicy and Cellwall policies with `tier: baseline`: ordered, first match.
+    /// ClusterNetworkPolicy `tier: Baseline`, BaselineAdminNetworkPolicy and Cellwall policies
+    /// with `tier: baseline`: ordered, first match.
     Baseline,
 }
 
@@ -278,7 +280,8 @@ impl Tier {
 pub enum Action {
     Allow,
     Deny,
-    /// Skip the rest of this tier (admin tier only): the next tier decides.
+    /// Skip the rest of this tier: the next tier decides (admin tier; ClusterNetworkPolicy's
+    /// baseline tier too, where the default then decides).
     Pass,
 }
 

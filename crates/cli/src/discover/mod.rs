@@ -94,8 +94,9 @@ pub fn map(a: MapArgs) -> Result<()> {
 pub struct ExplainArgs {
     #[arg(value_parser = crate::analyze::parse_key)]
     pub from: cellwall_policy::WorkloadKey,
-    #[arg(value_parser = crate::analyze::parse_key)]
-    pub to: cellwall_policy::WorkloadKey,
+    /// NS/POD, an IP address, or a DNS name (FQDN policy: explained at the address the latest
+    /// recorded flow to it went to, with the names recorded then; NAME=IP gives the address).
+    pub to: String,
     /// PROTO/PORT, e.g. TCP/5432.
     #[arg(value_parser = crate::analyze::parse_probe)]
     pub probe: (cellwall_policy::Protocol, u16),
@@ -109,7 +110,7 @@ pub fn explain(a: ExplainArgs) -> Result<()> {
     let c = a.target.client()?;
     let v = c.explain(&ExplainQuery {
         from: a.from.to_string(),
-        to: a.to.to_string(),
+        to: a.to.clone(),
         probe: format!("{}/{}", wire_name(&a.probe.0), a.probe.1),
     })?;
     if !print_structured(a.output, &v.explanation)? {

@@ -8,6 +8,17 @@ use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use std::os::fd::AsFd;
 
 impl KernelDatapath {
+    /// One of `cw_dns_counters`, summed over CPUs.
+    pub(super) fn dns_counter(&self, idx: u32) -> Result<u64, DatapathError> {
+        let m: aya::maps::PerCpuArray<&MapData, u64> =
+            aya::maps::PerCpuArray::try_from(self.map("cw_dns_counters")?)
+                .map_err(|e| err("cw_dns_counters", e))?;
+        Ok(m.get(&idx, 0)
+            .map_err(|e| err("reading cw_dns_counters", e))?
+            .iter()
+            .sum())
+    }
+
     fn dns_ring(&mut self) -> Result<&mut RingBuf<MapData>, DatapathError> {
         if self.dns.is_none() {
             let m = self

@@ -492,9 +492,9 @@ impl KernelDatapath {
             events_lost: c[4],
             spoofed: c[5],
             revoked: c[6],
-            dns_held: c[CNT_DNS_HELD],
-            dns_lost: c[CNT_DNS_LOST],
-            dns_unsolicited: c[CNT_DNS_UNSOLICITED],
+            dns_held: self.dns_counter(DNS_CNT_HELD)?,
+            dns_lost: self.dns_counter(DNS_CNT_LOST)?,
+            dns_unsolicited: self.dns_counter(DNS_CNT_UNSOLICITED)?,
         })
     }
 

@@ -25,7 +25,7 @@ pub struct DirQuery<'q> {
 pub(super) struct Ends<'e> {
     src: EndpointView<'e>,
     src_id: Option<u32>,
-    dst: EndpointView<'e>,
+    pub(super) dst: EndpointView<'e>,
     dst_id: Option<u32>,
     protocol: Protocol,
     port: u16,

@@ -2,7 +2,7 @@
 //! considered. Kept apart from `evaluate` so the hot path carries no trace types beyond an
 //! `Option` it never fills.
 
-use super::{Decision, DirVerdict, Engine, Flow, PolicySlot, RuleInfo};
+use super::{Decision, DirVerdict, EndpointKind, Engine, Flow, PolicySlot, RuleInfo};
 use crate::model::{Action, Direction, Mode, Protocol, Rule, Tier};
 use serde::{Deserialize, Serialize};
 
@@ -118,18 +118,36 @@ impl Engine {
     /// Explains a flow: per direction and tier, which policies and rules were considered, which
     /// matched, and the verdict.
     pub fn explain(&self, flow: &Flow) -> Explanation {
-        let ends = self.ends(flow);
+        self.explain_named(flow, None)
+    }
+
+    /// Like [`explain`](Self::explain), with the destination known by these DNS names (a
+    /// recorded flow's): FQDN rules decide on them instead of on the name table. Ignored when
+    /// the destination is the inventory's (names never count there).
+    pub fn explain_named<'a>(
+        &'a self,
+        flow: &Flow,
+        dst_names: Option<&'a [String]>,
+    ) -> Explanation {
+        let mut ends = self.ends(flow);
+        if let (Some(names), EndpointKind::External) = (dst_names, ends.dst.kind) {
+            ends.dst.names = names;
+        }
         let decision = self.decide(&ends);
+        let describe = |ip: std::net::IpAddr, names: &[String]| match names.first() {
+            Some(n) if !self.is_inventory_address(ip) => format!("{n} ({ip})"),
+            _ => self.describe_ip(ip),
+        };
         let dir_trace = |dir: Direction, audit: bool| {
-            let ip = match dir {
-                Direction::Egress => flow.src,
-                Direction::Ingress => flow.dst,
+            let endpoint = match dir {
+                Direction::Egress => self.describe_ip(flow.src),
+                Direction::Ingress => describe(flow.dst, ends.dst.names),
             };
             let mut tiers = Vec::new();
             let verdict = self.eval_dir(&ends.query(dir, audit), Some(&mut tiers));
             DirectionTrace {
                 direction: dir,
-                endpoint: self.describe_ip(ip),
+                endpoint,
                 tiers,
                 verdict,
                 rule: self.rules.get(&verdict.rule).map(RuleInfo::describe),
@@ -143,7 +161,7 @@ impl Engine {
         });
         Explanation {
             src: self.describe_ip(flow.src),
-            dst: self.describe_ip(flow.dst),
+            dst: describe(flow.dst, ends.dst.names),
             protocol: flow.protocol,
             port: flow.port,
             deciding_rule: self

@@ -4,11 +4,13 @@
 //! a trace.
 //!
 //! Precedence, per direction (egress at the source, ingress at the destination; both must allow):
-//! 1. admin tier (AdminNetworkPolicy, Cellwall `tier: admin`): policies by priority, rules in
-//!    order, first match decides; `Pass` skips to the application tier.
+//! 1. admin tier (ClusterNetworkPolicy `tier: Admin`, AdminNetworkPolicy, Cellwall
+//!    `tier: admin`): policies by priority, rules in order, first match decides; `Pass` skips
+//!    to the application tier.
 //! 2. application tier (NetworkPolicy, Cellwall `tier: application`): if any policy isolates the
 //!    workload in this direction, a matching deny wins, else a matching allow admits, else denied.
-//! 3. baseline tier (BaselineAdminNetworkPolicy, Cellwall `tier: baseline`): first match decides.
+//! 3. baseline tier (ClusterNetworkPolicy `tier: Baseline`, BaselineAdminNetworkPolicy, Cellwall
+//!    `tier: baseline`): first match decides; `Pass` ends the tier (the default decides).
 //! 4. otherwise allowed.
 //!
 //! Audit-mode policies are left out of the enforced verdict; the audit verdict is the same walk
