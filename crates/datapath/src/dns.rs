@@ -215,4 +215,43 @@ mod tests {
         fix_l4_checksum(&mut arp);
         assert_eq!(arp, before);
     }
+
+    #[test]
+    fn ipv6_udp_checksums_are_completed_too() {
+        // Ethernet + IPv6 (next header UDP) + UDP 53 -> 40000 + 5 bytes of payload.
+        let mut f = vec![0u8; 14 + 40 + 8 + 5];
+        f[12] = 0x86;
+        f[13] = 0xdd;
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&13u16.to_be_bytes()); // payload length
+        f[20] = 17;
+        f[21] = 64;
+        f[22..38].copy_from_slice(
+            &"2001:db8::53"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        f[38..54].copy_from_slice(
+            &"2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        f[54..56].copy_from_slice(&53u16.to_be_bytes());
+        f[56..58].copy_from_slice(&40000u16.to_be_bytes());
+        f[58..60].copy_from_slice(&13u16.to_be_bytes());
+        f[62..67].copy_from_slice(b"hello");
+        fix_l4_checksum(&mut f);
+        let mut sum: u32 = 0;
+        for c in f[22..54].chunks(2).chain(f[54..].chunks(2)) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        sum += 17 + 13;
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+        assert_ne!(&f[60..62], &[0, 0], "IPv6 UDP needs a checksum");
+    }
 }
