@@ -17,6 +17,14 @@ pub struct ExplainQuery {
     pub from: String,
     /// The destination: `namespace/name`, an IP address, or a DNS name (FQDN policy: explained
     /// at the address the latest recorded flow to it went to; `NAME=IP` gives the address).
+    /// The schema's pattern spells IPv4 only; IPv6 addresses are accepted too.
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(
+            length(max = 253),
+            regex(pattern = r"^([^/]+/[^/]+|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}|([a-zA-Z0-9]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z0-9]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9])?\.?(=(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})?)$")
+        )
+    )]
     pub to: String,
     /// `PROTO/PORT`, e.g. `TCP/5432`.
     #[cfg_attr(
