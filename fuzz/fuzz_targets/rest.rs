@@ -257,6 +257,7 @@ fn world() -> &'static World {
                     direction: FlowDirection::Egress,
                     rule: None,
                     count: 1 + (i * j) as u64,
+                    dst_names: Vec::new(),
                 });
             }
         }

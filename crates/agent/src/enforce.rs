@@ -361,7 +361,8 @@ pub fn run<D: Datapath>(
                 if let Err(err) = r {
                     error!("learning DNS answers: {}", chain(&err));
                 }
-                continue;
+                // On to the periodic work below: a storm of answers must not starve expiry
+                // or flow collection.
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
