@@ -54,10 +54,8 @@ pub fn render_yaml(p: &Proposal, format: ProposalFormat) -> String {
     s
 }
 
-fn render_policy(s: &mut String, pol: &ProposedPolicy, format: ProposalFormat) {
-    if format == ProposalFormat::ClusterNetworkPolicy {
-        return render_cnp(s, pol);
-    }
+/// The comment every proposed policy starts with: what it was learned from.
+fn header(s: &mut String, pol: &ProposedPolicy) {
     let seen: u64 = pol
         .ingress
         .iter()
@@ -69,11 +67,17 @@ fn render_policy(s: &mut String, pol: &ProposedPolicy, format: ProposalFormat) {
         pol.namespace,
         selector_text(&pol.selector)
     ));
+}
+
+fn render_policy(s: &mut String, pol: &ProposedPolicy, format: ProposalFormat) {
+    if format == ProposalFormat::ClusterNetworkPolicy {
+        return render_cnp(s, pol);
+    }
+    header(s, pol);
     let (api, kind) = match format {
         ProposalFormat::NetworkPolicy => ("networking.k8s.io/v1", "NetworkPolicy"),
-        ProposalFormat::Cellwall | ProposalFormat::ClusterNetworkPolicy => {
-            ("cellwall.io/v1alpha1", "Policy")
-        }
+        // (ClusterNetworkPolicy is rendered by render_cnp.)
+        _ => ("cellwall.io/v1alpha1", "Policy"),
     };
     s.push_str(&format!(
         "apiVersion: {api}\nkind: {kind}\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  podSelector: {}\n",
@@ -114,19 +118,7 @@ fn render_rule(
         ));
         return;
     }
-    let e = &r.evidence;
-    s.push_str(&format!(
-        "  # {}{} connections, {} .. {}, {:.1}% of this direction's traffic\n",
-        if e.review {
-            "REVIEW: seen rarely: "
-        } else {
-            ""
-        },
-        e.connections,
-        time(e.first_ns),
-        time(e.last_ns),
-        e.coverage * 100.0
-    ));
+    evidence_comment(s, "  ", r);
     let name = match format {
         ProposalFormat::NetworkPolicy => String::new(),
         _ => format!("    name: {}\n", q(&rule_name(r, dir))),
@@ -150,11 +142,7 @@ fn peer_yaml(peer: &ProposedPeer, own_ns: &str, format: ProposalFormat) -> Strin
         ProposedPeer::Pods { namespace, labels } if namespace == own_ns => {
             format!("{{podSelector: {}}}", labels_yaml(labels))
         }
-        ProposedPeer::Pods { namespace, labels } => format!(
-            "{{namespaceSelector: {{matchLabels: {{\"kubernetes.io/metadata.name\": {}}}}}, podSelector: {}}}",
-            q(namespace),
-            labels_yaml(labels)
-        ),
+        ProposedPeer::Pods { namespace, labels } => ns_pods(namespace, labels),
     }
 }
 
@@ -174,8 +162,9 @@ fn evidence_comment(s: &mut String, indent: &str, r: &ProposedRule) {
     ));
 }
 
-/// A namespace's pods matching `labels`, as a CNP `pods` selector.
-fn cnp_pods(namespace: &str, labels: &Labels) -> String {
+/// A namespace's pods matching `labels`: a namespace selector on its name and a pod selector
+/// (NetworkPolicy and Cellwall peers; CNP `pods` selectors).
+fn ns_pods(namespace: &str, labels: &Labels) -> String {
     format!(
         "{{namespaceSelector: {{matchLabels: {{\"kubernetes.io/metadata.name\": {}}}}}, podSelector: {}}}",
         q(namespace),
@@ -188,21 +177,11 @@ fn cnp_pods(namespace: &str, labels: &Labels) -> String {
 /// ingress edge from outside the cluster cannot be written: it is listed in a comment (and
 /// the final ingress Deny, which only covers pods, does not block it either).
 fn render_cnp(s: &mut String, pol: &ProposedPolicy) {
-    let seen: u64 = pol
-        .ingress
-        .iter()
-        .chain(&pol.egress)
-        .map(|r| r.evidence.connections)
-        .sum();
-    s.push_str(&format!(
-        "# Proposed by cellwall from {seen} observed connections of {}/{}.\n",
-        pol.namespace,
-        selector_text(&pol.selector)
-    ));
+    header(s, pol);
     s.push_str(&format!(
         "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata:\n  name: {}\nspec:\n  tier: Baseline\n  priority: 100\n  subject:\n    pods: {}\n",
         q(&format!("{}.{}", pol.namespace, pol.name)),
-        cnp_pods(&pol.namespace, &pol.selector)
+        ns_pods(&pol.namespace, &pol.selector)
     ));
     for (dir, rules, field) in [
         ("ingress", &pol.ingress, "from"),
@@ -212,7 +191,7 @@ fn render_cnp(s: &mut String, pol: &ProposedPolicy) {
         for r in rules {
             let peer = match &r.peer {
                 ProposedPeer::Pods { namespace, labels } => {
-                    format!("{{pods: {}}}", cnp_pods(namespace, labels))
+                    format!("{{pods: {}}}", ns_pods(namespace, labels))
                 }
                 ProposedPeer::Cidr { cidr } if dir == "egress" => {
                     format!("{{networks: [{}]}}", q(cidr))

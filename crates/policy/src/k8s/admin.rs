@@ -1,9 +1,8 @@
 //! AdminNetworkPolicy and BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1): the
 //! admin tier (priorities 0-1000, `Pass`) and the baseline tier (a singleton named `default`).
 
-use super::{cerr, required_name, ConvertError, ObjectMeta};
+use super::{cerr, cluster_subject, ns_and_pods, required_name, ConvertError, ObjectMeta};
 use crate::de::{null_default, PortNum, ProtocolDe, SelectorDe};
-use crate::labels::LabelSelector;
 use crate::model::*;
 use crate::net::Cidr;
 use serde::Deserialize;
@@ -181,16 +180,13 @@ fn anp_peers(peers: &[AnpPeer], dir: Direction, path: &str) -> Result<Vec<Peer>,
                 "ingress peers can only be namespaces or pods",
             ));
         }
-        if let Some(ns) = &p.namespaces {
-            out.push(Peer::Pods {
-                namespaces: NamespaceMatch::Selector(ns.0.clone()),
-                pods: LabelSelector::everything(),
-            });
-        } else if let Some(pp) = &p.pods {
-            out.push(Peer::Pods {
-                namespaces: NamespaceMatch::Selector(pp.namespace_selector.0.clone()),
-                pods: pp.pod_selector.0.clone(),
-            });
+        let selected = match (&p.namespaces, &p.pods) {
+            (Some(ns), _) => Some(ns_and_pods(ns, None)),
+            (_, Some(pp)) => Some(ns_and_pods(&pp.namespace_selector, Some(&pp.pod_selector))),
+            _ => None,
+        };
+        if let Some((namespaces, pods)) = selected {
+            out.push(Peer::Pods { namespaces, pods });
         } else if let Some(n) = &p.nodes {
             out.push(Peer::Nodes(n.0.clone()));
         } else if let Some(nets) = &p.networks {
@@ -210,20 +206,11 @@ fn anp_peers(peers: &[AnpPeer], dir: Direction, path: &str) -> Result<Vec<Peer>,
 }
 
 fn anp_subject(s: &AnpSubject) -> Result<Subject, ConvertError> {
-    match (&s.namespaces, &s.pods) {
-        (Some(ns), None) => Ok(Subject {
-            namespaces: NamespaceMatch::Selector(ns.0.clone()),
-            pods: LabelSelector::everything(),
-        }),
-        (None, Some(p)) => Ok(Subject {
-            namespaces: NamespaceMatch::Selector(p.namespace_selector.0.clone()),
-            pods: p.pod_selector.0.clone(),
-        }),
-        _ => Err(cerr(
-            "spec.subject",
-            "exactly one of namespaces or pods must be set",
-        )),
-    }
+    let pods = s
+        .pods
+        .as_ref()
+        .map(|p| (&p.namespace_selector, &p.pod_selector));
+    cluster_subject(s.namespaces.as_ref(), pods)
 }
 
 /// Family, tier and priority: an AdminNetworkPolicy needs a priority 0-1000; a

@@ -7,9 +7,8 @@
 //! (a peer none of whose fields it knows): in an `Accept` rule that peer matches nothing; a
 //! `Deny` or `Pass` rule holding one becomes "deny everything".
 
-use super::{cerr, required_name, ConvertError, ObjectMeta};
+use super::{cerr, cluster_subject, ns_and_pods, required_name, ConvertError, ObjectMeta};
 use crate::de::{null_default, PortNum, SelectorDe};
-use crate::labels::LabelSelector;
 use crate::model::*;
 use crate::net::{Cidr, DomainPattern};
 use serde::Deserialize;
@@ -290,16 +289,13 @@ fn cnp_peers(
         {
             return Err(cerr(at, "ingress peers can only be namespaces or pods"));
         }
-        if let Some(ns) = &p.namespaces {
-            out.peers.push(Peer::Pods {
-                namespaces: NamespaceMatch::Selector(ns.0.clone()),
-                pods: LabelSelector::everything(),
-            });
-        } else if let Some(pp) = &p.pods {
-            out.peers.push(Peer::Pods {
-                namespaces: NamespaceMatch::Selector(pp.namespace_selector.0.clone()),
-                pods: pp.pod_selector.0.clone(),
-            });
+        let selected = match (&p.namespaces, &p.pods) {
+            (Some(ns), _) => Some(ns_and_pods(ns, None)),
+            (_, Some(pp)) => Some(ns_and_pods(&pp.namespace_selector, Some(&pp.pod_selector))),
+            _ => None,
+        };
+        if let Some((namespaces, pods)) = selected {
+            out.peers.push(Peer::Pods { namespaces, pods });
         } else if let Some(n) = &p.nodes {
             out.peers.push(Peer::Nodes(n.0.clone()));
         } else if let Some(nets) = &p.networks {
@@ -335,20 +331,11 @@ fn cnp_peers(
 }
 
 fn cnp_subject(s: &CnpSubject) -> Result<Subject, ConvertError> {
-    match (&s.namespaces, &s.pods) {
-        (Some(ns), None) => Ok(Subject {
-            namespaces: NamespaceMatch::Selector(ns.0.clone()),
-            pods: LabelSelector::everything(),
-        }),
-        (None, Some(p)) => Ok(Subject {
-            namespaces: NamespaceMatch::Selector(p.namespace_selector.0.clone()),
-            pods: p.pod_selector.0.clone(),
-        }),
-        _ => Err(cerr(
-            "spec.subject",
-            "exactly one of namespaces or pods must be set",
-        )),
-    }
+    let pods = s
+        .pods
+        .as_ref()
+        .map(|p| (&p.namespace_selector, &p.pod_selector));
+    cluster_subject(s.namespaces.as_ref(), pods)
 }
 
 /// One rule of either direction (they differ only in the name of their peer list).

@@ -58,6 +58,37 @@ pub(crate) fn required_name(meta: &ObjectMeta) -> Result<String, ConvertError> {
     }
 }
 
+/// A `namespaces` selector (all their pods) or a `pods` pair (namespace and pod selectors) of
+/// the cluster kinds (AdminNetworkPolicy, ClusterNetworkPolicy), as the model's pair.
+pub(crate) fn ns_and_pods(
+    namespaces: &crate::de::SelectorDe,
+    pods: Option<&crate::de::SelectorDe>,
+) -> (crate::model::NamespaceMatch, crate::labels::LabelSelector) {
+    (
+        crate::model::NamespaceMatch::Selector(namespaces.0.clone()),
+        pods.map(|p| p.0.clone())
+            .unwrap_or_else(crate::labels::LabelSelector::everything),
+    )
+}
+
+/// The `subject` of the cluster kinds: exactly one of `namespaces` or `pods`.
+pub(crate) fn cluster_subject(
+    namespaces: Option<&crate::de::SelectorDe>,
+    pods: Option<(&crate::de::SelectorDe, &crate::de::SelectorDe)>,
+) -> Result<crate::model::Subject, ConvertError> {
+    let (namespaces, pods) = match (namespaces, pods) {
+        (Some(ns), None) => ns_and_pods(ns, None),
+        (None, Some((ns, pods))) => ns_and_pods(ns, Some(pods)),
+        _ => {
+            return Err(cerr(
+                "spec.subject",
+                "exactly one of namespaces or pods must be set",
+            ))
+        }
+    };
+    Ok(crate::model::Subject { namespaces, pods })
+}
+
 pub(crate) fn namespace_of(meta: &ObjectMeta) -> String {
     meta.namespace
         .clone()
