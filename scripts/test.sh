@@ -57,6 +57,9 @@ CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench engine -
 step "engine benchmark at 100,000 pods x 10,000 policies (proposed goals: compile < 10 s, incremental p99 < 100 ms, evaluate < 2 µs; CI fails past 2x; ~25 s, 1.2 GiB)"
 CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench engine -- --scale 100k --quick
 
+step "adversarial rule shapes (firewall export, ranges, admin limits, named ports, excepts, matchExpressions; goals: compile < 1 s at 10k rules, < 10 s at 100k, one-rule change < 100 ms; CI fails past 2x)"
+CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench shapes -- --quick
+
 step "simulation benchmark (goal: 1,000,000 aggregated flows replayed < 10 s; CI fails past 2x)"
 CELLWALL_BENCH_NOISE_FACTOR=2 cargo bench -q -p cellwall-policy --bench simulate
 

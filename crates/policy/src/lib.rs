@@ -24,6 +24,8 @@ pub mod render;
 #[cfg(feature = "schema")]
 mod schema;
 #[cfg(feature = "synth")]
+pub mod shapes;
+#[cfg(feature = "synth")]
 pub mod synth;
 
 pub use compile::{compile, Compiler, NodePolicy};

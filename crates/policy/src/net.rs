@@ -80,6 +80,20 @@ impl Cidr {
         }
     }
 
+    /// The network's last address (so the networks inside it sort between `addr` and this).
+    pub fn last(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(n) => {
+                let host = u32::MAX.checked_shr(self.prefix as u32).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(n) | host))
+            }
+            IpAddr::V6(n) => {
+                let host = u128::MAX.checked_shr(self.prefix as u32).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(n) | host))
+            }
+        }
+    }
+
     /// True when `other` lies entirely inside `self`.
     pub fn contains_net(&self, other: &Cidr) -> bool {
         other.prefix >= self.prefix && self.contains(&other.addr)
@@ -221,6 +235,19 @@ impl<'de> serde::Deserialize<'de> for DomainPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_address_of_a_network() {
+        let last = |c: &str| c.parse::<Cidr>().unwrap().last().to_string();
+        assert_eq!(last("10.1.0.0/16"), "10.1.255.255");
+        assert_eq!(last("0.0.0.0/0"), "255.255.255.255");
+        assert_eq!(last("192.0.2.7/32"), "192.0.2.7");
+        assert_eq!(
+            last("2001:db8::/32"),
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+        assert_eq!(last("::/0"), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+    }
 
     #[test]
     fn parse_and_contain() {

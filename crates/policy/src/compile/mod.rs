@@ -23,6 +23,7 @@
 mod peers;
 mod profile;
 mod rules;
+mod sweep;
 mod tables;
 
 pub use tables::{EndpointPolicy, EntryVerdict, NodePolicy, PortEntry, Table};
@@ -77,6 +78,8 @@ struct Profile {
     tables: [Arc<Table>; 2],
     /// Rule ids applicable per direction (so rows for new peers can be decided).
     rules: [Vec<u32>; 2],
+    /// Whether an egress rule names a domain (the agent then learns DNS answers).
+    names_domains: bool,
 }
 
 /// Incremental per-node compiler.
@@ -206,21 +209,12 @@ impl Compiler {
                 }
             }
         }
-        // Whether a profile's egress rules name domains, once per profile.
-        let mut learns: HashMap<&ProfileKey, bool> = HashMap::new();
         let endpoints = self
             .endpoints
             .iter()
             .map(|(wk, (pk, ips, pid))| {
                 let prof = &self.profiles[pk];
-                let learns_names = *learns.entry(pk).or_insert_with(|| {
-                    !self.domains.is_empty()
-                        && prof.rules[Direction::Egress.index()].iter().any(|r| {
-                            engine.rule_definition(*r).is_some_and(|r| {
-                                r.peers.iter().any(|p| matches!(p, Peer::Domain(_)))
-                            })
-                        })
-                });
+                let learns_names = !self.domains.is_empty() && prof.names_domains;
                 (
                     wk.clone(),
                     EndpointPolicy {

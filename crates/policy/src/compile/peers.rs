@@ -49,9 +49,10 @@ fn addr_of(r: Option<Cidr>) -> Addr {
 type Derived = (String, PeerKind, Addr, Vec<Cidr>);
 
 impl Compiler {
-    /// Re-reads the policy CIDRs when policies changed. A new CIDR set moves every source
-    /// (returned for rebinding) and replaces the region identities; the world identity and the
-    /// default routes are kept in place.
+    /// Re-reads the policy CIDRs when policies changed. Networks that appeared or went get or
+    /// lose their region identity; only the sources inside them can change their longest match,
+    /// so only those are returned for rebinding (a firewall export's one-rule change must not
+    /// rebind the cluster). The world identity and the default routes are kept in place.
     pub(super) fn refresh_regions(
         &mut self,
         engine: &Engine,
@@ -63,9 +64,18 @@ impl Compiler {
         if !changes.policies.is_empty() {
             let (cidrs, domains) = policy_cidrs_and_domains(engine);
             if cidrs != self.cidrs {
-                self.cidrs = cidrs;
-                sources.extend(self.member_of.keys().cloned());
-                self.replace_regions(changed);
+                let moved: Vec<Cidr> = cidrs.symmetric_difference(&self.cidrs).copied().collect();
+                sources.extend(
+                    self.member_of
+                        .iter()
+                        .filter(|(_, (_, prefixes))| {
+                            prefixes
+                                .iter()
+                                .any(|p| moved.iter().any(|m| m.contains_net(p)))
+                        })
+                        .map(|(s, _)| s.clone()),
+                );
+                self.replace_regions(cidrs, changed);
             }
             // New patterns regroup every named address (bound or not).
             if domains != self.domains {
@@ -96,16 +106,26 @@ impl Compiler {
         sources
     }
 
-    fn replace_regions(&mut self, changed: &mut BTreeSet<u32>) {
-        for (_, id) in std::mem::take(&mut self.regions) {
-            if id != ID_WORLD {
-                let key = self.peers[&id].key.clone();
-                self.alloc.release(&key);
-                self.peers.remove(&id);
+    /// Region identities for a new CIDR set: those of networks that went are released, those
+    /// of new networks created; the others stay as they are.
+    fn replace_regions(&mut self, cidrs: BTreeSet<Cidr>, changed: &mut BTreeSet<u32>) {
+        let gone: Vec<Cidr> = self.cidrs.difference(&cidrs).copied().collect();
+        let new: Vec<Cidr> = cidrs.difference(&self.cidrs).copied().collect();
+        self.cidrs = cidrs;
+        for c in gone {
+            let Some(id) = self.regions.get(&c).copied() else {
+                continue;
+            };
+            if id == ID_WORLD {
+                continue;
             }
+            self.regions.remove(&c);
+            let key = self.peers[&id].key.clone();
+            self.alloc.release(&key);
+            self.peers.remove(&id);
             changed.insert(id);
         }
-        for c in self.cidrs.clone() {
+        for c in new {
             let key = format!("cidr={c}");
             let (id, _) = self.alloc.acquire(&key);
             self.peers.insert(
@@ -117,6 +137,7 @@ impl Compiler {
                     members: BTreeSet::new(),
                 },
             );
+            // A policy CIDR that is a default route gets a region of its own.
             self.regions.insert(c, id);
             changed.insert(id);
         }

@@ -1,190 +1,29 @@
 //! The tables of one profile (a label identity with one set of container ports): per direction,
 //! the wildcard row and the rows of every peer identity some rule singles out. Peers that match
 //! the same rules (and, for egress named ports, name the same ports) share rows, so each group is
-//! evaluated once, on port intervals cut at every boundary a rule names.
+//! walked once, over the rules that match it only (`sweep`).
 
+use super::sweep::{union, Walk};
+use super::PortEntry;
 use super::{Compiler, PeerKind, Profile, Table};
-use super::{EntryVerdict, PortEntry};
-use crate::engine::{Addr, DirQuery, EndpointView, Engine};
+use crate::engine::Engine;
 use crate::identity::ID_ANY;
-use crate::model::{ContainerPort, Direction, PortSpec, Protocol, Rule, Workload, WorkloadKey};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::model::{ContainerPort, Direction, Peer, WorkloadKey};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-/// Rows of a peer group, by signature: which rules match, named ports, workload or not.
-type Groups = BTreeMap<(Vec<bool>, Vec<ContainerPort>), Vec<u32>>;
+/// Peer groups by signature (the steps that single them out, named ports, workload or not).
+type Groups = HashMap<(Vec<u32>, Vec<ContainerPort>, bool), Vec<u32>>;
 
-/// Everything needed to evaluate rows for one direction of one profile.
-struct DirRows<'a, 'e> {
-    engine: &'e Engine,
-    dir: Direction,
-    lid: u32,
-    subject: &'a EndpointView<'e>,
-    /// Whether audit-mode policies apply (else the audit verdict is the enforced one).
-    audit: bool,
-    /// Port boundaries per protocol: numeric ranges and, for ingress, our named ports.
-    bounds: BTreeMap<Protocol, BTreeSet<u32>>,
-    /// Egress named ports: resolved against each peer's own ports.
-    named_egress: Vec<(&'e str, Option<Protocol>)>,
-}
-
-impl<'a, 'e> DirRows<'a, 'e> {
-    fn new(
-        engine: &'e Engine,
-        dir: Direction,
-        lid: u32,
-        subject: &'a EndpointView<'e>,
-        w: &Workload,
-        rules: &[(u32, &'e Rule)],
-    ) -> Self {
-        DirRows {
-            engine,
-            dir,
-            lid,
-            subject,
-            audit: engine.has_audit(Some(lid), dir),
-            bounds: port_bounds(dir, w, rules),
-            named_egress: named_egress(dir, rules),
-        }
-    }
-
-    /// Rows for a peer: every port interval of every protocol, adjacent equal verdicts merged.
-    fn eval(&self, peer: &EndpointView, peer_ports: Option<&[ContainerPort]>) -> Vec<PortEntry> {
-        let mut rows: Vec<PortEntry> = Vec::new();
-        for (proto, b) in &self.bounds {
-            let pts = self.points(*proto, b, peer_ports);
-            for win in pts.windows(2) {
-                let (lo, hi) = (win[0] as u16, (win[1] - 1) as u16);
-                let verdict = self.verdict(peer, *proto, lo);
-                match rows.last_mut() {
-                    Some(last)
-                        if last.protocol == *proto
-                            && last.verdict == verdict
-                            && last.hi as u32 + 1 == lo as u32 =>
-                    {
-                        last.hi = hi
-                    }
-                    _ => rows.push(PortEntry {
-                        protocol: *proto,
-                        lo,
-                        hi,
-                        verdict,
-                    }),
-                }
-            }
-        }
-        rows
-    }
-
-    /// Interval boundaries for one protocol: the rules', the peer's named egress ports, 0, 65536.
-    fn points(
-        &self,
-        proto: Protocol,
-        bounds: &BTreeSet<u32>,
-        peer_ports: Option<&[ContainerPort]>,
-    ) -> Vec<u32> {
-        let mut b = bounds.clone();
-        for (name, pr) in self.named_egress.iter().filter(|_| peer_ports.is_some()) {
-            for cp in peer_ports.unwrap_or_default().iter().filter(|cp| {
-                cp.name.as_deref() == Some(*name) && pr.is_none_or(|x| x == cp.protocol)
-            }) {
-                if cp.protocol == proto {
-                    b.insert(cp.port as u32);
-                    b.insert(cp.port as u32 + 1);
-                }
-            }
-        }
-        b.insert(0);
-        b.insert(65536);
-        b.into_iter().filter(|x| *x <= 65536).collect()
-    }
-
-    /// The entry verdict at one port: enforced, and with audit-mode policies.
-    fn verdict(&self, peer: &EndpointView, protocol: Protocol, port: u16) -> EntryVerdict {
-        let q = DirQuery {
-            dir: self.dir,
-            subject_id: Some(self.lid),
-            subject: self.subject,
-            peer,
-            protocol,
-            port,
-            include_audit: false,
-        };
-        let v = self.engine.decide_direction(&q);
-        let a = if self.audit {
-            self.engine.decide_direction(&DirQuery {
-                include_audit: true,
-                ..q
-            })
-        } else {
-            v
-        };
-        EntryVerdict {
-            allow: v.allowed,
-            rule: v.rule,
-            audit_allow: a.allowed,
-            audit_rule: a.rule,
-        }
-    }
-}
-
-fn add_port(bounds: &mut BTreeMap<Protocol, BTreeSet<u32>>, p: Protocol, lo: u16, hi: u16) {
-    let b = bounds.entry(p).or_default();
-    b.insert(lo as u32);
-    b.insert(hi as u32 + 1);
-}
-
-/// Port boundaries per protocol (numeric ranges and, for ingress, the subject's named ports).
-fn port_bounds(
-    dir: Direction,
-    w: &Workload,
-    rules: &[(u32, &Rule)],
-) -> BTreeMap<Protocol, BTreeSet<u32>> {
-    let mut bounds: BTreeMap<Protocol, BTreeSet<u32>> = Protocol::ALL
-        .iter()
-        .map(|p| (*p, BTreeSet::new()))
-        .collect();
-    for ps in rules.iter().flat_map(|(_, r)| &r.ports) {
-        match ps {
-            PortSpec::Range { protocol, lo, hi } => add_port(&mut bounds, *protocol, *lo, *hi),
-            PortSpec::Named { name, protocol } if dir == Direction::Ingress => {
-                if let Some(cp) = w.named_port(name, *protocol) {
-                    add_port(&mut bounds, cp.protocol, cp.port, cp.port);
-                }
-            }
-            PortSpec::Named { .. } => {}
-        }
-    }
-    bounds
-}
-
-/// The named ports of egress rules (they resolve against each destination's ports).
-fn named_egress<'e>(dir: Direction, rules: &[(u32, &'e Rule)]) -> Vec<(&'e str, Option<Protocol>)> {
-    if dir != Direction::Egress {
-        return Vec::new();
-    }
-    rules
-        .iter()
-        .flat_map(|(_, r)| r.ports.iter())
-        .filter_map(|p| match p {
-            PortSpec::Named { name, protocol } => Some((name.as_str(), *protocol)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// True when `r` gives a different verdict than the wildcard rows at some port of its range.
+/// True when `r` gives a different verdict than the wildcard rows at some port of its range
+/// (the wildcard rows are sorted and cover every port of every protocol).
 fn differs_from(wildcard: &[PortEntry], r: &PortEntry) -> bool {
-    let mut points = vec![r.lo];
-    points.extend(
-        wildcard
-            .iter()
-            .filter(|w| w.protocol == r.protocol && w.lo > r.lo && w.lo <= r.hi)
-            .map(|w| w.lo),
-    );
-    points
-        .into_iter()
-        .any(|p| Table::find(wildcard, r.protocol, p) != Some(r.verdict))
+    let start = wildcard.partition_point(|w| (w.protocol, w.hi) < (r.protocol, r.lo));
+    let mut covering = wildcard[start..]
+        .iter()
+        .take_while(|w| w.protocol == r.protocol && w.lo <= r.hi)
+        .peekable();
+    covering.peek().is_none() || covering.any(|w| w.verdict != r.verdict)
 }
 
 impl Compiler {
@@ -198,35 +37,40 @@ impl Compiler {
         mut patch: Option<(Profile, &BTreeSet<u32>)>,
     ) -> Profile {
         let w = &engine.inventory().workloads[rep];
-        let info = engine.identity(lid).expect("live identity");
-        let subject = EndpointView::workload(w, &info.namespace_labels, Addr::Outside);
-        let applied = Direction::BOTH.map(|d| engine.applied_rules(lid, d).collect::<Vec<_>>());
         let mut tables: [Arc<Table>; 2] = [Arc::default(), Arc::default()];
+        let mut rules: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+        let mut names_domains = false;
         for dir in Direction::BOTH {
             let d = dir.index();
-            if applied[d].is_empty() {
+            let applied = engine.applied_policies(lid, dir);
+            if applied.is_empty() {
                 continue;
             }
-            let defs: Vec<(u32, &Rule)> = applied[d]
-                .iter()
-                .filter_map(|a| a.rule.map(|r| (a.id, r)))
-                .collect();
-            let rows = DirRows::new(engine, dir, lid, &subject, w, &defs);
+            let walk = Walk::new(dir, &applied, &w.ports, engine.has_audit(Some(lid), dir));
             let old = patch
                 .as_mut()
                 .map(|(old, changed)| (std::mem::take(&mut old.tables[d]), *changed));
-            tables[d] = self.direction_table(&rows, &defs, old);
+            tables[d] = self.direction_table(engine, &walk, old);
+            rules[d] = walk.rule_ids().collect();
+            names_domains |= dir == Direction::Egress
+                && applied
+                    .iter()
+                    .flat_map(|p| &p.rules)
+                    .any(|(_, r)| r.peers.iter().any(|p| matches!(p, Peer::Domain(_))));
         }
-        let rules = applied.map(|a| a.iter().map(|r| r.id).collect());
-        Profile { tables, rules }
+        Profile {
+            tables,
+            rules,
+            names_domains,
+        }
     }
 
     /// One direction's table: the wildcard row, then the rows of peers some rule singles out
     /// (for a patch, of the changed peers only, in the old table).
     fn direction_table(
         &self,
-        rows: &DirRows,
-        defs: &[(u32, &Rule)],
+        engine: &Engine,
+        walk: &Walk,
         old: Option<(Arc<Table>, &BTreeSet<u32>)>,
     ) -> Arc<Table> {
         let patching = old.is_some();
@@ -239,62 +83,52 @@ impl Compiler {
         // The wildcard row: an endpoint that matches only "anyone" peers.
         let wildcard = match table.rows.get(&ID_ANY) {
             Some(w) if patching => w.clone(),
-            _ => rows.eval(&EndpointView::anonymous(), None),
+            _ => walk.rows(&walk.wildcard, None),
         };
         table.rows.insert(ID_ANY, wildcard.clone());
-        let sets: Vec<Option<&BTreeSet<u32>>> =
-            defs.iter().map(|(r, _)| self.rule_peers.get(r)).collect();
-        // Peers some rule matches: all of them for a full profile; for a patch, the changed
-        // ones only (without building the union, which is large when many rules name the
-        // same namespaces).
-        let targets: Vec<u32> = match changed {
-            Some(changed) => {
-                for c in changed {
-                    table.rows.remove(c);
-                }
-                changed
-                    .iter()
-                    .copied()
-                    .filter(|c| sets.iter().flatten().any(|s| s.contains(c)))
-                    .collect()
+        if let Some(changed) = changed {
+            for c in changed {
+                table.rows.remove(c);
             }
-            None => {
-                let mut all: Vec<u32> = sets
-                    .iter()
-                    .flatten()
-                    .flat_map(|s| s.iter().copied())
-                    .collect();
-                all.sort_unstable();
-                all.dedup();
-                all
-            }
-        };
-        let groups = self.peer_groups(rows.engine, targets, &sets, !rows.named_egress.is_empty());
-        for members in groups.values() {
-            self.fill_group(rows, table, members, &wildcard);
+        }
+        for ((sig, _, _), members) in self.peer_groups(engine, walk, changed) {
+            self.fill_group(
+                engine,
+                walk,
+                table,
+                &union(&walk.wildcard, &sig),
+                &members,
+                &wildcard,
+            );
         }
         table_arc
     }
 
-    /// Groups peers by signature: which rules they match, their named ports if named egress
-    /// ports are in play, and whether they are workloads (only workloads resolve named ports).
-    fn peer_groups(
-        &self,
-        engine: &Engine,
-        targets: Vec<u32>,
-        sets: &[Option<&BTreeSet<u32>>],
-        named: bool,
-    ) -> Groups {
+    /// Groups the peers some step singles out (all of them, or for a patch the changed ones) by
+    /// signature: the steps whose rule matches them, their named ports if named egress ports are
+    /// in play, and whether they are workloads (only workloads resolve named ports). Built from
+    /// the rules' peer sets, so the cost is their total size, not peers × rules.
+    fn peer_groups(&self, engine: &Engine, walk: &Walk, changed: Option<&BTreeSet<u32>>) -> Groups {
+        let mut sigs: HashMap<u32, Vec<u32>> = HashMap::new();
+        for step in 0..walk.len() {
+            let Some(set) = self.rule_peers.get(&walk.rule_id(step)) else {
+                continue;
+            };
+            let mut add = |pid: u32| sigs.entry(pid).or_default().push(step as u32);
+            match changed {
+                None => set.iter().for_each(|p| add(*p)),
+                Some(c) if c.len() < set.len() => {
+                    c.iter().filter(|p| set.contains(p)).for_each(|p| add(*p))
+                }
+                Some(c) => set.iter().filter(|p| c.contains(p)).for_each(|p| add(*p)),
+            }
+        }
         let mut groups = Groups::new();
-        for pid in targets {
+        for (pid, sig) in sigs {
             let Some(p) = self.peers.get(&pid) else {
                 continue;
             };
-            let mut sig: Vec<bool> = sets
-                .iter()
-                .map(|s| s.is_some_and(|s| s.contains(&pid)))
-                .collect();
-            let ports = match (&p.kind, named) {
+            let ports = match (&p.kind, walk.named_egress) {
                 (PeerKind::Workload { rep, .. }, true) => engine
                     .inventory()
                     .workloads
@@ -303,30 +137,31 @@ impl Compiler {
                     .unwrap_or_default(),
                 _ => Vec::new(),
             };
-            sig.push(matches!(p.kind, PeerKind::Workload { .. }));
-            groups.entry((sig, ports)).or_default().push(pid);
+            let workload = matches!(p.kind, PeerKind::Workload { .. });
+            groups.entry((sig, ports, workload)).or_default().push(pid);
         }
         groups
     }
 
-    /// Evaluates a group once, on its first member with a view, and gives every member the rows
-    /// that differ from the wildcard (lookup falls back to the wildcard for the rest).
+    /// Walks a group once (its named ports from the first member with a view) and gives every
+    /// member the rows that differ from the wildcard (lookup falls back to it for the rest).
     fn fill_group(
         &self,
-        rows: &DirRows,
+        engine: &Engine,
+        walk: &Walk,
         table: &mut Table,
+        matching: &[u32],
         members: &[u32],
         wildcard: &[PortEntry],
     ) {
-        let Some(view) = members.iter().find_map(|m| {
-            self.peers
-                .get(m)
-                .and_then(|p| self.peer_view(rows.engine, p))
-        }) else {
+        let Some(view) = members
+            .iter()
+            .find_map(|m| self.peers.get(m).and_then(|p| self.peer_view(engine, p)))
+        else {
             return;
         };
-        let differing: Vec<PortEntry> = rows
-            .eval(&view, view.ports())
+        let differing: Vec<PortEntry> = walk
+            .rows(matching, view.ports())
             .into_iter()
             .filter(|r| differs_from(wildcard, r))
             .collect();
@@ -389,6 +224,7 @@ impl Compiler {
 mod tests {
     use super::*;
     use crate::compile::EntryVerdict;
+    use crate::model::Protocol;
 
     fn entry(lo: u16, hi: u16, allow: bool) -> PortEntry {
         PortEntry {

@@ -31,7 +31,7 @@ mod view;
 
 pub use evaluate::DirQuery;
 pub use explain::{DirectionTrace, Explanation, PolicyTrace, RuleTrace, TierTrace};
-pub use query::AppliedRule;
+pub use query::{AppliedPolicy, AppliedRule};
 pub use verdict::{AuditOutcome, Decision, DirVerdict, Flow, IdentityInfo, Reason, RuleInfo};
 pub use view::{peer_matches, port_matches, Addr, EndpointKind, EndpointView};
 

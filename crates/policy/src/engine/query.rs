@@ -5,7 +5,7 @@
 
 use super::view::{Addr, EndpointView};
 use super::{DirQuery, DirVerdict, Engine};
-use crate::model::{Direction, PolicyId, Rule, WorkloadKey};
+use crate::model::{Direction, Mode, PolicyId, Rule, Tier, WorkloadKey};
 use std::net::IpAddr;
 
 /// A rule of a policy that applies to an identity, with its id. `rule: None` is the policy's
@@ -16,7 +16,47 @@ pub struct AppliedRule<'e> {
     pub rule: Option<&'e Rule>,
 }
 
+/// A policy that applies to an identity in one direction, as the compiler's rule walk needs it:
+/// the tier semantics, whether it counts in the enforced and in the audit walk, and its live
+/// rules (expired ones left out) with their ids, in order.
+#[derive(Debug, Clone)]
+pub struct AppliedPolicy<'e> {
+    pub tier: Tier,
+    /// Application tier: whether the policy isolates this direction (only then its rules count).
+    pub isolates: bool,
+    /// Whether it takes part in the enforced walk (active and in enforce mode).
+    pub enforced: bool,
+    /// Whether it takes part in the audit walk (active).
+    pub active: bool,
+    pub isolation_rule: u32,
+    pub rules: Vec<(u32, &'e Rule)>,
+}
+
 impl Engine {
+    /// The policies that apply to identity `lid` in `dir`, in evaluation order, with exactly the
+    /// liveness [`Engine::evaluate`] gives them now.
+    pub fn applied_policies(&self, lid: u32, dir: Direction) -> Vec<AppliedPolicy<'_>> {
+        let now = self.now;
+        self.applicable_slots(lid, dir)
+            .map(|s| {
+                let p = &s.policy;
+                let active = p.is_active(now);
+                AppliedPolicy {
+                    tier: p.tier,
+                    isolates: p.isolates[dir.index()],
+                    enforced: active && p.mode == Mode::Enforce,
+                    active,
+                    isolation_rule: s.isolation_rule[dir.index()],
+                    rules: s
+                        .dir_rules(dir)
+                        .filter(|(r, _)| r.expires_at.is_none_or(|t| now < t))
+                        .map(|(r, id)| (*id, r))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
     /// One direction's verdict for a query the caller built (a compiler's representative peer and
     /// port range): the same walk as [`Engine::evaluate`], without a trace.
     pub fn decide_direction(&self, q: &DirQuery) -> DirVerdict {
