@@ -4,14 +4,18 @@
 //! the datapath's flow events into the flow queue between applies, and learns the DNS answers
 //! the datapath holds for FQDN policy (fqdn.rs) before releasing them.
 
+use crate::emergency;
+use crate::enforcer::Urgent;
 use crate::flows::{aggregate, FlowQueue};
 use crate::fqdn::{parse_answers, Learner};
 use crate::metrics::Metrics;
-use crate::node::{Applied, NodeAgent};
+use crate::node::{self, Applied, NodeAgent};
 use crate::state::StateDir;
 use crate::{chain, AgentError};
 use cellwall_datapath::Datapath;
-use cellwall_proto::{DesiredState, Payload};
+use cellwall_policy::Engine;
+use cellwall_proto::{DesiredState, Payload, StateDoc};
+use std::collections::VecDeque;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
@@ -158,69 +162,129 @@ impl<D: Datapath> Enforcement<D> {
     /// Applies one desired state from the manager and says how it went. The answer is positive
     /// only once the datapath switched to the version *and* it is persisted.
     pub fn handle(&mut self, s: &DesiredState) -> Ack {
-        match self.apply(s) {
-            Ok((micros, applied_unix_us)) => Ack {
-                version: s.version,
-                micros,
-                applied_unix_us,
-                error: String::new(),
-                resync: false,
-            },
-            Err(e) => {
-                self.metrics.apply_errors.inc();
-                let why = chain(&e);
-                error!(
-                    version = s.version,
-                    "apply of version {} failed: {why}", s.version
-                );
-                Ack {
-                    version: s.version,
-                    micros: 0,
-                    applied_unix_us: 0,
-                    error: why,
-                    resync: matches!(e, AgentError::OutOfOrder { .. }),
-                }
-            }
-        }
+        let (tx, rx) = mpsc::channel();
+        drop(tx);
+        let mut stash = VecDeque::new();
+        self.handle_batch(std::slice::from_ref(s), &rx, &mut stash)
+            .pop()
+            .expect("one answer per state")
     }
 
-    fn apply(&mut self, s: &DesiredState) -> Result<(u64, u64), AgentError> {
+    /// Applies desired states that arrived together, in order, with one compile (the newest
+    /// revision wins: no compile for a revision already superseded). While the compile runs on
+    /// its own thread, this one keeps reading `work`: what arrives is stashed for later, and a
+    /// revision that cuts a local workload off is enforced for it at once (`emergency`).
+    /// Returns one answer per state, in order.
+    pub fn handle_batch(
+        &mut self,
+        batch: &[DesiredState],
+        work: &mpsc::Receiver<Work>,
+        stash: &mut VecDeque<Work>,
+    ) -> Vec<Ack> {
         let t = Instant::now();
-        let micros = match s.payload()? {
-            Payload::Snapshot(doc) => {
-                let r = self.node.apply(&doc, self.now_secs())?;
-                let us = t.elapsed().as_micros() as u64;
-                self.record(s.version, us, &r);
-                us
+        let now = self.now_secs();
+        let view = self.node.local_view();
+        // Decoding and staging happen on the compile thread: a large revision's JSON and
+        // indexing take a while too.
+        let held = self.held;
+        let mut refused: Vec<Option<AgentError>> = (0..batch.len()).map(|_| None).collect();
+        let mut staged: Vec<usize> = Vec::new();
+        let stage = |engine: &mut Engine, doc: &mut StateDoc| {
+            let mut cur = held;
+            for (i, s) in batch.iter().enumerate() {
+                match s.payload() {
+                    Ok(Payload::Snapshot(d)) => node::stage(engine, doc, &d),
+                    Ok(Payload::Delta {
+                        base_version,
+                        delta,
+                    }) if base_version == cur => node::stage_delta(engine, doc, delta),
+                    Ok(Payload::Delta { base_version, .. }) => {
+                        refused[i] = Some(AgentError::OutOfOrder {
+                            base: base_version,
+                            held: cur,
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        refused[i] = Some(e.into());
+                        continue;
+                    }
+                }
+                cur = s.version;
+                staged.push(i);
             }
-            Payload::Delta {
-                base_version,
-                delta,
-            } => {
-                if base_version != self.held {
-                    return Err(AgentError::OutOfOrder {
-                        base: base_version,
-                        held: self.held,
-                    });
+            (cur != held).then_some(cur)
+        };
+        let mut during = |u: &mut Urgent<'_, D>| {
+            let w = match work.recv_timeout(Duration::from_millis(1)) {
+                Ok(w) => w,
+                Err(mpsc::RecvTimeoutError::Timeout) => return,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    return;
                 }
-                if delta.is_empty() {
-                    // Already current (a reconnect): nothing to compile.
-                    self.metrics.applied_version.set(s.version);
-                    0
-                } else {
-                    let r = self.node.apply_delta(delta, self.now_secs())?;
-                    let us = t.elapsed().as_micros() as u64;
-                    self.record(s.version, us, &r);
-                    us
+            };
+            if let Work::State(s) = &w {
+                if let Ok(p) = s.payload() {
+                    match emergency::enforce_first(u, &p, &view, now, s.version) {
+                        Ok(0) => {}
+                        Ok(n) => info!(
+                            version = s.version,
+                            "emergency: {n} local address(es) isolated ahead of their compile"
+                        ),
+                        Err(e) => error!("emergency isolation failed: {}", chain(&e)),
+                    }
                 }
+            }
+            stash.push_back(w);
+        };
+        let r = self.node.apply_staged(now, stage, &mut during);
+        let last = staged.last().map(|i| batch[*i].version);
+        let r = match (r, last) {
+            (Err(e), _) => Err(e),
+            (Ok(_), None) => Ok((0, 0)),
+            (Ok(applied), Some(last)) => {
+                let us = t.elapsed().as_micros() as u64;
+                self.record(last, us, &applied);
+                self.held = last;
+                let at = (self.clock)().as_micros() as u64;
+                // The datapath holds the version now; persisting it (before the ack) is for
+                // restarts, not part of the switch.
+                self.state
+                    .save_desired(last, self.node.doc())
+                    .map(|_| (us, at))
             }
         };
-        self.held = s.version;
-        // The datapath holds the version now; persisting it (before the ack) is for restarts,
-        // not part of the switch.
-        let at = (self.clock)().as_micros() as u64;
-        self.state.save_desired(s.version, self.node.doc())?;
-        Ok((micros, at))
+        let mut acks: Vec<Ack> = Vec::with_capacity(batch.len());
+        for (i, s) in batch.iter().enumerate() {
+            let v = s.version;
+            acks.push(match (&refused[i], &r) {
+                (Some(e), _) => self.refused(v, e),
+                (None, Err(e)) => self.refused(v, e),
+                (None, Ok((micros, at))) => Ack {
+                    version: v,
+                    micros: *micros,
+                    applied_unix_us: *at,
+                    error: String::new(),
+                    resync: false,
+                },
+            });
+        }
+        acks
+    }
+
+    /// The answer for a state that was not applied.
+    fn refused(&self, version: u64, e: &AgentError) -> Ack {
+        self.metrics.apply_errors.inc();
+        let why = chain(e);
+        error!(version, "apply of version {version} failed: {why}");
+        Ack {
+            version,
+            micros: 0,
+            applied_unix_us: 0,
+            error: why,
+            resync: matches!(e, AgentError::OutOfOrder { .. }),
+        }
     }
 
     /// Expiring grants end on the agent's clock, manager or not. Returns whether any did.
@@ -334,6 +398,32 @@ impl<D: Datapath> Enforcement<D> {
     }
 }
 
+/// `first` and every state already waiting behind it (stashed or queued), up to other work.
+fn waiting_states(
+    first: DesiredState,
+    work: &mpsc::Receiver<Work>,
+    stash: &mut VecDeque<Work>,
+) -> Vec<DesiredState> {
+    let mut batch = vec![first];
+    while let Some(Work::State(_)) = stash.front() {
+        if let Some(Work::State(s)) = stash.pop_front() {
+            batch.push(s);
+        }
+    }
+    if stash.is_empty() {
+        while let Ok(w) = work.try_recv() {
+            match w {
+                Work::State(s) => batch.push(s),
+                other => {
+                    stash.push_back(other);
+                    break;
+                }
+            }
+        }
+    }
+    batch
+}
+
 /// Runs the loop until `work` closes (the agent stops) or `acks` has no reader: applies what
 /// arrives, answers on `acks`, and every `tick` retires expired grants and collects flows.
 pub fn run<D: Datapath>(
@@ -344,12 +434,20 @@ pub fn run<D: Datapath>(
     dns_taken: Option<mpsc::SyncSender<()>>,
 ) -> Result<(), AgentError> {
     let mut last_drain = Instant::now();
+    // Work that arrived while a compile ran, in arrival order.
+    let mut stash: VecDeque<Work> = VecDeque::new();
     loop {
-        match work.recv_timeout(tick.saturating_sub(last_drain.elapsed())) {
+        let next = match stash.pop_front() {
+            Some(w) => Ok(w),
+            None => work.recv_timeout(tick.saturating_sub(last_drain.elapsed())),
+        };
+        match next {
             Ok(Work::State(s)) => {
-                let ack = e.handle(&s);
-                if acks.send(ack).is_err() {
-                    return Ok(());
+                let batch = waiting_states(s, &work, &mut stash);
+                for ack in e.handle_batch(&batch, &work, &mut stash) {
+                    if acks.send(ack).is_err() {
+                        return Ok(());
+                    }
                 }
             }
             Ok(Work::DnsHeld) => {

@@ -9,7 +9,10 @@
 //! - [`state`] — the state directory: node key and certificate, `desired.json`, `ready`.
 //! - [`metrics`] — the Prometheus metrics and their HTTP server.
 //! - [`logging`] — `tracing` output, text or JSON.
-//! - [`enforcer`] — engine changes → per-node incremental compile → datapath apply.
+//! - [`enforcer`] — engine changes → per-node incremental compile (on its own thread) →
+//!   datapath apply, with emergency isolations kept over every commit until their own.
+//! - [`emergency`] — which local endpoints a revision cuts off (quarantines), enforced before
+//!   the revision waits behind a compile.
 //! - [`node`] — [`NodeAgent`]: an engine in step with the manager's states, where programs
 //!   must be attached, flow attribution.
 //! - [`flows`] — kernel events aggregated into flow records; the bounded flow queue.
@@ -25,6 +28,7 @@
 pub mod agent;
 pub mod config;
 pub mod discovery;
+pub mod emergency;
 pub mod enforce;
 pub mod enforcer;
 pub mod error;

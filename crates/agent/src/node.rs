@@ -2,8 +2,10 @@
 //! in step with it by diffs (so compiles stay incremental), the enforcer, and which interfaces
 //! carry programs. The enforcement loop drives this; tests drive it directly.
 
+use crate::emergency::LocalView;
+use crate::enforcer::{During, Stage, Urgent};
 use crate::{AgentError, Enforcer};
-use cellwall_datapath::{abi, ApplyReport, Datapath};
+use cellwall_datapath::{abi, ApplyReport, Datapath, Desired};
 use cellwall_policy::{Engine, WorkloadKey};
 use cellwall_proto::{StateDelta, StateDoc};
 use std::collections::{BTreeSet, HashMap};
@@ -37,6 +39,22 @@ pub struct NodeAgent<D: Datapath> {
     /// `engine.next_expiry()` as of the last sync: the enforcement loop asks on every tick and
     /// the scan walks every rule.
     expiry: Option<i64>,
+}
+
+/// No staging: the model already moved.
+type NoStage = fn(&mut Engine, &mut StateDoc) -> Option<u64>;
+
+/// Moves the model (engine and document) to `doc`.
+pub fn stage(engine: &mut Engine, current: &mut StateDoc, doc: &StateDoc) {
+    let d = StateDelta::between(current, doc);
+    apply_to_engine(engine, &d);
+    *current = doc.clone();
+}
+
+/// Moves the model by `d`.
+pub fn stage_delta(engine: &mut Engine, current: &mut StateDoc, d: StateDelta) {
+    apply_to_engine(engine, &d);
+    current.apply(d);
 }
 
 /// Moves `engine` by one delta, object by object (the engine logs what changed, and the compiler
@@ -117,35 +135,48 @@ impl<D: Datapath> NodeAgent<D> {
     /// interface that needs them (an agent restart or upgrade: attach is an atomic replace, and
     /// the maps pinned by the previous run keep enforcing until the switch).
     pub fn apply(&mut self, doc: &StateDoc, now: i64) -> Result<Applied, AgentError> {
-        let d = StateDelta::between(&self.doc, doc);
-        apply_to_engine(&mut self.engine, &d);
-        self.doc = doc.clone();
-        self.finish(now)
+        stage(&mut self.engine, &mut self.doc, doc);
+        self.engine.set_now(now);
+        self.refresh_owners();
+        self.sync(None::<NoStage>, None)
     }
 
     /// Enforces the current state changed by `d` (what the manager sends after the first
     /// snapshot): only the changed objects are touched.
     pub fn apply_delta(&mut self, d: StateDelta, now: i64) -> Result<Applied, AgentError> {
-        apply_to_engine(&mut self.engine, &d);
-        self.doc.apply(d);
-        self.finish(now)
+        stage_delta(&mut self.engine, &mut self.doc, d);
+        self.engine.set_now(now);
+        self.refresh_owners();
+        self.sync(None::<NoStage>, None)
+    }
+
+    /// Moves the model by the revisions `stage` applies to it (with [`stage`] and
+    /// [`stage_delta`]; returns the newest), then compiles and enforces. Staging and the
+    /// compile run on their own thread while `during` is called on this one (see
+    /// [`Enforcer::prepare`]).
+    pub fn apply_staged<F>(
+        &mut self,
+        now: i64,
+        stage: F,
+        during: &mut dyn FnMut(&mut Urgent<'_, D>),
+    ) -> Result<Applied, AgentError>
+    where
+        F: FnOnce(&mut Engine, &mut StateDoc) -> Option<u64> + Send,
+    {
+        self.engine.set_now(now);
+        let r = self.sync(Some(stage), Some(during));
+        self.refresh_owners();
+        r
+    }
+
+    /// What the emergency check needs of the state in force (`emergency`).
+    pub fn local_view(&self) -> LocalView {
+        LocalView::new(&self.doc, &self.endpoints)
     }
 
     /// The desired state being enforced (what a restart re-applies).
     pub fn doc(&self) -> &StateDoc {
         &self.doc
-    }
-
-    fn finish(&mut self, now: i64) -> Result<Applied, AgentError> {
-        self.engine.set_now(now);
-        let mut owners = HashMap::new();
-        for w in &self.doc.workloads {
-            for ip in &w.ips {
-                owners.entry(*ip).or_insert_with(|| w.key().to_string());
-            }
-        }
-        self.owners = Attribution { owners };
-        self.sync()
     }
 
     /// The next time (Unix seconds) a policy or rule in force expires.
@@ -157,18 +188,49 @@ impl<D: Datapath> NodeAgent<D> {
     /// waiting for the manager (grants end on time also during an outage).
     pub fn advance(&mut self, now: i64) -> Result<Applied, AgentError> {
         self.engine.set_now(now);
-        self.sync()
+        self.sync(None::<NoStage>, None)
     }
 
     /// Compiles what changed; attaches programs where they are now needed *before* the switch
     /// (a newly policed workload is never left unprotected by the new tables) and detaches
     /// them where they are no longer needed after it.
-    fn sync(&mut self) -> Result<Applied, AgentError> {
+    fn sync<F>(
+        &mut self,
+        stage: Option<F>,
+        during: Option<During<'_, D>>,
+    ) -> Result<Applied, AgentError>
+    where
+        F: FnOnce(&mut Engine, &mut StateDoc) -> Option<u64> + Send,
+    {
+        let doc = &mut self.doc;
+        let stage = stage.map(|f| Box::new(move |e: &mut Engine| f(e, doc)) as Stage<'_>);
+        let prepared = self.enforcer.prepare(&mut self.engine, stage, during);
         self.expiry = self.engine.next_expiry();
-        let reattach = std::mem::replace(&mut self.first, false);
-        let Some(desired) = self.enforcer.prepare(&mut self.engine) else {
+        let Some(desired) = prepared else {
             return Ok(Applied::default());
         };
+        let r = self.switch(desired);
+        if r.is_err() {
+            self.enforcer.unlift();
+        }
+        r
+    }
+
+    /// Address → workload of the document (after it moved).
+    fn refresh_owners(&mut self) {
+        let mut owners = HashMap::new();
+        for w in &self.doc.workloads {
+            for ip in &w.ips {
+                owners.entry(*ip).or_insert_with(|| w.key().to_string());
+            }
+        }
+        self.owners = Attribution { owners };
+    }
+
+    /// Attaches programs where the new tables need them, switches, detaches where they are no
+    /// longer needed.
+    fn switch(&mut self, desired: Desired) -> Result<Applied, AgentError> {
+        let reattach = std::mem::replace(&mut self.first, false);
         let policed = |ep: &LocalEndpoint| {
             ep.ips.iter().any(|ip| {
                 desired
@@ -225,7 +287,7 @@ impl<D: Datapath> NodeAgent<D> {
         for (ip, names) in updates {
             self.engine.set_names(ip, names);
         }
-        self.sync()
+        self.sync(None::<NoStage>, None)
     }
 
     pub fn attribution(&self) -> &Attribution {

@@ -101,6 +101,48 @@ impl Desired {
         d
     }
 
+    /// Emergency isolation (a quarantine that must not wait behind a compile): the endpoint at
+    /// `addr` denies everything in the given directions, whatever its tables said. Only the
+    /// endpoint's own entries change, so the switch is as quick as any small apply. Returns
+    /// false when `addr` is no endpoint of this state.
+    pub fn isolate(&mut self, addr: [u8; 16], ingress: bool, egress: bool) -> bool {
+        let Some(ep) = self.endpoints.get(&addr).copied() else {
+            return false;
+        };
+        let id = ep.0;
+        let dirs: Vec<u8> = [(DIR_INGRESS, ingress), (DIR_EGRESS, egress)]
+            .into_iter()
+            .filter_map(|(d, on)| on.then_some(d))
+            .collect();
+        let mine: Vec<_> = self
+            .policy
+            .range((id, 0, 0, 0, 0, 0)..=(id, u32::MAX, u8::MAX, u8::MAX, u16::MAX, u32::MAX))
+            .filter(|(k, _)| dirs.contains(&k.2))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in mine {
+            self.policy.remove(&k);
+        }
+        let deny = PolicyVal {
+            allow: 0,
+            audit_allow: 0,
+            pad: 0,
+            rule: 0,
+            audit_rule: 0,
+        };
+        for dir in &dirs {
+            for proto in [6u8, 17, 132] {
+                self.policy.insert((id, 0, *dir, proto, 0, 0), deny);
+            }
+        }
+        let flags = (if ingress { EP_HAS_INGRESS_POLICY } else { 0 })
+            | (if egress { EP_HAS_EGRESS_POLICY } else { 0 });
+        for v in self.endpoints.values_mut().filter(|v| v.0 == id) {
+            v.2 |= flags;
+        }
+        true
+    }
+
     /// The same lookup the kernel program does, for the fake datapath and for tests.
     pub fn lookup(
         &self,
@@ -157,6 +199,35 @@ impl Desired {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn isolation_denies_everything_in_its_directions_and_nothing_else() {
+        let a = [1u8; 16];
+        let b = [2u8; 16];
+        let mut d = Desired::default();
+        d.endpoints.insert(a, (7, 0, 0));
+        d.endpoints.insert(b, (9, 0, EP_HAS_INGRESS_POLICY));
+        let allow = PolicyVal {
+            allow: 1,
+            audit_allow: 1,
+            pad: 0,
+            rule: 3,
+            audit_rule: 3,
+        };
+        d.policy.insert((9, 0, DIR_INGRESS, 6, 0, 0), allow);
+        d.policy.insert((7, 5, DIR_EGRESS, 6, 80, 16), allow);
+        assert!(d.isolate(a, true, true));
+        assert!(!d.isolate([3u8; 16], true, true));
+        let flags = d.endpoints[&a].2;
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            for proto in [6, 17, 132] {
+                assert!(!d.lookup(7, flags, dir, b, proto, 80).0);
+            }
+        }
+        // The other endpoint keeps its tables.
+        assert!(d.lookup(9, d.endpoints[&b].2, DIR_INGRESS, a, 6, 80).0);
+        assert!(!d.policy.contains_key(&(7, 5, DIR_EGRESS, 6, 80, 16)));
+    }
 
     #[test]
     fn port_prefixes_cover_exactly() {
