@@ -44,6 +44,10 @@ pub struct NodeItem {
     pub flow_batches_missed: u64,
     /// Revisions the node is behind (0: it enforces the latest).
     pub lag: u64,
+    /// While `lag` > 0: how long ago the newest revision was issued, i.e. how long this node
+    /// has been decoding, compiling and switching to it (or been out of reach). Absent at lag 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_ms: Option<i64>,
     pub seconds_since_seen: i64,
     pub workloads: Vec<ReportedWorkload>,
     /// What the node sent that the manager refused (reports it may not make, flow records of

@@ -304,7 +304,8 @@ impl Manager {
 
     /// Every node with how far behind the published revision it is.
     pub fn node_list(&self) -> Result<NodeList, ManagerError> {
-        let revision = self.published().revision;
+        let published = self.published();
+        let revision = published.revision;
         let now = now_ms();
         let items = self
             .store
@@ -312,6 +313,8 @@ impl Manager {
             .into_iter()
             .map(|n| NodeItem {
                 lag: revision.saturating_sub(n.applied_version),
+                pending_ms: (n.applied_version < revision)
+                    .then(|| (now - published.issued_unix_ms).max(0)),
                 seconds_since_seen: (now - n.last_seen_ms).max(0) / 1000,
                 name: n.name,
                 joined_ms: n.joined_ms,

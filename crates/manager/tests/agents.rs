@@ -200,6 +200,16 @@ async fn agent_join_watch_ack_and_refused_credentials() {
             }
         }
     }
+    // Not acked yet: the node is pending on the newest revision, and for how long.
+    let (s, v) = {
+        let (base, admin) = (base.clone(), admin.clone());
+        tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/nodes", Some(&admin), None))
+            .await
+            .unwrap()
+    };
+    assert_eq!(s, 200);
+    assert!(v["items"][0]["lag"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["items"][0]["pending_ms"].as_i64().unwrap() >= 0, "{v}");
     c.ack(AckRequest {
         node: "n1".into(),
         version: rev,
@@ -218,6 +228,7 @@ async fn agent_join_watch_ack_and_refused_credentials() {
     assert_eq!(s, 200);
     assert_eq!(v["items"][0]["applied_version"], rev);
     assert_eq!(v["items"][0]["lag"], 0);
+    assert!(v["items"][0].get("pending_ms").is_none(), "{v}");
 
     // The bootstrap token cannot take over a node that joined (attack: Join(token, "n1")).
     let mut c0 = BootstrapClient::new(channel(g, &ca, None).await.unwrap());

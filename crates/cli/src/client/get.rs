@@ -146,7 +146,11 @@ fn node_rows(l: &NodeList) -> Vec<Vec<String>> {
         rows.push(vec![
             n.name.clone(),
             format!("{}/{}", n.applied_version, l.revision),
-            n.lag.to_string(),
+            match n.pending_ms {
+                // A compile (or an unreachable node) in progress, and for how long.
+                Some(ms) if n.lag > 0 => format!("{} (pending {:.1}s)", n.lag, ms as f64 / 1e3),
+                _ => n.lag.to_string(),
+            },
             format!("{}µs", n.apply_micros),
             format!("{}s ago", n.seconds_since_seen),
             n.workloads.len().to_string(),
