@@ -122,6 +122,9 @@ pub enum AlertKind {
     NewEdge,
     /// A node reported an address another workload owns (refused).
     AddressConflict,
+    /// A node could not enforce a revision (its maps are full, a kernel write failed): it
+    /// keeps enforcing the tables it held before.
+    EnforcementFailed,
 }
 
 impl AlertKind {
@@ -132,6 +135,7 @@ impl AlertKind {
             Self::ExpiringGrant => "expiring-grant",
             Self::NewEdge => "new-edge",
             Self::AddressConflict => "address-conflict",
+            Self::EnforcementFailed => "enforcement-failed",
         }
     }
 }

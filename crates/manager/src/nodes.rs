@@ -298,8 +298,35 @@ impl Manager {
 
     /// Records an agent's ack. Acks are committed in groups (one transaction and one sync for
     /// every ack waiting), so 1,000 agents acking at once cost a few commits, not 1,000.
+    /// A failed apply also raises an alert: the node keeps enforcing what it held before
+    /// (fail-static), and someone must find out why (full maps, a kernel write).
     pub async fn ack(&self, row: AckRow) -> Result<(), ManagerError> {
-        self.writer.ack(row).await
+        let failed = (!row.error.is_empty()).then(|| {
+            let (node, version, error) = (row.node.clone(), row.version, row.error.clone());
+            Alert {
+                id: 0,
+                at_ms: now_ms(),
+                kind: AlertKind::EnforcementFailed,
+                severity: Severity::Critical,
+                src: format!("node:{node}"),
+                dst: "-".into(),
+                protocol: "-".into(),
+                port: 0,
+                rule: None,
+                message: format!(
+                    "node {node} could not enforce revision {version}: {error}; it keeps enforcing the tables it held before"
+                ),
+                connections: 0,
+                first_ns: 0,
+                last_ns: 0,
+            }
+        });
+        self.writer.ack(row).await?;
+        if let Some(a) = failed {
+            let at = a.at_ms;
+            self.raise_alerts(vec![a], at)?;
+        }
+        Ok(())
     }
 
     /// Every node with how far behind the published revision it is.

@@ -230,6 +230,32 @@ async fn agent_join_watch_ack_and_refused_credentials() {
     assert_eq!(v["items"][0]["lag"], 0);
     assert!(v["items"][0].get("pending_ms").is_none(), "{v}");
 
+    // A node that cannot enforce a revision (full maps) says so; the manager raises an alert.
+    c.ack(AckRequest {
+        node: "n1".into(),
+        version: rev,
+        error: "datapath: cw_policy: map full".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (s, v) = {
+        let (base, admin) = (base.clone(), admin.clone());
+        tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/alerts", Some(&admin), None))
+            .await
+            .unwrap()
+    };
+    assert_eq!(s, 200);
+    let failed: Vec<&serde_json::Value> = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "enforcement-failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{v}");
+    let msg = failed[0]["message"].as_str().unwrap();
+    assert!(msg.contains("node n1") && msg.contains("map full"), "{msg}");
+
     // The bootstrap token cannot take over a node that joined (attack: Join(token, "n1")).
     let mut c0 = BootstrapClient::new(channel(g, &ca, None).await.unwrap());
     let e = c0
