@@ -7,13 +7,14 @@ use super::sweep::{union, Walk};
 use super::PortEntry;
 use super::{Compiler, PeerKind, Profile, Table};
 use crate::engine::Engine;
+use crate::fxhash::FxHashMap;
 use crate::identity::ID_ANY;
 use crate::model::{ContainerPort, Direction, Peer, WorkloadKey};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Peer groups by signature (the steps that single them out, named ports, workload or not).
-type Groups = HashMap<(Vec<u32>, Vec<ContainerPort>, bool), Vec<u32>>;
+type Groups = FxHashMap<(Vec<u32>, Vec<ContainerPort>, bool), Vec<u32>>;
 
 /// True when `r` gives a different verdict than the wildcard rows at some port of its range
 /// (the wildcard rows are sorted and cover every port of every protocol).
@@ -109,7 +110,7 @@ impl Compiler {
     /// in play, and whether they are workloads (only workloads resolve named ports). Built from
     /// the rules' peer sets, so the cost is their total size, not peers × rules.
     fn peer_groups(&self, engine: &Engine, walk: &Walk, changed: Option<&BTreeSet<u32>>) -> Groups {
-        let mut sigs: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut sigs: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
         for step in 0..walk.len() {
             let Some(set) = self.rule_peers.get(&walk.rule_id(step)) else {
                 continue;
@@ -123,7 +124,7 @@ impl Compiler {
                 Some(c) => set.iter().filter(|p| c.contains(p)).for_each(|p| add(*p)),
             }
         }
-        let mut groups = Groups::new();
+        let mut groups = Groups::default();
         for (pid, sig) in sigs {
             let Some(p) = self.peers.get(&pid) else {
                 continue;

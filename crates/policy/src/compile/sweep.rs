@@ -13,6 +13,7 @@ use crate::engine::AppliedPolicy;
 use crate::model::{
     Action, ContainerPort, Direction, Entity, Peer, PortSpec, Protocol, Rule, Tier,
 };
+use crate::fxhash::FxHashMap;
 use std::collections::BTreeMap;
 
 /// Ports per protocol: keys are `protocol index × SPAN + port`, so one interval map covers all.
@@ -78,6 +79,12 @@ struct Step<'e> {
     tier: Tier,
     enforced: bool,
     audit: bool,
+    /// Steps of one class (tier, action, ports) decide the same keys the same way: after the
+    /// first that matches a peer, the others add nothing for it (a firewall export repeats a
+    /// handful of port lists thousands of times).
+    class: u32,
+    /// The keys its ports cover, when they do not depend on the peer (no named ports).
+    fixed: Option<Vec<(u32, u32)>>,
 }
 
 /// One direction of one profile, ready to be walked for any peer.
@@ -93,6 +100,8 @@ pub(super) struct Walk<'e> {
     audit: bool,
     /// Whether an egress rule names a port (then a peer's own ports change its rows).
     pub named_egress: bool,
+    /// The pass counter and, per class, the last pass that walked it.
+    stamps: std::cell::RefCell<(u32, Vec<u32>)>,
 }
 
 impl<'e> Walk<'e> {
@@ -102,7 +111,8 @@ impl<'e> Walk<'e> {
         subject_ports: &'e [ContainerPort],
         audit: bool,
     ) -> Self {
-        let mut steps = Vec::new();
+        let mut steps: Vec<Step> = Vec::new();
+        let mut classes: FxHashMap<(Tier, Action, &[PortSpec]), u32> = FxHashMap::default();
         let mut isolation = [None, None];
         for p in policies {
             if p.tier == Tier::Application {
@@ -116,13 +126,21 @@ impl<'e> Walk<'e> {
                     isolation[1].get_or_insert(p.isolation_rule);
                 }
             }
-            steps.extend(p.rules.iter().map(|(rid, rule)| Step {
-                rid: *rid,
-                rule,
-                tier: p.tier,
-                enforced: p.enforced,
-                audit: p.active,
-            }));
+            for (rid, rule) in &p.rules {
+                let next = classes.len() as u32;
+                let class = *classes
+                    .entry((p.tier, rule.action, rule.ports.as_slice()))
+                    .or_insert(next);
+                steps.push(Step {
+                    rid: *rid,
+                    rule,
+                    tier: p.tier,
+                    enforced: p.enforced,
+                    audit: p.active,
+                    class,
+                    fixed: None,
+                });
+            }
         }
         let wildcard = (0..steps.len() as u32)
             .filter(|i| steps[*i as usize].rule.peers.iter().any(is_wildcard))
@@ -134,15 +152,26 @@ impl<'e> Walk<'e> {
                     .iter()
                     .any(|p| matches!(p, PortSpec::Named { .. }))
             });
-        Walk {
+        let mut walk = Walk {
             dir,
-            steps,
+            steps: Vec::new(),
             wildcard,
             isolation,
             subject_ports,
             audit,
             named_egress,
+            stamps: std::cell::RefCell::new((0, vec![0; classes.len()])),
+        };
+        for s in &mut steps {
+            let named = s.rule.ports.iter().any(|p| matches!(p, PortSpec::Named { .. }));
+            if !named || dir == Direction::Ingress {
+                let mut keys = Vec::new();
+                walk.intervals(s.rule, None, &mut keys);
+                s.fixed = Some(keys);
+            }
         }
+        walk.steps = steps;
+        walk
     }
 
     /// Rule ids of the walk, in order.
@@ -200,6 +229,22 @@ impl<'e> Walk<'e> {
         }
     }
 
+    /// A step's keys: precomputed, or resolved against this peer's named ports into `buf`.
+    fn keys<'b>(
+        &self,
+        s: &'b Step,
+        peer_ports: Option<&[ContainerPort]>,
+        buf: &'b mut Vec<(u32, u32)>,
+    ) -> &'b [(u32, u32)] {
+        match &s.fixed {
+            Some(k) => k,
+            None => {
+                self.intervals(s.rule, peer_ports, buf);
+                buf
+            }
+        }
+    }
+
     /// One walk (enforced or audit): a covering, sorted list of intervals and verdicts.
     fn pass(
         &self,
@@ -208,11 +253,23 @@ impl<'e> Walk<'e> {
         audit: bool,
     ) -> Vec<(u32, u32, Verdict)> {
         let live = |s: &Step| if audit { s.audit } else { s.enforced };
+        // Classes already walked for this peer (see `Step::class`): stamped with this pass.
+        let mut stamps = self.stamps.borrow_mut();
+        let pass = stamps.0.wrapping_add(1);
+        stamps.0 = pass;
+        let seen = std::cell::RefCell::new(&mut stamps.1);
         let steps = || {
             matching
                 .iter()
                 .map(|i| &self.steps[*i as usize])
                 .filter(|s| live(s))
+        };
+        let fresh = |s: &Step| {
+            let mut seen = seen.borrow_mut();
+            let slot = &mut seen[s.class as usize];
+            let new = *slot != pass;
+            *slot = pass;
+            new
         };
         let mut buf = Vec::new();
         let mut out: Fill<Verdict> = Fill::new();
@@ -223,8 +280,10 @@ impl<'e> Walk<'e> {
                 if f.full() {
                     break;
                 }
-                self.intervals(s.rule, peer_ports, buf);
-                for (lo, hi) in buf.iter() {
+                if !fresh(s) {
+                    continue;
+                }
+                for (lo, hi) in self.keys(s, peer_ports, buf) {
                     f.fill(*lo, *hi, (s.rule.action, s.rid));
                 }
             }
@@ -245,8 +304,10 @@ impl<'e> Walk<'e> {
                         if out.full() {
                             break;
                         }
-                        self.intervals(s.rule, peer_ports, &mut buf);
-                        for (lo, hi) in buf.iter() {
+                        if !fresh(s) {
+                            continue;
+                        }
+                        for (lo, hi) in self.keys(s, peer_ports, &mut buf) {
                             out.fill(*lo, *hi, (!deny, s.rid));
                         }
                     }
