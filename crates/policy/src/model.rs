@@ -391,7 +391,7 @@ pub enum PortSpec {
 }
 
 /// One rule, in the order it appears in its policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Rule {
     pub direction: Direction,

@@ -82,7 +82,7 @@ fn one_rule_changed_compiles_incrementally_like_full() {
             let mut comp = Compiler::new("n1");
             comp.full(&engine);
             let mut rng = Rng::new(seed);
-            for step in 0..3 {
+            for step in 0..4 {
                 let mut p = rng.pick(&sc.policies).clone();
                 let r = rng.below(p.rules.len());
                 let lo = rng.below(60_000) as u16;
@@ -91,6 +91,12 @@ fn one_rule_changed_compiles_incrementally_like_full() {
                     lo,
                     hi: lo + rng.below(100) as u16,
                 }];
+                if step == 1 {
+                    p.rules[r].action = match p.rules[r].action {
+                        Action::Allow => Action::Deny,
+                        _ => Action::Allow,
+                    };
+                }
                 if step == 2 {
                     p.rules[r].peers = vec![Peer::Cidr {
                         cidr: "10.128.1.0/28".parse().unwrap(),

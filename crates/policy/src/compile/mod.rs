@@ -80,6 +80,9 @@ struct Profile {
     rules: [Vec<u32>; 2],
     /// Whether an egress rule names a domain (the agent then learns DNS answers).
     names_domains: bool,
+    /// Per direction, what the rows were walked from: a later change of some rules only
+    /// re-walks the peers those rules match.
+    prints: [sweep::Prints; 2],
 }
 
 /// Incremental per-node compiler.
@@ -100,6 +103,12 @@ pub struct Compiler {
     regions: BTreeMap<Cidr, u32>,
     /// Peer identities each rule's non-wildcard peers match.
     rule_peers: HashMap<u32, BTreeSet<u32>>,
+    /// What each rule's peer set was matched from (its direction, peers, named ports): a rule
+    /// whose policy changed elsewhere keeps its set.
+    rule_keys: HashMap<u32, u64>,
+    /// The sets this update replaced (rules matched again): the peers a changed rule matched
+    /// before need new rows too.
+    replaced: HashMap<u32, BTreeSet<u32>>,
     profiles: HashMap<ProfileKey, Profile>,
     endpoints: BTreeMap<WorkloadKey, (ProfileKey, Vec<IpAddr>, u32)>,
 }
@@ -122,6 +131,8 @@ impl Compiler {
             ipcache: BTreeMap::new(),
             regions: BTreeMap::new(),
             rule_peers: HashMap::new(),
+            rule_keys: HashMap::new(),
+            replaced: HashMap::new(),
             profiles: HashMap::new(),
             endpoints: BTreeMap::new(),
         }

@@ -3,7 +3,7 @@
 //! the same rules (and, for egress named ports, name the same ports) share rows, so each group is
 //! walked once, over the rules that match it only (`sweep`).
 
-use super::sweep::{union, Walk};
+use super::sweep::{union, Prints, Walk};
 use super::PortEntry;
 use super::{Compiler, PeerKind, Profile, Table};
 use crate::engine::Engine;
@@ -27,6 +27,10 @@ fn differs_from(wildcard: &[PortEntry], r: &PortEntry) -> bool {
     covering.peek().is_none() || covering.any(|w| w.verdict != r.verdict)
 }
 
+fn prof_view(p: &Profile) -> (&[Vec<u32>; 2], &[Prints; 2]) {
+    (&p.rules, &p.prints)
+}
+
 impl Compiler {
     /// Computes a profile's tables; with `patch`, reuses the old tables and recomputes only the
     /// rows of the given peer identities.
@@ -41,6 +45,7 @@ impl Compiler {
         let mut tables: [Arc<Table>; 2] = [Arc::default(), Arc::default()];
         let mut rules: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
         let mut names_domains = false;
+        let mut prints: [Prints; 2] = Default::default();
         for dir in Direction::BOTH {
             let d = dir.index();
             let applied = engine.applied_policies(lid, dir);
@@ -53,6 +58,7 @@ impl Compiler {
                 .map(|(old, changed)| (std::mem::take(&mut old.tables[d]), *changed));
             tables[d] = self.direction_table(engine, &walk, old);
             rules[d] = walk.rule_ids().collect();
+            prints[d] = walk.prints();
             names_domains |= dir == Direction::Egress
                 && applied
                     .iter()
@@ -63,6 +69,7 @@ impl Compiler {
             tables,
             rules,
             names_domains,
+            prints,
         }
     }
 
@@ -188,11 +195,25 @@ impl Compiler {
         }
         let dirty_subjects = &changes.identities;
         let mut profiles = std::mem::take(&mut self.profiles);
-        profiles.retain(|k, _| reps.contains_key(k) && !dirty_subjects.contains(&k.0));
+        profiles.retain(|k, _| reps.contains_key(k));
         let mut fresh: Vec<(super::ProfileKey, Profile)> = Vec::new();
         for (k, rep) in &reps {
+            let dirty = dirty_subjects.contains(&k.0);
             match profiles.get(*k) {
                 None => fresh.push(((*k).clone(), self.compute_profile(engine, rep, k.0, None))),
+                // Its policies changed: if only some rules did, only the peers they match (and
+                // the changed peers) get new rows.
+                Some(_) if dirty => {
+                    let old = profiles.remove(*k).expect("present");
+                    let next = match self.rules_changed(engine, rep, k.0, prof_view(&old)) {
+                        Some(mut peers) => {
+                            peers.extend(changed_peers.iter().copied());
+                            self.compute_profile(engine, rep, k.0, Some((old, &peers)))
+                        }
+                        None => self.compute_profile(engine, rep, k.0, None),
+                    };
+                    fresh.push(((*k).clone(), next));
+                }
                 Some(_) if changed_peers.is_empty() => {}
                 Some(prof) if self.touched_by(prof, changed_peers) => {
                     let old = profiles.remove(*k).expect("present");
@@ -206,6 +227,39 @@ impl Compiler {
         drop(reps);
         profiles.extend(fresh);
         self.profiles = profiles;
+    }
+
+    /// When only some rules of a profile's walks changed (same shape, same rule ids, none a
+    /// wildcard one): the peers those rules match now or matched before. `None`: recompute.
+    fn rules_changed(
+        &self,
+        engine: &Engine,
+        rep: &WorkloadKey,
+        lid: u32,
+        old: (&[Vec<u32>; 2], &[Prints; 2]),
+    ) -> Option<BTreeSet<u32>> {
+        let (old_rules, old_prints) = old;
+        let mut peers = BTreeSet::new();
+        for dir in Direction::BOTH {
+            let d = dir.index();
+            let applied = engine.applied_policies(lid, dir);
+            if applied.is_empty() {
+                if old_rules[d].is_empty() && old_prints[d] == Prints::default() {
+                    continue;
+                }
+                return None;
+            }
+            let ports = &engine.inventory().workloads.get(rep)?.ports;
+            let walk = Walk::new(dir, &applied, ports, engine.has_audit(Some(lid), dir));
+            let rids: Vec<u32> = walk.rule_ids().collect();
+            let now = walk.prints();
+            for i in now.changed_steps(&old_prints[d], &old_rules[d], &rids)? {
+                let rid = rids[i];
+                peers.extend(self.rule_peers.get(&rid).into_iter().flatten().copied());
+                peers.extend(self.replaced.get(&rid).into_iter().flatten().copied());
+            }
+        }
+        Some(peers)
     }
 
     /// Whether a changed peer has rows in the profile or is matched by one of its rules.

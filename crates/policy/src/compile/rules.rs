@@ -55,6 +55,16 @@ impl<'e> Candidates<'e> {
     }
 }
 
+/// What a rule's peer set depends on: its direction, its peers, and whether it names ports
+/// (egress named ports with a wildcard peer add every workload).
+fn match_key(r: &Rule) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = crate::fxhash::FxHasher::default();
+    let named = r.ports.iter().any(|p| matches!(p, PortSpec::Named { .. }));
+    (r.direction, &r.peers, named).hash(&mut h);
+    h.finish()
+}
+
 impl Compiler {
     /// Ids of the rules (not the isolation defaults) of the policies applicable to the label
     /// identities of local endpoints.
@@ -88,10 +98,18 @@ impl Compiler {
         let live_rules = self.live_rules(engine);
         self.rule_peers
             .retain(|rid, _| live_rules.contains_key(rid));
+        self.rule_keys.retain(|rid, _| live_rules.contains_key(rid));
+        self.replaced.clear();
+        // Rules of changed policies whose peers changed (the others keep their sets).
         let changed_policy_rules: BTreeSet<u32> = changes
             .policies
             .iter()
             .flat_map(|p| engine.policy_rule_ids(p).iter().copied())
+            .filter(|rid| {
+                live_rules
+                    .get(rid)
+                    .is_none_or(|r| self.rule_keys.get(rid) != Some(&match_key(r)))
+            })
             .collect();
         let stale = |c: &Self, rid: &u32| {
             changed_policy_rules.contains(rid) || !c.rule_peers.contains_key(rid)
@@ -121,7 +139,10 @@ impl Compiler {
         for (rid, rule) in &live_rules {
             if stale(self, rid) {
                 let set = self.match_rule(rule, &all_views, &mut memo_all);
-                self.rule_peers.insert(*rid, set);
+                self.rule_keys.insert(*rid, match_key(rule));
+                if let Some(old) = self.rule_peers.insert(*rid, set) {
+                    self.replaced.insert(*rid, old);
+                }
             } else if !changed_peers.is_empty() {
                 let add = self.match_rule(rule, &present_views, &mut memo_present);
                 let set = self.rule_peers.get_mut(rid).expect("present");

@@ -10,11 +10,12 @@
 
 use super::{EntryVerdict, PortEntry};
 use crate::engine::AppliedPolicy;
+use crate::fxhash::{FxHashMap, FxHasher};
 use crate::model::{
     Action, ContainerPort, Direction, Entity, Peer, PortSpec, Protocol, Rule, Tier,
 };
-use crate::fxhash::FxHashMap;
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 
 /// Ports per protocol: keys are `protocol index × SPAN + port`, so one interval map covers all.
 const SPAN: u32 = 65536;
@@ -69,6 +70,34 @@ impl<V: Copy> Fill<V> {
             self.decided.push((a, b, v));
             cur = self.free.range(b + 1..).next().map(|(s, _)| *s);
         }
+    }
+}
+
+/// A walk's fingerprint: its shape (direction, isolation defaults, audit) and each step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Prints {
+    pub header: u64,
+    pub steps: Vec<u64>,
+    pub wildcard: Vec<u32>,
+}
+
+impl Prints {
+    /// The steps that changed from `old` to `self` when only rules changed (same shape, same
+    /// rule ids in the same order, no wildcard step involved); `None` when the walk itself did.
+    pub fn changed_steps(
+        &self,
+        old: &Prints,
+        old_rids: &[u32],
+        rids: &[u32],
+    ) -> Option<Vec<usize>> {
+        if self.header != old.header || old_rids != rids || self.wildcard != old.wildcard {
+            return None;
+        }
+        let changed: Vec<usize> = (0..self.steps.len())
+            .filter(|i| self.steps[*i] != old.steps[*i])
+            .collect();
+        let wild = |i: &usize| self.wildcard.binary_search(&(*i as u32)).is_ok();
+        (!changed.iter().any(wild)).then_some(changed)
     }
 }
 
@@ -163,7 +192,11 @@ impl<'e> Walk<'e> {
             stamps: std::cell::RefCell::new((0, vec![0; classes.len()])),
         };
         for s in &mut steps {
-            let named = s.rule.ports.iter().any(|p| matches!(p, PortSpec::Named { .. }));
+            let named = s
+                .rule
+                .ports
+                .iter()
+                .any(|p| matches!(p, PortSpec::Named { .. }));
             if !named || dir == Direction::Ingress {
                 let mut keys = Vec::new();
                 walk.intervals(s.rule, None, &mut keys);
@@ -172,6 +205,25 @@ impl<'e> Walk<'e> {
         }
         walk.steps = steps;
         walk
+    }
+
+    /// What the walk's rows depend on, to tell a change of some rules from one of the walk's
+    /// shape (`Profile::prints`).
+    pub fn prints(&self) -> Prints {
+        let hash = |v: &dyn Fn(&mut FxHasher)| {
+            let mut h = FxHasher::default();
+            v(&mut h);
+            h.finish()
+        };
+        Prints {
+            header: hash(&|h| (self.dir, self.isolation, self.audit).hash(h)),
+            steps: self
+                .steps
+                .iter()
+                .map(|s| hash(&|h| (s.rid, s.tier, s.enforced, s.audit, s.rule).hash(h)))
+                .collect(),
+            wildcard: self.wildcard.clone(),
+        }
     }
 
     /// Rule ids of the walk, in order.
