@@ -13,8 +13,9 @@ use crate::discovery::LocalEndpoint;
 use crate::enforcer::{Isolation, Isolations, Urgent};
 use cellwall_datapath::abi::addr16;
 use cellwall_datapath::Datapath;
+use cellwall_policy::engine::subject_selects;
 use cellwall_policy::labels::Labels;
-use cellwall_policy::model::{Action, Direction, Entity, NamespaceMatch, Peer, Policy, Tier};
+use cellwall_policy::model::{Action, Direction, Entity, Peer, Policy, Tier};
 use cellwall_policy::{Mode, Workload, WorkloadKey};
 use cellwall_proto::{Payload, StateDoc};
 use std::collections::HashMap;
@@ -63,11 +64,9 @@ impl LocalView {
     }
 
     fn selects(&self, p: &Policy, ns: &str, labels: &Labels) -> bool {
-        let ns_ok = match &p.subject.namespaces {
-            NamespaceMatch::Named(n) => n == ns,
-            NamespaceMatch::Selector(s) => self.namespaces.get(ns).is_some_and(|l| s.matches(l)),
-        };
-        ns_ok && p.subject.pods.matches(labels)
+        self.namespaces
+            .get(ns)
+            .is_some_and(|ns_labels| subject_selects(&p.subject, ns, ns_labels, labels))
     }
 }
 

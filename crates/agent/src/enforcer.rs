@@ -233,11 +233,6 @@ impl<D: Datapath> Enforcer<D> {
     pub fn current(&self) -> Option<&Desired> {
         self.last.as_ref()
     }
-
-    /// Addresses isolated ahead of their compile.
-    pub fn isolations(&self) -> &BTreeMap<[u8; 16], Isolation> {
-        &self.isolated
-    }
 }
 
 #[cfg(test)]

@@ -90,15 +90,20 @@ fn b_reaches_out(dp: &FakeDatapath) -> bool {
     dp.decide(ip(B), ip("192.0.2.9"), 6, 443)
 }
 
-#[test]
-fn a_quarantine_is_enforced_while_a_large_compile_runs() {
-    let dir = tempfile::tempdir().unwrap();
+/// The enforcement of node n1 (pods x/a and x/b) on an in-memory datapath, and that datapath.
+fn enforcement(dir: &std::path::Path) -> (Enforcement<FakeDatapath>, FakeDatapath) {
     let dp = FakeDatapath::new();
-    let state = StateDir::create(dir.path()).unwrap();
+    let state = StateDir::create(dir).unwrap();
     let metrics = Arc::new(Metrics::new());
     let flows = Arc::new(FlowQueue::new(100, metrics.records_dropped.clone()));
     let node = NodeAgent::new(dp.clone(), endpoints(), "n1", false).unwrap();
-    let e = Enforcement::new(node, state, metrics, flows);
+    (Enforcement::new(node, state, metrics, flows), dp)
+}
+
+#[test]
+fn a_quarantine_is_enforced_while_a_large_compile_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, dp) = enforcement(dir.path());
     let (work, work_rx) = mpsc::channel();
     let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<Ack>();
     let looping = std::thread::spawn(move || {
@@ -173,12 +178,7 @@ fn a_quarantine_is_enforced_while_a_large_compile_runs() {
 #[test]
 fn revisions_waiting_behind_a_compile_are_compiled_together() {
     let dir = tempfile::tempdir().unwrap();
-    let dp = FakeDatapath::new();
-    let state = StateDir::create(dir.path()).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let flows = Arc::new(FlowQueue::new(100, metrics.records_dropped.clone()));
-    let node = NodeAgent::new(dp.clone(), endpoints(), "n1", false).unwrap();
-    let mut e = Enforcement::new(node, state, metrics, flows);
+    let (mut e, dp) = enforcement(dir.path());
     let open = doc(&[]);
     let closed = doc(&[B_CLOSED]);
     let granted = doc(&[B_CLOSED, &grant(4_000_000_000)]);

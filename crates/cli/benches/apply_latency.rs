@@ -17,7 +17,7 @@
 //! (the lab starts the `cellwall-manager` and `cellwall-agent` binaries built beside `cellwall`).
 
 use cellwall_api::client::{lab_client_config, ClientConfig};
-use cellwall_testkit::bench::{noise_factor, pct};
+use cellwall_testkit::bench::{arg, noise_factor, pct};
 use cellwall_testkit::lab::Lab;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -57,19 +57,35 @@ fn firewall(n: usize, moved: &[usize]) -> String {
     y
 }
 
-/// Applies `text` and waits for the agent to hold the revision: (ms from the request to the
-/// maps switched, the agent's compile + writes in ms).
-fn apply_and_wait(agent: &ureq::Agent, server: &str, auth: &str, text: &str) -> (f64, f64) {
+/// One change as the bench sees it (Unix µs, the agent's clock is the machine's).
+struct Applied {
+    sent: u64,
+    returned: u64,
+    /// When the agent's maps switched to the revision.
+    switched: u64,
+    /// The agent's compile + map writes + flip, ms.
+    agent_ms: f64,
+}
+
+/// Applies `text` and polls until the agent holds its revision (panics past `limit`).
+fn apply_and_wait(
+    agent: &ureq::Agent,
+    server: &str,
+    auth: &str,
+    text: &str,
+    limit: Duration,
+) -> Applied {
     let sent = unix_us();
     let r: Value = agent
         .post(&format!("{server}/v1/apply"))
         .set("Authorization", auth)
-        .send_json(json!({"documents": [{"file": "firewall.yaml", "text": text}]}))
+        .send_json(json!({"documents": [{"file": "change.yaml", "text": text}]}))
         .expect("apply")
         .into_json()
         .unwrap();
+    let returned = unix_us();
     let rev = r["revision"].as_u64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + limit;
     loop {
         let v: Value = agent
             .get(&format!("{server}/v1/nodes"))
@@ -80,17 +96,18 @@ fn apply_and_wait(agent: &ureq::Agent, server: &str, auth: &str, text: &str) -> 
             .unwrap();
         let n = &v["items"][0];
         if n["applied_version"].as_u64().unwrap_or(0) >= rev {
-            let applied = n["applied_unix_micros"].as_u64().unwrap();
-            return (
-                applied.saturating_sub(sent) as f64 / 1000.0,
-                n["apply_micros"].as_u64().unwrap() as f64 / 1000.0,
-            );
+            return Applied {
+                sent,
+                returned,
+                switched: n["applied_unix_micros"].as_u64().unwrap(),
+                agent_ms: n["apply_micros"].as_u64().unwrap() as f64 / 1000.0,
+            };
         }
         assert!(
             Instant::now() < deadline,
-            "revision {rev} not applied in 120 s"
+            "revision {rev} not applied in {limit:?}"
         );
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -106,18 +123,8 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    let changes: usize = args
-        .iter()
-        .position(|a| a == "--changes")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200);
-    let rules: usize = args
-        .iter()
-        .position(|a| a == "--firewall")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000);
+    let changes = arg(&args, "--changes", 200);
+    let rules = arg(&args, "--firewall", 10_000);
     let noise = noise_factor(2.0);
     // Taken down (and its manifests removed) however the run ends.
     let lab = Lab::up(
@@ -141,40 +148,11 @@ fn main() {
         } else {
             client(if i % 4 == 1 { "client2" } else { "client" })
         };
-        let sent = unix_us();
-        let r: Value = agent
-            .post(&format!("{server}/v1/apply"))
-            .set("Authorization", &auth)
-            .send_json(json!({"documents": [{"file": "change.yaml", "text": text}]}))
-            .expect("apply")
-            .into_json()
-            .unwrap();
-        let returned = unix_us();
-        let rev = r["revision"].as_u64().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let node = loop {
-            let v: Value = agent
-                .get(&format!("{server}/v1/nodes"))
-                .set("Authorization", &auth)
-                .call()
-                .unwrap()
-                .into_json()
-                .unwrap();
-            let n = v["items"][0].clone();
-            if n["applied_version"].as_u64().unwrap_or(0) >= rev {
-                break n;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "revision {rev} not applied in 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let applied = node["applied_unix_micros"].as_u64().unwrap();
+        let a = apply_and_wait(&agent, server, &auth, &text, Duration::from_secs(10));
         // The agent can finish before the HTTP answer is read: that counts as zero.
-        from_return.push(applied.saturating_sub(returned) as f64 / 1000.0);
-        from_send.push(applied.saturating_sub(sent) as f64 / 1000.0);
-        apply_us.push(node["apply_micros"].as_u64().unwrap() as f64 / 1000.0);
+        from_return.push(a.switched.saturating_sub(a.returned) as f64 / 1000.0);
+        from_send.push(a.switched.saturating_sub(a.sent) as f64 / 1000.0);
+        apply_us.push(a.agent_ms);
     }
     let row = |name: &str, v: &[f64]| {
         println!(
@@ -199,13 +177,17 @@ fn main() {
     }
 
     // A firewall export, then one rule changed at a time.
-    let (first, agent_ms) = apply_and_wait(&agent, server, &auth, &firewall(rules, &[]));
+    let slow = Duration::from_secs(120);
+    let ms = |a: &Applied| a.switched.saturating_sub(a.sent) as f64 / 1000.0;
+    let a = apply_and_wait(&agent, server, &auth, &firewall(rules, &[]), slow);
+    let (first, agent_ms) = (ms(&a), a.agent_ms);
     let mut change = Vec::new();
     let mut change_agent = Vec::new();
     for i in 0..10 {
-        let (t, a) = apply_and_wait(&agent, server, &auth, &firewall(rules, &[i * 997 % rules]));
-        change.push(t);
-        change_agent.push(a);
+        let text = firewall(rules, &[i * 997 % rules]);
+        let a = apply_and_wait(&agent, server, &auth, &text, slow);
+        change.push(ms(&a));
+        change_agent.push(a.agent_ms);
     }
     println!("firewall export: {rules} (/32, port) rules on one endpoint, through the manager");
     println!(

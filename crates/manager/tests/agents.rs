@@ -14,6 +14,15 @@ async fn agent_join_watch_ack_and_refused_credentials() {
     let admin = token(&dir, "admin.token");
     let base = format!("http://{}", running.api);
     let g = running.grpc;
+    // A REST GET as the admin, off the runtime's threads.
+    let get = |path: &'static str| {
+        let (base, admin) = (base.clone(), admin.clone());
+        async move {
+            tokio::task::spawn_blocking(move || call(&base, "GET", path, Some(&admin), None))
+                .await
+                .unwrap()
+        }
+    };
 
     // A wrong bootstrap token, or an API token, buys nothing.
     let mut c = BootstrapClient::new(channel(g, &ca, None).await.unwrap());
@@ -201,12 +210,7 @@ async fn agent_join_watch_ack_and_refused_credentials() {
         }
     }
     // Not acked yet: the node is pending on the newest revision, and for how long.
-    let (s, v) = {
-        let (base, admin) = (base.clone(), admin.clone());
-        tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/nodes", Some(&admin), None))
-            .await
-            .unwrap()
-    };
+    let (s, v) = get("/v1/nodes").await;
     assert_eq!(s, 200);
     assert!(v["items"][0]["lag"].as_u64().unwrap() > 0, "{v}");
     assert!(v["items"][0]["pending_ms"].as_i64().unwrap() >= 0, "{v}");
@@ -219,12 +223,7 @@ async fn agent_join_watch_ack_and_refused_credentials() {
     })
     .await
     .unwrap();
-    let (s, v) = {
-        let (base, admin) = (base.clone(), admin.clone());
-        tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/nodes", Some(&admin), None))
-            .await
-            .unwrap()
-    };
+    let (s, v) = get("/v1/nodes").await;
     assert_eq!(s, 200);
     assert_eq!(v["items"][0]["applied_version"], rev);
     assert_eq!(v["items"][0]["lag"], 0);
@@ -239,12 +238,7 @@ async fn agent_join_watch_ack_and_refused_credentials() {
     })
     .await
     .unwrap();
-    let (s, v) = {
-        let (base, admin) = (base.clone(), admin.clone());
-        tokio::task::spawn_blocking(move || call(&base, "GET", "/v1/alerts", Some(&admin), None))
-            .await
-            .unwrap()
-    };
+    let (s, v) = get("/v1/alerts").await;
     assert_eq!(s, 200);
     let failed: Vec<&serde_json::Value> = v["alerts"]
         .as_array()

@@ -33,7 +33,7 @@ pub use evaluate::DirQuery;
 pub use explain::{DirectionTrace, Explanation, PolicyTrace, RuleTrace, TierTrace};
 pub use query::{AppliedPolicy, AppliedRule};
 pub use verdict::{AuditOutcome, Decision, DirVerdict, Flow, IdentityInfo, Reason, RuleInfo};
-pub use view::{peer_matches, port_matches, Addr, EndpointKind, EndpointView};
+pub use view::{peer_matches, port_matches, subject_selects, Addr, EndpointKind, EndpointView};
 
 use crate::fxhash::FxHashMap;
 use crate::identity::IdentityAllocator;

@@ -153,7 +153,13 @@ pub(super) fn ns_matches(m: &NamespaceMatch, ns: &str, ns_labels: &Labels) -> bo
 
 /// Whether a policy subject selects a label identity.
 pub(super) fn subject_matches(s: &Subject, id: &IdentityInfo) -> bool {
-    ns_matches(&s.namespaces, &id.namespace, &id.namespace_labels) && s.pods.matches(&id.labels)
+    subject_selects(s, &id.namespace, &id.namespace_labels, &id.labels)
+}
+
+/// Whether a policy subject selects a workload with these labels in namespace `ns` (whose labels
+/// are `ns_labels`): the engine's index and the agent's emergency check ask the same question.
+pub fn subject_selects(s: &Subject, ns: &str, ns_labels: &Labels, labels: &Labels) -> bool {
+    ns_matches(&s.namespaces, ns, ns_labels) && s.pods.matches(labels)
 }
 
 /// Whether a rule's peer matches `v`, for a subject on node `subject_node` (entity `host`).
