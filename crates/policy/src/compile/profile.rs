@@ -16,6 +16,41 @@ use std::sync::Arc;
 /// Peer groups by signature (the steps that single them out, named ports, workload or not).
 type Groups = FxHashMap<(Vec<u32>, Vec<ContainerPort>, bool), Vec<u32>>;
 
+/// A profile's walks (one per direction with applicable policies), built once per update.
+struct Walks<'e> {
+    dirs: [Option<Walk<'e>>; 2],
+    /// Whether an egress rule names a domain (the agent then learns DNS answers).
+    names_domains: bool,
+}
+
+impl<'e> Walks<'e> {
+    fn new(engine: &'e Engine, rep: &WorkloadKey, lid: u32) -> Self {
+        let ports = &engine.inventory().workloads[rep].ports;
+        let mut names_domains = false;
+        let dirs = Direction::BOTH.map(|dir| {
+            let applied = engine.applied_policies(lid, dir);
+            if applied.is_empty() {
+                return None;
+            }
+            names_domains |= dir == Direction::Egress
+                && applied
+                    .iter()
+                    .flat_map(|p| &p.rules)
+                    .any(|(_, r)| r.peers.iter().any(|p| matches!(p, Peer::Domain(_))));
+            Some(Walk::new(
+                dir,
+                &applied,
+                ports,
+                engine.has_audit(Some(lid), dir),
+            ))
+        });
+        Walks {
+            dirs,
+            names_domains,
+        }
+    }
+}
+
 /// True when `r` gives a different verdict than the wildcard rows at some port of its range
 /// (the wildcard rows are sorted and cover every port of every protocol).
 fn differs_from(wildcard: &[PortEntry], r: &PortEntry) -> bool {
@@ -27,10 +62,6 @@ fn differs_from(wildcard: &[PortEntry], r: &PortEntry) -> bool {
     covering.peek().is_none() || covering.any(|w| w.verdict != r.verdict)
 }
 
-fn prof_view(p: &Profile) -> (&[Vec<u32>; 2], &[Prints; 2]) {
-    (&p.rules, &p.prints)
-}
-
 impl Compiler {
     /// Computes a profile's tables; with `patch`, reuses the old tables and recomputes only the
     /// rows of the given peer identities.
@@ -39,36 +70,36 @@ impl Compiler {
         engine: &Engine,
         rep: &WorkloadKey,
         lid: u32,
+        patch: Option<(Profile, &BTreeSet<u32>)>,
+    ) -> Profile {
+        self.profile_from(engine, Walks::new(engine, rep, lid), patch)
+    }
+
+    /// A profile's tables from its walks (see `compute_profile`).
+    fn profile_from(
+        &self,
+        engine: &Engine,
+        walks: Walks,
         mut patch: Option<(Profile, &BTreeSet<u32>)>,
     ) -> Profile {
-        let w = &engine.inventory().workloads[rep];
         let mut tables: [Arc<Table>; 2] = [Arc::default(), Arc::default()];
         let mut rules: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-        let mut names_domains = false;
         let mut prints: [Prints; 2] = Default::default();
-        for dir in Direction::BOTH {
-            let d = dir.index();
-            let applied = engine.applied_policies(lid, dir);
-            if applied.is_empty() {
+        for (d, walk) in walks.dirs.iter().enumerate() {
+            let Some(walk) = walk else {
                 continue;
-            }
-            let walk = Walk::new(dir, &applied, &w.ports, engine.has_audit(Some(lid), dir));
+            };
             let old = patch
                 .as_mut()
                 .map(|(old, changed)| (std::mem::take(&mut old.tables[d]), *changed));
-            tables[d] = self.direction_table(engine, &walk, old);
+            tables[d] = self.direction_table(engine, walk, old);
             rules[d] = walk.rule_ids().collect();
             prints[d] = walk.prints();
-            names_domains |= dir == Direction::Egress
-                && applied
-                    .iter()
-                    .flat_map(|p| &p.rules)
-                    .any(|(_, r)| r.peers.iter().any(|p| matches!(p, Peer::Domain(_))));
         }
         Profile {
             tables,
             rules,
-            names_domains,
+            names_domains: walks.names_domains,
             prints,
         }
     }
@@ -205,12 +236,13 @@ impl Compiler {
                 // the changed peers) get new rows.
                 Some(_) if dirty => {
                     let old = profiles.remove(*k).expect("present");
-                    let next = match self.rules_changed(engine, rep, k.0, prof_view(&old)) {
+                    let walks = Walks::new(engine, rep, k.0);
+                    let next = match self.rules_changed(&walks, &old) {
                         Some(mut peers) => {
                             peers.extend(changed_peers.iter().copied());
-                            self.compute_profile(engine, rep, k.0, Some((old, &peers)))
+                            self.profile_from(engine, walks, Some((old, &peers)))
                         }
-                        None => self.compute_profile(engine, rep, k.0, None),
+                        None => self.profile_from(engine, walks, None),
                     };
                     fresh.push(((*k).clone(), next));
                 }
@@ -231,29 +263,18 @@ impl Compiler {
 
     /// When only some rules of a profile's walks changed (same shape, same rule ids, none a
     /// wildcard one): the peers those rules match now or matched before. `None`: recompute.
-    fn rules_changed(
-        &self,
-        engine: &Engine,
-        rep: &WorkloadKey,
-        lid: u32,
-        old: (&[Vec<u32>; 2], &[Prints; 2]),
-    ) -> Option<BTreeSet<u32>> {
-        let (old_rules, old_prints) = old;
+    fn rules_changed(&self, walks: &Walks, old: &Profile) -> Option<BTreeSet<u32>> {
         let mut peers = BTreeSet::new();
-        for dir in Direction::BOTH {
-            let d = dir.index();
-            let applied = engine.applied_policies(lid, dir);
-            if applied.is_empty() {
-                if old_rules[d].is_empty() && old_prints[d] == Prints::default() {
+        for (d, walk) in walks.dirs.iter().enumerate() {
+            let (old_rules, old_prints) = (&old.rules[d], &old.prints[d]);
+            let Some(walk) = walk else {
+                if old_rules.is_empty() && *old_prints == Prints::default() {
                     continue;
                 }
                 return None;
-            }
-            let ports = &engine.inventory().workloads.get(rep)?.ports;
-            let walk = Walk::new(dir, &applied, ports, engine.has_audit(Some(lid), dir));
+            };
             let rids: Vec<u32> = walk.rule_ids().collect();
-            let now = walk.prints();
-            for i in now.changed_steps(&old_prints[d], &old_rules[d], &rids)? {
+            for i in walk.prints().changed_steps(old_prints, old_rules, &rids)? {
                 let rid = rids[i];
                 peers.extend(self.rule_peers.get(&rid).into_iter().flatten().copied());
                 peers.extend(self.replaced.get(&rid).into_iter().flatten().copied());
