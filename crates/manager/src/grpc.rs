@@ -163,6 +163,8 @@ pub fn flow_row(node: &str, f: FlowRecord) -> Result<FlowRow, Status> {
 
 /// Most DNS names kept per flow record (a CNAME chain is rarely longer).
 const MAX_DST_NAMES: usize = 8;
+/// The longest apply error kept from an ack (an agent's errors are a line or two).
+const MAX_ACK_ERROR: usize = 1024;
 
 /// The names an agent reported for a flow's destination, as far as they are DNS names: a node
 /// reports what its workloads were told, which is visibility, never policy; anything else
@@ -238,7 +240,8 @@ impl<S: AgentControl> Agent for AgentService<S> {
                 version: r.version,
                 apply_micros: r.apply_micros,
                 applied_us: r.applied_unix_micros,
-                error: r.error,
+                // Stored, shown and raised as an alert: bounded and printable.
+                error: crate::validate::node_text(&r.error, MAX_ACK_ERROR),
             })
             .await
             .map_err(status)?;

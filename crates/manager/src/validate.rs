@@ -35,6 +35,21 @@ pub fn interface_name(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
 }
 
+/// Free text a node sends (an apply error): at most `max` bytes, control characters (newlines,
+/// terminal escapes) replaced, so it cannot forge log lines or flood alerts and webhooks.
+pub fn node_text(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > max {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// An address a workload can have: not unspecified, loopback, multicast or broadcast.
 pub fn workload_address(ip: IpAddr) -> bool {
     !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast())
@@ -47,6 +62,15 @@ pub fn workload_address(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_text_is_bounded_and_printable() {
+        assert_eq!(node_text("map full", 64), "map full");
+        let t = node_text(&format!("a\nb\x1b[31m{}", "é".repeat(1000)), 100);
+        assert!(t.len() <= 100 + '…'.len_utf8(), "{}", t.len());
+        assert!(!t.chars().any(char::is_control));
+        assert!(t.starts_with("a b [31m") && t.ends_with('…'));
+    }
 
     #[test]
     fn kubernetes_names() {

@@ -249,6 +249,28 @@ async fn agent_join_watch_ack_and_refused_credentials() {
     assert_eq!(failed.len(), 1, "{v}");
     let msg = failed[0]["message"].as_str().unwrap();
     assert!(msg.contains("node n1") && msg.contains("map full"), "{msg}");
+    // A compromised node's error text: huge, with newlines and terminal escapes. It is stored
+    // bounded and printable, and a second failure within the hour raises no second alert.
+    c.ack(AckRequest {
+        node: "n1".into(),
+        version: rev,
+        error: format!("forged\nALERT 1 [escaped]\x1b[2J{}", "x".repeat(1 << 20)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_, v) = get("/v1/nodes").await;
+    let last = v["items"][0]["last_error"].as_str().unwrap();
+    assert!(last.len() <= 1100, "{} bytes kept", last.len());
+    assert!(!last.chars().any(char::is_control), "{last:?}");
+    let (_, v) = get("/v1/alerts").await;
+    let n = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "enforcement-failed")
+        .count();
+    assert_eq!(n, 1, "one alert per node per hour: {v}");
 
     // The bootstrap token cannot take over a node that joined (attack: Join(token, "n1")).
     let mut c0 = BootstrapClient::new(channel(g, &ca, None).await.unwrap());
