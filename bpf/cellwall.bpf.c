@@ -12,7 +12,7 @@
  *   lib/config.h     cw_config
  *   lib/events.h     cw_events, cw_counters, cw_rule_hits
  *   lib/endpoint.h   cw_endpoints, cw_epcache
- *   lib/ipcache.h    cw_ipcache
+ *   lib/ipcache.h    cw_ipcache2
  *   lib/policy.h     cw_policy
  *   lib/vcache.h     cw_vcache
  *   lib/admitted.h   cw_admitted

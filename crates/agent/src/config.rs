@@ -101,10 +101,16 @@ impl Config {
     /// `netns`) or none.
     pub fn open_datapath(&self) -> Result<Box<dyn Datapath>, AgentError> {
         Ok(match self.datapath {
-            DatapathKind::Ebpf => Box::new(KernelDatapath::open_in(
-                &self.pin_dir,
-                self.netns.as_deref(),
-            )?),
+            DatapathKind::Ebpf => {
+                let dp = KernelDatapath::open_in(&self.pin_dir, self.netns.as_deref())?;
+                if dp.migrated_ipcache() > 0 {
+                    tracing::info!(
+                        entries = dp.migrated_ipcache(),
+                        "copied the previous version's identity map before attaching"
+                    );
+                }
+                Box::new(dp)
+            }
             DatapathKind::None => Box::new(NullDatapath::new(self.netns.as_deref())),
         })
     }

@@ -20,6 +20,12 @@ mod dns;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cellwall.bpf.o"));
 
+/// The identity trie (bpf/lib/ipcache.h).
+const IPCACHE: &str = "cw_ipcache2";
+/// The identity trie of versions before cw_ipcache2 (131,072 addresses a slot), migrated and
+/// unpinned by `open_in`.
+const IPCACHE_V1: &str = "cw_ipcache";
+
 fn err(what: impl Into<String>, e: impl std::fmt::Display) -> DatapathError {
     DatapathError::Kernel {
         what: what.into(),
@@ -36,6 +42,8 @@ struct Shadow {
 
 pub struct KernelDatapath {
     ebpf: Ebpf,
+    /// Identity entries copied from an earlier version's `cw_ipcache` when opening.
+    migrated: usize,
     pin_dir: PathBuf,
     /// The network namespace holding the interfaces programs attach to (None: the calling
     /// thread's). Attaching resolves the interface and creates the link there.
@@ -108,6 +116,39 @@ fn sync_lpm<S: Ord + Clone, W: PartialEq + Clone, K: aya::Pod, V: aya::Pod>(
     Ok(())
 }
 
+/// Copies an earlier version's identity trie (`cw_ipcache`, both slots) into `cw_ipcache2`,
+/// then unpins it. Runs after loading and before any program of this object is loaded or
+/// attached (programs load lazily in `attach`), while the previous version's programs still
+/// read the old trie: no packet meets an empty identity map. Copying again after a crash
+/// between the copy and the unpin writes the same entries; nothing has applied in between.
+fn migrate_ipcache(ebpf: &mut Ebpf, pin_dir: &Path) -> Result<usize, DatapathError> {
+    let old_pin = pin_dir.join(IPCACHE_V1);
+    if !old_pin.exists() {
+        return Ok(0);
+    }
+    let data = MapData::from_pin(&old_pin)
+        .map_err(|e| err(format!("opening {}", old_pin.display()), e))?;
+    let map = aya::maps::Map::from_map_data(data).map_err(|e| err(IPCACHE_V1, e))?;
+    let old: LpmTrie<MapData, IpcacheKeyData, IpcacheVal> =
+        LpmTrie::try_from(map).map_err(|e| err(IPCACHE_V1, e))?;
+    let mut new: LpmTrie<&mut MapData, IpcacheKeyData, IpcacheVal> =
+        LpmTrie::try_from(ebpf.map_mut(IPCACHE).ok_or_else(|| err("map", IPCACHE))?)
+            .map_err(|e| err(IPCACHE, e))?;
+    let mut copied = 0;
+    for k in old.keys() {
+        let k = k.map_err(|e| err(format!("iterating {IPCACHE_V1}"), e))?;
+        let v = old
+            .get(&k, 0)
+            .map_err(|e| err(format!("reading {IPCACHE_V1}"), e))?;
+        new.insert(&k, v, 0)
+            .map_err(|e| err(format!("migrating {IPCACHE_V1} into {IPCACHE}"), e))?;
+        copied += 1;
+    }
+    std::fs::remove_file(&old_pin)
+        .map_err(|e| err(format!("removing {}", old_pin.display()), e))?;
+    Ok(copied)
+}
+
 impl KernelDatapath {
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
         self.ebpf.map(name).ok_or_else(|| err("map", name))
@@ -143,11 +184,13 @@ impl KernelDatapath {
             })?),
             None => None,
         };
-        let ebpf = EbpfLoader::new()
+        let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(alt.as_deref().unwrap_or(OBJECT))
             .map_err(|e| err("loading the BPF object", e))?;
+        let migrated = migrate_ipcache(&mut ebpf, pin_dir)?;
         Ok(Self {
+            migrated,
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
             netns: netns.map(str::to_string),
@@ -156,6 +199,12 @@ impl KernelDatapath {
             dns: None,
             releaser: None,
         })
+    }
+
+    /// How many identity entries opening copied from an earlier version's trie (0: none was
+    /// pinned), for the agent's log.
+    pub fn migrated_ipcache(&self) -> usize {
+        self.migrated
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -285,10 +334,12 @@ impl KernelDatapath {
     fn load_shadows(&mut self) -> Result<[Shadow; 2], DatapathError> {
         let mut sh = [Shadow::default(), Shadow::default()];
         let ipc: LpmTrie<&MapData, IpcacheKeyData, IpcacheVal> =
-            LpmTrie::try_from(self.map("cw_ipcache")?).map_err(|e| err("cw_ipcache", e))?;
+            LpmTrie::try_from(self.map(IPCACHE)?).map_err(|e| err(IPCACHE, e))?;
         for k in ipc.keys() {
-            let k = k.map_err(|e| err("iterating cw_ipcache", e))?;
-            let v = ipc.get(&k, 0).map_err(|e| err("reading cw_ipcache", e))?;
+            let k = k.map_err(|e| err(format!("iterating {IPCACHE}"), e))?;
+            let v = ipc
+                .get(&k, 0)
+                .map_err(|e| err(format!("reading {IPCACHE}"), e))?;
             let d = k.data();
             sh[(d.slot & 1) as usize]
                 .ipcache
@@ -333,7 +384,7 @@ impl KernelDatapath {
         };
         {
             let mut ipc: LpmTrie<&mut MapData, IpcacheKeyData, IpcacheVal> =
-                LpmTrie::try_from(self.map_mut("cw_ipcache")?).map_err(|e| err("cw_ipcache", e))?;
+                LpmTrie::try_from(self.map_mut(IPCACHE)?).map_err(|e| err(IPCACHE, e))?;
             sync_lpm(
                 &mut ipc,
                 &mut sh.ipcache,
@@ -351,7 +402,7 @@ impl KernelDatapath {
                     identity: *id,
                     flags: 0,
                 },
-                "cw_ipcache",
+                IPCACHE,
                 &mut report,
             )?;
         }
