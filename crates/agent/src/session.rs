@@ -11,7 +11,8 @@ use crate::metrics::Metrics;
 use crate::state::StateDir;
 use crate::AgentError;
 use cellwall_proto::{
-    AckRequest, AgentClient, FlowBatch, LocalWorkload, RenewRequest, TrustRequest, WatchRequest,
+    AckRequest, AgentClient, FlowBatch, LocalWorkload, Reassembly, RenewRequest, TrustRequest,
+    WatchRequest,
 };
 use std::sync::mpsc;
 use tracing::{info, warn};
@@ -29,6 +30,9 @@ pub struct Session<'a> {
     pub flows: &'a FlowQueue,
     pub metrics: &'a Metrics,
 }
+
+/// The largest desired state the agent takes, whole or reassembled from parts.
+const MAX_MESSAGE: usize = 256 << 20;
 
 impl Session<'_> {
     /// Runs until the connection fails (an error) or `stop` resolves (Ok).
@@ -49,7 +53,7 @@ impl Session<'_> {
         tokio::pin!(stop);
         let mut renew_at = id.info.as_ref().map_or(0, |v| v.renew_at_ms());
         let mut c = AgentClient::new(channel(cfg, state, Some(id.identity)).await?)
-            .max_decoding_message_size(256 << 20);
+            .max_decoding_message_size(MAX_MESSAGE);
         if follow_trust(&mut c, cfg, state, &id.info).await? {
             renew_at = 0;
         }
@@ -59,6 +63,7 @@ impl Session<'_> {
                 applied_version: m.applied_version.get(),
                 workloads: local.to_vec(),
                 agent_version: env!("CARGO_PKG_VERSION").into(),
+                accepts_parts: true,
             })
             .await
             .map_err(AgentError::refused("watch"))?
@@ -66,14 +71,19 @@ impl Session<'_> {
         m.connected.set(1);
         info!(manager = %cfg.manager, "connected to the manager at {}", cfg.manager);
         let mut tick = tokio::time::interval(cfg.flow_tick());
+        let mut parts = Reassembly::new(MAX_MESSAGE);
         loop {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
                 msg = stream.message() => {
                     match msg.map_err(AgentError::refused("watch stream"))? {
                         Some(s) => {
-                            if work.send(crate::enforce::Work::State(s)).is_err() {
-                                return Err(AgentError::EnforcementStopped);
+                            // A broken sequence of parts: reconnect (a fresh snapshot).
+                            let whole = parts.push(s)?;
+                            if let Some(s) = whole {
+                                if work.send(crate::enforce::Work::State(s)).is_err() {
+                                    return Err(AgentError::EnforcementStopped);
+                                }
                             }
                         }
                         None => return Err(AgentError::StreamClosed),

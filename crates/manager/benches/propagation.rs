@@ -5,9 +5,12 @@
 //!   - the first connect of every agent (each needs the whole model: a snapshot),
 //!   - every agent reconnecting at once holding the latest version (a manager restart or a
 //!     network blip: each gets a marker, not the model),
+//!   - the first connect again, by agents of earlier versions that take the snapshot whole
+//!     rather than in parts (side by side with the first: the manager's peak memory),
 //!
 //! with the manager's CPU time and memory (from /proc) for each phase. Goal: p99 < 1 s from a
-//! policy apply and from a relabel to the last agent's ack.
+//! policy apply and from a relabel to the last agent's ack; the manager's peak memory while all
+//! agents connect at once < 1 GiB.
 //!   cargo build --release -p cellwall-manager
 //!   cargo bench -p cellwall-manager --bench propagation [-- --agents N --workloads N --changes N]
 //!
@@ -19,9 +22,9 @@
 
 use cellwall_proto::tonic::transport::Identity;
 use cellwall_proto::{
-    AckRequest, AgentClient, BootstrapClient, JoinRequest, Payload, WatchRequest,
+    AckRequest, AgentClient, BootstrapClient, JoinRequest, Payload, Reassembly, WatchRequest,
 };
-use cellwall_testkit::bench::{arg, goal, pct};
+use cellwall_testkit::bench::{arg, goal, noise_factor, pct};
 use cellwall_testkit::manager::{channel, Manager};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -73,7 +76,8 @@ struct Acked {
     bytes: usize,
 }
 
-/// One simulated agent: watch, check deltas chain, ack every version.
+/// One simulated agent: watch, check deltas chain, ack every version. `parts`: take large
+/// messages in parts, as agents do now (false: whole, as earlier versions did).
 async fn agent(
     idx: usize,
     node: String,
@@ -81,6 +85,7 @@ async fn agent(
     grpc: Arc<(String, String)>,
     held: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<Acked>,
+    parts: bool,
 ) {
     let ch = channel(&grpc.0, &grpc.1, Some(id)).await;
     let mut c = AgentClient::new(ch).max_decoding_message_size(256 << 20);
@@ -90,11 +95,17 @@ async fn agent(
             applied_version: held.load(Relaxed),
             workloads: Vec::new(),
             agent_version: "bench".into(),
+            accepts_parts: parts,
         })
         .await
         .expect("watch")
         .into_inner();
+    let mut whole = Reassembly::new(256 << 20);
     while let Ok(Some(m)) = s.message().await {
+        assert!(parts || !m.more, "agent {node}: a part it did not ask for");
+        let Some(m) = whole.push(m).expect("parts continue their message") else {
+            continue;
+        };
         if m.base_version != 0 {
             match m.payload().expect("a delta decodes") {
                 Payload::Delta { base_version, .. } => assert_eq!(
@@ -276,7 +287,7 @@ fn main() {
             acked: vec![0; a.agents],
             bytes: 0,
         };
-        let start_all = |tasks: &mut tokio::task::JoinSet<()>| {
+        let start_all = |tasks: &mut tokio::task::JoinSet<()>, parts: bool| {
             for (i, id) in ids.iter().enumerate() {
                 tasks.spawn(agent(
                     i,
@@ -285,21 +296,23 @@ fn main() {
                     grpc.clone(),
                     held[i].clone(),
                     tx.clone(),
+                    parts,
                 ));
             }
         };
 
         // 1. Every agent connects at once with nothing: a snapshot each.
+        m.reset_peak();
         let (c0, _, _) = m.usage();
         let t = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
-        start_all(&mut tasks);
+        start_all(&mut tasks, true);
         let last = co.all_acked(rev, "first connect").await;
         let (c1, rss1, hwm1) = m.usage();
         let cold = last - t;
         println!(
-            "  first connect, all {} agents at once (snapshot each): all acked in {:.2} s; \
-             {:.0} MiB sent; manager CPU {:.1} s, RSS {rss1:.0} MiB (peak {hwm1:.0})",
+            "  first connect, all {} agents at once (snapshot each, in parts): all acked in \
+             {:.2} s; {:.0} MiB sent; manager CPU {:.1} s, RSS {rss1:.0} MiB (peak {hwm1:.0})",
             a.agents,
             cold.as_secs_f64(),
             co.bytes as f64 / (1 << 20) as f64,
@@ -386,7 +399,7 @@ fn main() {
         let bytes0 = co.bytes;
         co.acked.iter_mut().for_each(|v| *v = 0);
         let t = Instant::now();
-        start_all(&mut tasks);
+        start_all(&mut tasks, true);
         let last = co.all_acked(rev, "reconnect").await;
         let (c1, rss3, hwm3) = m.usage();
         println!(
@@ -397,7 +410,36 @@ fn main() {
             (co.bytes - bytes0) as f64 / (1 << 20) as f64,
             c1 - c0
         );
+
+        // 4. The first connect again, by agents that take the snapshot whole (earlier versions).
         tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        held.iter().for_each(|h| h.store(0, Relaxed));
+        co.acked.iter_mut().for_each(|v| *v = 0);
+        m.reset_peak();
+        let (c0, rss_before, _) = m.usage();
+        let t = Instant::now();
+        start_all(&mut tasks, false);
+        let last = co.all_acked(rev, "first connect, whole").await;
+        let (c1, rss4, hwm4) = m.usage();
+        println!(
+            "  first connect again, all {} agents at once taking the snapshot whole (earlier \
+             versions): all acked in {:.2} s; manager CPU {:.1} s, RSS {rss4:.0} MiB (peak \
+             {hwm4:.0}, from {rss_before:.0})",
+            a.agents,
+            (last - t).as_secs_f64(),
+            c1 - c0
+        );
+        tasks.abort_all();
+        let verdict = if hwm1 < 1024.0 { "OK" } else { "MISSED" };
+        println!(
+            "  goal manager peak while all agents connect at once < 1 GiB: {hwm1:.0} MiB \
+             {verdict} (whole snapshots: {hwm4:.0} MiB)"
+        );
+        if hwm1 >= 1024.0 * noise_factor(1.0) {
+            failures.push(format!("first-connect peak {hwm1:.0} MiB"));
+        }
     });
     // Where the manager's time per change goes (its own log line per publish).
     let log = std::fs::read_to_string(m.dir.join("manager.log")).unwrap_or_default();

@@ -205,7 +205,13 @@ impl<S: AgentControl> Agent for AgentService<S> {
         );
         let (out, rx) = tokio::sync::mpsc::channel(2);
         let session = self.s.session(&node);
-        tokio::spawn(feed(self.s.clone(), r.applied_version, out, session));
+        tokio::spawn(feed(
+            self.s.clone(),
+            r.applied_version,
+            r.accepts_parts,
+            out,
+            session,
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -277,9 +283,13 @@ impl<S: AgentControl> Agent for AgentService<S> {
 /// it already holds it, the snapshot otherwise), then each revision's delta in order. An agent
 /// that missed a revision (its stream fell 256 revisions behind) gets the snapshot again.
 /// Ends the stream when `session` changes (the node's certificate was replaced or withdrawn).
+/// To an agent that accepts parts, each message goes in parts of [`PART_BYTES`], slices of the
+/// one encoded copy all streams share: the channel holds two and tonic encodes one at a time,
+/// so a connection holds ~64-200 KiB of it, not the whole snapshot.
 async fn feed<S: AgentControl>(
     s: Arc<S>,
     applied: u64,
+    parts: bool,
     out: mpsc::Sender<Result<DesiredState, Status>>,
     mut session: tokio::sync::watch::Receiver<u64>,
 ) {
@@ -287,19 +297,19 @@ async fn feed<S: AgentControl>(
     let mut sub = s.subscribe_changes();
     let cur = s.published();
     let first = if applied != 0 && applied == cur.revision {
-        DesiredState::delta(
+        Arc::new(DesiredState::delta(
             cur.revision,
             cur.revision,
             &StateDelta::default(),
             cur.issued_unix_ms,
-        )
+        ))
     } else {
-        (*cur.snapshot().await).clone()
+        cur.snapshot().await
     };
     let mut sent = cur.revision;
     // Holding the model of this revision for the stream's life would pin it in memory.
     drop(cur);
-    if out.send(Ok(first)).await.is_err() {
+    if !send(&out, &first, parts).await {
         return;
     }
     loop {
@@ -328,14 +338,31 @@ async fn feed<S: AgentControl>(
                 delta: Some(d),
                 prev_revision,
                 ..
-            }) if prev_revision == sent => (*d).clone(),
-            _ => (*s.published().snapshot().await).clone(),
+            }) if prev_revision == sent => d,
+            _ => s.published().snapshot().await,
         };
         sent = msg.version;
-        if out.send(Ok(msg)).await.is_err() {
+        if !send(&out, &msg, parts).await {
             return;
         }
     }
+}
+
+/// Sends `msg` whole or in parts; false when the agent went away.
+async fn send(
+    out: &mpsc::Sender<Result<DesiredState, Status>>,
+    msg: &DesiredState,
+    parts: bool,
+) -> bool {
+    if !parts {
+        return out.send(Ok(msg.clone())).await.is_ok();
+    }
+    for p in msg.parts(PART_BYTES) {
+        if out.send(Ok(p)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 pub fn protocol_name(p: u32) -> String {

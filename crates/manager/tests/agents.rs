@@ -124,6 +124,7 @@ async fn agent_join_watch_ack_and_refused_credentials() {
                 ..Default::default()
             }],
             agent_version: "test".into(),
+            accepts_parts: false,
         })
         .await
         .unwrap()
@@ -185,6 +186,7 @@ async fn agent_join_watch_ack_and_refused_credentials() {
                     ..Default::default()
                 }],
                 agent_version: "test".into(),
+                accepts_parts: false,
             })
             .await
             .unwrap()
@@ -407,4 +409,88 @@ async fn a_slow_agent_gets_a_snapshot_after_falling_behind_and_ends_in_step() {
     let p = running.manager.published();
     assert_eq!(p.revision, last);
     assert_eq!(&doc, p.doc.as_ref());
+}
+
+/// A snapshot larger than a part goes in parts to an agent that takes them (each part at most
+/// 64 KiB, slices of the one encoded copy) and whole to one that does not (an earlier
+/// version); the parts joined are byte for byte the whole message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_snapshot_goes_in_parts_only_to_agents_that_take_them() {
+    let dir = tmpdir("parts");
+    let running = start(config(&dir)).await.unwrap();
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let (boot, admin) = (token(&dir, "bootstrap.token"), token(&dir, "admin.token"));
+    let base = format!("http://{}", running.api);
+    let pods: String = (0..5000)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: shop, labels: {{app: a{}, v: \"{}\"}}}}\nstatus: {{podIP: 10.9.{}.{}}}\n---\n",
+                i % 37,
+                i * 7919 % 10007,
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let (s, _) = tokio::task::spawn_blocking(move || {
+        call(
+            &base,
+            "POST",
+            "/v1/apply",
+            Some(&admin),
+            Some(apply_body("p.yaml", &pods)),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(s, 200);
+    let watch = |node: &'static str, parts: bool| {
+        let (ca, boot) = (ca.clone(), boot.clone());
+        let g = running.grpc;
+        async move {
+            let mut c = joined(g, &ca, &boot, node).await;
+            let mut s = c
+                .watch(WatchRequest {
+                    node: node.into(),
+                    agent_version: "test".into(),
+                    accepts_parts: parts,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut got = Vec::new();
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(10), s.message())
+                    .await
+                    .expect("the snapshot arrives")
+                    .unwrap()
+                    .unwrap();
+                let more = m.more;
+                got.push(m);
+                if !more {
+                    return got;
+                }
+            }
+        }
+    };
+    let parts = watch("n1", true).await;
+    let whole = watch("n2", false).await;
+    assert_eq!(whole.len(), 1);
+    let n = whole[0].state_json.len();
+    assert!(n > PART_BYTES, "the snapshot is larger than a part: {n} bytes");
+    assert_eq!(parts.len(), whole[0].state_json.len().div_ceil(PART_BYTES));
+    assert!(parts.iter().all(|p| p.state_json.len() <= PART_BYTES));
+    let mut r = Reassembly::new(256 << 20);
+    let joined: Vec<_> = parts
+        .into_iter()
+        .filter_map(|p| r.push(p).unwrap())
+        .collect();
+    assert_eq!(joined, whole);
+    match joined[0].payload().unwrap() {
+        Payload::Snapshot(d) => assert_eq!(&d, running.manager.published().doc.as_ref()),
+        p => panic!("{p:?}"),
+    }
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,7 +19,7 @@ pub use generated::agent_server::{Agent, AgentServer};
 pub use generated::bootstrap_client::BootstrapClient;
 pub use generated::bootstrap_server::{Bootstrap, BootstrapServer};
 pub use generated::*;
-pub use payload::{Payload, PayloadError};
+pub use payload::{Payload, PayloadError, Reassembly, PART_BYTES};
 pub use state::{Keyed, StateDelta, StateDoc};
 pub use tonic;
 
@@ -132,5 +132,53 @@ mod tests {
             Payload::Snapshot(got) => assert_eq!(got, d),
             p => panic!("{p:?}"),
         }
+    }
+
+    /// A snapshot sent in parts shares its bytes and comes back whole, however it is cut; a
+    /// whole message passes through untouched.
+    #[test]
+    fn parts_reassemble_into_the_message() {
+        let d = doc(40);
+        let m = DesiredState::snapshot(5, &d, 7);
+        for part in [1000, PART_BYTES, m.state_json.len(), m.state_json.len() + 1] {
+            let parts = m.parts(part);
+            assert_eq!(parts.len(), m.state_json.len().div_ceil(part));
+            assert!(parts[..parts.len() - 1].iter().all(|p| p.more));
+            assert!(!parts.last().unwrap().more);
+            // Zero copy: each part points into the snapshot's buffer.
+            assert!(parts
+                .iter()
+                .all(|p| m.state_json.as_ptr_range().contains(&p.state_json.as_ptr())));
+            let mut r = Reassembly::new(usize::MAX);
+            let mut whole = None;
+            for (i, p) in parts.into_iter().enumerate() {
+                let got = r.push(p).unwrap();
+                assert_eq!(got.is_some(), i + 1 == m.state_json.len().div_ceil(part));
+                whole = whole.or(got);
+            }
+            assert_eq!(whole.unwrap(), m);
+        }
+    }
+
+    /// Parts of another version, or past the limit, are refused (and the next message starts
+    /// clean).
+    #[test]
+    fn parts_that_do_not_continue_or_grow_too_large_are_refused() {
+        let m = DesiredState::snapshot(5, &doc(40), 0);
+        let other = DesiredState::snapshot(6, &doc(40), 0);
+        let mut r = Reassembly::new(usize::MAX);
+        assert!(r.push(m.parts(1000)[0].clone()).unwrap().is_none());
+        let e = r.push(other.parts(1000)[1].clone()).unwrap_err();
+        assert!(e.to_string().contains("version 6"), "{e}");
+        let parts = m.parts(1000);
+        let mut r = Reassembly::new(2500);
+        assert!(r.push(parts[0].clone()).unwrap().is_none());
+        assert!(r.push(parts[1].clone()).unwrap().is_none());
+        assert!(matches!(
+            r.push(parts[2].clone()),
+            Err(PayloadError::PartsTooLarge { limit: 2500 })
+        ));
+        let small = DesiredState::delta(7, 6, &StateDelta::default(), 0);
+        assert_eq!(r.push(small.clone()).unwrap(), Some(small));
     }
 }

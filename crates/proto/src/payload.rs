@@ -11,7 +11,22 @@ pub enum PayloadError {
     Inflate(#[from] std::io::Error),
     #[error("decoding the state: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(
+        "a part of version {got} (base {got_base}) continues version {want} (base {want_base})"
+    )]
+    PartMismatch {
+        got: u64,
+        got_base: u64,
+        want: u64,
+        want_base: u64,
+    },
+    #[error("a message in parts exceeds {limit} bytes")]
+    PartsTooLarge { limit: usize },
 }
+
+/// The size of each part of a message sent in parts ([`DesiredState::parts`]): what one
+/// connection holds encoded in the manager at a time, whatever the snapshot's size.
+pub const PART_BYTES: usize = 64 << 10;
 
 /// What a [`DesiredState`] carries.
 #[derive(Debug)]
@@ -48,6 +63,7 @@ impl DesiredState {
             issued_unix_ms,
             base_version: 0,
             deflate,
+            more: false,
         }
     }
 
@@ -61,7 +77,25 @@ impl DesiredState {
             issued_unix_ms,
             base_version,
             deflate,
+            more: false,
         }
+    }
+
+    /// This message in parts of at most `part` bytes of `state_json` (itself when it fits):
+    /// the parts share its bytes (no copy); all but the last have `more` set.
+    pub fn parts(&self, part: usize) -> Vec<DesiredState> {
+        let part = part.max(1);
+        let n = self.state_json.len().div_ceil(part).max(1);
+        (0..n)
+            .map(|i| {
+                let end = ((i + 1) * part).min(self.state_json.len());
+                DesiredState {
+                    state_json: self.state_json.slice(i * part..end),
+                    more: i + 1 < n,
+                    ..self.clone()
+                }
+            })
+            .collect()
     }
 
     pub fn payload(&self) -> Result<Payload, PayloadError> {
@@ -82,5 +116,66 @@ impl DesiredState {
                 delta: serde_json::from_slice(json)?,
             }
         })
+    }
+}
+
+/// Joins the parts of messages sent in parts (`more`) back into whole messages, within a size
+/// limit (the agent's limit on one gRPC message), so parts cost the agent nothing new.
+#[derive(Debug)]
+pub struct Reassembly {
+    limit: usize,
+    head: Option<DesiredState>,
+    buf: Vec<u8>,
+}
+
+impl Reassembly {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            head: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Takes the next message off the stream: the whole message when this completes one,
+    /// `None` while parts are still to come. A part that does not continue the message in
+    /// progress (another version or base) is an error, and so is growing past the limit.
+    pub fn push(&mut self, m: DesiredState) -> Result<Option<DesiredState>, PayloadError> {
+        if let Some(h) = &self.head {
+            if (h.version, h.base_version, h.deflate) != (m.version, m.base_version, m.deflate) {
+                let err = PayloadError::PartMismatch {
+                    got: m.version,
+                    got_base: m.base_version,
+                    want: h.version,
+                    want_base: h.base_version,
+                };
+                self.head = None;
+                self.buf = Vec::new();
+                return Err(err);
+            }
+        } else if !m.more {
+            return Ok(Some(m));
+        }
+        if self.buf.len() + m.state_json.len() > self.limit {
+            self.head = None;
+            self.buf = Vec::new();
+            return Err(PayloadError::PartsTooLarge { limit: self.limit });
+        }
+        self.buf.extend_from_slice(&m.state_json);
+        if m.more {
+            if self.head.is_none() {
+                self.head = Some(DesiredState {
+                    state_json: bytes::Bytes::new(),
+                    ..m
+                });
+            }
+            return Ok(None);
+        }
+        let head = self.head.take().expect("a part in progress");
+        Ok(Some(DesiredState {
+            state_json: std::mem::take(&mut self.buf).into(),
+            more: false,
+            ..head
+        }))
     }
 }

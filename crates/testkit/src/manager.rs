@@ -122,6 +122,11 @@ impl Manager {
         self.child.id()
     }
 
+    /// Starts the manager's peak resident size over ([`crate::proc::reset_peak`]).
+    pub fn reset_peak(&self) {
+        crate::proc::reset_peak(self.child.id())
+    }
+
     /// CPU seconds (user + system) and resident memory now and at peak, in MiB.
     pub fn usage(&self) -> (f64, f64, f64) {
         crate::proc::usage(self.child.id())

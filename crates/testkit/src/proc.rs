@@ -53,6 +53,12 @@ pub fn usage(pid: u32) -> (f64, f64, f64) {
     )
 }
 
+/// Starts the peak (VmHWM) over from the current resident size (`clear_refs` 5, Linux 4.0+),
+/// so a phase's peak is its own, not the model loading's before it.
+pub fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`, 100 if unknown).
 pub fn clock_ticks() -> f64 {
     Command::new("getconf")

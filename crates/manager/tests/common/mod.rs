@@ -8,7 +8,8 @@ pub use cellwall_proto::tonic::transport::{
 };
 pub use cellwall_proto::tonic::Code;
 pub use cellwall_proto::{
-    AckRequest, AgentClient, BootstrapClient, JoinRequest, LocalWorkload, Payload, WatchRequest,
+    AckRequest, AgentClient, BootstrapClient, JoinRequest, LocalWorkload, Payload, Reassembly,
+    WatchRequest, PART_BYTES,
 };
 pub use serde_json::{json, Value};
 pub use std::path::{Path, PathBuf};
@@ -253,6 +254,7 @@ impl World {
                 applied_version: 0,
                 workloads: w,
                 agent_version: "forged".into(),
+                accepts_parts: false,
             })
             .await
             .unwrap()
