@@ -50,6 +50,20 @@ impl Hook {
 pub enum DatapathError {
     #[error("{what}: {detail}")]
     Kernel { what: String, detail: String },
+    /// A revision whose tables do not fit beside the slot in force. Checked before anything is
+    /// written: the slot in force stays, on every endpoint of the node.
+    #[error(
+        "{map} would hold {needed} entries ({in_force} for the tables in force, {desired} for \
+         this revision) but holds at most {capacity}: the previous tables stay in force on \
+         every endpoint of this node"
+    )]
+    Capacity {
+        map: &'static str,
+        needed: usize,
+        in_force: usize,
+        desired: usize,
+        capacity: usize,
+    },
 }
 
 /// What one apply did.

@@ -184,7 +184,8 @@ fn an_earlier_versions_identity_map_is_migrated_on_open() {
 
 /// 500,000 workload addresses fit in each slot, and the programs resolve the last one written:
 /// the filler addresses get identities no rule admits, except the last, which gets a's; b admits
-/// a on TCP 80. Prints the write time and the trie's kernel memory (docs/benchmarks.md).
+/// a on TCP 80. Prints the write time and the trie's kernel memory (docs/benchmarks.md). Then
+/// revisions that do not fit are refused whole, before a write, and the tables stay in force.
 #[test]
 #[ignore = "root tier: needs BPF"]
 fn half_a_million_workload_addresses_fit_in_both_slots() {
@@ -246,6 +247,46 @@ fn half_a_million_workload_addresses_fit_in_both_slots() {
     let trie = pinned_ipcache(&pins, "cw_ipcache2");
     assert_eq!(identity(&trie, 0, filler(N - 1)), a_id);
     assert_eq!(identity(&trie, 1, filler(N - 1)), a_id);
+    let held = trie.keys().count();
+
+    // A revision that does not fit beside the slot in force (1,600,000 more addresses: 2.1 M
+    // with the 500,000 in force, of 2,097,152) is refused before anything is written, with
+    // what it needed; the tables in force keep deciding.
+    let mut big = d.clone();
+    for i in N..1_600_000 {
+        big.ipcache.insert(
+            (v4(filler(i % (1 << 20))), 96 + 32 - (i >> 20)),
+            0x4000_0000,
+        );
+    }
+    let e = dp.apply(&big).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("cw_ipcache2 would hold")
+            && text.contains("at most 2097152")
+            && text.contains("previous tables stay in force"),
+        "{text}"
+    );
+    assert_eq!(trie.keys().count(), held, "nothing written");
+    let last = packet(IpAddr::V4(filler(N - 1)), b, Protocol::Tcp, 40009, 80);
+    assert_eq!(
+        dp.test_run(Hook::ToPod, &last).unwrap(),
+        TC_ACT_OK,
+        "in force still"
+    );
+    // More local endpoints than cw_endpoints holds: the same.
+    let mut crowded = d.clone();
+    for i in 0..16_385u32 {
+        crowded
+            .endpoints
+            .insert(v4(Ipv4Addr::from(0x0a50_0000 + i)), (i | 1, 0, 0));
+    }
+    let e = dp.apply(&crowded).unwrap_err().to_string();
+    assert!(
+        e.contains("cw_endpoints would hold") && e.contains("at most 16384"),
+        "{e}"
+    );
+    dp.apply(&d).expect("a revision that fits applies again");
     // The kernel's own count of the trie's memory (map_mem_usage), from the fd's fdinfo.
     let fd = MapData::from_pin(pins.0.join("cw_ipcache2")).unwrap();
     let fdinfo = {

@@ -478,7 +478,10 @@ async fn a_large_snapshot_goes_in_parts_only_to_agents_that_take_them() {
     let whole = watch("n2", false).await;
     assert_eq!(whole.len(), 1);
     let n = whole[0].state_json.len();
-    assert!(n > PART_BYTES, "the snapshot is larger than a part: {n} bytes");
+    assert!(
+        n > PART_BYTES,
+        "the snapshot is larger than a part: {n} bytes"
+    );
     assert_eq!(parts.len(), whole[0].state_json.len().div_ceil(PART_BYTES));
     assert!(parts.iter().all(|p| p.state_json.len() <= PART_BYTES));
     let mut r = Reassembly::new(256 << 20);

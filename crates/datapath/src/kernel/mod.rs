@@ -367,6 +367,31 @@ impl KernelDatapath {
         Ok(sh)
     }
 
+    /// Whether `desired` entries fit in `map` beside the `in_force` ones (the other slot's):
+    /// the inactive slot is rewritten to exactly `desired`, so that is the most it holds.
+    fn fits(
+        &self,
+        map: &'static str,
+        in_force: usize,
+        desired: usize,
+    ) -> Result<(), DatapathError> {
+        // Every checked map is pinned; its definition is what the kernel holds.
+        let capacity = aya::maps::MapInfo::from_pin(self.pin_dir.join(map))
+            .map_err(|e| err(format!("reading {map}'s definition"), e))?
+            .max_entries() as usize;
+        let needed = in_force + desired;
+        if needed > capacity {
+            return Err(DatapathError::Capacity {
+                map,
+                needed,
+                in_force,
+                desired,
+                capacity,
+            });
+        }
+        Ok(())
+    }
+
     /// Writes `d` into the inactive slot, then makes it active in one write and bumps the epoch
     /// (established connections are re-checked against the new policy on their next packet).
     pub fn apply(&mut self, d: &Desired) -> Result<ApplyReport, DatapathError> {
@@ -377,6 +402,15 @@ impl KernelDatapath {
         };
         let (active, epoch) = self.config()?;
         let next = active ^ 1;
+        let in_force = &shadows[active as usize];
+        for (map, in_force, desired) in [
+            (IPCACHE, in_force.ipcache.len(), d.ipcache.len()),
+            ("cw_policy", in_force.policy.len(), d.policy.len()),
+            // One entry per endpoint, shared by both slots.
+            ("cw_endpoints", 0, d.endpoints.len()),
+        ] {
+            self.fits(map, in_force, desired)?;
+        }
         let sh = &mut shadows[next as usize];
         let mut report = ApplyReport {
             slot: next,
