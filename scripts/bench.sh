@@ -32,6 +32,7 @@ run "engine 10k x 1k" cargo bench -q -p cellwall-policy --bench engine -- $(q --
 run "engine 100k x 10k" cargo bench -q -p cellwall-policy --bench engine -- --scale 100k $(q --quick)
 run "simulate 1M flows" cargo bench -q -p cellwall-policy --bench simulate
 run "adversarial rule shapes" cargo bench -q -p cellwall-policy --bench shapes -- $(q --quick)
+run "agent memory 100k x 10k (reported)" cargo bench -q -p cellwall-agent --bench memory
 run "history in SQLite" cargo bench -q -p cellwall-manager --bench history
 run "per-packet cost" cargo test --release -q -p cellwall-datapath -- --ignored --nocapture per_packet
 run "propagation 1,000 agents x 100,000 workloads" \
