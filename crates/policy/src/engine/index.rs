@@ -66,6 +66,7 @@ impl Engine {
 
     pub fn remove_namespace(&mut self, name: &str) {
         if self.inv.namespaces.remove(name).is_some() {
+            self.ns_labels.remove(name);
             self.refresh_namespace(name);
         }
     }
@@ -174,8 +175,16 @@ impl Engine {
             }
             return;
         }
-        let identity = self.wl_identity.get(key).map(|x| x.0);
-        let ns_labels = self.inv.namespace_labels(&w.namespace);
+        let identity = self.wl_identity.get(key).copied();
+        let current = self.inv.namespace_labels(&w.namespace);
+        let ns_labels = match self.ns_labels.get(&w.namespace) {
+            Some(l) if **l == current => l.clone(),
+            _ => {
+                let l = Arc::new(current);
+                self.ns_labels.insert(w.namespace.clone(), l.clone());
+                l
+            }
+        };
         let rec = Arc::new(WlRec {
             workload: w.clone(),
             identity,
@@ -197,11 +206,13 @@ impl Engine {
                 let nsl = self.inv.namespace_labels(&w.namespace);
                 (identity_key(&w.namespace, &nsl, &w.labels), nsl)
             });
-        let old = self.wl_identity.get(key).cloned();
-        if old.as_ref().map(|o| &o.1) == new_key.as_ref().map(|n| &n.0) {
+        // The identity's key text lives once, in the allocator (not per workload).
+        let old = self.wl_identity.get(key).copied();
+        let old_key = old.and_then(|id| self.ids.key_of(id));
+        if old_key == new_key.as_ref().map(|n| n.0.as_str()) {
             return;
         }
-        if let Some((old_id, old_key)) = old {
+        if let (Some(old_id), Some(old_key)) = (old, old_key.map(str::to_string)) {
             self.leave_identity(key, old_id, &old_key);
         }
         if let Some((k, nsl)) = new_key {
@@ -241,7 +252,7 @@ impl Engine {
     /// policy (O(policies)).
     fn join_identity(&mut self, key: &WorkloadKey, id_key: String, ns_labels: Labels) {
         let (id, created) = self.ids.acquire(&id_key);
-        self.wl_identity.insert(key.clone(), (id, id_key));
+        self.wl_identity.insert(key.clone(), id);
         self.members.entry(id).or_default().insert(key.clone());
         if !created {
             return;

@@ -56,7 +56,7 @@ impl Engine {
 
     /// The label identity of a managed (non-hostNetwork) workload.
     pub fn workload_identity(&self, key: &WorkloadKey) -> Option<u32> {
-        self.wl_identity.get(key).map(|(id, _)| *id)
+        self.wl_identity.get(key).copied()
     }
 
     pub fn identity_members(&self, id: u32) -> impl Iterator<Item = &WorkloadKey> {

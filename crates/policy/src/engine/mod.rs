@@ -100,11 +100,13 @@ pub struct Engine {
     /// Label identities per namespace: a policy whose subject names its namespace (every
     /// namespaced kind) is matched against these only, not against every identity.
     ns_identities: HashMap<String, BTreeSet<u32>>,
-    wl_identity: HashMap<WorkloadKey, (u32, String)>,
+    wl_identity: HashMap<WorkloadKey, u32>,
     members: HashMap<u32, BTreeSet<WorkloadKey>>,
     /// Per identity, per direction: policy slots sorted by (tier, priority, id).
     applicable: FxHashMap<u32, Applicable>,
     ip_index: FxHashMap<IpAddr, EpRef>,
+    /// Each namespace's labels as the indexed workloads share them (`index_workload`).
+    ns_labels: HashMap<String, std::sync::Arc<crate::labels::Labels>>,
     rule_ids: IdentityAllocator,
     rules: HashMap<u32, RuleInfo>,
     /// DNS names of addresses outside the inventory (`names.rs`).
