@@ -40,7 +40,7 @@ fn inventory() -> Inventory {
             node: None,
             host_network: false,
         };
-        inv.workloads.insert(w.key(), w);
+        inv.workloads.insert(w.key(), w.into());
     }
     inv
 }

@@ -147,6 +147,7 @@ fn state(json: &[u8], delta: bool, deflated: bool) -> DesiredState {
         issued_unix_ms: 0,
         base_version: u64::from(delta),
         deflate: deflated,
+        more: false,
     }
 }
 
@@ -162,6 +163,12 @@ fuzz_target!(|data: &[u8]| {
         4 => {
             if let Some(m) = roundtrip::<DesiredState>(b) {
                 check_payload(&m);
+                // A part (or a whole message) from a hostile stream: an error, never a panic,
+                // and never more than the limit held.
+                let mut r = cellwall_proto::Reassembly::new(1 << 12);
+                for _ in 0..3 {
+                    let _ = r.push(m.clone());
+                }
             }
         }
         5 => check_payload(&state(b, false, false)),

@@ -280,13 +280,9 @@ mod tests {
                 "no change, no apply"
             );
             // A relabel reaches the datapath incrementally.
-            let mut w = engine
-                .inventory()
-                .workloads
-                .values()
-                .next()
-                .unwrap()
-                .clone();
+            let mut w = cellwall_policy::Workload::clone(
+                engine.inventory().workloads.values().next().unwrap(),
+            );
             w.labels.insert("relabelled".into(), "yes".into());
             engine.set_workload(w);
             e.sync(&mut engine).unwrap();

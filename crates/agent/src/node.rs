@@ -67,7 +67,7 @@ fn apply_to_engine(engine: &mut Engine, d: &StateDelta) {
         engine.set_node(v.clone());
     }
     for v in &d.workloads {
-        engine.set_workload(cellwall_policy::Workload::clone(v));
+        engine.set_workload(v.clone());
     }
     for v in &d.policies {
         engine.set_policy(v.clone());

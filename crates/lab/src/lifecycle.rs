@@ -83,11 +83,11 @@ pub fn up(spec: &UpSpec) -> Result<Up> {
     let mut inv = assemble(objects, DEFAULT_POD_POOL.parse().expect("valid"))?.inventory;
     for w in inv.workloads.values_mut() {
         if w.node.is_none() {
-            w.node = Some(LAB_NODE.to_string());
+            std::sync::Arc::make_mut(w).node = Some(LAB_NODE.to_string());
         }
     }
     std::fs::create_dir_all(state_dir(name)).map_err(io("creating the lab state directory"))?;
-    let workloads: Vec<Workload> = inv.workloads.values().cloned().collect();
+    let workloads: Vec<Workload> = inv.workloads.values().map(|w| Workload::clone(w)).collect();
     let req = request(files, &workloads, spec.ignore_unknown_kinds);
     let revision = match build(spec, inv, req) {
         Ok(r) => r,
@@ -118,7 +118,11 @@ fn build(spec: &UpSpec, inv: Inventory, req: ApplyRequest) -> Result<u64> {
         visibility: spec.visibility,
         pods,
         namespaces: inv.namespaces.into_values().collect(),
-        workloads: inv.workloads.into_values().collect(),
+        workloads: inv
+            .workloads
+            .into_values()
+            .map(std::sync::Arc::unwrap_or_clone)
+            .collect(),
         nodes: inv.nodes.into_values().collect(),
     };
     state.save()?;

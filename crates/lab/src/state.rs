@@ -236,7 +236,7 @@ status: {podIP: 10.0.0.2}
 
     pub(crate) fn sample() -> LabState {
         let inv = inventory(PODS);
-        let w: Vec<Workload> = inv.workloads.values().cloned().collect();
+        let w: Vec<Workload> = inv.workloads.values().map(|w| Workload::clone(w)).collect();
         LabState {
             name: "t1".into(),
             datapath: DatapathKind::Ebpf,

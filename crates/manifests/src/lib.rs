@@ -206,7 +206,7 @@ pub fn assemble(objects: Vec<Located>, pool: Cidr) -> Result<Assembled> {
                 out.inventory.namespaces.insert(n.name.clone(), n);
             }
             Object::Pod(w) => {
-                out.inventory.workloads.insert(w.key(), w);
+                out.inventory.workloads.insert(w.key(), w.into());
             }
             Object::Node(n) => {
                 out.inventory.nodes.insert(n.name.clone(), n);
@@ -217,7 +217,7 @@ pub fn assemble(objects: Vec<Located>, pool: Cidr) -> Result<Assembled> {
             // A declared host is a workload on its node, with its single addresses.
             Object::Host(h) => {
                 let w = h.workload();
-                out.inventory.workloads.insert(w.key(), w);
+                out.inventory.workloads.insert(w.key(), w.into());
             }
         }
     }

@@ -232,7 +232,7 @@ fn incremental_bench(engine: &mut Engine, sc: &Scale, quick: bool, goals: &mut G
     let mut relabel = Vec::new();
     for i in 0..iters {
         let k = rng.pick(&local).clone();
-        let mut w = engine.inventory().workloads[&k].clone();
+        let mut w = Workload::clone(&engine.inventory().workloads[&k]);
         w.labels
             .insert("app".into(), format!("app-{}", i % sc.apps));
         let t = Instant::now();

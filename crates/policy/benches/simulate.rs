@@ -26,7 +26,12 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
     let (inv, pols) = scale_scenario(50, 20, 10, 20, 1000);
-    let pods: Vec<&Workload> = inv.workloads.values().filter(|w| !w.host_network).collect();
+    let pods: Vec<&Workload> = inv
+        .workloads
+        .values()
+        .filter(|w| !w.host_network)
+        .map(|w| &**w)
+        .collect();
     let t = Instant::now();
     let flows = history(&pods, n);
     println!(

@@ -361,6 +361,7 @@ pub fn apply(inv: &mut Inventory, entries: &[Entry]) -> Vec<usize> {
                 };
                 if hit {
                     n += 1;
+                    let w = std::sync::Arc::make_mut(w);
                     for (k, v) in &e.labels {
                         w.labels.insert(k.clone(), v.clone());
                     }
@@ -450,7 +451,7 @@ mod tests {
                 node: None,
                 host_network: false,
             };
-            inv.workloads.insert(w.key(), w);
+            inv.workloads.insert(w.key(), w.into());
         }
         let e = parse("r.csv", "ip,x\n10.0.0.1,1\n10.9.9.9,2\n", "s").unwrap();
         assert_eq!(apply(&mut inv, &e), vec![1, 0]);

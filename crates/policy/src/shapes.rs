@@ -148,7 +148,7 @@ fn inventory(shape: Shape, n: usize) -> (Inventory, WorkloadKey) {
         host_network: false,
     };
     let key = server.key();
-    inv.workloads.insert(key.clone(), server);
+    inv.workloads.insert(key.clone(), server.into());
     for i in 0..CLIENTS {
         let ns = if i % 4 == 3 { "ops" } else { "fw" };
         let mut l = labels(&[("app", APPS[i % 4]), ("team", TEAMS[i % 3])]);
@@ -168,7 +168,7 @@ fn inventory(shape: Shape, n: usize) -> (Inventory, WorkloadKey) {
             node: Some(["n1", "n2"][i % 2].into()),
             host_network: false,
         };
-        inv.workloads.insert(w.key(), w);
+        inv.workloads.insert(w.key(), w.into());
     }
     (inv, key)
 }

@@ -100,7 +100,7 @@ pub fn random_scenario(rng: &mut Rng) -> (Inventory, Vec<Policy>) {
         };
         inv.workloads.insert(
             WorkloadKey::new(ns, format!("p{i}")),
-            Workload {
+            std::sync::Arc::new(Workload {
                 namespace: ns.into(),
                 name: format!("p{i}"),
                 labels: l,
@@ -108,7 +108,7 @@ pub fn random_scenario(rng: &mut Rng) -> (Inventory, Vec<Policy>) {
                 ports,
                 node: Some(node.into()),
                 host_network,
-            },
+            }),
         );
     }
     let npol = 1 + rng.below(6);
@@ -351,7 +351,7 @@ pub fn scale_scenario(
                 idx += 1;
                 let node = format!("node-{}", rng.below(nodes));
                 let w = scale_pod(&nsname, app, r, idx, node);
-                inv.workloads.insert(w.key(), w);
+                inv.workloads.insert(w.key(), w.into());
             }
         }
     }

@@ -115,7 +115,7 @@ fn incremental_equals_full() {
                     // Relabel a pod.
                     let keys: Vec<WorkloadKey> =
                         engine.inventory().workloads.keys().cloned().collect();
-                    let mut w = engine.inventory().workloads[rng.pick(&keys)].clone();
+                    let mut w = Workload::clone(&engine.inventory().workloads[rng.pick(&keys)]);
                     w.labels = random_selector(&mut rng).match_labels;
                     engine.set_workload(w);
                 }
@@ -146,7 +146,7 @@ fn incremental_equals_full() {
                 _ => {
                     let keys: Vec<WorkloadKey> =
                         engine.inventory().workloads.keys().cloned().collect();
-                    let mut w = engine.inventory().workloads[rng.pick(&keys)].clone();
+                    let mut w = Workload::clone(&engine.inventory().workloads[rng.pick(&keys)]);
                     w.name = format!("new{step}");
                     w.ips = vec![IpAddr::V4(Ipv4Addr::new(10, 1, 0, 100 + step as u8))];
                     w.node = Some("n1".into());
@@ -197,7 +197,7 @@ fn shared_addresses_compile_like_full() {
             .workloads
             .values()
             .filter(|w| !w.host_network)
-            .cloned()
+            .map(|w| Workload::clone(w))
             .collect();
         if pods.is_empty() {
             continue;

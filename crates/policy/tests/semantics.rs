@@ -341,7 +341,7 @@ fn relabel_is_incremental_and_changes_verdicts() {
     let mut e = engine(DB_ONLY_FROM_WEB, 0);
     assert!(!allowed(&e, TOOL, DB, 5432));
     e.take_changes();
-    let mut tool = e.inventory().workloads[&WorkloadKey::new("dev", "tool")].clone();
+    let mut tool = Workload::clone(&e.inventory().workloads[&WorkloadKey::new("dev", "tool")]);
     tool.namespace = "dev".into();
     tool.labels.insert("app".into(), "web".into());
     e.set_workload(tool);

@@ -22,7 +22,7 @@ impl StateDoc {
     pub fn new(inv: &Inventory, policies: &[Policy]) -> Self {
         Self {
             namespaces: inv.namespaces.values().cloned().collect(),
-            workloads: inv.workloads.values().cloned().map(Arc::new).collect(),
+            workloads: inv.workloads.values().cloned().collect(),
             nodes: inv.nodes.values().cloned().collect(),
             policies: {
                 let mut p = policies.to_vec();
@@ -37,7 +37,7 @@ impl StateDoc {
         policies.sort_by(|a, b| a.id.cmp(&b.id));
         Self {
             namespaces: inv.namespaces.into_values().collect(),
-            workloads: inv.workloads.into_values().map(Arc::new).collect(),
+            workloads: inv.workloads.into_values().collect(),
             nodes: inv.nodes.into_values().collect(),
             policies,
         }
@@ -53,7 +53,8 @@ impl StateDoc {
             workloads: self
                 .workloads
                 .iter()
-                .map(|w| (w.key(), Workload::clone(w)))
+                // Shared with this model: an agent holds each workload once.
+                .map(|w| (w.key(), w.clone()))
                 .collect(),
             nodes: self
                 .nodes

@@ -24,7 +24,7 @@ fn model() -> StateDoc {
                 inv.namespaces.insert(n.name.clone(), n);
             }
             Object::Pod(w) => {
-                inv.workloads.insert(w.key(), w);
+                inv.workloads.insert(w.key(), w.into());
             }
             Object::Node(n) => {
                 inv.nodes.insert(n.name.clone(), n);
@@ -32,7 +32,7 @@ fn model() -> StateDoc {
             Object::Policy(p) => pols.push(*p),
             Object::Host(h) => {
                 let w = h.workload();
-                inv.workloads.insert(w.key(), w);
+                inv.workloads.insert(w.key(), w.into());
             }
         }
     }

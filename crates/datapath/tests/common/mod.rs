@@ -172,7 +172,7 @@ pub fn load(yaml: &str) -> (cellwall_policy::Inventory, Vec<cellwall_policy::Pol
     for o in cellwall_policy::parse_file("t.yaml", yaml).unwrap().objects {
         match o.object {
             cellwall_policy::Object::Pod(w) => {
-                inv.workloads.insert(w.key(), w);
+                inv.workloads.insert(w.key(), w.into());
             }
             cellwall_policy::Object::Policy(p) => pols.push(*p),
             _ => {}

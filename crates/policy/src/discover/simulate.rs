@@ -163,7 +163,9 @@ impl<'h> StandIns<'h> {
             node: None,
             host_network: false,
         };
-        self.inventory.workloads.insert(stand_in.key(), stand_in);
+        self.inventory
+            .workloads
+            .insert(stand_in.key(), stand_in.into());
         ip
     }
 }

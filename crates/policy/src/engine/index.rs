@@ -114,7 +114,9 @@ impl Engine {
     }
 
     /// Adds or replaces a workload (a relabel, a new IP, a move): only its identity is re-matched.
-    pub fn set_workload(&mut self, w: Workload) {
+    /// Takes a shared workload as it is (the agent's model and the engine hold one copy).
+    pub fn set_workload(&mut self, w: impl Into<Arc<Workload>>) {
+        let w: Arc<Workload> = w.into();
         let key = w.key();
         if self.inv.workloads.get(&key) == Some(&w) {
             return;

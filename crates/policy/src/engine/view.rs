@@ -133,7 +133,8 @@ pub(super) enum EpRef {
 /// A workload as indexed: its identity and its namespace's labels beside it.
 #[derive(Debug)]
 pub(super) struct WlRec {
-    pub workload: Workload,
+    /// The inventory's own copy, shared.
+    pub workload: Arc<Workload>,
     pub identity: Option<u32>,
     /// Shared by the namespace's workloads (one copy per namespace, not per workload: 100,000
     /// copies were ~85 MiB at 100,000 workloads).

@@ -110,7 +110,7 @@ pub fn into_model(objects: impl IntoIterator<Item = Object>) -> (Inventory, Vec<
                 inv.namespaces.insert(n.name.clone(), n);
             }
             Object::Pod(w) => {
-                inv.workloads.insert(w.key(), w);
+                inv.workloads.insert(w.key(), w.into());
             }
             Object::Node(n) => {
                 inv.nodes.insert(n.name.clone(), n);
@@ -121,7 +121,7 @@ pub fn into_model(objects: impl IntoIterator<Item = Object>) -> (Inventory, Vec<
             }
             Object::Host(h) => {
                 let w = h.workload();
-                inv.workloads.insert(w.key(), w);
+                inv.workloads.insert(w.key(), w.into());
             }
         }
     }
