@@ -14,15 +14,10 @@ use std::time::Instant;
 
 const NODE: &str = "node-0";
 
-fn status_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+/// This process's resident size now and at peak, MiB.
+fn rss_mib() -> (f64, f64) {
+    let p = cellwall_testkit::proc::read(std::process::id());
+    (p.rss_kib as f64 / 1024.0, p.hwm_kib as f64 / 1024.0)
 }
 
 fn decode(path: &str) -> StateDoc {
@@ -42,15 +37,15 @@ fn decode(path: &str) -> StateDoc {
 /// Where it goes: the same pieces built one at a time (the decoded model, the engine with its
 /// own inventory, the compiled node policy, the flattened tables).
 fn stages(path: &str) {
-    let mut at = vec![("base", status_mib("VmRSS:"))];
+    let mut at = vec![("base", rss_mib().0)];
     let doc = decode(path);
-    at.push(("model", status_mib("VmRSS:")));
+    at.push(("model", rss_mib().0));
     let engine = cellwall_policy::Engine::build(doc.inventory(), doc.policies.clone(), 0);
-    at.push(("engine", status_mib("VmRSS:")));
+    at.push(("engine", rss_mib().0));
     let np = cellwall_policy::Compiler::new(NODE).full(&engine);
-    at.push(("compiled", status_mib("VmRSS:")));
+    at.push(("compiled", rss_mib().0));
     let d = cellwall_datapath::Desired::from_node_policy(&np, |_| 0);
-    at.push(("tables", status_mib("VmRSS:")));
+    at.push(("tables", rss_mib().0));
     let line: Vec<String> = at
         .windows(2)
         .map(|w| format!("{} +{:.0}", w[1].0, w[1].1 - w[0].1))
@@ -61,10 +56,10 @@ fn stages(path: &str) {
 
 /// The agent's side: decode the snapshot file, enforce it, report.
 fn child(path: &str) {
-    let base = status_mib("VmRSS:");
+    let base = rss_mib().0;
     let t = Instant::now();
     let doc = decode(path);
-    let decoded = status_mib("VmRSS:");
+    let decoded = rss_mib().0;
     let endpoints = doc
         .workloads
         .iter()
@@ -87,11 +82,11 @@ fn child(path: &str) {
     let applied = agent.apply(&doc, 0).expect("enforce the snapshot");
     drop(doc);
     let took = t.elapsed();
-    let rss = status_mib("VmRSS:");
+    let rss = rss_mib().0;
     println!(
         "RESULT base {base:.0} decoded {decoded:.0} enforced {rss:.0} peak {:.0} seconds {:.1} \
          ipcache {} policy {}",
-        status_mib("VmHWM:"),
+        rss_mib().1,
         took.as_secs_f64(),
         applied.ipcache_entries,
         applied.policy_entries

@@ -8,7 +8,7 @@
 mod common;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Map, MapData, MapInfo, MapType};
+use aya::maps::{MapData, MapInfo, MapType};
 use cellwall_datapath::abi::{IpcacheKeyData, IpcacheVal};
 use cellwall_datapath::{Desired, Hook, KernelDatapath};
 use cellwall_policy::Protocol;
@@ -68,8 +68,7 @@ fn pinned_map_definitions_are_frozen() {
 
 /// The identity trie as another process reads it through its pin.
 fn pinned_ipcache(pins: &Pins, name: &str) -> LpmTrie<MapData, IpcacheKeyData, IpcacheVal> {
-    let data = MapData::from_pin(pins.0.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    LpmTrie::try_from(Map::from_map_data(data).unwrap()).unwrap()
+    LpmTrie::try_from(common::pinned(pins, name)).unwrap()
 }
 
 fn v4(a: Ipv4Addr) -> [u8; 16] {

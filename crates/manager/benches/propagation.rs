@@ -24,7 +24,7 @@ use cellwall_proto::tonic::transport::Identity;
 use cellwall_proto::{
     AckRequest, AgentClient, BootstrapClient, JoinRequest, Payload, Reassembly, WatchRequest,
 };
-use cellwall_testkit::bench::{arg, goal, noise_factor, pct};
+use cellwall_testkit::bench::{arg, goal, pct};
 use cellwall_testkit::manager::{channel, Manager};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -437,7 +437,8 @@ fn main() {
             "  goal manager peak while all agents connect at once < 1 GiB: {hwm1:.0} MiB \
              {verdict} (whole snapshots: {hwm4:.0} MiB)"
         );
-        if hwm1 >= 1024.0 * noise_factor(1.0) {
+        // Memory is not timing: no noise band (at 2 GiB, whole snapshots would pass too).
+        if hwm1 >= 1024.0 {
             failures.push(format!("first-connect peak {hwm1:.0} MiB"));
         }
     });

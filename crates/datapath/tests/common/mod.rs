@@ -188,11 +188,16 @@ pub fn apply_yaml(dp: &mut KernelDatapath, yaml: &str) -> ApplyReport {
     dp.apply(&Desired::from_node_policy(&np, |_| 0)).unwrap()
 }
 
+/// The pinned map `name` under `pins`, opened through its pin as another process would.
+pub fn pinned(pins: &Pins, name: &str) -> Map {
+    let data = MapData::from_pin(pins.0.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    Map::from_map_data(data).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// Every entry of the pinned hash map `name` under `pins` (read through its pin, as the agent
 /// of another version would).
 fn pinned_hash<K: aya::Pod, V: aya::Pod>(pins: &Pins, name: &str) -> Vec<(K, V)> {
-    let data = MapData::from_pin(pins.0.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let map = Map::from_map_data(data).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let map = pinned(pins, name);
     let hash: BpfHashMap<MapData, K, V> =
         BpfHashMap::try_from(map).unwrap_or_else(|e| panic!("{name}: {e}"));
     hash.iter()
