@@ -2,6 +2,8 @@
 
 use crate::error::ErrorDetail;
 use crate::objects::Document;
+/// How learning groups workloads (query parameter `group_by`).
+pub use cellwall_policy::discover::GroupBy;
 use cellwall_policy::discover::{DependencyMap, Proposal, SimClass, SimRow};
 use cellwall_policy::Explanation;
 use serde::{Deserialize, Serialize};
@@ -47,18 +49,6 @@ pub struct ExplainResponse {
     pub text: String,
 }
 
-/// How the map groups workloads into nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum MapGroupBy {
-    /// By application label.
-    App,
-    Namespace,
-    /// One node per workload.
-    Workload,
-}
-
 /// What `GET /v1/map` adds to the map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -95,9 +85,10 @@ pub struct MapQuery {
         schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h|d)$"))
     )]
     pub since: Option<String>,
-    /// How map nodes group workloads (default: by application).
+    /// How map nodes group workloads: `auto` (default: controller, application labels,
+    /// behaviour), `app`, `owner`, `workload`, `namespace` or `label:KEY[,KEY]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_by: Option<MapGroupBy>,
+    pub group_by: Option<GroupBy>,
     /// `json` (default), or `dot` to add Graphviz text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<MapFormat>,
@@ -133,6 +124,9 @@ pub struct ProposeQuery {
     /// Rules seen fewer times than this are marked for review (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_below: Option<u64>,
+    /// How workloads are grouped into applications (as `GET /v1/map`; default `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<GroupBy>,
 }
 
 /// `GET /v1/propose`: the proposal, the same as YAML that applies as is, and how much history

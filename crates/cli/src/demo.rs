@@ -5,7 +5,7 @@
 
 use crate::client::{table, Client};
 use anyhow::{bail, Result};
-use cellwall_api::{ExplainQuery, MapGroupBy, MapQuery};
+use cellwall_api::{ExplainQuery, GroupBy, MapQuery};
 use cellwall_lab::{self as lab, DatapathKind, Visibility};
 use cellwall_policy::{Protocol, WorkloadKey};
 use std::collections::BTreeMap;
@@ -78,7 +78,7 @@ type Edges = BTreeMap<(String, String, String, String), (u64, String)>;
 fn edges(c: &Client) -> Result<Edges> {
     let v = c.dependency_map(&MapQuery {
         since: Some("1h".into()),
-        group_by: Some(MapGroupBy::Workload),
+        group_by: Some(GroupBy::Workload),
         format: None,
     })?;
     let mut m = BTreeMap::new();

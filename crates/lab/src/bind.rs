@@ -103,6 +103,7 @@ mod tests {
             ports: vec![],
             node: Some(node.into()),
             host_network: false,
+            owner: None,
         }
     }
 

@@ -14,7 +14,7 @@
 pub use crate::store::Alert;
 use crate::store::HistRow;
 use cellwall_api::{AlertKind, Severity};
-use cellwall_policy::discover::{address, group, GroupBy, Observed};
+use cellwall_policy::discover::{address, group, Observed};
 use cellwall_policy::{Engine, Flow, Reason};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -52,11 +52,7 @@ impl Alerter {
         let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
         let set = k.get_or_insert_with(HashSet::new);
         for f in flows {
-            set.insert((
-                group(&f.src, GroupBy::App),
-                group(&f.dst, GroupBy::App),
-                f.port,
-            ));
+            set.insert((group(&f.src), group(&f.dst), f.port));
         }
     }
 
@@ -100,11 +96,11 @@ impl Alerter {
             let edge = (
                 groups
                     .entry(&f.src)
-                    .or_insert_with(|| group(&f.src, GroupBy::App))
+                    .or_insert_with(|| group(&f.src))
                     .clone(),
                 groups
                     .entry(&f.dst)
-                    .or_insert_with(|| group(&f.dst, GroupBy::App))
+                    .or_insert_with(|| group(&f.dst))
                     .clone(),
                 f.port,
             );

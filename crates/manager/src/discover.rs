@@ -6,11 +6,11 @@ use crate::error::ManagerError;
 use crate::manager::Manager;
 use crate::store::FlowFilter;
 use cellwall_api::{
-    ClassCount, ExplainQuery, ExplainResponse, MapFormat, MapGroupBy, MapQuery, MapResponse,
-    ProposalKind, ProposeQuery, ProposeResponse, SimulateResult,
+    ClassCount, ExplainQuery, ExplainResponse, MapFormat, MapQuery, MapResponse, ProposalKind,
+    ProposeQuery, ProposeResponse, SimulateResult,
 };
 use cellwall_policy::discover::{
-    dependency_map, propose, render_yaml, simulate, to_dot, GroupBy, ProposalFormat,
+    dependency_map, propose, render_yaml, simulate, to_dot, Grouping, ProposalFormat,
     ProposeOptions, Replay,
 };
 use cellwall_policy::{Flow, Policy, Protocol, WorkloadKey};
@@ -131,13 +131,13 @@ impl Manager {
     /// The dependency map of the history in `q`'s window.
     pub fn dependency_map(&self, q: &MapQuery) -> Result<MapResponse, ManagerError> {
         let since = since_ms(q.since.as_deref(), "1h")?;
-        let by = match q.group_by.unwrap_or(MapGroupBy::App) {
-            MapGroupBy::App => GroupBy::App,
-            MapGroupBy::Namespace => GroupBy::Namespace,
-            MapGroupBy::Workload => GroupBy::Workload,
-        };
+        let by = q.group_by.clone().unwrap_or_default();
         let dot = q.format == Some(MapFormat::Dot);
-        let map = dependency_map(&self.history(since)?, by);
+        let flows = self.history(since)?;
+        let grouping = self
+            .state
+            .with_engine(|engine, _| Grouping::build(&flows, engine.inventory(), &by));
+        let map = dependency_map(&flows, &grouping);
         Ok(MapResponse {
             dot: dot.then(|| to_dot(&map)),
             map,
@@ -154,6 +154,7 @@ impl Manager {
         };
         let mut opts = ProposeOptions {
             namespace: q.namespace.clone(),
+            group_by: q.group_by.clone().unwrap_or_default(),
             ..Default::default()
         };
         if let Some(r) = q.review_below {

@@ -450,6 +450,7 @@ mod tests {
                 ports: vec![],
                 node: None,
                 host_network: false,
+                owner: None,
             };
             inv.workloads.insert(w.key(), w.into());
         }

@@ -146,6 +146,7 @@ impl HostDecl {
             ports: Vec::new(),
             node: Some(self.node.clone()),
             host_network: false,
+            owner: None,
         }
     }
 }
@@ -163,6 +164,25 @@ pub struct Workload {
     /// A hostNetwork pod shares its node's addresses: policy treats it as the node (it is never a
     /// subject, and peers see it through node selectors, `host` and CIDRs).
     pub host_network: bool,
+    /// The controller that runs it (from the pod's ownerReferences): the strongest evidence of
+    /// which application it belongs to, for learning. Policy never reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// A workload's controller, with a ReplicaSet resolved to its Deployment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Owner {
+    /// Deployment, StatefulSet, DaemonSet, Job, ReplicaSet, …
+    pub kind: String,
+    pub name: String,
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
 }
 
 impl Workload {
@@ -558,6 +578,7 @@ mod tests {
             ports: vec![],
             node: Some("n1".into()),
             host_network: host,
+            owner: None,
         };
         let mut inv = Inventory::default();
         for x in [

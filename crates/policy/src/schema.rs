@@ -27,6 +27,26 @@ impl JsonSchema for Cidr {
     }
 }
 
+/// A grouping is serialized as its `--group-by` text.
+impl JsonSchema for crate::discover::GroupBy {
+    fn schema_name() -> Cow<'static, str> {
+        "GroupBy".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::GroupBy").into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "How learning groups workloads into applications: auto (controller, well-known labels, then behaviour), app, owner, workload, namespace, or label:KEY[,KEY].",
+            "pattern": "^(auto|app|owner|workload|namespace|label:[^,= ]+(,[^,= ]+)*)$",
+            "examples": ["auto", "label:app.kubernetes.io/name", "owner"]
+        })
+    }
+}
+
 /// A domain pattern is serialized as its text (`example.com`, `*.example.com`).
 impl JsonSchema for DomainPattern {
     fn schema_name() -> Cow<'static, str> {
@@ -352,9 +372,22 @@ spec:
         for f in &flows {
             agrees(f);
         }
-        for by in [discover::GroupBy::App, discover::GroupBy::Workload] {
-            agrees(&discover::dependency_map(&flows, by));
+        for by in [
+            "app",
+            "workload",
+            "auto",
+            "label:app,tier",
+            "owner",
+            "namespace",
+        ] {
+            let by: discover::GroupBy = by.parse().unwrap();
+            agrees(&by);
+            let g = discover::Grouping::build(&flows, &inv, &by);
+            agrees(&discover::dependency_map(&flows, &g));
         }
+        assert!("label:".parse::<discover::GroupBy>().is_err());
+        assert!("label:a=b".parse::<discover::GroupBy>().is_err());
+        assert!("apps".parse::<discover::GroupBy>().is_err());
         let current = Engine::build(inv.clone(), policies.clone(), 0);
         agrees(&discover::propose(
             &flows,

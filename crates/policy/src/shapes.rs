@@ -146,6 +146,7 @@ fn inventory(shape: Shape, n: usize) -> (Inventory, WorkloadKey) {
         ports,
         node: Some("n1".into()),
         host_network: false,
+        owner: None,
     };
     let key = server.key();
     inv.workloads.insert(key.clone(), server.into());
@@ -167,6 +168,7 @@ fn inventory(shape: Shape, n: usize) -> (Inventory, WorkloadKey) {
             }],
             node: Some(["n1", "n2"][i % 2].into()),
             host_network: false,
+            owner: None,
         };
         inv.workloads.insert(w.key(), w.into());
     }

@@ -108,6 +108,7 @@ pub fn random_scenario(rng: &mut Rng) -> (Inventory, Vec<Policy>) {
                 ports,
                 node: Some(node.into()),
                 host_network,
+                owner: None,
             }),
         );
     }
@@ -402,6 +403,7 @@ fn scale_pod(ns: &str, app: usize, r: usize, idx: u32, node: String) -> Workload
         ports: vec![port("http", 8080), port("metrics", 9090)],
         node: Some(node),
         host_network: false,
+        owner: None,
     }
 }
 

@@ -9,14 +9,14 @@ pub use simulate::{simulate, SimulateArgs};
 
 use crate::client::{header, print_structured, table, wire_name, Format, Target};
 use anyhow::Result;
-use cellwall_api::{ExplainQuery, MapFormat, MapGroupBy, MapQuery};
+use cellwall_api::{ExplainQuery, GroupBy, MapFormat, MapQuery};
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GroupBy {
-    App,
-    Namespace,
-    Workload,
-}
+/// `--group-by`'s help, shared by `map` and `propose`.
+pub const GROUP_BY_HELP: &str = "How workloads are grouped into applications. auto (default): \
+the controller (Deployment, StatefulSet, DaemonSet, Job), else the well-known labels \
+(app.kubernetes.io/name, instance, component, app, k8s-app, name, component, role, env), then \
+behaviour: members that serve or call different ports are split when a label tells them apart. \
+Overrides: label:KEY[,KEY], owner, workload, namespace, app (the app label alone)";
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapOutput {
@@ -30,9 +30,11 @@ pub struct MapArgs {
     /// History window: 30m, 1h, 7d.
     #[arg(long, default_value = "1h")]
     pub since: String,
-    /// Map nodes: applications (by app label), namespaces, or single workloads.
-    #[arg(long, value_enum, default_value = "app")]
+    #[arg(long, default_value = "auto", help = GROUP_BY_HELP)]
     pub group_by: GroupBy,
+    /// Print the groups (members, the evidence that decided, splits) instead of the edges.
+    #[arg(long)]
+    pub groups: bool,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: MapOutput,
     #[command(flatten)]
@@ -43,16 +45,24 @@ pub fn map(a: MapArgs) -> Result<()> {
     let c = a.target.client()?;
     let v = c.dependency_map(&MapQuery {
         since: Some(a.since.clone()),
-        group_by: Some(match a.group_by {
-            GroupBy::App => MapGroupBy::App,
-            GroupBy::Namespace => MapGroupBy::Namespace,
-            GroupBy::Workload => MapGroupBy::Workload,
-        }),
+        group_by: Some(a.group_by.clone()),
         format: (a.output == MapOutput::Dot).then_some(MapFormat::Dot),
     })?;
     match a.output {
         MapOutput::Json => println!("{}", serde_json::to_string_pretty(&v.map)?),
         MapOutput::Dot => print!("{}", v.dot.unwrap_or_default()),
+        MapOutput::Table if a.groups => {
+            let mut rows = vec![header(&["GROUP", "EVIDENCE", "MEMBERS", "SPLIT"])];
+            for n in &v.map.nodes {
+                rows.push(vec![
+                    n.id.clone(),
+                    n.evidence.clone().unwrap_or_else(|| "network".into()),
+                    n.members.iter().cloned().collect::<Vec<_>>().join(","),
+                    n.split.clone().unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            print!("{}", table(&rows));
+        }
         MapOutput::Table => {
             let mut rows = vec![header(&[
                 "FROM",

@@ -3,7 +3,7 @@
 
 use crate::client::Target;
 use anyhow::Result;
-use cellwall_api::{ProposalKind, ProposeQuery, ProposeResponse};
+use cellwall_api::{GroupBy, ProposalKind, ProposeQuery, ProposeResponse};
 use serde_json::{json, Value};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct ProposeArgs {
     /// Rules seen fewer times than this are flagged for review.
     #[arg(long, default_value_t = 3)]
     pub review_below: u64,
+    #[arg(long, default_value = "auto", help = super::GROUP_BY_HELP)]
+    pub group_by: GroupBy,
     /// yaml: manifests with each rule's evidence as comments; json: a v1 List whose policies
     /// carry their evidence in the cellwall.io/evidence annotation. Both apply as they are.
     #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
@@ -55,6 +57,7 @@ pub fn propose(a: ProposeArgs) -> Result<()> {
             ProposalFormat::Clusternetworkpolicy => ProposalKind::ClusterNetworkPolicy,
         }),
         review_below: Some(a.review_below),
+        group_by: Some(a.group_by.clone()),
     })?;
     let p = &v.proposal;
     let review = p
@@ -63,8 +66,15 @@ pub fn propose(a: ProposeArgs) -> Result<()> {
         .flat_map(|p| p.ingress.iter().chain(&p.egress))
         .filter(|r| r.evidence.review)
         .count();
+    let split = p.groups.iter().filter(|g| g.split.is_some()).count();
+    let unselectable = p.groups.iter().filter(|g| g.selector.is_none()).count();
     eprintln!(
-        "{} policies from {} observed connections ({} rules flagged for review, {} flows excluded)",
+        "{} applications (grouped by {}; {} split by behaviour, {} no label set selects), {} \
+         policies from {} observed connections ({} rules flagged for review, {} flows excluded)",
+        p.groups.len(),
+        a.group_by,
+        split,
+        unselectable,
         p.policies.len(),
         p.flows_considered,
         review,
@@ -93,5 +103,6 @@ fn as_list(v: &ProposeResponse) -> Result<Value> {
     Ok(json!({
         "apiVersion": "v1", "kind": "List", "items": items,
         "excluded": v.proposal.excluded,
+        "groups": v.proposal.groups,
     }))
 }

@@ -106,6 +106,7 @@ impl Raw {
                 ports: Vec::new(),
                 node: Some(h.node.clone()),
                 host_network: false,
+                owner: None,
             };
             workloads.push(Arc::new(overlay.apply(w, None, &mut policies)?));
         }

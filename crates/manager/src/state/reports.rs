@@ -199,6 +199,7 @@ mod tests {
                 ports: vec![],
                 node: Some(format!("n{}", i % 3)),
                 host_network: i == 5,
+                owner: None,
             };
             raw.workloads.insert(w.key(), Arc::new(w));
         }
@@ -227,6 +228,7 @@ mod tests {
                         ports: vec![],
                         node: None,
                         host_network: next(5) == 0,
+                        owner: None,
                     }))
                 });
                 raw.apply(crate::store::Changed {

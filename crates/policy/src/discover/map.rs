@@ -2,39 +2,14 @@
 //! (source, destination, protocol, port) with connection counts per outcome; and its Graphviz
 //! text.
 
-use super::{app_selector, selector_text, Endpoint, HistFlow, Observed};
+use super::{app_selector, external_group, selector_text, Endpoint, Grouping, HistFlow, Observed};
 use crate::model::Protocol;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
-/// How the map groups workloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum GroupBy {
-    App,
-    Namespace,
-    Workload,
-}
-
-/// External addresses are grouped by /24 (IPv4) or /64 (IPv6) on the map, unless DNS named
-/// them (FQDN policy): then by name, so addresses that rotate behind a name stay one node.
-fn external_group(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v) => {
-            let o = v.octets();
-            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
-        }
-        IpAddr::V6(v) => {
-            let s = v.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
-}
-
-/// The map node an endpoint belongs to.
-pub fn group(ep: &Endpoint, by: GroupBy) -> String {
+/// The first round's map node of an endpoint (`app` label grouping): compliance alerts name
+/// edges this way, whatever grouping learning uses.
+pub fn group(ep: &Endpoint) -> String {
     match ep {
         Endpoint::External { ip, names } => match names.first() {
             Some(n) => n.clone(),
@@ -44,18 +19,14 @@ pub fn group(ep: &Endpoint, by: GroupBy) -> String {
             namespace,
             name,
             labels,
-        } => match by {
-            GroupBy::Namespace => namespace.clone(),
-            GroupBy::Workload => format!("{namespace}/{name}"),
-            GroupBy::App => {
-                let sel = app_selector(labels);
-                if sel.is_empty() {
-                    format!("{namespace}/{name}")
-                } else {
-                    format!("{namespace}/{}", selector_text(&sel))
-                }
+        } => {
+            let sel = app_selector(labels);
+            if sel.is_empty() {
+                format!("{namespace}/{name}")
+            } else {
+                format!("{namespace}/{}", selector_text(&sel))
             }
-        },
+        }
     }
 }
 
@@ -77,6 +48,12 @@ pub struct MapNode {
     pub kind: NodeKind,
     pub namespace: Option<String>,
     pub members: BTreeSet<String>,
+    /// Which evidence made these workloads one node (see `AppGroup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+    /// Why they were split from a larger candidate group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,12 +79,14 @@ pub struct DependencyMap {
     pub edges: Vec<MapEdge>,
 }
 
-pub fn dependency_map(flows: &[HistFlow], by: GroupBy) -> DependencyMap {
+/// The map of `flows`, workloads grouped as `grouping` says (see [`Grouping::build`]).
+pub fn dependency_map(flows: &[HistFlow], grouping: &Grouping) -> DependencyMap {
     let mut nodes: BTreeMap<String, MapNode> = BTreeMap::new();
     let mut edges: BTreeMap<(String, String, Protocol, u16), MapEdge> = BTreeMap::new();
     for f in flows {
         let ids = [&f.src, &f.dst].map(|ep| {
-            let id = group(ep, by);
+            let id = grouping.node_id(ep);
+            let g = grouping.of(ep);
             let n = nodes.entry(id.clone()).or_insert_with(|| MapNode {
                 id: id.clone(),
                 kind: match ep {
@@ -116,6 +95,8 @@ pub fn dependency_map(flows: &[HistFlow], by: GroupBy) -> DependencyMap {
                 },
                 namespace: ep.namespace().map(str::to_string),
                 members: BTreeSet::new(),
+                evidence: g.map(|g| g.evidence.clone()),
+                split: g.and_then(|g| g.split.clone()),
             });
             n.members.insert(ep.describe());
             id
@@ -208,6 +189,7 @@ pub fn to_dot(m: &DependencyMap) -> String {
 mod tests {
     use super::*;
     use crate::discover::test_support::*;
+    use crate::discover::GroupBy;
 
     #[test]
     fn map_groups_replicas_and_externals() {
@@ -259,7 +241,7 @@ mod tests {
                 2,
             ),
         ];
-        let m = dependency_map(&flows, GroupBy::App);
+        let m = dependency_map(&flows, &Grouping::build(&flows, &inv, &GroupBy::App));
         let e: Vec<_> = m
             .edges
             .iter()

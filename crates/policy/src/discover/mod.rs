@@ -6,14 +6,18 @@
 //! history), `render` (a proposal as YAML manifests), `simulate` (history replayed against a
 //! candidate). This file holds the history types they all read.
 
+mod group;
 mod map;
 mod propose;
 mod render;
+#[cfg(test)]
+mod scenarios;
 mod simulate;
 #[cfg(test)]
 mod test_support;
 
-pub use map::{dependency_map, group, to_dot, DependencyMap, GroupBy, MapEdge, MapNode};
+pub use group::{infer_owner, AppGroup, GroupBy, GroupByError, Grouping};
+pub use map::{dependency_map, group, to_dot, DependencyMap, MapEdge, MapNode};
 pub use propose::{
     address, propose, Evidence, Excluded, Proposal, ProposeOptions, ProposedPeer, ProposedPolicy,
     ProposedRule,
@@ -104,6 +108,21 @@ pub struct HistFlow {
     pub connections: u64,
     pub first_ns: u64,
     pub last_ns: u64,
+}
+
+/// External addresses are grouped by /24 (IPv4) or /64 (IPv6) on the map, unless DNS named
+/// them (FQDN policy): then by name, so addresses that rotate behind a name stay one node.
+pub(super) fn external_group(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
 }
 
 /// Labels that differ between replicas of one application: never part of its identity.

@@ -1,7 +1,7 @@
 //! Least privilege from history: for each application (by labels) in scope, one policy isolating
 //! it both ways, with one rule per observed peer and port, and the evidence behind each rule.
 
-use super::{app_selector, Endpoint, HistFlow};
+use super::{AppGroup, Endpoint, GroupBy, Grouping, HistFlow};
 use crate::engine::{Engine, Flow};
 use crate::labels::Labels;
 use crate::model::{Action, Inventory, Protocol, WorkloadKey};
@@ -52,6 +52,8 @@ pub struct ProposedRule {
 pub struct ProposedPolicy {
     pub namespace: String,
     pub name: String,
+    /// The application group it isolates (`Proposal.groups`).
+    pub group: String,
     pub selector: Labels,
     pub ingress: Vec<ProposedRule>,
     pub egress: Vec<ProposedRule>,
@@ -73,6 +75,9 @@ pub struct Excluded {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Proposal {
     pub policies: Vec<ProposedPolicy>,
+    /// How workloads were grouped into applications, with the evidence for each group.
+    #[serde(default)]
+    pub groups: Vec<AppGroup>,
     pub excluded: Vec<Excluded>,
     pub flows_considered: u64,
 }
@@ -83,6 +88,7 @@ pub struct ProposeOptions {
     pub namespace: Option<String>,
     /// Rules seen fewer times are flagged for review.
     pub review_below: u64,
+    pub group_by: GroupBy,
 }
 
 impl Default for ProposeOptions {
@@ -90,16 +96,12 @@ impl Default for ProposeOptions {
         Self {
             namespace: None,
             review_below: 3,
+            group_by: GroupBy::Auto,
         }
     }
 }
 
-fn policy_name(sel: &Labels, fallback: &str) -> String {
-    let base = sel
-        .iter()
-        .next()
-        .map(|(_, v)| v.as_str())
-        .unwrap_or(fallback);
+fn policy_name(base: &str) -> String {
     let mut n: String = base
         .chars()
         .map(|c| {
@@ -142,8 +144,6 @@ struct Acc {
 }
 
 type RuleKey = (ProposedPeer, Protocol, u16);
-/// (namespace, selector) of a proposed policy.
-type SubjectKey = (String, Labels);
 /// (source, destination, protocol, port, reason) of excluded flows.
 type ExcludedKey = (String, String, Protocol, u16, String);
 
@@ -151,35 +151,41 @@ type ExcludedKey = (String, String, Protocol, u16, String);
 struct Builder<'e> {
     current: &'e Engine,
     opts: &'e ProposeOptions,
-    /// Per subject: [ingress rules, egress rules].
-    subjects: BTreeMap<SubjectKey, [BTreeMap<RuleKey, Acc>; 2]>,
+    grouping: Grouping,
+    /// Per subject (index into the grouping): [ingress rules, egress rules].
+    subjects: BTreeMap<usize, [BTreeMap<RuleKey, Acc>; 2]>,
     excluded: BTreeMap<ExcludedKey, u64>,
     considered: u64,
 }
 
-/// Who a rule would name for a historical endpoint: an application by labels, or a host CIDR.
-/// `None` for a workload without labels (it cannot be selected without naming it).
-fn peer_of(ep: &Endpoint) -> Option<ProposedPeer> {
-    match ep {
-        Endpoint::External { names, .. } if !names.is_empty() => Some(ProposedPeer::Domain {
+/// Who a rule would name for a historical endpoint: its application by the group's exact
+/// selector, a DNS name, or a host CIDR. `Err` for a workload no label set selects.
+fn peer_of(grouping: &Grouping, ep: &Endpoint) -> Result<ProposedPeer, String> {
+    Ok(match ep {
+        Endpoint::External { names, .. } if !names.is_empty() => ProposedPeer::Domain {
             name: names[0].clone(),
-        }),
-        Endpoint::External { ip, .. } => Some(ProposedPeer::Cidr {
+        },
+        Endpoint::External { ip, .. } => ProposedPeer::Cidr {
             cidr: match ip {
                 IpAddr::V4(_) => format!("{ip}/32"),
                 IpAddr::V6(_) => format!("{ip}/128"),
             },
-        }),
-        Endpoint::Workload {
-            namespace, labels, ..
-        } => {
-            let sel = app_selector(labels);
-            (!sel.is_empty()).then(|| ProposedPeer::Pods {
+        },
+        Endpoint::Workload { namespace, .. } => {
+            let g = grouping
+                .of(ep)
+                .ok_or_else(|| format!("{} has no group", ep.describe()))?;
+            ProposedPeer::Pods {
                 namespace: namespace.clone(),
-                labels: sel,
-            })
+                labels: g.selector.clone().ok_or_else(|| {
+                    format!(
+                        "no label set selects {} without other workloads",
+                        ep.describe()
+                    )
+                })?,
+            }
         }
-    }
+    })
 }
 
 impl<'e> Builder<'e> {
@@ -196,15 +202,15 @@ impl<'e> Builder<'e> {
             self.exclude(f, reason);
             return;
         }
-        let (Some(sp), Some(dp)) = (peer_of(&f.src), peer_of(&f.dst)) else {
-            self.exclude(
-                f,
-                "a workload without labels cannot be selected without naming it".into(),
-            );
-            return;
+        let (sp, dp) = match (
+            peer_of(&self.grouping, &f.src),
+            peer_of(&self.grouping, &f.dst),
+        ) {
+            (Ok(s), Ok(d)) => (s, d),
+            (Err(e), _) | (_, Err(e)) => return self.exclude(f, e),
         };
-        self.count(&dp, &sp, 0, f);
-        self.count(&sp, &dp, 1, f);
+        self.count(&f.dst, &sp, 0, f);
+        self.count(&f.src, &dp, 1, f);
     }
 
     /// Why a flow must never be proposed: an explicit `Deny` rule in force blocks it.
@@ -237,18 +243,15 @@ impl<'e> Builder<'e> {
     }
 
     /// Counts a flow for the rule `subject` would need towards `peer` (`dir`: 0 ingress, 1
-    /// egress), when the subject is an application in scope.
-    fn count(&mut self, subject: &ProposedPeer, peer: &ProposedPeer, dir: usize, f: &HistFlow) {
-        let ProposedPeer::Pods { namespace, labels } = subject else {
+    /// egress), when the subject is a workload of an application in scope.
+    fn count(&mut self, subject: &Endpoint, peer: &ProposedPeer, dir: usize, f: &HistFlow) {
+        let Some(i) = self.grouping.index_of(subject) else {
             return;
         };
-        if !self.in_scope(namespace) {
+        if !self.in_scope(&self.grouping.groups[i].namespace) {
             return;
         }
-        let acc = self
-            .subjects
-            .entry((namespace.clone(), labels.clone()))
-            .or_default()[dir]
+        let acc = self.subjects.entry(i).or_default()[dir]
             .entry((peer.clone(), f.protocol, f.port))
             .or_default();
         if acc.connections == 0 {
@@ -261,14 +264,9 @@ impl<'e> Builder<'e> {
 
     /// Applications of the inventory that showed no traffic are isolated too.
     fn isolate_silent(&mut self) {
-        let inv = self.current.inventory();
-        for w in inv.workloads.values() {
-            if w.host_network || !self.in_scope(&w.namespace) {
-                continue;
-            }
-            let sel = app_selector(&w.labels);
-            if !sel.is_empty() {
-                self.subjects.entry((w.namespace.clone(), sel)).or_default();
+        for (i, g) in self.grouping.groups.iter().enumerate() {
+            if self.in_scope(&g.namespace) {
+                self.subjects.entry(i).or_default();
             }
         }
     }
@@ -276,24 +274,29 @@ impl<'e> Builder<'e> {
     fn finish(self) -> Proposal {
         let review_below = self.opts.review_below;
         let mut names: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let groups = self.grouping.groups;
         let policies = self
             .subjects
             .into_iter()
-            .map(|((namespace, selector), dirs)| {
-                let mut name = policy_name(&selector, "app");
+            .filter_map(|(i, dirs)| {
+                let g = &groups[i];
+                let selector = g.selector.clone()?;
+                let namespace = g.namespace.clone();
+                let mut name = policy_name(&g.short);
                 let n = names.entry((namespace.clone(), name.clone())).or_default();
                 *n += 1;
                 if *n > 1 {
                     name = format!("{name}-{n}");
                 }
                 let [ingress, egress] = dirs.map(|rules| proposed_rules(rules, review_below));
-                ProposedPolicy {
+                Some(ProposedPolicy {
                     namespace,
                     name,
+                    group: g.id.clone(),
                     selector,
                     ingress,
                     egress,
-                }
+                })
             })
             .collect();
         let excluded = self
@@ -312,6 +315,7 @@ impl<'e> Builder<'e> {
             .collect();
         Proposal {
             policies,
+            groups,
             excluded,
             flows_considered: self.considered,
         }
@@ -349,9 +353,11 @@ fn proposed_rules(rules: BTreeMap<RuleKey, Acc>, review_below: u64) -> Vec<Propo
 /// `Deny` rule is never proposed. Applications of the inventory with no traffic are isolated
 /// (no rules). Output is sorted: the same history gives the same proposal.
 pub fn propose(flows: &[HistFlow], current: &Engine, opts: &ProposeOptions) -> Proposal {
+    let groups = Grouping::build(flows, current.inventory(), &opts.group_by);
     let mut b = Builder {
         current,
         opts,
+        grouping: groups,
         subjects: BTreeMap::new(),
         excluded: BTreeMap::new(),
         considered: 0,

@@ -40,7 +40,17 @@ pub fn render_yaml(p: &Proposal, format: ProposalFormat) -> String {
         if i > 0 {
             s.push_str("---\n");
         }
+        if let Some(g) = p.groups.iter().find(|g| g.id == pol.group) {
+            group_comment(&mut s, g);
+        }
         render_policy(&mut s, pol, format);
+    }
+    let unselectable: Vec<_> = p.groups.iter().filter(|g| g.selector.is_none()).collect();
+    if !unselectable.is_empty() {
+        s.push_str("# Not proposed (no label set selects them alone):\n");
+        for g in unselectable {
+            s.push_str(&format!("#   {}: {}\n", g.id, g.evidence));
+        }
     }
     if !p.excluded.is_empty() {
         s.push_str("# Observed but not proposed:\n");
@@ -52,6 +62,26 @@ pub fn render_yaml(p: &Proposal, format: ProposalFormat) -> String {
         }
     }
     s
+}
+
+/// Why these workloads are one application: the evidence, the members, any split.
+fn group_comment(s: &mut String, g: &super::AppGroup) {
+    let members: Vec<&str> = g.members.iter().map(String::as_str).collect();
+    let shown = members.len().min(5);
+    s.push_str(&format!(
+        "# Group {} by {}: {}{}.\n",
+        g.id,
+        g.evidence,
+        members[..shown].join(", "),
+        if members.len() > shown {
+            format!(" and {} more", members.len() - shown)
+        } else {
+            String::new()
+        }
+    ));
+    for n in g.split.iter().chain(&g.note) {
+        s.push_str(&format!("# {n}.\n"));
+    }
 }
 
 /// The comment every proposed policy starts with: what it was learned from.
@@ -267,6 +297,7 @@ mod tests {
             policies: vec![ProposedPolicy {
                 namespace: "shop".into(),
                 name: "cw-db".into(),
+                group: "shop/app=db".into(),
                 selector: [("app".to_string(), "db".to_string())].into(),
                 ingress: vec![
                     rule(ProposedPeer::Pods {
@@ -282,6 +313,7 @@ mod tests {
                     cidr: "203.0.113.9/32".into(),
                 })],
             }],
+            groups: Vec::new(),
             excluded: vec![Excluded {
                 src: "a/x".into(),
                 dst: "a/y".into(),

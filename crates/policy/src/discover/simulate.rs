@@ -162,6 +162,7 @@ impl<'h> StandIns<'h> {
                 .unwrap_or_default(),
             node: None,
             host_network: false,
+            owner: None,
         };
         self.inventory
             .workloads

@@ -521,6 +521,7 @@ mod tests {
             ports: vec![],
             node: Some("n1".into()),
             host_network: false,
+            owner: None,
         }
     }
 

@@ -244,6 +244,7 @@ mod tests {
             }],
             node: Some("n1".into()),
             host_network: false,
+            owner: None,
         }
     }
 

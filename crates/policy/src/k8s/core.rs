@@ -4,7 +4,7 @@
 
 use super::{cerr, namespace_of, required_name, ConvertError, ObjectMeta};
 use crate::de::{null_default, PortNum, ProtocolDe};
-use crate::model::{ContainerPort, Namespace, Node, Protocol, Workload};
+use crate::model::{ContainerPort, Namespace, Node, Owner, Protocol, Workload};
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -93,6 +93,34 @@ pub fn convert_namespace(m: NamespaceManifest) -> Result<Namespace, ConvertError
     ))
 }
 
+/// The pod's controller: the reference marked `controller` (else the first), with a
+/// ReplicaSet named `<deployment>-<pod-template-hash>` resolved to its Deployment the way
+/// `kubectl` does.
+fn controller_of(refs: &[super::OwnerReference], labels: &crate::Labels) -> Option<Owner> {
+    let r = refs
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .or(refs.first())
+        .filter(|r| !r.kind.is_empty() && !r.name.is_empty())?;
+    if r.kind == "ReplicaSet" {
+        if let Some(d) = labels
+            .get("pod-template-hash")
+            .and_then(|h| r.name.strip_suffix(h.as_str()))
+            .and_then(|d| d.strip_suffix('-'))
+            .filter(|d| !d.is_empty())
+        {
+            return Some(Owner {
+                kind: "Deployment".into(),
+                name: d.to_string(),
+            });
+        }
+    }
+    Some(Owner {
+        kind: r.kind.clone(),
+        name: r.name.clone(),
+    })
+}
+
 pub fn convert_pod(m: PodManifest) -> Result<Workload, ConvertError> {
     let name = required_name(&m.metadata)?;
     let mut ports: Vec<ContainerPort> = Vec::new();
@@ -124,14 +152,18 @@ pub fn convert_pod(m: PodManifest) -> Result<Workload, ConvertError> {
             }
         }
     }
+    let namespace = namespace_of(&m.metadata);
+    let labels = m.metadata.labels.0;
+    let owner = controller_of(&m.metadata.owner_references, &labels);
     Ok(Workload {
-        namespace: namespace_of(&m.metadata),
+        namespace,
         name,
-        labels: m.metadata.labels.0,
+        labels,
         ips,
         ports,
         node: m.spec.node_name.filter(|n| !n.is_empty()),
         host_network: m.spec.host_network,
+        owner,
     })
 }
 
@@ -181,6 +213,30 @@ mod tests {
         .unwrap();
         let e = convert_pod(dup).unwrap_err();
         assert_eq!(e.path, "spec.containers[1].ports[0].name");
+    }
+
+    #[test]
+    fn a_pods_controller_is_its_deployment_statefulset_or_job() {
+        let pod = |labels: serde_json::Value, refs: serde_json::Value| {
+            let m: PodManifest = serde_json::from_value(json!({
+                "metadata": {"name": "p", "labels": labels, "ownerReferences": refs}
+            }))
+            .unwrap();
+            convert_pod(m).unwrap().owner.map(|o| o.to_string())
+        };
+        let rs = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "cart-5d8f7",
+                         "controller": true, "uid": "u"}]);
+        assert_eq!(
+            pod(json!({"pod-template-hash": "5d8f7"}), rs.clone()).as_deref(),
+            Some("Deployment/cart")
+        );
+        // A ReplicaSet of its own (no matching hash) stays a ReplicaSet.
+        assert_eq!(pod(json!({}), rs).as_deref(), Some("ReplicaSet/cart-5d8f7"));
+        let two = json!([{"kind": "ConfigMap", "name": "x"},
+                         {"kind": "StatefulSet", "name": "db", "controller": true}]);
+        assert_eq!(pod(json!({}), two).as_deref(), Some("StatefulSet/db"));
+        assert_eq!(pod(json!({}), json!(null)), None);
+        assert_eq!(pod(json!({}), json!([{"kind": "", "name": "x"}])), None);
     }
 
     #[test]

@@ -34,6 +34,19 @@ pub struct ObjectMeta {
     pub namespace: Option<String>,
     #[serde(default)]
     pub labels: LabelsDe,
+    #[serde(default, deserialize_with = "crate::de::null_default")]
+    pub owner_references: Vec<OwnerReference>,
+}
+
+/// An entry of `metadata.ownerReferences`: only what learning needs to name the controller.
+#[derive(Debug, Deserialize, Default)]
+pub struct OwnerReference {
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub controller: Option<bool>,
 }
 
 /// A semantic error found after deserialisation: the field path and what is wrong.
@@ -115,6 +128,7 @@ mod tests {
             name: name.map(str::to_string),
             namespace: ns.map(str::to_string),
             labels: Default::default(),
+            owner_references: Vec::new(),
         };
         assert_eq!(required_name(&meta(Some("a"), None)).unwrap(), "a");
         assert_eq!(
