@@ -3,7 +3,8 @@
 //! (`cellwall alerts`), and POSTed to webhooks. Checking never blocks flow intake: webhooks are
 //! served by their own task from a bounded queue (what does not fit is counted).
 //!
-//! Kinds: `escaped` (it happened although the policy in force denies it), `audit-only` (allowed
+//! Kinds: `escaped` (it happened although the policy in force when it was opened denies it —
+//! every revision that may have been in force then, see [`Earlier`]), `audit-only` (allowed
 //! only because the denying policy is in audit mode), `expiring-grant` (allowed by a rule or
 //! policy that expires within the hour), `new-edge` (a connection into a policed workload
 //! between applications never seen talking before).
@@ -18,9 +19,18 @@ use cellwall_policy::discover::{address, group, Observed};
 use cellwall_policy::{Engine, Flow, Reason};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub const RATE_PER_MINUTE: u64 = 120;
+/// A connection opened this soon after a revision was published is judged by the revision
+/// before it too: agents apply within milliseconds, but a node's clock may be this far off the
+/// manager's. A real escape is a deviation from policy, not propagation.
+pub const PROPAGATION_GRACE_MS: i64 = 2_000;
+
+/// For a connection opened at `first_ns`: `None` when only the current revision was in force
+/// from `PROPAGATION_GRACE_MS` before it (the common case); else the engines of the earlier
+/// revisions that were, and whether the current one was too.
+pub type Earlier<'a> = dyn Fn(u64) -> Option<(Vec<Arc<OnceLock<Engine>>>, bool)> + 'a;
 const DEDUP_MS: i64 = 3_600_000;
 const EXPIRY_WINDOW_S: i64 = 3600;
 
@@ -64,6 +74,7 @@ impl Alerter {
         policies: &[cellwall_policy::Policy],
         rows: &[HistRow],
         now_ms: i64,
+        earlier: &Earlier,
     ) -> Vec<Alert> {
         let inv = engine.inventory();
         let mut out = Vec::new();
@@ -111,22 +122,40 @@ impl Alerter {
             let (Some(src), Some(dst)) = (address(inv, &f.src), address(inv, &f.dst)) else {
                 continue;
             };
-            let d = engine.evaluate(&Flow {
+            let flow = Flow {
                 src,
                 dst,
                 protocol: f.protocol,
                 port: f.port,
-            });
+            };
+            let d = engine.evaluate(&flow);
             let (_, v) = d.deciding();
             // Described only when an alert needs it (most connections raise none).
             let rule = || engine.rule(v.rule).map(|r| r.describe());
-            if !d.allowed {
+            // Denied by every revision that may have been in force when it was opened.
+            let denied_then = match earlier(f.first_ns) {
+                None => !d.allowed,
+                Some((engines, current)) => {
+                    (!current || !d.allowed)
+                        && engines
+                            .iter()
+                            .all(|e| e.get().is_some_and(|e| !e.evaluate(&flow).allowed))
+                }
+            };
+            if !d.allowed && !denied_then {
+                // Opened while a revision before this one allowed it: no deviation, and the
+                // newer revision's rules say nothing about it.
+                continue;
+            }
+            if denied_then {
                 raise(
                     AlertKind::Escaped,
                     Severity::Critical,
-                    rule(),
+                    // (Allowed now: the revision in force when it opened denied it.)
+                    (!d.allowed).then(rule).flatten(),
                     format!(
-                        "{} connection(s) happened although the policy in force denies them",
+                        "{} connection(s) happened although the policy in force when they \
+                         were opened denies them",
                         f.connections
                     ),
                 );

@@ -180,9 +180,14 @@ impl Manager {
     /// Compares connections with the policy in force; stores, logs and delivers the alerts.
     fn check_compliance(&self, hist: &[HistRow]) -> Result<(), ManagerError> {
         let now = now_ms();
-        let alerts = self
-            .state
-            .with_engine(|e, p| self.alerter.check(e, &p.doc.policies, hist, now));
+        let alerts = self.state.with_engine(|e, p| {
+            let earlier = |first_ns: u64| {
+                let opened = (first_ns / 1_000_000) as i64;
+                let from = opened - crate::alerts::PROPAGATION_GRACE_MS;
+                (from < p.issued_unix_ms).then(|| self.state.engines_in_force(from, opened))
+            };
+            self.alerter.check(e, &p.doc.policies, hist, now, &earlier)
+        });
         self.store_and_deliver(alerts)
     }
 

@@ -92,6 +92,112 @@ async fn an_escaped_flow_raises_exactly_one_alert_at_the_webhook() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+fn record(time_unix_ns: u64, port: u32) -> cellwall_proto::FlowRecord {
+    cellwall_proto::FlowRecord {
+        time_unix_ns,
+        src: "shop/web".into(),
+        dst: "shop/db".into(),
+        src_ip: "10.9.0.1".into(),
+        dst_ip: "10.9.0.2".into(),
+        protocol: 6,
+        port,
+        verdict: cellwall_proto::Verdict::Allowed as i32,
+        direction: cellwall_proto::Direction::Ingress as i32,
+        rule: String::new(),
+        count: 1,
+        dst_names: Vec::new(),
+    }
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A connection is judged by the policy in force when it was opened: one opened a second
+/// before a quarantine, reported after it, is no escape; one opened after the quarantine had
+/// been in force past the propagation grace is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_before_a_quarantine_is_not_an_escape() {
+    let dir = tmpdir("escape-time");
+    let running = start(config(&dir)).await.unwrap();
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let (boot, admin) = (token(&dir, "bootstrap.token"), token(&dir, "admin.token"));
+    let base = format!("http://{}", running.api);
+    let mut c = joined(running.grpc, &ca, &boot, "n1").await;
+    let (b, a) = (base.clone(), admin.clone());
+    let opened = tokio::task::spawn_blocking(move || {
+        let (s, v) = call(&b, "POST", "/v1/apply", Some(&a), Some(json!({"documents": [
+            {"file": "inv.yaml", "text": inventory_with_ips()}, {"file": "p.yaml", "text": POLICY}]})));
+        assert_eq!(s, 200, "{v}");
+        // web -> db:5432 is allowed; the connection opens, then the operator quarantines web.
+        std::thread::sleep(Duration::from_millis(2_500));
+        let opened = unix_ns();
+        std::thread::sleep(Duration::from_millis(1_000));
+        let (s, v) = call(&b, "POST", "/v1/quarantine", Some(&a),
+            Some(json!({"workload": "shop/web", "reason": "suspected"})));
+        assert_eq!(s, 200, "{v}");
+        opened
+    })
+    .await
+    .unwrap();
+    // Its record arrives after the quarantine.
+    c.report_flows(cellwall_proto::FlowBatch {
+        node: "n1".into(),
+        records: vec![record(opened, 5432)],
+        kernel_events_lost: 0,
+        agent_records_dropped: 0,
+        seq: 1,
+    })
+    .await
+    .unwrap();
+    let escaped = |base: String, admin: String| {
+        let (s, v) = call(&base, "GET", "/v1/alerts", Some(&admin), None);
+        assert_eq!(s, 200);
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "escaped")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    let (b, a) = (base.clone(), admin.clone());
+    let before = tokio::task::spawn_blocking(move || escaped(b, a))
+        .await
+        .unwrap();
+    assert!(before.is_empty(), "{before:?}");
+    // Past the grace, a new connection from the quarantined workload is an escape.
+    tokio::time::sleep(Duration::from_millis(
+        cellwall_manager::alerts::PROPAGATION_GRACE_MS as u64 + 200,
+    ))
+    .await;
+    c.report_flows(cellwall_proto::FlowBatch {
+        node: "n1".into(),
+        records: vec![record(unix_ns(), 5432)],
+        kernel_events_lost: 0,
+        agent_records_dropped: 0,
+        seq: 2,
+    })
+    .await
+    .unwrap();
+    let after = tokio::task::spawn_blocking(move || escaped(base, admin))
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(
+        after[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("when they were opened"),
+        "{after:?}"
+    );
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_import_follows_its_file_and_a_broken_run_changes_nothing() {
     let dir = tmpdir("import");

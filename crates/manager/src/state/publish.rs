@@ -8,7 +8,7 @@ use crate::error::ManagerError;
 use crate::store::{ReportedWorkload, Store};
 use cellwall_policy::{Engine, Workload};
 use cellwall_proto::{DesiredState, StateDelta, StateDoc};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{broadcast, watch};
 
@@ -132,7 +132,20 @@ pub struct State {
     changes: broadcast::Sender<Change>,
     /// The engine of the last published revision.
     engine: Mutex<Option<(u64, Engine)>>,
+    /// Revisions superseded lately, oldest first, each with its engine once built: compliance
+    /// judges a connection by the policy in force when it was opened, and its record may
+    /// arrive after a newer revision (a quarantine) was published.
+    superseded: Mutex<VecDeque<Superseded>>,
 }
+
+/// A superseded revision and its engine, built only if a connection needs it.
+type Superseded = (Arc<Published>, Arc<OnceLock<Engine>>);
+
+/// Superseded revisions are kept this long after their successor was published (records
+/// arrive within seconds: agents send every second, the manager checks every few)...
+const SUPERSEDED_KEPT_MS: i64 = 300_000;
+/// ...and no more of them than this (their documents share workloads with the current one).
+const SUPERSEDED_MAX: usize = 32;
 
 impl State {
     /// Empty, with what agents reported before (kept in the store).
@@ -148,6 +161,7 @@ impl State {
             tx: watch::channel(Arc::new(first)).0,
             changes: broadcast::channel(256).0,
             engine: Mutex::new(None),
+            superseded: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -221,7 +235,18 @@ impl State {
             delta: p.delta.clone(),
         };
         let objects = p.delta_objects;
+        let now = p.issued_unix_ms;
         self.tx.send_replace(p);
+        if cur.revision != 0 {
+            let mut s = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+            s.push_back((cur, Arc::default()));
+            // An entry's successor is the next one (or the revision just published).
+            while s.len() > SUPERSEDED_MAX
+                || s.get(1).map_or(now, |n| n.0.issued_unix_ms) < now - SUPERSEDED_KEPT_MS
+            {
+                s.pop_front();
+            }
+        }
         // No stream listening is fine.
         let _ = self.changes.send(change);
         tracing::info!(
@@ -233,6 +258,35 @@ impl State {
             (t.elapsed() - loaded).as_secs_f64() * 1e3
         );
         Ok(revision)
+    }
+
+    /// Engines of the superseded revisions in force at some moment of `[from_ms, to_ms]`, and
+    /// whether the current revision was too. When the window is older than every revision
+    /// kept, the oldest kept stands in (best effort; documented in the threat model).
+    pub fn engines_in_force(&self, from_ms: i64, to_ms: i64) -> (Vec<Arc<OnceLock<Engine>>>, bool) {
+        let cur = self.published();
+        let s = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Arc<OnceLock<Engine>>> = Vec::new();
+        for (i, (p, e)) in s.iter().enumerate() {
+            let until = s
+                .get(i + 1)
+                .map_or(cur.issued_unix_ms, |n| n.0.issued_unix_ms);
+            let overlaps = p.issued_unix_ms <= to_ms && until > from_ms;
+            let before_all = i == 0 && from_ms < p.issued_unix_ms;
+            if overlaps || before_all {
+                e.get_or_init(|| {
+                    Engine::build(
+                        p.doc.inventory(),
+                        p.doc.policies.iter().cloned(),
+                        p.issued_unix_ms / 1000,
+                    )
+                });
+                out.push(e.clone());
+            }
+        }
+        // Nothing kept covers it (a restart): the current revision stands in.
+        let current = out.is_empty() || cur.issued_unix_ms <= to_ms;
+        (out, current)
     }
 
     /// Runs `f` on the engine of the published revision: built once per revision (and again
