@@ -39,6 +39,7 @@ fn inventory() -> Inventory {
             ports: vec![],
             node: None,
             host_network: false,
+            owner: None,
         };
         inv.workloads.insert(w.key(), w.into());
     }

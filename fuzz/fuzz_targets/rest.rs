@@ -128,6 +128,27 @@ impl Discover for Fuzzed {
     ) -> R<SimulateResult> {
         Discover::simulate(&*self.0, candidate, since_ms, progress)
     }
+    fn save_draft(&self, actor: &str, req: &DraftRequest) -> R<Draft> {
+        Discover::save_draft(&*self.0, actor, req)
+    }
+    fn drafts(&self) -> R<DraftList> {
+        Discover::drafts(&*self.0)
+    }
+    fn draft(&self, name: &str) -> R<Draft> {
+        Discover::draft(&*self.0, name)
+    }
+    fn review(&self, actor: &str, req: &ReviewRequest) -> R<Draft> {
+        Discover::review(&*self.0, actor, req)
+    }
+    fn draft_documents(&self, name: &str) -> R<Vec<Document>> {
+        Discover::draft_documents(&*self.0, name)
+    }
+    fn apply_draft(&self, actor: &str, name: &str) -> R<DraftApplyResult> {
+        Discover::apply_draft(&*self.0, actor, name)
+    }
+    fn delete_draft(&self, actor: &str, name: &str) -> R<Committed> {
+        Discover::delete_draft(&*self.0, actor, name)
+    }
 }
 
 impl Respond for Fuzzed {

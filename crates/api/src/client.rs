@@ -499,6 +499,30 @@ impl Client {
         self.get_json("/v1/propose", q)
     }
 
+    pub fn save_draft(&self, req: &DraftRequest) -> Result<Draft> {
+        self.post_json("/v1/drafts", req)
+    }
+
+    pub fn drafts(&self) -> Result<DraftList> {
+        self.get_json("/v1/drafts", &())
+    }
+
+    pub fn draft(&self, name: &str) -> Result<Draft> {
+        self.get_json("/v1/drafts/show", &DraftName { name: name.into() })
+    }
+
+    pub fn review(&self, req: &ReviewRequest) -> Result<Draft> {
+        self.post_json("/v1/drafts/review", req)
+    }
+
+    pub fn apply_draft(&self, name: &str) -> Result<DraftApplyResult> {
+        self.post_json("/v1/drafts/apply", &DraftName { name: name.into() })
+    }
+
+    pub fn delete_draft(&self, name: &str) -> Result<Committed> {
+        self.post_json("/v1/drafts/delete", &DraftName { name: name.into() })
+    }
+
     /// Waits until every node applied `revision` (or one reported an error for it).
     pub fn wait_applied(&self, revision: u64, timeout: Duration) -> Result<()> {
         let t0 = Instant::now();

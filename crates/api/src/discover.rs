@@ -145,7 +145,12 @@ pub struct ProposeResponse {
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SimulateRequest {
+    #[serde(default)]
     pub documents: Vec<Document>,
+    /// A draft's approved rules, added to the documents' policies (`cellwall simulate
+    /// --draft NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
     /// A duration like `24h` (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(

@@ -9,6 +9,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod discover;
+pub mod drafts;
 pub mod error;
 pub mod flows;
 pub mod nodes;
@@ -25,6 +26,7 @@ pub mod openapi;
 pub const BODY_LIMIT_HEADER: &str = "cellwall-body-limit";
 
 pub use discover::*;
+pub use drafts::*;
 pub use error::{ErrorBody, ErrorDetail};
 pub use flows::*;
 pub use nodes::*;

@@ -39,6 +39,8 @@ pub enum ObjectKind {
     /// A VM or bare-metal host an admin declared: its node, labels and permitted addresses
     /// (key `namespace/name`). A host-mode agent may report only a declared host of its node.
     Host,
+    /// A proposal under review (key: the draft's name). Not part of the desired state.
+    Draft,
 }
 
 impl ObjectKind {
@@ -51,6 +53,7 @@ impl ObjectKind {
             Self::Quarantine => "Quarantine",
             Self::Import => "Import",
             Self::Host => "Host",
+            Self::Draft => "Draft",
         }
     }
 
@@ -63,6 +66,7 @@ impl ObjectKind {
             "Quarantine" => Self::Quarantine,
             "Import" => Self::Import,
             "Host" => Self::Host,
+            "Draft" => Self::Draft,
             _ => return None,
         })
     }

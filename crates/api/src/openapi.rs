@@ -152,6 +152,17 @@ pub fn routes() -> Vec<Route> {
         route("post", "/v1/simulate", Read, "Replay the flow history against a candidate (NDJSON: progress lines, then a result or an error)", reference::<SimulateLine>)
             .body(reference::<SimulateRequest>)
             .media("application/x-ndjson"),
+        route("post", "/v1/drafts", Admin, "Save a proposal learned from history now as a draft for review", reference::<Draft>)
+            .body(reference::<DraftRequest>),
+        route("get", "/v1/drafts", Read, "Drafts and how far their review got", reference::<DraftList>),
+        route("get", "/v1/drafts/show", Read, "A draft: its rules with their evidence and decisions", reference::<Draft>)
+            .query(inline::<DraftName>),
+        route("post", "/v1/drafts/review", Admin, "Approve or reject rules of a draft (recorded with who, when and the comment)", reference::<Draft>)
+            .body(reference::<ReviewRequest>),
+        route("post", "/v1/drafts/apply", Admin, "Apply a draft's approved rules", reference::<DraftApplyResult>)
+            .body(reference::<DraftName>),
+        route("post", "/v1/drafts/delete", Admin, "Delete a draft (its versions stay in the audit trail)", reference::<Committed>)
+            .body(reference::<DraftName>),
         route("post", "/v1/quarantine", Admin, "Cut a workload off both ways, open connections included", reference::<Committed>)
             .body(reference::<QuarantineRequest>),
         route("get", "/v1/quarantine", Read, "Quarantines in force", reference::<QuarantineList>),

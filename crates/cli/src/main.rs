@@ -47,6 +47,8 @@ enum Command {
     Propose(discover::ProposeArgs),
     /// Replay flow history against candidate policies: what would break, what escaped.
     Simulate(discover::SimulateArgs),
+    /// Business-flow approval: review a saved proposal (propose --save) rule by rule.
+    Review(discover::ReviewArgs),
     /// Cut a workload off at once, both ways, existing connections included.
     Quarantine(client::QuarantineArgs),
     /// End a quarantine.
@@ -91,6 +93,7 @@ fn main() {
         Command::Release(a) => client::release(a),
         Command::Propose(a) => discover::propose(a),
         Command::Simulate(a) => discover::simulate(a),
+        Command::Review(a) => discover::review(a),
     };
     if let Err(e) = r {
         // Broken pipes (e.g. `| head`) are not errors worth reporting.

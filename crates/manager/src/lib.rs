@@ -18,6 +18,7 @@
 pub mod alerts;
 pub mod config;
 pub mod discover;
+pub mod drafts;
 pub mod error;
 pub mod flows;
 pub mod grpc;

@@ -53,6 +53,14 @@ pub trait Discover: Authenticate {
         since_ms: u64,
         progress: &mut dyn FnMut(usize, usize),
     ) -> R<SimulateResult>;
+    fn save_draft(&self, actor: &str, req: &DraftRequest) -> R<Draft>;
+    fn drafts(&self) -> R<DraftList>;
+    fn draft(&self, name: &str) -> R<Draft>;
+    fn review(&self, actor: &str, req: &ReviewRequest) -> R<Draft>;
+    /// The draft's approved rules as documents (to simulate).
+    fn draft_documents(&self, name: &str) -> R<Vec<Document>>;
+    fn apply_draft(&self, actor: &str, name: &str) -> R<DraftApplyResult>;
+    fn delete_draft(&self, actor: &str, name: &str) -> R<Committed>;
 }
 
 /// Quarantines and label imports.
@@ -174,6 +182,27 @@ impl Discover for Manager {
         progress: &mut dyn FnMut(usize, usize),
     ) -> R<SimulateResult> {
         Manager::simulate(self, candidate, since_ms, progress)
+    }
+    fn save_draft(&self, actor: &str, req: &DraftRequest) -> R<Draft> {
+        Manager::save_draft(self, actor, req)
+    }
+    fn drafts(&self) -> R<DraftList> {
+        Manager::drafts(self)
+    }
+    fn draft(&self, name: &str) -> R<Draft> {
+        Manager::draft(self, name)
+    }
+    fn review(&self, actor: &str, req: &ReviewRequest) -> R<Draft> {
+        Manager::review(self, actor, req)
+    }
+    fn draft_documents(&self, name: &str) -> R<Vec<Document>> {
+        Ok(Manager::draft_documents(self, name)?.0)
+    }
+    fn apply_draft(&self, actor: &str, name: &str) -> R<DraftApplyResult> {
+        Manager::apply_draft(self, actor, name)
+    }
+    fn delete_draft(&self, actor: &str, name: &str) -> R<Committed> {
+        Manager::delete_draft(self, actor, name)
     }
 }
 

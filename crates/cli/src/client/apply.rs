@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args, Debug)]
 pub struct ApplyArgs {
     /// Manifest files or directories (same kinds as `cellwall analyze`).
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    #[arg(short = 'f', long = "filename", required_unless_present = "draft", num_args = 1..)]
     pub files: Vec<PathBuf>,
+    /// A reviewed draft (cellwall review): apply writes its approved rules only; delete
+    /// deletes the draft.
+    #[arg(long, conflicts_with = "files")]
+    pub draft: Option<String>,
     /// Wait until every node enforces the change.
     #[arg(long)]
     pub wait: bool,
@@ -47,7 +51,23 @@ pub fn documents(files: &[PathBuf], ignore_unknown: bool) -> Result<cellwall_api
 
 pub fn apply(a: ApplyArgs, delete: bool) -> Result<()> {
     let c = a.target.client()?;
-    let parts = c.apply_in_parts(&documents(&a.files, a.ignore_unknown_kinds)?, delete)?;
+    let parts = match (&a.draft, delete) {
+        (Some(name), false) => {
+            let r = c.apply_draft(name)?;
+            eprintln!(
+                "draft {name}: approved rules of {} applied{}",
+                r.policies.join(", "),
+                if r.left_out.is_empty() {
+                    String::new()
+                } else {
+                    format!("; left out (no rule decided): {}", r.left_out.join(", "))
+                }
+            );
+            vec![r.committed]
+        }
+        (Some(name), true) => vec![c.delete_draft(name)?],
+        (None, _) => c.apply_in_parts(&documents(&a.files, a.ignore_unknown_kinds)?, delete)?,
+    };
     if parts.len() > 1 {
         eprintln!(
             "the manifests were larger than the manager takes at once: sent in {} parts, each applied all or nothing",

@@ -2,9 +2,11 @@
 //! history and the policy in force; this renders them for people and scripts.
 
 mod propose;
+mod review;
 mod simulate;
 
 pub use propose::{propose, ProposeArgs};
+pub use review::{review, ReviewArgs};
 pub use simulate::{simulate, SimulateArgs};
 
 use crate::client::{header, print_structured, table, wire_name, Format, Target};

@@ -38,6 +38,13 @@ pub struct ProposeArgs {
     pub review_below: u64,
     #[arg(long, default_value = "auto", help = super::GROUP_BY_HELP)]
     pub group_by: GroupBy,
+    /// Save the proposal in the manager as a draft for review (cellwall review NAME) instead
+    /// of printing it.
+    #[arg(long, value_name = "NAME")]
+    pub save: Option<String>,
+    /// With --save: replace a draft of that name (its decisions are lost).
+    #[arg(long, requires = "save")]
+    pub replace: bool,
     /// yaml: manifests with each rule's evidence as comments; json: a v1 List whose policies
     /// carry their evidence in the cellwall.io/evidence annotation. Both apply as they are.
     #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
@@ -48,6 +55,26 @@ pub struct ProposeArgs {
 
 pub fn propose(a: ProposeArgs) -> Result<()> {
     let c = a.target.client()?;
+    if let Some(name) = &a.save {
+        let d = c.save_draft(&cellwall_api::DraftRequest {
+            name: name.clone(),
+            since: Some(a.since.clone()),
+            namespace: a.namespace.clone(),
+            group_by: Some(a.group_by.clone()),
+            review_below: Some(a.review_below),
+            replace: a.replace,
+        })?;
+        if a.output == YamlOrJson::Json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        } else {
+            println!(
+                "draft {name}: {} policies, {} rules to review (cellwall review {name})",
+                d.proposal.policies.len(),
+                d.rules.len()
+            );
+        }
+        return Ok(());
+    }
     let v = c.propose(&ProposeQuery {
         since: Some(a.since.clone()),
         namespace: a.namespace.clone(),

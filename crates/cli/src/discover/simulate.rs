@@ -18,8 +18,11 @@ pub enum TableOrJson {
 pub struct SimulateArgs {
     /// Candidate policy manifests: added to the policies in force (replacing those of the same
     /// kind, namespace and name).
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    #[arg(short = 'f', long = "filename", required_unless_present = "draft", num_args = 1..)]
     pub files: Vec<PathBuf>,
+    /// The approved rules of a draft (cellwall review), added to the files' policies.
+    #[arg(long)]
+    pub draft: Option<String>,
     /// History window to replay.
     #[arg(long, default_value = "24h")]
     pub since: String,
@@ -62,12 +65,17 @@ fn read_answer(reader: impl std::io::Read) -> Result<SimulateResult> {
 
 pub fn simulate(a: SimulateArgs) -> Result<()> {
     let c = a.target.client()?;
-    let docs = crate::client::documents(&a.files, false)?.documents;
+    let docs = if a.files.is_empty() {
+        Vec::new()
+    } else {
+        crate::client::documents(&a.files, false)?.documents
+    };
     let reader = c.post_stream(
         "/v1/simulate",
         &SimulateRequest {
             documents: docs,
             since: Some(a.since.clone()),
+            draft: a.draft.clone(),
         },
     )?;
     let r = read_answer(reader)?;

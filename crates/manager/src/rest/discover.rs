@@ -44,8 +44,16 @@ pub async fn simulate<S: Discover>(
     b: Bytes,
 ) -> Result<Response, ApiError> {
     auth(&*s, &h, Role::Read)?;
-    let req: SimulateRequest = body(&b)?;
+    let mut req: SimulateRequest = body(&b)?;
     let since = since_ms(req.since.as_deref(), "24h")?;
+    if let Some(name) = req.draft.clone() {
+        let s = s.clone();
+        req.documents
+            .extend(blocking(move || s.draft_documents(&name)).await?);
+    }
+    if req.documents.is_empty() {
+        return Err(ApiError::bad("documents or draft: nothing to simulate"));
+    }
     let candidate = parse_candidate(&req.documents)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     tokio::task::spawn_blocking(move || {
@@ -68,4 +76,47 @@ pub async fn simulate<S: Discover>(
         axum::body::Body::from_stream(stream),
     )
         .into_response())
+}
+
+pub async fn save_draft<S: Discover>(State(s): St<S>, h: HeaderMap, b: Bytes) -> Api<Draft> {
+    let who = auth(&*s, &h, Role::Admin)?;
+    let req: DraftRequest = body(&b)?;
+    Ok(Json(blocking(move || s.save_draft(&who, &req)).await?))
+}
+
+pub async fn drafts<S: Discover>(State(s): St<S>, h: HeaderMap) -> Api<DraftList> {
+    auth(&*s, &h, Role::Read)?;
+    Ok(Json(blocking(move || s.drafts()).await?))
+}
+
+pub async fn draft<S: Discover>(State(s): St<S>, h: HeaderMap, u: Uri) -> Api<Draft> {
+    auth(&*s, &h, Role::Read)?;
+    let q: DraftName = query(&u)?;
+    Ok(Json(blocking(move || s.draft(&q.name)).await?))
+}
+
+pub async fn review<S: Discover>(State(s): St<S>, h: HeaderMap, b: Bytes) -> Api<Draft> {
+    let who = auth(&*s, &h, Role::Admin)?;
+    let req: ReviewRequest = body(&b)?;
+    Ok(Json(blocking(move || s.review(&who, &req)).await?))
+}
+
+pub async fn apply_draft<S: Discover>(
+    State(s): St<S>,
+    h: HeaderMap,
+    b: Bytes,
+) -> Api<DraftApplyResult> {
+    let who = auth(&*s, &h, Role::Admin)?;
+    let req: DraftName = body(&b)?;
+    Ok(Json(
+        blocking(move || s.apply_draft(&who, &req.name)).await?,
+    ))
+}
+
+pub async fn delete_draft<S: Discover>(State(s): St<S>, h: HeaderMap, b: Bytes) -> Api<Committed> {
+    let who = auth(&*s, &h, Role::Admin)?;
+    let req: DraftName = body(&b)?;
+    Ok(Json(
+        blocking(move || s.delete_draft(&who, &req.name)).await?,
+    ))
 }

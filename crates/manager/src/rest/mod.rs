@@ -203,6 +203,14 @@ pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>, body_limit: 
         .route("/v1/propose", get(discover::propose::<S>))
         .route("/v1/simulate", post(discover::simulate::<S>))
         .route(
+            "/v1/drafts",
+            post(discover::save_draft::<S>).get(discover::drafts::<S>),
+        )
+        .route("/v1/drafts/show", get(discover::draft::<S>))
+        .route("/v1/drafts/review", post(discover::review::<S>))
+        .route("/v1/drafts/apply", post(discover::apply_draft::<S>))
+        .route("/v1/drafts/delete", post(discover::delete_draft::<S>))
+        .route(
             "/v1/quarantine",
             post(respond::quarantine::<S>).get(respond::quarantines::<S>),
         )

@@ -96,6 +96,27 @@ impl Discover for Fake {
     ) -> R<SimulateResult> {
         Err((self.fail)())
     }
+    fn save_draft(&self, _: &str, _: &DraftRequest) -> R<Draft> {
+        Err((self.fail)())
+    }
+    fn drafts(&self) -> R<DraftList> {
+        Err((self.fail)())
+    }
+    fn draft(&self, _: &str) -> R<Draft> {
+        Err((self.fail)())
+    }
+    fn review(&self, _: &str, _: &ReviewRequest) -> R<Draft> {
+        Err((self.fail)())
+    }
+    fn draft_documents(&self, _: &str) -> R<Vec<Document>> {
+        Err((self.fail)())
+    }
+    fn apply_draft(&self, _: &str, _: &str) -> R<DraftApplyResult> {
+        Err((self.fail)())
+    }
+    fn delete_draft(&self, _: &str, _: &str) -> R<Committed> {
+        Err((self.fail)())
+    }
 }
 
 impl Respond for Fake {

@@ -202,18 +202,25 @@ impl State {
         self.raw().set_reported(node, workloads);
     }
 
-    /// The desired state as of the store now, read incrementally.
-    pub fn load(&self, store: &dyn Store) -> Result<(u64, StateDoc), ManagerError> {
+    /// The desired state as of the store now, read incrementally; `None` when only objects
+    /// outside it changed (drafts): nothing to derive or push.
+    pub fn load(&self, store: &dyn Store) -> Result<(u64, Option<StateDoc>), ManagerError> {
         let mut raw = self.raw();
         // Read the revision first: the content is then at least as new as its label, never
         // older (and re-reading a change the next time is harmless).
         let revision = store.revision()?;
+        let first = raw.revision == 0;
+        let mut relevant = first;
         for c in store.changes_since(raw.revision)? {
+            relevant |= c.kind != crate::store::Kind::Draft;
             raw.apply(c);
         }
-        raw.index_addresses();
         raw.revision = revision;
-        Ok((revision, raw.derive()?))
+        if !relevant {
+            return Ok((revision, None));
+        }
+        raw.index_addresses();
+        Ok((revision, Some(raw.derive()?)))
     }
 
     /// Pushes the store's current state to every watching agent if it is newer than what was
@@ -224,9 +231,9 @@ impl State {
         let t = std::time::Instant::now();
         let (revision, doc) = self.load(store)?;
         let loaded = t.elapsed();
-        if revision <= cur.revision && cur.revision != 0 {
+        let Some(doc) = doc.filter(|_| revision > cur.revision || cur.revision == 0) else {
             return Ok(cur.revision);
-        }
+        };
         let delta = (cur.revision != 0).then(|| StateDelta::between(&cur.doc, &doc));
         let p = Arc::new(Published::new(revision, cur.revision, doc, delta));
         let change = Change {

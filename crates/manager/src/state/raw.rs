@@ -70,6 +70,8 @@ impl Raw {
                     self.hosts.insert(k, h);
                 }
             }
+            // Drafts are reviewed, not enforced.
+            Some(Body::Draft(_)) => {}
             None => self.remove(kind, &key),
         }
     }
@@ -94,6 +96,7 @@ impl Raw {
                     self.hosts.remove(&k);
                 }
             }
+            Kind::Draft => {}
         }
     }
 

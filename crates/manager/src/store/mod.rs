@@ -75,6 +75,7 @@ pub enum Body {
     Quarantine(QuarantineRecord),
     Import(ImportRecord),
     Host(HostRecord),
+    Draft(Box<cellwall_api::Draft>),
 }
 
 impl Body {
@@ -87,6 +88,7 @@ impl Body {
             Body::Quarantine(_) => Kind::Quarantine,
             Body::Import(_) => Kind::Import,
             Body::Host(_) => Kind::Host,
+            Body::Draft(_) => Kind::Draft,
         }
     }
 
@@ -100,6 +102,7 @@ impl Body {
             Body::Quarantine(v) => serde_json::to_value(v),
             Body::Import(v) => serde_json::to_value(v),
             Body::Host(v) => serde_json::to_value(v),
+            Body::Draft(v) => serde_json::to_value(v),
         }
         .expect("stored objects serialize")
     }

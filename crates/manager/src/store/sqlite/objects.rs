@@ -33,6 +33,7 @@ fn decode(kind: Kind, key: &str, text: &str) -> Result<Body> {
         Kind::Quarantine => Body::Quarantine(de(kind, key, text)?),
         Kind::Import => Body::Import(de(kind, key, text)?),
         Kind::Host => Body::Host(de(kind, key, text)?),
+        Kind::Draft => Body::Draft(Box::new(de(kind, key, text)?)),
     })
 }
 
