@@ -128,6 +128,9 @@ impl Discover for Fuzzed {
     ) -> R<SimulateResult> {
         Discover::simulate(&*self.0, candidate, since_ms, progress)
     }
+    fn rules(&self, q: &RulesQuery) -> R<RuleList> {
+        Discover::rules(&*self.0, q)
+    }
     fn save_draft(&self, actor: &str, req: &DraftRequest) -> R<Draft> {
         Discover::save_draft(&*self.0, actor, req)
     }

@@ -499,6 +499,10 @@ impl Client {
         self.get_json("/v1/propose", q)
     }
 
+    pub fn rules(&self, q: &RulesQuery) -> Result<RuleList> {
+        self.get_json("/v1/rules", q)
+    }
+
     pub fn save_draft(&self, req: &DraftRequest) -> Result<Draft> {
         self.post_json("/v1/drafts", req)
     }

@@ -4,7 +4,7 @@ use crate::error::ErrorDetail;
 use crate::objects::Document;
 /// How learning groups workloads (query parameter `group_by`).
 pub use cellwall_policy::discover::GroupBy;
-use cellwall_policy::discover::{DependencyMap, Proposal, SimClass, SimRow};
+use cellwall_policy::discover::{DependencyMap, Proposal, RuleStats, SimClass, SimRow};
 use cellwall_policy::Explanation;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -193,4 +193,32 @@ pub enum SimulateLine {
     Progress { done: usize, total: usize },
     Result(Box<SimulateResult>),
     Error(ErrorDetail),
+}
+
+/// The query of `GET /v1/rules`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RulesQuery {
+    /// History window, like `30d` (default `7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h|d)$"))
+    )]
+    pub since: Option<String>,
+    /// Only rules nothing in the window hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unused: Option<bool>,
+}
+
+/// `GET /v1/rules`: every rule in force with the history it decides (replayed through the
+/// policy in force, both ends of each connection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct RuleList {
+    pub items: Vec<RuleStats>,
+    /// The window, and how many aggregated flows it held.
+    pub since: String,
+    pub history_rows: usize,
 }

@@ -152,6 +152,8 @@ pub fn routes() -> Vec<Route> {
         route("post", "/v1/simulate", Read, "Replay the flow history against a candidate (NDJSON: progress lines, then a result or an error)", reference::<SimulateLine>)
             .body(reference::<SimulateRequest>)
             .media("application/x-ndjson"),
+        route("get", "/v1/rules", Read, "Rule hygiene: every rule in force with the history it decides per day, unused and overly broad rules flagged", reference::<RuleList>)
+            .query(inline::<RulesQuery>),
         route("post", "/v1/drafts", Admin, "Save a proposal learned from history now as a draft for review", reference::<Draft>)
             .body(reference::<DraftRequest>),
         route("get", "/v1/drafts", Read, "Drafts and how far their review got", reference::<DraftList>),

@@ -275,6 +275,35 @@ fn proposals_are_least_privilege_on_every_labelling_convention() {
     );
     assert!(observed.len() >= 30 && unobserved.len() >= 200);
 
+    // Rule hygiene: every proposed rule decided some of the history; a legacy rule nobody used
+    // is listed as unused, and its `podSelector: {}` would be flagged broad once used.
+    let legacy = lab.file(
+        "legacy.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {namespace: shop, name: legacy-ssh}\n\
+         spec:\n  podSelector: {matchLabels: {name: redis}}\n  ingress: [{from: [{podSelector: {}}], ports: [{port: 22}]}]\n",
+    );
+    lab.cw(&["apply", "-f", &legacy, "--lab", &lab.name]);
+    let unused: Value = serde_json::from_str(&lab.cw(&[
+        "get", "policies", "--unused", "30d", "-o", "json", "--lab", &lab.name,
+    ]))
+    .unwrap();
+    let unused: Vec<&str> = unused["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        unused.contains(&"NetworkPolicy/shop/legacy-ssh ingress[0]"),
+        "{unused:?}"
+    );
+    assert!(
+        !unused.iter().any(|r| r.starts_with("Policy/")),
+        "{unused:?}"
+    );
+    let rules = lab.cw(&["get", "rules", "--since", "1h", "--lab", &lab.name]);
+    assert!(rules.contains("unused in 1h"), "{rules}");
+
     // The JSON list carries the grouping with its evidence, for scripts.
     let list: Value =
         serde_json::from_str(&lab.cw(&["propose", "-o", "json", "--lab", &lab.name])).unwrap();

@@ -7,10 +7,10 @@ use crate::manager::Manager;
 use crate::store::FlowFilter;
 use cellwall_api::{
     ClassCount, ExplainQuery, ExplainResponse, MapFormat, MapQuery, MapResponse, ProposalKind,
-    ProposeQuery, ProposeResponse, SimulateResult,
+    ProposeQuery, ProposeResponse, RuleList, RulesQuery, SimulateResult,
 };
 use cellwall_policy::discover::{
-    dependency_map, propose, render_yaml, simulate, to_dot, Grouping, ProposalFormat,
+    dependency_map, propose, render_yaml, rule_stats, simulate, to_dot, Grouping, ProposalFormat,
     ProposeOptions, Replay,
 };
 use cellwall_policy::{Flow, Policy, Protocol, WorkloadKey};
@@ -141,6 +141,24 @@ impl Manager {
         Ok(MapResponse {
             dot: dot.then(|| to_dot(&map)),
             map,
+        })
+    }
+
+    /// Every rule in force with the history of `q`'s window it decides.
+    pub fn rule_list(&self, q: &RulesQuery) -> Result<RuleList, ManagerError> {
+        let window = q.since.clone().unwrap_or_else(|| "7d".into());
+        let since = since_ms(Some(&window), "7d")?;
+        let flows = self.history(since)?;
+        let mut items = self
+            .state
+            .with_engine(|e, p| rule_stats(e, &p.doc.policies, &flows));
+        if q.unused == Some(true) {
+            items.retain(|r| r.unused);
+        }
+        Ok(RuleList {
+            items,
+            since: window,
+            history_rows: flows.len(),
         })
     }
 

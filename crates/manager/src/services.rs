@@ -53,6 +53,7 @@ pub trait Discover: Authenticate {
         since_ms: u64,
         progress: &mut dyn FnMut(usize, usize),
     ) -> R<SimulateResult>;
+    fn rules(&self, q: &RulesQuery) -> R<RuleList>;
     fn save_draft(&self, actor: &str, req: &DraftRequest) -> R<Draft>;
     fn drafts(&self) -> R<DraftList>;
     fn draft(&self, name: &str) -> R<Draft>;
@@ -182,6 +183,9 @@ impl Discover for Manager {
         progress: &mut dyn FnMut(usize, usize),
     ) -> R<SimulateResult> {
         Manager::simulate(self, candidate, since_ms, progress)
+    }
+    fn rules(&self, q: &RulesQuery) -> R<RuleList> {
+        self.rule_list(q)
     }
     fn save_draft(&self, actor: &str, req: &DraftRequest) -> R<Draft> {
         Manager::save_draft(self, actor, req)

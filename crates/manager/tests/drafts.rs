@@ -198,6 +198,27 @@ async fn a_draft_is_reviewed_rule_by_rule_and_only_approved_rules_are_applied() 
     assert_eq!(list["items"][0]["approved"], 1, "{list}");
     assert_eq!(list["items"][0]["rejected"], 1, "{list}");
 
+    // Rule hygiene over the same history: the applied db rule decided the flow, read-only
+    // tokens may look.
+    let (s, rules) = w
+        .rest_as(Some(&read), "GET", "/v1/rules?since=1h", None)
+        .await;
+    assert_eq!(s, 200, "{rules}");
+    let db = rules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "Policy/shop/cw-db ingress[0]")
+        .unwrap_or_else(|| panic!("{rules}"));
+    assert_eq!(db["connections"], 5, "{db}");
+    assert_eq!(db["unused"], false);
+    let (_, unused) = w.rest("GET", "/v1/rules?since=1h&unused=true", None).await;
+    assert!(unused["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["unused"] == true && r["rule"] != "Policy/shop/cw-db ingress[0]"));
+
     // Deleted: gone from the list, its versions still in the audit trail.
     let (s, _) = w
         .rest(

@@ -22,33 +22,62 @@ pub enum Resource {
     Quarantines,
     /// Label imports (sources, schedules).
     Imports,
+    /// Rule hygiene: each rule in force with the connections it decided (--since), unused
+    /// and overly broad rules flagged.
+    #[value(alias = "rule")]
+    Rules,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
     #[arg(value_enum)]
     pub resource: Resource,
+    /// With policies: list the rules nothing hit in this window instead (e.g. 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub unused: Option<String>,
+    /// With rules: the history window counted.
+    #[arg(long, default_value = "7d")]
+    pub since: String,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: Format,
     #[command(flatten)]
     pub target: Target,
 }
 
+/// Prints `v` structured, or its rows.
+fn show<T: serde::Serialize>(f: Format, v: T, rows: impl Fn(&T) -> Vec<Vec<String>>) -> Result<()> {
+    if !print_structured(f, &v)? {
+        print!("{}", table(&rows(&v)));
+    }
+    Ok(())
+}
+
 pub fn get(a: GetArgs) -> Result<()> {
     let c = a.target.client()?;
-    /// Prints `v` structured, or its rows.
-    fn show<T: serde::Serialize>(
-        f: Format,
-        v: T,
-        rows: impl Fn(&T) -> Vec<Vec<String>>,
-    ) -> Result<()> {
-        if !print_structured(f, &v)? {
-            print!("{}", table(&rows(&v)));
-        }
-        Ok(())
-    }
     let f = a.output;
-    match a.resource {
+    match (a.resource, a.unused) {
+        (Resource::Policies, Some(window)) => {
+            let q = RulesQuery {
+                since: Some(window),
+                unused: Some(true),
+            };
+            show(f, c.rules(&q)?, rule_rows)
+        }
+        (Resource::Rules, _) => {
+            let q = RulesQuery {
+                since: Some(a.since.clone()),
+                unused: None,
+            };
+            show(f, c.rules(&q)?, rule_rows)
+        }
+        (r, Some(_)) => anyhow::bail!("--unused applies to policies only, not {r:?}"),
+        (r, None) => get_one(&c, f, r),
+    }
+}
+
+fn get_one(c: &cellwall_api::client::Client, f: Format, r: Resource) -> Result<()> {
+    match r {
+        Resource::Rules => unreachable!("handled by get"),
         Resource::Policies => show(f, c.policies()?, policy_rows),
         Resource::Workloads => show(f, c.workloads()?, workload_rows),
         Resource::Nodes => show(f, c.nodes()?, node_rows),
@@ -57,6 +86,41 @@ pub fn get(a: GetArgs) -> Result<()> {
         Resource::Quarantines => show(f, c.quarantines()?, quarantine_rows),
         Resource::Imports => show(f, c.imports()?, import_rows),
     }
+}
+
+fn rule_rows(l: &RuleList) -> Vec<Vec<String>> {
+    let mut rows = vec![header(&[
+        "RULE",
+        "ACTION",
+        "CONNECTIONS",
+        "LAST HIT",
+        "PEERS",
+        "FLAGS",
+    ])];
+    for r in &l.items {
+        let mut flags = Vec::new();
+        if r.unused {
+            flags.push(format!("unused in {}", l.since));
+        }
+        if let Some(b) = &r.broad {
+            flags.push(format!("broad: {b}"));
+        }
+        rows.push(vec![
+            r.rule.clone(),
+            r.action.clone(),
+            r.connections.to_string(),
+            r.last_ns
+                .map(|t| cellwall_policy::de::format_rfc3339((t / 1_000_000_000) as i64))
+                .unwrap_or_else(|| "-".into()),
+            r.peers.join(","),
+            if flags.is_empty() {
+                "-".into()
+            } else {
+                flags.join("; ")
+            },
+        ]);
+    }
+    rows
 }
 
 /// Labels as `k=v,...`, without the automatic namespace-name label.

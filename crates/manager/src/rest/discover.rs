@@ -120,3 +120,9 @@ pub async fn delete_draft<S: Discover>(State(s): St<S>, h: HeaderMap, b: Bytes) 
         blocking(move || s.delete_draft(&who, &req.name)).await?,
     ))
 }
+
+pub async fn rules<S: Discover>(State(s): St<S>, h: HeaderMap, u: Uri) -> Api<RuleList> {
+    auth(&*s, &h, Role::Read)?;
+    let q: RulesQuery = query(&u)?;
+    Ok(Json(blocking(move || s.rules(&q)).await?))
+}

@@ -207,6 +207,7 @@ pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>, body_limit: 
             post(discover::save_draft::<S>).get(discover::drafts::<S>),
         )
         .route("/v1/drafts/show", get(discover::draft::<S>))
+        .route("/v1/rules", get(discover::rules::<S>))
         .route("/v1/drafts/review", post(discover::review::<S>))
         .route("/v1/drafts/apply", post(discover::apply_draft::<S>))
         .route("/v1/drafts/delete", post(discover::delete_draft::<S>))

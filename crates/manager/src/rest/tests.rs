@@ -96,6 +96,9 @@ impl Discover for Fake {
     ) -> R<SimulateResult> {
         Err((self.fail)())
     }
+    fn rules(&self, _: &RulesQuery) -> R<RuleList> {
+        Err((self.fail)())
+    }
     fn save_draft(&self, _: &str, _: &DraftRequest) -> R<Draft> {
         Err((self.fail)())
     }

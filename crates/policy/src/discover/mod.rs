@@ -7,6 +7,7 @@
 //! candidate). This file holds the history types they all read.
 
 mod group;
+mod hygiene;
 mod map;
 mod propose;
 mod render;
@@ -17,6 +18,7 @@ mod simulate;
 mod test_support;
 
 pub use group::{infer_owner, AppGroup, GroupBy, GroupByError, Grouping};
+pub use hygiene::{rule_stats, RuleStats};
 pub use map::{dependency_map, group, to_dot, DependencyMap, MapEdge, MapNode};
 pub use propose::{
     address, propose, Evidence, Excluded, Proposal, ProposeOptions, ProposedPeer, ProposedPolicy,

@@ -1,0 +1,250 @@
+//! Rule hygiene (Cisco Secure Workload's policy statistics, Illumio's rule hit counts): how
+//! much of the flow history each rule in force decides, per day; rules nothing hit; rules much
+//! broader than their traffic. Hits are counted by replaying history through the policy in
+//! force, both ends: a connection between two policed workloads hits its source's egress rule
+//! and its destination's ingress rule (a record keeps one deciding rule, so counting records
+//! would call every egress rule behind an ingress rule unused).
+
+use super::{address, group, HistFlow};
+use crate::engine::{Engine, Flow};
+use crate::model::{Action, Direction, NamespaceMatch, Peer, Policy};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// At most this many distinct peers are listed per rule.
+const PEERS_SHOWN: usize = 20;
+
+/// One rule of the policy in force and the history it decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RuleStats {
+    /// `Kind/namespace/name ingress[0]`, as flow records and explanations name it.
+    pub rule: String,
+    pub policy: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    pub index: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `Allow`, `Deny`, `Pass`, … as the policy says.
+    pub action: String,
+    /// Connections it decided in the window.
+    pub connections: u64,
+    /// Aggregated flows it decided.
+    pub flows: u64,
+    /// Connections per UTC day (`YYYY-MM-DD`).
+    pub by_day: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ns: Option<u64>,
+    /// Distinct peers (applications, networks) seen through it, at most 20.
+    pub peers: Vec<String>,
+    /// Nothing in the window hit it.
+    pub unused: bool,
+    /// It admits far more than its traffic used: what it admits and who was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broad: Option<String>,
+}
+
+/// What a rule's peers admit, when that is "everything" of some scope.
+fn breadth(peers: &[Peer]) -> Option<String> {
+    peers.iter().find_map(|p| match p {
+        Peer::Any => Some("anyone".to_string()),
+        Peer::Pods { namespaces, pods }
+            if pods.match_labels.is_empty() && pods.match_expressions.is_empty() =>
+        {
+            Some(match namespaces {
+                NamespaceMatch::Named(ns) => format!("every pod of namespace {ns}"),
+                NamespaceMatch::Selector(s)
+                    if s.match_labels.is_empty() && s.match_expressions.is_empty() =>
+                {
+                    "every pod of every namespace".to_string()
+                }
+                NamespaceMatch::Selector(_) => "every pod of the selected namespaces".to_string(),
+            })
+        }
+        Peer::Cidr { cidr, except } if cidr.prefix() == 0 && except.is_empty() => {
+            Some(format!("every address ({cidr})"))
+        }
+        _ => None,
+    })
+}
+
+fn day(ns: u64) -> String {
+    let s = crate::de::format_rfc3339((ns / 1_000_000_000) as i64);
+    s.get(..10).unwrap_or(&s).to_string()
+}
+
+#[derive(Default)]
+struct Acc {
+    connections: u64,
+    flows: u64,
+    by_day: BTreeMap<String, u64>,
+    last: Option<u64>,
+    peers: BTreeSet<String>,
+}
+
+/// Every rule of `policies` with what `flows` (the window) show of it, replayed through
+/// `engine` (built from the same policies). Flows whose ends are gone from the inventory are
+/// not replayed. Sorted by policy, direction, index.
+pub fn rule_stats(engine: &Engine, policies: &[Policy], flows: &[HistFlow]) -> Vec<RuleStats> {
+    let inv = engine.inventory();
+    let mut acc: HashMap<u32, Acc> = HashMap::new();
+    for f in flows.iter().filter(|f| f.observed.happened()) {
+        let (Some(src), Some(dst)) = (address(inv, &f.src), address(inv, &f.dst)) else {
+            continue;
+        };
+        let d = engine.evaluate(&Flow {
+            src,
+            dst,
+            protocol: f.protocol,
+            port: f.port,
+        });
+        let mut hit = |rule: u32, peer: &super::Endpoint| {
+            if rule == 0 {
+                return;
+            }
+            let a = acc.entry(rule).or_default();
+            a.connections += f.connections;
+            a.flows += 1;
+            *a.by_day.entry(day(f.first_ns)).or_default() += f.connections;
+            a.last = a.last.max(Some(f.last_ns));
+            if a.peers.len() < PEERS_SHOWN {
+                a.peers.insert(group(peer));
+            }
+        };
+        hit(d.egress.rule, &f.dst);
+        hit(d.ingress.rule, &f.src);
+        if let Some(au) = d.audit {
+            if au.egress.rule != d.egress.rule {
+                hit(au.egress.rule, &f.dst);
+            }
+            if au.ingress.rule != d.ingress.rule {
+                hit(au.ingress.rule, &f.src);
+            }
+        }
+    }
+    // Rule ids → (policy, direction, index).
+    let mut by_pos: HashMap<(String, Direction, usize), Acc> = HashMap::new();
+    for (id, a) in acc {
+        if let Some(info) = engine.rule(id) {
+            if let Some(i) = info.index {
+                by_pos.insert((info.policy.to_string(), info.direction, i), a);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for p in policies {
+        for r in &p.rules {
+            let pid = p.id.to_string();
+            let a = by_pos
+                .remove(&(pid.clone(), r.direction, r.index))
+                .unwrap_or_default();
+            let broad = breadth(&r.peers)
+                .filter(|_| r.action != Action::Deny && a.connections > 0 && a.peers.len() <= 2)
+                .map(|what| {
+                    format!(
+                        "admits {what}; traffic seen from {} peer(s) only: {}",
+                        a.peers.len(),
+                        a.peers.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                });
+            out.push(RuleStats {
+                rule: format!("{pid} {}[{}]", r.direction.as_str(), r.index),
+                policy: pid,
+                direction: r.direction.as_str().to_string(),
+                index: r.index,
+                name: r.name.clone(),
+                action: format!("{:?}", r.action),
+                unused: a.connections == 0,
+                connections: a.connections,
+                flows: a.flows,
+                by_day: a.by_day,
+                last_ns: a.last,
+                peers: a.peers.into_iter().collect(),
+                broad,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.policy, &a.direction, a.index).cmp(&(&b.policy, &b.direction, b.index)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::test_support::*;
+    use crate::discover::Observed;
+
+    #[test]
+    fn hits_count_both_ends_and_unused_and_broad_rules_are_flagged() {
+        let pols = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: a, name: db}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {}}]
+    ports: [{port: 5432}]
+  - from: [{podSelector: {matchLabels: {app: web}}}]
+    ports: [{port: 9999}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: a, name: web}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{podSelector: {matchLabels: {app: db}}}]
+";
+        let (inv, policies) = inv_and_policies(&format!("{INV}---{pols}"));
+        let engine = Engine::build(inv.clone(), policies.clone(), 0);
+        let flows = vec![
+            flow(
+                ep(&inv, "a/web-1"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Allowed,
+                7,
+            ),
+            flow(
+                ep(&inv, "a/web-2"),
+                ep(&inv, "a/db"),
+                5432,
+                Observed::Allowed,
+                3,
+            ),
+            // Denied attempts decide nothing worth counting as use.
+            flow(
+                ep(&inv, "b/debug"),
+                ep(&inv, "a/db"),
+                22,
+                Observed::Denied,
+                9,
+            ),
+        ];
+        let s = rule_stats(&engine, &policies, &flows);
+        let get = |r: &str| {
+            s.iter()
+                .find(|x| x.rule == r)
+                .unwrap_or_else(|| panic!("{r}: {s:#?}"))
+        };
+        let db0 = get("NetworkPolicy/a/db ingress[0]");
+        assert_eq!((db0.connections, db0.flows), (10, 2));
+        assert_eq!(db0.by_day.values().sum::<u64>(), 10);
+        // `podSelector: {}` admits the whole namespace; only web was seen.
+        assert!(
+            db0.broad
+                .as_deref()
+                .unwrap_or("")
+                .contains("every pod of namespace a"),
+            "{db0:?}"
+        );
+        assert!(get("NetworkPolicy/a/db ingress[1]").unused);
+        // The egress rule is hit too, although the record kept only the ingress rule.
+        let web = get("NetworkPolicy/a/web egress[0]");
+        assert_eq!(web.connections, 10);
+        assert!(!web.unused && web.broad.is_none());
+    }
+}
