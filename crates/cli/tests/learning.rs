@@ -100,6 +100,18 @@ fn proposals_are_least_privilege_on_every_labelling_convention() {
             }
         })
         .collect();
+    // The VMs are known only by what the CMDB says.
+    let cmdb = repo().join("examples/learning/cmdb.csv");
+    lab.cw(&[
+        "import",
+        "--source",
+        "cmdb",
+        "-f",
+        cmdb.to_str().unwrap(),
+        "--wait",
+        "--lab",
+        &lab.name,
+    ]);
     let calls = calls();
     let services: BTreeSet<String> = calls
         .iter()
@@ -135,7 +147,7 @@ fn proposals_are_least_privilege_on_every_labelling_convention() {
         "owner Deployment/cart",
         "owner StatefulSet/db",
         "owner Deployment/api",
-        "labels env=prod,role=db",
+        "cmdb.import.cellwall.io/role=db",
         "owner Deployment/coredns",
     ] {
         assert!(groups.contains(want), "{want} missing:\n{groups}");

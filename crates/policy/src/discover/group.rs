@@ -195,11 +195,10 @@ fn candidate(by: &GroupBy, (ns, name): &Key, m: &Member) -> (String, String, Str
             .collect()
     };
     let by_labels = |l: Labels| {
-        let short = WELL_KNOWN
+        let short = l
             .iter()
-            .find_map(|k| l.get(*k))
-            .or(l.values().next())
-            .cloned()
+            .min_by_key(|(k, _)| rank(k))
+            .map(|(_, v)| v.clone())
             .unwrap_or_default();
         let t = selector_text(&l);
         (format!("l:{t}"), format!("labels {t}"), short)
@@ -229,7 +228,7 @@ fn candidate(by: &GroupBy, (ns, name): &Key, m: &Member) -> (String, String, Str
             if let Some(o) = &m.owner {
                 return (format!("o:{o}"), format!("owner {o}"), o.name.clone());
             }
-            let l = labels_of(&WELL_KNOWN);
+            let l = well_known(&m.labels);
             if by == &GroupBy::Owner || l.is_empty() {
                 workload()
             } else {
@@ -315,8 +314,24 @@ fn split_by_behaviour(
 fn rank(k: &str) -> usize {
     WELL_KNOWN
         .iter()
-        .position(|w| *w == k)
+        .position(|w| *w == unimported(k))
         .unwrap_or(WELL_KNOWN.len())
+}
+
+/// A label key without the prefix `cellwall import` gives it (`cmdb.import.cellwall.io/role`
+/// is a `role`): hosts and VMs are often known only by what a CMDB says.
+fn unimported(k: &str) -> &str {
+    k.split_once(".import.cellwall.io/")
+        .map_or(k, |(_, rest)| rest)
+}
+
+/// The well-known application labels a workload carries, imported ones included.
+fn well_known(labels: &Labels) -> Labels {
+    labels
+        .iter()
+        .filter(|(k, _)| WELL_KNOWN.contains(&unimported(k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The smallest label set (greedy cover) shared by `members` that no other workload of the

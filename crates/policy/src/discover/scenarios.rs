@@ -415,9 +415,9 @@ fn vms_labelled_only_by_a_cmdb_import() {
         ns: "dc",
         name,
         labels: vec![
-            ("role", role.into()),
-            ("env", "prod".into()),
-            ("site", "fra".into()),
+            ("cmdb.import.cellwall.io/role", role.into()),
+            ("cmdb.import.cellwall.io/env", "prod".into()),
+            ("cmdb.import.cellwall.io/site", "fra".into()),
         ],
         kind: Kind::Bare,
         owned: false,
@@ -437,10 +437,19 @@ fn vms_labelled_only_by_a_cmdb_import() {
     ];
     let p = least_privilege(&svcs, &calls);
     let g = evidence_of(&p, "dc/pg-");
-    assert_eq!(g.evidence, "labels env=prod,role=db");
+    assert_eq!(
+        g.evidence,
+        "labels cmdb.import.cellwall.io/env=prod,cmdb.import.cellwall.io/role=db"
+    );
     assert_eq!(
         g.selector,
-        Some([("role".to_string(), "db".to_string())].into())
+        Some([("cmdb.import.cellwall.io/role".to_string(), "db".to_string())].into())
+    );
+    // Named by the role, not the environment every VM shares.
+    assert!(
+        p.policies.iter().any(|p| p.name == "cw-db"),
+        "{:?}",
+        p.policies
     );
 }
 
