@@ -105,6 +105,9 @@ fn rule_rows(l: &RuleList) -> Vec<Vec<String>> {
         if let Some(b) = &r.broad {
             flags.push(format!("broad: {b}"));
         }
+        if let Some(s) = &r.shadowed {
+            flags.push(format!("never decides: {s}"));
+        }
         rows.push(vec![
             r.rule.clone(),
             r.action.clone(),

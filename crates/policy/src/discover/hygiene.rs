@@ -7,7 +7,7 @@
 
 use super::{address, group, HistFlow};
 use crate::engine::{Engine, Flow};
-use crate::model::{Action, Direction, NamespaceMatch, Peer, Policy};
+use crate::model::{Action, Direction, NamespaceMatch, Peer, Policy, PortSpec, Rule};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -43,6 +43,85 @@ pub struct RuleStats {
     /// It admits far more than its traffic used: what it admits and who was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broad: Option<String>,
+    /// It can never decide: an earlier rule of its policy matches everything it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadowed: Option<String>,
+}
+
+/// Whether peer `p` matches at least everything `q` does (syntactically: sound, not complete).
+fn peer_covers(p: &Peer, q: &Peer) -> bool {
+    let everything = |s: &crate::labels::LabelSelector| {
+        s.match_labels.is_empty() && s.match_expressions.is_empty()
+    };
+    match (p, q) {
+        (Peer::Any, _) => true,
+        (a, b) if a == b => true,
+        (
+            Peer::Pods {
+                namespaces: pn,
+                pods,
+            },
+            Peer::Pods { namespaces: qn, .. },
+        ) => {
+            everything(pods)
+                && (pn == qn || matches!(pn, NamespaceMatch::Selector(s) if everything(s)))
+        }
+        (
+            Peer::Cidr {
+                cidr: pc,
+                except: pe,
+            },
+            Peer::Cidr {
+                cidr: qc,
+                except: qe,
+            },
+        ) => {
+            pc.contains_net(qc)
+                && pe
+                    .iter()
+                    .all(|e| !e.contains_net(qc) && !qc.contains_net(e) || qe.contains(e))
+        }
+        _ => false,
+    }
+}
+
+/// Whether ports `p` include every port `q` does (empty: every port).
+fn ports_cover(p: &[PortSpec], q: &[PortSpec]) -> bool {
+    if p.is_empty() {
+        return true;
+    }
+    !q.is_empty()
+        && q.iter().all(|qs| {
+            p.iter().any(|ps| match (ps, qs) {
+                (
+                    PortSpec::Range {
+                        protocol: a,
+                        lo: al,
+                        hi: ah,
+                    },
+                    PortSpec::Range {
+                        protocol: b,
+                        lo: bl,
+                        hi: bh,
+                    },
+                ) => a == b && al <= bl && bh <= ah,
+                (a, b) => a == b,
+            })
+        })
+}
+
+/// The earlier rule of the same policy and direction that matches everything `r` matches and
+/// never expires: `r` can then never be the deciding rule.
+fn shadow_of<'p>(p: &'p Policy, r: &Rule) -> Option<&'p Rule> {
+    p.rules(r.direction)
+        .take_while(|e| e.index < r.index)
+        .find(|e| {
+            e.expires_at.is_none()
+                && r.peers
+                    .iter()
+                    .all(|q| e.peers.iter().any(|pp| peer_covers(pp, q)))
+                && ports_cover(&e.ports, &r.ports)
+        })
 }
 
 /// What a rule's peers admit, when that is "everything" of some scope.
@@ -148,7 +227,16 @@ pub fn rule_stats(engine: &Engine, policies: &[Policy], flows: &[HistFlow]) -> V
                         a.peers.iter().cloned().collect::<Vec<_>>().join(", ")
                     )
                 });
+            let shadowed = shadow_of(p, r).map(|e| {
+                format!(
+                    "{} {}[{}] matches everything it matches and comes first",
+                    pid,
+                    e.direction.as_str(),
+                    e.index
+                )
+            });
             out.push(RuleStats {
+                shadowed,
                 rule: format!("{pid} {}[{}]", r.direction.as_str(), r.index),
                 policy: pid,
                 direction: r.direction.as_str().to_string(),
@@ -241,10 +329,41 @@ spec:
                 .contains("every pod of namespace a"),
             "{db0:?}"
         );
-        assert!(get("NetworkPolicy/a/db ingress[1]").unused);
+        let db1 = get("NetworkPolicy/a/db ingress[1]");
+        assert!(db1.unused && db1.shadowed.is_none(), "{db1:?}");
         // The egress rule is hit too, although the record kept only the ingress rule.
         let web = get("NetworkPolicy/a/web egress[0]");
         assert_eq!(web.connections, 10);
         assert!(!web.unused && web.broad.is_none());
+    }
+
+    #[test]
+    fn a_rule_behind_a_wider_one_of_its_policy_is_shadowed() {
+        let pols = "
+apiVersion: cellwall.io/v1alpha1
+kind: ClusterPolicy
+metadata: {name: fw}
+spec:
+  tier: admin
+  priority: 10
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - {action: Allow, from: [{cidr: 10.0.0.0/8}], ports: [{port: 5000, endPort: 6000}]}
+  - {action: Deny, from: [{cidr: 10.1.0.0/16}], ports: [{port: 5432}]}
+  - {action: Deny, from: [{cidr: 10.1.0.0/16}], ports: [{port: 22}]}
+  - {action: Allow, from: [{cidr: 10.0.0.0/8, except: [10.9.0.0/16]}], ports: [{port: 5432}]}
+";
+        let (inv, policies) = inv_and_policies(&format!("{INV}---{pols}"));
+        let engine = Engine::build(inv, policies.clone(), 0);
+        let s = rule_stats(&engine, &policies, &[]);
+        let shadow: Vec<(usize, bool)> =
+            s.iter().map(|r| (r.index, r.shadowed.is_some())).collect();
+        // The Deny on 5432 can never decide: the Allow of 5000-6000 from all of 10/8 comes
+        // first. The 22 Deny is outside its ports; the last Allow is behind rule 0 too.
+        assert_eq!(
+            shadow,
+            [(0, false), (1, true), (2, false), (3, true)],
+            "{s:#?}"
+        );
     }
 }

@@ -64,12 +64,13 @@ pub fn render_yaml(p: &Proposal, format: ProposalFormat) -> String {
     s
 }
 
-/// Why these workloads are one application: the evidence, the members, any split.
+/// Why these workloads are one application: the evidence, the members, any split. Every line
+/// is a comment whatever the names hold: a line break in one must never start YAML.
 fn group_comment(s: &mut String, g: &super::AppGroup) {
     let members: Vec<&str> = g.members.iter().map(String::as_str).collect();
     let shown = members.len().min(5);
-    s.push_str(&format!(
-        "# Group {} by {}: {}{}.\n",
+    let mut text = format!(
+        "Group {} by {}: {}{}.",
         g.id,
         g.evidence,
         members[..shown].join(", "),
@@ -78,9 +79,12 @@ fn group_comment(s: &mut String, g: &super::AppGroup) {
         } else {
             String::new()
         }
-    ));
+    );
     for n in g.split.iter().chain(&g.note) {
-        s.push_str(&format!("# {n}.\n"));
+        text.push_str(&format!("\n{n}."));
+    }
+    for line in text.split(['\n', '\r']) {
+        s.push_str(&format!("# {line}\n"));
     }
 }
 
@@ -275,6 +279,23 @@ fn rule_name(r: &ProposedRule, dir: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_group_comment_never_ends_early() {
+        let g = crate::discover::AppGroup {
+            id: "a/x\nkind: Evil".into(),
+            namespace: "a".into(),
+            members: ["a/x\r\n---".to_string()].into(),
+            evidence: "labels".into(),
+            split: Some("s\nt".into()),
+            selector: None,
+            note: None,
+            short: "x".into(),
+        };
+        let mut s = String::new();
+        group_comment(&mut s, &g);
+        assert!(s.lines().all(|l| l.starts_with("# ")), "{s}");
+    }
+
     use super::*;
     use crate::discover::{Evidence, Excluded};
     use crate::model::Protocol;
