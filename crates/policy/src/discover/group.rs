@@ -7,88 +7,12 @@
 //! Cost: one pass over the flows for signatures, then per namespace a greedy cover per group
 //! (groups × labels × workloads of the namespace); the 1,000,000-flow benchmark measures it.
 
+pub use super::group_by::{GroupBy, GroupByError};
 use super::{external_group, selector_text, Endpoint, HistFlow, REPLICA_LABELS};
 use crate::labels::Labels;
 use crate::model::{Inventory, Owner, Protocol};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
-use std::str::FromStr;
-
-/// How learning groups workloads into applications.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum GroupBy {
-    /// Controller, well-known labels, then behaviour (the default).
-    #[default]
-    Auto,
-    /// `app`, else `app.kubernetes.io/name`, else `k8s-app`, else all labels (the first
-    /// round's grouping; compliance alerts still name groups this way).
-    App,
-    /// The values of these label keys.
-    Label(Vec<String>),
-    /// The controller (Deployment, StatefulSet, DaemonSet, Job).
-    Owner,
-    Workload,
-    Namespace,
-}
-
-/// An unknown or malformed `--group-by` value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("group-by {0:?}: expected auto, app, owner, workload, namespace or label:KEY[,KEY]")]
-pub struct GroupByError(pub String);
-
-impl FromStr for GroupBy {
-    type Err = GroupByError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "auto" => Self::Auto,
-            "app" => Self::App,
-            "owner" => Self::Owner,
-            "workload" => Self::Workload,
-            "namespace" => Self::Namespace,
-            _ => {
-                let keys: Vec<String> = s
-                    .strip_prefix("label:")
-                    .ok_or_else(|| GroupByError(s.into()))?
-                    .split(',')
-                    .map(str::to_string)
-                    .collect();
-                let bad = |k: &String| k.is_empty() || k.len() > 317 || k.contains(['=', ' ']);
-                if keys.iter().any(bad) {
-                    return Err(GroupByError(s.into()));
-                }
-                Self::Label(keys)
-            }
-        })
-    }
-}
-
-impl fmt::Display for GroupBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Auto => f.write_str("auto"),
-            Self::App => f.write_str("app"),
-            Self::Owner => f.write_str("owner"),
-            Self::Workload => f.write_str("workload"),
-            Self::Namespace => f.write_str("namespace"),
-            Self::Label(k) => write!(f, "label:{}", k.join(",")),
-        }
-    }
-}
-
-impl Serialize for GroupBy {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for GroupBy {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
 
 /// Labels that name an application, strongest first; a workload's candidate group is the
 /// tuple of those it carries (so `app=shop,name=cart` is finer than `app=shop`). `role` and
@@ -658,4 +582,74 @@ fn signatures(
                 .map(move |(n, s)| ((ns.to_string(), n.to_string()), s))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_are_read_from_the_names_kubernetes_gives_pods() {
+        let l = |p: &[(&str, &str)]| -> Labels {
+            p.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let o = |name: &str, labels: Labels| infer_owner(name, &labels).map(|o| o.to_string());
+        assert_eq!(
+            o(
+                "cart-7d9f8c6b5-x2k4q",
+                l(&[("pod-template-hash", "7d9f8c6b5")])
+            )
+            .as_deref(),
+            Some("Deployment/cart")
+        );
+        // A hash the name does not carry says nothing.
+        assert_eq!(o("cart", l(&[("pod-template-hash", "7d9f8c6b5")])), None);
+        assert_eq!(
+            o(
+                "db-2",
+                l(&[
+                    ("statefulset.kubernetes.io/pod-name", "db-2"),
+                    ("controller-revision-hash", "db-5c7b9")
+                ])
+            )
+            .as_deref(),
+            Some("StatefulSet/db")
+        );
+        assert_eq!(
+            o(
+                "fluentd-8kq2z",
+                l(&[
+                    ("controller-revision-hash", "6b9d"),
+                    ("pod-template-generation", "3")
+                ])
+            )
+            .as_deref(),
+            Some("DaemonSet/fluentd")
+        );
+        assert_eq!(
+            o(
+                "backup-28391-abcde",
+                l(&[("batch.kubernetes.io/job-name", "backup-28391")])
+            )
+            .as_deref(),
+            Some("Job/backup-28391")
+        );
+        assert_eq!(o("plain", Labels::new()), None);
+        for (s, ok) in [
+            ("auto", true),
+            ("label:app", true),
+            ("label:a,b", true),
+            ("label:", false),
+            ("label:a,", false),
+            ("label:a=b", false),
+            ("owners", false),
+        ] {
+            assert_eq!(s.parse::<GroupBy>().is_ok(), ok, "{s}");
+            if ok {
+                assert_eq!(s.parse::<GroupBy>().unwrap().to_string(), s);
+            }
+        }
+    }
 }

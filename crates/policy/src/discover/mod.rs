@@ -7,6 +7,7 @@
 //! candidate). This file holds the history types they all read.
 
 mod group;
+mod group_by;
 mod hygiene;
 mod map;
 mod propose;
