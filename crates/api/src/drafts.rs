@@ -54,7 +54,9 @@ pub enum RuleStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct DraftRule {
-    /// `r1`, `r2`, … in the order of the proposal.
+    /// `r` and 7 hex digits derived from what the rule says (policy, direction, peer, port):
+    /// saving the draft again keeps the ids of unchanged rules, and a decision never lands on
+    /// a rule the reviewer did not see.
     pub id: String,
     /// `namespace/name` of the proposed policy.
     pub policy: String,
@@ -152,13 +154,13 @@ pub struct ReviewRequest {
     )]
     pub name: String,
     pub decision: ReviewDecision,
-    /// Rule ids (`r3`), a policy's `namespace/name` (all its rules), `pending` (every rule not
+    /// Rule ids (`r1a2b3c4`), a policy's `namespace/name` (all its rules), `pending` (every rule not
     /// decided yet) or `all`. An unknown one refuses the whole request (404).
     #[cfg_attr(
         feature = "openapi",
         schemars(
             length(min = 1),
-            inner(regex(pattern = r"^(r[0-9]+|all|pending|[^/]+/[^/]+)$"))
+            inner(regex(pattern = r"^(r[0-9a-f]{7}(-[0-9]+)?|all|pending|[^/]+/[^/]+)$"))
         )
     )]
     pub rules: Vec<String>,

@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub const RATE_PER_MINUTE: u64 = 120;
-/// A connection opened this soon after a revision was published is judged by the revision
-/// before it too: agents apply within milliseconds, but a node's clock may be this far off the
-/// manager's. A real escape is a deviation from policy, not propagation.
+/// A connection is judged by every revision in force within this much of its opening, both
+/// ways: agents apply within milliseconds, but a node's clock may be this far off the
+/// manager's. A real escape is a deviation from policy, not propagation or clock skew.
 pub const PROPAGATION_GRACE_MS: i64 = 2_000;
 
 /// For a connection opened at `first_ns`: `None` when only the current revision was in force

@@ -149,9 +149,11 @@ impl Manager {
         let window = q.since.clone().unwrap_or_else(|| "7d".into());
         let since = since_ms(Some(&window), "7d")?;
         let flows = self.history(since)?;
-        let mut items = self
-            .state
-            .with_engine(|e, p| rule_stats(e, &p.doc.policies, &flows));
+        // Replayed with stand-ins: workloads gone since count with the labels they had.
+        let p = self.published();
+        let replay = Replay::new(&p.doc.inventory(), &flows);
+        let engine = replay.engine(p.doc.policies.iter().cloned(), now_ms() / 1000);
+        let mut items = rule_stats(&replay, &engine, &p.doc.policies, &flows);
         if q.unused == Some(true) {
             items.retain(|r| r.unused);
         }

@@ -40,14 +40,40 @@ fn valid_name(name: &str) -> Result<(), ManagerError> {
     }
 }
 
-/// The proposal's rules, numbered `r1`, `r2`, … policy by policy, ingress before egress.
+/// A rule's id from what it says (policy, direction, peer, protocol, port): a decision names
+/// the rule the reviewer saw, never whatever sits at that position after the draft was saved
+/// again. FNV-1a: stable across builds, unlike std's hasher.
+fn rule_id(policy: &str, direction: &str, r: &cellwall_policy::discover::ProposedRule) -> String {
+    let text = format!(
+        "{policy}|{direction}|{}|{}|{}",
+        serde_json::to_string(&r.peer).unwrap_or_default(),
+        r.protocol,
+        r.port
+    );
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("r{:07x}", h & 0xfff_ffff)
+}
+
+/// The proposal's rules, policy by policy, ingress before egress, each with its id.
 fn number_rules(p: &Proposal) -> Vec<DraftRule> {
-    let mut out = Vec::new();
+    let mut out: Vec<DraftRule> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for pol in &p.policies {
+        let policy = format!("{}/{}", pol.namespace, pol.name);
         for (direction, rules) in [("ingress", &pol.ingress), ("egress", &pol.egress)] {
             for r in rules {
+                let base = rule_id(&policy, direction, r);
+                let mut id = base.clone();
+                let mut n = 1;
+                while !seen.insert(id.clone()) {
+                    n += 1;
+                    id = format!("{base}-{n}");
+                }
                 out.push(DraftRule {
-                    id: format!("r{}", out.len() + 1),
+                    id,
                     policy: format!("{}/{}", pol.namespace, pol.name),
                     direction: direction.into(),
                     rule: r.clone(),
@@ -190,7 +216,7 @@ impl Manager {
     pub fn review(&self, actor: &str, req: &ReviewRequest) -> Result<Draft, ManagerError> {
         if req.rules.is_empty() {
             return Err(ManagerError::Invalid(
-                "name the rules to decide: ids like r3, a policy NS/NAME, pending, or all".into(),
+                "name the rules to decide: rule ids as `cellwall review NAME` lists them, a policy NS/NAME, pending, or all".into(),
             ));
         }
         if req.comment.as_ref().is_some_and(|c| c.len() > MAX_COMMENT) {
@@ -213,9 +239,10 @@ impl Manager {
                 .collect();
             if hits.is_empty() && sel != "pending" {
                 return Err(ManagerError::NotFound(format!(
-                    "draft {}: no rule {sel:?} (ids r1..r{}, a policy NS/NAME, pending, all)",
-                    d.name,
-                    d.rules.len()
+                    "draft {}: no rule {sel:?} (a rule id as `cellwall review {}` lists them, \
+                     a policy NS/NAME, pending, or all); if the draft was saved again since, \
+                     its rules changed",
+                    d.name, d.name
                 )));
             }
             for i in hits {
@@ -366,10 +393,28 @@ mod tests {
             applied: None,
         };
         assert_eq!(d.rules.len(), 6);
-        assert_eq!(
-            (d.rules[2].id.as_str(), d.rules[2].direction.as_str()),
-            ("r3", "egress")
-        );
+        assert_eq!(d.rules[2].direction, "egress");
+        // Ids follow content: the same rule keeps its id when the draft is saved again,
+        // whatever moved around it.
+        let again = number_rules(&Proposal {
+            policies: vec![
+                d.proposal.policies[1].clone(),
+                d.proposal.policies[0].clone(),
+            ],
+            ..Default::default()
+        });
+        let id_of = |rules: &[DraftRule], pol: &str, port: u16| {
+            rules
+                .iter()
+                .find(|r| r.policy == pol && r.rule.port == port)
+                .unwrap()
+                .id
+                .clone()
+        };
+        assert_eq!(id_of(&d.rules, "a/web", 81), id_of(&again, "a/web", 81));
+        assert_ne!(id_of(&d.rules, "a/web", 81), id_of(&d.rules, "a/db", 81));
+        let ids: std::collections::HashSet<_> = d.rules.iter().map(|r| &r.id).collect();
+        assert_eq!(ids.len(), 6);
         d.rules[1].status = RuleStatus::Approved; // web ingress 81
         d.rules[2].status = RuleStatus::Rejected; // web egress 53
         let (p, left_out) = approved(&d);

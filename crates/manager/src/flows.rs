@@ -183,8 +183,10 @@ impl Manager {
         let alerts = self.state.with_engine(|e, p| {
             let earlier = |first_ns: u64| {
                 let opened = (first_ns / 1_000_000) as i64;
-                let from = opened - crate::alerts::PROPAGATION_GRACE_MS;
-                (from < p.issued_unix_ms).then(|| self.state.engines_in_force(from, opened))
+                // Both ways: the node's clock may be behind or ahead of the manager's.
+                let grace = crate::alerts::PROPAGATION_GRACE_MS;
+                let from = opened - grace;
+                (from < p.issued_unix_ms).then(|| self.state.engines_in_force(from, opened + grace))
             };
             self.alerter.check(e, &p.doc.policies, hist, now, &earlier)
         });

@@ -113,7 +113,7 @@ async fn a_draft_is_reviewed_rule_by_rule_and_only_approved_rules_are_applied() 
         .rest(
             "POST",
             "/v1/drafts/review",
-            Some(review("approve", json!([db_in, "r99"]), "x")),
+            Some(review("approve", json!([db_in, "r0000000"]), "x")),
         )
         .await;
     assert_eq!(s, 404, "{v}");

@@ -65,7 +65,12 @@ pub fn apply(a: ApplyArgs, delete: bool) -> Result<()> {
             );
             vec![r.committed]
         }
-        (Some(name), true) => vec![c.delete_draft(name)?],
+        (Some(name), true) => {
+            // A draft is not enforced: there is nothing for nodes to apply.
+            c.delete_draft(name)?;
+            eprintln!("draft {name} deleted (its versions stay in the audit trail)");
+            return Ok(());
+        }
         (None, _) => c.apply_in_parts(&documents(&a.files, a.ignore_unknown_kinds)?, delete)?,
     };
     if parts.len() > 1 {

@@ -18,8 +18,8 @@ pub enum Action {
   cellwall propose --save shop-v1         save today's proposal as draft shop-v1
   cellwall review                         list drafts and how far their review got
   cellwall review shop-v1                 its rules, evidence and decisions
-  cellwall review shop-v1 approve r1 r2 --comment 'checkout flow, see ticket 42'
-  cellwall review shop-v1 reject r7       (r7's traffic is denied once applied)
+  cellwall review shop-v1 approve r3f09a1c r88b2d07 --comment 'checkout flow, ticket 42'
+  cellwall review shop-v1 reject r5e1c2aa (its traffic is denied once applied)
   cellwall review shop-v1 approve shop/cw-cart   every rule of one proposed policy
   cellwall review shop-v1 approve pending        every rule not decided yet
   cellwall simulate --draft shop-v1       what the approved rules would break
@@ -30,7 +30,7 @@ pub struct ReviewArgs {
     /// Decide on rules; without it, the draft is shown.
     #[arg(value_enum, requires = "rules")]
     pub action: Option<Action>,
-    /// Rule ids (r3), a proposed policy's NS/NAME (all its rules), `pending` or `all`.
+    /// Rule ids (as listed, e.g. r3f09a1c), a proposed policy's NS/NAME (all its rules), `pending` or `all`.
     pub rules: Vec<String>,
     /// Why: kept with the decision and in the audit trail.
     #[arg(long)]

@@ -144,8 +144,9 @@ type Superseded = (Arc<Published>, Arc<OnceLock<Engine>>);
 /// Superseded revisions are kept this long after their successor was published (records
 /// arrive within seconds: agents send every second, the manager checks every few)...
 const SUPERSEDED_KEPT_MS: i64 = 300_000;
-/// ...and no more of them than this (their documents share workloads with the current one).
-const SUPERSEDED_MAX: usize = 32;
+/// ...and no more of them than this (their documents share workloads with the current one,
+/// but an engine built for one is a full engine).
+const SUPERSEDED_MAX: usize = 8;
 
 impl State {
     /// Empty, with what agents reported before (kept in the store).
@@ -209,10 +210,13 @@ impl State {
         // Read the revision first: the content is then at least as new as its label, never
         // older (and re-reading a change the next time is harmless).
         let revision = store.revision()?;
-        let first = raw.revision == 0;
-        let mut relevant = first;
-        for c in store.changes_since(raw.revision)? {
-            relevant |= c.kind != crate::store::Kind::Draft;
+        // Only drafts changed (and no agent reported): nothing agents enforce did.
+        let changes = store.changes_since(raw.revision)?;
+        let relevant = raw.revision == 0
+            || std::mem::take(&mut raw.reports_changed)
+            || changes.is_empty()
+            || changes.iter().any(|c| c.kind != crate::store::Kind::Draft);
+        for c in changes {
             raw.apply(c);
         }
         raw.revision = revision;
@@ -272,24 +276,31 @@ impl State {
     /// kept, the oldest kept stands in (best effort; documented in the threat model).
     pub fn engines_in_force(&self, from_ms: i64, to_ms: i64) -> (Vec<Arc<OnceLock<Engine>>>, bool) {
         let cur = self.published();
-        let s = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+        let picked: Vec<Superseded> = {
+            let s = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+            s.iter()
+                .enumerate()
+                .filter(|(i, (p, _))| {
+                    let until = s
+                        .get(i + 1)
+                        .map_or(cur.issued_unix_ms, |n| n.0.issued_unix_ms);
+                    let overlaps = p.issued_unix_ms <= to_ms && until > from_ms;
+                    overlaps || (*i == 0 && from_ms < p.issued_unix_ms)
+                })
+                .map(|(_, e)| e.clone())
+                .collect()
+        };
+        // Built outside the lock (publishing never waits for it), once per revision.
         let mut out: Vec<Arc<OnceLock<Engine>>> = Vec::new();
-        for (i, (p, e)) in s.iter().enumerate() {
-            let until = s
-                .get(i + 1)
-                .map_or(cur.issued_unix_ms, |n| n.0.issued_unix_ms);
-            let overlaps = p.issued_unix_ms <= to_ms && until > from_ms;
-            let before_all = i == 0 && from_ms < p.issued_unix_ms;
-            if overlaps || before_all {
-                e.get_or_init(|| {
-                    Engine::build(
-                        p.doc.inventory(),
-                        p.doc.policies.iter().cloned(),
-                        p.issued_unix_ms / 1000,
-                    )
-                });
-                out.push(e.clone());
-            }
+        for (p, e) in picked {
+            e.get_or_init(|| {
+                Engine::build(
+                    p.doc.inventory(),
+                    p.doc.policies.iter().cloned(),
+                    p.issued_unix_ms / 1000,
+                )
+            });
+            out.push(e);
         }
         // Nothing kept covers it (a restart): the current revision stands in.
         let current = out.is_empty() || cur.issued_unix_ms <= to_ms;
@@ -311,5 +322,52 @@ impl State {
             *cache = Some((p.revision, e));
         }
         f(&cache.as_ref().expect("set above").1, &p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Body, Kind, SqliteStore, Write};
+
+    fn draft() -> Write {
+        Write {
+            kind: Kind::Draft,
+            key: "d".into(),
+            body: Some(Body::Draft(Box::new(cellwall_api::Draft {
+                name: "d".into(),
+                created_by: "t".into(),
+                created_at_ms: 0,
+                since: "1h".into(),
+                group_by: Default::default(),
+                proposal: Default::default(),
+                rules: Vec::new(),
+                applied: None,
+            }))),
+        }
+    }
+
+    #[test]
+    fn drafts_alone_publish_nothing_but_a_report_beside_them_does() {
+        let store = SqliteStore::open(std::path::Path::new(":memory:")).unwrap();
+        let state = State::new(Vec::new());
+        let ns = Write {
+            kind: Kind::Namespace,
+            key: "a".into(),
+            body: Some(Body::Namespace(cellwall_policy::Namespace::new(
+                "a",
+                Default::default(),
+            ))),
+        };
+        store.write("t", &[ns]).unwrap();
+        let first = state.publish(&store).unwrap();
+        store.write("t", &[draft()]).unwrap();
+        assert_eq!(state.publish(&store).unwrap(), first, "a draft published");
+        // A report and a draft in the same window: the report must reach agents.
+        state.set_reported("n1", Vec::new());
+        let mut d = draft();
+        d.key = "e".into();
+        store.write("t", &[d]).unwrap();
+        assert!(state.publish(&store).unwrap() > first);
     }
 }

@@ -23,6 +23,8 @@ pub struct Raw {
     pub hosts: BTreeMap<WorkloadKey, HostRecord>,
     /// What each node's agent reported.
     pub reported: BTreeMap<String, Vec<ReportedWorkload>>,
+    /// A report arrived since the last load: the state changed though no object did.
+    pub reports_changed: bool,
     /// `reported` by workload (rebuilt when an agent reports something new).
     reported_by_key: Option<Arc<ReportedIndex>>,
     /// Who owns each address (built at the first load, then patched as workloads change and
@@ -102,6 +104,7 @@ impl Raw {
 
     /// Records what a node's agent reported (the index is rebuilt on next use).
     pub fn set_reported(&mut self, node: &str, workloads: Vec<ReportedWorkload>) {
+        self.reports_changed = true;
         let old = self.reported.insert(node.to_string(), workloads);
         if let Some(index) = &mut self.addr_owners {
             index.replace_node(node, old.as_deref().unwrap_or(&[]), &self.reported[node]);

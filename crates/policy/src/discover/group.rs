@@ -65,6 +65,9 @@ pub struct Grouping {
 struct Member {
     labels: Labels,
     owner: Option<Owner>,
+    /// In the inventory now (not only in history): only such workloads must be left out of a
+    /// selector — one gone since cannot be selected by mistake.
+    live: bool,
 }
 
 type Key = (String, String);
@@ -270,18 +273,21 @@ fn exact_selector(
     let mut common: Vec<(&String, &String)> = first
         .iter()
         .filter(|(k, v)| {
-            (replica || !REPLICA_LABELS.contains(&k.as_str()))
+            // Per workload, only the StatefulSet's stable pod name: template hashes change at
+            // every rollout, and a selector on one would select nothing after it.
+            (!REPLICA_LABELS.contains(&k.as_str())
+                || (replica && k.as_str() == "statefulset.kubernetes.io/pod-name"))
                 && members.iter().all(|m| all[*m].labels.get(*k) == Some(*v))
         })
         .collect();
     common.sort_by_key(|(k, _)| (rank(k), (*k).clone()));
     let mut sel = Labels::new();
     let mut left: Vec<&Member> = others.to_vec();
-    // With nobody to exclude, still name the application so future replicas are selected.
+    // With nobody to exclude, still name the application so future replicas are selected;
+    // with no label at all, selecting `{}` would take the namespace's future workloads too.
     if left.is_empty() {
-        if let Some((k, v)) = common.first() {
-            sel.insert((*k).clone(), (*v).clone());
-        }
+        let (k, v) = common.first()?;
+        sel.insert((*k).clone(), (*v).clone());
         return Some(sel);
     }
     while !left.is_empty() {
@@ -315,6 +321,7 @@ impl Grouping {
                 Member {
                     labels: w.labels.clone(),
                     owner: w.owner.clone(),
+                    live: true,
                 },
             );
         }
@@ -329,6 +336,7 @@ impl Grouping {
                     all.entry((namespace.clone(), name.clone()))
                         .or_insert_with(|| Member {
                             labels: labels.clone(),
+                            live: false,
                             owner: None,
                         });
                 }
@@ -407,6 +415,7 @@ impl Grouping {
             .iter()
             .filter(|k| !members.contains(*k))
             .map(|k| &all[*k])
+            .filter(|m| m.live)
             .collect();
         exact_selector(&members, &others, all, false).is_some()
     }
@@ -430,6 +439,7 @@ impl Grouping {
                 .iter()
                 .filter(|k| !m.contains(*k))
                 .map(|k| &all[*k])
+                .filter(|m| m.live)
                 .collect()
         };
         let selector = exact_selector(&members, &others(&members), all, false);

@@ -5,7 +5,7 @@
 //! and its destination's ingress rule (a record keeps one deciding rule, so counting records
 //! would call every egress rule behind an ingress rule unused).
 
-use super::{address, group, HistFlow};
+use super::{group, HistFlow, Replay};
 use crate::engine::{Engine, Flow};
 use crate::model::{Action, Direction, NamespaceMatch, Peer, Policy, PortSpec, Rule};
 use serde::{Deserialize, Serialize};
@@ -163,15 +163,21 @@ struct Acc {
 }
 
 /// Every rule of `policies` with what `flows` (the window) show of it, replayed through
-/// `engine` (built from the same policies). Flows whose ends are gone from the inventory are
-/// not replayed. Sorted by policy, direction, index.
-pub fn rule_stats(engine: &Engine, policies: &[Policy], flows: &[HistFlow]) -> Vec<RuleStats> {
-    let inv = engine.inventory();
+/// `engine` — `replay.engine(policies, now)` of a `Replay` of the same flows, so workloads
+/// gone since (a rollout's old pods, last night's Job) are judged by the labels they had: a
+/// rule they needed is not called unused. Sorted by policy, direction, index.
+pub fn rule_stats(
+    replay: &Replay,
+    engine: &Engine,
+    policies: &[Policy],
+    flows: &[HistFlow],
+) -> Vec<RuleStats> {
     let mut acc: HashMap<u32, Acc> = HashMap::new();
-    for f in flows.iter().filter(|f| f.observed.happened()) {
-        let (Some(src), Some(dst)) = (address(inv, &f.src), address(inv, &f.dst)) else {
+    for (i, f) in flows.iter().enumerate() {
+        if !f.observed.happened() {
             continue;
-        };
+        }
+        let [src, dst] = replay.addresses(i);
         let d = engine.evaluate(&Flow {
             src,
             dst,
@@ -287,7 +293,6 @@ spec:
   - to: [{podSelector: {matchLabels: {app: db}}}]
 ";
         let (inv, policies) = inv_and_policies(&format!("{INV}---{pols}"));
-        let engine = Engine::build(inv.clone(), policies.clone(), 0);
         let flows = vec![
             flow(
                 ep(&inv, "a/web-1"),
@@ -303,6 +308,18 @@ spec:
                 Observed::Allowed,
                 3,
             ),
+            // A web pod gone since (a rollout): its connections still count.
+            flow(
+                crate::discover::Endpoint::Workload {
+                    namespace: "a".into(),
+                    name: "web-old".into(),
+                    labels: [("app".to_string(), "web".to_string())].into(),
+                },
+                ep(&inv, "a/db"),
+                9999,
+                Observed::Allowed,
+                2,
+            ),
             // Denied attempts decide nothing worth counting as use.
             flow(
                 ep(&inv, "b/debug"),
@@ -312,7 +329,9 @@ spec:
                 9,
             ),
         ];
-        let s = rule_stats(&engine, &policies, &flows);
+        let replay = Replay::new(&inv, &flows);
+        let engine = replay.engine(policies.clone(), 0);
+        let s = rule_stats(&replay, &engine, &policies, &flows);
         let get = |r: &str| {
             s.iter()
                 .find(|x| x.rule == r)
@@ -330,10 +349,11 @@ spec:
             "{db0:?}"
         );
         let db1 = get("NetworkPolicy/a/db ingress[1]");
-        assert!(db1.unused && db1.shadowed.is_none(), "{db1:?}");
+        assert!(!db1.unused && db1.shadowed.is_none(), "{db1:?}");
+        assert_eq!(db1.connections, 2);
         // The egress rule is hit too, although the record kept only the ingress rule.
         let web = get("NetworkPolicy/a/web egress[0]");
-        assert_eq!(web.connections, 10);
+        assert_eq!(web.connections, 12);
         assert!(!web.unused && web.broad.is_none());
     }
 
@@ -354,8 +374,9 @@ spec:
   - {action: Allow, from: [{cidr: 10.0.0.0/8, except: [10.9.0.0/16]}], ports: [{port: 5432}]}
 ";
         let (inv, policies) = inv_and_policies(&format!("{INV}---{pols}"));
-        let engine = Engine::build(inv, policies.clone(), 0);
-        let s = rule_stats(&engine, &policies, &[]);
+        let replay = Replay::new(&inv, &[]);
+        let engine = replay.engine(policies.clone(), 0);
+        let s = rule_stats(&replay, &engine, &policies, &[]);
         let shadow: Vec<(usize, bool)> =
             s.iter().map(|r| (r.index, r.shadowed.is_some())).collect();
         // The Deny on 5432 can never decide: the Allow of 5000-6000 from all of 10/8 comes

@@ -273,7 +273,7 @@ impl<'e> Builder<'e> {
 
     fn finish(self) -> Proposal {
         let review_below = self.opts.review_below;
-        let mut names: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut names: std::collections::BTreeSet<(String, String)> = Default::default();
         let groups = self.grouping.groups;
         let policies = self
             .subjects
@@ -282,11 +282,13 @@ impl<'e> Builder<'e> {
                 let g = &groups[i];
                 let selector = g.selector.clone()?;
                 let namespace = g.namespace.clone();
-                let mut name = policy_name(&g.short);
-                let n = names.entry((namespace.clone(), name.clone())).or_default();
-                *n += 1;
-                if *n > 1 {
-                    name = format!("{name}-{n}");
+                // Unique in the namespace, also against names that end in -N themselves.
+                let base = policy_name(&g.short);
+                let mut name = base.clone();
+                let mut n = 1;
+                while !names.insert((namespace.clone(), name.clone())) {
+                    n += 1;
+                    name = format!("{base}-{n}");
                 }
                 let [ingress, egress] = dirs.map(|rules| proposed_rules(rules, review_below));
                 Some(ProposedPolicy {

@@ -49,16 +49,17 @@ pub fn render_yaml(p: &Proposal, format: ProposalFormat) -> String {
     if !unselectable.is_empty() {
         s.push_str("# Not proposed (no label set selects them alone):\n");
         for g in unselectable {
-            s.push_str(&format!("#   {}: {}\n", g.id, g.evidence));
+            comment(&mut s, "#   ", &format!("{}: {}", g.id, g.evidence));
         }
     }
     if !p.excluded.is_empty() {
         s.push_str("# Observed but not proposed:\n");
         for e in &p.excluded {
-            s.push_str(&format!(
-                "#   {} -> {} {}/{} ({} connections): {}\n",
+            let line = format!(
+                "{} -> {} {}/{} ({} connections): {}",
                 e.src, e.dst, e.protocol, e.port, e.connections, e.reason
-            ));
+            );
+            comment(&mut s, "#   ", &line);
         }
     }
     s
@@ -83,8 +84,16 @@ fn group_comment(s: &mut String, g: &super::AppGroup) {
     for n in g.split.iter().chain(&g.note) {
         text.push_str(&format!("\n{n}."));
     }
+    comment(s, "# ", &text);
+}
+
+/// `text` as comment lines behind `prefix`, whatever it holds: names come from manifests and
+/// imports, and a line break in one must never end the comment and start YAML.
+fn comment(s: &mut String, prefix: &str, text: &str) {
     for line in text.split(['\n', '\r']) {
-        s.push_str(&format!("# {line}\n"));
+        s.push_str(prefix);
+        s.push_str(line);
+        s.push('\n');
     }
 }
 
@@ -294,6 +303,21 @@ mod tests {
         let mut s = String::new();
         group_comment(&mut s, &g);
         assert!(s.lines().all(|l| l.starts_with("# ")), "{s}");
+        // Unselectable groups and excluded flows are listed as comments too.
+        let p = Proposal {
+            groups: vec![g],
+            excluded: vec![Excluded {
+                src: "a\n---".into(),
+                dst: "b".into(),
+                protocol: crate::model::Protocol::Tcp,
+                port: 1,
+                connections: 1,
+                reason: "r\nkind: Policy".into(),
+            }],
+            ..Default::default()
+        };
+        let y = render_yaml(&p, ProposalFormat::Cellwall);
+        assert!(y.lines().all(|l| l.starts_with('#')), "{y}");
     }
 
     use super::*;

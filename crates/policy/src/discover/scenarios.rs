@@ -485,3 +485,31 @@ status: {podIP: 10.0.0.2}
     assert!(p.groups.iter().all(|g| g.note.is_some()));
     assert!(render_yaml(&p, ProposalFormat::Cellwall).contains("no label set selects them alone"));
 }
+
+#[test]
+fn policy_names_stay_unique_when_controllers_share_a_name() {
+    // StatefulSet db, Deployment db and Deployment db-2 in one namespace.
+    let yaml = "
+apiVersion: v1
+kind: Pod
+metadata: {namespace: a, name: db-0, labels: {app: store, statefulset.kubernetes.io/pod-name: db-0}, ownerReferences: [{kind: StatefulSet, name: db, controller: true}]}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: a, name: db-5c9-x1, labels: {app: cache, pod-template-hash: 5c9}}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: a, name: db-2-7f4-y1, labels: {app: queue, pod-template-hash: 7f4}}
+status: {podIP: 10.0.0.3}
+";
+    let (inv, _) = super::test_support::inv_and_policies(yaml);
+    let e = Engine::build(inv, Vec::<Policy>::new(), 0);
+    let p = propose(&[], &e, &ProposeOptions::default());
+    let names: BTreeSet<&str> = p.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let text = render_yaml(&p, ProposalFormat::Cellwall);
+    parse_file("p.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+}

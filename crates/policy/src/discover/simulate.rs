@@ -193,6 +193,11 @@ impl Replay {
 
     /// An engine that replays history under `policies`: the replay inventory, and the names
     /// recorded for external addresses.
+    /// Source and destination address of flow `i` (stand-ins for endpoints gone since).
+    pub fn addresses(&self, i: usize) -> [IpAddr; 2] {
+        self.addrs[i]
+    }
+
     pub fn engine(&self, policies: impl IntoIterator<Item = crate::Policy>, now: i64) -> Engine {
         let mut e = Engine::build(self.inventory.clone(), policies, now);
         for (ip, names) in &self.names {

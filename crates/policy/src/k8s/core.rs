@@ -93,6 +93,19 @@ pub fn convert_namespace(m: NamespaceManifest) -> Result<Namespace, ConvertError
     ))
 }
 
+/// A Kind is alphanumeric, a name a DNS subdomain: anything else is ignored (learning writes
+/// owners into comments and ids).
+fn valid_owner(kind: &str, name: &str) -> bool {
+    !kind.is_empty()
+        && kind.len() <= 63
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
 /// The pod's controller: the reference marked `controller` (else the first), with a
 /// ReplicaSet named `<deployment>-<pod-template-hash>` resolved to its Deployment the way
 /// `kubectl` does.
@@ -101,7 +114,7 @@ fn controller_of(refs: &[super::OwnerReference], labels: &crate::Labels) -> Opti
         .iter()
         .find(|r| r.controller == Some(true))
         .or(refs.first())
-        .filter(|r| !r.kind.is_empty() && !r.name.is_empty())?;
+        .filter(|r| valid_owner(&r.kind, &r.name))?;
     if r.kind == "ReplicaSet" {
         if let Some(d) = labels
             .get("pod-template-hash")
@@ -237,6 +250,9 @@ mod tests {
         assert_eq!(pod(json!({}), two).as_deref(), Some("StatefulSet/db"));
         assert_eq!(pod(json!({}), json!(null)), None);
         assert_eq!(pod(json!({}), json!([{"kind": "", "name": "x"}])), None);
+        // A name that is no DNS subdomain (a line break, YAML) is no owner.
+        let evil = json!([{"kind": "Job", "name": "x\n---\nkind: Policy", "controller": true}]);
+        assert_eq!(pod(json!({}), evil), None);
     }
 
     #[test]
