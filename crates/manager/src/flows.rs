@@ -122,6 +122,19 @@ impl Manager {
         kernel_lost: u64,
         agent_dropped: u64,
     ) -> Result<usize, ManagerError> {
+        // The store keeps them as SQL integers (i64): a larger one is no agent's count.
+        for (what, v) in [
+            ("seq", seq),
+            ("kernel_events_lost", kernel_lost),
+            ("agent_records_dropped", agent_dropped),
+        ] {
+            if i64::try_from(v).is_err() {
+                return Err(ManagerError::Invalid(format!(
+                    "{what} {v} is out of range (at most {})",
+                    i64::MAX
+                )));
+            }
+        }
         if !self.flow_limit.take(&node.to_string(), rows.len() as f64) {
             self.metrics.limited("flows");
             self.store.count_refusal(

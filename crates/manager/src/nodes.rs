@@ -301,6 +301,19 @@ impl Manager {
     /// A failed apply also raises an alert: the node keeps enforcing what it held before
     /// (fail-static), and someone must find out why (full maps, a kernel write).
     pub async fn ack(&self, row: AckRow) -> Result<(), ManagerError> {
+        // Stored as SQL integers (i64): a larger one is no real version or time.
+        for (what, v) in [
+            ("version", row.version),
+            ("apply_micros", row.apply_micros),
+            ("applied_unix_micros", row.applied_us),
+        ] {
+            if i64::try_from(v).is_err() {
+                return Err(ManagerError::Invalid(format!(
+                    "{what} {v} is out of range (at most {})",
+                    i64::MAX
+                )));
+            }
+        }
         let failed = (!row.error.is_empty()).then(|| {
             let (node, version, error) = (row.node.clone(), row.version, row.error.clone());
             Alert {

@@ -298,3 +298,29 @@ async fn scheduled_import_follows_its_file_and_a_broken_run_changes_nothing() {
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Counters past what the store holds (SQL integers) are refused as invalid, never a
+/// database failure (found by the `rest` fuzz target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_flow_counters_are_refused_not_a_database_error() {
+    let dir = tmpdir("seq-range");
+    let running = start(config(&dir)).await.unwrap();
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let boot = token(&dir, "bootstrap.token");
+    let mut c = joined(running.grpc, &ca, &boot, "n1").await;
+    for (seq, lost) in [(u64::MAX, 0), (1, u64::MAX)] {
+        let e = c
+            .report_flows(cellwall_proto::FlowBatch {
+                node: "n1".into(),
+                records: vec![record(unix_ns(), 80)],
+                kernel_events_lost: lost,
+                agent_records_dropped: 0,
+                seq,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    }
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
