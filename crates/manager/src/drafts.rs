@@ -23,13 +23,7 @@ pub type DraftDocuments = (Vec<Document>, Vec<String>, Vec<String>);
 const MAX_COMMENT: usize = 2_000;
 
 fn valid_name(name: &str) -> Result<(), ManagerError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
+    let ok = crate::validate::dns_label(name);
     if ok {
         Ok(())
     } else {
@@ -42,7 +36,7 @@ fn valid_name(name: &str) -> Result<(), ManagerError> {
 
 /// A rule's id from what it says (policy, direction, peer, protocol, port): a decision names
 /// the rule the reviewer saw, never whatever sits at that position after the draft was saved
-/// again. FNV-1a: stable across builds, unlike std's hasher.
+/// again. FNV-1a (as identities use): stable across builds, unlike std's hasher.
 fn rule_id(policy: &str, direction: &str, r: &cellwall_policy::discover::ProposedRule) -> String {
     let text = format!(
         "{policy}|{direction}|{}|{}|{}",
@@ -50,10 +44,7 @@ fn rule_id(policy: &str, direction: &str, r: &cellwall_policy::discover::Propose
         r.protocol,
         r.port
     );
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = cellwall_policy::identity::fnv1a(&text);
     format!("r{:07x}", h & 0xfff_ffff)
 }
 

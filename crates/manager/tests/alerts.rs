@@ -25,25 +25,9 @@ async fn an_escaped_flow_raises_exactly_one_alert_at_the_webhook() {
     let mut c = joined(running.grpc, &ca, &boot, "n1").await;
     // db admits web on 5432 only; a connection on 9999 that the datapath let through escaped
     // (an agent lagging behind, a host Cellwall does not protect). Reported twice.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let now = unix_ns();
     for (seq, port) in [(1u64, 9999u32), (2, 9999), (3, 5432)] {
-        let rec = cellwall_proto::FlowRecord {
-            time_unix_ns: now,
-            src: "shop/web".into(),
-            dst: "shop/db".into(),
-            src_ip: "10.9.0.1".into(),
-            dst_ip: "10.9.0.2".into(),
-            protocol: 6,
-            port,
-            verdict: cellwall_proto::Verdict::Allowed as i32,
-            direction: cellwall_proto::Direction::Ingress as i32,
-            rule: String::new(),
-            count: 1,
-            dst_names: Vec::new(),
-        };
+        let rec = record(now, port);
         c.report_flows(cellwall_proto::FlowBatch {
             node: "n1".into(),
             records: vec![rec],
@@ -90,30 +74,6 @@ async fn an_escaped_flow_raises_exactly_one_alert_at_the_webhook() {
     assert_eq!(stored.len(), 1, "{v}");
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn record(time_unix_ns: u64, port: u32) -> cellwall_proto::FlowRecord {
-    cellwall_proto::FlowRecord {
-        time_unix_ns,
-        src: "shop/web".into(),
-        dst: "shop/db".into(),
-        src_ip: "10.9.0.1".into(),
-        dst_ip: "10.9.0.2".into(),
-        protocol: 6,
-        port,
-        verdict: cellwall_proto::Verdict::Allowed as i32,
-        direction: cellwall_proto::Direction::Ingress as i32,
-        rule: String::new(),
-        count: 1,
-        dst_names: Vec::new(),
-    }
-}
-
-fn unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 /// A connection is judged by the policy in force when it was opened: one opened a second

@@ -22,23 +22,9 @@ async fn a_draft_is_reviewed_rule_by_rule_and_only_approved_rules_are_applied() 
     let w = World::with("drafts", &inventory_with_ips(), |_| {}).await;
     let mut c = w.node("n1").await;
     // web -> db on 5432, seen a few times: the history the proposal learns from.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
     let rec = cellwall_proto::FlowRecord {
-        time_unix_ns: now,
-        src: "shop/web".into(),
-        dst: "shop/db".into(),
-        src_ip: "10.9.0.1".into(),
-        dst_ip: "10.9.0.2".into(),
-        protocol: 6,
-        port: 5432,
-        verdict: cellwall_proto::Verdict::Allowed as i32,
-        direction: cellwall_proto::Direction::Ingress as i32,
-        rule: String::new(),
         count: 5,
-        dst_names: Vec::new(),
+        ..record(unix_ns(), 5432)
     };
     c.report_flows(cellwall_proto::FlowBatch {
         node: "n1".into(),

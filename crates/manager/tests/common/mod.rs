@@ -292,3 +292,28 @@ impl World {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A record of web -> db (the shared inventory's addresses), seen entering the db once.
+pub fn record(time_unix_ns: u64, port: u32) -> cellwall_proto::FlowRecord {
+    cellwall_proto::FlowRecord {
+        time_unix_ns,
+        src: "shop/web".into(),
+        dst: "shop/db".into(),
+        src_ip: "10.9.0.1".into(),
+        dst_ip: "10.9.0.2".into(),
+        protocol: 6,
+        port,
+        verdict: cellwall_proto::Verdict::Allowed as i32,
+        direction: cellwall_proto::Direction::Ingress as i32,
+        rule: String::new(),
+        count: 1,
+        dst_names: Vec::new(),
+    }
+}
+
+pub fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
