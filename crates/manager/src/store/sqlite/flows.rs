@@ -116,7 +116,8 @@ impl SqliteStore {
             }
         }
         // A sequence number that jumps means batches were lost between agent and manager
-        // (a restart of the agent starts again at 1).
+        // (a restart of the agent starts again at 1). The total saturates: SQLite turns an
+        // overflowing integer sum into a float, which no longer reads back as a count.
         let last: u64 = tx.query_row(
             "SELECT last_seq FROM nodes WHERE name = ?1",
             params![node],
@@ -129,7 +130,9 @@ impl SqliteStore {
         };
         tx.execute(
             "UPDATE nodes SET kernel_lost = ?2, agent_dropped = ?3, last_seq = ?4,
-               batches_missed = batches_missed + ?5, last_seen_ms = ?6 WHERE name = ?1",
+               batches_missed = CASE WHEN batches_missed > 9223372036854775807 - ?5
+                 THEN 9223372036854775807 ELSE batches_missed + ?5 END,
+               last_seen_ms = ?6 WHERE name = ?1",
             params![node, kernel_lost, agent_dropped, seq, missed, now_ms()],
         )?;
         tx.commit()?;

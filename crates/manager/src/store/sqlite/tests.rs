@@ -255,6 +255,19 @@ fn counts_saturate_instead_of_wrapping() {
 }
 
 #[test]
+fn missed_batches_saturate_instead_of_turning_into_a_float() {
+    // Found by the rest fuzz target: two jumps near i64::MAX overflowed the SQL sum, which
+    // SQLite keeps as REAL, and every later node listing failed.
+    let s = SqliteStore::open(Path::new(":memory:")).unwrap();
+    s.join_node("n1", &cert("abc", 1)).unwrap();
+    let max = i64::MAX as u64;
+    for seq in [1, max - 1, 2, max] {
+        s.insert_flows("n1", &[], seq, 0, 0).unwrap();
+    }
+    assert_eq!(s.nodes().unwrap()[0].flow_batches_missed, max);
+}
+
+#[test]
 fn reported_workloads_round_trip_and_bump_only_on_change() {
     let s = SqliteStore::open(Path::new(":memory:")).unwrap();
     s.join_node("n1", &cert("abc", 1)).unwrap();
