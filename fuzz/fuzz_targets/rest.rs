@@ -21,8 +21,9 @@
 //!   valid certificate is refused, as mTLS would).
 //!
 //! Asserts: no panic (in a handler, a blocking task or the manager: libFuzzer's panic hook
-//! aborts on any of them); no 5xx answer; every error answer is an `ErrorBody`; a simulation
-//! stream is NDJSON ending in a result or an error that is not a server error.
+//! aborts on any of them); no 5xx answer; every error answer is an `ErrorBody`; a redirect goes
+//! only to the console (`/ui/`); a simulation stream is NDJSON ending in a result or an error
+//! that is not a server error.
 //!
 //! Nothing leaves the process: imports from a `location` (a file on this host or an http URL)
 //! are refused before the manager sees them, and no webhook is configured.
@@ -409,7 +410,7 @@ fn http(w: &World, method: &str, target: &str, auth: Option<&str>, body: &[u8]) 
         return;
     };
     let simulate = req.uri().path() == "/v1/simulate";
-    let (status, bytes) = w.rt.block_on(async {
+    let (status, location, bytes) = w.rt.block_on(async {
         let resp = w
             .router
             .clone()
@@ -417,14 +418,22 @@ fn http(w: &World, method: &str, target: &str, auth: Option<&str>, body: &[u8]) 
             .await
             .expect("the router answers");
         let status = resp.status();
+        let location = resp.headers().get("location").cloned();
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .expect("the body is read");
-        (status, bytes)
+        (status, location, bytes)
     });
     let text = String::from_utf8_lossy(&bytes);
     assert!(!status.is_server_error(), "{status}: {text}");
-    if status != StatusCode::OK {
+    if status.is_redirection() {
+        // Only `/` and `/ui` redirect, and only to the console.
+        assert_eq!(
+            location.as_ref().map(|l| l.as_bytes()),
+            Some(&b"/ui/"[..]),
+            "{status}: a redirect elsewhere than the console"
+        );
+    } else if status != StatusCode::OK {
         let e: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             panic!("{status}: the error body is not an ErrorBody ({e}): {text}")
         });

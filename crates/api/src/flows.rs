@@ -121,6 +121,12 @@ pub struct FlowQuery {
     /// Only records with an id above this (for following).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<i64>,
+    /// Only records with an id below this (paging back over history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
+    /// Only records to this destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

@@ -118,6 +118,7 @@ pub fn routes() -> Vec<Route> {
     vec![
         route("get", "/healthz", Public, "Liveness: answers `ok`", text).media("text/plain"),
         route("get", "/v1/openapi.json", Public, "This document", openapi_doc),
+        route("get", "/v1/whoami", Read, "Who the token belongs to and its role", reference::<Identity>),
         route("post", "/v1/apply", Admin, "Create or update every object of the documents, all or nothing", reference::<Committed>)
             .body(reference::<ApplyRequest>),
         route("post", "/v1/delete", Admin, "Delete every object the documents name, all or nothing", reference::<Committed>)

@@ -215,6 +215,17 @@ pub enum TokenRole {
     Bootstrap,
 }
 
+/// `GET /v1/whoami`: who the bearer token belongs to and what it may do (the web console shows
+/// write controls only to admins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct Identity {
+    /// The token's name, as the audit trail records the caller.
+    pub name: String,
+    /// `admin` or `read` (a bootstrap token is refused with 403).
+    pub role: TokenRole,
+}
+
 /// `POST /v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]

@@ -262,6 +262,8 @@ impl Manager {
         let mut f = FlowFilter {
             limit: 1000,
             after_id: q.after,
+            before_id: q.before,
+            port: q.port,
             verdict: q.verdict,
             rule: q.rule.clone(),
             ..Default::default()

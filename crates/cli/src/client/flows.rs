@@ -38,6 +38,9 @@ pub struct FlowsArgs {
     /// Flows with this workload at either end.
     #[arg(long, value_parser = crate::analyze::parse_key)]
     pub workload: Option<cellwall_policy::WorkloadKey>,
+    /// Only records to this destination port.
+    #[arg(long)]
+    pub port: Option<u16>,
     /// At most this many (newest).
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
@@ -76,6 +79,7 @@ pub fn flows(a: FlowsArgs) -> Result<()> {
         since: a.since.clone(),
         verdict: a.verdict.map(Into::into),
         workload: a.workload.as_ref().map(ToString::to_string),
+        port: a.port,
         limit: Some(a.limit),
         ..Default::default()
     };

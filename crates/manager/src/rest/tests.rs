@@ -278,3 +278,84 @@ async fn a_body_over_the_limit_is_413_with_the_error_body() {
     assert_eq!(s, 413, "{e:?}");
     assert_eq!(e.error.reason, "Payload Too Large");
 }
+
+/// `GET /v1/whoami` names the token's role, so the console shows write controls only to
+/// admins; a bootstrap token is refused there as everywhere on REST.
+#[tokio::test]
+async fn whoami_names_the_role_and_refuses_what_is_not_a_rest_token() {
+    let ok = || ManagerError::Internal("not reached".into());
+    for (token, want) in [
+        ("adm", ("admin", TokenRole::Admin)),
+        ("rd", ("reader", TokenRole::Read)),
+    ] {
+        let app = router(Arc::new(Fake { fail: ok }), 1 << 20);
+        let req = Request::get("/v1/whoami")
+            .header("Authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let b = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let id: Identity = serde_json::from_slice(&b).unwrap();
+        assert_eq!((id.name.as_str(), id.role), want);
+    }
+    assert_eq!(call(ok, "GET", "/v1/whoami", None, "").await.0, 401);
+    assert_eq!(call(ok, "GET", "/v1/whoami", Some("boot"), "").await.0, 403);
+}
+
+/// The console's files need no token (they hold no data) and come with a policy that lets a
+/// page run only this origin's scripts and connect only here.
+#[tokio::test]
+async fn the_console_is_served_with_a_policy_that_allows_only_this_origin() {
+    let ok = || ManagerError::Internal("not reached".into());
+    for (path, kind) in [
+        ("/ui/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
+        let app = router(Arc::new(Fake { fail: ok }), 1 << 20);
+        let resp = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"));
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("require-trusted-types-for 'script'"), "{csp}");
+        assert_eq!(h["x-frame-options"], "DENY");
+        let b = axum::body::to_bytes(resp.into_body(), 16 << 20)
+            .await
+            .unwrap();
+        assert!(b.len() > 100, "{path} is built, not empty");
+    }
+    let index = router(Arc::new(Fake { fail: ok }), 1 << 20)
+        .oneshot(Request::get("/ui/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let html = axum::body::to_bytes(index.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let html = String::from_utf8_lossy(&html);
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing from outside"
+    );
+    assert!(!html.contains("<script>"), "no inline script: {html}");
+    for path in ["/", "/ui"] {
+        let app = router(Arc::new(Fake { fail: ok }), 1 << 20);
+        let resp = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(resp.status().is_redirection(), "{path}");
+        assert_eq!(resp.headers()["location"], "/ui/");
+    }
+}

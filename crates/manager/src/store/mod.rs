@@ -271,6 +271,8 @@ pub struct FlowRow {
 pub struct FlowFilter {
     pub since_ns: Option<u64>,
     pub after_id: Option<i64>,
+    pub before_id: Option<i64>,
+    pub port: Option<u16>,
     pub verdict: Option<Verdict>,
     /// `ns/name`: either end.
     pub workload: Option<String>,

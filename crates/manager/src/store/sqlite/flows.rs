@@ -146,6 +146,7 @@ impl SqliteStore {
                     direction, rule, count, dst_names FROM flows
              WHERE time_ns >= ?1 AND id > ?2 AND (?3 IS NULL OR verdict = ?3)
                AND (?4 IS NULL OR src = ?4 OR dst = ?4) AND (?5 IS NULL OR rule = ?5)
+               AND (?7 IS NULL OR id < ?7) AND (?8 IS NULL OR port = ?8)
              ORDER BY id DESC LIMIT ?6",
         )?;
         let mut rows = st.query(params![
@@ -154,7 +155,9 @@ impl SqliteStore {
             q.verdict.map(Verdict::as_str),
             q.workload,
             q.rule,
-            q.limit.max(1) as i64
+            q.limit.max(1) as i64,
+            q.before_id,
+            q.port
         ])?;
         let mut v = Vec::new();
         while let Some(r) = rows.next()? {

@@ -214,6 +214,43 @@ fn flow_loss_is_counted() {
     assert!(s.flows(&f).unwrap().is_empty());
 }
 
+/// The console pages back over history (`before`) and filters by port: the newest `limit`
+/// records below the id, oldest first.
+#[test]
+fn flows_page_back_by_id_and_filter_by_port() {
+    let s = SqliteStore::open(Path::new(":memory:")).unwrap();
+    s.join_node("n1", &cert("abc", 1)).unwrap();
+    let rows: Vec<FlowRow> = (0..10)
+        .map(|i| FlowRow {
+            port: if i % 2 == 0 { 80 } else { 443 },
+            ..flow(Verdict::Allowed, 1)
+        })
+        .collect();
+    s.insert_flows("n1", &rows, 1, 0, 0).unwrap();
+    let all = s
+        .flows(&FlowFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    let ids: Vec<i64> = all.iter().map(|r| r.id).collect();
+    let page = |before: Option<i64>, port: Option<u16>| -> Vec<i64> {
+        let f = FlowFilter {
+            before_id: before,
+            port,
+            limit: 3,
+            ..Default::default()
+        };
+        s.flows(&f).unwrap().iter().map(|r| r.id).collect()
+    };
+    assert_eq!(page(None, None), ids[7..].to_vec());
+    assert_eq!(page(Some(ids[7]), None), ids[4..7].to_vec());
+    assert_eq!(page(Some(ids[1]), None), ids[..1].to_vec());
+    let https = page(None, Some(443));
+    assert_eq!(https, vec![ids[5], ids[7], ids[9]]);
+    assert_eq!(page(Some(ids[5]), Some(443)), vec![ids[1], ids[3]]);
+}
+
 #[test]
 fn counts_saturate_instead_of_wrapping() {
     let s = SqliteStore::open(Path::new(":memory:")).unwrap();
