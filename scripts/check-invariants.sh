@@ -60,5 +60,25 @@ done
 # 7. Every repository path the documentation names exists (scripts/check_docs.py).
 python3 scripts/check_docs.py || fail=1
 
+# 8. The web console builds no markup from strings (everything it shows comes from agents,
+#    imports and users) and calls only documented routes of the public API.
+if grep -rnE '\.(innerHTML|outerHTML)\b|insertAdjacentHTML|document\.write|\beval\(|new Function\(' ui/src; then
+  echo "invariant broken: markup from strings or eval in ui/src (see the lines above): build elements with textContent" >&2
+  fail=1
+fi
+# Routes appear as url("PATH", ...) (ui/src/api.ts builds /v1/PATH) or spelled out.
+routes=$( ( (grep -rhoE 'url\("[a-z/]+"' ui/src || true) | sed -E 's|url\("|/v1/|; s|"$||'
+            (grep -rhoE "[\"'\`]/v1/[a-z/]+" ui/src || true) | cut -c2-) | sort -u)
+if [[ -z $routes ]]; then
+  echo "invariant check broken: found no API route in ui/src (how does it call the API now?)" >&2
+  fail=1
+fi
+for route in $routes; do
+  if ! grep -q "\"$route\"" docs/openapi.json; then
+    echo "invariant broken: the console calls $route, which docs/openapi.json does not document" >&2
+    fail=1
+  fi
+done
+
 if ((fail)); then exit 1; fi
-echo "invariants hold: policy crate pure ($(wc -l <<<"$deps") crates in its tree), unsafe confined, no module cycles, CLI without the lab free of aya and tonic, anyhow only in binaries, doc paths resolve"
+echo "invariants hold: policy crate pure ($(wc -l <<<"$deps") crates in its tree), unsafe confined, no module cycles, CLI without the lab free of aya and tonic, anyhow only in binaries, doc paths resolve, the console builds no markup from strings and calls only documented routes"

@@ -29,3 +29,14 @@ fi
 if ((${#APT_PACKAGES[@]})); then
   need_apt "${APT_PACKAGES[@]}"
 fi
+
+# The web console (ui/, TypeScript) is built into the manager by crates/manager/build.rs with
+# esbuild; its end-to-end tests drive Debian's Chromium with playwright-core (the npm packages
+# are pinned by ui/package-lock.json; no browser is downloaded).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  need_apt nodejs npm
+fi
+if [[ ! -d ui/node_modules/esbuild ]] || [[ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]]; then
+  echo "setup: installing the web console's npm packages (npm ci --prefix ui)" >&2
+  npm ci --prefix ui --no-audit --no-fund --loglevel=error
+fi

@@ -4,6 +4,7 @@
 //! [`cellwall_api::ErrorBody`]. Handlers are written against the narrow traits of
 //! [`crate::services`], never the whole manager.
 
+mod console;
 mod discover;
 mod objects;
 mod observe;
@@ -76,6 +77,15 @@ pub type Api<T> = Result<Json<T>, ApiError>;
 
 /// Checks the bearer token; returns the caller's name for the audit trail.
 fn auth(s: &dyn Authenticate, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
+    caller(s, headers, need).map(|(_, name)| name)
+}
+
+/// Checks the bearer token; returns the caller's role and name.
+fn caller(
+    s: &dyn Authenticate,
+    headers: &HeaderMap,
+    need: Role,
+) -> Result<(Role, String), ApiError> {
     let unauthorized = |msg: &str| ApiError::new(StatusCode::UNAUTHORIZED, msg);
     let h = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -97,8 +107,14 @@ fn auth(s: &dyn Authenticate, headers: &HeaderMap, need: Role) -> Result<String,
             StatusCode::FORBIDDEN,
             "this token may only read (an admin token is needed)",
         )),
-        _ => Ok(name),
+        _ => Ok((role, name)),
     }
+}
+
+/// `GET /v1/whoami`: the token's name and role.
+async fn whoami<S: Authenticate>(State(s): St<S>, h: HeaderMap) -> Api<cellwall_api::Identity> {
+    let (role, name) = caller(&*s, &h, Role::Read)?;
+    Ok(Json(cellwall_api::Identity { name, role }))
 }
 
 /// Runs store work off the async threads.
@@ -181,6 +197,8 @@ pub fn router<S: Objects + Observe + Discover + Respond>(s: Arc<S>, body_limit: 
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/whoami", get(whoami::<S>))
+        .merge(console::routes())
         .route("/v1/apply", post(objects::apply::<S>))
         .route("/v1/delete", post(objects::delete::<S>))
         .route("/v1/policies", get(objects::policies::<S>))
