@@ -1,4 +1,5 @@
-//! `cellwall analyze`: the policy engine on manifests, no cluster needed.
+//! `cellwall analyze`: the policy engine on manifests, no cluster needed (or on a live
+//! cluster's objects, read through its API with `--kubeconfig`).
 
 use crate::manifests::{assemble, load_objects, DEFAULT_POD_POOL};
 use anyhow::{bail, Context, Result};
@@ -18,14 +19,24 @@ v1alpha1 AdminNetworkPolicy/BaselineAdminNetworkPolicy) and prints, for each pro
 of which pod can connect to which.\n\n\
 ClusterNetworkPolicy domainNames peers admit only addresses an agent learned from DNS answers: \
 between pods, statically, they match nothing.\n\n\
-Pods without status.podIP get a deterministic address from 10.244.0.0/16.",
+Pods without status.podIP get a deterministic address from 10.244.0.0/16.\n\n\
+With --kubeconfig the same objects are read from a live cluster's API instead (list access to \
+namespaces, nodes, pods, networkpolicies and the policy CRDs it serves; kinds the cluster does \
+not serve are skipped and named on stderr). The output is the same as from files.",
     after_help = "Examples:\n  cellwall analyze -f examples/shop/\n  cellwall analyze -f examples/shop/ --probe TCP/5432 -o json\n  \
-cellwall analyze -f examples/shop/ --from shop/web --to shop/db --probe TCP/5432 --explain"
+cellwall analyze -f examples/shop/ --from shop/web --to shop/db --probe TCP/5432 --explain\n  \
+cellwall analyze --kubeconfig ~/.kube/config --context prod --probe TCP/5432"
 )]
 pub struct AnalyzeArgs {
     /// Manifest files or directories (recursive; .yaml, .yml, .json; multi-document). `-` reads stdin.
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    #[arg(short = 'f', long = "filename", required_unless_present = "kubeconfig", num_args = 1..)]
     pub files: Vec<PathBuf>,
+    /// Read the objects from a live cluster through this kubeconfig instead of files.
+    #[arg(long, value_name = "FILE", conflicts_with = "files")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to read (default: its current context).
+    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+    pub context: Option<String>,
     /// A probe PROTO/PORT, e.g. TCP/80 (repeatable). Default: every distinct container port.
     #[arg(long = "probe", value_parser = parse_probe)]
     pub probes: Vec<(Protocol, u16)>,
@@ -98,9 +109,13 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// Builds the engine from manifest paths.
-pub fn engine_from(files: &[PathBuf], ignore_unknown: bool, at: Option<i64>) -> Result<Engine> {
-    let objects = load_objects(files, ignore_unknown)?;
+/// Builds the engine from manifest paths, or from a cluster when `--kubeconfig` is given.
+pub fn engine_from(args: &AnalyzeArgs) -> Result<Engine> {
+    let objects = match &args.kubeconfig {
+        Some(k) => crate::cluster::read(k, args.context.as_deref())?,
+        None => load_objects(&args.files, args.ignore_unknown_kinds)?,
+    };
+    let at = args.at;
     let a = assemble(objects, DEFAULT_POD_POOL.parse().expect("valid pool"))?;
     Ok(Engine::build(
         a.inventory,
@@ -188,7 +203,7 @@ pub fn render_table(m: &ProbeMatrix) -> String {
 }
 
 pub fn run(args: AnalyzeArgs) -> Result<()> {
-    let engine = engine_from(&args.files, args.ignore_unknown_kinds, args.at)?;
+    let engine = engine_from(&args)?;
     let mut out = std::io::stdout().lock();
     if args.explain {
         let (Some(from), Some(to)) = (&args.from, &args.to) else {

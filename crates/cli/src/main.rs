@@ -2,6 +2,7 @@
 
 mod analyze;
 mod client;
+mod cluster;
 #[cfg(feature = "lab")]
 mod demo;
 mod discover;

@@ -9,6 +9,8 @@
 //!   feature, mTLS channels to it);
 //! - [`proc`] — CPU time and memory of a process from /proc;
 //! - [`bench`] — argument parsing, percentiles and goal checks of the benchmarks;
+//! - [`kube`] (feature `kube`) — a fake Kubernetes API server holding a world, and the
+//!   conformance runner that reads it with `cellwall analyze --kubeconfig`;
 //! - [`fqdn`] — the FQDN lab (a real DNS server, a web server outside the inventory) and a DNS
 //!   client, for the FQDN test and benchmark.
 
@@ -17,6 +19,8 @@ pub mod bin;
 pub mod conformance;
 #[cfg(feature = "lab")]
 pub mod fqdn;
+#[cfg(feature = "kube")]
+pub mod kube;
 pub mod lab;
 pub mod manager;
 pub mod proc;

@@ -142,6 +142,19 @@ pub fn parse_file(file: &str, text: &str) -> Result<Parsed, LoadError> {
     Ok(out)
 }
 
+/// Parses one JSON document whatever `name` says (an object read from a Kubernetes API server:
+/// `name` says where it came from, as a file name would).
+pub fn parse_json(name: &str, text: &str) -> Result<Parsed, LoadError> {
+    let mut out = Parsed::default();
+    parse_document(name, 1, 1, text, Format::Json, &mut out)?;
+    Ok(out)
+}
+
+/// Every (apiVersion, kind) the loader reads, for readers that must fetch exactly these.
+pub fn supported_kinds() -> impl Iterator<Item = (&'static str, &'static str)> {
+    kinds::kinds().map(|k| (k.api_version, k.kind))
+}
+
 /// Reads every document of a file as plain values, within the loader's YAML limits (no
 /// document-count cap: a `kubectl get -o yaml` dump of 1,000 pods is 1,000 documents).
 /// For callers that edit manifests rather than load them (the lab binds its pods); errors

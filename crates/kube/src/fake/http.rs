@@ -1,0 +1,319 @@
+//! The fake API server's HTTP side: routing collection paths, lists in pages and watch
+//! streams, answered as the real API server answers.
+
+use super::{at, Key, Shared, TOKEN};
+use crate::{Resource, RESOURCES};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A `Status` answer, as the API server writes its errors.
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    (
+        code,
+        axum::Json(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code.as_u16()
+        })),
+    )
+        .into_response()
+}
+
+/// The resource and namespace a collection path names (`/api/v1/pods`,
+/// `/api/v1/namespaces/NS/pods`, `/apis/G/V/PLURAL`, `/apis/G/V/namespaces/NS/PLURAL`).
+fn route(path: &str) -> Option<(usize, Option<String>)> {
+    let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match seg.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return None,
+    };
+    let (ns, plural) = match rest {
+        [p] => (None, *p),
+        ["namespaces", ns, p] => (Some(ns.to_string()), *p),
+        _ => return None,
+    };
+    let i = RESOURCES
+        .iter()
+        .position(|r| r.group == group && r.version == version && r.plural == plural)?;
+    if ns.is_some() && !RESOURCES[i].namespaced {
+        return None;
+    }
+    Some((i, ns))
+}
+
+pub(super) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let authorized = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h == format!("Bearer {TOKEN}"));
+    if !authorized {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
+    let Some((res, ns)) = route(uri.path()) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    };
+    if !shared.lock().served[res] {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    }
+    if method != Method::GET {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the fake API server only lists and watches",
+        );
+    }
+    for sel in ["labelSelector", "fieldSelector"] {
+        if q.get(sel).is_some_and(|s| !s.is_empty()) {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("{sel} is not supported by the fake API server"),
+            );
+        }
+    }
+    if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
+        watch(shared, res, ns, &q)
+    } else {
+        list(&shared, res, ns, &q)
+    }
+}
+
+fn visible(key: &Key, res: usize, ns: &Option<String>) -> bool {
+    key.res == res && ns.as_ref().is_none_or(|n| *n == key.ns)
+}
+
+/// Built-in lists leave the items' type out; custom resources' lists keep it.
+fn as_item(r: &Resource, obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if !r.custom {
+        if let Some(m) = v.as_object_mut() {
+            m.remove("apiVersion");
+            m.remove("kind");
+        }
+    }
+    v
+}
+
+fn list(shared: &Shared, res: usize, ns: Option<String>, q: &HashMap<String, String>) -> Response {
+    let r = &RESOURCES[res];
+    let mut inner = shared.lock();
+    inner.stats.lists += 1;
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    // A continue token: the snapshot's resourceVersion and the last key served.
+    let (snapshot, after) = match q.get("continue").filter(|c| !c.is_empty()) {
+        None => (inner.rv, None),
+        Some(token) => {
+            let Some((rv, after)) = decode_token(token) else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "invalid continue token",
+                );
+            };
+            if inner.expire_continues > 0 || rv < inner.compacted {
+                inner.expire_continues = inner.expire_continues.saturating_sub(1);
+                inner.stats.gone += 1;
+                return status(
+                    StatusCode::GONE,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                );
+            }
+            (rv, Some(after))
+        }
+    };
+    let mut items = Vec::new();
+    let mut remaining = 0usize;
+    for (key, versions) in inner.store.iter() {
+        if !visible(key, res, &ns) || after.as_ref().is_some_and(|a| key <= a) {
+            continue;
+        }
+        let Some(obj) = at(versions, snapshot) else {
+            continue;
+        };
+        if limit.is_some_and(|l| items.len() >= l) {
+            remaining += 1;
+        } else {
+            items.push((key.clone(), as_item(r, obj)));
+        }
+    }
+    let mut meta = json!({"resourceVersion": snapshot.to_string()});
+    if let Some(last) = items.last().filter(|_| remaining > 0) {
+        meta["continue"] = json!(encode_token(snapshot, &last.0));
+        meta["remainingItemCount"] = json!(remaining);
+    }
+    let body = json!({
+        "kind": format!("{}List", r.kind), "apiVersion": r.api_version(),
+        "metadata": meta,
+        "items": items.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+    });
+    axum::Json(body).into_response()
+}
+
+fn encode_token(rv: u64, key: &Key) -> String {
+    let raw = format!("{rv}\n{}\n{}\n{}", key.res, key.ns, key.name);
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_token(token: &str) -> Option<(u64, Key)> {
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    let raw = String::from_utf8(bytes?).ok()?;
+    let mut parts = raw.splitn(4, '\n');
+    let rv = parts.next()?.parse().ok()?;
+    let res = parts.next()?.parse().ok()?;
+    let ns = parts.next()?.to_string();
+    let name = parts.next()?.to_string();
+    Some((rv, Key { res, ns, name }))
+}
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut s = serde_json::to_string(&json!({"type": kind, "object": object}))
+        .expect("JSON values serialise");
+    s.push('\n');
+    Bytes::from(s)
+}
+
+fn watch(
+    shared: Arc<Shared>,
+    res: usize,
+    ns: Option<String>,
+    q: &HashMap<String, String>,
+) -> Response {
+    let r = &RESOURCES[res];
+    let bookmarks = matches!(
+        q.get("allowWatchBookmarks").map(String::as_str),
+        Some("true" | "1")
+    );
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let from = q.get("resourceVersion").cloned().unwrap_or_default();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
+    // Subscribed before the replay is read, under the lock: no event falls between the two.
+    let (mut live, replay, mut last, every) = {
+        let mut inner = shared.lock();
+        inner.stats.watches += 1;
+        let replay: Vec<Bytes> = if from.is_empty() || from == "0" {
+            // No version: the current objects as ADDED, then changes.
+            inner
+                .store
+                .iter()
+                .filter(|(k, _)| visible(k, res, &ns))
+                .filter_map(|(_, v)| v.last()?.1.as_ref())
+                .map(|o| line("ADDED", o))
+                .collect()
+        } else {
+            let Ok(from) = from.parse::<u64>() else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "resourceVersion: not a number",
+                );
+            };
+            if from < inner.compacted {
+                // As the real server does: a 200 whose one event is the 410 Status.
+                inner.stats.gone += 1;
+                let gone = json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("too old resource version: {from} ({})", inner.compacted),
+                    "reason": "Expired", "code": 410
+                });
+                return (StatusCode::OK, Body::from(line("ERROR", &gone))).into_response();
+            }
+            inner
+                .log
+                .iter()
+                .filter(|e| e.rv > from && visible(&e.key, res, &ns))
+                .map(|e| line(e.kind, &e.object))
+                .collect()
+        };
+        // Events are sent under this lock, so every one the subscription sees is newer than
+        // the replay: nothing is lost or sent twice.
+        (
+            shared.events.subscribe(),
+            replay,
+            inner.rv,
+            inner.bookmark_every,
+        )
+    };
+    let api_version = r.api_version();
+    let kind = r.kind;
+    let mut kick = shared.kick.subscribe();
+    tokio::spawn(async move {
+        for b in replay {
+            if tx.send(Ok(b)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+                _ = kick.changed() => return,
+                _ = tick.tick(), if bookmarks => {
+                    let mark = json!({"kind": kind, "apiVersion": api_version,
+                        "metadata": {"resourceVersion": last.to_string()}});
+                    if tx.send(Ok(line("BOOKMARK", &mark))).await.is_err() {
+                        return;
+                    }
+                }
+                ev = live.recv() => match ev {
+                    Ok(e) => {
+                        if shared.lock().partitioned {
+                            continue;
+                        }
+                        last = last.max(e.rv);
+                        if visible(&e.key, res, &ns)
+                            && tx.send(Ok(line(e.kind, &e.object))).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // Fell behind: end the stream; the client watches again from its version.
+                    Err(_) => return,
+                }
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
