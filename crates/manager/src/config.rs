@@ -42,6 +42,16 @@ pub struct Config {
     pub imports: ImportSources,
     /// How long the certificates the manager issues are valid.
     pub lifetimes: CertLifetimes,
+    /// A Kubernetes cluster whose objects the manager watches (none: files and REST only).
+    pub kube: Option<KubeSource>,
+}
+
+/// Where the manager reads a Kubernetes cluster from (crate::cluster watches it).
+#[derive(Debug, Clone)]
+pub struct KubeSource {
+    pub kubeconfig: PathBuf,
+    /// The kubeconfig's current context when none.
+    pub context: Option<String>,
 }
 
 /// Certificate lifetimes. Nodes renew theirs at two thirds of its life without a restart; the
@@ -135,6 +145,7 @@ impl Config {
                 ..Default::default()
             },
             lifetimes: CertLifetimes::default(),
+            kube: None,
         }
     }
 

@@ -16,6 +16,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod alerts;
+pub mod cluster;
 pub mod config;
 pub mod discover;
 pub mod drafts;

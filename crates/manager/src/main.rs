@@ -89,6 +89,14 @@ struct Args {
     /// How long a CA is valid: the one created at the first start, or by `ca rotate`.
     #[arg(long, global = true, default_value = "3650d", value_parser = parse_lifetime)]
     ca_ttl: std::time::Duration,
+    /// Watch this Kubernetes cluster (a kubeconfig; in a pod, the ServiceAccount's): its
+    /// namespaces, nodes, pods, NetworkPolicies, ClusterNetworkPolicies, AdminNetworkPolicies
+    /// and Cellwall's own kinds where served. They are read-only through the REST API.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to watch (default: its current context).
+    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+    kube_context: Option<String>,
     /// Log format: text (for people) or json (one object per line, for collectors).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -241,6 +249,10 @@ fn main() -> Result<()> {
                 server: a.server_cert_ttl,
                 ca: a.ca_ttl,
             },
+            kube: a.kubeconfig.map(|kubeconfig| cellwall_manager::config::KubeSource {
+                kubeconfig,
+                context: a.kube_context,
+            }),
         };
         let mut running = cellwall_manager::start(cfg)
             .await

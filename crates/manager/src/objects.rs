@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Where an object is stored, and as what.
-fn stored(o: Object) -> (Kind, String, Body) {
+pub(crate) fn stored(o: Object) -> (Kind, String, Body) {
     match o {
         Object::Namespace(n) => (Kind::Namespace, n.name.clone(), Body::Namespace(n)),
         Object::Pod(w) => (Kind::Pod, w.key().to_string(), Body::Pod(Arc::new(w))),
@@ -118,6 +118,7 @@ impl Manager {
         if writes.is_empty() {
             return Err(ManagerError::Invalid("no objects in the documents".into()));
         }
+        self.refuse_cluster_owned(&writes)?;
         let c = self.store.write(actor, &writes)?;
         self.publish()?;
         Ok(c)

@@ -219,6 +219,9 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
             });
         }
     }
+    if let Some(source) = cfg.kube.clone() {
+        tasks.spawn(crate::cluster::run(m.clone(), source, rx.clone()));
+    }
     spawn_grpc(&mut tasks, m.clone(), grpc_l, (cert, key), rx)?;
     Ok(Running {
         api,

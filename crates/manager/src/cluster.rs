@@ -1,0 +1,236 @@
+//! The Kubernetes source: a cluster's objects, watched through kube-rs
+//! ([`cellwall_kube::watch`]), written into the store with the actor
+//! `kubernetes:CONTEXT/PLURAL`, so every version says where it came from. The cluster owns
+//! them: the REST API refuses to change or delete them ([`Manager::refuse_cluster_owned`]),
+//! because a change there would be silently undone by the next relist, or would let a token
+//! holder rewrite what the platform team declared in the cluster.
+
+use crate::config::KubeSource;
+use crate::error::ManagerError;
+use crate::manager::Manager;
+use crate::objects::stored;
+use crate::store::{Kind, Write};
+use cellwall_kube::watch::{Change, Read};
+use cellwall_kube::Resource;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What every cluster actor starts with.
+pub const ACTOR_PREFIX: &str = "kubernetes:";
+
+/// The actor of the versions a cluster's `resource` writes.
+pub fn actor(context: &str, r: &Resource) -> String {
+    format!("{ACTOR_PREFIX}{context}/{}", r.plural)
+}
+
+/// The store kind a resource's objects are kept as.
+fn kind_of(r: &Resource) -> Kind {
+    match r.kind {
+        "Namespace" => Kind::Namespace,
+        "Pod" => Kind::Pod,
+        "Node" => Kind::Node,
+        "Host" => Kind::Host,
+        _ => Kind::Policy,
+    }
+}
+
+/// Watches the cluster until shutdown; changes that arrive together are written together (one
+/// transaction per resource, one publish).
+pub async fn run(
+    m: Arc<Manager>,
+    source: KubeSource,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ManagerError> {
+    let w = cellwall_kube::watch::watch_cluster(&source.kubeconfig, source.context.as_deref())
+        .await
+        .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+    tracing::info!(context = %w.context, server = %w.server, "watching the Kubernetes API");
+    let context = w.context;
+    let mut changes = w.changes.ready_chunks(1024);
+    let mut failing: HashMap<&'static str, String> = HashMap::new();
+    loop {
+        let batch = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            b = changes.next() => match b {
+                Some(b) => b,
+                None => return Ok(()),
+            },
+        };
+        let mut work = Vec::with_capacity(batch.len());
+        for c in batch {
+            match c {
+                Change::Failed { resource, error } => {
+                    // Once per distinct error: a CRD that is not installed fails every backoff.
+                    if failing.get(resource.plural) != Some(&error) {
+                        tracing::warn!(
+                            resource = resource.plural,
+                            "watch failed (retrying): {error}"
+                        );
+                        failing.insert(resource.plural, error);
+                    }
+                }
+                other => {
+                    if let Some(r) = resource_of(&other) {
+                        failing.remove(r.plural);
+                    }
+                    work.push(other);
+                }
+            }
+        }
+        if work.is_empty() {
+            continue;
+        }
+        let (m, ctx) = (m.clone(), context.clone());
+        let r = tokio::task::spawn_blocking(move || m.apply_cluster_changes(&ctx, work)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("writing the cluster's changes: {e}"),
+            Err(e) => tracing::error!("writing the cluster's changes: {e}"),
+        }
+    }
+}
+
+fn resource_of(c: &Change) -> Option<&'static Resource> {
+    match c {
+        Change::Listed { resource, .. }
+        | Change::Applied { resource, .. }
+        | Change::Deleted { resource, .. }
+        | Change::Failed { resource, .. } => Some(resource),
+    }
+}
+
+/// Writes for one actor: the last write per object wins.
+#[derive(Default)]
+struct Pending {
+    writes: BTreeMap<(Kind, String), Write>,
+}
+
+impl Manager {
+    /// Writes a batch of a cluster's changes: per resource, in one transaction; a relist also
+    /// deletes what this resource of this cluster wrote before and no longer holds. Objects
+    /// the loader refuses are logged and audited, not written (the rest still are).
+    pub fn apply_cluster_changes(
+        &self,
+        context: &str,
+        changes: Vec<Change>,
+    ) -> Result<(), ManagerError> {
+        let mut by_actor: BTreeMap<String, Pending> = BTreeMap::new();
+        for c in changes {
+            let (r, deleted, reads, listed) = match c {
+                Change::Listed { resource, objects } => (resource, false, objects, true),
+                Change::Applied { resource, object } => (resource, false, vec![object], false),
+                Change::Deleted { resource, object } => (resource, true, vec![object], false),
+                Change::Failed { .. } => continue,
+            };
+            let actor = actor(context, r);
+            let p = by_actor.entry(actor.clone()).or_default();
+            if listed {
+                p.writes.clear();
+            }
+            let mut keys = BTreeSet::new();
+            for read in reads {
+                for (kind, key, body) in self.accepted(&actor, read) {
+                    keys.insert((kind, key.clone()));
+                    let body = (!deleted).then_some(body);
+                    p.writes
+                        .insert((kind, key.clone()), Write { kind, key, body });
+                }
+            }
+            if listed {
+                let kind = kind_of(r);
+                for cur in self.store.current(kind)? {
+                    if cur.changed_by == actor && !keys.contains(&(kind, cur.key.clone())) {
+                        p.writes.insert(
+                            (kind, cur.key.clone()),
+                            Write {
+                                kind,
+                                key: cur.key,
+                                body: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        let mut changed = false;
+        for (actor, p) in by_actor {
+            let writes = self.unchanged_dropped(&actor, p.writes.into_values().collect())?;
+            if writes.is_empty() {
+                continue;
+            }
+            self.store.write(&actor, &writes)?;
+            changed = true;
+        }
+        if changed {
+            self.publish()?;
+        }
+        Ok(())
+    }
+
+    /// The stored form of what the loader read; a refused object is audited and skipped.
+    fn accepted(&self, actor: &str, read: Read) -> Vec<(Kind, String, crate::store::Body)> {
+        match read {
+            Ok(objects) => objects.into_iter().map(|o| stored(o.object)).collect(),
+            Err(e) => {
+                tracing::warn!("{actor}: not enforced: {e}");
+                self.log_event_later(actor, "kubernetes.refused", &e.to_string());
+                Vec::new()
+            }
+        }
+    }
+
+    /// Leaves out writes that would change nothing (a relist after `410 Gone` rewrites every
+    /// object otherwise), and deletions of objects the cluster does not own (a REST object of
+    /// the same key is not the cluster's to delete).
+    fn unchanged_dropped(
+        &self,
+        actor: &str,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Write>, ManagerError> {
+        let kinds: BTreeSet<Kind> = writes.iter().map(|w| w.kind).collect();
+        let mut current = HashMap::new();
+        for k in kinds {
+            for c in self.store.current(k)? {
+                current.insert((k, c.key.clone()), c);
+            }
+        }
+        Ok(writes
+            .into_iter()
+            .filter(|w| match (current.get(&(w.kind, w.key.clone())), &w.body) {
+                (None, None) => false,
+                (None, Some(_)) => true,
+                (Some(c), None) => c.changed_by == actor,
+                (Some(c), Some(b)) => c.changed_by != actor || c.body != *b,
+            })
+            .collect())
+    }
+
+    /// Refuses REST writes to objects a cluster owns (see the module comment).
+    pub(crate) fn refuse_cluster_owned(&self, writes: &[Write]) -> Result<(), ManagerError> {
+        let kinds: BTreeSet<Kind> = writes.iter().map(|w| w.kind).collect();
+        for k in kinds {
+            let owners: HashMap<String, String> = self
+                .store
+                .current(k)?
+                .into_iter()
+                .filter(|c| c.changed_by.starts_with(ACTOR_PREFIX))
+                .map(|c| (c.key, c.changed_by))
+                .collect();
+            if owners.is_empty() {
+                continue;
+            }
+            for w in writes.iter().filter(|w| w.kind == k) {
+                if let Some(owner) = owners.get(&w.key) {
+                    return Err(ManagerError::Forbidden(format!(
+                        "{k:?} {} comes from a Kubernetes cluster ({owner}): it is read-only here; \
+                         change it through that cluster's API",
+                        w.key
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
