@@ -162,6 +162,7 @@ fn tour(name: &str, app: &PathBuf, policy: &PathBuf) -> Result<()> {
         files: std::slice::from_ref(app).to_vec(),
         datapath: DatapathKind::Ebpf,
         visibility: Visibility::On,
+        source: lab::Source::Files,
         ignore_unknown_kinds: false,
     })?;
     let c = Client::for_lab(name)?;

@@ -28,6 +28,15 @@ pub enum LabCmd {
         /// Skip (with a warning) objects of kinds Cellwall does not read, instead of failing.
         #[arg(long)]
         ignore_unknown_kinds: bool,
+        /// Where the lab's manager takes the objects from: `files` (sent over REST) or
+        /// `kubernetes` (held by the lab's own fake Kubernetes API server, which the manager
+        /// watches; `lab apply`/`delete` then write through that API).
+        #[arg(long, value_enum, default_value = "files")]
+        source: Source,
+        /// How pods are wired to the node: `routed` (a /32 route to each pod's veth, as Calico
+        /// and Cilium do). `bridge` is not built yet.
+        #[arg(long, value_enum, default_value = "routed")]
+        cni: Cni,
     },
     /// Apply policies and updated Pods/Namespaces/Nodes (labels) to a running lab.
     Apply {
@@ -88,6 +97,12 @@ pub enum LabCmd {
         #[arg(long, default_value = "cellwall", value_parser = parse_lab_name)]
         name: String,
     },
+    /// (internal) The lab's Kubernetes API server process (`--source kubernetes`).
+    #[command(hide = true)]
+    KubeApi {
+        #[arg(long)]
+        name: String,
+    },
     /// (internal) The lab's server process.
     #[command(hide = true)]
     Serve {
@@ -141,6 +156,29 @@ impl From<DatapathKind> for cellwall_lab::DatapathKind {
     }
 }
 
+/// `--source` ([`cellwall_lab::Source`]).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Files,
+    Kubernetes,
+}
+
+impl From<Source> for cellwall_lab::Source {
+    fn from(s: Source) -> Self {
+        match s {
+            Source::Files => Self::Files,
+            Source::Kubernetes => Self::Kubernetes,
+        }
+    }
+}
+
+/// `--cni`: how pods are wired to their node.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cni {
+    Routed,
+    Bridge,
+}
+
 /// `--visibility` ([`cellwall_lab::Visibility`]).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Visibility {
@@ -187,12 +225,21 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             datapath,
             visibility,
             ignore_unknown_kinds,
+            source,
+            cni,
         } => {
+            if cni == Cni::Bridge {
+                bail!(
+                    "--cni bridge is not built yet: the agent finds pods' interfaces by their \
+                     routes only (--cni routed); see the Kubernetes issue"
+                );
+            }
             cellwall_lab::up(&cellwall_lab::UpSpec {
                 name,
                 files,
                 datapath: datapath.into(),
                 visibility: visibility.into(),
+                source: source.into(),
                 ignore_unknown_kinds,
             })?;
         }
@@ -216,6 +263,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             cellwall_lab::down(&name)?;
         }
         LabCmd::Serve { name } => cellwall_lab::serve(&name)?,
+        LabCmd::KubeApi { name } => cellwall_lab::serve_api(&name)?,
         LabCmd::HostAdd {
             host,
             ip,

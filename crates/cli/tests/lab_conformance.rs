@@ -13,6 +13,8 @@ struct LabRunner {
     up: bool,
     /// Policy documents applied at the previous step, by (kind, namespace, name).
     applied: BTreeSet<(String, String, String)>,
+    /// `lab up --source`: `files` or `kubernetes`.
+    source: &'static str,
     /// Takes the lab down even when an assertion failed mid-case.
     _guard: Guard,
 }
@@ -32,7 +34,16 @@ impl Runner for LabRunner {
         std::fs::write(&file, world.manifests()).unwrap();
         let f = file.to_str().unwrap();
         if !self.up {
-            cw(&["lab", "up", "-f", f, "--name", &self.name]);
+            cw(&[
+                "lab",
+                "up",
+                "-f",
+                f,
+                "--name",
+                &self.name,
+                "--source",
+                self.source,
+            ]);
             self.up = true;
         } else {
             cw(&["lab", "apply", "-f", f, "--name", &self.name]);
@@ -111,9 +122,7 @@ impl Runner for LabRunner {
     }
 }
 
-#[test]
-#[ignore = "root tier: needs network namespaces and BPF"]
-fn conformance_cases_on_real_traffic() {
+fn run(source: &'static str) {
     let name = unique_name("conf");
     let mut guard = Guard::new(cellwall_testkit::bin!("cellwall"));
     guard.add(&name);
@@ -121,13 +130,15 @@ fn conformance_cases_on_real_traffic() {
         name,
         up: false,
         applied: BTreeSet::new(),
+        source,
         _guard: guard,
     };
-    let Some((cases, cells, skipped, failures)) = run_all(&mut runner, "lab") else {
+    let Some((cases, cells, skipped, failures)) = run_all(&mut runner, &format!("lab-{source}"))
+    else {
         return;
     };
     eprintln!(
-        "conformance (lab, real traffic): {cases} cases, {cells} cells checked, {skipped} SCTP probes skipped (no SCTP in this kernel), {} mismatches",
+        "conformance (lab, --source {source}, real traffic): {cases} cases, {cells} cells checked, {skipped} SCTP probes skipped (no SCTP in this kernel), {} mismatches",
         failures.len()
     );
     assert!(
@@ -136,4 +147,18 @@ fn conformance_cases_on_real_traffic() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+#[ignore = "root tier: needs network namespaces and BPF"]
+fn conformance_cases_on_real_traffic() {
+    run("files");
+}
+
+/// The same cases with the lab's objects in its Kubernetes API server: the manager learns
+/// every step (label changes, policy updates and deletions) from its watch.
+#[test]
+#[ignore = "root tier: needs network namespaces and BPF"]
+fn conformance_cases_through_the_kubernetes_source() {
+    run("kubernetes");
 }

@@ -14,6 +14,8 @@ pub mod read;
 #[cfg(feature = "watch")]
 pub mod watch;
 
+/// A connected cluster's client (kube-rs'), for callers that write back.
+pub use kube::Client as KubeClient;
 pub use read::{read_cluster, ClusterObjects, KubeError};
 
 /// One API resource Cellwall reads: where the API serves it and what the loader calls it.

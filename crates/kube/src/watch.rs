@@ -14,7 +14,22 @@ use std::path::Path;
 
 /// One object as the loader read it, or why it could not be (the manager cannot enforce it
 /// and says so, but keeps watching).
-pub type Read = Result<Vec<Located>, LoadError>;
+#[derive(Debug)]
+pub struct Read {
+    pub object: ObjectRef,
+    pub result: Result<Vec<Located>, LoadError>,
+}
+
+/// Which object a [`Read`] is, as an Event's `involvedObject` names it.
+#[derive(Debug, Clone)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
 
 /// What changed in a cluster.
 #[derive(Debug)]
@@ -47,6 +62,8 @@ pub enum Change {
 pub struct Watch {
     pub context: String,
     pub server: String,
+    /// The cluster's client, for writing back (Events).
+    pub client: kube::Client,
     pub changes: BoxStream<'static, Change>,
 }
 
@@ -102,6 +119,7 @@ pub async fn watch_cluster(kubeconfig: &Path, context: Option<&str>) -> Result<W
         })
         .collect();
     Ok(Watch {
+        client,
         context,
         server,
         changes: stream::select_all(streams).boxed(),
@@ -116,5 +134,58 @@ fn read(context: &str, r: &Resource, mut o: DynamicObject) -> Read {
     });
     let name = object_name(context, r, &o);
     let text = serde_json::to_string_pretty(&o).expect("an object the API served serialises");
-    parse_json(&name, &text).map(|p| p.objects)
+    Read {
+        object: ObjectRef {
+            api_version: r.api_version(),
+            kind: r.kind.to_string(),
+            namespace: o.metadata.namespace.clone().filter(|_| r.namespaced),
+            name: o.metadata.name.clone().unwrap_or_default(),
+            uid: o.metadata.uid.clone(),
+            resource_version: o.metadata.resource_version.clone(),
+        },
+        result: parse_json(&name, &text).map(|p| p.objects),
+    }
+}
+
+/// Writes a Warning Event about `object` (`kubectl describe` and `kubectl get events` show
+/// it): Cellwall does not enforce it, and why. Cluster-scoped objects' Events go to `default`.
+pub async fn report_refused(
+    client: &kube::Client,
+    object: &ObjectRef,
+    message: &str,
+) -> Result<(), kube::Error> {
+    let ns = object.namespace.clone().unwrap_or_else(|| "default".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let stamp = k8s_openapi::jiff::Timestamp::from_second(now as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let event: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{}.", object.name), "namespace": ns},
+        "involvedObject": {
+            "apiVersion": object.api_version, "kind": object.kind, "name": object.name,
+            "namespace": object.namespace, "uid": object.uid,
+            "resourceVersion": object.resource_version,
+        },
+        "type": "Warning", "reason": "Refused",
+        "message": format!("Cellwall does not enforce this object: {message}"),
+        "source": {"component": "cellwall-manager"},
+        "reportingComponent": "cellwall-manager",
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }))
+    .expect("a valid Event");
+    let ar = ApiResource {
+        group: String::new(),
+        version: "v1".into(),
+        api_version: "v1".into(),
+        kind: "Event".into(),
+        plural: "events".into(),
+    };
+    Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar)
+        .create(&kube::api::PostParams::default(), &event)
+        .await
+        .map(|_| ())
 }

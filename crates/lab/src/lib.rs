@@ -20,6 +20,7 @@
 mod bind;
 mod error;
 mod flows;
+mod kube;
 mod lifecycle;
 mod net;
 mod probe;
@@ -31,13 +32,14 @@ mod supervise;
 pub use cellwall_datapath::netns;
 pub use error::{LabError, Result};
 pub use flows::{flows, DatapathTotals, LabFlows};
+pub use kube::{kubeconfig, serve_api, KUBE_API_COMMAND};
 pub use lifecycle::{apply, down, exec, host_add, reattach, restart_manager, up, Down, Up, UpSpec};
 pub use net::{veth_mac, GATEWAY};
 pub use probe::{connect, connect_from, probe, Matrix};
 pub use serve::serve;
 pub use state::{
     node_ns, pin_dir, state_dir, validate_host_name, validate_name, DatapathKind, LabPod, LabState,
-    Visibility, LAB_NODE,
+    Source, Visibility, LAB_NODE,
 };
 pub use supervise::{sibling, SERVE_COMMAND};
 

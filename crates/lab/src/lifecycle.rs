@@ -5,7 +5,7 @@
 use crate::error::{io, LabError, Result};
 use crate::net;
 use crate::state::{node_ns, ns_prefix, pin_dir, state_dir, LabState, LAB_NODE};
-use crate::state::{DatapathKind, Visibility};
+use crate::state::{DatapathKind, Source, Visibility};
 use crate::supervise;
 use cellwall_api::client::Client;
 use cellwall_api::ApplyRequest;
@@ -28,6 +28,8 @@ pub struct UpSpec {
     pub files: Vec<PathBuf>,
     pub datapath: DatapathKind,
     pub visibility: Visibility,
+    /// Where the lab's manager takes the objects from.
+    pub source: Source,
     /// Skip (with a warning) objects of kinds Cellwall does not read, instead of failing.
     pub ignore_unknown_kinds: bool,
 }
@@ -116,6 +118,7 @@ fn build(spec: &UpSpec, inv: Inventory, req: ApplyRequest) -> Result<u64> {
         name: spec.name.clone(),
         datapath: spec.datapath,
         visibility: spec.visibility,
+        source: spec.source,
         pods,
         namespaces: inv.namespaces.into_values().collect(),
         workloads: inv
@@ -127,9 +130,24 @@ fn build(spec: &UpSpec, inv: Inventory, req: ApplyRequest) -> Result<u64> {
     };
     state.save()?;
     supervise::start_servers(&state)?;
-    let client = supervise::start_manager(&state)?;
-    let revision = client.apply(&req, false)?.revision;
-    tracing::info!("manager: applied the manifests (revision {revision})");
+    let (client, revision) = match state.source {
+        Source::Files => {
+            let client = supervise::start_manager(&state)?;
+            let revision = client.apply(&req, false)?.revision;
+            tracing::info!("manager: applied the manifests (revision {revision})");
+            (client, revision)
+        }
+        Source::Kubernetes => {
+            supervise::start_kube_api(&state)?;
+            let n = crate::kube::push(&state.name, &req, false)?;
+            let client = supervise::start_manager(&state)?;
+            let revision = crate::kube::settle(&client, 0, state.workloads.len())?;
+            tracing::info!(
+                "manager: took {n} objects from the Kubernetes API (revision {revision})"
+            );
+            (client, revision)
+        }
+    };
     supervise::start_agent(&state, &client)?;
     Ok(revision)
 }
@@ -207,9 +225,18 @@ pub fn apply(name: &str, files: &[PathBuf], delete: bool) -> Result<u64> {
     merge(&mut state, objects, delete)?;
     state.save()?;
     let c = Client::for_lab(name)?;
-    let rev = c
-        .apply(&request(files, &state.workloads, false), delete)?
-        .revision;
+    let req = request(files, &state.workloads, false);
+    let rev = match state.source {
+        Source::Files => c.apply(&req, delete)?.revision,
+        Source::Kubernetes => {
+            let before = c.nodes()?.revision;
+            if crate::kube::push(name, &req, delete)? == 0 {
+                before
+            } else {
+                crate::kube::settle(&c, before, 0)?
+            }
+        }
+    };
     c.wait_applied(rev, APPLY_WAIT)?;
     tracing::info!("revision {rev} enforced");
     Ok(rev)

@@ -32,6 +32,17 @@ impl DatapathKind {
     }
 }
 
+/// Where the lab's manager takes the objects from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Sent to the manager over REST (`cellwall apply`).
+    #[default]
+    Files,
+    /// Held by the lab's Kubernetes API server, which the manager watches.
+    Kubernetes,
+}
+
 /// Flow visibility: `Off` emits no flow events and skips tracking for pods no policy selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -124,6 +135,8 @@ pub struct LabState {
     pub datapath: DatapathKind,
     #[serde(default)]
     pub visibility: Visibility,
+    #[serde(default)]
+    pub source: Source,
     pub pods: Vec<LabPod>,
     pub namespaces: Vec<Namespace>,
     pub workloads: Vec<Workload>,
@@ -241,6 +254,7 @@ status: {podIP: 10.0.0.2}
             name: "t1".into(),
             datapath: DatapathKind::Ebpf,
             visibility: Visibility::Off,
+            source: Source::Files,
             pods: w
                 .iter()
                 .enumerate()

@@ -103,9 +103,16 @@ pub(crate) fn kill_all(name: &str) {
             .stderr(Stdio::null())
             .status();
     }
-    if let Ok(pid) = std::fs::read_to_string(dir.join("servers.pid")) {
-        kill9(pid.trim());
+    for pidfile in ["servers.pid", "kube-api.pid"] {
+        if let Ok(pid) = std::fs::read_to_string(dir.join(pidfile)) {
+            kill9(pid.trim());
+        }
     }
+    let api = crate::kube::KUBE_API_COMMAND.join(" ");
+    let _ = Command::new("pkill")
+        .args(["-9", "-f", &format!("{api} --name {name}$")])
+        .stderr(Stdio::null())
+        .status();
     let serve = SERVE_COMMAND.join(" ");
     let _ = Command::new("pkill")
         .args(["-9", "-f", &format!("{serve} --name {name}$")])
@@ -171,11 +178,13 @@ pub fn start_manager(state: &LabState) -> Result<Client> {
     kill_pidfile(&dir.join("manager.pid"), &data.display().to_string());
     let _ = std::fs::remove_file(data.join("endpoints.json"));
     let log = dir.join("manager.log");
-    let mut child = spawn_bg(
-        Command::new(sibling("cellwall-manager")?).args(manager_args(&data, api, grpc)),
-        &log,
-        &dir.join("manager.pid"),
-    )?;
+    let mut cmd = Command::new(sibling("cellwall-manager")?);
+    cmd.args(manager_args(&data, api, grpc));
+    if state.source == crate::state::Source::Kubernetes {
+        cmd.arg("--kubeconfig")
+            .arg(crate::kube::kubeconfig(&state.name));
+    }
+    let mut child = spawn_bg(&mut cmd, &log, &dir.join("manager.pid"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !data.join("endpoints.json").exists() {
         if let Some(st) = child
@@ -431,6 +440,19 @@ fn run_agent(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Starts the lab's Kubernetes API server process (`KUBE_API_COMMAND` of the running binary)
+/// and waits until it serves.
+pub(crate) fn start_kube_api(state: &LabState) -> Result<()> {
+    let dir = state_dir(&state.name);
+    let log = dir.join("kube-api.log");
+    let exe = std::env::current_exe().map_err(io("locating the cellwall binary"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(crate::kube::KUBE_API_COMMAND)
+        .args(["--name", &state.name]);
+    spawn_bg(&mut cmd, &log, &dir.join("kube-api.pid"))?;
+    crate::kube::wait_api(&state.name, &log).map(|_| ())
 }
 
 /// Starts the server process (`SERVE_COMMAND` of the running binary) and waits until every

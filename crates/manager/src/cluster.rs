@@ -13,7 +13,7 @@ use crate::store::{Kind, Write};
 use cellwall_kube::watch::{Change, Read};
 use cellwall_kube::Resource;
 use futures::StreamExt;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -47,9 +47,11 @@ pub async fn run(
         .await
         .map_err(|e| ManagerError::Invalid(e.to_string()))?;
     tracing::info!(context = %w.context, server = %w.server, "watching the Kubernetes API");
-    let context = w.context;
+    let (context, client) = (w.context, w.client);
     let mut changes = w.changes.ready_chunks(1024);
     let mut failing: HashMap<&'static str, String> = HashMap::new();
+    // Refusals already reported, by object version: a relist does not repeat them.
+    let mut reported: HashSet<(String, String)> = HashSet::new();
     loop {
         let batch = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
@@ -82,12 +84,43 @@ pub async fn run(
         if work.is_empty() {
             continue;
         }
+        report_refusals(&client, &work, &mut reported).await;
         let (m, ctx) = (m.clone(), context.clone());
         let r = tokio::task::spawn_blocking(move || m.apply_cluster_changes(&ctx, work)).await;
         match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("writing the cluster's changes: {e}"),
             Err(e) => tracing::error!("writing the cluster's changes: {e}"),
+        }
+    }
+}
+
+/// A Warning Event on every object the loader refused (once per object version).
+async fn report_refusals(
+    client: &cellwall_kube::KubeClient,
+    work: &[Change],
+    reported: &mut HashSet<(String, String)>,
+) {
+    for c in work {
+        let reads: Vec<&Read> = match c {
+            Change::Listed { objects, .. } => objects.iter().collect(),
+            Change::Applied { object, .. } => vec![object],
+            _ => continue,
+        };
+        for r in reads {
+            let Err(e) = &r.result else { continue };
+            let o = &r.object;
+            let version = (
+                o.uid.clone().unwrap_or_else(|| o.name.clone()),
+                o.resource_version.clone().unwrap_or_default(),
+            );
+            if !reported.insert(version) {
+                continue;
+            }
+            if let Err(err) = cellwall_kube::watch::report_refused(client, o, &e.to_string()).await
+            {
+                tracing::warn!("writing an Event about {} {}: {err}", o.kind, o.name);
+            }
         }
     }
 }
@@ -171,7 +204,7 @@ impl Manager {
 
     /// The stored form of what the loader read; a refused object is audited and skipped.
     fn accepted(&self, actor: &str, read: Read) -> Vec<(Kind, String, crate::store::Body)> {
-        match read {
+        match read.result {
             Ok(objects) => objects.into_iter().map(|o| stored(o.object)).collect(),
             Err(e) => {
                 tracing::warn!("{actor}: not enforced: {e}");

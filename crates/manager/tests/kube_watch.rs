@@ -206,6 +206,18 @@ spec: {nodeName: n1, containers: [{name: c}]}\nstatus: {podIP: 10.9.0.3}\n";
     .await;
     let (_, v) = w.rest("GET", "/v1/policies", None).await;
     assert!(!v.to_string().contains("typo"), "{v}");
+    // ... and the cluster's users see why, on the object: a Warning Event.
+    until("the Event", || async {
+        api.objects("v1", "Event").iter().any(|e| {
+            e["involvedObject"]["name"] == "typo"
+                && e["involvedObject"]["kind"] == "NetworkPolicy"
+                && e["type"] == "Warning"
+                && e["reason"] == "Refused"
+                && e["metadata"]["namespace"] == "shop"
+                && e["message"].as_str().unwrap().contains("ingres")
+        })
+    })
+    .await;
 
     // Deleting the policy in the cluster removes it here: the db is open again.
     assert!(!allowed(&w, "shop/queue", "shop/db").await);

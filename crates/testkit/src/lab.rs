@@ -87,9 +87,16 @@ impl Lab {
 
     /// `lab up` of `manifests` as [`unique_name`]`(tag)`.
     pub fn up(bin: Bin, tag: &str, manifests: &str) -> Lab {
+        Lab::up_with(bin, tag, manifests, &[])
+    }
+
+    /// [`Lab::up`] with more `lab up` arguments (e.g. `--source kubernetes`).
+    pub fn up_with(bin: Bin, tag: &str, manifests: &str, extra: &[&str]) -> Lab {
         let lab = Lab::new(bin, &unique_name(tag));
         let f = lab.file("up.yaml", manifests);
-        lab.cw(&["lab", "up", "-f", &f, "--name", &lab.name]);
+        let mut args = vec!["lab", "up", "-f", &f, "--name", &lab.name];
+        args.extend(extra);
+        lab.cw(&args);
         lab
     }
 

@@ -1,8 +1,9 @@
 //! The fake API server's HTTP side: routing collection paths, lists in pages and watch
 //! streams, answered as the real API server answers.
 
+use super::table;
 use super::{at, Key, Shared, TOKEN};
-use crate::{Resource, RESOURCES};
+use crate::Resource;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -26,27 +27,43 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The resource and namespace a collection path names (`/api/v1/pods`,
-/// `/api/v1/namespaces/NS/pods`, `/apis/G/V/PLURAL`, `/apis/G/V/namespaces/NS/PLURAL`).
-fn route(path: &str) -> Option<(usize, Option<String>)> {
+/// What a path names: a resource, its namespace, and an object's name for item paths
+/// (`/api/v1/pods`, `/api/v1/namespaces/NS/pods[/NAME]`, `/api/v1/nodes[/NAME]`,
+/// `/apis/G/V/PLURAL[/NAME]`, `/apis/G/V/namespaces/NS/PLURAL[/NAME]`).
+struct Route {
+    res: usize,
+    ns: Option<String>,
+    name: Option<String>,
+}
+
+fn route(path: &str) -> Option<Route> {
     let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match seg.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return None,
     };
-    let (ns, plural) = match rest {
-        [p] => (None, *p),
-        ["namespaces", ns, p] => (Some(ns.to_string()), *p),
+    let own = |s: &str| Some(s.to_string());
+    let (ns, plural, name) = match rest {
+        [p] => (None, *p, None),
+        ["namespaces", ns, p] => (own(ns), *p, None),
+        ["namespaces", ns, p, n] => (own(ns), *p, own(n)),
+        [p, n] => (None, *p, own(n)),
         _ => return None,
     };
-    let i = RESOURCES
+    let res = table()
         .iter()
         .position(|r| r.group == group && r.version == version && r.plural == plural)?;
-    if ns.is_some() && !RESOURCES[i].namespaced {
+    // Namespaced objects are named with their namespace; cluster-scoped ones without.
+    let scoped = table()[res].namespaced;
+    if (ns.is_some() && !scoped) || (name.is_some() && scoped && ns.is_none()) {
         return None;
     }
-    Some((i, ns))
+    Some(Route { res, ns, name })
+}
+
+fn not_found(what: &str) -> Response {
+    status(StatusCode::NOT_FOUND, "NotFound", what)
 }
 
 pub(super) async fn handle(
@@ -55,6 +72,7 @@ pub(super) async fn handle(
     uri: Uri,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
 ) -> Response {
     let authorized = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -63,26 +81,11 @@ pub(super) async fn handle(
     if !authorized {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
-    let Some((res, ns)) = route(uri.path()) else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        );
+    let Some(Route { res, ns, name }) = route(uri.path()) else {
+        return not_found("the server could not find the requested resource");
     };
     if !shared.lock().served[res] {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        );
-    }
-    if method != Method::GET {
-        return status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "the fake API server only lists and watches",
-        );
+        return not_found("the server could not find the requested resource");
     }
     for sel in ["labelSelector", "fieldSelector"] {
         if q.get(sel).is_some_and(|s| !s.is_empty()) {
@@ -93,10 +96,133 @@ pub(super) async fn handle(
             );
         }
     }
-    if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
-        watch(shared, res, ns, &q)
-    } else {
-        list(&shared, res, ns, &q)
+    let r = &table()[res];
+    let Some(name) = name else {
+        return match method {
+            Method::GET if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) => {
+                watch(shared, res, ns, &q)
+            }
+            Method::GET => list(&shared, res, ns, &q),
+            Method::POST => write(&shared, r, ns, None, &body),
+            _ => status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "collections are listed, watched and created (POST)",
+            ),
+        };
+    };
+    let key = Key {
+        res,
+        ns: ns.clone().unwrap_or_default(),
+        name: name.clone(),
+    };
+    let missing = || not_found(&format!("{} \"{name}\" not found", r.plural));
+    match method {
+        Method::GET => match shared.get(&key) {
+            Some(o) => axum::Json((*o).clone()).into_response(),
+            None => missing(),
+        },
+        Method::PUT => write(&shared, r, ns, Some(&name), &body),
+        Method::DELETE => match shared.delete(&key) {
+            Some(o) => axum::Json((*o).clone()).into_response(),
+            None => missing(),
+        },
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "objects are read (GET), replaced (PUT) and deleted (DELETE)",
+        ),
+    }
+}
+
+/// A create (POST to the collection, `name` none) or a replace (PUT to the object): the
+/// body's type and namespace must be the path's, a create of an existing object is a conflict
+/// and a replace of a missing one is not found, as the real API server answers.
+fn write(
+    shared: &Shared,
+    r: &Resource,
+    ns: Option<String>,
+    name: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let bad = |m: String| status(StatusCode::BAD_REQUEST, "BadRequest", &m);
+    let mut obj: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return bad("the body must be a JSON object".into()),
+        Err(e) => return bad(format!("the body is not JSON: {e}")),
+    };
+    for (field, want) in [
+        ("apiVersion", r.api_version()),
+        ("kind", r.kind.to_string()),
+    ] {
+        match obj[field].as_str() {
+            None => obj[field] = json!(want),
+            Some(v) if v == want => {}
+            Some(v) => return bad(format!("{field} {v:?} does not match the path ({want})")),
+        }
+    }
+    if let Some(ns) = &ns {
+        match obj["metadata"]["namespace"].as_str() {
+            None => obj["metadata"]["namespace"] = json!(ns),
+            Some(v) if v == ns => {}
+            Some(v) => {
+                return bad(format!(
+                    "metadata.namespace {v:?} does not match the path ({ns})"
+                ))
+            }
+        }
+    }
+    // A create may ask for a generated name (as Events do): a prefix and a unique suffix.
+    if name.is_none()
+        && obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    {
+        if let Some(prefix) = obj["metadata"]["generateName"].as_str() {
+            let n = format!("{prefix}{:05x}", shared.lock().rv);
+            obj["metadata"]["name"] = json!(n);
+        }
+    }
+    let body_name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if let Some(n) = name {
+        if body_name != n {
+            return bad(format!(
+                "metadata.name {body_name:?} does not match the path ({n})"
+            ));
+        }
+    }
+    let key = Key {
+        res: table().iter().position(|x| x == r).expect("from the table"),
+        ns: ns.unwrap_or_default(),
+        name: body_name.clone(),
+    };
+    let exists = shared.get(&key).is_some();
+    match (name, exists) {
+        (None, true) => {
+            return status(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                &format!("{} \"{body_name}\" already exists", r.plural),
+            )
+        }
+        (Some(_), false) => return not_found(&format!("{} \"{body_name}\" not found", r.plural)),
+        _ => {}
+    }
+    match shared.apply(&obj) {
+        Ok(_) => {
+            let code = if exists {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let stored = shared.get(&key).map(|o| (*o).clone()).unwrap_or(obj);
+            (code, axum::Json(stored)).into_response()
+        }
+        Err(e) => status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e),
     }
 }
 
@@ -117,7 +243,7 @@ fn as_item(r: &Resource, obj: &Value) -> Value {
 }
 
 fn list(shared: &Shared, res: usize, ns: Option<String>, q: &HashMap<String, String>) -> Response {
-    let r = &RESOURCES[res];
+    let r = &table()[res];
     let mut inner = shared.lock();
     inner.stats.lists += 1;
     let limit = q
@@ -207,7 +333,7 @@ fn watch(
     ns: Option<String>,
     q: &HashMap<String, String>,
 ) -> Response {
-    let r = &RESOURCES[res];
+    let r = &table()[res];
     let bookmarks = matches!(
         q.get("allowWatchBookmarks").map(String::as_str),
         Some("true" | "1")

@@ -15,13 +15,31 @@
 
 mod http;
 
-use crate::{resource_of, RESOURCES};
+use crate::{Resource, RESOURCES};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
+
+/// What the fake serves: the resources Cellwall reads, and core/v1 Events (which the manager
+/// writes about objects it refuses).
+pub(crate) fn table() -> &'static [Resource] {
+    static TABLE: std::sync::LazyLock<Vec<Resource>> = std::sync::LazyLock::new(|| {
+        let mut t = RESOURCES.to_vec();
+        t.push(Resource {
+            group: "",
+            version: "v1",
+            kind: "Event",
+            plural: "events",
+            namespaced: true,
+            custom: false,
+        });
+        t
+    });
+    &TABLE
+}
 
 /// The bearer token the fake accepts (written into its kubeconfigs).
 pub const TOKEN: &str = "cellwall-fake-api-token";
@@ -81,6 +99,76 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Creates or replaces an object: (its new resourceVersion, whether it was created).
+    fn apply(&self, manifest: &Value) -> Result<(u64, bool), String> {
+        let (r, key) = key_of(manifest)?;
+        let mut inner = self.lock();
+        if !inner.served[r] {
+            return Err(format!("{} is not served", table()[r].plural));
+        }
+        let prev = latest(&inner, &key).cloned();
+        inner.rv += 1;
+        let rv = inner.rv;
+        let mut obj = manifest.clone();
+        let meta = obj
+            .as_object_mut()
+            .ok_or("a manifest must be an object")?
+            .entry("metadata")
+            .or_insert_with(|| json!({}));
+        let (uid, created, generation) = match &prev {
+            Some(p) => {
+                let m = &p["metadata"];
+                let same_spec = p.get("spec") == manifest.get("spec");
+                let g = m["generation"].as_u64().unwrap_or(1);
+                (
+                    m["uid"].clone(),
+                    m["creationTimestamp"].clone(),
+                    if same_spec { g } else { g + 1 },
+                )
+            }
+            None => {
+                let uid = format!("00000000-0000-4000-8000-{:012x}", inner.next_uid);
+                inner.next_uid += 1;
+                (json!(uid), json!(now()), 1)
+            }
+        };
+        meta["name"] = json!(key.name);
+        if table()[r].namespaced {
+            meta["namespace"] = json!(key.ns);
+        } else if let Some(m) = meta.as_object_mut() {
+            m.remove("namespace");
+        }
+        meta["uid"] = uid;
+        meta["resourceVersion"] = json!(rv.to_string());
+        meta["generation"] = json!(generation);
+        meta["creationTimestamp"] = created;
+        meta["managedFields"] = json!([{
+            "manager": "kubectl", "operation": "Apply", "apiVersion": table()[r].api_version(),
+            "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}, "f:spec": {}}
+        }]);
+        let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
+        let created = prev.is_none();
+        record(&mut inner, self, key, kind, Some(Arc::new(obj)));
+        Ok((rv, created))
+    }
+
+    /// Deletes an object: its last state, or none when there was none.
+    fn delete(&self, key: &Key) -> Option<Arc<Value>> {
+        let mut inner = self.lock();
+        let prev = latest(&inner, key).cloned()?;
+        inner.rv += 1;
+        let mut gone = (*prev).clone();
+        gone["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        let gone = Arc::new(gone);
+        record(&mut inner, self, key.clone(), "DELETED", Some(gone.clone()));
+        Some(gone)
+    }
+
+    /// The current state of an object.
+    fn get(&self, key: &Key) -> Option<Arc<Value>> {
+        latest(&self.lock(), key).cloned()
+    }
 }
 
 /// A running fake API server; stopped when dropped.
@@ -101,7 +189,7 @@ impl FakeApi {
                 store: BTreeMap::new(),
                 log: Vec::new(),
                 compacted: 0,
-                served: vec![true; RESOURCES.len()],
+                served: vec![true; table().len()],
                 bookmark_every: Duration::from_secs(1),
                 expire_continues: 0,
                 partitioned: false,
@@ -170,54 +258,7 @@ current-context: {context}\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\n"
     /// the rest kept as is) and returns its new resourceVersion. Namespaced objects without a
     /// namespace go to `default`, as `kubectl apply` does.
     pub fn apply(&self, manifest: &Value) -> Result<u64, String> {
-        let (r, key) = self.key_of(manifest)?;
-        let mut inner = self.shared.lock();
-        if !inner.served[r] {
-            return Err(format!("{} is not served", RESOURCES[r].plural));
-        }
-        let prev = latest(&inner, &key).cloned();
-        inner.rv += 1;
-        let rv = inner.rv;
-        let mut obj = manifest.clone();
-        let meta = obj
-            .as_object_mut()
-            .ok_or("a manifest must be an object")?
-            .entry("metadata")
-            .or_insert_with(|| json!({}));
-        let (uid, created, generation) = match &prev {
-            Some(p) => {
-                let m = &p["metadata"];
-                let same_spec = p.get("spec") == manifest.get("spec");
-                let g = m["generation"].as_u64().unwrap_or(1);
-                (
-                    m["uid"].clone(),
-                    m["creationTimestamp"].clone(),
-                    if same_spec { g } else { g + 1 },
-                )
-            }
-            None => {
-                let uid = format!("00000000-0000-4000-8000-{:012x}", inner.next_uid);
-                inner.next_uid += 1;
-                (json!(uid), json!(now()), 1)
-            }
-        };
-        meta["name"] = json!(key.name);
-        if RESOURCES[r].namespaced {
-            meta["namespace"] = json!(key.ns);
-        } else if let Some(m) = meta.as_object_mut() {
-            m.remove("namespace");
-        }
-        meta["uid"] = uid;
-        meta["resourceVersion"] = json!(rv.to_string());
-        meta["generation"] = json!(generation);
-        meta["creationTimestamp"] = created;
-        meta["managedFields"] = json!([{
-            "manager": "kubectl", "operation": "Apply", "apiVersion": RESOURCES[r].api_version(),
-            "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}, "f:spec": {}}
-        }]);
-        let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
-        record(&mut inner, &self.shared, key, kind, Some(Arc::new(obj)));
-        Ok(rv)
+        self.shared.apply(manifest).map(|(rv, _)| rv)
     }
 
     /// Deletes an object; false when there was none.
@@ -226,24 +267,7 @@ current-context: {context}\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\n"
             "apiVersion": api_version, "kind": kind,
             "metadata": {"name": name, "namespace": namespace}
         });
-        let Ok((_, key)) = self.key_of(&manifest) else {
-            return false;
-        };
-        let mut inner = self.shared.lock();
-        let Some(prev) = latest(&inner, &key).cloned() else {
-            return false;
-        };
-        inner.rv += 1;
-        let mut gone = (*prev).clone();
-        gone["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-        record(
-            &mut inner,
-            &self.shared,
-            key,
-            "DELETED",
-            Some(Arc::new(gone)),
-        );
-        true
+        key_of(&manifest).is_ok_and(|(_, key)| self.shared.delete(&key).is_some())
     }
 
     /// Makes the server hold exactly `manifests` (of the kinds it serves): applies what is new
@@ -251,7 +275,7 @@ current-context: {context}\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\n"
     pub fn sync(&self, manifests: &[Value]) -> Result<usize, String> {
         let mut want = BTreeMap::new();
         for m in manifests {
-            let (_, key) = self.key_of(m)?;
+            let (_, key) = key_of(m)?;
             want.insert(key, m);
         }
         let mut changes = 0;
@@ -270,7 +294,7 @@ current-context: {context}\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\n"
                 }
                 Some(_) => {}
                 None => {
-                    let r = &RESOURCES[key.res];
+                    let r = &table()[key.res];
                     self.delete(&r.api_version(), r.kind, &key.ns, &key.name);
                     changes += 1;
                 }
@@ -321,7 +345,7 @@ current-context: {context}\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\n"
 
     /// Serves (or, false, stops serving: `404`) a resource, as installing or removing its CRD.
     pub fn serve(&self, api_version: &str, kind: &str, served: bool) {
-        if let Some(i) = RESOURCES
+        if let Some(i) = table()
             .iter()
             .position(|r| r.kind == kind && r.api_version() == api_version)
         {
@@ -334,6 +358,23 @@ current-context: {context}\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\n"
         self.shared.lock().bookmark_every = every;
     }
 
+    /// Every current object of a kind (e.g. the Events a client wrote).
+    pub fn objects(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let Some(res) = table()
+            .iter()
+            .position(|r| r.kind == kind && r.api_version() == api_version)
+        else {
+            return Vec::new();
+        };
+        let inner = self.shared.lock();
+        inner
+            .store
+            .iter()
+            .filter(|(k, _)| k.res == res)
+            .filter_map(|(_, v)| v.last()?.1.as_ref().map(|o| (**o).clone()))
+            .collect()
+    }
+
     pub fn stats(&self) -> Stats {
         self.shared.lock().stats
     }
@@ -341,31 +382,6 @@ current-context: {context}\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\n"
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.lock().rv
-    }
-
-    fn key_of(&self, m: &Value) -> Result<(usize, Key), String> {
-        let api = m["apiVersion"].as_str().unwrap_or_default();
-        let kind = m["kind"].as_str().unwrap_or_default();
-        let r = resource_of(api, kind)
-            .ok_or_else(|| format!("the fake API server does not serve {api} {kind}"))?;
-        let res = RESOURCES
-            .iter()
-            .position(|x| x == r)
-            .expect("from the table");
-        let name = m["metadata"]["name"]
-            .as_str()
-            .filter(|n| !n.is_empty())
-            .ok_or("metadata.name is required")?
-            .to_string();
-        let ns = if r.namespaced {
-            m["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("default")
-                .to_string()
-        } else {
-            String::new()
-        };
-        Ok((res, Key { res, ns, name }))
     }
 }
 
@@ -378,6 +394,31 @@ impl Drop for FakeApi {
             let _ = t.join();
         }
     }
+}
+
+/// The resource index and key of a manifest.
+fn key_of(m: &Value) -> Result<(usize, Key), String> {
+    let api = m["apiVersion"].as_str().unwrap_or_default();
+    let kind = m["kind"].as_str().unwrap_or_default();
+    let res = table()
+        .iter()
+        .position(|r| r.kind == kind && r.api_version() == api)
+        .ok_or_else(|| format!("the fake API server does not serve {api} {kind}"))?;
+    let r = &table()[res];
+    let name = m["metadata"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or("metadata.name is required")?
+        .to_string();
+    let ns = if r.namespaced {
+        m["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string()
+    } else {
+        String::new()
+    };
+    Ok((res, Key { res, ns, name }))
 }
 
 /// Equal but for what the server sets.
