@@ -222,13 +222,7 @@ impl Manager {
         actor: &str,
         writes: Vec<Write>,
     ) -> Result<Vec<Write>, ManagerError> {
-        let kinds: BTreeSet<Kind> = writes.iter().map(|w| w.kind).collect();
-        let mut current = HashMap::new();
-        for k in kinds {
-            for c in self.store.current(k)? {
-                current.insert((k, c.key.clone()), c);
-            }
-        }
+        let current = self.current_of(&writes)?;
         Ok(writes
             .into_iter()
             .filter(|w| match (current.get(&(w.kind, w.key.clone())), &w.body) {
@@ -240,28 +234,44 @@ impl Manager {
             .collect())
     }
 
-    /// Refuses REST writes to objects a cluster owns (see the module comment).
-    pub(crate) fn refuse_cluster_owned(&self, writes: &[Write]) -> Result<(), ManagerError> {
+    /// The current versions of the objects `writes` touch: one lookup each for a few (a watch
+    /// event must not read 100,000 pods), every object of their kinds for many (a relist).
+    fn current_of(
+        &self,
+        writes: &[Write],
+    ) -> Result<HashMap<(Kind, String), crate::store::Current>, ManagerError> {
+        const ONE_BY_ONE: usize = 256;
+        let mut current = HashMap::new();
+        if writes.len() <= ONE_BY_ONE {
+            for w in writes {
+                if let Some(c) = self.store.current_one(w.kind, &w.key)? {
+                    current.insert((w.kind, w.key.clone()), c);
+                }
+            }
+            return Ok(current);
+        }
         let kinds: BTreeSet<Kind> = writes.iter().map(|w| w.kind).collect();
         for k in kinds {
-            let owners: HashMap<String, String> = self
-                .store
-                .current(k)?
-                .into_iter()
-                .filter(|c| c.changed_by.starts_with(ACTOR_PREFIX))
-                .map(|c| (c.key, c.changed_by))
-                .collect();
-            if owners.is_empty() {
-                continue;
+            for c in self.store.current(k)? {
+                current.insert((k, c.key.clone()), c);
             }
-            for w in writes.iter().filter(|w| w.kind == k) {
-                if let Some(owner) = owners.get(&w.key) {
-                    return Err(ManagerError::Forbidden(format!(
-                        "{k:?} {} comes from a Kubernetes cluster ({owner}): it is read-only here; \
-                         change it through that cluster's API",
-                        w.key
-                    )));
-                }
+        }
+        Ok(current)
+    }
+
+    /// Refuses REST writes to objects a cluster owns (see the module comment).
+    pub(crate) fn refuse_cluster_owned(&self, writes: &[Write]) -> Result<(), ManagerError> {
+        let current = self.current_of(writes)?;
+        for w in writes {
+            let Some(c) = current.get(&(w.kind, w.key.clone())) else {
+                continue;
+            };
+            if c.changed_by.starts_with(ACTOR_PREFIX) {
+                return Err(ManagerError::Forbidden(format!(
+                    "{:?} {} comes from a Kubernetes cluster ({}): it is read-only here; \
+                     change it through that cluster's API",
+                    w.kind, w.key, c.changed_by
+                )));
             }
         }
         Ok(())

@@ -5,7 +5,7 @@
 
 use crate::bin::Bin;
 use crate::conformance::{parse_matrices, Matrices, Runner, World};
-pub use cellwall_kube::fake::FakeApi;
+pub use cellwall_kube::fake::{FakeApi, TOKEN};
 use std::path::{Path, PathBuf};
 
 /// The documents of a multi-document YAML text as JSON values (nulls dropped).

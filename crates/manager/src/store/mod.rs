@@ -296,6 +296,9 @@ pub trait Store: Send + Sync {
     /// Writes all objects in one transaction (all or nothing) and records who did it.
     fn write(&self, actor: &str, writes: &[Write]) -> Result<Committed>;
     fn current(&self, kind: Kind) -> Result<Vec<Current>>;
+    /// The current version of one object (none once deleted): what a few writes check against
+    /// without reading every object of their kind.
+    fn current_one(&self, kind: Kind, key: &str) -> Result<Option<Current>>;
     /// The latest version of every object changed after `revision`.
     fn changes_since(&self, revision: u64) -> Result<Vec<Changed>>;
     fn history(&self, kind: Kind, key: &str) -> Result<Vec<Version>>;

@@ -130,6 +130,9 @@ impl Store for SqliteStore {
     fn current(&self, kind: Kind) -> Result<Vec<Current>> {
         self.current_objects(kind)
     }
+    fn current_one(&self, kind: Kind, key: &str) -> Result<Option<Current>> {
+        self.current_object(kind, key)
+    }
     fn changes_since(&self, revision: u64) -> Result<Vec<Changed>> {
         self.changed_objects(revision)
     }

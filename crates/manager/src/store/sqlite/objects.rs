@@ -143,6 +143,28 @@ impl SqliteStore {
         Ok(out)
     }
 
+    pub(super) fn current_object(&self, kind: Kind, key: &str) -> Result<Option<Current>> {
+        let db = self.conn();
+        let mut st = db.prepare_cached(
+            "SELECT version, body, actor, at_ms FROM objects WHERE kind = ?1 AND key = ?2
+             ORDER BY version DESC LIMIT 1",
+        )?;
+        let mut rows = st.query(params![kind.as_str(), key])?;
+        let Some(r) = rows.next()? else {
+            return Ok(None);
+        };
+        let Some(text) = r.get::<_, Option<String>>(1)? else {
+            return Ok(None);
+        };
+        Ok(Some(Current {
+            body: decode(kind, key, &text)?,
+            key: key.to_string(),
+            version: r.get(0)?,
+            changed_by: r.get(2)?,
+            changed_at_ms: r.get(3)?,
+        }))
+    }
+
     pub(super) fn changed_objects(&self, revision: u64) -> Result<Vec<Changed>> {
         let db = self.conn();
         let mut st = db.prepare_cached(

@@ -384,3 +384,25 @@ fn a_first_release_database_opens_and_keeps_its_rows() {
     assert!(SqliteStore::open(&path).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One object's current version, as a watch event checks it (not every object of its kind).
+#[test]
+fn current_one_follows_writes_and_deletes() {
+    let dir = tmp("current-one");
+    let s = SqliteStore::open(&dir.join("t.db")).unwrap();
+    let k = Kind::Quarantine;
+    assert!(s.current_one(k, "p").unwrap().is_none());
+    s.write("alice", &[w(k, "p", Some(q("a/p", "1")))]).unwrap();
+    s.write("kubernetes:c/pods", &[w(k, "p", Some(q("a/p", "2")))])
+        .unwrap();
+    s.write("alice", &[w(k, "r", Some(q("a/r", "1")))]).unwrap();
+    let c = s.current_one(k, "p").unwrap().unwrap();
+    assert_eq!(
+        (c.version, c.changed_by.as_str(), c.body),
+        (2, "kubernetes:c/pods", q("a/p", "2"))
+    );
+    s.write("bob", &[w(k, "p", None)]).unwrap();
+    assert!(s.current_one(k, "p").unwrap().is_none());
+    assert!(s.current_one(Kind::Pod, "r").unwrap().is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}
