@@ -43,6 +43,17 @@ impl Resource {
         }
     }
 
+    /// What kube-rs' dynamic API calls this resource.
+    pub fn api_resource(&self) -> kube::api::ApiResource {
+        kube::api::ApiResource {
+            group: self.group.to_string(),
+            version: self.version.to_string(),
+            api_version: self.api_version(),
+            kind: self.kind.to_string(),
+            plural: self.plural.to_string(),
+        }
+    }
+
     /// The collection's path across all namespaces: `/api/v1/pods`, `/apis/G/V/PLURAL`.
     pub fn path(&self) -> String {
         if self.group.is_empty() {

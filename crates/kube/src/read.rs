@@ -4,7 +4,7 @@
 
 use crate::{Resource, RESOURCES};
 use cellwall_policy::load::{parse_json, LoadError, Located};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, TypeMeta};
+use kube::api::{Api, DynamicObject, ListParams, TypeMeta};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use std::path::Path;
@@ -149,14 +149,7 @@ async fn list_all(
     r: &Resource,
     server: &str,
 ) -> Result<Option<Vec<DynamicObject>>, KubeError> {
-    let ar = ApiResource {
-        group: r.group.to_string(),
-        version: r.version.to_string(),
-        api_version: r.api_version(),
-        kind: r.kind.to_string(),
-        plural: r.plural.to_string(),
-    };
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &r.api_resource());
     let what = || r.plural.to_string();
     'attempt: for attempt in 0..LIST_ATTEMPTS {
         let mut items = Vec::new();

@@ -7,7 +7,7 @@ use crate::read::{connect, object_name, KubeError};
 use crate::{Resource, RESOURCES};
 use cellwall_policy::load::{parse_json, LoadError, Located};
 use futures::stream::{self, BoxStream, StreamExt};
-use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
+use kube::api::{Api, DynamicObject, TypeMeta};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use std::path::Path;
@@ -74,14 +74,7 @@ pub async fn watch_cluster(kubeconfig: &Path, context: Option<&str>) -> Result<W
     let streams: Vec<_> = RESOURCES
         .iter()
         .map(|r| {
-            let ar = ApiResource {
-                group: r.group.to_string(),
-                version: r.version.to_string(),
-                api_version: r.api_version(),
-                kind: r.kind.to_string(),
-                plural: r.plural.to_string(),
-            };
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &r.api_resource());
             let ctx = context.clone();
             let mut pending: Vec<Read> = Vec::new();
             watcher::watcher(api, watcher::Config::default().page_size(crate::read::PAGE))
@@ -177,13 +170,10 @@ pub async fn report_refused(
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
     }))
     .expect("a valid Event");
-    let ar = ApiResource {
-        group: String::new(),
-        version: "v1".into(),
-        api_version: "v1".into(),
-        kind: "Event".into(),
-        plural: "events".into(),
-    };
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("", "v1", "Event"),
+        "events",
+    );
     Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar)
         .create(&kube::api::PostParams::default(), &event)
         .await
