@@ -10,6 +10,7 @@ use crate::error::ManagerError;
 use crate::manager::Manager;
 use crate::objects::stored;
 use crate::store::{Kind, Write};
+use cellwall_api::ChangeAction;
 use cellwall_kube::watch::{Change, Read};
 use cellwall_kube::Resource;
 use futures::StreamExt;
@@ -189,12 +190,16 @@ impl Manager {
         }
         let mut changed = false;
         for (actor, p) in by_actor {
-            let writes = self.unchanged_dropped(&actor, p.writes.into_values().collect())?;
+            let writes = self.others_deletes_dropped(&actor, p.writes.into_values().collect())?;
             if writes.is_empty() {
                 continue;
             }
-            self.store.write(&actor, &writes)?;
-            changed = true;
+            // The store leaves what is unchanged alone (a relist rewrites nothing).
+            let c = self.store.write(&actor, &writes)?;
+            changed |= c
+                .changes
+                .iter()
+                .any(|c| !matches!(c.action, ChangeAction::Unchanged | ChangeAction::NotFound));
         }
         if changed {
             self.publish()?;
@@ -214,24 +219,22 @@ impl Manager {
         }
     }
 
-    /// Leaves out writes that would change nothing (a relist after `410 Gone` rewrites every
-    /// object otherwise), and deletions of objects the cluster does not own (a REST object of
-    /// the same key is not the cluster's to delete).
-    fn unchanged_dropped(
+    /// Leaves out deletions of objects `actor` did not write: a REST object of the same key
+    /// is not the cluster's to delete.
+    fn others_deletes_dropped(
         &self,
         actor: &str,
         writes: Vec<Write>,
     ) -> Result<Vec<Write>, ManagerError> {
-        let current = self.current_of(&writes)?;
-        Ok(writes
-            .into_iter()
-            .filter(|w| match (current.get(&(w.kind, w.key.clone())), &w.body) {
-                (None, None) => false,
-                (None, Some(_)) => true,
-                (Some(c), None) => c.changed_by == actor,
-                (Some(c), Some(b)) => c.changed_by != actor || c.body != *b,
-            })
-            .collect())
+        let (deletes, mut keep): (Vec<Write>, Vec<Write>) =
+            writes.into_iter().partition(|w| w.body.is_none());
+        let current = self.current_of(&deletes)?;
+        keep.extend(deletes.into_iter().filter(|w| {
+            current
+                .get(&(w.kind, w.key.clone()))
+                .is_some_and(|c| c.changed_by == actor)
+        }));
+        Ok(keep)
     }
 
     /// The current versions of the objects `writes` touch: one lookup each for a few (a watch

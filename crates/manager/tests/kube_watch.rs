@@ -42,6 +42,16 @@ spec:
 
 const REST_ONLY: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: rest-only}\n";
 
+/// The cluster's NetworkPolicy, word for word, written through REST before the manager lists
+/// the cluster: an attempt to own it first and keep it writable through REST.
+const PRE_CREATED: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-web, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 5432}]}]
+";
+
 fn pod(name: &str, app: &str, ip: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "shop", "labels": {"app": app}},
@@ -96,7 +106,7 @@ async fn the_manager_follows_a_cluster_and_refuses_to_rewrite_it() {
     let dir = tmpdir("kube-src");
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig("fake")).unwrap();
-    let w = World::with("kube", REST_ONLY, |c| {
+    let w = World::with("kube", &format!("{REST_ONLY}---\n{PRE_CREATED}"), |c| {
         c.kube = Some(cellwall_manager::config::KubeSource {
             kubeconfig: kubeconfig.clone(),
             context: None,
@@ -110,9 +120,12 @@ async fn the_manager_follows_a_cluster_and_refuses_to_rewrite_it() {
     })
     .await;
     eprintln!("initial list in the manager after {t:?}");
-    until("the policy", || async {
-        let (_, v) = w.rest("GET", "/v1/policies", None).await;
-        v.to_string().contains("db-from-web")
+    until("the cluster taking over the pre-created policy", || async {
+        let (_, v) = w.rest("GET", "/v1/audit", None).await;
+        v["changes"].as_array().unwrap().iter().any(|c| {
+            c["key"].as_str().unwrap().contains("db-from-web")
+                && c["actor"] == "kubernetes:fake/networkpolicies"
+        })
     })
     .await;
     assert!(allowed(&w, "shop/web", "shop/db").await);

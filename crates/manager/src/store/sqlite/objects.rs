@@ -69,19 +69,22 @@ impl SqliteStore {
         let mut revision: Option<u64> = None;
         let at = now_ms();
         for w in writes {
-            let last: Option<(i64, Option<String>)> = tx
+            let last: Option<(i64, Option<String>, String)> = tx
                 .query_row(
-                    "SELECT version, body FROM objects WHERE kind = ?1 AND key = ?2
+                    "SELECT version, body, actor FROM objects WHERE kind = ?1 AND key = ?2
                      ORDER BY version DESC LIMIT 1",
                     params![w.kind.as_str(), w.key],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let (last_version, last_body) = last.unwrap_or((0, None));
+            let (last_version, last_body, last_actor) = last.unwrap_or((0, None, String::new()));
             let body = w.body.as_ref().map(encode);
+            // Who declared an object is part of it: the same body written by another actor is
+            // a new version (the audit trail names the new declarer, and a cluster that
+            // declares what REST wrote first takes it over, read-only rule included).
             let action = match (&last_body, &body) {
                 (None, None) => ChangeAction::NotFound,
-                (Some(a), Some(b)) if a == b => ChangeAction::Unchanged,
+                (Some(a), Some(b)) if a == b && last_actor == actor => ChangeAction::Unchanged,
                 (None, Some(_)) => ChangeAction::Created,
                 (Some(_), Some(_)) => ChangeAction::Configured,
                 (Some(_), None) => ChangeAction::Deleted,

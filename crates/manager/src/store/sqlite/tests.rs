@@ -406,3 +406,32 @@ fn current_one_follows_writes_and_deletes() {
     assert!(s.current_one(Kind::Pod, "r").unwrap().is_none());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Who declared an object is part of it: the same body from another actor is a new version
+/// (a cluster takes over what REST wrote first); from the same actor it is unchanged.
+#[test]
+fn the_same_body_from_another_actor_is_a_new_version() {
+    let dir = tmp("owner");
+    let s = SqliteStore::open(&dir.join("t.db")).unwrap();
+    let k = Kind::Quarantine;
+    s.write("alice", &[w(k, "p", Some(q("a/p", "1")))]).unwrap();
+    let c = s
+        .write("kubernetes:c/pods", &[w(k, "p", Some(q("a/p", "1")))])
+        .unwrap();
+    assert_eq!(
+        (c.revision, c.changes[0].action, c.changes[0].version),
+        (2, ChangeAction::Configured, 2)
+    );
+    let c = s
+        .write("kubernetes:c/pods", &[w(k, "p", Some(q("a/p", "1")))])
+        .unwrap();
+    assert_eq!(
+        (c.revision, c.changes[0].action),
+        (2, ChangeAction::Unchanged)
+    );
+    assert_eq!(
+        s.current_one(k, "p").unwrap().unwrap().changed_by,
+        "kubernetes:c/pods"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
