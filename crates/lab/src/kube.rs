@@ -7,7 +7,7 @@ use crate::error::{io, LabError, Result};
 use crate::state::state_dir;
 use cellwall_api::client::Client;
 use cellwall_api::ApplyRequest;
-use cellwall_kube::fake::{FakeApi, TOKEN};
+use cellwall_kube::fake::{same_content, FakeApi, TOKEN};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -153,29 +153,13 @@ pub(crate) fn push(name: &str, req: &ApplyRequest, delete: bool) -> Result<usize
                 .post(&collection)
                 .set("Authorization", &auth)
                 .send_json(&v),
-            (false, Some(cur)) if same(&cur, &v) => continue,
+            (false, Some(cur)) if same_content(&cur, &v) => continue,
             (false, Some(_)) => agent.put(&item).set("Authorization", &auth).send_json(&v),
         };
         r.map_err(|e| refused(&item, e))?;
         changed += 1;
     }
     Ok(changed)
-}
-
-/// The same object but for what the API server sets.
-fn same(stored: &Value, manifest: &Value) -> bool {
-    let body = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.as_object_mut() {
-            m.remove("metadata");
-        }
-        v
-    };
-    let meta = |v: &Value, k: &str| v["metadata"][k].clone();
-    body(stored) == body(manifest)
-        && ["labels", "annotations"]
-            .iter()
-            .all(|k| meta(stored, k) == meta(manifest, k))
 }
 
 /// Waits until the manager's revision moved past `before` and then stayed put for a moment

@@ -421,8 +421,9 @@ fn key_of(m: &Value) -> Result<(usize, Key), String> {
     Ok((res, Key { res, ns, name }))
 }
 
-/// Equal but for what the server sets.
-fn same_content(stored: &Value, manifest: &Value) -> bool {
+/// Equal but for what the API server sets (uid, versions, timestamps, managed fields, the
+/// namespace it defaults): whether writing `manifest` over `stored` would change anything.
+pub fn same_content(stored: &Value, manifest: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(m) = v["metadata"].as_object_mut() {
