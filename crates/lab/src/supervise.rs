@@ -452,7 +452,7 @@ pub(crate) fn start_kube_api(state: &LabState) -> Result<()> {
     cmd.args(crate::kube::KUBE_API_COMMAND)
         .args(["--name", &state.name]);
     spawn_bg(&mut cmd, &log, &dir.join("kube-api.pid"))?;
-    crate::kube::wait_api(&state.name, &log).map(|_| ())
+    crate::kube::wait_api(&state.name, &log)
 }
 
 /// Starts the server process (`SERVE_COMMAND` of the running binary) and waits until every

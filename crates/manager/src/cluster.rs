@@ -75,9 +75,7 @@ pub async fn run(
                     }
                 }
                 other => {
-                    if let Some(r) = resource_of(&other) {
-                        failing.remove(r.plural);
-                    }
+                    failing.remove(resource_of(&other).plural);
                     work.push(other);
                 }
             }
@@ -126,19 +124,13 @@ async fn report_refusals(
     }
 }
 
-fn resource_of(c: &Change) -> Option<&'static Resource> {
+fn resource_of(c: &Change) -> &'static Resource {
     match c {
         Change::Listed { resource, .. }
         | Change::Applied { resource, .. }
         | Change::Deleted { resource, .. }
-        | Change::Failed { resource, .. } => Some(resource),
+        | Change::Failed { resource, .. } => resource,
     }
-}
-
-/// Writes for one actor: the last write per object wins.
-#[derive(Default)]
-struct Pending {
-    writes: BTreeMap<(Kind, String), Write>,
 }
 
 impl Manager {
@@ -150,7 +142,8 @@ impl Manager {
         context: &str,
         changes: Vec<Change>,
     ) -> Result<(), ManagerError> {
-        let mut by_actor: BTreeMap<String, Pending> = BTreeMap::new();
+        // Per actor, the last write per object wins.
+        let mut by_actor: BTreeMap<String, BTreeMap<(Kind, String), Write>> = BTreeMap::new();
         for c in changes {
             let (r, deleted, reads, listed) = match c {
                 Change::Listed { resource, objects } => (resource, false, objects, true),
@@ -161,22 +154,21 @@ impl Manager {
             let actor = actor(context, r);
             let p = by_actor.entry(actor.clone()).or_default();
             if listed {
-                p.writes.clear();
+                p.clear();
             }
             let mut keys = BTreeSet::new();
             for read in reads {
                 for (kind, key, body) in self.accepted(&actor, read) {
                     keys.insert((kind, key.clone()));
                     let body = (!deleted).then_some(body);
-                    p.writes
-                        .insert((kind, key.clone()), Write { kind, key, body });
+                    p.insert((kind, key.clone()), Write { kind, key, body });
                 }
             }
             if listed {
                 let kind = kind_of(r);
                 for cur in self.store.current(kind)? {
                     if cur.changed_by == actor && !keys.contains(&(kind, cur.key.clone())) {
-                        p.writes.insert(
+                        p.insert(
                             (kind, cur.key.clone()),
                             Write {
                                 kind,
@@ -190,7 +182,7 @@ impl Manager {
         }
         let mut changed = false;
         for (actor, p) in by_actor {
-            let writes = self.others_deletes_dropped(&actor, p.writes.into_values().collect())?;
+            let writes = self.others_deletes_dropped(&actor, p.into_values().collect())?;
             if writes.is_empty() {
                 continue;
             }

@@ -149,7 +149,7 @@ impl Shared {
         }]);
         let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
         let created = prev.is_none();
-        record(&mut inner, self, key, kind, Some(Arc::new(obj)));
+        record(&mut inner, self, key, kind, Arc::new(obj));
         Ok((rv, created))
     }
 
@@ -161,7 +161,7 @@ impl Shared {
         let mut gone = (*prev).clone();
         gone["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
         let gone = Arc::new(gone);
-        record(&mut inner, self, key.clone(), "DELETED", Some(gone.clone()));
+        record(&mut inner, self, key.clone(), "DELETED", gone.clone());
         Some(gone)
     }
 
@@ -459,16 +459,9 @@ fn at(versions: &Versions, rv: u64) -> Option<&Arc<Value>> {
     versions.iter().rev().find(|(v, _)| *v <= rv)?.1.as_ref()
 }
 
-fn record(
-    inner: &mut Inner,
-    shared: &Shared,
-    key: Key,
-    kind: &'static str,
-    obj: Option<Arc<Value>>,
-) {
+fn record(inner: &mut Inner, shared: &Shared, key: Key, kind: &'static str, object: Arc<Value>) {
     let rv = inner.rv;
-    let object = obj.clone().expect("every event carries its object");
-    let stored = if kind == "DELETED" { None } else { obj };
+    let stored = (kind != "DELETED").then(|| object.clone());
     inner
         .store
         .entry(key.clone())
