@@ -29,6 +29,8 @@ struct State {
     events: VecDeque<Event>,
     counters: Counters,
     interfaces: BTreeMap<String, u32>,
+    /// What `host_interfaces` finds (a pod's veth appearing or going).
+    host_interfaces: BTreeMap<std::net::IpAddr, crate::HostInterface>,
     /// The next `apply` calls fail with this message (fault injection).
     fail_applies: VecDeque<String>,
 }
@@ -123,6 +125,15 @@ impl FakeDatapath {
         self.state().interfaces.insert(ifname.to_string(), ifindex);
     }
 
+    /// A pod's host-side interface appears at `ip` (`Some`) or goes (`None`).
+    pub fn set_host_interface(&self, ip: std::net::IpAddr, found: Option<crate::HostInterface>) {
+        let mut s = self.state();
+        match found {
+            Some(h) => s.host_interfaces.insert(ip, h),
+            None => s.host_interfaces.remove(&ip),
+        };
+    }
+
     /// The next apply fails with `why` (and leaves the datapath as it was).
     pub fn fail_next_apply(&self, why: &str) {
         self.state().fail_applies.push_back(why.to_string());
@@ -200,6 +211,18 @@ impl Datapath for FakeDatapath {
                 what: format!("finding interface {ifname}"),
                 detail: "no such device".into(),
             })
+    }
+
+    fn host_interfaces(
+        &self,
+        ips: &[std::net::IpAddr],
+    ) -> Result<std::collections::HashMap<std::net::IpAddr, crate::HostInterface>, DatapathError>
+    {
+        let s = self.state();
+        Ok(ips
+            .iter()
+            .filter_map(|ip| s.host_interfaces.get(ip).map(|h| (*ip, h.clone())))
+            .collect())
     }
 }
 

@@ -17,6 +17,7 @@ pub mod abi;
 pub mod desired;
 pub mod dns;
 pub mod fake;
+pub mod interfaces;
 pub mod kernel;
 pub mod netns;
 pub mod null;
@@ -25,6 +26,7 @@ pub use abi::Event;
 pub use desired::{endpoint_id, port_prefixes, Desired};
 pub use dns::{DnsWaker, HeldDns};
 pub use fake::FakeDatapath;
+pub use interfaces::HostInterface;
 pub use kernel::{ktime_to_unix_ns, KernelDatapath};
 pub use null::NullDatapath;
 
@@ -133,6 +135,13 @@ pub trait Datapath: Send {
     /// the arrival interface).
     fn interface_index(&self, ifname: &str) -> Result<u32, DatapathError>;
 
+    /// The host-side interface in front of each of `ips` that has one now, found in the
+    /// kernel's routes and bridge tables (`interfaces`): how a DaemonSet agent finds its pods.
+    fn host_interfaces(
+        &self,
+        ips: &[std::net::IpAddr],
+    ) -> Result<std::collections::HashMap<std::net::IpAddr, HostInterface>, DatapathError>;
+
     /// Takes up to `max` held DNS answers (endpoints that learn names), oldest first, without
     /// blocking. Each must be released once learned, or it never reaches its workload.
     fn take_dns(&mut self, _max: usize) -> Result<Vec<HeldDns>, DatapathError> {
@@ -185,6 +194,12 @@ impl<D: Datapath + ?Sized> Datapath for Box<D> {
     }
     fn interface_index(&self, ifname: &str) -> Result<u32, DatapathError> {
         (**self).interface_index(ifname)
+    }
+    fn host_interfaces(
+        &self,
+        ips: &[std::net::IpAddr],
+    ) -> Result<std::collections::HashMap<std::net::IpAddr, HostInterface>, DatapathError> {
+        (**self).host_interfaces(ips)
     }
     fn take_dns(&mut self, max: usize) -> Result<Vec<HeldDns>, DatapathError> {
         (**self).take_dns(max)

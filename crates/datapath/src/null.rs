@@ -70,4 +70,13 @@ impl Datapath for NullDatapath {
     fn interface_index(&self, ifname: &str) -> Result<u32, DatapathError> {
         netns::ifindex_in(self.netns.as_deref(), ifname)
     }
+
+    /// A real scan too: discovery works (and is observable) without enforcement.
+    fn host_interfaces(
+        &self,
+        ips: &[std::net::IpAddr],
+    ) -> Result<std::collections::HashMap<std::net::IpAddr, crate::HostInterface>, DatapathError>
+    {
+        crate::interfaces::find(self.netns.as_deref(), ips)
+    }
 }

@@ -67,3 +67,156 @@ fn attaches_inside_the_namespace_it_was_opened_for() {
     assert!(Datapath::is_attached(&dp, "cwns0"));
     Datapath::detach(&mut dp, "cwns0").unwrap();
 }
+
+/// A pod's network namespace, removed on drop.
+struct PodNs(String);
+
+impl Drop for PodNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// How a DaemonSet agent finds its pods: in a namespace standing for a node, a routed pod (a
+/// /32 route to its veth) and a bridged pod (a bridge port holding its MAC) each resolve to
+/// their host-side interface; a pod whose veth is gone, or whose MAC the bridge has not learned,
+/// resolves to nothing.
+#[test]
+#[ignore = "root tier: needs network namespaces"]
+fn finds_routed_and_bridged_pods_interfaces_in_the_kernel_tables() {
+    use cellwall_datapath::interfaces;
+    use std::net::IpAddr;
+    let id = std::process::id();
+    let s = Scratch {
+        ns: format!("cw-dpfind-{id}"),
+        pins: PathBuf::from(format!("/sys/fs/bpf/cw-dpfind-{id}")),
+    };
+    let n = s.ns.as_str();
+    ip(&["netns", "add", n]);
+    // Routed: veth with a host route (the pod end stays in the node namespace: only the host
+    // side matters here).
+    ip(&[
+        "-n", n, "link", "add", "cwr0", "type", "veth", "peer", "name", "cwr0p",
+    ]);
+    ip(&["-n", n, "link", "set", "cwr0", "up"]);
+    ip(&["-n", n, "route", "add", "10.77.0.5/32", "dev", "cwr0"]);
+    ip(&["-n", n, "-6", "route", "add", "fd77::5/128", "dev", "cwr0"]);
+    // Bridged: a bridge, a port, a neighbour entry and a forwarding entry for the pod's MAC.
+    // A fixed MAC: a bridge that takes its ports' lowest changes it as ports come, and the
+    // kernel then flushes the bridge's neighbour entries (permanent ones too).
+    ip(&[
+        "-n",
+        n,
+        "link",
+        "add",
+        "cwbr",
+        "address",
+        "02:77:ff:00:00:01",
+        "type",
+        "bridge",
+    ]);
+    ip(&[
+        "-n", n, "link", "add", "cwb0", "type", "veth", "peer", "name", "cwb0p",
+    ]);
+    ip(&["-n", n, "link", "set", "cwb0", "master", "cwbr"]);
+    for l in ["cwbr", "cwb0"] {
+        ip(&["-n", n, "link", "set", l, "up"]);
+    }
+    ip(&["-n", n, "route", "add", "10.88.0.7/32", "dev", "cwbr"]);
+    let mac = "02:77:00:00:00:07";
+    ip(&[
+        "-n",
+        n,
+        "neigh",
+        "add",
+        "10.88.0.7",
+        "lladdr",
+        mac,
+        "dev",
+        "cwbr",
+        "nud",
+        "permanent",
+    ]);
+    let ok = Command::new("bridge")
+        .args([
+            "-n", n, "fdb", "add", mac, "dev", "cwb0", "master", "static",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "bridge fdb add");
+    // A bridged pod whose MAC the bridge has not learned.
+    ip(&[
+        "-n",
+        n,
+        "neigh",
+        "add",
+        "10.88.0.9",
+        "lladdr",
+        "02:77:00:00:00:09",
+        "dev",
+        "cwbr",
+        "nud",
+        "permanent",
+    ]);
+
+    let addrs: Vec<IpAddr> = [
+        "10.77.0.5",
+        "fd77::5",
+        "10.88.0.7",
+        "10.88.0.9",
+        "10.99.0.1",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect();
+    let found = interfaces::find(Some(n), &addrs).unwrap();
+    let name = |a: &str| {
+        found
+            .get(&a.parse::<IpAddr>().unwrap())
+            .map(|h| h.name.as_str())
+    };
+    assert_eq!(name("10.77.0.5"), Some("cwr0"));
+    assert_eq!(name("fd77::5"), Some("cwr0"));
+    assert_eq!(name("10.88.0.7"), Some("cwb0"));
+    let b = &found[&"10.88.0.7".parse::<IpAddr>().unwrap()];
+    assert_eq!(b.bridge.as_deref(), Some("cwbr"));
+    assert_eq!(b.ifindex, netns::ifindex_in(Some(n), "cwb0").unwrap());
+    assert_eq!(name("10.88.0.9"), None, "MAC not in the bridge's table");
+    assert_eq!(name("10.99.0.1"), None);
+    // Nothing is found from outside the namespace.
+    assert!(interfaces::find(None, &addrs).unwrap().is_empty());
+
+    // A silent bridged pod behind a subnet route (flannel's cni0 layout), in a namespace of
+    // its own: no neighbour entry until someone talks to it. The first scan asks the kernel to
+    // resolve it; its ARP answer teaches the bridge its port, and a later scan finds it.
+    let pod = PodNs(format!("cw-dpfind-p{id}"));
+    ip(&["netns", "add", &pod.0]);
+    ip(&[
+        "-n", n, "link", "add", "cwb1", "type", "veth", "peer", "name", "eth0", "netns", &pod.0,
+    ]);
+    ip(&["-n", n, "link", "set", "cwb1", "master", "cwbr"]);
+    ip(&["-n", n, "link", "set", "cwb1", "up"]);
+    ip(&["-n", n, "addr", "add", "10.66.0.1/24", "dev", "cwbr"]);
+    ip(&["-n", &pod.0, "link", "set", "eth0", "up"]);
+    ip(&["-n", &pod.0, "addr", "add", "10.66.0.20/24", "dev", "eth0"]);
+    let silent: IpAddr = "10.66.0.20".parse().unwrap();
+    let t = std::time::Instant::now();
+    let found = loop {
+        let f = interfaces::find(Some(n), &[silent]).unwrap();
+        if let Some(h) = f.get(&silent) {
+            break h.clone();
+        }
+        assert!(t.elapsed().as_secs() < 5, "silent bridged pod never found");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        (found.name.as_str(), found.bridge.as_deref()),
+        ("cwb1", Some("cwbr"))
+    );
+    // The routed pod goes: its veth (and with it the route) is deleted.
+    ip(&["-n", n, "link", "del", "cwr0"]);
+    let found = interfaces::find(Some(n), &addrs).unwrap();
+    assert!(!found.contains_key(&"10.77.0.5".parse::<IpAddr>().unwrap()));
+    assert_eq!(found.len(), 1);
+    drop(pod);
+}

@@ -458,6 +458,14 @@ impl Datapath for KernelDatapath {
         netns::ifindex_in(self.netns.as_deref(), ifname)
     }
 
+    fn host_interfaces(
+        &self,
+        ips: &[std::net::IpAddr],
+    ) -> Result<std::collections::HashMap<std::net::IpAddr, crate::HostInterface>, DatapathError>
+    {
+        crate::interfaces::find(self.netns.as_deref(), ips)
+    }
+
     fn take_dns(&mut self, max: usize) -> Result<Vec<crate::HeldDns>, DatapathError> {
         KernelDatapath::take_dns(self, max)
     }
