@@ -146,7 +146,10 @@ impl Agent {
             cfg.flow_queue_capacity,
             metrics.records_dropped.clone(),
         ));
-        let node = NodeAgent::new(datapath, found, &cfg.node, cfg.visibility)?;
+        let mut node = NodeAgent::new(datapath, found, &cfg.node, cfg.visibility)?;
+        if cfg.find_interfaces {
+            node = node.finding_interfaces();
+        }
         let mut enforcement = Enforcement::new(node, state.clone(), metrics.clone(), flows.clone())
             .with_clock(clock)
             .with_dns_min_ttl(cfg.dns_min_ttl);

@@ -43,6 +43,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Local workload discovery file ([`EndpointsFile`](crate::EndpointsFile) as JSON).
     pub endpoints: Option<PathBuf>,
+    /// Find local pods' host-side interfaces in the kernel (a DaemonSet agent): the pods are
+    /// those the manager's state binds to this node (`discovery`).
+    pub find_interfaces: bool,
     /// Network namespace holding the workloads' host-side interfaces (None: this one).
     pub netns: Option<String>,
     /// bpffs directory of the pinned programs and maps.
@@ -80,6 +83,7 @@ impl Config {
             node: node.into(),
             state_dir: state_dir.into(),
             endpoints: None,
+            find_interfaces: false,
             netns: None,
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             datapath: DatapathKind::Ebpf,

@@ -1,12 +1,18 @@
 //! Local workload discovery: which workloads live on this node and the host-side interface in
-//! front of each (the lab writes an endpoints file; a CNI plugin would on a real node), plus the
-//! host itself in host mode. What the agent reports to the manager comes from here.
+//! front of each, plus the host itself in host mode. Two ways:
+//! - an endpoints file (the lab writes one; a CNI plugin could), read at start;
+//! - `--find-interfaces` (a DaemonSet agent): the pods the manager's state binds to this node
+//!   (the cluster says which), their interfaces looked up in the kernel's routes and bridge
+//!   tables at every state and every few hundred milliseconds ([`found_endpoints`]).
+//!
+//! What the agent reports to the manager comes from here.
 
 use crate::config::Config;
 use crate::AgentError;
-use cellwall_datapath::Datapath;
-use cellwall_proto::LocalWorkload;
+use cellwall_datapath::{Datapath, HostInterface};
+use cellwall_proto::{LocalWorkload, StateDoc};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 /// A workload on this node and the host-side interface in front of it.
@@ -70,6 +76,46 @@ pub fn discover(cfg: &Config, datapath: &dyn Datapath) -> Result<EndpointsFile, 
         });
     }
     Ok(found)
+}
+
+/// Kernel discovery: the endpoints of the pods `doc` binds to `nodes` (hostNetwork pods have
+/// no interface of their own and are skipped), each at the interface `found` gives its first
+/// address that has one; pods whose interface is not there yet are left out until a later
+/// scan. Host-mode endpoints of `current` are kept. Sorted by key.
+pub fn found_endpoints(
+    doc: &StateDoc,
+    nodes: &BTreeSet<String>,
+    found: &HashMap<IpAddr, HostInterface>,
+    current: &[LocalEndpoint],
+) -> Vec<LocalEndpoint> {
+    let mut out: Vec<LocalEndpoint> = local_pods(doc, nodes)
+        .filter_map(|w| {
+            let h = w.ips.iter().find_map(|ip| found.get(ip))?;
+            Some(LocalEndpoint {
+                key: w.key().to_string(),
+                ips: w.ips.clone(),
+                interface: h.name.clone(),
+                ifindex: h.ifindex,
+                nic: false,
+                node: w.node.clone(),
+            })
+        })
+        .collect();
+    out.extend(current.iter().filter(|e| e.nic).cloned());
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// The pods of `doc` bound to one of `nodes` that could have an interface here.
+pub fn local_pods<'a>(
+    doc: &'a StateDoc,
+    nodes: &'a BTreeSet<String>,
+) -> impl Iterator<Item = &'a cellwall_policy::Workload> + 'a {
+    doc.workloads
+        .iter()
+        .map(|w| &**w)
+        .filter(|w| !w.host_network && !w.ips.is_empty())
+        .filter(|w| w.node.as_ref().is_some_and(|n| nodes.contains(n)))
 }
 
 /// The workloads this node reports when it opens its watch (the host's labels with them).

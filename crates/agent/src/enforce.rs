@@ -287,6 +287,29 @@ impl<D: Datapath> Enforcement<D> {
         }
     }
 
+    /// Kernel discovery's periodic scan (`--find-interfaces`): pods start and go between
+    /// states; 200 ms keeps attach and detach well within a second.
+    pub fn rediscover(&mut self) {
+        match self.node.rediscover_every(Duration::from_millis(200)) {
+            Ok(Some(r)) => {
+                info!(
+                    attached = r.attached,
+                    detached = r.detached,
+                    "local pods' interfaces changed"
+                );
+                if r.report.is_some() {
+                    self.metrics
+                        .map_sizes(r.ipcache_entries, r.policy_entries, r.endpoints);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                self.metrics.apply_errors.inc();
+                error!("finding local pods' interfaces: {}", chain(&err));
+            }
+        }
+    }
+
     /// Expiring grants end on the agent's clock, manager or not. Returns whether any did.
     pub fn retire_expired(&mut self) -> bool {
         let now = self.now_secs();
@@ -466,6 +489,7 @@ pub fn run<D: Datapath>(
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
         }
         e.retire_expired();
+        e.rediscover();
         e.expire_names();
         if last_drain.elapsed() >= tick {
             last_drain = Instant::now();

@@ -135,6 +135,11 @@ impl<D: Datapath> Enforcer<D> {
         self.compile.ifindex.insert(wk, ifindex);
     }
 
+    /// Forgets a local workload's interface (its pod went, or its veth changed).
+    pub fn remove_interface(&mut self, wk: &WorkloadKey) {
+        self.compile.ifindex.remove(wk);
+    }
+
     /// Marks a local workload as host mode (see `nic`).
     pub fn set_nic(&mut self, wk: WorkloadKey) {
         self.compile.nic.insert(wk);

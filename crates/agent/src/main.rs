@@ -39,8 +39,8 @@ struct Args {
     /// File holding a bootstrap token (needed only until the node has its certificate).
     #[arg(long)]
     bootstrap_token_file: Option<PathBuf>,
-    /// This node's name.
-    #[arg(long)]
+    /// This node's name (a DaemonSet sets NODE_NAME from the downward API: spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
     node: String,
     /// Certificate, key and the last applied state.
     #[arg(long)]
@@ -49,6 +49,13 @@ struct Args {
     /// interface, ifindex}]}); the lab writes one.
     #[arg(long)]
     endpoints: Option<PathBuf>,
+    /// Find local pods' host-side interfaces in the kernel, as a DaemonSet agent must: the pods
+    /// are those the manager's state binds to this node (it watches the Kubernetes API), each
+    /// found by its /32 (/128) route to a veth (routed CNIs) or by the bridge port holding its
+    /// MAC (bridged CNIs). Looked up at every state and every 200 ms: programs attach when a
+    /// pod's interface appears and detach when it goes. hostNetwork pods are skipped.
+    #[arg(long)]
+    find_interfaces: bool,
     /// Network namespace holding the workloads' host-side interfaces (default: this one).
     #[arg(long)]
     netns: Option<String>,
@@ -106,6 +113,7 @@ impl Args {
         Config {
             bootstrap_token_file: self.bootstrap_token_file,
             endpoints: self.endpoints,
+            find_interfaces: self.find_interfaces,
             netns: self.netns,
             pin_dir: self.pin_dir,
             datapath: match self.datapath {

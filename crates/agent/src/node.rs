@@ -39,6 +39,15 @@ pub struct NodeAgent<D: Datapath> {
     /// `engine.next_expiry()` as of the last sync: the enforcement loop asks on every tick and
     /// the scan walks every rule.
     expiry: Option<i64>,
+    /// Kernel discovery (`--find-interfaces`): the nodes whose pods are local, and when the
+    /// kernel's tables were last read.
+    find: Option<Finding>,
+    /// The nodes whose workloads are local (this one; more in the lab).
+    nodes: BTreeSet<String>,
+}
+
+struct Finding {
+    last: Option<std::time::Instant>,
 }
 
 /// No staging: the model already moved.
@@ -98,7 +107,7 @@ impl<D: Datapath> NodeAgent<D> {
         let mut nodes: BTreeSet<String> = discovery.nodes.iter().cloned().collect();
         nodes.insert(node.to_string());
         datapath.set_visibility(visibility)?;
-        let mut enforcer = Enforcer::new(nodes, datapath);
+        let mut enforcer = Enforcer::new(nodes.iter().cloned(), datapath);
         for ep in &discovery.endpoints {
             if let (Some(k), true) = (WorkloadKey::parse(&ep.key), ep.ifindex != 0) {
                 enforcer.set_interface(k, ep.ifindex);
@@ -116,7 +125,16 @@ impl<D: Datapath> NodeAgent<D> {
             first: true,
             owners: Attribution::default(),
             expiry: None,
+            find: None,
+            nodes,
         })
+    }
+
+    /// Local pods' interfaces are looked up in the kernel ([`rediscover`](Self::rediscover))
+    /// besides those `discovery` named (`--find-interfaces`).
+    pub fn finding_interfaces(mut self) -> Self {
+        self.find = Some(Finding { last: None });
+        self
     }
 
     pub fn endpoints(&self) -> &[LocalEndpoint] {
@@ -138,7 +156,8 @@ impl<D: Datapath> NodeAgent<D> {
         stage(&mut self.engine, &mut self.doc, doc);
         self.engine.set_now(now);
         self.refresh_owners();
-        self.sync(None::<NoStage>, None)
+        let r = self.sync(None::<NoStage>, None)?;
+        Ok(self.and_rediscover(r))
     }
 
     /// Enforces the current state changed by `d` (what the manager sends after the first
@@ -147,7 +166,8 @@ impl<D: Datapath> NodeAgent<D> {
         stage_delta(&mut self.engine, &mut self.doc, d);
         self.engine.set_now(now);
         self.refresh_owners();
-        self.sync(None::<NoStage>, None)
+        let r = self.sync(None::<NoStage>, None)?;
+        Ok(self.and_rediscover(r))
     }
 
     /// Moves the model by the revisions `stage` applies to it (with [`stage`] and
@@ -166,7 +186,104 @@ impl<D: Datapath> NodeAgent<D> {
         self.engine.set_now(now);
         let r = self.sync(Some(stage), Some(during));
         self.refresh_owners();
-        r
+        Ok(self.and_rediscover(r?))
+    }
+
+    /// Kernel discovery after a new state: its new pods may already have their interfaces, and
+    /// the ack should mean they are policed. A failed scan is logged (the state is applied; the
+    /// next periodic scan tries again).
+    fn and_rediscover(&mut self, r: Applied) -> Applied {
+        match self.rediscover() {
+            Ok(Some(more)) => Applied {
+                report: more.report.or(r.report),
+                attached: r.attached + more.attached,
+                detached: r.detached + more.detached,
+                ..more
+            },
+            Ok(None) => r,
+            Err(e) => {
+                tracing::warn!("finding local pods' interfaces: {}", crate::chain(&e));
+                r
+            }
+        }
+    }
+
+    /// Kernel discovery, at most every `every`: for the periodic scan of the enforcement loop
+    /// (pods start and go between states).
+    pub fn rediscover_every(
+        &mut self,
+        every: std::time::Duration,
+    ) -> Result<Option<Applied>, AgentError> {
+        match &self.find {
+            Some(f) if f.last.is_none_or(|t| t.elapsed() >= every) => self.rediscover(),
+            _ => Ok(None),
+        }
+    }
+
+    /// Kernel discovery (`--find-interfaces`): reads the kernel's routes and bridge tables for
+    /// the interfaces of the pods the state binds to this node; attaches where a pod appeared
+    /// (before its tables switch in, as for any newly policed workload) and detaches where one
+    /// went or its interface changed. `None` when nothing changed (or without discovery).
+    pub fn rediscover(&mut self) -> Result<Option<Applied>, AgentError> {
+        let Some(f) = self.find.as_mut() else {
+            return Ok(None);
+        };
+        f.last = Some(std::time::Instant::now());
+        let ips: Vec<IpAddr> = crate::discovery::local_pods(&self.doc, &self.nodes)
+            .flat_map(|w| w.ips.iter().copied())
+            .collect();
+        let found = self.enforcer.datapath_ref().host_interfaces(&ips)?;
+        let eps =
+            crate::discovery::found_endpoints(&self.doc, &self.nodes, &found, &self.endpoints);
+        if eps == self.endpoints {
+            return Ok(None);
+        }
+        let mut detached = 0;
+        for old in &self.endpoints {
+            let same = eps.iter().any(|e| {
+                e.key == old.key && e.interface == old.interface && e.ifindex == old.ifindex
+            });
+            if same || old.nic {
+                continue;
+            }
+            if let Some(k) = WorkloadKey::parse(&old.key) {
+                self.enforcer.remove_interface(&k);
+            }
+            // Gone with its pod, or about to be attached again (a new veth of the same name).
+            if self.enforcer.datapath_ref().is_attached(&old.interface) {
+                self.enforcer.datapath().detach(&old.interface)?;
+                detached += 1;
+            }
+        }
+        for e in &eps {
+            if let Some(k) = WorkloadKey::parse(&e.key) {
+                self.enforcer.set_interface(k, e.ifindex);
+            }
+        }
+        self.endpoints = eps;
+        let mut r = self.sync(None::<NoStage>, None)?;
+        if r.report.is_none() {
+            // The tables did not change (the new pod is not policed and visibility is off, or
+            // its tables were already in force): attach or detach where needed all the same.
+            if let Some(current) = self.enforcer.current().cloned() {
+                let (a, d) = self.attachments(&current, false);
+                let dp = self.enforcer.datapath();
+                for (i, nic) in &a {
+                    if *nic {
+                        dp.attach_nic(i)?;
+                    } else {
+                        dp.attach(i)?;
+                    }
+                }
+                for i in &d {
+                    dp.detach(i)?;
+                }
+                r.attached += a.len();
+                r.detached += d.len();
+            }
+        }
+        r.detached += detached;
+        Ok(Some(r))
     }
 
     /// What the emergency check needs of the state in force (`emergency`).
@@ -231,28 +348,7 @@ impl<D: Datapath> NodeAgent<D> {
     /// longer needed.
     fn switch(&mut self, desired: Desired) -> Result<Applied, AgentError> {
         let reattach = std::mem::replace(&mut self.first, false);
-        let policed = |ep: &LocalEndpoint| {
-            ep.ips.iter().any(|ip| {
-                desired
-                    .endpoints
-                    .get(&abi::addr16(*ip))
-                    .is_some_and(|e| e.2 != 0)
-            })
-        };
-        let mut attach: Vec<(&str, bool)> = Vec::new();
-        let mut detach = Vec::new();
-        for ep in &self.endpoints {
-            if ep.interface.is_empty() {
-                continue;
-            }
-            let needed = self.visibility || policed(ep);
-            let attached = self.enforcer.datapath_ref().is_attached(&ep.interface);
-            if needed && (!attached || reattach) {
-                attach.push((&ep.interface, ep.nic));
-            } else if !needed && attached {
-                detach.push(&ep.interface);
-            }
-        }
+        let (attach, detach) = self.attachments(&desired, reattach);
         let mut out = Applied {
             attached: attach.len(),
             detached: detach.len(),
@@ -262,8 +358,8 @@ impl<D: Datapath> NodeAgent<D> {
             ..Default::default()
         };
         let dp = self.enforcer.datapath();
-        for (i, nic) in attach {
-            if nic {
+        for (i, nic) in &attach {
+            if *nic {
                 dp.attach_nic(i)?;
             } else {
                 dp.attach(i)?;
@@ -271,10 +367,38 @@ impl<D: Datapath> NodeAgent<D> {
         }
         out.report = Some(self.enforcer.commit(desired)?);
         let dp = self.enforcer.datapath();
-        for i in detach {
+        for i in &detach {
             dp.detach(i)?;
         }
         Ok(out)
+    }
+
+    /// Which local interfaces need programs under `desired` and lack them (all that need them
+    /// with `reattach`), and which carry programs they no longer need.
+    fn attachments(&self, desired: &Desired, reattach: bool) -> (Vec<(String, bool)>, Vec<String>) {
+        let policed = |ep: &LocalEndpoint| {
+            ep.ips.iter().any(|ip| {
+                desired
+                    .endpoints
+                    .get(&abi::addr16(*ip))
+                    .is_some_and(|e| e.2 != 0)
+            })
+        };
+        let mut attach = Vec::new();
+        let mut detach = Vec::new();
+        for ep in &self.endpoints {
+            if ep.interface.is_empty() {
+                continue;
+            }
+            let needed = self.visibility || policed(ep);
+            let attached = self.enforcer.datapath_ref().is_attached(&ep.interface);
+            if needed && (!attached || reattach) {
+                attach.push((ep.interface.clone(), ep.nic));
+            } else if !needed && attached {
+                detach.push(ep.interface.clone());
+            }
+        }
+        (attach, detach)
     }
 
     /// Workload names for flow records, as of the last apply.
@@ -434,5 +558,60 @@ mod tests {
         assert_eq!(fake.attach_log(), ["cwa", "cwb", "cwa", "cwb"]);
         n.apply(&doc_with(""), 0).unwrap();
         assert_eq!(fake.attach_log().len(), 4);
+    }
+
+    /// `--find-interfaces`: a pod's programs follow its interface as the kernel shows it.
+    #[test]
+    fn found_interfaces_attach_when_a_pod_appears_and_detach_when_it_goes() {
+        use cellwall_datapath::HostInterface;
+        let fake = FakeDatapath::new();
+        let mut n = NodeAgent::new(fake.clone(), EndpointsFile::default(), "n1", false)
+            .unwrap()
+            .finding_interfaces();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let h = |name: &str, ifindex| {
+            Some(HostInterface {
+                name: name.into(),
+                ifindex,
+                bridge: None,
+            })
+        };
+        let ifindex_of_b =
+            |fake: &FakeDatapath| fake.active().endpoints[&abi::addr16(ip("10.0.0.2"))].1;
+        // b is policed but its veth is not there yet: nothing local, nothing attached.
+        n.apply(&doc_with(DENY_TO_B), 0).unwrap();
+        assert!(n.endpoints().is_empty() && fake.attached().is_empty());
+        assert!(n.rediscover().unwrap().is_none(), "nothing changed");
+        // Its veth appears: attached, and anti-spoofing checks that interface.
+        fake.set_host_interface(ip("10.0.0.2"), h("cwb", 12));
+        let r = n.rediscover().unwrap().expect("changed");
+        assert_eq!((r.attached, r.detached), (1, 0));
+        assert_eq!(fake.attached().get("cwb"), Some(&Attached::Veth));
+        assert_eq!(ifindex_of_b(&fake), 12);
+        assert!(!fake.decide(ip("10.0.0.1"), ip("10.0.0.2"), 6, 80));
+        // An unpoliced pod's veth (visibility off): local, not attached.
+        fake.set_host_interface(ip("10.0.0.1"), h("cwa", 11));
+        n.rediscover().unwrap().expect("changed");
+        assert_eq!(n.endpoints().len(), 2);
+        assert!(!fake.attached().contains_key("cwa"));
+        // b restarts: a new veth of the same name and a new index. Detached, attached again.
+        fake.set_host_interface(ip("10.0.0.2"), h("cwb", 13));
+        let r = n.rediscover().unwrap().expect("changed");
+        assert_eq!((r.attached, r.detached), (1, 1));
+        assert_eq!(ifindex_of_b(&fake), 13);
+        // b goes: its programs go with it.
+        fake.set_host_interface(ip("10.0.0.2"), None);
+        let r = n.rediscover().unwrap().expect("changed");
+        assert_eq!(r.detached, 1);
+        assert!(fake.attached().is_empty());
+        // A pod the state binds to another node is not taken, whatever interface it has here;
+        // nor is a hostNetwork pod.
+        fake.set_host_interface(ip("10.0.0.2"), h("cwb", 14));
+        let mut doc = doc_with(DENY_TO_B);
+        std::sync::Arc::make_mut(&mut doc.workloads[1]).node = Some("n2".into());
+        std::sync::Arc::make_mut(&mut doc.workloads[0]).host_network = true;
+        n.apply(&doc, 0).unwrap();
+        assert!(n.endpoints().is_empty(), "{:?}", n.endpoints());
+        assert!(fake.attached().is_empty());
     }
 }

@@ -164,6 +164,7 @@ fn tour(name: &str, app: &PathBuf, policy: &PathBuf) -> Result<()> {
         visibility: Visibility::On,
         source: lab::Source::Files,
         ignore_unknown_kinds: false,
+        cni: lab::Cni::Routed,
     })?;
     let c = Client::for_lab(name)?;
     for n in c.nodes()?.items {

@@ -34,7 +34,10 @@ pub enum LabCmd {
         #[arg(long, value_enum, default_value = "files")]
         source: Source,
         /// How pods are wired to the node: `routed` (a /32 route to each pod's veth, as Calico
-        /// and Cilium do). `bridge` is not built yet.
+        /// and Cilium do) or `bridge` (every veth a port of one bridge, as the `bridge` CNI
+        /// plugin and flannel do). With `--source kubernetes` or `--cni bridge` the agent finds
+        /// each pod's interface in the kernel, as a DaemonSet agent does (`--find-interfaces`);
+        /// otherwise the lab tells it in an endpoints file.
         #[arg(long, value_enum, default_value = "routed")]
         cni: Cni,
     },
@@ -179,6 +182,15 @@ pub enum Cni {
     Bridge,
 }
 
+impl From<Cni> for cellwall_lab::Cni {
+    fn from(c: Cni) -> Self {
+        match c {
+            Cni::Routed => Self::Routed,
+            Cni::Bridge => Self::Bridge,
+        }
+    }
+}
+
 /// `--visibility` ([`cellwall_lab::Visibility`]).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Visibility {
@@ -228,12 +240,6 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             source,
             cni,
         } => {
-            if cni == Cni::Bridge {
-                bail!(
-                    "--cni bridge is not built yet: the agent finds pods' interfaces by their \
-                     routes only (--cni routed); see the Kubernetes issue"
-                );
-            }
             cellwall_lab::up(&cellwall_lab::UpSpec {
                 name,
                 files,
@@ -241,6 +247,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 visibility: visibility.into(),
                 source: source.into(),
                 ignore_unknown_kinds,
+                cni: cni.into(),
             })?;
         }
         LabCmd::Apply { files, name } => {

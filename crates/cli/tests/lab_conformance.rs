@@ -15,6 +15,10 @@ struct LabRunner {
     applied: BTreeSet<(String, String, String)>,
     /// `lab up --source`: `files` or `kubernetes`.
     source: &'static str,
+    /// `lab up --cni` of each case, in turn.
+    layouts: &'static [&'static str],
+    /// Cases started so far.
+    cases: usize,
     /// Takes the lab down even when an assertion failed mid-case.
     _guard: Guard,
 }
@@ -25,6 +29,7 @@ fn cw(args: &[&str]) -> Output {
 
 impl Runner for LabRunner {
     fn start_case(&mut self, _world: &World, _tmp: &Path) {
+        self.cases += 1;
         self.up = false;
         self.applied.clear();
     }
@@ -43,6 +48,8 @@ impl Runner for LabRunner {
                 &self.name,
                 "--source",
                 self.source,
+                "--cni",
+                self.layouts[self.cases % self.layouts.len()],
             ]);
             self.up = true;
         } else {
@@ -122,7 +129,7 @@ impl Runner for LabRunner {
     }
 }
 
-fn run(source: &'static str) {
+fn run(source: &'static str, layouts: &'static [&'static str]) {
     let name = unique_name("conf");
     let mut guard = Guard::new(cellwall_testkit::bin!("cellwall"));
     guard.add(&name);
@@ -131,6 +138,8 @@ fn run(source: &'static str) {
         up: false,
         applied: BTreeSet::new(),
         source,
+        layouts,
+        cases: 0,
         _guard: guard,
     };
     let Some((cases, cells, skipped, failures)) = run_all(&mut runner, &format!("lab-{source}"))
@@ -152,13 +161,15 @@ fn run(source: &'static str) {
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn conformance_cases_on_real_traffic() {
-    run("files");
+    run("files", &["routed"]);
 }
 
 /// The same cases with the lab's objects in its Kubernetes API server: the manager learns
-/// every step (label changes, policy updates and deletions) from its watch.
+/// every step (label changes, policy updates and deletions) from its watch, and the agent finds
+/// each pod's interface in the kernel as a DaemonSet agent does. The cases alternate between
+/// the routed and the bridged node layout (both in full would add six minutes to CI).
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn conformance_cases_through_the_kubernetes_source() {
-    run("kubernetes");
+    run("kubernetes", &["routed", "bridge"]);
 }

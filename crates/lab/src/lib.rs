@@ -38,8 +38,8 @@ pub use net::{veth_mac, GATEWAY};
 pub use probe::{connect, connect_from, probe, Matrix};
 pub use serve::serve;
 pub use state::{
-    node_ns, pin_dir, state_dir, validate_host_name, validate_name, DatapathKind, LabPod, LabState,
-    Source, Visibility, LAB_NODE,
+    node_ns, pin_dir, state_dir, validate_host_name, validate_name, Cni, DatapathKind, LabPod,
+    LabState, Source, Visibility, LAB_NODE,
 };
 pub use supervise::{sibling, SERVE_COMMAND};
 

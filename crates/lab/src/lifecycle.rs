@@ -5,7 +5,7 @@
 use crate::error::{io, LabError, Result};
 use crate::net;
 use crate::state::{node_ns, ns_prefix, pin_dir, state_dir, LabState, LAB_NODE};
-use crate::state::{DatapathKind, Source, Visibility};
+use crate::state::{Cni, DatapathKind, Source, Visibility};
 use crate::supervise;
 use cellwall_api::client::Client;
 use cellwall_api::ApplyRequest;
@@ -32,6 +32,8 @@ pub struct UpSpec {
     pub source: Source,
     /// Skip (with a warning) objects of kinds Cellwall does not read, instead of failing.
     pub ignore_unknown_kinds: bool,
+    /// How pods are wired to the node.
+    pub cni: Cni,
 }
 
 /// A lab that is up.
@@ -113,12 +115,13 @@ pub fn up(spec: &UpSpec) -> Result<Up> {
 }
 
 fn build(spec: &UpSpec, inv: Inventory, req: ApplyRequest) -> Result<u64> {
-    let pods = net::build(net::plan(&spec.name, &inv))?;
+    let pods = net::build(net::plan(&spec.name, &inv, spec.cni))?;
     let state = LabState {
         name: spec.name.clone(),
         datapath: spec.datapath,
         visibility: spec.visibility,
         source: spec.source,
+        cni: spec.cni,
         pods,
         namespaces: inv.namespaces.into_values().collect(),
         workloads: inv

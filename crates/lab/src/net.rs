@@ -1,5 +1,7 @@
 //! The lab's network: one namespace per pod with a veth to the lab's node namespace, which
-//! routes like a CNI. Planned as `ip` commands from the inventory (pure, tested), then run
+//! routes like a CNI: each veth with its pod's route ([`Cni::Routed`]), or every veth a port of
+//! one bridge that holds the routes ([`Cni::Bridge`]; the pods' MACs are static forwarding
+//! entries, which the bridge would otherwise learn from the pods' first frames). Planned as `ip` commands from the inventory (pure, tested), then run
 //! through one `ip -batch` per namespace.
 //!
 //! Pods route everything through [`GATEWAY`], a local address of the node namespace (a local
@@ -10,7 +12,7 @@
 
 use crate::error::{LabError, Result};
 use crate::netns;
-use crate::state::{if_id, node_ns, LabPod};
+use crate::state::{if_id, node_ns, Cni, LabPod};
 use cellwall_policy::Inventory;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -19,6 +21,9 @@ use std::process::{Command, Stdio};
 
 /// The gateway every pod routes through.
 pub const GATEWAY: &str = "169.254.1.1";
+
+/// The MAC of the bridge of a bridged lab (the pods' gateway).
+const BRIDGE_MAC: &str = "02:ff:00:00:00:01";
 
 /// First octet of the MAC of a pod's veth, node side and pod side (locally administered).
 const NODE_SIDE: u8 = 0x02;
@@ -63,12 +68,14 @@ pub(crate) struct NetPlan {
     pub node_sysctls: Vec<(String, String)>,
     /// One `ip -batch` per pod namespace (not for hostNetwork pods).
     pub pod_cmds: Vec<(String, Vec<String>)>,
+    /// One `bridge -batch` in the node namespace (bridged layout: forwarding entries).
+    pub bridge_cmds: Vec<String>,
     /// The pods, interface indexes still 0.
     pub pods: Vec<LabPod>,
 }
 
-/// Plans lab `name`'s network for `inv` (every workload a pod, in key order).
-pub(crate) fn plan(name: &str, inv: &Inventory) -> NetPlan {
+/// Plans lab `name`'s network for `inv` (every workload a pod, in key order), laid out as `cni`.
+pub(crate) fn plan(name: &str, inv: &Inventory, cni: Cni) -> NetPlan {
     let id = if_id(name);
     let node = node_ns(name);
     // The node's loopback holds the gateway, the nodes' addresses and hostNetwork pods'.
@@ -95,6 +102,15 @@ pub(crate) fn plan(name: &str, inv: &Inventory) -> NetPlan {
         ("net.ipv4.conf.all.rp_filter".into(), "0".into()),
     ];
     let (mut pods, mut pod_namespaces, mut pod_cmds) = (Vec::new(), Vec::new(), Vec::new());
+    let mut bridge_cmds = Vec::new();
+    let bridge = format!("cw{id}br");
+    if cni == Cni::Bridge {
+        node_cmds.push(format!(
+            "link add {bridge} address {BRIDGE_MAC} type bridge"
+        ));
+        node_cmds.push(format!("link set {bridge} up"));
+        node_sysctls.push((format!("net.ipv4.conf.{bridge}.rp_filter"), "0".into()));
+    }
     for (i, w) in inv.workloads.values().enumerate() {
         if w.host_network {
             pods.push(LabPod {
@@ -114,11 +130,23 @@ pub(crate) fn plan(name: &str, inv: &Inventory) -> NetPlan {
             veth_mac(false, i),
             veth_mac(true, i)
         ));
+        // Where the node reaches the pod: its veth, or the bridge it is a port of.
+        let via = match cni {
+            Cni::Routed => host_if.clone(),
+            Cni::Bridge => {
+                node_cmds.push(format!("link set {host_if} master {bridge}"));
+                bridge_cmds.push(format!(
+                    "fdb add {} dev {host_if} master static",
+                    veth_mac(true, i)
+                ));
+                bridge.clone()
+            }
+        };
         node_cmds.push(format!("link set {host_if} up"));
         for ip in &w.ips {
-            node_cmds.push(format!("route add {ip}/{} dev {host_if}", host_bits(ip)));
+            node_cmds.push(format!("route add {ip}/{} dev {via}", host_bits(ip)));
             node_cmds.push(format!(
-                "neigh add {ip} lladdr {} dev {host_if} nud permanent",
+                "neigh add {ip} lladdr {} dev {via} nud permanent",
                 veth_mac(true, i)
             ));
         }
@@ -129,7 +157,10 @@ pub(crate) fn plan(name: &str, inv: &Inventory) -> NetPlan {
             "link set eth0 up".into(),
             format!(
                 "neigh add {GATEWAY} lladdr {} dev eth0 nud permanent",
-                veth_mac(false, i)
+                match cni {
+                    Cni::Routed => veth_mac(false, i),
+                    Cni::Bridge => BRIDGE_MAC.to_string(),
+                }
             ),
         ];
         for ip in &w.ips {
@@ -153,6 +184,7 @@ pub(crate) fn plan(name: &str, inv: &Inventory) -> NetPlan {
         node_cmds,
         node_sysctls,
         pod_cmds,
+        bridge_cmds,
         pods,
     }
 }
@@ -165,6 +197,9 @@ pub(crate) fn build(plan: NetPlan) -> Result<Vec<LabPod>> {
         netns_add(ns)?;
     }
     ip_batch(Some(&plan.node), &plan.node_cmds)?;
+    if !plan.bridge_cmds.is_empty() {
+        batch("bridge", Some(&plan.node), &plan.bridge_cmds)?;
+    }
     for (ns, cmds) in &plan.pod_cmds {
         ip_batch(Some(ns), cmds)?;
         write_sysctl(ns, pod_sysctls())?;
@@ -258,12 +293,17 @@ pub(crate) fn netns_del(ns: &str) -> Result<()> {
 
 /// Runs `ip` commands in a namespace through one `ip -batch` process.
 fn ip_batch(ns: Option<&str>, cmds: &[String]) -> Result<()> {
-    let mut c = Command::new("ip");
+    batch("ip", ns, cmds)
+}
+
+/// Runs commands of iproute2's `tool` (`ip`, `bridge`) in a namespace through one `-batch`.
+fn batch(tool: &str, ns: Option<&str>, cmds: &[String]) -> Result<()> {
+    let mut c = Command::new(tool);
     if let Some(ns) = ns {
         c.args(["-n", ns]);
     }
     let run = |source| LabError::Run {
-        program: "ip (iproute2)".into(),
+        program: format!("{tool} (iproute2)"),
         source,
     };
     let mut child = c
@@ -332,7 +372,7 @@ spec: {{nodeName: n2, hostNetwork: true}}
 status: {{podIP: 10.9.0.2}}
 "
         ));
-        let p = plan("x", &inv);
+        let p = plan("x", &inv, Cni::Routed);
         let id = if_id("x");
         assert_eq!(p.node, "cw-x-node");
         assert_eq!(p.pod_namespaces, ["cw-x-p0", "cw-x-p1"]);
@@ -387,5 +427,35 @@ status: {{podIP: 10.9.0.2}}
         assert!(h6
             .host_cmds
             .contains(&"addr add fd00::9/128 dev eth0".to_string()));
+    }
+
+    #[test]
+    fn a_bridged_plan_puts_every_veth_on_one_bridge_that_routes() {
+        let p = plan("x", &inventory(PODS), Cni::Bridge);
+        let id = if_id("x");
+        let br = format!("cw{id}br");
+        let has = |c: String| p.node_cmds.contains(&c);
+        assert!(has(format!(
+            "link add {br} address {BRIDGE_MAC} type bridge"
+        )));
+        assert!(has(format!("link set cw{id}h1 master {br}")));
+        assert!(has(format!("route add 10.0.0.2/32 dev {br}")));
+        assert!(has(format!(
+            "neigh add 10.0.0.2 lladdr 06:00:00:00:00:01 dev {br} nud permanent"
+        )));
+        assert!(!has(format!("route add 10.0.0.2/32 dev cw{id}h1")));
+        assert_eq!(
+            p.bridge_cmds,
+            [
+                format!("fdb add 06:00:00:00:00:00 dev cw{id}h0 master static"),
+                format!("fdb add 06:00:00:00:00:01 dev cw{id}h1 master static"),
+            ]
+        );
+        assert!(p.pod_cmds[0].1.contains(&format!(
+            "neigh add {GATEWAY} lladdr {BRIDGE_MAC} dev eth0 nud permanent"
+        )));
+        assert!(plan("x", &inventory(PODS), Cni::Routed)
+            .bridge_cmds
+            .is_empty());
     }
 }

@@ -43,6 +43,17 @@ pub enum Source {
     Kubernetes,
 }
 
+/// How pods are wired to the node namespace, as a CNI would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Cni {
+    /// Each pod's veth carries a /32 (/128) route to the pod (Calico-style).
+    #[default]
+    Routed,
+    /// Every pod's veth is a port of one bridge, which routes (the `bridge` plugin's layout).
+    Bridge,
+}
+
 /// Flow visibility: `Off` emits no flow events and skips tracking for pods no policy selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -137,6 +148,8 @@ pub struct LabState {
     pub visibility: Visibility,
     #[serde(default)]
     pub source: Source,
+    #[serde(default)]
+    pub cni: Cni,
     pub pods: Vec<LabPod>,
     pub namespaces: Vec<Namespace>,
     pub workloads: Vec<Workload>,
@@ -144,6 +157,13 @@ pub struct LabState {
 }
 
 impl LabState {
+    /// Whether the lab's agent finds pods' interfaces in the kernel (`--find-interfaces`), as a
+    /// DaemonSet agent does: with pods from the Kubernetes API, and always for the bridged
+    /// layout. Otherwise it reads them from the endpoints file the lab writes.
+    pub fn agent_finds_interfaces(&self) -> bool {
+        self.source == Source::Kubernetes || self.cni == Cni::Bridge
+    }
+
     /// The state of the running lab `name`.
     pub fn load(name: &str) -> Result<Self> {
         Self::load_from(&state_dir(name), name)
@@ -255,6 +275,7 @@ status: {podIP: 10.0.0.2}
             datapath: DatapathKind::Ebpf,
             visibility: Visibility::Off,
             source: Source::Files,
+            cni: Cni::Routed,
             pods: w
                 .iter()
                 .enumerate()

@@ -252,6 +252,9 @@ pub(crate) fn lab_agent_args(state: &LabState) -> Vec<OsString> {
         "--pin-dir".into(),
         pin_dir(&state.name).into(),
     ];
+    if state.agent_finds_interfaces() {
+        a.push("--find-interfaces".into());
+    }
     for s in [
         "--datapath",
         state.datapath.as_str(),
@@ -307,8 +310,15 @@ pub(crate) fn host_agent_args(
 }
 
 /// The endpoints file the lab agent reads: every pod, its interface, addresses and node (the one
-/// agent enforces for every lab node; it reports only its own node's pods).
+/// agent enforces for every lab node; it reports only its own node's pods). An agent that finds
+/// interfaces itself is told the lab's nodes only.
 pub(crate) fn endpoints_file(state: &LabState) -> EndpointsFile {
+    if state.agent_finds_interfaces() {
+        return EndpointsFile {
+            nodes: state.node_names().into_iter().collect(),
+            endpoints: Vec::new(),
+        };
+    }
     let node_of = |k: &cellwall_policy::WorkloadKey| {
         state
             .workloads
