@@ -9,10 +9,10 @@
 
 use crate::config::Config;
 use crate::AgentError;
-use cellwall_datapath::{Datapath, HostInterface};
+use cellwall_datapath::{Datapath, Found, HostInterface};
 use cellwall_proto::{LocalWorkload, StateDoc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 /// A workload on this node and the host-side interface in front of it.
@@ -78,31 +78,94 @@ pub fn discover(cfg: &Config, datapath: &dyn Datapath) -> Result<EndpointsFile, 
     Ok(found)
 }
 
-/// Kernel discovery: the endpoints of the pods `doc` binds to `nodes` (hostNetwork pods have
-/// no interface of their own and are skipped), each at the interface `found` gives its first
-/// address that has one; pods whose interface is not there yet are left out until a later
-/// scan. Host-mode endpoints of `current` are kept. Sorted by key.
+/// Kernel discovery's bindings of local pods to their interfaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bindings {
+    /// Sorted by key.
+    pub endpoints: Vec<LocalEndpoint>,
+    /// Pods left unbound because their address resolves to an interface another pod holds or
+    /// claims too, with why. On a bridge, a pod can teach the bridge another pod's MAC or
+    /// answer ARP for another's address; binding the claimed address to the claimant's port
+    /// would hand it the other pod's identity.
+    pub conflicts: Vec<String>,
+}
+
+/// Kernel discovery: binds the pods `doc` puts on `nodes` (hostNetwork pods have no interface
+/// of their own and are skipped) to the interfaces `found` shows in front of their addresses.
+/// - A binding held in `current` stays while its interface exists and the pod's addresses are
+///   the same, whatever the tables say now (bridge tables can be taught by any pod).
+/// - A new binding is made only to an interface no other pod holds or claims in the same scan.
+/// - Pods whose interface is not there yet are left out until a later scan.
+///
+/// Host-mode endpoints of `current` are kept.
 pub fn found_endpoints(
     doc: &StateDoc,
     nodes: &BTreeSet<String>,
-    found: &HashMap<IpAddr, HostInterface>,
+    found: &Found,
     current: &[LocalEndpoint],
-) -> Vec<LocalEndpoint> {
-    let mut out: Vec<LocalEndpoint> = local_pods(doc, nodes)
-        .filter_map(|w| {
-            let h = w.ips.iter().find_map(|ip| found.get(ip))?;
-            Some(LocalEndpoint {
-                key: w.key().to_string(),
-                ips: w.ips.clone(),
-                interface: h.name.clone(),
-                ifindex: h.ifindex,
-                nic: false,
-                node: w.node.clone(),
-            })
-        })
-        .collect();
-    out.extend(current.iter().filter(|e| e.nic).cloned());
-    out.sort_by(|a, b| a.key.cmp(&b.key));
+) -> Bindings {
+    let mut taken: HashMap<u32, String> = HashMap::new();
+    let mut out = Bindings::default();
+    let mut pending = Vec::new();
+    for w in local_pods(doc, nodes) {
+        let key = w.key().to_string();
+        let held = current.iter().find(|e| !e.nic && e.key == key);
+        match held {
+            Some(e)
+                if found.present.contains(&e.ifindex)
+                    && e.ips == w.ips
+                    && !taken.contains_key(&e.ifindex) =>
+            {
+                taken.insert(e.ifindex, key);
+                out.endpoints.push(LocalEndpoint {
+                    node: w.node.clone(),
+                    ..e.clone()
+                });
+            }
+            _ => pending.push(w),
+        }
+    }
+    let mut claims: BTreeMap<u32, Vec<(&cellwall_policy::Workload, &HostInterface)>> =
+        BTreeMap::new();
+    for w in pending {
+        if let Some(h) = w.ips.iter().find_map(|ip| found.by_addr.get(ip)) {
+            claims.entry(h.ifindex).or_default().push((w, h));
+        }
+    }
+    for (ifindex, claim) in claims {
+        let (w, h) = claim[0];
+        if let Some(holder) = taken.get(&ifindex) {
+            for (w, h) in &claim {
+                out.conflicts.push(format!(
+                    "{} resolves to {}, which {holder} holds: not bound",
+                    w.key(),
+                    h.name
+                ));
+            }
+            continue;
+        }
+        if claim.len() > 1 {
+            let keys: Vec<String> = claim.iter().map(|(w, _)| w.key().to_string()).collect();
+            out.conflicts.push(format!(
+                "{} all resolve to {}: none bound",
+                keys.join(", "),
+                h.name
+            ));
+            continue;
+        }
+        taken.insert(ifindex, w.key().to_string());
+        out.endpoints.push(LocalEndpoint {
+            key: w.key().to_string(),
+            ips: w.ips.clone(),
+            interface: h.name.clone(),
+            ifindex,
+            nic: false,
+            node: w.node.clone(),
+        });
+    }
+    out.endpoints
+        .extend(current.iter().filter(|e| e.nic).cloned());
+    out.endpoints.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }
 
@@ -178,5 +241,64 @@ mod tests {
 
         cfg.host.as_mut().unwrap().workload = "no-slash".into();
         assert!(discover(&cfg, &dp).is_err());
+    }
+
+    /// The attack: a pod on a bridge teaches the bridge its victim's MAC (or answers ARP for
+    /// the victim's address), so the tables put the victim's address behind the attacker's
+    /// port. Binding it there would give the attacker's port the victim's identity
+    /// (anti-spoofing would then accept the victim's address from it).
+    #[test]
+    fn a_pod_claiming_another_pods_address_on_a_bridge_gets_nothing() {
+        let doc = crate::node::tests::doc_with("");
+        let nodes: BTreeSet<String> = ["n1".to_string()].into();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let port = |name: &str, ifindex| HostInterface {
+            name: name.into(),
+            ifindex,
+            bridge: Some("cni0".into()),
+        };
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let mut found = Found::default();
+        found.present.extend([11, 12]);
+        found.by_addr.insert(a, port("veth-a", 11));
+        found.by_addr.insert(b, port("veth-b", 12));
+        let bound = found_endpoints(&doc, &nodes, &found, &[]);
+        assert!(bound.conflicts.is_empty());
+        let held = bound.endpoints;
+        assert_eq!(held.iter().map(|e| e.ifindex).collect::<Vec<_>>(), [11, 12]);
+
+        // a poisons the tables: b's address now resolves to a's port. b keeps its port.
+        found.by_addr.insert(b, port("veth-a", 11));
+        let after = found_endpoints(&doc, &nodes, &found, &held);
+        assert_eq!(
+            after.endpoints, held,
+            "bindings held stay while their ports exist"
+        );
+
+        // b is new on this node (restarted elsewhere, or the agent restarted) while the tables
+        // are poisoned: a's port is a's, so b is not bound to it.
+        let only_a: Vec<LocalEndpoint> = held.iter().filter(|e| e.ifindex == 11).cloned().collect();
+        let after = found_endpoints(&doc, &nodes, &found, &only_a);
+        assert_eq!(after.endpoints, only_a);
+        assert_eq!(
+            after.conflicts,
+            ["x/b resolves to veth-a, which x/a holds: not bound"]
+        );
+
+        // Neither is bound yet and both resolve to one port: neither gets it.
+        let after = found_endpoints(&doc, &nodes, &found, &[]);
+        assert!(after.endpoints.is_empty(), "{:?}", after.endpoints);
+        assert_eq!(
+            after.conflicts,
+            ["x/a, x/b all resolve to veth-a: none bound"]
+        );
+
+        // b's port goes (the pod was deleted and started again): it is bound where it is now.
+        found.present.remove(&12);
+        found.by_addr.insert(b, port("veth-b2", 13));
+        found.present.insert(13);
+        let after = found_endpoints(&doc, &nodes, &found, &held);
+        assert_eq!(after.endpoints[1].interface, "veth-b2");
+        assert!(after.conflicts.is_empty());
     }
 }

@@ -48,6 +48,8 @@ pub struct NodeAgent<D: Datapath> {
 
 struct Finding {
     last: Option<std::time::Instant>,
+    /// The last scan's conflicts (warned about when they change, not at every scan).
+    conflicts: Vec<String>,
 }
 
 /// No staging: the model already moved.
@@ -133,7 +135,10 @@ impl<D: Datapath> NodeAgent<D> {
     /// Local pods' interfaces are looked up in the kernel ([`rediscover`](Self::rediscover))
     /// besides those `discovery` named (`--find-interfaces`).
     pub fn finding_interfaces(mut self) -> Self {
-        self.find = Some(Finding { last: None });
+        self.find = Some(Finding {
+            last: None,
+            conflicts: Vec::new(),
+        });
         self
     }
 
@@ -233,8 +238,14 @@ impl<D: Datapath> NodeAgent<D> {
             .flat_map(|w| w.ips.iter().copied())
             .collect();
         let found = self.enforcer.datapath_ref().host_interfaces(&ips)?;
-        let eps =
-            crate::discovery::found_endpoints(&self.doc, &self.nodes, &found, &self.endpoints);
+        let b = crate::discovery::found_endpoints(&self.doc, &self.nodes, &found, &self.endpoints);
+        if b.conflicts != f.conflicts {
+            for c in &b.conflicts {
+                tracing::warn!("local pod interfaces: {c}");
+            }
+            f.conflicts = b.conflicts;
+        }
+        let eps = b.endpoints;
         if eps == self.endpoints {
             return Ok(None);
         }
@@ -444,7 +455,7 @@ impl Attribution {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use cellwall_datapath::fake::Attached;
     use cellwall_datapath::FakeDatapath;
@@ -594,13 +605,16 @@ mod tests {
         n.rediscover().unwrap().expect("changed");
         assert_eq!(n.endpoints().len(), 2);
         assert!(!fake.attached().contains_key("cwa"));
-        // b restarts: a new veth of the same name and a new index. Detached, attached again.
+        // b restarts: its veth goes, a new one of the same name and a new index comes.
+        // Detached, attached again.
+        fake.remove_interface(12);
         fake.set_host_interface(ip("10.0.0.2"), h("cwb", 13));
         let r = n.rediscover().unwrap().expect("changed");
         assert_eq!((r.attached, r.detached), (1, 1));
         assert_eq!(ifindex_of_b(&fake), 13);
         // b goes: its programs go with it.
         fake.set_host_interface(ip("10.0.0.2"), None);
+        fake.remove_interface(13);
         let r = n.rediscover().unwrap().expect("changed");
         assert_eq!(r.detached, 1);
         assert!(fake.attached().is_empty());

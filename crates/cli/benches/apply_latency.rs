@@ -18,7 +18,13 @@
 //! its API server (a relabel of the client pod, the policy's port), timed from the write to the
 //! agent's maps switching: the manager's watch, store, push and the agent. Goal: < 1 s (p99);
 //! fails past the noise factor.
-//!   cargo build --release --workspace && cargo bench -p cellwall-cli --bench apply_latency [-- --changes N] [--firewall N] [--kube-changes N]
+//!
+//! Last, pods starting and stopping (`--kube-pods N` per layout, routed and bridged): the CNI
+//! wires a pod, its Pod is written to the API, and the time until a connection the policy
+//! denies is dropped is measured on real traffic; then the veth goes and the time until the
+//! agent detached is measured. The agent finds the interfaces itself (`--find-interfaces`).
+//! Goal: both < 1 s (p99); fails past the noise factor.
+//!   cargo build --release --workspace && cargo bench -p cellwall-cli --bench apply_latency [-- --changes N] [--firewall N] [--kube-changes N] [--kube-pods N]
 //! (the lab starts the `cellwall-manager` and `cellwall-agent` binaries built beside `cellwall`).
 
 use cellwall_api::client::{lab_client_config, ClientConfig};
@@ -200,6 +206,44 @@ fn through_kubernetes(changes: usize, noise: f64) -> Vec<String> {
     }
 }
 
+/// Pods started and stopped on a `--source kubernetes` lab of each node layout
+/// ([`cellwall_testkit::pods`]).
+fn pods_starting(n: usize, noise: f64) -> Vec<String> {
+    let mut failed = Vec::new();
+    let limit = 1000.0 * noise;
+    for cni in ["routed", "bridge"] {
+        let lab = Lab::up_with(
+            cellwall_testkit::bin!("cellwall"),
+            "latp",
+            cellwall_testkit::pods::MANIFESTS,
+            &["--source", "kubernetes", "--cni", cni],
+        );
+        let t = cellwall_testkit::pods::start_and_stop(&lab, n);
+        drop(lab);
+        println!("pods starting and stopping (--source kubernetes --cni {cni}): {n} pods");
+        for (what, v) in [
+            (
+                "Pod written (veth up) → denied connection dropped",
+                &t.policed,
+            ),
+            ("veth gone → programs detached", &t.released),
+        ] {
+            let (p50, p99) = (pct(v, 0.5), pct(v, 0.99));
+            println!(
+                "{what:<52} p50 {p50:>7.2} ms  p99 {p99:>7.2} ms  max {:>7.2} ms",
+                pct(v, 1.0)
+            );
+            if p99 > limit {
+                failed.push(format!(
+                    "--cni {cni}: {what} p99 {p99:.1} ms exceeds {limit:.0} ms"
+                ));
+            }
+        }
+        println!("goal: p99 < 1 s (fails past {limit:.0} ms)");
+    }
+    failed
+}
+
 fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -299,6 +343,7 @@ fn main() {
     }
     drop(lab);
     failed.extend(through_kubernetes(arg(&args, "--kube-changes", 40), noise));
+    failed.extend(pods_starting(arg(&args, "--kube-pods", 20), noise));
     if !failed.is_empty() {
         eprintln!("FAIL: {}", failed.join("; "));
         std::process::exit(1);

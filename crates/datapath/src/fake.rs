@@ -31,6 +31,9 @@ struct State {
     interfaces: BTreeMap<String, u32>,
     /// What `host_interfaces` finds (a pod's veth appearing or going).
     host_interfaces: BTreeMap<std::net::IpAddr, crate::HostInterface>,
+    /// Interface indexes ever found, and those that no longer exist.
+    seen: std::collections::BTreeSet<u32>,
+    gone: std::collections::BTreeSet<u32>,
     /// The next `apply` calls fail with this message (fault injection).
     fail_applies: VecDeque<String>,
 }
@@ -125,13 +128,23 @@ impl FakeDatapath {
         self.state().interfaces.insert(ifname.to_string(), ifindex);
     }
 
-    /// A pod's host-side interface appears at `ip` (`Some`) or goes (`None`).
+    /// What the kernel shows in front of `ip`: an interface (`Some`; it exists) or none
+    /// (`None`: the address resolves nowhere, its interface may still exist).
     pub fn set_host_interface(&self, ip: std::net::IpAddr, found: Option<crate::HostInterface>) {
         let mut s = self.state();
         match found {
-            Some(h) => s.host_interfaces.insert(ip, h),
+            Some(h) => {
+                s.gone.remove(&h.ifindex);
+                s.seen.insert(h.ifindex);
+                s.host_interfaces.insert(ip, h)
+            }
             None => s.host_interfaces.remove(&ip),
         };
+    }
+
+    /// Interface `ifindex` no longer exists (a pod's veth deleted).
+    pub fn remove_interface(&self, ifindex: u32) {
+        self.state().gone.insert(ifindex);
     }
 
     /// The next apply fails with `why` (and leaves the datapath as it was).
@@ -213,16 +226,22 @@ impl Datapath for FakeDatapath {
             })
     }
 
-    fn host_interfaces(
-        &self,
-        ips: &[std::net::IpAddr],
-    ) -> Result<std::collections::HashMap<std::net::IpAddr, crate::HostInterface>, DatapathError>
-    {
+    fn host_interfaces(&self, ips: &[std::net::IpAddr]) -> Result<crate::Found, DatapathError> {
         let s = self.state();
-        Ok(ips
-            .iter()
-            .filter_map(|ip| s.host_interfaces.get(ip).map(|h| (*ip, h.clone())))
-            .collect())
+        Ok(crate::Found {
+            by_addr: ips
+                .iter()
+                .filter_map(|ip| s.host_interfaces.get(ip).map(|h| (*ip, h.clone())))
+                .collect(),
+            // Every interface declared or ever found, unless removed.
+            present: s
+                .seen
+                .iter()
+                .chain(s.interfaces.values())
+                .filter(|i| !s.gone.contains(i))
+                .copied()
+                .collect(),
+        })
     }
 }
 

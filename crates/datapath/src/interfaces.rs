@@ -37,6 +37,16 @@ pub struct HostInterface {
     pub bridge: Option<String>,
 }
 
+/// What a scan found for the addresses asked about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// Address → the interface in front of it now.
+    pub by_addr: HashMap<IpAddr, HostInterface>,
+    /// Every interface index that exists now (a binding the agent already holds stays while
+    /// its interface exists: see the agent's discovery).
+    pub present: std::collections::HashSet<u32>,
+}
+
 /// A link as the scan needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Link {
@@ -134,18 +144,18 @@ fn contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
 /// Scans namespace `ns` (`None`: the calling thread's) and resolves each of `ips`; addresses
 /// with no interface yet are left out, and those routed to a bridge that has no neighbour
 /// entry for them are resolved by the kernel for the next scan.
-pub fn find(
-    ns: Option<&str>,
-    ips: &[IpAddr],
-) -> Result<HashMap<IpAddr, HostInterface>, DatapathError> {
+pub fn find(ns: Option<&str>, ips: &[IpAddr]) -> Result<Found, DatapathError> {
     netns::within(ns, || {
         let mut s = socket()?;
         let tables = scan_with(&mut s)?;
-        let mut out = HashMap::new();
+        let mut out = Found {
+            present: tables.links.keys().copied().collect(),
+            ..Found::default()
+        };
         for ip in ips {
             match tables.resolve(*ip) {
                 Some(h) => {
-                    out.insert(*ip, h);
+                    out.by_addr.insert(*ip, h);
                 }
                 None => {
                     if let Some(br) = tables.to_resolve(*ip) {

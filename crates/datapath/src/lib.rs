@@ -26,7 +26,7 @@ pub use abi::Event;
 pub use desired::{endpoint_id, port_prefixes, Desired};
 pub use dns::{DnsWaker, HeldDns};
 pub use fake::FakeDatapath;
-pub use interfaces::HostInterface;
+pub use interfaces::{Found, HostInterface};
 pub use kernel::{ktime_to_unix_ns, KernelDatapath};
 pub use null::NullDatapath;
 
@@ -136,11 +136,10 @@ pub trait Datapath: Send {
     fn interface_index(&self, ifname: &str) -> Result<u32, DatapathError>;
 
     /// The host-side interface in front of each of `ips` that has one now, found in the
-    /// kernel's routes and bridge tables (`interfaces`): how a DaemonSet agent finds its pods.
-    fn host_interfaces(
-        &self,
-        ips: &[std::net::IpAddr],
-    ) -> Result<std::collections::HashMap<std::net::IpAddr, HostInterface>, DatapathError>;
+    /// kernel's routes and bridge tables (`interfaces`), and which interfaces exist: how a
+    /// DaemonSet agent finds its pods.
+    fn host_interfaces(&self, ips: &[std::net::IpAddr])
+        -> Result<interfaces::Found, DatapathError>;
 
     /// Takes up to `max` held DNS answers (endpoints that learn names), oldest first, without
     /// blocking. Each must be released once learned, or it never reaches its workload.
@@ -198,7 +197,7 @@ impl<D: Datapath + ?Sized> Datapath for Box<D> {
     fn host_interfaces(
         &self,
         ips: &[std::net::IpAddr],
-    ) -> Result<std::collections::HashMap<std::net::IpAddr, HostInterface>, DatapathError> {
+    ) -> Result<interfaces::Found, DatapathError> {
         (**self).host_interfaces(ips)
     }
     fn take_dns(&mut self, max: usize) -> Result<Vec<HeldDns>, DatapathError> {

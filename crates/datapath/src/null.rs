@@ -75,8 +75,7 @@ impl Datapath for NullDatapath {
     fn host_interfaces(
         &self,
         ips: &[std::net::IpAddr],
-    ) -> Result<std::collections::HashMap<std::net::IpAddr, crate::HostInterface>, DatapathError>
-    {
+    ) -> Result<crate::interfaces::Found, DatapathError> {
         crate::interfaces::find(self.netns.as_deref(), ips)
     }
 }

@@ -12,12 +12,15 @@
 //!
 //! Modules: `state` (names, paths, `state.json`), `net` (namespaces, veths, addresses),
 //! `supervise` (processes), `serve` (the workload servers), `probe` (real connections),
-//! `flows`, `lifecycle` (up, apply, down, ...). Most need root; the planning parts are pure.
+//! `flows`, `lifecycle` (up, apply, down, ...), `cni` (pods added to a running lab as a CNI
+//! would, for agents that find interfaces themselves). Most need root; the planning parts are
+//! pure.
 
 // A library reports through return values and `tracing`, never by printing.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod bind;
+mod cni;
 mod error;
 mod flows;
 mod kube;
@@ -30,11 +33,12 @@ mod supervise;
 
 /// Network namespaces by name: setns per thread ([`cellwall_datapath::netns`]).
 pub use cellwall_datapath::netns;
+pub use cni::{cni_add, cni_del, CniPod};
 pub use error::{LabError, Result};
 pub use flows::{flows, DatapathTotals, LabFlows};
 pub use kube::{kubeconfig, serve_api, KUBE_API_COMMAND};
 pub use lifecycle::{apply, down, exec, host_add, reattach, restart_manager, up, Down, Up, UpSpec};
-pub use net::{veth_mac, GATEWAY};
+pub use net::{bridge_name, veth_mac, GATEWAY};
 pub use probe::{connect, connect_from, probe, Matrix};
 pub use serve::serve;
 pub use state::{

@@ -22,6 +22,11 @@ use std::process::{Command, Stdio};
 /// The gateway every pod routes through.
 pub const GATEWAY: &str = "169.254.1.1";
 
+/// The bridge of lab `name`'s node namespace (`--cni bridge`).
+pub fn bridge_name(name: &str) -> String {
+    format!("cw{}br", if_id(name))
+}
+
 /// The MAC of the bridge of a bridged lab (the pods' gateway).
 const BRIDGE_MAC: &str = "02:ff:00:00:00:01";
 
@@ -40,7 +45,7 @@ pub fn veth_mac(pod_side: bool, i: usize) -> String {
 }
 
 /// `/32` or `/128`.
-fn host_bits(ip: &IpAddr) -> u8 {
+pub(crate) fn host_bits(ip: &IpAddr) -> u8 {
     if ip.is_ipv4() {
         32
     } else {
@@ -50,7 +55,7 @@ fn host_bits(ip: &IpAddr) -> u8 {
 
 /// Sysctls every pod namespace gets: pods open many short connections in probes and
 /// benchmarks, so TIME_WAIT ports are reused.
-fn pod_sysctls() -> Vec<(String, String)> {
+pub(crate) fn pod_sysctls() -> Vec<(String, String)> {
     vec![
         ("net.ipv4.tcp_tw_reuse".into(), "1".into()),
         ("net.ipv4.ip_local_port_range".into(), "1024 65000".into()),
@@ -103,7 +108,7 @@ pub(crate) fn plan(name: &str, inv: &Inventory, cni: Cni) -> NetPlan {
     ];
     let (mut pods, mut pod_namespaces, mut pod_cmds) = (Vec::new(), Vec::new(), Vec::new());
     let mut bridge_cmds = Vec::new();
-    let bridge = format!("cw{id}br");
+    let bridge = bridge_name(name);
     if cni == Cni::Bridge {
         node_cmds.push(format!(
             "link add {bridge} address {BRIDGE_MAC} type bridge"
@@ -292,7 +297,7 @@ pub(crate) fn netns_del(ns: &str) -> Result<()> {
 }
 
 /// Runs `ip` commands in a namespace through one `ip -batch` process.
-fn ip_batch(ns: Option<&str>, cmds: &[String]) -> Result<()> {
+pub(crate) fn ip_batch(ns: Option<&str>, cmds: &[String]) -> Result<()> {
     batch("ip", ns, cmds)
 }
 
@@ -330,7 +335,7 @@ fn batch(tool: &str, ns: Option<&str>, cmds: &[String]) -> Result<()> {
 }
 
 /// Writes sysctls (`net.ipv4.x` = value) inside a namespace (setns on a thread of its own).
-fn write_sysctl(ns: &str, pairs: Vec<(String, String)>) -> Result<()> {
+pub(crate) fn write_sysctl(ns: &str, pairs: Vec<(String, String)>) -> Result<()> {
     netns::run_in(ns, move || -> std::io::Result<()> {
         for (k, v) in pairs {
             std::fs::write(format!("/proc/sys/{}", k.replace('.', "/")), v)?;

@@ -11,6 +11,8 @@
 //! - [`bench`] — argument parsing, percentiles and goal checks of the benchmarks;
 //! - [`kube`] (feature `kube`) — a fake Kubernetes API server holding a world, and the
 //!   conformance runner that reads it with `cellwall analyze --kubeconfig`;
+//! - [`pods`] (features `lab` and `kube`) — pods started and stopped on a `--source
+//!   kubernetes` lab as kubelet and a CNI would, timed until policed and released;
 //! - [`fqdn`] — the FQDN lab (a real DNS server, a web server outside the inventory) and a DNS
 //!   client, for the FQDN test and benchmark.
 
@@ -23,4 +25,6 @@ pub mod fqdn;
 pub mod kube;
 pub mod lab;
 pub mod manager;
+#[cfg(all(feature = "lab", feature = "kube"))]
+pub mod pods;
 pub mod proc;

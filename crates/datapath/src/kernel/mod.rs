@@ -461,8 +461,7 @@ impl Datapath for KernelDatapath {
     fn host_interfaces(
         &self,
         ips: &[std::net::IpAddr],
-    ) -> Result<std::collections::HashMap<std::net::IpAddr, crate::HostInterface>, DatapathError>
-    {
+    ) -> Result<crate::interfaces::Found, DatapathError> {
         crate::interfaces::find(self.netns.as_deref(), ips)
     }
 
