@@ -39,7 +39,10 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+/* `strict`: the hook is a pod's host-side veth, where every packet the pod sends must carry an
+ * address of the endpoint bound to that veth. A host's NIC (host mode) also forwards packets
+ * that are not the host's own, so it is not strict. */
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir, int strict)
 {
 	struct cw_pkt p;
 	if (cw_parse(skb, &p) < 0)
@@ -59,8 +62,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	int visible = !(*pf & CW_F_VISIBILITY_OFF);
 
 	const struct cw_endpoint_val *ep = cw_endpoint(skb->ifindex, dir == CW_DIR_EGRESS ? p.saddr : p.daddr, epoch);
-	if (!ep)
+	if (!ep) {
+		/* From a pod, an address that is no local endpoint's is someone else's: a pod posing
+		 * as a pod of another node, whose identity the receiving node would trust. ICMPv6
+		 * passes: neighbour discovery and MLD use link-local and unspecified sources. */
+		if (strict && dir == CW_DIR_EGRESS && p.proto != IPPROTO_ICMPV6) {
+			cw_count(CW_CNT_SPOOFED);
+			return TC_ACT_SHOT;
+		}
 		return TC_ACT_OK; /* not a local endpoint (e.g. the node itself) */
+	}
 	if (dir == CW_DIR_EGRESS && ep->ifindex && skb->ifindex != ep->ifindex) {
 		cw_count(CW_CNT_SPOOFED);
 		return TC_ACT_SHOT; /* a workload sending with another endpoint's address */
@@ -257,11 +268,18 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 SEC("classifier")
 int from_pod(struct __sk_buff *skb)
 {
-	return handle(skb, CW_DIR_EGRESS);
+	return handle(skb, CW_DIR_EGRESS, 1);
+}
+
+/* from_pod's place on a host's NIC (host mode): what leaves the NIC. */
+SEC("classifier")
+int from_host(struct __sk_buff *skb)
+{
+	return handle(skb, CW_DIR_EGRESS, 0);
 }
 
 SEC("classifier")
 int to_pod(struct __sk_buff *skb)
 {
-	return handle(skb, CW_DIR_INGRESS);
+	return handle(skb, CW_DIR_INGRESS, 0);
 }

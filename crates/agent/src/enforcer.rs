@@ -7,6 +7,11 @@ use cellwall_policy::compile::NodePolicy;
 use cellwall_policy::{Compiler, Engine, WorkloadKey};
 use std::collections::{BTreeMap, HashMap};
 
+/// The interface index of a local endpoint whose interface is not known (a pod not found yet,
+/// a hostNetwork pod): no interface, so no veth may send with its addresses (the datapath's
+/// anti-spoofing; 0 would mean any).
+pub const NO_INTERFACE: u32 = u32::MAX;
+
 /// Enforces policy for the workloads of a set of nodes (one on a real host; the lab hosts the
 /// pods of every node the manifests name on one machine).
 pub struct Enforcer<D: Datapath> {
@@ -107,7 +112,7 @@ impl CompileHalf {
             }
         }
         Some(Desired::from_node_policy(&np, |wk| {
-            self.ifindex.get(wk).copied().unwrap_or(0)
+            self.ifindex.get(wk).copied().unwrap_or(NO_INTERFACE)
         }))
     }
 }

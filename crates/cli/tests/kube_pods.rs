@@ -111,22 +111,26 @@ fn a_pod_teaching_the_bridge_another_pods_mac_does_not_get_its_identity() {
     );
     // Its IP packets with the victim's address are dropped on the veth before the bridge sees
     // them; its ARP requests are not (forgetting the gateway makes it ask again).
-    for _ in 0..5 {
+    let attacker_if = &pods[2].0.host_if;
+    let node = cellwall_lab::node_ns(&lab.name);
+    let mut learned = 0;
+    for _ in 0..10 {
         ip_in(attacker_ns, &["neigh", "flush", "dev", "eth0"]);
         connects_as(attacker_ns, victim, db, Duration::from_millis(100));
-        std::thread::sleep(Duration::from_millis(100));
+        let fdb = Command::new("bridge")
+            .args(["-n", &node, "fdb", "show", "dev", attacker_if])
+            .output()
+            .unwrap();
+        learned += String::from_utf8_lossy(&fdb.stdout)
+            .lines()
+            .any(|l| l.starts_with(&victim_mac) && !l.contains("permanent"))
+            as usize;
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let fdb = Command::new("bridge")
-        .args(["-n", &cellwall_lab::node_ns(&lab.name), "fdb", "show"])
-        .output()
-        .unwrap();
-    let fdb = String::from_utf8_lossy(&fdb.stdout);
-    let attacker_if = &pods[2].0.host_if;
     assert!(
-        fdb.lines()
-            .any(|l| l.starts_with(&victim_mac) && l.contains(&format!("dev {attacker_if} "))),
-        "the attack did not take effect (the bridge did not learn the victim's MAC on the \
-         attacker's port), so this test proves nothing:\n{fdb}"
+        learned > 0,
+        "the attack did not take effect (the bridge never learned the victim's MAC on the \
+         attacker's port), so this test proves nothing"
     );
     // Several scans later the victim is still bound to its own port and the posing
     // connection is dropped.

@@ -169,7 +169,7 @@ fn finds_routed_and_bridged_pods_interfaces_in_the_kernel_tables() {
     .iter()
     .map(|a| a.parse().unwrap())
     .collect();
-    let found = interfaces::find(Some(n), &addrs).unwrap();
+    let found = interfaces::find(Some(n), &addrs).unwrap().by_addr;
     let name = |a: &str| {
         found
             .get(&a.parse::<IpAddr>().unwrap())
@@ -184,7 +184,7 @@ fn finds_routed_and_bridged_pods_interfaces_in_the_kernel_tables() {
     assert_eq!(name("10.88.0.9"), None, "MAC not in the bridge's table");
     assert_eq!(name("10.99.0.1"), None);
     // Nothing is found from outside the namespace.
-    assert!(interfaces::find(None, &addrs).unwrap().is_empty());
+    assert!(interfaces::find(None, &addrs).unwrap().by_addr.is_empty());
 
     // A silent bridged pod behind a subnet route (flannel's cni0 layout), in a namespace of
     // its own: no neighbour entry until someone talks to it. The first scan asks the kernel to
@@ -202,7 +202,7 @@ fn finds_routed_and_bridged_pods_interfaces_in_the_kernel_tables() {
     let silent: IpAddr = "10.66.0.20".parse().unwrap();
     let t = std::time::Instant::now();
     let found = loop {
-        let f = interfaces::find(Some(n), &[silent]).unwrap();
+        let f = interfaces::find(Some(n), &[silent]).unwrap().by_addr;
         if let Some(h) = f.get(&silent) {
             break h.clone();
         }
@@ -214,8 +214,16 @@ fn finds_routed_and_bridged_pods_interfaces_in_the_kernel_tables() {
         ("cwb1", Some("cwbr"))
     );
     // The routed pod goes: its veth (and with it the route) is deleted.
+    let before = interfaces::find(Some(n), &addrs).unwrap().present;
+    let cwr0 = netns::ifindex_in(Some(n), "cwr0").unwrap();
+    assert!(before.contains(&cwr0));
     ip(&["-n", n, "link", "del", "cwr0"]);
-    let found = interfaces::find(Some(n), &addrs).unwrap();
+    let after = interfaces::find(Some(n), &addrs).unwrap();
+    assert!(
+        !after.present.contains(&cwr0),
+        "a deleted veth is not present"
+    );
+    let found = after.by_addr;
     assert!(!found.contains_key(&"10.77.0.5".parse::<IpAddr>().unwrap()));
     assert_eq!(found.len(), 1);
     drop(pod);

@@ -30,6 +30,9 @@ const TO_8063: Pkt = tcp(A4, B4, 40000, 8063, SYN);
 const TO_8064: Pkt = tcp(A6, B6, 40000, 8064, SYN);
 const TO_8100: Pkt = tcp(A4, B4, 40000, 8100, SYN);
 const FROM_A: Pkt = tcp(A4, W4, 40000, 443, SYN);
+/// A link-local IPv6 address (neighbour discovery's source).
+const LINK_LOCAL6: std::net::IpAddr =
+    std::net::IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
 
 const ROWS: &[Row] = &[
     // Not policy's business: passes before any lookup, records nothing.
@@ -64,9 +67,26 @@ const ROWS: &[Row] = &[
         ..ROW
     },
     Row {
-        name: "unknown endpoint: the node's own packet passes untracked",
+        name: "unknown source: from a pod's interface, an address no local endpoint has is \
+               dropped (a pod posing as a pod of another node)",
         policy: &[B_IN, B_OUT_NONE],
         send: (FromPod, tcp(N4, W4, 1000, 443, SYN)),
+        verdict: SHOT,
+        counters: SPOOFED,
+        ..ROW
+    },
+    Row {
+        name: "unknown source: ICMP with it is dropped too",
+        policy: &[B_IN, B_OUT_NONE],
+        send: (FromPod, ip(N4, W4, L4::Icmp(8))),
+        verdict: SHOT,
+        counters: SPOOFED,
+        ..ROW
+    },
+    Row {
+        name: "unknown source: ICMPv6 passes (neighbour discovery from link-local addresses)",
+        policy: &[B_IN, B_OUT_NONE],
+        send: (FromPod, ip(LINK_LOCAL6, W6, L4::Icmp(135))),
         ..ROW
     },
     Row {
@@ -434,10 +454,12 @@ const ROWS: &[Row] = &[
         ..ROW
     },
     Row {
-        name: "known gap: a source address no local endpoint has passes from a's interface",
+        name: "anti-spoofing: a remote pod's address from a's interface is dropped",
         policy: &[B_IN],
         spoof_check: true,
         send: (FromPod, tcp(R4, B4, 40000, 80, SYN)),
+        verdict: SHOT,
+        counters: SPOOFED,
         ..ROW
     },
 ];

@@ -139,8 +139,13 @@ impl KernelDatapath {
         &self.pin_dir
     }
 
-    fn program(&mut self, hook: Hook) -> Result<&mut SchedClassifier, DatapathError> {
-        let name = hook.program();
+    /// The program of `hook`: on a host's NIC `from_pod`'s place is taken by `from_host`, which
+    /// lets through what the host forwards (a pod's veth drops what its endpoint did not send).
+    fn program(&mut self, hook: Hook, nic: bool) -> Result<&mut SchedClassifier, DatapathError> {
+        let name = match (hook, nic) {
+            (Hook::FromPod, true) => "from_host",
+            _ => hook.program(),
+        };
         let p: &mut SchedClassifier = self
             .ebpf
             .program_mut(name)
@@ -186,7 +191,7 @@ impl KernelDatapath {
                 (Hook::ToPod, false) | (Hook::FromPod, true) => TcAttachType::Egress,
             };
             let pin = self.link_pin(ifname, hook);
-            let prog = self.program(hook)?;
+            let prog = self.program(hook, nic)?;
             if pin.exists() {
                 // Restart or upgrade: swap the program behind the existing link.
                 let fd: FdLink = PinnedLink::from_pin(&pin)
@@ -368,7 +373,7 @@ impl KernelDatapath {
         repeat: u32,
     ) -> Result<(i32, u32), DatapathError> {
         let fd = self
-            .program(hook)?
+            .program(hook, false)?
             .fd()
             .map_err(|e| err("program fd", e))?
             .as_fd()
