@@ -272,27 +272,34 @@ impl<D: Datapath> NodeAgent<D> {
             }
         }
         self.endpoints = eps;
-        let mut r = self.sync(None::<NoStage>, None)?;
-        if r.report.is_none() {
-            // The tables did not change (the new pod is not policed and visibility is off, or
-            // its tables were already in force): attach or detach where needed all the same.
-            if let Some(current) = self.enforcer.current().cloned() {
-                let (a, d) = self.attachments(&current, false);
-                let dp = self.enforcer.datapath();
-                for (i, nic) in &a {
-                    if *nic {
-                        dp.attach_nic(i)?;
-                    } else {
-                        dp.attach(i)?;
-                    }
-                }
-                for i in &d {
-                    dp.detach(i)?;
-                }
-                r.attached += a.len();
-                r.detached += d.len();
+        // Switch first, attach after: the tables in force then already bind each new pod to
+        // its interface (it had none, which anti-spoofing reads as "no veth may send as it"),
+        // so its first packets through the programs are not taken for spoofing. Until then
+        // the pod was not policed on its veth, as before it was found.
+        let mut r = Applied::default();
+        if let Some(desired) = self.enforcer.prepare(&mut self.engine, None, None) {
+            r.ipcache_entries = desired.ipcache.len();
+            r.policy_entries = desired.policy.len();
+            r.endpoints = desired.endpoints.len();
+            r.report = Some(self.enforcer.commit(desired)?);
+        }
+        let (attach, detach) = match self.enforcer.current() {
+            Some(current) => self.attachments(current, false),
+            None => Default::default(),
+        };
+        let dp = self.enforcer.datapath();
+        for (i, nic) in &attach {
+            if *nic {
+                dp.attach_nic(i)?;
+            } else {
+                dp.attach(i)?;
             }
         }
+        for i in &detach {
+            dp.detach(i)?;
+        }
+        r.attached = attach.len();
+        r.detached = detach.len();
         r.detached += detached;
         Ok(Some(r))
     }

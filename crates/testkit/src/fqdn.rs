@@ -1,6 +1,8 @@
 //! A lab for FQDN egress, shared by its root test and its latency benchmark: a real DNS server
 //! (dnsmasq, Debian's `dnsmasq-base`) in pod `app/dns`, a web server outside the inventory on
-//! every address of 198.18.0.0/21 (RFC 2544 test space, routed to pod `ext/web`), a client
+//! every address of 198.18.0.0/21 (RFC 2544 test space, routed from the lab's node to a
+//! namespace of its own: the outside world, not a pod, whose veth would drop what it sends
+//! from addresses that are not its own), a client
 //! whose ClusterNetworkPolicy accepts `*.allowed.test` on one port and denies every other
 //! address, and a `plain` pod no policy selects (its answers are not held). Plus a DNS client.
 
@@ -136,33 +138,37 @@ impl FqdnLab {
     /// `ADDRESS NAME`) and dnsmasq `--cname` aliases.
     pub fn up(cellwall: crate::bin::Bin, tag: &str, hosts: &str, cnames: &[&str]) -> FqdnLab {
         let lab = Lab::up(cellwall, tag, &manifests());
-        let (client, web, dns, plain) = (
-            lab.pod("client"),
-            lab.pod("web"),
-            lab.pod("dns"),
-            lab.pod("plain"),
-        );
+        let (client, dns, plain) = (lab.pod("client"), lab.pod("dns"), lab.pod("plain"));
         let node = format!("cw-{}-node", lab.name);
+        // Inside the lab's prefix: `lab down` removes it.
+        let outside = format!("cw-{}-outside", lab.name);
+        let link = format!("cwo{}", lab.name);
+        let gw = cellwall_lab::GATEWAY;
+        ip(&["netns", "add", &outside]);
         ip(&[
-            "-n",
-            &web.netns,
-            "route",
-            "add",
-            "local",
-            "198.18.0.0/21",
-            "dev",
-            "lo",
+            "-n", &node, "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns",
+            &outside,
         ]);
-        ip(&[
-            "-n",
-            &node,
-            "route",
-            "add",
-            "198.18.0.0/21",
-            "via",
-            WEB_POD_IP,
-        ]);
-        let web_ns = web.netns.clone();
+        for (ns, dev) in [
+            (node.as_str(), link.as_str()),
+            (&outside, "eth0"),
+            (&outside, "lo"),
+        ] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        for r in [
+            &["route", "add", "local", "198.18.0.0/21", "dev", "lo"][..],
+            &["route", "add", gw, "dev", "eth0", "scope", "link"],
+            &["route", "add", "default", "via", gw, "dev", "eth0"],
+        ] {
+            ip(&[&["-n", outside.as_str()][..], r].concat());
+        }
+        ip(&["-n", &node, "route", "add", "198.18.0.0/21", "dev", &link]);
+        let rp = format!("/proc/sys/net/ipv4/conf/{link}/rp_filter");
+        netns::run_in(&node, move || std::fs::write(rp, "0"))
+            .unwrap()
+            .unwrap();
+        let web_ns = outside;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             netns::enter(&web_ns).unwrap();
