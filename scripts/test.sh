@@ -19,6 +19,14 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 step "architecture invariants"
 scripts/check-invariants.sh
 
+step "deploy/: every rendered manifest against the Kubernetes API's schemas (kubernetes-validate, strict)"
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! python3 -m pip show kubernetes-validate 2>/dev/null | grep -q "^Version: ${KUBERNETES_VALIDATE_VERSION}$"; then
+  echo "installing kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} from PyPI" >&2
+  python3 -m pip install -q --disable-pip-version-check "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi
+python3 scripts/validate-deploy.py
+
 step "web console: TypeScript strict type check and unit tests (ui/)"
 npm run --prefix ui --silent check
 npm test --prefix ui --silent

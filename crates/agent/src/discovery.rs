@@ -202,8 +202,27 @@ pub fn reported(cfg: &Config, found: &EndpointsFile) -> Vec<LocalWorkload> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A model with workloads x/a (10.0.0.1, veth cwa) and x/b (10.0.0.2, veth cwb) on node n1,
+    /// plus `policy` (YAML, may be empty).
+    pub(crate) fn doc_with(policy: &str) -> StateDoc {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{namespace: x, name: a, labels: {{app: a}}}}\n\
+             spec: {{nodeName: n1, containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n\
+             status: {{podIP: 10.0.0.1}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{namespace: x, name: b, labels: {{app: b}}}}\n\
+             spec: {{nodeName: n1, containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n\
+             status: {{podIP: 10.0.0.2}}\n{policy}"
+        );
+        let parsed = cellwall_policy::load::parse_file("test.yaml", &yaml).expect("test model");
+        let (inv, pols) =
+            cellwall_policy::load::into_model(parsed.objects.into_iter().map(|l| l.object));
+        StateDoc::new(&inv, &pols)
+    }
+
     use crate::config::HostMode;
     use cellwall_datapath::FakeDatapath;
 
@@ -249,7 +268,7 @@ mod tests {
     /// (anti-spoofing would then accept the victim's address from it).
     #[test]
     fn a_pod_claiming_another_pods_address_on_a_bridge_gets_nothing() {
-        let doc = crate::node::tests::doc_with("");
+        let doc = doc_with("");
         let nodes: BTreeSet<String> = ["n1".to_string()].into();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let port = |name: &str, ifindex| HostInterface {

@@ -462,8 +462,9 @@ impl Attribution {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::discovery::tests::doc_with;
     use cellwall_datapath::fake::Attached;
     use cellwall_datapath::FakeDatapath;
     use cellwall_policy::synth::{random_scenario, Rng};
@@ -495,24 +496,6 @@ pub(crate) mod tests {
             }
             prev = doc;
         }
-    }
-
-    /// A model with workloads x/a (10.0.0.1, veth cwa) and x/b (10.0.0.2, veth cwb) on node n1,
-    /// plus `policy` (YAML, may be empty).
-    pub(crate) fn doc_with(policy: &str) -> StateDoc {
-        let yaml = format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x}}\n---\n\
-             apiVersion: v1\nkind: Pod\nmetadata: {{namespace: x, name: a, labels: {{app: a}}}}\n\
-             spec: {{nodeName: n1, containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n\
-             status: {{podIP: 10.0.0.1}}\n---\n\
-             apiVersion: v1\nkind: Pod\nmetadata: {{namespace: x, name: b, labels: {{app: b}}}}\n\
-             spec: {{nodeName: n1, containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n\
-             status: {{podIP: 10.0.0.2}}\n{policy}"
-        );
-        let parsed = cellwall_policy::load::parse_file("test.yaml", &yaml).expect("test model");
-        let (inv, pols) =
-            cellwall_policy::load::into_model(parsed.objects.into_iter().map(|l| l.object));
-        StateDoc::new(&inv, &pols)
     }
 
     fn endpoints() -> EndpointsFile {

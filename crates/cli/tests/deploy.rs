@@ -1,0 +1,113 @@
+//! deploy/ and the code cannot drift apart: every flag the manifests pass exists in the binary
+//! that gets it, the manager's ClusterRole grants exactly the reads the Kubernetes source makes
+//! (and the Events it writes), and the agent finds its node and its pods as a DaemonSet must.
+//! (The manifests' schemas are checked by scripts/validate-deploy.py.)
+
+use cellwall_testkit::kube::yaml_documents;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+fn deploy(file: &str) -> Vec<Value> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(file);
+    yaml_documents(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+}
+
+fn containers(docs: &[Value]) -> Vec<Value> {
+    docs.iter()
+        .filter_map(|d| d["spec"]["template"]["spec"]["containers"].as_array())
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_flag_the_manifests_pass_exists() {
+    let mut checked = 0;
+    for file in ["manager.yaml", "agent.yaml"] {
+        for c in containers(&deploy(file)) {
+            let cmd = strings(&c["command"]);
+            // Built beside `cellwall` (the unit tier builds every binary first).
+            let bin = cellwall_testkit::bin!("cellwall").sibling(&cmd[0]);
+            let help = bin.stdout(&["--help"]);
+            for arg in strings(&c["args"]) {
+                let flag = arg.split('=').next().unwrap();
+                assert!(
+                    help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                    "deploy/{file}: {} has no {flag}",
+                    cmd[0]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "{checked} flags");
+}
+
+#[test]
+fn the_managers_cluster_role_grants_what_the_kubernetes_source_reads_and_no_more() {
+    let docs = deploy("manager.yaml");
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for g in strings(&rule["apiGroups"]) {
+            for r in strings(&rule["resources"]) {
+                for v in strings(&rule["verbs"]) {
+                    granted.insert((g.clone(), r.clone(), v));
+                }
+            }
+        }
+    }
+    let mut wanted = BTreeSet::new();
+    for r in cellwall_kube::RESOURCES {
+        for v in ["get", "list", "watch"] {
+            wanted.insert((r.group.to_string(), r.plural.to_string(), v.to_string()));
+        }
+    }
+    wanted.insert((String::new(), "events".into(), "create".into()));
+    assert_eq!(granted, wanted, "deploy/manager.yaml's ClusterRole");
+}
+
+#[test]
+fn the_agent_daemonset_finds_its_node_and_pods_itself_with_the_capabilities_it_uses() {
+    let docs = deploy("agent.yaml");
+    let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    let c = &containers(&docs)[0];
+    let node = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "NODE_NAME")
+        .expect("NODE_NAME");
+    assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    let args = strings(&c["args"]);
+    assert!(args.contains(&"--find-interfaces".to_string()));
+    assert!(
+        !args.iter().any(|a| a.starts_with("--node")),
+        "--node comes from NODE_NAME"
+    );
+    let caps = &c["securityContext"]["capabilities"];
+    assert_eq!(strings(&caps["drop"]), ["ALL"]);
+    assert_eq!(
+        strings(&caps["add"]),
+        ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW"]
+    );
+    assert_ne!(c["securityContext"]["privileged"], true);
+}
