@@ -40,7 +40,7 @@ fn pods_starting_on_a_bridged_node_are_policed_and_released() {
 #[test]
 #[ignore = "root tier: needs network namespaces and BPF"]
 fn a_pod_teaching_the_bridge_another_pods_mac_does_not_get_its_identity() {
-    use cellwall_testkit::pods::{connects, connects_as, Api, Server};
+    use cellwall_testkit::pods::{connects, connects_as, reachable, Api, Server};
     use std::net::IpAddr;
     use std::process::Command;
     use std::time::{Duration, Instant};
@@ -74,7 +74,7 @@ fn a_pod_teaching_the_bridge_another_pods_mac_does_not_get_its_identity() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        connects(victim_ns, db, Duration::from_secs(1)),
+        reachable(victim_ns, db, Duration::from_secs(5)),
         "the client reaches db"
     );
     assert!(

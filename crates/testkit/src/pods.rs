@@ -140,6 +140,17 @@ impl Api {
     }
 }
 
+/// Whether `to`:5432 becomes reachable from `from_ns` within `within` (tries every 200 ms).
+pub fn reachable(from_ns: &str, to: IpAddr, within: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if connects(from_ns, to, Duration::from_millis(200)) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Whether a TCP connection from namespace `from_ns` to `to`:5432 gets through in `timeout`.
 pub fn connects(from_ns: &str, to: IpAddr, timeout: Duration) -> bool {
     netns::run_in(from_ns, move || {
@@ -161,8 +172,11 @@ pub fn start_and_stop(lab: &Lab, n: usize) -> PodTimes {
         let name = format!("db-{k}");
         let pod = cellwall_lab::cni_add(&lab.name, k, &[ip]).expect("CNI add");
         let server = Server::start(&pod.netns);
+        // A new bridge port forwards once the kernel's link watcher has seen its carrier, which
+        // it batches (up to 1 s here): wait for the pod to be reachable, as kubelet's readiness
+        // would, before the Pod is written.
         assert!(
-            connects(&other, ip, Duration::from_secs(1)),
+            reachable(&other, ip, Duration::from_secs(5)),
             "{name}: reachable before Cellwall knows it (the starting point measured)"
         );
         let t0 = Instant::now();
