@@ -33,7 +33,11 @@ pub struct NodeAgent<D: Datapath> {
     /// Every local workload carries programs (flow events for all), not only policed ones.
     visibility: bool,
     doc: StateDoc,
-    first: bool,
+    /// Interfaces whose programs this process attached (or replaced). Each interface that
+    /// needs programs gets them once per process, whenever it is first seen: a restart or
+    /// upgrade replaces what the previous run attached (an atomic replace; its pinned maps keep
+    /// enforcing until the switch), also for pods found only later (`--find-interfaces`).
+    replaced: std::collections::HashSet<String>,
     /// Address → workload of the applied state (flow attribution between applies).
     owners: Attribution,
     /// `engine.next_expiry()` as of the last sync: the enforcement loop asks on every tick and
@@ -124,7 +128,7 @@ impl<D: Datapath> NodeAgent<D> {
             endpoints: discovery.endpoints,
             visibility,
             doc: StateDoc::default(),
-            first: true,
+            replaced: Default::default(),
             owners: Attribution::default(),
             expiry: None,
             find: None,
@@ -155,8 +159,7 @@ impl<D: Datapath> NodeAgent<D> {
     }
 
     /// Enforces `doc`. The first apply of a process also replaces the programs on every
-    /// interface that needs them (an agent restart or upgrade: attach is an atomic replace, and
-    /// the maps pinned by the previous run keep enforcing until the switch).
+    /// interface that needs them (`replaced`).
     pub fn apply(&mut self, doc: &StateDoc, now: i64) -> Result<Applied, AgentError> {
         stage(&mut self.engine, &mut self.doc, doc);
         self.engine.set_now(now);
@@ -249,22 +252,28 @@ impl<D: Datapath> NodeAgent<D> {
         if eps == self.endpoints {
             return Ok(None);
         }
+        let gone: Vec<LocalEndpoint> = self
+            .endpoints
+            .iter()
+            .filter(|old| {
+                !old.nic
+                    && !eps.iter().any(|e| {
+                        e.key == old.key && e.interface == old.interface && e.ifindex == old.ifindex
+                    })
+            })
+            .cloned()
+            .collect();
         let mut detached = 0;
-        for old in &self.endpoints {
-            let same = eps.iter().any(|e| {
-                e.key == old.key && e.interface == old.interface && e.ifindex == old.ifindex
-            });
-            if same || old.nic {
-                continue;
-            }
+        for old in &gone {
             if let Some(k) = WorkloadKey::parse(&old.key) {
                 self.enforcer.remove_interface(&k);
             }
             // Gone with its pod, or about to be attached again (a new veth of the same name).
             if self.enforcer.datapath_ref().is_attached(&old.interface) {
-                self.enforcer.datapath().detach(&old.interface)?;
+                self.detach_all(std::slice::from_ref(&old.interface))?;
                 detached += 1;
             }
+            self.replaced.remove(&old.interface);
         }
         for e in &eps {
             if let Some(k) = WorkloadKey::parse(&e.key) {
@@ -284,20 +293,11 @@ impl<D: Datapath> NodeAgent<D> {
             r.report = Some(self.enforcer.commit(desired)?);
         }
         let (attach, detach) = match self.enforcer.current() {
-            Some(current) => self.attachments(current, false),
+            Some(current) => self.attachments(current),
             None => Default::default(),
         };
-        let dp = self.enforcer.datapath();
-        for (i, nic) in &attach {
-            if *nic {
-                dp.attach_nic(i)?;
-            } else {
-                dp.attach(i)?;
-            }
-        }
-        for i in &detach {
-            dp.detach(i)?;
-        }
+        self.attach_all(&attach)?;
+        self.detach_all(&detach)?;
         r.attached = attach.len();
         r.detached = detach.len();
         r.detached += detached;
@@ -365,8 +365,7 @@ impl<D: Datapath> NodeAgent<D> {
     /// Attaches programs where the new tables need them, switches, detaches where they are no
     /// longer needed.
     fn switch(&mut self, desired: Desired) -> Result<Applied, AgentError> {
-        let reattach = std::mem::replace(&mut self.first, false);
-        let (attach, detach) = self.attachments(&desired, reattach);
+        let (attach, detach) = self.attachments(&desired);
         let mut out = Applied {
             attached: attach.len(),
             detached: detach.len(),
@@ -375,25 +374,37 @@ impl<D: Datapath> NodeAgent<D> {
             endpoints: desired.endpoints.len(),
             ..Default::default()
         };
-        let dp = self.enforcer.datapath();
-        for (i, nic) in &attach {
+        self.attach_all(&attach)?;
+        out.report = Some(self.enforcer.commit(desired)?);
+        self.detach_all(&detach)?;
+        Ok(out)
+    }
+
+    /// Attaches the programs to each interface, the host-mode way round where `nic`.
+    fn attach_all(&mut self, interfaces: &[(String, bool)]) -> Result<(), AgentError> {
+        for (i, nic) in interfaces {
+            let dp = self.enforcer.datapath();
             if *nic {
                 dp.attach_nic(i)?;
             } else {
                 dp.attach(i)?;
             }
+            self.replaced.insert(i.clone());
         }
-        out.report = Some(self.enforcer.commit(desired)?);
-        let dp = self.enforcer.datapath();
-        for i in &detach {
-            dp.detach(i)?;
-        }
-        Ok(out)
+        Ok(())
     }
 
-    /// Which local interfaces need programs under `desired` and lack them (all that need them
-    /// with `reattach`), and which carry programs they no longer need.
-    fn attachments(&self, desired: &Desired, reattach: bool) -> (Vec<(String, bool)>, Vec<String>) {
+    fn detach_all(&mut self, interfaces: &[String]) -> Result<(), AgentError> {
+        for i in interfaces {
+            self.enforcer.datapath().detach(i)?;
+            self.replaced.remove(i);
+        }
+        Ok(())
+    }
+
+    /// Which local interfaces need programs under `desired` and lack them (or carry a previous
+    /// process's: `replaced`), and which carry programs they no longer need.
+    fn attachments(&self, desired: &Desired) -> (Vec<(String, bool)>, Vec<String>) {
         let policed = |ep: &LocalEndpoint| {
             ep.ips.iter().any(|ip| {
                 desired
@@ -410,7 +421,7 @@ impl<D: Datapath> NodeAgent<D> {
             }
             let needed = self.visibility || policed(ep);
             let attached = self.enforcer.datapath_ref().is_attached(&ep.interface);
-            if needed && (!attached || reattach) {
+            if needed && (!attached || !self.replaced.contains(&ep.interface)) {
                 attach.push((ep.interface.clone(), ep.nic));
             } else if !needed && attached {
                 detach.push(ep.interface.clone());
@@ -617,5 +628,38 @@ mod tests {
         n.apply(&doc, 0).unwrap();
         assert!(n.endpoints().is_empty(), "{:?}", n.endpoints());
         assert!(fake.attached().is_empty());
+    }
+
+    /// An upgrade of a DaemonSet agent: the new process finds the pods after its first apply,
+    /// and still replaces the programs the previous process attached to them.
+    #[test]
+    fn a_new_process_replaces_the_programs_on_pods_it_finds_later() {
+        use cellwall_datapath::HostInterface;
+        let fake = FakeDatapath::new();
+        fake.set_host_interface(
+            "10.0.0.2".parse().unwrap(),
+            Some(HostInterface {
+                name: "cwb".into(),
+                ifindex: 12,
+                bridge: None,
+            }),
+        );
+        let start = || {
+            NodeAgent::new(fake.clone(), EndpointsFile::default(), "n1", false)
+                .unwrap()
+                .finding_interfaces()
+        };
+        start().apply(&doc_with(DENY_TO_B), 0).unwrap();
+        assert_eq!(fake.attach_log(), ["cwb"]);
+        let mut upgraded = start();
+        upgraded.apply(&doc_with(DENY_TO_B), 0).unwrap();
+        assert_eq!(
+            fake.attach_log(),
+            ["cwb", "cwb"],
+            "replaced once by the new process"
+        );
+        upgraded.apply(&doc_with(DENY_TO_B), 0).unwrap();
+        assert!(upgraded.rediscover().unwrap().is_none());
+        assert_eq!(fake.attach_log().len(), 2, "and not again");
     }
 }
