@@ -39,6 +39,16 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* An IPv6 link-local (fe80::/10) or unspecified (::) address. IPv4 addresses are v4-mapped
+ * (::ffff:a.b.c.d), never either. */
+static __always_inline int cw_link_scoped(const __u64 *addr)
+{
+	const __u8 *b = (const __u8 *)addr;
+	if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+		return 1;
+	return addr[0] == 0 && addr[1] == 0;
+}
+
 /* `strict`: the hook is a pod's host-side veth, where every packet the pod sends must carry an
  * address of the endpoint bound to that veth. A host's NIC (host mode) also forwards packets
  * that are not the host's own, so it is not strict. */
@@ -64,9 +74,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, int strict)
 	const struct cw_endpoint_val *ep = cw_endpoint(skb->ifindex, dir == CW_DIR_EGRESS ? p.saddr : p.daddr, epoch);
 	if (!ep) {
 		/* From a pod, an address that is no local endpoint's is someone else's: a pod posing
-		 * as a pod of another node, whose identity the receiving node would trust. ICMPv6
-		 * passes: neighbour discovery and MLD use link-local and unspecified sources. */
-		if (strict && dir == CW_DIR_EGRESS && p.proto != IPPROTO_ICMPV6) {
+		 * as a pod of another node, whose identity the receiving node would trust. IPv6
+		 * link-local and unspecified sources pass (neighbour discovery, MLD behind its
+		 * hop-by-hop header): they never leave the link, so they pose as no pod. */
+		if (strict && dir == CW_DIR_EGRESS && !cw_link_scoped(p.saddr)) {
 			cw_count(CW_CNT_SPOOFED);
 			return TC_ACT_SHOT;
 		}

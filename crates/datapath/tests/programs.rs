@@ -84,9 +84,23 @@ const ROWS: &[Row] = &[
         ..ROW
     },
     Row {
-        name: "unknown source: ICMPv6 passes (neighbour discovery from link-local addresses)",
+        name: "unknown source: a link-local one passes (neighbour discovery)",
         policy: &[B_IN, B_OUT_NONE],
         send: (FromPod, ip(LINK_LOCAL6, W6, L4::Icmp(135))),
+        ..ROW
+    },
+    Row {
+        name: "unknown source: a link-local one passes whatever follows (MLD's hop-by-hop header)",
+        policy: &[B_IN, B_OUT_NONE],
+        send: (FromPod, ip(LINK_LOCAL6, W6, L4::Proto(0))),
+        ..ROW
+    },
+    Row {
+        name: "unknown source: ICMPv6 from a global address is dropped",
+        policy: &[B_IN, B_OUT_NONE],
+        send: (FromPod, ip(W6, A6, L4::Icmp(128))),
+        verdict: SHOT,
+        counters: SPOOFED,
         ..ROW
     },
     Row {
