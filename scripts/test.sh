@@ -19,11 +19,13 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 step "architecture invariants"
 scripts/check-invariants.sh
 
-step "deploy/: every rendered manifest against the Kubernetes API's schemas (kubernetes-validate, strict)"
+step "deploy/: every rendered manifest against the Kubernetes API's schemas (kubernetes-validate, strict); Cellwall objects against the CRDs (schema and CEL, cel-python)"
 KUBERNETES_VALIDATE_VERSION=1.37.0
-if ! python3 -m pip show kubernetes-validate 2>/dev/null | grep -q "^Version: ${KUBERNETES_VALIDATE_VERSION}$"; then
-  echo "installing kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} from PyPI" >&2
-  python3 -m pip install -q --disable-pip-version-check "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" 2>&1 | grep -v "Running pip as the 'root' user" || true
+CEL_PYTHON_VERSION=0.5.0
+if ! python3 -m pip show kubernetes-validate 2>/dev/null | grep -q "^Version: ${KUBERNETES_VALIDATE_VERSION}$" \
+  || ! python3 -m pip show cel-python 2>/dev/null | grep -q "^Version: ${CEL_PYTHON_VERSION}$"; then
+  echo "installing kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} and cel-python ${CEL_PYTHON_VERSION} from PyPI" >&2
+  python3 -m pip install -q --disable-pip-version-check "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" "cel-python==${CEL_PYTHON_VERSION}" 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 python3 scripts/validate-deploy.py
 

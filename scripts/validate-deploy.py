@@ -7,6 +7,11 @@ then every object checked against the Kubernetes API's own OpenAPI schemas (the
 kustomize itself is not installable on these machines (a Go program; no Debian package here),
 so the rendering is done here, and it refuses any kustomization field it does not implement
 rather than skip it. `kubectl kustomize deploy/` renders the same objects.
+Then Cellwall's own objects are checked against the generated CRDs (deploy/crds.yaml) the way
+the API server would check them on create (scripts/crdcheck.py: structural schema and CEL
+rules): every example in examples/ must be accepted, and each case in
+crates/kube/tests/crd_cases.yaml accepted or refused as it says (the loader is held to the same
+list by crates/kube/tests/crds.rs).
 Exit status 1 names every file, document and error."""
 
 import sys
@@ -14,6 +19,8 @@ from pathlib import Path
 
 import kubernetes_validate
 import yaml
+
+import crdcheck
 
 # The Kubernetes versions Cellwall supports (the oldest with TCX-capable nodes is a node
 # question, not an API one): every rendered object must validate on each.
@@ -58,10 +65,35 @@ def main() -> int:
                 except kubernetes_validate.InvalidSchemaError as e:
                     failures.append(f"{where} on Kubernetes {v}: {e}")
             checked += 1
-    for f in failures:
+    crds = [d for d in yaml.safe_load_all((root / "crds.yaml").read_text()) if d]
+    crd_failures, cases = check_cellwall_objects(root.parent, crds)
+    for f in failures + crd_failures:
         print(f, file=sys.stderr)
     print(f"deploy/: {checked} objects from {len(kdirs)} kustomizations, Kubernetes {', '.join(VERSIONS)}: {len(failures)} errors")
-    return 1 if failures else 0
+    print(f"CRDs: {cases} Cellwall objects (examples and crd_cases.yaml) against {len(crds)} CRDs: {len(crd_failures)} errors")
+    return 1 if failures or crd_failures else 0
+
+
+def check_cellwall_objects(repo: Path, crds):
+    """Examples must be accepted; each case as its `cellwall.io/test-expect` annotation says."""
+    failures, n = [], 0
+    docs = []
+    for path in sorted((repo / "examples").rglob("*.yaml")):
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text()), 1):
+            if doc and str(doc.get("apiVersion", "")).startswith("cellwall.io/"):
+                docs.append((f"{path.relative_to(repo)}#{i}", doc, "accepted"))
+    cases = repo / "crates/kube/tests/crd_cases.yaml"
+    for i, doc in enumerate(yaml.safe_load_all(cases.read_text()), 1):
+        expect = doc["metadata"]["annotations"]["cellwall.io/test-expect"]
+        docs.append((f"{cases.relative_to(repo)}#{i} ({doc['metadata']['name']})", doc, expect))
+    for where, doc, expect in docs:
+        errors = crdcheck.validate(crds, doc)
+        if expect == "accepted" and errors:
+            failures.append(f"{where}: refused by the CRD: {'; '.join(errors)}")
+        elif expect == "refused" and not errors:
+            failures.append(f"{where}: accepted by the CRD, but the loader refuses it")
+        n += 1
+    return failures, n
 
 
 if __name__ == "__main__":

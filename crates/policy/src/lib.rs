@@ -18,6 +18,8 @@ pub mod import;
 pub mod k8s;
 pub mod labels;
 pub mod load;
+#[cfg(feature = "schema")]
+mod manifest_schema;
 pub mod model;
 pub mod net;
 pub mod render;

@@ -17,6 +17,7 @@ pub struct CellwallManifest {
     pub spec: CellwallSpec,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 pub enum TierDe {
@@ -25,6 +26,7 @@ pub enum TierDe {
     Baseline,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 pub enum ModeDe {
@@ -32,15 +34,25 @@ pub enum ModeDe {
     Audit,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.tier) && self.tier == 'admin') || ((!has(self.ingress) || self.ingress.all(r, !has(r.action) || r.action != 'Pass')) && (!has(self.egress) || self.egress.all(r, !has(r.action) || r.action != 'Pass')))",
+    "message": "Pass is only meaningful in tier admin (it hands the decision to the next tier)"
+}])))]
 pub struct CellwallSpec {
+    /// admin (before NetworkPolicies), application (the default, beside them) or baseline
+    /// (after them).
     #[serde(default)]
     pub tier: Option<TierDe>,
+    /// Order within the tier, lower first (default 1000).
     #[serde(default)]
     pub priority: Option<i32>,
+    /// enforce (the default), or audit: verdicts are recorded, nothing is dropped.
     #[serde(default)]
     pub mode: Option<ModeDe>,
+    /// When the whole policy stops applying.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
     /// Pods the policy applies to (in its namespace for `Policy`); absent means all.
@@ -49,12 +61,15 @@ pub struct CellwallSpec {
     /// `ClusterPolicy` only: namespaces whose pods it applies to; absent means all.
     #[serde(default)]
     pub namespace_selector: Option<SelectorDe>,
+    /// Rules for connections to the selected pods, first match wins within the policy.
     #[serde(default)]
     pub ingress: Option<Vec<CellwallIngressRule>>,
+    /// Rules for connections from the selected pods, first match wins within the policy.
     #[serde(default)]
     pub egress: Option<Vec<CellwallEgressRule>>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize, Clone, Copy)]
 pub enum CellwallAction {
     Allow,
@@ -62,36 +77,55 @@ pub enum CellwallAction {
     Pass,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.from) || self.from.all(p, !has(p.domain))",
+    "message": "domain peers are egress only (a connection's source has no DNS name to check)"
+}])))]
 pub struct CellwallIngressRule {
+    /// A name for the rule in verdicts and flow logs.
     #[serde(default)]
     pub name: Option<String>,
+    /// Allow (the default), Deny, or Pass (admin tier: let the next tier decide).
     #[serde(default)]
     pub action: Option<CellwallAction>,
+    /// Peers the rule matches; absent means any peer (an empty list is refused).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub from: Option<Vec<CellwallPeer>>,
+    /// Ports the rule matches; absent means every port.
     #[serde(default)]
     pub ports: Option<Vec<NpPort>>,
+    /// When this rule stops applying.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CellwallEgressRule {
+    /// A name for the rule in verdicts and flow logs.
     #[serde(default)]
     pub name: Option<String>,
+    /// Allow (the default), Deny, or Pass (admin tier: let the next tier decide).
     #[serde(default)]
     pub action: Option<CellwallAction>,
+    /// Peers the rule matches; absent means any peer (an empty list is refused).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub to: Option<Vec<CellwallPeer>>,
+    /// Ports the rule matches; absent means every port.
     #[serde(default)]
     pub ports: Option<Vec<NpPort>>,
+    /// When this rule stops applying.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 pub enum EntityDe {
@@ -101,22 +135,37 @@ pub enum EntityDe {
     All,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.podSelector) || has(self.namespaceSelector), has(self.nodeSelector), has(self.cidr), has(self.entity), has(self.domain)].filter(x, x).size() == 1",
+    "message": "exactly one of podSelector/namespaceSelector, nodeSelector, cidr, entity or domain must be set"
+}, {
+    "rule": "!has(self.except) || has(self.cidr)",
+    "message": "except needs cidr"
+}])))]
 pub struct CellwallPeer {
+    /// Pods with these labels (in the policy's namespace unless namespaceSelector is set).
     #[serde(default)]
     pub pod_selector: Option<SelectorDe>,
+    /// Pods in namespaces with these labels.
     #[serde(default)]
     pub namespace_selector: Option<SelectorDe>,
+    /// Nodes with these labels (their host addresses).
     #[serde(default)]
     pub node_selector: Option<SelectorDe>,
+    /// An address range.
     #[serde(default)]
     pub cidr: Option<Cidr>,
+    /// Strict subnets of cidr that the peer leaves out.
     #[serde(default)]
     pub except: Option<Vec<Cidr>>,
+    /// world (outside the cluster), host (the node itself), cluster (any workload or node) or all.
     #[serde(default)]
     pub entity: Option<EntityDe>,
-    /// Egress only: a DNS name or `*.` wildcard (see `Peer::Domain`).
+    /// Egress only: a DNS name (api.example.com) or a wildcard over its subdomains
+    /// (*.example.com).
     #[serde(default)]
     pub domain: Option<DomainPattern>,
 }

@@ -21,13 +21,22 @@ pub struct HostManifest {
     pub spec: HostSpec,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
     /// The node whose host-mode agent protects this host.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+        )
+    )]
     pub node: String,
     /// Addresses (`192.0.2.10`) or networks (`10.1.0.0/24`) the host may have.
     #[serde(default, deserialize_with = "null_default")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub addresses: Vec<String>,
 }
 

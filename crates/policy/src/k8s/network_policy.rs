@@ -103,13 +103,21 @@ impl TryFrom<RawNpPeer> for NpPeer {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.endPort) || (has(self.port) && type(self.port) == int && self.endPort >= self.port)",
+    "message": "endPort needs a numeric port no greater than it"
+}])))]
 pub struct NpPort {
+    /// TCP (the default), UDP or SCTP.
     #[serde(default)]
     pub protocol: Option<ProtocolDe>,
+    /// A port number or a container port's name; absent means every port.
     #[serde(default)]
     pub port: Option<IntOrName>,
+    /// With a numeric port: the last port of the range.
     #[serde(default)]
     pub end_port: Option<PortNum>,
 }
