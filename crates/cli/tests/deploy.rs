@@ -1,6 +1,6 @@
 //! deploy/ and the code cannot drift apart: every flag the manifests pass exists in the binary
 //! that gets it, the manager's ClusterRole grants exactly the reads the Kubernetes source makes
-//! (and the Events it writes), and the agent finds its node and its pods as a DaemonSet must.
+//! (and the Events and policy statuses it writes), and the agent finds its node and its pods as a DaemonSet must.
 //! (The manifests' schemas are checked by scripts/validate-deploy.py.)
 
 use cellwall_testkit::kube::yaml_documents;
@@ -80,6 +80,15 @@ fn the_managers_cluster_role_grants_what_the_kubernetes_source_reads_and_no_more
         }
     }
     wanted.insert((String::new(), "events".into(), "create".into()));
+    // Status back to the policies (crates/manager/src/cluster_status.rs): the status
+    // subresource only, so the manager cannot change what a policy says.
+    for r in cellwall_kube::RESOURCES
+        .iter()
+        .filter(|r| cellwall_kube::crd::has_status(r))
+    {
+        let sub = format!("{}/status", r.plural);
+        wanted.insert((r.group.to_string(), sub, "patch".into()));
+    }
     assert_eq!(granted, wanted, "deploy/manager.yaml's ClusterRole");
 }
 

@@ -18,6 +18,12 @@ use kube_core::schema::{OptionalEnum, OptionalIntOrString, StructuralSchemaRewri
 use schemars::{generate::SchemaSettings, JsonSchema};
 use serde_json::{json, Value};
 
+/// Whether the manager writes `status` for this kind (its CRD has the status subresource):
+/// policies, which nodes enforce; not hosts, which are declarations.
+pub fn has_status(r: &Resource) -> bool {
+    r.group == "cellwall.io" && matches!(r.kind, "Policy" | "ClusterPolicy")
+}
+
 /// The CRDs of every Cellwall kind in [`RESOURCES`], in that order.
 pub fn crds() -> Vec<Value> {
     RESOURCES
@@ -59,6 +65,32 @@ fn crd(r: &Resource) -> Value {
         other => unreachable!("no CRD for cellwall.io kind {other}"),
     };
     let singular = r.kind.to_ascii_lowercase();
+    let mut properties = json!({
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec
+    });
+    let mut version = json!({
+        "name": r.version,
+        "served": true,
+        "storage": true,
+        "additionalPrinterColumns": columns
+    });
+    if has_status(r) {
+        properties["status"] = status_schema();
+        version["subresources"] = json!({"status": {}});
+        version["additionalPrinterColumns"]
+            .as_array_mut()
+            .expect("a list")
+            .insert(3, column("Enforced", "string", ".status.enforced"));
+    }
+    version["schema"] = json!({"openAPIV3Schema": {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "required": ["spec"]
+    }});
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -77,23 +109,41 @@ fn crd(r: &Resource) -> Value {
                 "categories": ["cellwall"]
             },
             "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-            "versions": [{
-                "name": r.version,
-                "served": true,
-                "storage": true,
-                "schema": {"openAPIV3Schema": {
+            "versions": [version]
+        }
+    })
+}
+
+/// What the manager writes back (`crates/manager/src/cluster_status.rs`): which generation it
+/// read, the store revision that holds it, on how many of the joined nodes that revision is in
+/// force, and two conditions in the `metav1.Condition` form.
+fn status_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "Written by the Cellwall manager.",
+        "properties": {
+            "observedGeneration": {"type": "integer", "format": "int64", "description": "The metadata.generation this status describes."},
+            "revision": {"type": "integer", "format": "int64", "description": "The manager's revision that holds this generation (0: not stored, refused)."},
+            "enforcedNodes": {"type": "integer", "format": "int32", "description": "Joined nodes whose agent enforces that revision or a later one."},
+            "nodes": {"type": "integer", "format": "int32", "description": "Joined nodes."},
+            "enforced": {"type": "string", "description": "enforcedNodes/nodes, for kubectl get."},
+            "conditions": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": {
                     "type": "object",
-                    "description": description,
+                    "required": ["type", "status", "reason", "message", "lastTransitionTime"],
                     "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": spec
-                    },
-                    "required": ["spec"]
-                }},
-                "additionalPrinterColumns": columns
-            }]
+                        "type": {"type": "string", "description": "Accepted (the manager could read it) or Enforced (every joined node enforces it)."},
+                        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                        "reason": {"type": "string"},
+                        "message": {"type": "string"},
+                        "observedGeneration": {"type": "integer", "format": "int64"},
+                        "lastTransitionTime": {"type": "string", "format": "date-time"}
+                    }
+                }
+            }
         }
     })
 }

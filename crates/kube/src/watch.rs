@@ -29,6 +29,9 @@ pub struct ObjectRef {
     pub name: String,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
+    /// `metadata.generation`: bumped by the API server on spec changes only (a status write
+    /// does not), so it names what a status was computed from.
+    pub generation: Option<i64>,
 }
 
 /// What changed in a cluster.
@@ -135,6 +138,7 @@ fn read(context: &str, r: &Resource, mut o: DynamicObject) -> Read {
             name: o.metadata.name.clone().unwrap_or_default(),
             uid: o.metadata.uid.clone(),
             resource_version: o.metadata.resource_version.clone(),
+            generation: o.metadata.generation,
         },
         result: parse_json(&name, &text).map(|p| p.objects),
     }
@@ -148,13 +152,7 @@ pub async fn report_refused(
     message: &str,
 ) -> Result<(), kube::Error> {
     let ns = object.namespace.clone().unwrap_or_else(|| "default".into());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let stamp = k8s_openapi::jiff::Timestamp::from_second(now as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_default();
+    let stamp = now_rfc3339();
     let event: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"generateName": format!("{}.", object.name), "namespace": ns},
@@ -178,4 +176,39 @@ pub async fn report_refused(
         .create(&kube::api::PostParams::default(), &event)
         .await
         .map(|_| ())
+}
+
+/// Replaces `object`'s status (a JSON merge patch of the status subresource; the API server
+/// leaves its spec and generation alone). Only kinds whose CRD has the subresource
+/// ([`crate::crd::has_status`]).
+pub async fn write_status(
+    client: &kube::Client,
+    resource: &Resource,
+    object: &ObjectRef,
+    status: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let ar = resource.api_resource();
+    let api: Api<DynamicObject> = match &object.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        &object.name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Now, to the second, as the API writes times (`2026-12-07T10:00:00Z`).
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::from_second(now as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }

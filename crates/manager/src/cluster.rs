@@ -5,6 +5,7 @@
 //! because a change there would be silently undone by the next relist, or would let a token
 //! holder rewrite what the platform team declared in the cluster.
 
+use crate::cluster_status::StatusWriter;
 use crate::config::KubeSource;
 use crate::error::ManagerError;
 use crate::manager::Manager;
@@ -53,13 +54,21 @@ pub async fn run(
     let mut failing: HashMap<&'static str, String> = HashMap::new();
     // Refusals already reported, by object version: a relist does not repeat them.
     let mut reported: HashSet<(String, String)> = HashSet::new();
+    let mut statuses = Some(StatusWriter::default());
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let batch = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            _ = tick.tick() => None,
             b = changes.next() => match b {
-                Some(b) => b,
+                Some(b) => Some(b),
                 None => return Ok(()),
             },
+        };
+        let Some(batch) = batch else {
+            write_statuses(&m, &client, &mut statuses).await;
+            continue;
         };
         let mut work = Vec::with_capacity(batch.len());
         for c in batch {
@@ -83,6 +92,9 @@ pub async fn run(
         if work.is_empty() {
             continue;
         }
+        if let Some(s) = statuses.as_mut() {
+            s.observe(&work);
+        }
         report_refusals(&client, &work, &mut reported).await;
         let (m, ctx) = (m.clone(), context.clone());
         let r = tokio::task::spawn_blocking(move || m.apply_cluster_changes(&ctx, work)).await;
@@ -94,7 +106,48 @@ pub async fn run(
     }
 }
 
-/// A Warning Event on every object the loader refused (once per object version).
+/// How often policy statuses are brought up to date (each write only when one changed).
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Writes the statuses that changed. The store reads run on the blocking pool, so the writer
+/// moves there and back; a failed write is retried on a later tick.
+async fn write_statuses(
+    m: &Arc<Manager>,
+    client: &cellwall_kube::KubeClient,
+    slot: &mut Option<StatusWriter>,
+) {
+    let Some(mut w) = slot.take() else { return };
+    let m2 = m.clone();
+    let now = cellwall_kube::watch::now_rfc3339();
+    let (mut w, due) = match tokio::task::spawn_blocking(move || {
+        let due = w.due(&m2, &now);
+        (w, due)
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("computing policy statuses: {e}");
+            *slot = Some(StatusWriter::default());
+            return;
+        }
+    };
+    match due {
+        Ok(due) => {
+            for (r, o, status) in due {
+                if let Err(e) = cellwall_kube::watch::write_status(client, r, &o, status).await {
+                    tracing::warn!("writing the status of {} {}: {e}", o.kind, o.name);
+                    w.failed(r, &o);
+                }
+            }
+        }
+        Err(e) => tracing::warn!("computing policy statuses: {e}"),
+    }
+    *slot = Some(w);
+}
+
+/// A Warning Event on every object the loader refused (once per object version: its
+/// generation where it has one, so the manager's own status writes do not repeat it).
 async fn report_refusals(
     client: &cellwall_kube::KubeClient,
     work: &[Change],
@@ -111,7 +164,10 @@ async fn report_refusals(
             let o = &r.object;
             let version = (
                 o.uid.clone().unwrap_or_else(|| o.name.clone()),
-                o.resource_version.clone().unwrap_or_default(),
+                match o.generation {
+                    Some(g) => format!("g{g}"),
+                    None => o.resource_version.clone().unwrap_or_default(),
+                },
             );
             if !reported.insert(version) {
                 continue;

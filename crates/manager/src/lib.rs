@@ -17,6 +17,7 @@
 
 pub mod alerts;
 pub mod cluster;
+pub mod cluster_status;
 pub mod config;
 pub mod discover;
 pub mod drafts;

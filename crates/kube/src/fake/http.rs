@@ -34,6 +34,8 @@ struct Route {
     res: usize,
     ns: Option<String>,
     name: Option<String>,
+    /// `/status`: the status subresource of the named object.
+    status: bool,
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -44,6 +46,10 @@ fn route(path: &str) -> Option<Route> {
         _ => return None,
     };
     let own = |s: &str| Some(s.to_string());
+    let (rest, status) = match rest {
+        [head @ .., "status"] if head.len() >= 2 => (head, true),
+        _ => (rest, false),
+    };
     let (ns, plural, name) = match rest {
         [p] => (None, *p, None),
         ["namespaces", ns, p] => (own(ns), *p, None),
@@ -59,7 +65,15 @@ fn route(path: &str) -> Option<Route> {
     if (ns.is_some() && !scoped) || (name.is_some() && scoped && ns.is_none()) {
         return None;
     }
-    Some(Route { res, ns, name })
+    if status && !crate::crd::has_status(&table()[res]) {
+        return None;
+    }
+    Some(Route {
+        res,
+        ns,
+        name,
+        status,
+    })
 }
 
 fn not_found(what: &str) -> Response {
@@ -81,7 +95,13 @@ pub(super) async fn handle(
     if !authorized {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
-    let Some(Route { res, ns, name }) = route(uri.path()) else {
+    let Some(Route {
+        res,
+        ns,
+        name,
+        status: subresource,
+    }) = route(uri.path())
+    else {
         return not_found("the server could not find the requested resource");
     };
     if !shared.lock().served[res] {
@@ -117,6 +137,20 @@ pub(super) async fn handle(
         name: name.clone(),
     };
     let missing = || not_found(&format!("{} \"{name}\" not found", r.plural));
+    if subresource {
+        return match method {
+            Method::GET => match shared.get(&key) {
+                Some(o) => axum::Json((*o).clone()).into_response(),
+                None => missing(),
+            },
+            Method::PATCH => patch_status(&shared, &key, &headers, &body),
+            _ => status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the status subresource is read (GET) and merge-patched (PATCH)",
+            ),
+        };
+    }
     match method {
         Method::GET => match shared.get(&key) {
             Some(o) => axum::Json((*o).clone()).into_response(),
@@ -223,6 +257,36 @@ fn write(
             (code, axum::Json(stored)).into_response()
         }
         Err(e) => status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e),
+    }
+}
+
+/// A JSON merge patch (RFC 7386) of an object's status: only `status` may be in the patch,
+/// as the real API server ignores everything else sent to the subresource.
+fn patch_status(shared: &Shared, key: &Key, headers: &HeaderMap, body: &[u8]) -> Response {
+    let merge = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.starts_with("application/merge-patch+json"));
+    if !merge {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "the fake API server takes merge patches (application/merge-patch+json) only",
+        );
+    }
+    let patch: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the patch must be a JSON object",
+            )
+        }
+    };
+    match shared.patch_status(key, &patch["status"]) {
+        Some(o) => axum::Json((*o).clone()).into_response(),
+        None => not_found(&format!("\"{}\" not found", key.name)),
     }
 }
 

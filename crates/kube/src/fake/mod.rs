@@ -147,6 +147,17 @@ impl Shared {
             "manager": "kubectl", "operation": "Apply", "apiVersion": table()[r].api_version(),
             "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}, "f:spec": {}}
         }]);
+        // With a status subresource, writes of the object leave its status as it was.
+        if crate::crd::has_status(&table()[r]) {
+            match prev.as_ref().and_then(|p| p.get("status")) {
+                Some(st) => obj["status"] = st.clone(),
+                None => {
+                    if let Some(o) = obj.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+        }
         let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
         let created = prev.is_none();
         record(&mut inner, self, key, kind, Arc::new(obj));
@@ -163,6 +174,20 @@ impl Shared {
         let gone = Arc::new(gone);
         record(&mut inner, self, key.clone(), "DELETED", gone.clone());
         Some(gone)
+    }
+
+    /// Merges `status` into an object's status (a new resourceVersion; spec and generation
+    /// unchanged): none when the object does not exist.
+    fn patch_status(&self, key: &Key, status: &Value) -> Option<Arc<Value>> {
+        let mut inner = self.lock();
+        let prev = latest(&inner, key).cloned()?;
+        inner.rv += 1;
+        let mut obj = (*prev).clone();
+        merge_patch(&mut obj["status"], status);
+        obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        let obj = Arc::new(obj);
+        record(&mut inner, self, key.clone(), "MODIFIED", obj.clone());
+        Some(obj)
     }
 
     /// The current state of an object.
@@ -438,9 +463,36 @@ pub fn same_content(stored: &Value, manifest: &Value) -> bool {
                 m.remove(k);
             }
         }
+        // A status the manager wrote (status subresource) is not the manifest's to change.
+        let api = v["apiVersion"].as_str().unwrap_or_default();
+        let kind = v["kind"].as_str().unwrap_or_default();
+        if crate::resource_of(api, kind).is_some_and(crate::crd::has_status) {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("status");
+            }
+        }
         v
     };
     strip(stored) == strip(manifest)
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("made an object");
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
 }
 
 fn now() -> String {

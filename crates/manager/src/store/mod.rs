@@ -121,6 +121,8 @@ pub struct Write {
 pub struct Current {
     pub key: String,
     pub version: i64,
+    /// The store revision that wrote this version (what an agent's ack is compared with).
+    pub revision: u64,
     pub body: Body,
     pub changed_by: String,
     pub changed_at_ms: i64,

@@ -123,7 +123,7 @@ impl SqliteStore {
     pub(super) fn current_objects(&self, kind: Kind) -> Result<Vec<Current>> {
         let db = self.conn();
         let mut st = db.prepare_cached(
-            "SELECT o.key, o.version, o.body, o.actor, o.at_ms FROM objects o
+            "SELECT o.key, o.version, o.body, o.actor, o.at_ms, o.revision FROM objects o
              JOIN (SELECT kind, key, MAX(version) AS v FROM objects WHERE kind = ?1
                    GROUP BY kind, key) m
                ON o.kind = m.kind AND o.key = m.key AND o.version = m.v
@@ -141,6 +141,7 @@ impl SqliteStore {
                 version: r.get(1)?,
                 changed_by: r.get(3)?,
                 changed_at_ms: r.get(4)?,
+                revision: r.get(5)?,
             });
         }
         Ok(out)
@@ -149,7 +150,7 @@ impl SqliteStore {
     pub(super) fn current_object(&self, kind: Kind, key: &str) -> Result<Option<Current>> {
         let db = self.conn();
         let mut st = db.prepare_cached(
-            "SELECT version, body, actor, at_ms FROM objects WHERE kind = ?1 AND key = ?2
+            "SELECT version, body, actor, at_ms, revision FROM objects WHERE kind = ?1 AND key = ?2
              ORDER BY version DESC LIMIT 1",
         )?;
         let mut rows = st.query(params![kind.as_str(), key])?;
@@ -165,6 +166,7 @@ impl SqliteStore {
             version: r.get(0)?,
             changed_by: r.get(2)?,
             changed_at_ms: r.get(3)?,
+            revision: r.get(4)?,
         }))
     }
 
