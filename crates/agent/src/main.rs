@@ -36,7 +36,9 @@ struct Args {
     /// The manager's CA certificate (PEM).
     #[arg(long)]
     ca: PathBuf,
-    /// File holding a bootstrap token (needed only until the node has its certificate).
+    /// File holding a join token, needed only until the node has its certificate: a bootstrap
+    /// token, or in a cluster the pod's projected ServiceAccount token (the manager reviews it
+    /// with the API server when it runs with --join-service-account).
     #[arg(long)]
     bootstrap_token_file: Option<PathBuf>,
     /// This node's name (a DaemonSet sets NODE_NAME from the downward API: spec.nodeName).

@@ -80,6 +80,12 @@ fn the_managers_cluster_role_grants_what_the_kubernetes_source_reads_and_no_more
         }
     }
     wanted.insert((String::new(), "events".into(), "create".into()));
+    // Agents' joins (crates/manager/src/join_review.rs).
+    wanted.insert((
+        "authentication.k8s.io".into(),
+        "tokenreviews".into(),
+        "create".into(),
+    ));
     // Status back to the policies (crates/manager/src/cluster_status.rs): the status
     // subresource only, so the manager cannot change what a policy says.
     for r in cellwall_kube::RESOURCES
@@ -119,4 +125,50 @@ fn the_agent_daemonset_finds_its_node_and_pods_itself_with_the_capabilities_it_u
         ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW"]
     );
     assert_ne!(c["securityContext"]["privileged"], true);
+}
+
+/// The agent joins with a projected token the manager can review: the manager's
+/// `--join-service-account` is the DaemonSet's ServiceAccount, its `--join-audience` the
+/// token's audience, and the agent's token file is that projected token (no shared Secret).
+#[test]
+fn the_agent_joins_with_the_projected_token_the_manager_reviews() {
+    let agent = deploy("agent.yaml");
+    let manager = deploy("manager.yaml");
+    let flag = |args: &[String], name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("--{name} is passed"))
+    };
+    let margs = strings(&containers(&manager)[0]["args"]);
+    let aargs = strings(&containers(&agent)[0]["args"]);
+    let ds = agent.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let spec = &ds["spec"]["template"]["spec"];
+    let sa = format!(
+        "{}/{}",
+        "cellwall-system",
+        spec["serviceAccountName"].as_str().unwrap()
+    );
+    assert_eq!(flag(&margs, "join-service-account"), sa);
+    let token_file = flag(&aargs, "bootstrap-token-file");
+    let mount = containers(&agent)[0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| token_file.starts_with(m["mountPath"].as_str().unwrap()))
+        .expect("the token file is on a mounted volume")
+        .clone();
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    let projected = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(projected["audience"], flag(&margs, "join-audience"));
+    assert!(token_file.ends_with(projected["path"].as_str().unwrap()));
+    assert_ne!(
+        projected["audience"], "https://kubernetes.default.svc",
+        "never the API server's audience"
+    );
+    assert_eq!(spec["automountServiceAccountToken"], false);
 }

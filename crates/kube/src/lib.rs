@@ -12,6 +12,7 @@ pub mod crd;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod read;
+pub mod review;
 #[cfg(feature = "watch")]
 pub mod watch;
 

@@ -44,6 +44,19 @@ pub struct Config {
     pub lifetimes: CertLifetimes,
     /// A Kubernetes cluster whose objects the manager watches (none: files and REST only).
     pub kube: Option<KubeSource>,
+    /// Agents may join with their pod's ServiceAccount token, checked with a TokenReview
+    /// against `kube`'s API server (none: bootstrap tokens only).
+    pub join_review: Option<JoinReview>,
+}
+
+/// Which ServiceAccount tokens join nodes (crate::join_review).
+#[derive(Debug, Clone)]
+pub struct JoinReview {
+    /// `NAMESPACE/NAME` of the agents' ServiceAccount.
+    pub service_account: String,
+    /// The audience the agents' projected tokens are minted for (never the API server's own,
+    /// so a token sent to the manager cannot be replayed against the API server).
+    pub audience: String,
 }
 
 /// Where the manager reads a Kubernetes cluster from (crate::cluster watches it).
@@ -52,6 +65,28 @@ pub struct KubeSource {
     pub kubeconfig: PathBuf,
     /// The kubeconfig's current context when none.
     pub context: Option<String>,
+}
+
+/// What the manager checks reviewed tokens against.
+pub struct JoinReviewer {
+    pub client: cellwall_kube::KubeClient,
+    /// `system:serviceaccount:NAMESPACE:NAME`.
+    pub username: String,
+    pub audience: String,
+}
+
+impl JoinReviewer {
+    pub fn new(client: cellwall_kube::KubeClient, cfg: &JoinReview) -> Self {
+        let (ns, name) = cfg
+            .service_account
+            .split_once('/')
+            .unwrap_or(("default", cfg.service_account.as_str()));
+        JoinReviewer {
+            client,
+            username: format!("system:serviceaccount:{ns}:{name}"),
+            audience: cfg.audience.clone(),
+        }
+    }
 }
 
 /// Certificate lifetimes. Nodes renew theirs at two thirds of its life without a restart; the
@@ -146,6 +181,7 @@ impl Config {
             },
             lifetimes: CertLifetimes::default(),
             kube: None,
+            join_review: None,
         }
     }
 

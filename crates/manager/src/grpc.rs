@@ -1,4 +1,5 @@
-//! The agent service over mTLS: join with a bootstrap token, then every call is identified by
+//! The agent service over mTLS: join with a bootstrap token (or a ServiceAccount token the
+//! API server vouches for, `join_review`), then every call is identified by
 //! the client certificate the manager issued (by its hash, so a re-join revokes the old one).
 //! Written against [`AgentControl`], not the whole manager.
 
@@ -49,10 +50,17 @@ impl<S: AgentControl> Bootstrap for JoinService<S> {
         let peer = req.remote_addr().map(|a| a.ip());
         let r = req.into_inner();
         let s = self.s.clone();
-        let issued = tokio::task::spawn_blocking(move || s.join(&r.token, &r.node, peer))
+        let reviewed = s
+            .review_join(r.token.clone(), r.node.clone(), peer)
             .await
-            .map_err(join_error)?
             .map_err(status)?;
+        let issued = tokio::task::spawn_blocking(move || match reviewed {
+            Some(who) => s.join_reviewed(&who, &r.node, peer),
+            None => s.join(&r.token, &r.node, peer),
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(status)?;
         Ok(Response::new(reply(issued, self.s.ca_pem())))
     }
 }

@@ -28,6 +28,7 @@ pub mod history;
 pub mod https;
 pub mod imports;
 pub mod intake;
+pub mod join_review;
 pub mod limits;
 pub mod manager;
 pub mod metrics;

@@ -97,6 +97,21 @@ struct Args {
     /// The kubeconfig context to watch (default: its current context).
     #[arg(long, value_name = "NAME", requires = "kubeconfig")]
     kube_context: Option<String>,
+    /// Let agents join with their pod's ServiceAccount token instead of a bootstrap token:
+    /// the manager asks that cluster's API server (TokenReview) and issues a node certificate
+    /// only for a valid token of this ServiceAccount whose pod runs on the node the agent
+    /// names. Give the agents a projected token with --join-audience.
+    #[arg(long, value_name = "NAMESPACE/NAME", requires = "kubeconfig", value_parser = parse_service_account)]
+    join_service_account: Option<String>,
+    /// The audience of the agents' projected tokens (not the API server's own, so a token
+    /// sent to the manager is worthless to the API server).
+    #[arg(
+        long,
+        value_name = "AUDIENCE",
+        default_value = "cellwall",
+        requires = "join_service_account"
+    )]
+    join_audience: String,
     /// Log format: text (for people) or json (one object per line, for collectors).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -253,6 +268,12 @@ fn main() -> Result<()> {
                 kubeconfig,
                 context: a.kube_context,
             }),
+            join_review: a.join_service_account.map(|service_account| {
+                cellwall_manager::config::JoinReview {
+                    service_account,
+                    audience: a.join_audience,
+                }
+            }),
         };
         let mut running = cellwall_manager::start(cfg)
             .await
@@ -285,4 +306,20 @@ fn main() -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// `NAMESPACE/NAME`, each a DNS label or subdomain as Kubernetes names them.
+fn parse_service_account(s: &str) -> Result<String, String> {
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    match s.split_once('/') {
+        Some((ns, name)) if ok(ns) && ok(name) => Ok(s.to_string()),
+        _ => Err(format!(
+            "{s:?}: expected NAMESPACE/NAME of a ServiceAccount, like cellwall-system/cellwall-agent"
+        )),
+    }
 }

@@ -38,6 +38,8 @@ pub struct Manager {
     pub(crate) lifetimes: crate::config::CertLifetimes,
     /// Certificate renewals per node.
     pub(crate) renew_limit: RateLimiter<String>,
+    /// Set at start with `--join-service-account`: joins with ServiceAccount tokens.
+    pub(crate) reviewer: std::sync::OnceLock<crate::config::JoinReviewer>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -114,6 +116,7 @@ impl Manager {
             lifetimes: cfg.lifetimes,
             // Renewal is once per two thirds of a lifetime; a few retries cover lost answers.
             renew_limit: RateLimiter::new(5, 1.0 / 60.0),
+            reviewer: std::sync::OnceLock::new(),
             metrics: Default::default(),
             alerter: Alerter::default(),
         });

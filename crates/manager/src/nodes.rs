@@ -121,16 +121,29 @@ impl Manager {
                 "this bootstrap token is already used".into(),
             ));
         }
+        self.issue_node_cert(
+            node,
+            &format!("with token #{} from {from}", t.id),
+            replacing,
+        )
+    }
+
+    /// Issues `node` its certificate (`how` it proved itself, for the audit trail); the
+    /// node's previous certificate stops working now, and its open streams end.
+    pub(crate) fn issue_node_cert(
+        &self,
+        node: &str,
+        how: &str,
+        replacing: bool,
+    ) -> Result<Issued, ManagerError> {
         let issued = self.ca.node_cert(node, self.lifetimes.node)?;
         self.store.join_node(node, &record(&issued))?;
-        // The node's previous certificate stops working now, and its open streams end.
         self.forget_certs(node);
         self.store.log_event(
             &format!("node:{node}"),
             "join",
             &format!(
-                "node certificate issued with token #{} from {from}{}",
-                t.id,
+                "node certificate issued {how}{}",
                 if replacing {
                     " (replacing the previous one)"
                 } else {

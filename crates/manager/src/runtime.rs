@@ -222,6 +222,20 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
     if let Some(source) = cfg.kube.clone() {
         tasks.spawn(crate::cluster::run(m.clone(), source, rx.clone()));
     }
+    if let Some(j) = &cfg.join_review {
+        let source = cfg.kube.as_ref().ok_or_else(|| {
+            ManagerError::Invalid("joining with ServiceAccount tokens needs --kubeconfig".into())
+        })?;
+        let client = cellwall_kube::review::client(&source.kubeconfig, source.context.as_deref())
+            .await
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        let _ = m.reviewer.set(crate::config::JoinReviewer::new(client, j));
+        tracing::info!(
+            service_account = %j.service_account,
+            audience = %j.audience,
+            "agents may join with their ServiceAccount token (TokenReview)"
+        );
+    }
     spawn_grpc(&mut tasks, m.clone(), grpc_l, (cert, key), rx)?;
     Ok(Running {
         api,

@@ -76,6 +76,21 @@ pub trait Respond: Authenticate {
 /// What the agent service needs: joins, node identity, the published state, acks and flows.
 pub trait AgentControl: Send + Sync + 'static {
     fn join(&self, token: &str, node: &str, peer: Option<std::net::IpAddr>) -> R<Issued>;
+    /// Reviews a ServiceAccount join token with the API server; `None` when `token` is a
+    /// bootstrap token or joins take only those here (then [`AgentControl::join`] decides).
+    fn review_join(
+        &self,
+        token: String,
+        node: String,
+        peer: Option<std::net::IpAddr>,
+    ) -> impl Future<Output = R<Option<cellwall_kube::review::Reviewed>>> + Send;
+    /// Issues the certificate for a token [`AgentControl::review_join`] accepted.
+    fn join_reviewed(
+        &self,
+        who: &cellwall_kube::review::Reviewed,
+        node: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> R<Issued>;
     /// A fresh certificate for `node`, asked with the certificate whose hash is `caller`.
     fn renew(&self, node: &str, caller: &str) -> R<Issued>;
     /// The CA bundle to trust and the signing CA's name (recorded as fetched by `node`).
@@ -231,6 +246,27 @@ impl Respond for Manager {
 impl AgentControl for Manager {
     fn join(&self, token: &str, node: &str, peer: Option<std::net::IpAddr>) -> R<Issued> {
         Manager::join(self, token, node, peer)
+    }
+    async fn review_join(
+        &self,
+        token: String,
+        node: String,
+        peer: Option<std::net::IpAddr>,
+    ) -> R<Option<cellwall_kube::review::Reviewed>> {
+        if !self.reviews_joins() || !crate::join_review::is_service_account_token(&token) {
+            return Ok(None);
+        }
+        Manager::review_join(self, &token, &node, peer)
+            .await
+            .map(Some)
+    }
+    fn join_reviewed(
+        &self,
+        who: &cellwall_kube::review::Reviewed,
+        node: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> R<Issued> {
+        Manager::join_reviewed(self, who, node, peer)
     }
     fn renew(&self, node: &str, caller: &str) -> R<Issued> {
         Manager::renew(self, node, caller)

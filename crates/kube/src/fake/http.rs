@@ -95,6 +95,9 @@ pub(super) async fn handle(
     if !authorized {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
+    if uri.path() == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        return token_review(&shared, &method, &body);
+    }
     let Some(Route {
         res,
         ns,
@@ -258,6 +261,43 @@ fn write(
         }
         Err(e) => status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e),
     }
+}
+
+/// `POST tokenreviews`: the review with its status filled in, as the API server answers.
+fn token_review(shared: &Shared, method: &Method, body: &[u8]) -> Response {
+    if method != Method::POST {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "token reviews are created (POST)",
+        );
+    }
+    let mut review: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the body must be a TokenReview",
+            )
+        }
+    };
+    let token = review["spec"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let audiences: Vec<String> = review["spec"]["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    review["apiVersion"] = json!("authentication.k8s.io/v1");
+    review["kind"] = json!("TokenReview");
+    review["status"] = shared.review(&token, &audiences);
+    (StatusCode::CREATED, axum::Json(review)).into_response()
 }
 
 /// A JSON merge patch (RFC 7386) of an object's status: only `status` may be in the patch,

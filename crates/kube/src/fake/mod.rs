@@ -17,7 +17,7 @@ mod http;
 
 use crate::{Resource, RESOURCES};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -86,6 +86,17 @@ struct Inner {
     partitioned: bool,
     next_uid: u64,
     stats: Stats,
+    /// ServiceAccount tokens issued by [`FakeApi::issue_token`], for TokenReviews.
+    tokens: HashMap<String, IssuedToken>,
+}
+
+/// Who a fake ServiceAccount token belongs to (what the real API server reads from the JWT).
+#[derive(Debug, Clone)]
+pub(crate) struct IssuedToken {
+    pub username: String,
+    pub audiences: Vec<String>,
+    pub node: Option<String>,
+    pub pod: Option<String>,
 }
 
 struct Shared {
@@ -190,6 +201,37 @@ impl Shared {
         Some(obj)
     }
 
+    /// A TokenReview's answer, as the API server gives it: authenticated only for a token it
+    /// issued, still valid, and meant for one of the audiences asked (all of them when none).
+    pub(crate) fn review(&self, token: &str, audiences: &[String]) -> Value {
+        let inner = self.lock();
+        let Some(t) = inner.tokens.get(token) else {
+            return json!({"authenticated": false, "error": "[invalid bearer token, token lookup failed]"});
+        };
+        let ok: Vec<&String> = if audiences.is_empty() {
+            t.audiences.iter().collect()
+        } else {
+            audiences
+                .iter()
+                .filter(|a| t.audiences.contains(a))
+                .collect()
+        };
+        if ok.is_empty() {
+            return json!({"authenticated": false,
+                "error": "[invalid bearer token, token audiences is invalid for the target audiences]"});
+        }
+        let mut extra = serde_json::Map::new();
+        if let Some(n) = &t.node {
+            extra.insert(crate::review::NODE_NAME.into(), json!([n]));
+        }
+        if let Some(p) = &t.pod {
+            extra.insert(crate::review::POD_NAME.into(), json!([p]));
+        }
+        json!({"authenticated": true, "audiences": ok,
+            "user": {"username": t.username, "uid": "fake-uid",
+                     "groups": ["system:serviceaccounts", "system:authenticated"], "extra": extra}})
+    }
+
     /// The current state of an object.
     fn get(&self, key: &Key) -> Option<Arc<Value>> {
         latest(&self.lock(), key).cloned()
@@ -220,6 +262,7 @@ impl FakeApi {
                 partitioned: false,
                 next_uid: 1,
                 stats: Stats::default(),
+                tokens: HashMap::new(),
             }),
             events,
             kick: tokio::sync::watch::channel(0).0,
@@ -398,6 +441,41 @@ current-context: {context}\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\n"
             .filter(|(k, _)| k.res == res)
             .filter_map(|(_, v)| v.last()?.1.as_ref().map(|o| (**o).clone()))
             .collect()
+    }
+
+    /// Issues a ServiceAccount token, as kubelet asks for a pod's projected token: for
+    /// `namespace/service_account`, valid for `audience`, bound to `pod` on `node` when given
+    /// (the claims Kubernetes 1.30+ puts in pod-bound tokens).
+    pub fn issue_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        node: Option<&str>,
+        pod: Option<&str>,
+        audience: &str,
+    ) -> String {
+        let mut inner = self.shared.lock();
+        inner.next_uid += 1;
+        let token = format!(
+            "eyJhbGciOiJSUzI1NiIsImtpZCI6ImZha2UifQ.{:016x}{:08x}.c2ln",
+            inner.next_uid,
+            std::process::id()
+        );
+        inner.tokens.insert(
+            token.clone(),
+            IssuedToken {
+                username: format!("system:serviceaccount:{namespace}:{service_account}"),
+                audiences: vec![audience.to_string()],
+                node: node.map(str::to_string),
+                pod: pod.map(str::to_string),
+            },
+        );
+        token
+    }
+
+    /// Ends a token's validity (it expired, or its pod was deleted).
+    pub fn invalidate_token(&self, token: &str) {
+        self.shared.lock().tokens.remove(token);
     }
 
     pub fn stats(&self) -> Stats {

@@ -334,6 +334,8 @@ pub trait Store: Send + Sync {
     fn node_by_cert(&self, cert_sha256: &str) -> Result<Option<CertOwner>>;
     /// Whether `name` holds a valid certificate.
     fn node_has_cert(&self, name: &str) -> Result<bool>;
+    /// Whether the node joined once and an admin withdrew its certificate since.
+    fn node_withdrawn(&self, name: &str) -> Result<bool>;
     /// Withdraws a node's certificate (it must join again); false when there is no such node.
     fn revoke_node(&self, name: &str) -> Result<bool>;
     /// Counts `n` refused items from a node, with why (the latest reason is kept).

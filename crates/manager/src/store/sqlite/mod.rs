@@ -201,6 +201,9 @@ impl Store for SqliteStore {
     fn node_has_cert(&self, name: &str) -> Result<bool> {
         self.has_cert(name)
     }
+    fn node_withdrawn(&self, name: &str) -> Result<bool> {
+        self.withdrawn(name)
+    }
     fn revoke_node(&self, name: &str) -> Result<bool> {
         self.withdraw_cert(name)
     }

@@ -111,6 +111,18 @@ impl SqliteStore {
         Ok(c.is_some_and(|c| !c.is_empty()))
     }
 
+    pub(super) fn withdrawn(&self, name: &str) -> Result<bool> {
+        let c: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT cert_sha256 FROM nodes WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(c.is_some_and(|c| c.is_empty()))
+    }
+
     pub(super) fn withdraw_cert(&self, name: &str) -> Result<bool> {
         let n = self.conn().execute(
             "UPDATE nodes SET cert_sha256 = '', prev_cert_sha256 = '' WHERE name = ?1",
