@@ -163,9 +163,8 @@ impl Manager {
     pub(crate) fn node_acks(&self) -> Result<Vec<NodeAck>, ManagerError> {
         Ok(self
             .store
-            .nodes()?
+            .nodes_applied()?
             .into_iter()
-            .filter(|n| n.has_cert)
             .map(|n| NodeAck {
                 name: n.name,
                 applied: n.applied_version,

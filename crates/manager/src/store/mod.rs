@@ -221,6 +221,14 @@ pub struct NodeRow {
     pub trust_sha256: String,
 }
 
+/// A node's last applied revision (see [`Store::nodes_applied`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeApplied {
+    pub name: String,
+    pub applied_version: u64,
+    pub last_error: String,
+}
+
 /// A node certificate as the store keeps it: by hash, with its expiry and signing CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeCertRecord {
@@ -352,6 +360,9 @@ pub trait Store: Send + Sync {
         seen: &[String],
     ) -> Result<Vec<Result<()>>>;
     fn nodes(&self) -> Result<Vec<NodeRow>>;
+    /// Every node holding a certificate with the revision it last applied and its last error
+    /// (none of what its agent reported: a policy status needs only this, every second).
+    fn nodes_applied(&self) -> Result<Vec<NodeApplied>>;
 
     /// Stores a batch of flows with the agent's loss counters; returns rows stored.
     fn insert_flows(

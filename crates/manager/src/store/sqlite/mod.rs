@@ -224,6 +224,9 @@ impl Store for SqliteStore {
     fn nodes(&self) -> Result<Vec<NodeRow>> {
         self.node_rows()
     }
+    fn nodes_applied(&self) -> Result<Vec<NodeApplied>> {
+        self.applied_rows()
+    }
 
     fn insert_flows(
         &self,

@@ -204,6 +204,22 @@ impl SqliteStore {
         Ok(out)
     }
 
+    pub(super) fn applied_rows(&self) -> Result<Vec<NodeApplied>> {
+        let db = self.conn();
+        let mut st = db.prepare_cached(
+            "SELECT name, applied_version, last_error FROM nodes
+             WHERE cert_sha256 != '' ORDER BY name",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(NodeApplied {
+                name: r.get(0)?,
+                applied_version: r.get(1)?,
+                last_error: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     pub(super) fn node_rows(&self) -> Result<Vec<NodeRow>> {
         let db = self.conn();
         let mut st = db.prepare_cached(

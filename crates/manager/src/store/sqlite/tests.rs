@@ -171,6 +171,31 @@ fn renewed_certificates_overlap_until_first_use() {
     assert_eq!(owner(""), None);
 }
 
+/// A withdrawn node is known as withdrawn (a ServiceAccount join does not bring it back) and
+/// is no longer counted among the nodes a policy's status waits for; a node never seen is
+/// neither.
+#[test]
+fn withdrawn_nodes_are_told_apart_from_unknown_ones() {
+    let s = SqliteStore::open(Path::new(":memory:")).unwrap();
+    s.join_node("n1", &cert("a", 10)).unwrap();
+    s.join_node("n2", &cert("b", 10)).unwrap();
+    let names = |s: &SqliteStore| -> Vec<String> {
+        s.nodes_applied()
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect()
+    };
+    assert_eq!(names(&s), ["n1", "n2"]);
+    assert!(s.revoke_node("n1").unwrap());
+    assert!(s.node_withdrawn("n1").unwrap());
+    assert!(!s.node_withdrawn("n2").unwrap());
+    assert!(!s.node_withdrawn("never").unwrap());
+    assert_eq!(names(&s), ["n2"]);
+    s.join_node("n1", &cert("c", 10)).unwrap();
+    assert!(!s.node_withdrawn("n1").unwrap());
+}
+
 #[test]
 fn flow_loss_is_counted() {
     let s = SqliteStore::open(Path::new(":memory:")).unwrap();
