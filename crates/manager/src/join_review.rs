@@ -49,14 +49,7 @@ impl Manager {
             ));
         };
         let from = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
-        if let Some(ip) = peer {
-            if !self.join_limit.take(&ip, 1.0) {
-                self.metrics.limited("join");
-                return Err(ManagerError::RateLimited(
-                    "too many joins from this address; retry later".into(),
-                ));
-            }
-        }
+        self.join_rate_limit(peer)?;
         if !valid_node_name(node) || token.len() > MAX_SA_TOKEN {
             self.metrics.join_refused("name");
             return Err(ManagerError::Invalid(

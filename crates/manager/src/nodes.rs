@@ -47,14 +47,7 @@ impl Manager {
         peer: Option<std::net::IpAddr>,
     ) -> Result<Issued, ManagerError> {
         let from = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
-        if let Some(ip) = peer {
-            if !self.join_limit.take(&ip, 1.0) {
-                self.metrics.limited("join");
-                return Err(ManagerError::RateLimited(
-                    "too many joins from this address; retry later".into(),
-                ));
-            }
-        }
+        self.join_rate_limit(peer)?;
         if !valid_node_name(node) {
             self.metrics.join_refused("name");
             self.log_event_later(
@@ -126,6 +119,23 @@ impl Manager {
             &format!("with token #{} from {from}", t.id),
             replacing,
         )
+    }
+
+    /// Joins per source address, whatever the credential (a flood of joins costs the store or,
+    /// for ServiceAccount tokens, the API server).
+    pub(crate) fn join_rate_limit(
+        &self,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<(), ManagerError> {
+        if let Some(ip) = peer {
+            if !self.join_limit.take(&ip, 1.0) {
+                self.metrics.limited("join");
+                return Err(ManagerError::RateLimited(
+                    "too many joins from this address; retry later".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Issues `node` its certificate (`how` it proved itself, for the audit trail); the

@@ -99,28 +99,25 @@ impl SqliteStore {
             .optional()?)
     }
 
-    pub(super) fn has_cert(&self, name: &str) -> Result<bool> {
-        let c: Option<String> = self
+    /// The hash of the node's certificate: none when the node never joined, empty when its
+    /// certificate was withdrawn.
+    fn cert_of(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
             .conn()
             .query_row(
                 "SELECT cert_sha256 FROM nodes WHERE name = ?1",
                 params![name],
                 |r| r.get(0),
             )
-            .optional()?;
-        Ok(c.is_some_and(|c| !c.is_empty()))
+            .optional()?)
+    }
+
+    pub(super) fn has_cert(&self, name: &str) -> Result<bool> {
+        Ok(self.cert_of(name)?.is_some_and(|c| !c.is_empty()))
     }
 
     pub(super) fn withdrawn(&self, name: &str) -> Result<bool> {
-        let c: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT cert_sha256 FROM nodes WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(c.is_some_and(|c| c.is_empty()))
+        Ok(self.cert_of(name)?.is_some_and(|c| c.is_empty()))
     }
 
     pub(super) fn withdraw_cert(&self, name: &str) -> Result<bool> {
