@@ -151,6 +151,17 @@ pub async fn report_refused(
     object: &ObjectRef,
     message: &str,
 ) -> Result<(), kube::Error> {
+    let message = format!("Cellwall does not enforce this object: {message}");
+    report_warning(client, object, "Refused", &message).await
+}
+
+/// Writes a Warning Event about `object` with `reason` (CamelCase) and `message`.
+pub async fn report_warning(
+    client: &kube::Client,
+    object: &ObjectRef,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
     let ns = object.namespace.clone().unwrap_or_else(|| "default".into());
     let stamp = now_rfc3339();
     let event: DynamicObject = serde_json::from_value(serde_json::json!({
@@ -161,8 +172,8 @@ pub async fn report_refused(
             "namespace": object.namespace, "uid": object.uid,
             "resourceVersion": object.resource_version,
         },
-        "type": "Warning", "reason": "Refused",
-        "message": format!("Cellwall does not enforce this object: {message}"),
+        "type": "Warning", "reason": reason,
+        "message": message,
         "source": {"component": "cellwall-manager"},
         "reportingComponent": "cellwall-manager",
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,

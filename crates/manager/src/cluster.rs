@@ -134,10 +134,19 @@ async fn write_statuses(
     };
     match due {
         Ok(due) => {
-            for (r, o, status) in due {
-                if let Err(e) = cellwall_kube::watch::write_status(client, r, &o, status).await {
+            for d in due {
+                let (r, o) = (d.resource, &d.object);
+                if let Err(e) = cellwall_kube::watch::write_status(client, r, o, d.status).await {
                     tracing::warn!("writing the status of {} {}: {e}", o.kind, o.name);
-                    w.failed(r, &o);
+                    w.failed(r, o);
+                }
+                if let Some(why) = d.cannot_enforce {
+                    let message = format!("Cellwall cannot enforce this policy everywhere: {why}");
+                    let ev =
+                        cellwall_kube::watch::report_warning(client, o, "NotEnforced", &message);
+                    if let Err(e) = ev.await {
+                        tracing::warn!("writing an Event about {} {}: {e}", o.kind, o.name);
+                    }
                 }
             }
         }

@@ -50,6 +50,15 @@ type ObjKey = (&'static str, Option<String>, String);
 /// Each condition's last (status, lastTransitionTime), by condition type.
 type Transitions = HashMap<String, (String, String)>;
 
+/// A status to write, and, when nodes just started failing to apply this generation, the
+/// message of the Warning Event that says so (once per generation and episode).
+pub struct Due {
+    pub resource: &'static Resource,
+    pub object: ObjectRef,
+    pub status: Value,
+    pub cannot_enforce: Option<String>,
+}
+
 /// The statuses of one cluster's policies: what is tracked, and what was last written.
 #[derive(Default)]
 pub struct StatusWriter {
@@ -117,11 +126,7 @@ impl StatusWriter {
 
     /// The statuses that changed since they were last written, given the nodes' acks now and
     /// the store revisions of the tracked policies (looked up through `m` for those unknown).
-    pub fn due(
-        &mut self,
-        m: &Manager,
-        now: &str,
-    ) -> Result<Vec<(&'static Resource, ObjectRef, Value)>, ManagerError> {
+    pub fn due(&mut self, m: &Manager, now: &str) -> Result<Vec<Due>, ManagerError> {
         let nodes = m.node_acks()?;
         if !self.dirty && self.last_nodes.as_ref() == Some(&nodes) {
             return Ok(Vec::new());
@@ -138,8 +143,23 @@ impl StatusWriter {
             let (prev, times) = self.written.get(k).cloned().unwrap_or_default();
             let (status, times) = status_of(t, &nodes, now, &times);
             if without_times(&status) != without_times(&prev) {
+                let failing = |s: &Value| {
+                    s["conditions"][1]["reason"] == "NodesFailing"
+                        && s["observedGeneration"] == status["observedGeneration"]
+                };
+                let warn = (failing(&status) && !failing(&prev)).then(|| {
+                    status["conditions"][1]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                });
                 self.written.insert(k.clone(), (status.clone(), times));
-                out.push((t.resource, t.object.clone(), status));
+                out.push(Due {
+                    resource: t.resource,
+                    object: t.object.clone(),
+                    status,
+                    cannot_enforce: warn,
+                });
             }
         }
         self.last_nodes = Some(nodes);

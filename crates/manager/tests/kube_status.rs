@@ -148,6 +148,19 @@ async fn policies_in_the_cluster_say_where_they_are_enforced() {
         msg.contains("n2 could not apply") && msg.contains("policy map full"),
         "{msg}"
     );
+    // ... and the cluster's users see it as a Warning Event on the policy.
+    let t = Instant::now();
+    while !api.objects("v1", "Event").iter().any(|e| {
+        e["involvedObject"]["name"] == "db"
+            && e["reason"] == "NotEnforced"
+            && e["message"].as_str().unwrap().contains("policy map full")
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no NotEnforced Event"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Then applies it: enforced everywhere, and left alone while nothing changes.
     ack(&mut n2, "n2", rev, "").await;
@@ -191,6 +204,12 @@ async fn policies_in_the_cluster_say_where_they_are_enforced() {
         .filter(|e| e["involvedObject"]["name"] == "typo")
         .count();
     assert_eq!(events, 1, "one Event per refused generation");
+    let not_enforced = api
+        .objects("v1", "Event")
+        .into_iter()
+        .filter(|e| e["involvedObject"]["name"] == "db" && e["reason"] == "NotEnforced")
+        .count();
+    assert_eq!(not_enforced, 1, "one NotEnforced Event per failing episode");
     w.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
