@@ -134,25 +134,47 @@ async fn write_statuses(
     };
     match due {
         Ok(due) => {
-            for d in due {
-                let (r, o) = (d.resource, &d.object);
-                if let Err(e) = cellwall_kube::watch::write_status(client, r, o, d.status).await {
-                    tracing::warn!("writing the status of {} {}: {e}", o.kind, o.name);
-                    w.failed(r, o);
-                }
-                if let Some(why) = d.cannot_enforce {
-                    let message = format!("Cellwall cannot enforce this policy everywhere: {why}");
-                    let ev =
-                        cellwall_kube::watch::report_warning(client, o, "NotEnforced", &message);
-                    if let Err(e) = ev.await {
-                        tracing::warn!("writing an Event about {} {}: {e}", o.kind, o.name);
-                    }
-                }
+            let failed: Vec<(&'static Resource, cellwall_kube::watch::ObjectRef)> =
+                futures::stream::iter(due)
+                    .map(|d| write_one(client, d))
+                    .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
+                    .filter_map(|x| async move { x })
+                    .collect()
+                    .await;
+            for (r, o) in failed {
+                w.failed(r, &o);
             }
         }
         Err(e) => tracing::warn!("computing policy statuses: {e}"),
     }
     *slot = Some(w);
+}
+
+/// Status writes in flight at once: 2,000 changed statuses took 5.7 s one at a time against
+/// the fake API server (debug build), which the API server's own concurrency would not need.
+const STATUS_WRITES_IN_FLIGHT: usize = 16;
+
+/// Writes one status (and its Event, if any); the object back when the status write failed.
+async fn write_one(
+    client: &cellwall_kube::KubeClient,
+    d: crate::cluster_status::Due,
+) -> Option<(&'static Resource, cellwall_kube::watch::ObjectRef)> {
+    let (r, o) = (d.resource, d.object);
+    let failed = match cellwall_kube::watch::write_status(client, r, &o, d.status).await {
+        Ok(()) => false,
+        Err(e) => {
+            tracing::warn!("writing the status of {} {}: {e}", o.kind, o.name);
+            true
+        }
+    };
+    if let Some(why) = d.cannot_enforce {
+        let message = format!("Cellwall cannot enforce this policy everywhere: {why}");
+        let ev = cellwall_kube::watch::report_warning(client, &o, "NotEnforced", &message);
+        if let Err(e) = ev.await {
+            tracing::warn!("writing an Event about {} {}: {e}", o.kind, o.name);
+        }
+    }
+    failed.then_some((r, o))
 }
 
 /// A Warning Event on every object the loader refused (once per object version: its
