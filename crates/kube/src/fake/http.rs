@@ -76,6 +76,15 @@ fn route(path: &str) -> Option<Route> {
     })
 }
 
+/// A request body that must be one JSON object; otherwise the API server's 400 with why.
+fn json_object(body: &[u8]) -> Result<Value, String> {
+    match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("the body must be a JSON object".into()),
+        Err(e) => Err(format!("the body is not JSON: {e}")),
+    }
+}
+
 fn not_found(what: &str) -> Response {
     status(StatusCode::NOT_FOUND, "NotFound", what)
 }
@@ -183,10 +192,9 @@ fn write(
     body: &[u8],
 ) -> Response {
     let bad = |m: String| status(StatusCode::BAD_REQUEST, "BadRequest", &m);
-    let mut obj: Value = match serde_json::from_slice(body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return bad("the body must be a JSON object".into()),
-        Err(e) => return bad(format!("the body is not JSON: {e}")),
+    let mut obj = match json_object(body) {
+        Ok(v) => v,
+        Err(why) => return status(StatusCode::BAD_REQUEST, "BadRequest", &why),
     };
     for (field, want) in [
         ("apiVersion", r.api_version()),
@@ -272,15 +280,9 @@ fn token_review(shared: &Shared, method: &Method, body: &[u8]) -> Response {
             "token reviews are created (POST)",
         );
     }
-    let mut review: Value = match serde_json::from_slice(body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "the body must be a TokenReview",
-            )
-        }
+    let mut review = match json_object(body) {
+        Ok(v) => v,
+        Err(why) => return status(StatusCode::BAD_REQUEST, "BadRequest", &why),
     };
     let token = review["spec"]["token"]
         .as_str()
@@ -314,15 +316,9 @@ fn patch_status(shared: &Shared, key: &Key, headers: &HeaderMap, body: &[u8]) ->
             "the fake API server takes merge patches (application/merge-patch+json) only",
         );
     }
-    let patch: Value = match serde_json::from_slice(body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "the patch must be a JSON object",
-            )
-        }
+    let patch = match json_object(body) {
+        Ok(v) => v,
+        Err(why) => return status(StatusCode::BAD_REQUEST, "BadRequest", &why),
     };
     match shared.patch_status(key, &patch["status"]) {
         Some(o) => axum::Json((*o).clone()).into_response(),
