@@ -8,6 +8,7 @@
 // A library reports through return values and `tracing`, never by printing.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod clusters;
 pub mod compile;
 pub mod de;
 pub mod discover;

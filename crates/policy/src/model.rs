@@ -481,7 +481,7 @@ impl Inventory {
     pub fn namespace_labels(&self, ns: &str) -> Labels {
         match self.namespaces.get(ns) {
             Some(n) => n.labels.clone(),
-            None => Namespace::new(ns, Labels::new()).labels,
+            None => crate::clusters::default_namespace_labels(ns),
         }
     }
 

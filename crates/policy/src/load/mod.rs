@@ -236,7 +236,10 @@ impl Document<'_> {
         f: impl FnOnce(M) -> Result<Object, ConvertError>,
     ) -> Result<Object, LoadError> {
         let m = self.read()?;
-        f(m).map_err(|e| self.ctx.err(None, None, e.path, e.message))
+        let o = f(m).map_err(|e| self.ctx.err(None, None, e.path, e.message))?;
+        crate::clusters::unqualified_names(&o)
+            .map_err(|(path, message)| self.ctx.err(None, None, path.to_string(), message))?;
+        Ok(o)
     }
 }
 
