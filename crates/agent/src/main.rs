@@ -44,6 +44,11 @@ struct Args {
     /// This node's name (a DaemonSet sets NODE_NAME from the downward API: spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     node: String,
+    /// The cluster this node belongs to, when one manager watches several clusters (its
+    /// --kube-context NAME): the agent joins and is known as NAME:NODE, and the manager
+    /// checks its ServiceAccount token with that cluster's API server.
+    #[arg(long, env = "CELLWALL_CLUSTER", value_name = "NAME", value_parser = parse_cluster)]
+    cluster: Option<String>,
     /// Certificate, key and the last applied state.
     #[arg(long)]
     state_dir: PathBuf,
@@ -106,6 +111,10 @@ struct Args {
 
 impl Args {
     fn config(self) -> Config {
+        let node = match &self.cluster {
+            Some(c) => cellwall_policy::clusters::qualified(c, &self.node),
+            None => self.node.clone(),
+        };
         let host = self.host_workload.map(|workload| HostMode {
             workload,
             interface: self.host_interface.expect("required by clap"),
@@ -127,8 +136,19 @@ impl Args {
             host,
             flow_interval: Duration::from_millis(self.flow_interval_ms),
             dns_min_ttl: Duration::from_secs(self.dns_min_ttl),
-            ..Config::new(self.manager, self.ca, self.node, self.state_dir)
+            ..Config::new(self.manager, self.ca, node, self.state_dir)
         }
+    }
+}
+
+fn parse_cluster(s: &str) -> Result<String, String> {
+    if cellwall_policy::clusters::valid_cluster_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: expected the manager's name for this cluster: 1-63 characters of a-z, \
+             0-9 and '-'"
+        ))
     }
 }
 

@@ -71,14 +71,21 @@ pub struct Watch {
 }
 
 /// Connects with `kubeconfig` (its current context, or `context`) and watches every resource
-/// Cellwall reads.
-pub async fn watch_cluster(kubeconfig: &Path, context: Option<&str>) -> Result<Watch, KubeError> {
+/// Cellwall reads. With a `cluster` name, every object read is qualified with it
+/// ([`cellwall_policy::clusters`]): the manager watches several clusters.
+pub async fn watch_cluster(
+    kubeconfig: &Path,
+    context: Option<&str>,
+    cluster: Option<&str>,
+) -> Result<Watch, KubeError> {
     let (client, context, server) = connect(kubeconfig, context).await?;
+    let cluster: Option<std::sync::Arc<str>> = cluster.map(Into::into);
     let streams: Vec<_> = RESOURCES
         .iter()
         .map(|r| {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &r.api_resource());
             let ctx = context.clone();
+            let cluster = cluster.clone();
             let mut pending: Vec<Read> = Vec::new();
             watcher::watcher(api, watcher::Config::default().page_size(crate::read::PAGE))
                 .default_backoff()
@@ -89,7 +96,7 @@ pub async fn watch_cluster(kubeconfig: &Path, context: Option<&str>) -> Result<W
                             None
                         }
                         Ok(Event::InitApply(o)) => {
-                            pending.push(read(&ctx, r, o));
+                            pending.push(read(&ctx, cluster.as_deref(), r, o));
                             None
                         }
                         Ok(Event::InitDone) => Some(Change::Listed {
@@ -98,11 +105,11 @@ pub async fn watch_cluster(kubeconfig: &Path, context: Option<&str>) -> Result<W
                         }),
                         Ok(Event::Apply(o)) => Some(Change::Applied {
                             resource: r,
-                            object: read(&ctx, r, o),
+                            object: read(&ctx, cluster.as_deref(), r, o),
                         }),
                         Ok(Event::Delete(o)) => Some(Change::Deleted {
                             resource: r,
-                            object: read(&ctx, r, o),
+                            object: read(&ctx, cluster.as_deref(), r, o),
                         }),
                         Err(e) => Some(Change::Failed {
                             resource: r,
@@ -122,8 +129,9 @@ pub async fn watch_cluster(kubeconfig: &Path, context: Option<&str>) -> Result<W
     })
 }
 
-/// One watched object through the loader, named as [`crate::read_cluster`] names it.
-fn read(context: &str, r: &Resource, mut o: DynamicObject) -> Read {
+/// One watched object through the loader, named as [`crate::read_cluster`] names it, and
+/// qualified with its `cluster`'s name if it has one.
+fn read(context: &str, cluster: Option<&str>, r: &Resource, mut o: DynamicObject) -> Read {
     o.types = Some(TypeMeta {
         api_version: r.api_version(),
         kind: r.kind.to_string(),
@@ -140,7 +148,17 @@ fn read(context: &str, r: &Resource, mut o: DynamicObject) -> Read {
             resource_version: o.metadata.resource_version.clone(),
             generation: o.metadata.generation,
         },
-        result: parse_json(&name, &text).map(|p| p.objects),
+        result: parse_json(&name, &text).map(|p| match cluster {
+            Some(c) => p
+                .objects
+                .into_iter()
+                .map(|o| Located {
+                    object: cellwall_policy::clusters::qualify(c, o.object),
+                    source: o.source,
+                })
+                .collect(),
+            None => p.objects,
+        }),
     }
 }
 

@@ -1,6 +1,8 @@
 //! The Kubernetes source: a cluster's objects, watched through kube-rs
 //! ([`cellwall_kube::watch`]), written into the store with the actor
-//! `kubernetes:CONTEXT/PLURAL`, so every version says where it came from. The cluster owns
+//! `kubernetes:CONTEXT/PLURAL` (`kubernetes:CLUSTER/PLURAL` for a named one of several,
+//! whose names are qualified: `cellwall_policy::clusters`), so every version says where it
+//! came from. The cluster owns
 //! them: the REST API refuses to change or delete them ([`Manager::refuse_cluster_owned`]),
 //! because a change there would be silently undone by the next relist, or would let a token
 //! holder rewrite what the platform team declared in the cluster.
@@ -14,6 +16,7 @@ use crate::store::{Kind, Write};
 use cellwall_api::ChangeAction;
 use cellwall_kube::watch::{Change, Read};
 use cellwall_kube::Resource;
+use cellwall_policy::WorkloadKey;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -45,16 +48,27 @@ pub async fn run(
     source: KubeSource,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ManagerError> {
-    let w = cellwall_kube::watch::watch_cluster(&source.kubeconfig, source.context.as_deref())
-        .await
-        .map_err(|e| ManagerError::Invalid(e.to_string()))?;
-    tracing::info!(context = %w.context, server = %w.server, "watching the Kubernetes API");
-    let (context, client) = (w.context, w.client);
+    let w = cellwall_kube::watch::watch_cluster(
+        &source.kubeconfig,
+        source.context.as_deref(),
+        source.cluster.as_deref(),
+    )
+    .await
+    .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+    tracing::info!(
+        context = %w.context,
+        server = %w.server,
+        cluster = source.cluster.as_deref().unwrap_or("-"),
+        "watching the Kubernetes API"
+    );
+    // A named cluster's versions say its name (names are unique; contexts of two
+    // kubeconfigs may not be).
+    let (context, client) = (source.cluster.clone().unwrap_or(w.context), w.client);
     let mut changes = w.changes.ready_chunks(1024);
     let mut failing: HashMap<&'static str, String> = HashMap::new();
     // Refusals already reported, by object version: a relist does not repeat them.
     let mut reported: HashSet<(String, String)> = HashSet::new();
-    let mut statuses = Some(StatusWriter::default());
+    let mut statuses = Some(StatusWriter::new(source.cluster.clone()));
     let mut tick = tokio::time::interval(STATUS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -67,7 +81,7 @@ pub async fn run(
             },
         };
         let Some(batch) = batch else {
-            write_statuses(&m, &client, &mut statuses).await;
+            write_statuses(&m, &client, &mut statuses, &source.cluster).await;
             continue;
         };
         let mut work = Vec::with_capacity(batch.len());
@@ -106,6 +120,44 @@ pub async fn run(
     }
 }
 
+/// Several clusters need a name each, and distinct names and contexts: their objects would
+/// otherwise collide in the store (two `shop/web`), and a relist of one would delete the
+/// other's.
+pub fn check_sources(sources: &[KubeSource]) -> Result<(), ManagerError> {
+    let mut names = HashSet::new();
+    let mut contexts = HashSet::new();
+    for s in sources {
+        if sources.len() > 1 && s.cluster.is_none() {
+            return Err(ManagerError::Invalid(format!(
+                "watching {} clusters: name each (--kube-context NAME=CONTEXT)",
+                sources.len()
+            )));
+        }
+        if let Some(c) = &s.cluster {
+            if !cellwall_policy::clusters::valid_cluster_name(c) {
+                return Err(ManagerError::Invalid(format!(
+                    "cluster name {c:?}: expected 1-63 characters of a-z, 0-9 and '-' \
+                     (it becomes a label value and a name prefix)"
+                )));
+            }
+            if !names.insert(c.clone()) {
+                return Err(ManagerError::Invalid(format!(
+                    "cluster name {c:?} given twice"
+                )));
+            }
+        }
+        let ctx = (s.kubeconfig.clone(), s.context.clone());
+        if !contexts.insert(ctx) {
+            return Err(ManagerError::Invalid(format!(
+                "the context {} of {} is watched twice",
+                s.context.as_deref().unwrap_or("(current)"),
+                s.kubeconfig.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// How often policy statuses are brought up to date (each write only when one changed).
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -115,6 +167,7 @@ async fn write_statuses(
     m: &Arc<Manager>,
     client: &cellwall_kube::KubeClient,
     slot: &mut Option<StatusWriter>,
+    cluster: &Option<String>,
 ) {
     let Some(mut w) = slot.take() else { return };
     let m2 = m.clone();
@@ -128,7 +181,7 @@ async fn write_statuses(
         Ok(r) => r,
         Err(e) => {
             tracing::error!("computing policy statuses: {e}");
-            *slot = Some(StatusWriter::default());
+            *slot = Some(StatusWriter::new(cluster.clone()));
             return;
         }
     };
@@ -267,6 +320,14 @@ impl Manager {
                 }
             }
         }
+        // A named cluster's pods written now, checked for addresses another cluster holds.
+        let pods: Vec<WorkloadKey> = by_actor
+            .values()
+            .flat_map(|p| p.values())
+            .filter(|w| w.kind == Kind::Pod && w.body.is_some())
+            .filter_map(|w| WorkloadKey::parse(&w.key))
+            .filter(|k| cellwall_policy::clusters::split(&k.namespace).is_some())
+            .collect();
         let mut changed = false;
         for (actor, p) in by_actor {
             let writes = self.others_deletes_dropped(&actor, p.into_values().collect())?;
@@ -282,8 +343,47 @@ impl Manager {
         }
         if changed {
             self.publish()?;
+            self.address_overlaps(&pods)?;
         }
         Ok(())
+    }
+
+    /// An alert for each address a named cluster's pod shares with another cluster's
+    /// workload (see [`crate::state::State::shared_across_clusters`]).
+    fn address_overlaps(&self, pods: &[WorkloadKey]) -> Result<(), ManagerError> {
+        let shared = self.state.shared_across_clusters(pods);
+        if shared.is_empty() {
+            return Ok(());
+        }
+        let now = crate::config::now_ms();
+        let alerts = shared
+            .into_iter()
+            .map(|(ip, k, other)| {
+                tracing::warn!(
+                    "{k} and {other} both hold {ip}: clusters need distinct pod networks"
+                );
+                crate::store::Alert {
+                    id: 0,
+                    at_ms: now,
+                    kind: cellwall_api::AlertKind::AddressConflict,
+                    severity: cellwall_api::Severity::Critical,
+                    src: k.to_string(),
+                    dst: other.to_string(),
+                    protocol: "-".into(),
+                    port: 0,
+                    rule: None,
+                    message: format!(
+                        "{k} and {other} both hold {ip}: the clusters' pod networks overlap, \
+                         so policy cannot tell them apart by address; give each cluster its \
+                         own pod and node ranges"
+                    ),
+                    connections: 0,
+                    first_ns: 0,
+                    last_ns: 0,
+                }
+            })
+            .collect();
+        self.raise_alerts(alerts, now)
     }
 
     /// The stored form of what the loader read; a refused object is audited and skipped.
@@ -357,5 +457,57 @@ impl Manager {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(k: &str, ctx: Option<&str>, name: Option<&str>) -> KubeSource {
+        KubeSource {
+            kubeconfig: k.into(),
+            context: ctx.map(Into::into),
+            cluster: name.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn several_clusters_need_distinct_valid_names() {
+        assert!(check_sources(&[source("k", None, None)]).is_ok());
+        let unnamed = [
+            source("k", Some("a"), Some("a")),
+            source("k", Some("b"), None),
+        ];
+        assert!(check_sources(&unnamed)
+            .unwrap_err()
+            .to_string()
+            .contains("name each"));
+        let twice = [
+            source("k", Some("a"), Some("x")),
+            source("k", Some("b"), Some("x")),
+        ];
+        assert!(check_sources(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        let bad = [source("k", Some("arn:aws:eks:x"), Some("arn:aws:eks:x"))];
+        assert!(check_sources(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("a-z, 0-9"));
+        let same = [
+            source("k", Some("a"), Some("x")),
+            source("k", Some("a"), Some("y")),
+        ];
+        assert!(check_sources(&same)
+            .unwrap_err()
+            .to_string()
+            .contains("watched twice"));
+        let ok = [
+            source("k", Some("a"), Some("east")),
+            source("j", Some("a"), Some("west")),
+        ];
+        assert!(check_sources(&ok).is_ok());
     }
 }

@@ -68,9 +68,20 @@ pub struct StatusWriter {
     /// The inputs of the last computation (nodes' acks); none: compute.
     last_nodes: Option<Vec<NodeAck>>,
     dirty: bool,
+    /// A named cluster (one of several): its policies select only its pods, so only its
+    /// nodes (`CLUSTER:NODE`) count.
+    cluster: Option<String>,
 }
 
 impl StatusWriter {
+    /// The writer of one cluster's statuses (`cluster`: its name when it has one).
+    pub fn new(cluster: Option<String>) -> Self {
+        StatusWriter {
+            cluster,
+            ..Default::default()
+        }
+    }
+
     /// Follows a batch of watch changes (before the manager stores them).
     pub fn observe(&mut self, changes: &[Change]) {
         for c in changes {
@@ -127,7 +138,11 @@ impl StatusWriter {
     /// The statuses that changed since they were last written, given the nodes' acks now and
     /// the store revisions of the tracked policies (looked up through `m` for those unknown).
     pub fn due(&mut self, m: &Manager, now: &str) -> Result<Vec<Due>, ManagerError> {
-        let nodes = m.node_acks()?;
+        let mut nodes = m.node_acks()?;
+        if let Some(c) = &self.cluster {
+            nodes
+                .retain(|n| cellwall_policy::clusters::split(&n.name).is_some_and(|(x, _)| x == c));
+        }
         if !self.dirty && self.last_nodes.as_ref() == Some(&nodes) {
             return Ok(Vec::new());
         }

@@ -42,10 +42,11 @@ pub struct Config {
     pub imports: ImportSources,
     /// How long the certificates the manager issues are valid.
     pub lifetimes: CertLifetimes,
-    /// A Kubernetes cluster whose objects the manager watches (none: files and REST only).
-    pub kube: Option<KubeSource>,
+    /// The Kubernetes clusters whose objects the manager watches (none: files and REST only).
+    /// Several must each have a `cluster` name (crate::cluster).
+    pub kube: Vec<KubeSource>,
     /// Agents may join with their pod's ServiceAccount token, checked with a TokenReview
-    /// against `kube`'s API server (none: bootstrap tokens only).
+    /// against their cluster's API server (none: bootstrap tokens only).
     pub join_review: Option<JoinReview>,
 }
 
@@ -65,27 +66,48 @@ pub struct KubeSource {
     pub kubeconfig: PathBuf,
     /// The kubeconfig's current context when none.
     pub context: Option<String>,
+    /// The cluster's name when the manager watches several: its objects' names are qualified
+    /// with it (`cellwall_policy::clusters`). None: names as the cluster has them.
+    pub cluster: Option<String>,
 }
 
 /// What the manager checks reviewed tokens against.
 pub struct JoinReviewer {
-    pub client: cellwall_kube::KubeClient,
+    /// Each watched cluster's client, by its name (none: the one unnamed cluster).
+    pub clients: Vec<(Option<String>, cellwall_kube::KubeClient)>,
     /// `system:serviceaccount:NAMESPACE:NAME`.
     pub username: String,
     pub audience: String,
 }
 
 impl JoinReviewer {
-    pub fn new(client: cellwall_kube::KubeClient, cfg: &JoinReview) -> Self {
+    pub fn new(
+        clients: Vec<(Option<String>, cellwall_kube::KubeClient)>,
+        cfg: &JoinReview,
+    ) -> Self {
         let (ns, name) = cfg
             .service_account
             .split_once('/')
             .unwrap_or(("default", cfg.service_account.as_str()));
         JoinReviewer {
-            client,
+            clients,
             username: format!("system:serviceaccount:{ns}:{name}"),
             audience: cfg.audience.clone(),
         }
+    }
+
+    /// The API server that must vouch for an agent joining as `node`, and the node name the
+    /// token must record there: `CLUSTER:NODE` is reviewed by that cluster only, so a token
+    /// from one cluster cannot join a node of another.
+    pub fn for_node<'a>(&self, node: &'a str) -> Option<(&cellwall_kube::KubeClient, &'a str)> {
+        let (cluster, bare) = match cellwall_policy::clusters::split(node) {
+            Some((c, n)) => (Some(c), n),
+            None => (None, node),
+        };
+        self.clients
+            .iter()
+            .find(|(c, _)| c.as_deref() == cluster)
+            .map(|(_, client)| (client, bare))
     }
 }
 
@@ -180,7 +202,7 @@ impl Config {
                 ..Default::default()
             },
             lifetimes: CertLifetimes::default(),
-            kube: None,
+            kube: Vec::new(),
             join_review: None,
         }
     }

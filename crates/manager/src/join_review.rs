@@ -53,7 +53,8 @@ impl Manager {
         if !valid_node_name(node) || token.len() > MAX_SA_TOKEN {
             self.metrics.join_refused("name");
             return Err(ManagerError::Invalid(
-                "node name: expected 1-63 characters of a-z, 0-9, '-', '.'; token: at most 16 KiB"
+                "node name: expected 1-63 characters of a-z, 0-9, '-', '.' (after an optional \
+                 CLUSTER: prefix); token: at most 16 KiB"
                     .into(),
             ));
         }
@@ -66,7 +67,20 @@ impl Manager {
             );
             Err(e)
         };
-        let who = match review_token(&r.client, token, &r.audience).await {
+        let Some((client, bare)) = r.for_node(node) else {
+            return refuse(
+                "no watched cluster of that name".into(),
+                ManagerError::Forbidden(format!(
+                    "node {node}: no watched cluster reviews its token{}",
+                    if r.clients.iter().any(|(c, _)| c.is_some()) {
+                        "; agents join as CLUSTER:NODE (cellwall-agent --cluster)"
+                    } else {
+                        ""
+                    }
+                )),
+            );
+        };
+        let who = match review_token(client, token, &r.audience).await {
             Ok(Ok(who)) => who,
             Ok(Err(why)) => {
                 return refuse(
@@ -103,7 +117,7 @@ impl Manager {
             );
         }
         match &who.node {
-            Some(n) if n == node => Ok(who),
+            Some(n) if n == bare => Ok(who),
             Some(n) => refuse(
                 format!("bound to a pod on node {n}"),
                 ManagerError::Forbidden(format!(

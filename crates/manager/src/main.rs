@@ -94,9 +94,14 @@ struct Args {
     /// and Cellwall's own kinds where served. They are read-only through the REST API.
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to watch (default: its current context).
-    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
-    kube_context: Option<String>,
+    /// The kubeconfig context to watch (default: its current context). Repeat it to watch
+    /// several clusters from one manager: each is then named (NAME=CONTEXT, or the context's
+    /// own name when it is a DNS label), its namespaces, nodes and cluster-wide policies are
+    /// shown as NAME:..., its objects carry the label cellwall.io/cluster=NAME, and its
+    /// policies select only its own pods and nodes. Giving NAME= for a single context names
+    /// it too.
+    #[arg(long, value_name = "[NAME=]CONTEXT", requires = "kubeconfig")]
+    kube_context: Vec<String>,
     /// Let agents join with their pod's ServiceAccount token instead of a bootstrap token:
     /// the manager asks that cluster's API server (TokenReview) and issues a node certificate
     /// only for a valid token of this ServiceAccount whose pod runs on the node the agent
@@ -264,10 +269,10 @@ fn main() -> Result<()> {
                 server: a.server_cert_ttl,
                 ca: a.ca_ttl,
             },
-            kube: a.kubeconfig.map(|kubeconfig| cellwall_manager::config::KubeSource {
-                kubeconfig,
-                context: a.kube_context,
-            }),
+            kube: a
+                .kubeconfig
+                .map(|k| kube_sources(&k, &a.kube_context))
+                .unwrap_or_default(),
             join_review: a.join_service_account.map(|service_account| {
                 cellwall_manager::config::JoinReview {
                     service_account,
@@ -309,6 +314,30 @@ fn main() -> Result<()> {
 }
 
 /// `NAMESPACE/NAME`, each a DNS label or subdomain as Kubernetes names them.
+/// The clusters `--kube-context` names (see its help); the manager checks the names.
+fn kube_sources(
+    kubeconfig: &std::path::Path,
+    contexts: &[String],
+) -> Vec<cellwall_manager::config::KubeSource> {
+    let source =
+        |context: Option<String>, cluster: Option<String>| cellwall_manager::config::KubeSource {
+            kubeconfig: kubeconfig.to_path_buf(),
+            context,
+            cluster,
+        };
+    if contexts.is_empty() {
+        return vec![source(None, None)];
+    }
+    let several = contexts.len() > 1;
+    contexts
+        .iter()
+        .map(|c| match c.split_once('=') {
+            Some((name, ctx)) => source(Some(ctx.to_string()), Some(name.to_string())),
+            None => source(Some(c.clone()), several.then(|| c.clone())),
+        })
+        .collect()
+}
+
 fn parse_service_account(s: &str) -> Result<String, String> {
     let ok = |p: &str| {
         !p.is_empty()

@@ -14,6 +14,16 @@ use cellwall_api::{NodeItem, NodeList, Refused};
 /// A node name as Kubernetes has them: a DNS subdomain of at most 63 characters here (it is
 /// also a certificate's common name and a label value).
 pub fn valid_node_name(s: &str) -> bool {
+    match cellwall_policy::clusters::split(s) {
+        // A node of one of several watched clusters (cellwall_policy::clusters).
+        Some((cluster, node)) => {
+            cellwall_policy::clusters::valid_cluster_name(cluster) && valid_bare_node_name(node)
+        }
+        None => valid_bare_node_name(s),
+    }
+}
+
+fn valid_bare_node_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -56,7 +66,7 @@ impl Manager {
                 &format!("from {from}: an invalid node name"),
             );
             return Err(ManagerError::Invalid(
-                "node name: expected 1-63 characters of a-z, 0-9, '-', '.', starting and ending with a letter or digit".into(),
+                "node name: expected 1-63 characters of a-z, 0-9, '-', '.', starting and ending with a letter or digit, after an optional CLUSTER: prefix".into(),
             ));
         }
         let refuse = |why: &str| {

@@ -219,17 +219,25 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
             });
         }
     }
-    if let Some(source) = cfg.kube.clone() {
+    crate::cluster::check_sources(&cfg.kube)?;
+    for source in cfg.kube.iter().cloned() {
         tasks.spawn(crate::cluster::run(m.clone(), source, rx.clone()));
     }
     if let Some(j) = &cfg.join_review {
-        let source = cfg.kube.as_ref().ok_or_else(|| {
-            ManagerError::Invalid("joining with ServiceAccount tokens needs --kubeconfig".into())
-        })?;
-        let client = cellwall_kube::review::client(&source.kubeconfig, source.context.as_deref())
-            .await
-            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
-        let _ = m.reviewer.set(crate::config::JoinReviewer::new(client, j));
+        if cfg.kube.is_empty() {
+            return Err(ManagerError::Invalid(
+                "joining with ServiceAccount tokens needs --kubeconfig".into(),
+            ));
+        }
+        let mut clients = Vec::new();
+        for source in &cfg.kube {
+            let client =
+                cellwall_kube::review::client(&source.kubeconfig, source.context.as_deref())
+                    .await
+                    .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+            clients.push((source.cluster.clone(), client));
+        }
+        let _ = m.reviewer.set(crate::config::JoinReviewer::new(clients, j));
         tracing::info!(
             service_account = %j.service_account,
             audience = %j.audience,

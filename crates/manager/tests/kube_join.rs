@@ -47,10 +47,11 @@ async fn agents_join_with_their_pods_token_and_only_as_their_own_node() {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig("fake")).unwrap();
     let w = World::with("kube-join", REST_ONLY, |c| {
-        c.kube = Some(cellwall_manager::config::KubeSource {
+        c.kube = vec![cellwall_manager::config::KubeSource {
             kubeconfig: kubeconfig.clone(),
             context: None,
-        });
+            cluster: None,
+        }];
         c.join_review = Some(cellwall_manager::config::JoinReview {
             service_account: format!("{NS}/{SA}"),
             audience: "cellwall".into(),

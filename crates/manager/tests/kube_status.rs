@@ -89,10 +89,11 @@ async fn policies_in_the_cluster_say_where_they_are_enforced() {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig("fake")).unwrap();
     let w = World::with("kube-status", REST_ONLY, |c| {
-        c.kube = Some(cellwall_manager::config::KubeSource {
+        c.kube = vec![cellwall_manager::config::KubeSource {
             kubeconfig: kubeconfig.clone(),
             context: None,
-        })
+            cluster: None,
+        }]
     })
     .await;
 

@@ -107,10 +107,11 @@ async fn the_manager_follows_a_cluster_and_refuses_to_rewrite_it() {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig("fake")).unwrap();
     let w = World::with("kube", &format!("{REST_ONLY}---\n{PRE_CREATED}"), |c| {
-        c.kube = Some(cellwall_manager::config::KubeSource {
+        c.kube = vec![cellwall_manager::config::KubeSource {
             kubeconfig: kubeconfig.clone(),
             context: None,
-        })
+            cluster: None,
+        }]
     })
     .await;
 

@@ -125,6 +125,15 @@ impl AddrOwners {
         }
     }
 
+    /// The store's workloads that hold `ip`, in key order.
+    pub(super) fn store_claimants(&self, ip: &IpAddr) -> impl Iterator<Item = &WorkloadKey> {
+        self.by_ip
+            .get(ip)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.store_key.as_ref())
+    }
+
     /// Who owns `ip` in the eyes of `asking` (its own earlier reports do not count).
     pub(super) fn owner(&self, ip: &IpAddr, asking: &str) -> Option<&str> {
         self.by_ip

@@ -183,6 +183,40 @@ impl State {
         self.raw.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Addresses that workloads of different clusters (or a cluster and the REST/file
+    /// inventory) both hold, among `keys`' addresses: (address, `keys`' workload, the other).
+    /// Clusters with overlapping pod networks cannot be told apart by address, so the manager
+    /// says so (crate::cluster) instead of letting one cluster's pod wear the other's identity
+    /// unnoticed.
+    pub fn shared_across_clusters(
+        &self,
+        keys: &[cellwall_policy::WorkloadKey],
+    ) -> Vec<(
+        std::net::IpAddr,
+        cellwall_policy::WorkloadKey,
+        cellwall_policy::WorkloadKey,
+    )> {
+        let raw = self.raw();
+        let Some(index) = raw.addr_owners.as_ref() else {
+            return Vec::new();
+        };
+        fn cluster(k: &cellwall_policy::WorkloadKey) -> Option<&str> {
+            cellwall_policy::clusters::split(&k.namespace).map(|c| c.0)
+        }
+        let mut out = Vec::new();
+        for k in keys {
+            let Some(w) = raw.workloads.get(k).filter(|w| !w.host_network) else {
+                continue;
+            };
+            for ip in &w.ips {
+                if let Some(other) = index.store_claimants(ip).find(|o| cluster(o) != cluster(k)) {
+                    out.push((*ip, k.clone(), other.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// What `node`'s agent reported last.
     pub fn reported(&self, node: &str) -> Option<Vec<ReportedWorkload>> {
         self.raw().reported.get(node).cloned()
