@@ -320,4 +320,39 @@ pub(crate) mod tests {
         assert_eq!(after.endpoints[1].interface, "veth-b2");
         assert!(after.conflicts.is_empty());
     }
+
+    /// One manager, two clusters with the same node name: the agent of `east:n1` finds only
+    /// east's pods (a west pod of the same name and node is another node's).
+    #[test]
+    fn an_agent_of_one_cluster_takes_only_its_clusters_pods() {
+        let base = doc_with("");
+        let mut inv = cellwall_policy::Inventory::default();
+        for (c, shift) in [("east", 0u8), ("west", 100)] {
+            for w in &base.workloads {
+                let mut w = (**w).clone();
+                w.ips = w
+                    .ips
+                    .iter()
+                    .map(|ip| match ip {
+                        IpAddr::V4(v) => {
+                            let [a, b, x, d] = v.octets();
+                            IpAddr::from([a, b, x + shift, d])
+                        }
+                        other => *other,
+                    })
+                    .collect();
+                let q = cellwall_policy::clusters::qualify(c, cellwall_policy::Object::Pod(w));
+                let cellwall_policy::Object::Pod(w) = q else {
+                    unreachable!()
+                };
+                inv.workloads.insert(w.key(), std::sync::Arc::new(w));
+            }
+        }
+        let doc = StateDoc::new(&inv, &[]);
+        let nodes: BTreeSet<String> = ["east:n1".to_string()].into();
+        let mine: Vec<String> = local_pods(&doc, &nodes)
+            .map(|w| w.key().to_string())
+            .collect();
+        assert_eq!(mine, ["east:x/a", "east:x/b"]);
+    }
 }

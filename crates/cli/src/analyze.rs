@@ -25,7 +25,8 @@ namespaces, nodes, pods, networkpolicies and the policy CRDs it serves; kinds th
 not serve are skipped and named on stderr). The output is the same as from files.",
     after_help = "Examples:\n  cellwall analyze -f examples/shop/\n  cellwall analyze -f examples/shop/ --probe TCP/5432 -o json\n  \
 cellwall analyze -f examples/shop/ --from shop/web --to shop/db --probe TCP/5432 --explain\n  \
-cellwall analyze --kubeconfig ~/.kube/config --context prod --probe TCP/5432"
+cellwall analyze --kubeconfig ~/.kube/config --context prod --probe TCP/5432\n  \
+cellwall analyze --kubeconfig ~/.kube/config --context east=prod-east --context west=prod-west"
 )]
 pub struct AnalyzeArgs {
     /// Manifest files or directories (recursive; .yaml, .yml, .json; multi-document). `-` reads stdin.
@@ -34,9 +35,12 @@ pub struct AnalyzeArgs {
     /// Read the objects from a live cluster through this kubeconfig instead of files.
     #[arg(long, value_name = "FILE", conflicts_with = "files")]
     pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to read (default: its current context).
-    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
-    pub context: Option<String>,
+    /// The kubeconfig context to read (default: its current context). Repeat it to analyze
+    /// several clusters together, as one manager watching them sees them: each is named
+    /// (NAME=CONTEXT, or the context's own name), its pods are NAME:NAMESPACE/POD and its
+    /// policies select only its own pods and nodes.
+    #[arg(long, value_name = "[NAME=]CONTEXT", requires = "kubeconfig")]
+    pub context: Vec<String>,
     /// A probe PROTO/PORT, e.g. TCP/80 (repeatable). Default: every distinct container port.
     #[arg(long = "probe", value_parser = parse_probe)]
     pub probes: Vec<(Protocol, u16)>,
@@ -112,7 +116,7 @@ pub fn now_unix() -> i64 {
 /// Builds the engine from manifest paths, or from a cluster when `--kubeconfig` is given.
 pub fn engine_from(args: &AnalyzeArgs) -> Result<Engine> {
     let objects = match &args.kubeconfig {
-        Some(k) => crate::cluster::read(k, args.context.as_deref())?,
+        Some(k) => crate::cluster::read_all(k, &args.context)?,
         None => load_objects(&args.files, args.ignore_unknown_kinds)?,
     };
     let at = args.at;

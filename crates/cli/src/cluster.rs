@@ -5,6 +5,43 @@ use anyhow::{Context, Result};
 use cellwall_policy::load::Located;
 use std::path::Path;
 
+/// The objects of the contexts `--context` names (its current one when none): one context as
+/// it is; several (or a NAME=) qualified with each cluster's name, as the manager does
+/// (`cellwall_policy::clusters`).
+pub fn read_all(kubeconfig: &Path, contexts: &[String]) -> Result<Vec<Located>> {
+    if contexts.is_empty() {
+        return read(kubeconfig, None);
+    }
+    let several = contexts.len() > 1;
+    let mut names = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for c in contexts {
+        let (name, ctx) = match c.split_once('=') {
+            Some((n, ctx)) => (Some(n), ctx),
+            None => (several.then_some(c.as_str()), c.as_str()),
+        };
+        let objects = read(kubeconfig, Some(ctx))?;
+        let Some(name) = name else {
+            out.extend(objects);
+            continue;
+        };
+        if !cellwall_policy::clusters::valid_cluster_name(name) {
+            anyhow::bail!(
+                "--context {c}: cluster name {name:?}: expected 1-63 characters of a-z, 0-9 and \
+                 '-' (give one as NAME=CONTEXT)"
+            );
+        }
+        if !names.insert(name) {
+            anyhow::bail!("--context {c}: cluster name {name:?} given twice");
+        }
+        out.extend(objects.into_iter().map(|o| Located {
+            object: cellwall_policy::clusters::qualify(name, o.object),
+            source: o.source,
+        }));
+    }
+    Ok(out)
+}
+
 /// Every object of the kinds Cellwall reads, from `kubeconfig`'s context (or its current one).
 pub fn read(kubeconfig: &Path, context: Option<&str>) -> Result<Vec<Located>> {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -3,7 +3,7 @@
 //! type, server-set metadata) give exactly what the same objects give from files.
 
 use cellwall_testkit::conformance::{run_all, AnalyzeRunner};
-use cellwall_testkit::kube::{load_yaml, write_kubeconfig, FakeApi, KubeAnalyzeRunner};
+use cellwall_testkit::kube::{load_yaml, write_kubeconfig, FakeApi, KubeAnalyzeRunner, TOKEN};
 use std::path::PathBuf;
 
 fn cellwall() -> cellwall_testkit::bin::Bin {
@@ -241,4 +241,87 @@ fn files_and_kubeconfig_exclude_each_other() {
         "{err}"
     );
     let _ = AnalyzeRunner(cellwall());
+}
+
+/// Two clusters with the same names, analyzed together (`--context NAME=CONTEXT` twice): each
+/// cluster's pods are qualified, and each cluster's NetworkPolicy admits only its own web.
+#[test]
+fn two_clusters_are_analyzed_together_and_kept_apart() {
+    let shop = |net: &str| {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: shop, labels: {{app: web}}}}\n\
+             spec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {net}.1}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: db, namespace: shop, labels: {{app: db}}}}\n\
+             spec: {{containers: [{{name: c, ports: [{{containerPort: 5432}}]}}]}}\nstatus: {{podIP: {net}.2}}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: db, namespace: shop}}\n\
+             spec:\n  podSelector: {{matchLabels: {{app: db}}}}\n  \
+             ingress: [{{from: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: web}}}}}}]}}]\n"
+        )
+    };
+    let (east, west) = (FakeApi::start().unwrap(), FakeApi::start().unwrap());
+    load_yaml(&east, &shop("10.1.0"));
+    load_yaml(&west, &shop("10.2.0"));
+    let dir = scratch("two");
+    let kc = dir.join("kubeconfig");
+    let cluster = |name: &str, api: &FakeApi| {
+        format!("- name: {name}\n  cluster:\n    server: {}\n", api.url())
+    };
+    let context =
+        |name: &str| format!("- name: {name}-ctx\n  context:\n    cluster: {name}\n    user: u\n");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n{}{}contexts:\n{}{}\
+             current-context: east-ctx\nusers:\n- name: u\n  user:\n    token: {TOKEN}\n",
+            cluster("east", &east),
+            cluster("west", &west),
+            context("east"),
+            context("west"),
+        ),
+    )
+    .unwrap();
+    let kc = kc.to_str().unwrap();
+    let reach = |from: &str, to: &str| {
+        let (ok, out, err) = cellwall().result(&[
+            "analyze",
+            "--kubeconfig",
+            kc,
+            "--context",
+            "east=east-ctx",
+            "--context",
+            "west=west-ctx",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--probe",
+            "TCP/5432",
+            "--explain",
+            "-o",
+            "json",
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(v["src"].as_str().unwrap().starts_with(from), "{v}");
+        v["decision"]["allowed"].as_bool().unwrap()
+    };
+    assert!(reach("east:shop/web", "east:shop/db"));
+    assert!(reach("west:shop/web", "west:shop/db"));
+    assert!(!reach("west:shop/web", "east:shop/db"));
+    assert!(!reach("east:shop/web", "west:shop/db"));
+
+    // A name that is no cluster name is refused, with the way out.
+    let (ok, _, err) = cellwall().result(&[
+        "analyze",
+        "--kubeconfig",
+        kc,
+        "--context",
+        "east-ctx",
+        "--context",
+        "West=west-ctx",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("NAME=CONTEXT"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
 }

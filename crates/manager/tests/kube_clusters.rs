@@ -277,7 +277,7 @@ async fn two_clusters_with_the_same_names_stay_apart() {
         "metadata": {"name": "copy", "namespace": "shop", "labels": {"app": "db"}},
         "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
         "status": {"podIP": "10.1.0.2"}}))
-    .unwrap();
+        .unwrap();
     until("an address-conflict alert", || async {
         let (_, v) = w.rest("GET", "/v1/alerts", None).await;
         v["alerts"].as_array().unwrap().iter().any(|a| {
