@@ -165,6 +165,7 @@ fn tour(name: &str, app: &PathBuf, policy: &PathBuf) -> Result<()> {
         source: lab::Source::Files,
         ignore_unknown_kinds: false,
         cni: lab::Cni::Routed,
+        cluster: None,
     })?;
     let c = Client::for_lab(name)?;
     for n in c.nodes()?.items {

@@ -40,6 +40,11 @@ pub enum LabCmd {
         /// otherwise the lab tells it in an endpoints file.
         #[arg(long, value_enum, default_value = "routed")]
         cni: Cni,
+        /// With `--source kubernetes`: the manager names the lab's cluster NAME, as when it
+        /// watches several (--kube-context NAME=CONTEXT): pods are NAME:NAMESPACE/POD, the
+        /// node is NAME:lab, and the agent runs with --cluster NAME.
+        #[arg(long, value_name = "NAME", requires = "source")]
+        cluster: Option<String>,
     },
     /// Apply policies and updated Pods/Namespaces/Nodes (labels) to a running lab.
     Apply {
@@ -239,6 +244,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             ignore_unknown_kinds,
             source,
             cni,
+            cluster,
         } => {
             cellwall_lab::up(&cellwall_lab::UpSpec {
                 name,
@@ -248,6 +254,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 source: source.into(),
                 ignore_unknown_kinds,
                 cni: cni.into(),
+                cluster,
             })?;
         }
         LabCmd::Apply { files, name } => {

@@ -30,10 +30,15 @@ fn endpoint_file(name: &str) -> PathBuf {
     state_dir(name).join("kube-api.url")
 }
 
+/// The context of the lab's kubeconfig.
+pub fn context(name: &str) -> String {
+    format!("lab-{name}")
+}
+
 /// The API server process: serves until killed.
 pub fn serve_api(name: &str) -> Result<()> {
     let api = FakeApi::start().map_err(io("starting the fake Kubernetes API server"))?;
-    write_private(&kubeconfig(name), &api.kubeconfig(&format!("lab-{name}")))?;
+    write_private(&kubeconfig(name), &api.kubeconfig(&context(name)))?;
     // Written last: its presence says the server is up.
     write_private(&endpoint_file(name), &api.url())?;
     tracing::info!("fake Kubernetes API server for lab {name} at {}", api.url());

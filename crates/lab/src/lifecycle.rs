@@ -34,6 +34,9 @@ pub struct UpSpec {
     pub ignore_unknown_kinds: bool,
     /// How pods are wired to the node.
     pub cni: Cni,
+    /// With `Source::Kubernetes`: the name the manager gives the lab's cluster (its objects are
+    /// then qualified, as when one manager watches several clusters).
+    pub cluster: Option<String>,
 }
 
 /// A lab that is up.
@@ -83,6 +86,20 @@ pub fn up(spec: &UpSpec) -> Result<Up> {
     if state_dir(name).exists() || Path::new(&format!("/run/netns/{}", node_ns(name))).exists() {
         return Err(LabError::Exists { name: name.into() });
     }
+    if let Some(c) = &spec.cluster {
+        if spec.source != Source::Kubernetes {
+            return Err(LabError::Refused {
+                at: "--cluster".into(),
+                reason: "a cluster name needs --source kubernetes".into(),
+            });
+        }
+        if !cellwall_policy::clusters::valid_cluster_name(c) {
+            return Err(LabError::Refused {
+                at: "--cluster".into(),
+                reason: format!("{c:?}: expected 1-63 characters of a-z, 0-9 and '-'"),
+            });
+        }
+    }
     let (files, objects) = read_manifests(&spec.files, spec.ignore_unknown_kinds)?;
     let mut inv = assemble(objects, DEFAULT_POD_POOL.parse().expect("valid"))?.inventory;
     for w in inv.workloads.values_mut() {
@@ -122,6 +139,7 @@ fn build(spec: &UpSpec, inv: Inventory, req: ApplyRequest) -> Result<u64> {
         visibility: spec.visibility,
         source: spec.source,
         cni: spec.cni,
+        cluster: spec.cluster.clone(),
         pods,
         namespaces: inv.namespaces.into_values().collect(),
         workloads: inv

@@ -150,6 +150,10 @@ pub struct LabState {
     pub source: Source,
     #[serde(default)]
     pub cni: Cni,
+    /// With `--source kubernetes`: the manager names the lab's cluster (one of several it
+    /// could watch), so its nodes are `CLUSTER:NODE` (`cellwall_policy::clusters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     pub pods: Vec<LabPod>,
     pub namespaces: Vec<Namespace>,
     pub workloads: Vec<Workload>,
@@ -162,6 +166,14 @@ impl LabState {
     /// layout. Otherwise it reads them from the endpoints file the lab writes.
     pub fn agent_finds_interfaces(&self) -> bool {
         self.source == Source::Kubernetes || self.cni == Cni::Bridge
+    }
+
+    /// A lab node's name as the manager knows it (qualified with the lab's cluster).
+    pub fn node_id(&self, node: &str) -> String {
+        match &self.cluster {
+            Some(c) => cellwall_policy::clusters::qualified(c, node),
+            None => node.to_string(),
+        }
     }
 
     /// The state of the running lab `name`.
@@ -276,6 +288,7 @@ status: {podIP: 10.0.0.2}
             visibility: Visibility::Off,
             source: Source::Files,
             cni: Cni::Routed,
+            cluster: None,
             pods: w
                 .iter()
                 .enumerate()

@@ -183,6 +183,10 @@ pub fn start_manager(state: &LabState) -> Result<Client> {
     if state.source == crate::state::Source::Kubernetes {
         cmd.arg("--kubeconfig")
             .arg(crate::kube::kubeconfig(&state.name));
+        if let Some(c) = &state.cluster {
+            cmd.arg("--kube-context")
+                .arg(format!("{c}={}", crate::kube::context(&state.name)));
+        }
     }
     let mut child = spawn_bg(&mut cmd, &log, &dir.join("manager.pid"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -255,6 +259,10 @@ pub(crate) fn lab_agent_args(state: &LabState) -> Vec<OsString> {
     if state.agent_finds_interfaces() {
         a.push("--find-interfaces".into());
     }
+    if let Some(c) = &state.cluster {
+        a.push("--cluster".into());
+        a.push(c.into());
+    }
     for s in [
         "--datapath",
         state.datapath.as_str(),
@@ -315,7 +323,11 @@ pub(crate) fn host_agent_args(
 pub(crate) fn endpoints_file(state: &LabState) -> EndpointsFile {
     if state.agent_finds_interfaces() {
         return EndpointsFile {
-            nodes: state.node_names().into_iter().collect(),
+            nodes: state
+                .node_names()
+                .into_iter()
+                .map(|n| state.node_id(&n))
+                .collect(),
             endpoints: Vec::new(),
         };
     }
@@ -368,7 +380,7 @@ pub fn start_agent(state: &LabState, client: &Client) -> Result<()> {
     run_agent(
         agent_command(state, lab_agent_args(state))?,
         client,
-        LAB_NODE,
+        &state.node_id(LAB_NODE),
         &dir.join("agent.log"),
         &dir.join("agent.pid"),
         &agent_dir,
