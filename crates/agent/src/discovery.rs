@@ -341,7 +341,7 @@ pub(crate) mod tests {
                         other => *other,
                     })
                     .collect();
-                let q = cellwall_policy::clusters::qualify(c, cellwall_policy::Object::Pod(w));
+                let q = cellwall_policy::Object::Pod(w).qualified(c);
                 let cellwall_policy::Object::Pod(w) = q else {
                     unreachable!()
                 };

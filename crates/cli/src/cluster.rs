@@ -35,7 +35,7 @@ pub fn read_all(kubeconfig: &Path, contexts: &[String]) -> Result<Vec<Located>> 
             anyhow::bail!("--context {c}: cluster name {name:?} given twice");
         }
         out.extend(objects.into_iter().map(|o| Located {
-            object: cellwall_policy::clusters::qualify(name, o.object),
+            object: o.object.qualified(name),
             source: o.source,
         }));
     }

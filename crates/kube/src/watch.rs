@@ -153,7 +153,7 @@ fn read(context: &str, cluster: Option<&str>, r: &Resource, mut o: DynamicObject
                 .objects
                 .into_iter()
                 .map(|o| Located {
-                    object: cellwall_policy::clusters::qualify(c, o.object),
+                    object: o.object.qualified(c),
                     source: o.source,
                 })
                 .collect(),

@@ -13,6 +13,35 @@ use std::net::IpAddr;
 /// The label the API server puts on every namespace; the conformance suites select on it.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+// Primitives of `crate::clusters`, here because the inventory's defaults need them.
+
+/// The label every object of a watched cluster carries: the cluster's name.
+pub const CLUSTER_LABEL: &str = "cellwall.io/cluster";
+
+/// Between a cluster's name and an object's own name.
+pub const SEPARATOR: char = ':';
+
+/// The cluster and the cluster's own name of a qualified name; none for an unqualified one.
+pub fn split(name: &str) -> Option<(&str, &str)> {
+    name.split_once(SEPARATOR)
+}
+
+/// The labels of a namespace nobody declared: the automatic name label (the cluster's own
+/// name of the namespace) and, for a qualified one, its cluster.
+pub fn default_namespace_labels(ns: &str) -> Labels {
+    let mut l = Labels::new();
+    match split(ns) {
+        Some((c, bare)) => {
+            l.insert(NAMESPACE_NAME_LABEL.to_string(), bare.to_string());
+            l.insert(CLUSTER_LABEL.to_string(), c.to_string());
+        }
+        None => {
+            l.insert(NAMESPACE_NAME_LABEL.to_string(), ns.to_string());
+        }
+    }
+    l
+}
+
 /// Transport protocols a policy can name.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
@@ -481,7 +510,7 @@ impl Inventory {
     pub fn namespace_labels(&self, ns: &str) -> Labels {
         match self.namespaces.get(ns) {
             Some(n) => n.labels.clone(),
-            None => crate::clusters::default_namespace_labels(ns),
+            None => default_namespace_labels(ns),
         }
     }
 

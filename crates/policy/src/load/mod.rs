@@ -24,6 +24,61 @@ pub enum Object {
 }
 
 impl Object {
+    /// This object of cluster `cluster`, as a manager watching several clusters holds it
+    /// (`crate::clusters`).
+    pub fn qualified(self, cluster: &str) -> Object {
+        use crate::clusters as c;
+        match self {
+            Object::Namespace(mut n) => {
+                c::qualify_namespace(cluster, &mut n);
+                Object::Namespace(n)
+            }
+            Object::Pod(mut w) => {
+                c::qualify_workload(cluster, &mut w);
+                Object::Pod(w)
+            }
+            Object::Node(mut n) => {
+                c::qualify_node(cluster, &mut n);
+                Object::Node(n)
+            }
+            Object::Host(mut h) => {
+                c::qualify_host(cluster, &mut h);
+                Object::Host(h)
+            }
+            Object::Policy(p) => Object::Policy(Box::new(c::qualify_policy(cluster, *p))),
+        }
+    }
+
+    /// Refuses a name holding the cluster separator, with its field path: only the manager
+    /// qualifies names (`crate::clusters`).
+    fn check_unqualified(&self) -> Result<(), (&'static str, String)> {
+        let check = |path: &'static str, n: &str| {
+            crate::clusters::check_unqualified(n).map_err(|e| (path, e))
+        };
+        match self {
+            Object::Namespace(n) => check("metadata.name", &n.name),
+            Object::Pod(w) => {
+                check("metadata.namespace", &w.namespace)?;
+                check("metadata.name", &w.name)?;
+                w.node
+                    .as_deref()
+                    .map_or(Ok(()), |n| check("spec.nodeName", n))
+            }
+            Object::Node(n) => check("metadata.name", &n.name),
+            Object::Policy(p) => {
+                if let Some(ns) = &p.id.namespace {
+                    check("metadata.namespace", ns)?;
+                }
+                check("metadata.name", &p.id.name)
+            }
+            Object::Host(h) => {
+                check("metadata.namespace", &h.namespace)?;
+                check("metadata.name", &h.name)?;
+                check("spec.node", &h.node)
+            }
+        }
+    }
+
     /// `Kind ns/name` for messages.
     pub fn describe(&self) -> String {
         match self {
@@ -237,7 +292,7 @@ impl Document<'_> {
     ) -> Result<Object, LoadError> {
         let m = self.read()?;
         let o = f(m).map_err(|e| self.ctx.err(None, None, e.path, e.message))?;
-        crate::clusters::unqualified_names(&o)
+        o.check_unqualified()
             .map_err(|(path, message)| self.ctx.err(None, None, path.to_string(), message))?;
         Ok(o)
     }
