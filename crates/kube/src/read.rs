@@ -68,6 +68,28 @@ pub struct ClusterObjects {
     pub not_served: Vec<&'static Resource>,
 }
 
+/// The kubeconfig and the context it names (`context`, else its current one; empty when it
+/// names none).
+fn read_kubeconfig(
+    kubeconfig: &Path,
+    context: Option<&str>,
+) -> Result<(Kubeconfig, String), KubeError> {
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|source| KubeError::Kubeconfig {
+        path: kubeconfig.display().to_string(),
+        source,
+    })?;
+    let context = context
+        .map(str::to_string)
+        .or_else(|| kc.current_context.clone())
+        .unwrap_or_default();
+    Ok((kc, context))
+}
+
+/// The name of the context [`connect`] would use, without connecting.
+pub fn context_name(kubeconfig: &Path, context: Option<&str>) -> Result<String, KubeError> {
+    read_kubeconfig(kubeconfig, context).map(|(_, c)| c)
+}
+
 /// A client for `kubeconfig`'s context (its current one unless `context`): (client, context,
 /// server URL).
 pub(crate) async fn connect(
@@ -75,14 +97,7 @@ pub(crate) async fn connect(
     context: Option<&str>,
 ) -> Result<(Client, String, String), KubeError> {
     let path = kubeconfig.display().to_string();
-    let kc = Kubeconfig::read_from(kubeconfig).map_err(|source| KubeError::Kubeconfig {
-        path: path.clone(),
-        source,
-    })?;
-    let context = context
-        .map(str::to_string)
-        .or_else(|| kc.current_context.clone())
-        .unwrap_or_default();
+    let (kc, context) = read_kubeconfig(kubeconfig, context)?;
     let options = KubeConfigOptions {
         context: Some(context.clone()).filter(|c| !c.is_empty()),
         ..Default::default()

@@ -158,6 +158,19 @@ pub fn check_sources(sources: &[KubeSource]) -> Result<(), ManagerError> {
     Ok(())
 }
 
+/// The name each source's versions carry (`kubernetes:NAME/PLURAL`): its cluster's name, else
+/// its context's.
+pub fn watched_names(sources: &[KubeSource]) -> Result<BTreeSet<String>, ManagerError> {
+    sources
+        .iter()
+        .map(|s| match &s.cluster {
+            Some(c) => Ok(c.clone()),
+            None => cellwall_kube::read::context_name(&s.kubeconfig, s.context.as_deref())
+                .map_err(|e| ManagerError::Invalid(e.to_string())),
+        })
+        .collect()
+}
+
 /// How often policy statuses are brought up to date (each write only when one changed).
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -384,6 +397,59 @@ impl Manager {
             })
             .collect();
         self.raise_alerts(alerts, now)
+    }
+
+    /// Deletes what clusters no longer watched wrote (the manager started without them, or
+    /// with a cluster renamed: a cluster that became one of several is re-read under
+    /// qualified names). Their objects are no one's to keep current, and a stale pod's
+    /// address would stay bound to its old identity.
+    pub fn retire_unwatched(&self, watched: &BTreeSet<String>) -> Result<(), ManagerError> {
+        let mut by_actor: BTreeMap<String, Vec<Write>> = BTreeMap::new();
+        for kind in [
+            Kind::Policy,
+            Kind::Pod,
+            Kind::Host,
+            Kind::Node,
+            Kind::Namespace,
+        ] {
+            for cur in self.store.current(kind)? {
+                let Some(rest) = cur.changed_by.strip_prefix(ACTOR_PREFIX) else {
+                    continue;
+                };
+                let who = rest.rsplit_once('/').map_or(rest, |(w, _)| w);
+                if watched.contains(who) {
+                    continue;
+                }
+                by_actor
+                    .entry(format!("{ACTOR_PREFIX}{who}/unwatched"))
+                    .or_default()
+                    .push(Write {
+                        kind,
+                        key: cur.key,
+                        body: None,
+                    });
+            }
+        }
+        if by_actor.is_empty() {
+            return Ok(());
+        }
+        for (actor, writes) in by_actor {
+            tracing::warn!(
+                "{actor}: deleting {} objects of a cluster no longer watched",
+                writes.len()
+            );
+            self.store.write(&actor, &writes)?;
+            self.log_event_later(
+                &actor,
+                "kubernetes.unwatched",
+                &format!(
+                    "{} objects of a cluster no longer watched deleted",
+                    writes.len()
+                ),
+            );
+        }
+        self.publish()?;
+        Ok(())
     }
 
     /// The stored form of what the loader read; a refused object is audited and skipped.

@@ -220,6 +220,7 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
         }
     }
     crate::cluster::check_sources(&cfg.kube)?;
+    m.retire_unwatched(&crate::cluster::watched_names(&cfg.kube)?)?;
     for source in cfg.kube.iter().cloned() {
         tasks.spawn(crate::cluster::run(m.clone(), source, rx.clone()));
     }

@@ -293,3 +293,101 @@ async fn two_clusters_with_the_same_names_stay_apart() {
     w.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A manager that watched one cluster unnamed is restarted watching it as one of several
+/// (named): the cluster is re-read under qualified names and nothing of the unnamed read
+/// stays (its pods' addresses would otherwise keep their old identities).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_renamed_or_no_longer_watched_leaves_nothing_stale() {
+    let (east, west) = (FakeApi::start().unwrap(), FakeApi::start().unwrap());
+    load_yaml(
+        &east,
+        &format!("{}---\n{EAST}", SHOP.replace("NET", "10.1")),
+    );
+    load_yaml(&west, &SHOP.replace("NET", "10.2"));
+    let src = tmpdir("kube-rename-src");
+    let (ke, kw) = (src.join("east.kubeconfig"), src.join("west.kubeconfig"));
+    std::fs::write(&ke, east.kubeconfig("east-ctx")).unwrap();
+    std::fs::write(&kw, west.kubeconfig("west-ctx")).unwrap();
+    let source = |k: &std::path::Path, name: Option<&str>| cellwall_manager::config::KubeSource {
+        kubeconfig: k.to_path_buf(),
+        context: None,
+        cluster: name.map(Into::into),
+    };
+    let w = World::with("kube-rename", REST_ONLY, |c| {
+        c.kube = vec![source(&ke, None)]
+    })
+    .await;
+    until("the unnamed cluster's pods", || async {
+        names(&w).await == ["shop/db", "shop/web"]
+    })
+    .await;
+
+    // Restart on the same data, now watching east and west by name.
+    let dir = w.dir.clone();
+    w.running.stop().await.unwrap();
+    let mut cfg = config(&dir);
+    cfg.kube = vec![source(&ke, Some("east")), source(&kw, Some("west"))];
+    let running = cellwall_manager::start(cfg).await.unwrap();
+    let w = World {
+        base: format!("http://{}", running.api),
+        admin: token(&dir, "admin.token"),
+        ca: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+        boot: token(&dir, "bootstrap.token"),
+        running,
+        dir,
+    };
+    until(
+        "both clusters under their names, nothing unnamed",
+        || async {
+            names(&w).await
+                == [
+                    "east:shop/db",
+                    "east:shop/web",
+                    "west:shop/db",
+                    "west:shop/web",
+                ]
+        },
+    )
+    .await;
+    until("east's policies, qualified, and no unnamed one", || async {
+        let (_, v) = w.rest("GET", "/v1/policies", None).await;
+        let ids: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap())
+            .collect();
+        ids == [
+            "NetworkPolicy/east:shop/db-from-web",
+            "Policy/east:shop/web-out",
+        ]
+    })
+    .await;
+    // The REST-written namespace is no cluster's: it stays.
+    let (_, v) = w.rest("GET", "/v1/namespaces", None).await;
+    assert!(v.to_string().contains("rest-only"), "{v}");
+    // No stale address is left to conflict with the renamed pods.
+    let (_, v) = w.rest("GET", "/v1/alerts", None).await;
+    assert!(!v.to_string().contains("address-conflict"), "{v}");
+    let (_, v) = w.rest("GET", "/v1/audit", None).await;
+    assert!(v.to_string().contains("kubernetes.unwatched"), "{v}");
+
+    // Restarted without west: west's objects go.
+    let dir = w.dir.clone();
+    w.running.stop().await.unwrap();
+    let mut cfg = config(&dir);
+    cfg.kube = vec![source(&ke, Some("east"))];
+    let running = cellwall_manager::start(cfg).await.unwrap();
+    let w = World {
+        base: format!("http://{}", running.api),
+        admin: token(&dir, "admin.token"),
+        ca: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+        boot: token(&dir, "bootstrap.token"),
+        running,
+        dir,
+    };
+    assert_eq!(names(&w).await, ["east:shop/db", "east:shop/web"]);
+    w.stop().await;
+    let _ = std::fs::remove_dir_all(src);
+}
