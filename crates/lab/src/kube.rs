@@ -47,7 +47,7 @@ pub fn serve_api(name: &str) -> Result<()> {
     }
 }
 
-fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {

@@ -358,9 +358,39 @@ pub(crate) fn endpoints_file(state: &LabState) -> EndpointsFile {
 fn agent_command(state: &LabState, own: Vec<OsString>) -> Result<Command> {
     let data = state_dir(&state.name).join("manager");
     let mut cmd = Command::new(sibling("cellwall-agent")?);
-    cmd.args(agent_base_args(&grpc_addr(&state.name)?, &data))
-        .args(own);
+    let mut base = agent_base_args(&grpc_addr(&state.name)?, &data);
+    if state.cluster.is_some() {
+        // A named cluster's node joins only with a token bound to that cluster.
+        if let Some(i) = base.iter().position(|a| a == "--bootstrap-token-file") {
+            base[i + 1] = cluster_token_file(&state.name).into();
+        }
+    }
+    cmd.args(base).args(own);
     Ok(cmd)
+}
+
+fn cluster_token_file(name: &str) -> PathBuf {
+    state_dir(name).join("cluster-bootstrap.token")
+}
+
+/// A bootstrap token bound to the lab's named cluster (`CLUSTER:*`), made once: the manager's
+/// own bootstrap token is for nodes outside the watched clusters.
+fn ensure_cluster_token(state: &LabState, client: &Client) -> Result<()> {
+    let (Some(c), f) = (&state.cluster, cluster_token_file(&state.name)) else {
+        return Ok(());
+    };
+    if f.exists() {
+        return Ok(());
+    }
+    let t = client.create_token(&cellwall_api::TokenRequest {
+        role: cellwall_api::TokenRole::Bootstrap,
+        name: format!("lab {} agents", state.name),
+        node: Some(format!("{c}:*")),
+        ttl: None,
+        single_use: false,
+        replace: false,
+    })?;
+    crate::kube::write_private(&f, &t.token)
 }
 
 /// (Re)starts the lab's agent: kills the running one (-9: what a crash or upgrade looks like),
@@ -371,6 +401,7 @@ pub fn start_agent(state: &LabState, client: &Client) -> Result<()> {
     let text = serde_json::to_vec_pretty(&endpoints_file(state)).expect("endpoints serialize");
     std::fs::write(&ep, text).map_err(io(format!("writing {}", ep.display())))?;
     let agent_dir = dir.join("agent");
+    ensure_cluster_token(state, client)?;
     kill_pidfile(&dir.join("agent.pid"), &agent_dir.display().to_string());
     let _ = std::fs::remove_file(agent_dir.join("ready"));
     // The first apply attaches two TCX links per pod, and the kernel creates each one under

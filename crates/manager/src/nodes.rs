@@ -7,7 +7,7 @@ use crate::manager::Manager;
 use crate::pki::{sha256_hex, Issued};
 use crate::state::Conflict;
 use crate::store::{AckRow, Alert, NodeCertRecord, Refusal, ReportedWorkload, Role};
-use crate::tokens::{glob_match, unusable};
+use crate::tokens::{token_joins, unusable};
 use cellwall_api::{AlertKind, Severity};
 use cellwall_api::{NodeItem, NodeList, Refused};
 
@@ -102,13 +102,17 @@ impl Manager {
                 "this bootstrap token is {why}"
             )));
         }
-        if let Some(p) = &t.token.node {
-            if !glob_match(p, node) {
-                refuse(&format!("token #{} is for node {p}", t.id));
-                return Err(ManagerError::Forbidden(format!(
-                    "this bootstrap token joins node {p}, not {node}"
-                )));
-            }
+        if !token_joins(t.token.node.as_deref(), node) {
+            let p = t
+                .token
+                .node
+                .as_deref()
+                .unwrap_or("(any node outside the watched clusters)");
+            refuse(&format!("token #{} is for node {p}", t.id));
+            return Err(ManagerError::Forbidden(format!(
+                "this bootstrap token joins node {p}, not {node}: a watched cluster's node joins \
+                 with its ServiceAccount token, or a bootstrap token bound to CLUSTER:..."
+            )));
         }
         let replacing = self.store.node_has_cert(node)?;
         if replacing && !t.token.replace {

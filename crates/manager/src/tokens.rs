@@ -9,6 +9,17 @@ use crate::pki::{new_token, sha256_hex};
 use crate::store::{NewToken, Role, TokenRow};
 use cellwall_api::{TokenCreated, TokenItem, TokenList, TokenRequest};
 
+/// Whether a bootstrap token bound to `pattern` (none: unbound) may join `node`: a watched
+/// cluster's node (`CLUSTER:NODE`) only with a pattern that names that very cluster, so a
+/// token meant for hosts (`*`, or unbound) cannot pose as a cluster's node.
+pub fn token_joins(pattern: Option<&str>, node: &str) -> bool {
+    use cellwall_policy::clusters::cluster_of;
+    match pattern {
+        Some(p) => cluster_of(p) == cluster_of(node) && glob_match(p, node),
+        None => cluster_of(node).is_none(),
+    }
+}
+
 /// Whether `name` matches `pattern`, where `*` matches any run of characters.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -42,8 +53,18 @@ pub fn unusable(t: &TokenRow, now_ms: i64) -> Option<&'static str> {
     }
 }
 
-/// A node name pattern: what node names may contain, and `*`.
+/// A node name pattern: what node names may contain, and `*`, after an optional `CLUSTER:`
+/// (a pattern joins a watched cluster's nodes only when it names that cluster: `east:*`).
 fn valid_pattern(p: &str) -> bool {
+    match cellwall_policy::clusters::split(p) {
+        Some((c, rest)) => {
+            cellwall_policy::clusters::valid_cluster_name(c) && valid_bare_pattern(rest)
+        }
+        None => valid_bare_pattern(p),
+    }
+}
+
+fn valid_bare_pattern(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 63
         && p.bytes().all(|b| {
@@ -86,7 +107,7 @@ impl Manager {
             }
             if !valid_pattern(n) {
                 return Err(ManagerError::Invalid(format!(
-                    "node {n:?}: expected a node name (a-z, 0-9, '-', '.') where '*' matches any characters"
+                    "node {n:?}: expected a node name (a-z, 0-9, '-', '.') where '*' matches any characters, after an optional CLUSTER: (east:*)"
                 )));
             }
         }
@@ -193,5 +214,22 @@ mod tests {
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b*c", "axxcyyb"));
         assert!(glob_match("*.zone-a", "n1.zone-a"));
+    }
+
+    /// The attack: a token meant for hosts (`*`, unbound, or a pattern that happens to match
+    /// the text) joining as a watched cluster's node, which only that cluster may vouch for.
+    #[test]
+    fn only_a_pattern_naming_the_cluster_joins_its_nodes() {
+        assert!(!token_joins(Some("*"), "east:n1"));
+        assert!(!token_joins(None, "east:n1"));
+        assert!(!token_joins(Some("*:n1"), "east:n1"));
+        assert!(!token_joins(Some("eas*"), "east:n1"));
+        assert!(!token_joins(Some("west:*"), "east:n1"));
+        assert!(token_joins(Some("east:*"), "east:n1"));
+        assert!(token_joins(Some("east:n1"), "east:n1"));
+        assert!(token_joins(None, "vm-1") && token_joins(Some("*"), "vm-1"));
+        assert!(!token_joins(Some("east:*"), "vm-1"));
+        assert!(valid_pattern("east:web-*") && valid_pattern("web-*"));
+        assert!(!valid_pattern("East:*") && !valid_pattern("a:b:c") && !valid_pattern(":x"));
     }
 }

@@ -248,6 +248,11 @@ async fn two_clusters_with_the_same_names_stay_apart() {
     // Nor does a cluster the manager does not watch.
     let e = join(&w, &t_east, "north:n1").await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Attack: the bootstrap token meant for hosts outside the clusters (unbound) posing as a
+    // cluster's node that has not joined yet; it still joins a host.
+    let e = join(&w, &w.boot, "east:n9").await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    join(&w, &w.boot, "vm-1").await.expect("a host joins");
 
     // East's policy status counts east's nodes only (west's n1 joined first).
     let t = Instant::now();

@@ -16,7 +16,7 @@
 //! them apart.
 
 use crate::labels::{LabelSelector, Operator, Requirement};
-pub use crate::model::{default_namespace_labels, split, CLUSTER_LABEL, SEPARATOR};
+pub use crate::model::{cluster_of, default_namespace_labels, split, CLUSTER_LABEL, SEPARATOR};
 use crate::model::{
     Entity, HostDecl, Namespace, NamespaceMatch, Node, Peer, Policy, Subject, Workload,
 };

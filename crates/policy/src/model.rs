@@ -26,6 +26,11 @@ pub fn split(name: &str) -> Option<(&str, &str)> {
     name.split_once(SEPARATOR)
 }
 
+/// The cluster a qualified name belongs to; none for an unqualified one.
+pub fn cluster_of(name: &str) -> Option<&str> {
+    split(name).map(|(c, _)| c)
+}
+
 /// The labels of a namespace nobody declared: the automatic name label (the cluster's own
 /// name of the namespace) and, for a qualified one, its cluster.
 pub fn default_namespace_labels(ns: &str) -> Labels {

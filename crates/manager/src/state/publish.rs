@@ -200,16 +200,17 @@ impl State {
         let Some(index) = raw.addr_owners.as_ref() else {
             return Vec::new();
         };
-        fn cluster(k: &cellwall_policy::WorkloadKey) -> Option<&str> {
-            cellwall_policy::clusters::split(&k.namespace).map(|c| c.0)
-        }
+        use cellwall_policy::clusters::cluster_of;
         let mut out = Vec::new();
         for k in keys {
             let Some(w) = raw.workloads.get(k).filter(|w| !w.host_network) else {
                 continue;
             };
             for ip in &w.ips {
-                if let Some(other) = index.store_claimants(ip).find(|o| cluster(o) != cluster(k)) {
+                if let Some(other) = index
+                    .store_claimants(ip)
+                    .find(|o| cluster_of(&o.namespace) != cluster_of(&k.namespace))
+                {
                     out.push((*ip, k.clone(), other.clone()));
                 }
             }
