@@ -115,8 +115,15 @@ impl Args {
             Some(c) => cellwall_policy::clusters::qualified(c, &self.node),
             None => self.node.clone(),
         };
+        let cluster = self.cluster.clone();
         let host = self.host_workload.map(|workload| HostMode {
-            workload,
+            // A host a watched cluster declares is that cluster's (`CLUSTER:NS/NAME`).
+            workload: match &cluster {
+                Some(c) if !workload.contains(cellwall_policy::clusters::SEPARATOR) => {
+                    cellwall_policy::clusters::qualified(c, &workload)
+                }
+                _ => workload,
+            },
             interface: self.host_interface.expect("required by clap"),
             ips: self.host_ip,
             labels: self.host_label,

@@ -160,15 +160,23 @@ pub fn check_sources(sources: &[KubeSource]) -> Result<(), ManagerError> {
 
 /// The name each source's versions carry (`kubernetes:NAME/PLURAL`): its cluster's name, else
 /// its context's.
+/// Also refuses one context watched twice when one source names it and another takes it as
+/// the kubeconfig's current one (two names for one cluster: every pod would conflict).
 pub fn watched_names(sources: &[KubeSource]) -> Result<BTreeSet<String>, ManagerError> {
-    sources
-        .iter()
-        .map(|s| match &s.cluster {
-            Some(c) => Ok(c.clone()),
-            None => cellwall_kube::read::context_name(&s.kubeconfig, s.context.as_deref())
-                .map_err(|e| ManagerError::Invalid(e.to_string())),
-        })
-        .collect()
+    let mut names = BTreeSet::new();
+    let mut contexts = HashSet::new();
+    for s in sources {
+        let ctx = cellwall_kube::read::context_name(&s.kubeconfig, s.context.as_deref())
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        if !contexts.insert((s.kubeconfig.clone(), ctx.clone())) {
+            return Err(ManagerError::Invalid(format!(
+                "the context {ctx} of {} is watched twice",
+                s.kubeconfig.display()
+            )));
+        }
+        names.insert(s.cluster.clone().unwrap_or(ctx));
+    }
+    Ok(names)
 }
 
 /// How often policy statuses are brought up to date (each write only when one changed).

@@ -36,6 +36,19 @@ pub(crate) fn stored(o: Object) -> (Kind, String, Body) {
     }
 }
 
+/// Whether an inventory object carries the label only a watched cluster's objects get
+/// (`cellwall_policy::clusters`): a cluster's policies select by it.
+fn claims_a_cluster(o: &Object) -> bool {
+    let labels = match o {
+        Object::Namespace(n) => &n.labels,
+        Object::Pod(w) => &w.labels,
+        Object::Node(n) => &n.labels,
+        Object::Host(h) => &h.labels,
+        Object::Policy(_) => return false,
+    };
+    labels.contains_key(cellwall_policy::clusters::CLUSTER_LABEL)
+}
+
 /// The policies of candidate documents (nothing else may be in them).
 pub fn parse_candidate(docs: &[Document]) -> Result<Vec<Policy>, ManagerError> {
     let mut candidate: Vec<Policy> = Vec::new();
@@ -101,6 +114,14 @@ impl Manager {
             }
             for o in parsed.objects {
                 let what = o.object.describe();
+                if claims_a_cluster(&o.object) {
+                    return Err(ManagerError::Invalid(format!(
+                        "{}: {what}: the label {} is the manager's, set on a watched cluster's \
+                         objects only; a request cannot give it (it would pose as that cluster's)",
+                        o.source,
+                        cellwall_policy::clusters::CLUSTER_LABEL
+                    )));
+                }
                 let (kind, key, body) = stored(o.object);
                 if let Some(first) = seen.insert((kind, key.clone()), o.source.clone()) {
                     return Err(ManagerError::Invalid(format!(

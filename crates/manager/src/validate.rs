@@ -21,10 +21,16 @@ fn dns_chars(s: &str, dots: bool) -> bool {
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
-/// `namespace/name` with a valid namespace and name.
+/// `namespace/name` with a valid namespace and name; the namespace may be a watched
+/// cluster's (`CLUSTER:namespace`).
 pub fn workload_key(s: &str) -> bool {
-    s.split_once('/')
-        .is_some_and(|(ns, name)| dns_label(ns) && dns_subdomain(name))
+    s.split_once('/').is_some_and(|(ns, name)| {
+        let ns_ok = match cellwall_policy::clusters::split(ns) {
+            Some((c, bare)) => cellwall_policy::clusters::valid_cluster_name(c) && dns_label(bare),
+            None => dns_label(ns),
+        };
+        ns_ok && dns_subdomain(name)
+    })
 }
 
 /// A Linux interface name: 1-15 bytes, no '/', no whitespace, no control characters.
@@ -93,6 +99,17 @@ mod tests {
         }
         assert!(!workload_key(&format!("ns/{long}x")));
         assert!(!dns_label(&"n".repeat(64)));
+        // A watched cluster's namespace.
+        assert!(workload_key("east:prod/db-0"));
+        for bad in [
+            "East:prod/db",
+            ":prod/db",
+            "east:/db",
+            "a:b:c/db",
+            "east:Prod/db",
+        ] {
+            assert!(!workload_key(bad), "{bad:?}");
+        }
     }
 
     #[test]

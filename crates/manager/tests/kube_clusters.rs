@@ -212,6 +212,19 @@ async fn two_clusters_with_the_same_names_stay_apart() {
         "west's policy applies to east: {v}"
     );
 
+    // A cluster's workload can be quarantined (the manager writes the policy into its
+    // qualified namespace); west's web of the same name is untouched.
+    let (s, v) = w
+        .rest(
+            "POST",
+            "/v1/quarantine",
+            Some(json!({"workload": "west:shop/web", "reason": "test"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!allowed(&w, "west:shop/web", "west:shop/db").await);
+    assert!(allowed(&w, "east:shop/web", "east:shop/db").await);
+
     // A change in one cluster touches only its own objects.
     assert!(east.delete("v1", "Pod", "shop", "web"));
     until("east's web gone", || async {
@@ -227,6 +240,17 @@ async fn two_clusters_with_the_same_names_stay_apart() {
         .await;
     assert_eq!(s, 400, "{v}");
     assert!(v.to_string().contains("cluster-qualified"), "{v}");
+    // Attack: a REST pod (or host) labelled as east's, to be selected by east's policies.
+    let posing = "apiVersion: v1\nkind: Pod\nmetadata: {name: web2, namespace: rest-only, \
+                  labels: {app: web, cellwall.io/cluster: east}}\nstatus: {podIP: 10.7.0.1}\n";
+    let (s, v) = w
+        .rest("POST", "/v1/apply", Some(apply_body("pod.yaml", posing)))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v.to_string().contains("the label cellwall.io/cluster"),
+        "{v}"
+    );
 
     // Agents join as CLUSTER:NODE, reviewed by that cluster's API server only.
     let t_west = west.issue_token(NS, SA, Some("n1"), Some("cellwall-agent-w1"), "cellwall");

@@ -9,7 +9,8 @@
 //! A cluster's own policies keep their Kubernetes meaning inside that cluster: their
 //! namespace and node selectors are ANDed with the cluster label (on the pods and nodes they
 //! select, so a namespace not yet listed cannot widen them), a NetworkPolicy's own namespace
-//! is the qualified one, and `entity: cluster` means that cluster's pods and nodes. Policies
+//! is the qualified one, `entity: cluster` means that cluster's pods and nodes, and `entity:
+//! world` also the other clusters' (outside this cluster, as in Kubernetes). Policies
 //! written through REST or files are not qualified: they select across clusters with the
 //! label (`cellwall.io/cluster: east`). CIDR peers stay addresses: clusters must not share
 //! pod or node addresses (as Cilium's cluster mesh requires), or the ipcache cannot tell
@@ -124,8 +125,31 @@ fn confine_peer(cluster: &str, peer: Peer) -> Vec<Peer> {
             },
             Peer::Nodes(in_cluster(cluster, LabelSelector::everything())),
         ],
+        // Outside this cluster: outside every cluster and host the manager knows (what the
+        // engine calls world), and also the other clusters' (and declared hosts') pods and
+        // nodes, which are in the manager's inventory but not in this cluster.
+        Peer::Entity(Entity::World) => vec![
+            Peer::Entity(Entity::World),
+            Peer::Pods {
+                namespaces: NamespaceMatch::Selector(LabelSelector::everything()),
+                pods: outside(cluster),
+            },
+            Peer::Nodes(outside(cluster)),
+        ],
         // Addresses, names and the subject's own node are not a cluster's to confine.
         other => vec![other],
+    }
+}
+
+/// Everything not labelled as this cluster's (`NotIn` matches objects without the label).
+fn outside(cluster: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Default::default(),
+        match_expressions: vec![Requirement {
+            key: CLUSTER_LABEL.to_string(),
+            operator: Operator::NotIn,
+            values: [cluster.to_string()].into_iter().collect(),
+        }],
     }
 }
 

@@ -182,3 +182,25 @@ fn the_loader_refuses_the_separator() {
         valid_cluster_name("east-1") && !valid_cluster_name("East") && !valid_cluster_name("a:b")
     );
 }
+
+/// `entity: world` in a cluster's policy is everything outside that cluster, the other
+/// clusters included: east's admin tier cutting its web off from the world cuts it off from
+/// west too, not from east's own db.
+#[test]
+fn world_is_outside_the_cluster() {
+    let east = "
+apiVersion: cellwall.io/v1alpha1
+kind: ClusterPolicy
+metadata: {name: web-no-world}
+spec:
+  tier: admin
+  priority: 1
+  podSelector: {matchLabels: {app: web}}
+  egress: [{name: no-world, action: Deny, to: [{entity: world}]}]
+";
+    let e = model(east, "");
+    assert!(allowed(&e, "east:shop/web", "east:shop/db"));
+    assert!(!allowed(&e, "east:shop/web", "west:shop/db"));
+    // West's web is not east's policy's subject.
+    assert!(allowed(&e, "west:shop/web", "east:shop/db"));
+}

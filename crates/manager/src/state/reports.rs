@@ -7,6 +7,7 @@ use super::owners::AddrOwners;
 use super::raw::Raw;
 use crate::store::ReportedWorkload;
 use crate::validate::{interface_name, workload_address, workload_key};
+use cellwall_policy::clusters::cluster_of;
 use cellwall_policy::WorkloadKey;
 use std::net::IpAddr;
 
@@ -74,6 +75,11 @@ impl Raw {
     ) -> Result<Vec<Conflict>, String> {
         if !workload_key(&r.key) {
             return Err("a workload name that is not NAMESPACE/NAME in Kubernetes form".into());
+        }
+        // A watched cluster's workload is reported by that cluster's nodes only.
+        let ns_cluster = r.key.split_once('/').and_then(|(ns, _)| cluster_of(ns));
+        if ns_cluster.is_some() && ns_cluster != cluster_of(node) {
+            return Err(format!("{}: a workload of another cluster", r.key));
         }
         if !r.interface.is_empty() && !interface_name(&r.interface) {
             return Err(format!("{}: an invalid interface name", r.key));
@@ -183,6 +189,30 @@ mod tests {
             }
         }
         m
+    }
+
+    /// The attack: a node of one cluster reporting (claiming an address for) a workload of
+    /// another cluster; the cluster's own node may.
+    #[test]
+    fn a_node_reports_only_its_own_clusters_workloads() {
+        let mut raw = Raw::default();
+        let w = cellwall_policy::Workload {
+            namespace: "west:shop".into(),
+            name: "web".into(),
+            labels: Default::default(),
+            ips: vec![],
+            ports: vec![],
+            node: Some("west:n1".into()),
+            host_network: false,
+            owner: None,
+        };
+        raw.workloads.insert(w.key(), Arc::new(w));
+        let c = raw.check_reports("east:n1", vec![report("west:shop/web", &[1])]);
+        assert!(c.accepted.is_empty());
+        let c = raw.check_reports("n1", vec![report("west:shop/web", &[1])]);
+        assert!(c.accepted.is_empty());
+        let c = raw.check_reports("west:n1", vec![report("west:shop/web", &[1])]);
+        assert_eq!(c.accepted.len(), 1);
     }
 
     /// Whatever order nodes report and workloads change in, the patched index answers as one

@@ -208,9 +208,18 @@ fn evidence_comment(s: &mut String, indent: &str, r: &ProposedRule) {
 /// A namespace's pods matching `labels`: a namespace selector on its name and a pod selector
 /// (NetworkPolicy and Cellwall peers; CNP `pods` selectors).
 fn ns_pods(namespace: &str, labels: &Labels) -> String {
+    // A watched cluster's namespace (`east:shop`): its own name and its cluster's label.
+    let ns = match crate::clusters::split(namespace) {
+        Some((c, bare)) => format!(
+            "\"kubernetes.io/metadata.name\": {}, {}: {}",
+            q(bare),
+            q(crate::clusters::CLUSTER_LABEL),
+            q(c)
+        ),
+        None => format!("\"kubernetes.io/metadata.name\": {}", q(namespace)),
+    };
     format!(
-        "{{namespaceSelector: {{matchLabels: {{\"kubernetes.io/metadata.name\": {}}}}}, podSelector: {}}}",
-        q(namespace),
+        "{{namespaceSelector: {{matchLabels: {{{ns}}}}}, podSelector: {}}}",
         labels_yaml(labels)
     )
 }
@@ -369,6 +378,21 @@ mod tests {
             }],
             flows_considered: 10,
         }
+    }
+
+    /// A watched cluster's namespace is selected by its own name and its cluster's label (its
+    /// `kubernetes.io/metadata.name` is the bare name).
+    #[test]
+    fn a_cluster_namespace_is_selected_by_name_and_cluster() {
+        let l = Labels::from([("app".to_string(), "web".to_string())]);
+        let y = ns_pods("east:shop", &l);
+        assert!(
+            y.contains(
+                "\"kubernetes.io/metadata.name\": \"shop\", \"cellwall.io/cluster\": \"east\""
+            ),
+            "{y}"
+        );
+        assert!(ns_pods("shop", &l).contains("\"kubernetes.io/metadata.name\": \"shop\"}"));
     }
 
     #[test]

@@ -50,7 +50,8 @@ impl Object {
     }
 
     /// Refuses a name holding the cluster separator, with its field path: only the manager
-    /// qualifies names (`crate::clusters`).
+    /// qualifies the inventory's names (`crate::clusters`), so no file or request can pose as
+    /// a cluster's namespace, pod, node or host.
     fn check_unqualified(&self) -> Result<(), (&'static str, String)> {
         let check = |path: &'static str, n: &str| {
             crate::clusters::check_unqualified(n).map_err(|e| (path, e))
@@ -65,12 +66,9 @@ impl Object {
                     .map_or(Ok(()), |n| check("spec.nodeName", n))
             }
             Object::Node(n) => check("metadata.name", &n.name),
-            Object::Policy(p) => {
-                if let Some(ns) = &p.id.namespace {
-                    check("metadata.namespace", ns)?;
-                }
-                check("metadata.name", &p.id.name)
-            }
+            // A namespaced policy may be written into a watched cluster's namespace
+            // (`east:shop`: a quarantine, a proposal for that namespace); its name is its own.
+            Object::Policy(p) => check("metadata.name", &p.id.name),
             Object::Host(h) => {
                 check("metadata.namespace", &h.namespace)?;
                 check("metadata.name", &h.name)?;
