@@ -179,6 +179,14 @@ pub fn watched_names(sources: &[KubeSource]) -> Result<BTreeSet<String>, Manager
     Ok(names)
 }
 
+/// A named cluster's pods, nodes and hosts written in one batch.
+#[derive(Debug, Default)]
+pub struct Changed {
+    pub pods: Vec<WorkloadKey>,
+    pub nodes: Vec<String>,
+    pub hosts: Vec<WorkloadKey>,
+}
+
 /// How often policy statuses are brought up to date (each write only when one changed).
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -341,14 +349,19 @@ impl Manager {
                 }
             }
         }
-        // A named cluster's pods written now, checked for addresses another cluster holds.
-        let pods: Vec<WorkloadKey> = by_actor
-            .values()
-            .flat_map(|p| p.values())
-            .filter(|w| w.kind == Kind::Pod && w.body.is_some())
-            .filter_map(|w| WorkloadKey::parse(&w.key))
-            .filter(|k| cellwall_policy::clusters::split(&k.namespace).is_some())
-            .collect();
+        // A named cluster's objects written now, checked for addresses another cluster holds.
+        let mut written = Changed::default();
+        for w in by_actor.values().flat_map(|p| p.values()) {
+            if w.body.is_none() || cellwall_policy::clusters::split(&w.key).is_none() {
+                continue;
+            }
+            match w.kind {
+                Kind::Pod => written.pods.extend(WorkloadKey::parse(&w.key)),
+                Kind::Host => written.hosts.extend(WorkloadKey::parse(&w.key)),
+                Kind::Node => written.nodes.push(w.key.clone()),
+                _ => {}
+            }
+        }
         let mut changed = false;
         for (actor, p) in by_actor {
             let writes = self.others_deletes_dropped(&actor, p.into_values().collect())?;
@@ -364,15 +377,15 @@ impl Manager {
         }
         if changed {
             self.publish()?;
-            self.address_overlaps(&pods)?;
+            self.address_overlaps(&written)?;
         }
         Ok(())
     }
 
-    /// An alert for each address a named cluster's pod shares with another cluster's
-    /// workload (see [`crate::state::State::shared_across_clusters`]).
-    fn address_overlaps(&self, pods: &[WorkloadKey]) -> Result<(), ManagerError> {
-        let shared = self.state.shared_across_clusters(pods);
+    /// An alert for each address a named cluster's pod, node or host shares with another
+    /// cluster's (see [`crate::state::State::shared_across_clusters`]).
+    fn address_overlaps(&self, written: &Changed) -> Result<(), ManagerError> {
+        let shared = self.state.shared_across_clusters(written);
         if shared.is_empty() {
             return Ok(());
         }
@@ -380,9 +393,7 @@ impl Manager {
         let alerts = shared
             .into_iter()
             .map(|(ip, k, other)| {
-                tracing::warn!(
-                    "{k} and {other} both hold {ip}: clusters need distinct pod networks"
-                );
+                tracing::warn!("{k} and {other} both hold {ip}: clusters need distinct addresses");
                 crate::store::Alert {
                     id: 0,
                     at_ms: now,
@@ -394,9 +405,9 @@ impl Manager {
                     port: 0,
                     rule: None,
                     message: format!(
-                        "{k} and {other} both hold {ip}: the clusters' pod networks overlap, \
-                         so policy cannot tell them apart by address; give each cluster its \
-                         own pod and node ranges"
+                        "{k} and {other} both hold {ip}: the clusters' addresses overlap, so \
+                         policy cannot tell them apart by address; give each cluster its own \
+                         pod and node ranges"
                     ),
                     connections: 0,
                     first_ns: 0,

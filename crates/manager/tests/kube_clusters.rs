@@ -314,8 +314,20 @@ async fn two_clusters_with_the_same_names_stay_apart() {
                 && a["message"]
                     .as_str()
                     .unwrap()
-                    .contains("west:shop/copy and east:shop/db both hold 10.1.0.2")
+                    .contains("Pod west:shop/copy and Pod east:shop/db both hold 10.1.0.2")
         })
+    })
+    .await;
+    // A node too (a kubelet may write its own node's addresses): west's n2 on east's db's.
+    west.apply(
+        &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.1.0.2"}]}}),
+    )
+    .unwrap();
+    until("an address-conflict alert about a node", || async {
+        let (_, v) = w.rest("GET", "/v1/alerts", None).await;
+        v.to_string()
+            .contains("Node west:n2 and Pod east:shop/db both hold 10.1.0.2")
     })
     .await;
 

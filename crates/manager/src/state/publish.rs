@@ -183,36 +183,80 @@ impl State {
         self.raw.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Addresses that workloads of different clusters (or a cluster and the REST/file
-    /// inventory) both hold, among `keys`' addresses: (address, `keys`' workload, the other).
-    /// Clusters with overlapping pod networks cannot be told apart by address, so the manager
-    /// says so (crate::cluster) instead of letting one cluster's pod wear the other's identity
+    /// Addresses that objects of different clusters (or a cluster and the REST/file
+    /// inventory) both hold, among the addresses of the `changed` pods, nodes and hosts:
+    /// (address, the changed one, the other), each named `Kind name`. Clusters with
+    /// overlapping networks cannot be told apart by address, so the manager says so
+    /// (crate::cluster) instead of letting one cluster's object wear the other's identity
     /// unnoticed.
     pub fn shared_across_clusters(
         &self,
-        keys: &[cellwall_policy::WorkloadKey],
-    ) -> Vec<(
-        std::net::IpAddr,
-        cellwall_policy::WorkloadKey,
-        cellwall_policy::WorkloadKey,
-    )> {
+        changed: &crate::cluster::Changed,
+    ) -> Vec<(std::net::IpAddr, String, String)> {
+        use cellwall_policy::clusters::cluster_of;
+        use std::net::IpAddr;
         let raw = self.raw();
         let Some(index) = raw.addr_owners.as_ref() else {
             return Vec::new();
         };
-        use cellwall_policy::clusters::cluster_of;
+        // Nodes' and hosts' single addresses (the workload index has neither).
+        let mut others: std::collections::HashMap<IpAddr, Vec<(String, Option<&str>)>> =
+            Default::default();
+        for (name, n) in &raw.nodes {
+            for ip in &n.ips {
+                others
+                    .entry(*ip)
+                    .or_default()
+                    .push((format!("Node {name}"), cluster_of(name)));
+            }
+        }
+        let single = |c: &cellwall_policy::Cidr| c.prefix() == if c.is_ipv4() { 32 } else { 128 };
+        for (k, h) in &raw.hosts {
+            for c in h.addresses.iter().filter(|c| single(c)) {
+                others
+                    .entry(c.addr())
+                    .or_default()
+                    .push((format!("Host {k}"), cluster_of(&k.namespace)));
+            }
+        }
+        let mut mine: Vec<(IpAddr, String, Option<&str>)> = Vec::new();
+        for k in &changed.pods {
+            if let Some(w) = raw.workloads.get(k).filter(|w| !w.host_network) {
+                let c = cluster_of(&k.namespace);
+                mine.extend(w.ips.iter().map(|ip| (*ip, format!("Pod {k}"), c)));
+            }
+        }
+        for name in &changed.nodes {
+            if let Some(n) = raw.nodes.get(name) {
+                let c = cluster_of(name);
+                mine.extend(n.ips.iter().map(|ip| (*ip, format!("Node {name}"), c)));
+            }
+        }
+        for k in &changed.hosts {
+            if let Some(h) = raw.hosts.get(k) {
+                let c = cluster_of(&k.namespace);
+                mine.extend(
+                    h.addresses
+                        .iter()
+                        .filter(|a| single(a))
+                        .map(|a| (a.addr(), format!("Host {k}"), c)),
+                );
+            }
+        }
         let mut out = Vec::new();
-        for k in keys {
-            let Some(w) = raw.workloads.get(k).filter(|w| !w.host_network) else {
-                continue;
-            };
-            for ip in &w.ips {
-                if let Some(other) = index
-                    .store_claimants(ip)
-                    .find(|o| cluster_of(&o.namespace) != cluster_of(&k.namespace))
-                {
-                    out.push((*ip, k.clone(), other.clone()));
-                }
+        for (ip, who, c) in mine {
+            let pod = index
+                .store_claimants(&ip)
+                .find(|o| cluster_of(&o.namespace) != c)
+                .map(|o| format!("Pod {o}"));
+            let other = pod.or_else(|| {
+                others
+                    .get(&ip)
+                    .and_then(|v| v.iter().find(|(_, oc)| *oc != c))
+                    .map(|(n, _)| n.clone())
+            });
+            if let Some(other) = other {
+                out.push((ip, who, other));
             }
         }
         out
