@@ -179,14 +179,6 @@ pub fn watched_names(sources: &[KubeSource]) -> Result<BTreeSet<String>, Manager
     Ok(names)
 }
 
-/// A named cluster's pods, nodes and hosts written in one batch.
-#[derive(Debug, Default)]
-pub struct Changed {
-    pub pods: Vec<WorkloadKey>,
-    pub nodes: Vec<String>,
-    pub hosts: Vec<WorkloadKey>,
-}
-
 /// How often policy statuses are brought up to date (each write only when one changed).
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -350,7 +342,7 @@ impl Manager {
             }
         }
         // A named cluster's objects written now, checked for addresses another cluster holds.
-        let mut written = Changed::default();
+        let mut written = crate::state::Holders::default();
         for w in by_actor.values().flat_map(|p| p.values()) {
             if w.body.is_none() || cellwall_policy::clusters::split(&w.key).is_none() {
                 continue;
@@ -384,7 +376,7 @@ impl Manager {
 
     /// An alert for each address a named cluster's pod, node or host shares with another
     /// cluster's (see [`crate::state::State::shared_across_clusters`]).
-    fn address_overlaps(&self, written: &Changed) -> Result<(), ManagerError> {
+    fn address_overlaps(&self, written: &crate::state::Holders) -> Result<(), ManagerError> {
         let shared = self.state.shared_across_clusters(written);
         if shared.is_empty() {
             return Ok(());

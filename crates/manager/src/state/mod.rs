@@ -8,6 +8,6 @@ pub mod quarantine;
 pub mod raw;
 pub mod reports;
 
-pub use publish::{Change, Owner, Published, State};
+pub use publish::{Change, Holders, Owner, Published, State};
 pub use quarantine::{quarantine_policy, QUARANTINE_LABEL};
 pub use reports::{Checked, Conflict};

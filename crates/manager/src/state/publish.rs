@@ -121,6 +121,14 @@ pub struct Change {
     pub delta: Option<Arc<DesiredState>>,
 }
 
+/// Pods, nodes and hosts whose addresses are to be checked (`State::shared_across_clusters`).
+#[derive(Debug, Default)]
+pub struct Holders {
+    pub pods: Vec<cellwall_policy::WorkloadKey>,
+    pub nodes: Vec<String>,
+    pub hosts: Vec<cellwall_policy::WorkloadKey>,
+}
+
 /// The desired state and who is watching it.
 pub struct State {
     raw: Mutex<Raw>,
@@ -191,7 +199,7 @@ impl State {
     /// unnoticed.
     pub fn shared_across_clusters(
         &self,
-        changed: &crate::cluster::Changed,
+        changed: &Holders,
     ) -> Vec<(std::net::IpAddr, String, String)> {
         use cellwall_policy::clusters::cluster_of;
         use std::net::IpAddr;
