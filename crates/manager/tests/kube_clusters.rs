@@ -84,35 +84,7 @@ const NS: &str = "cellwall-system";
 const SA: &str = "cellwall-agent";
 
 async fn names(w: &World) -> Vec<String> {
-    let mut n: Vec<String> = w
-        .workloads()
-        .await
-        .iter()
-        .map(|x| {
-            format!(
-                "{}/{}",
-                x["namespace"].as_str().unwrap(),
-                x["name"].as_str().unwrap()
-            )
-        })
-        .collect();
-    n.sort();
-    n
-}
-
-async fn until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while !f().await {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    w.workload_names().await
 }
 
 async fn allowed(w: &World, from: &str, to: &str) -> bool {
@@ -122,13 +94,7 @@ async fn allowed(w: &World, from: &str, to: &str) -> bool {
 }
 
 async fn join(w: &World, token: &str, node: &str) -> Result<cellwall_proto::JoinReply, Status> {
-    BootstrapClient::new(channel(w.running.grpc, &w.ca, None).await.unwrap())
-        .join(JoinRequest {
-            token: token.into(),
-            node: node.into(),
-        })
-        .await
-        .map(|r| r.into_inner())
+    w.join(token, node).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,19 +331,9 @@ async fn a_cluster_renamed_or_no_longer_watched_leaves_nothing_stale() {
     .await;
 
     // Restart on the same data, now watching east and west by name.
-    let dir = w.dir.clone();
-    w.running.stop().await.unwrap();
-    let mut cfg = config(&dir);
-    cfg.kube = vec![source(&ke, Some("east")), source(&kw, Some("west"))];
-    let running = cellwall_manager::start(cfg).await.unwrap();
-    let w = World {
-        base: format!("http://{}", running.api),
-        admin: token(&dir, "admin.token"),
-        ca: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-        boot: token(&dir, "bootstrap.token"),
-        running,
-        dir,
-    };
+    let w = w
+        .restart(|c| c.kube = vec![source(&ke, Some("east")), source(&kw, Some("west"))])
+        .await;
     until(
         "both clusters under their names, nothing unnamed",
         || async {
@@ -415,19 +371,9 @@ async fn a_cluster_renamed_or_no_longer_watched_leaves_nothing_stale() {
     assert!(v.to_string().contains("kubernetes.unwatched"), "{v}");
 
     // Restarted without west: west's objects go.
-    let dir = w.dir.clone();
-    w.running.stop().await.unwrap();
-    let mut cfg = config(&dir);
-    cfg.kube = vec![source(&ke, Some("east"))];
-    let running = cellwall_manager::start(cfg).await.unwrap();
-    let w = World {
-        base: format!("http://{}", running.api),
-        admin: token(&dir, "admin.token"),
-        ca: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-        boot: token(&dir, "bootstrap.token"),
-        running,
-        dir,
-    };
+    let w = w
+        .restart(|c| c.kube = vec![source(&ke, Some("east"))])
+        .await;
     assert_eq!(names(&w).await, ["east:shop/db", "east:shop/web"]);
     w.stop().await;
     let _ = std::fs::remove_dir_all(src);

@@ -15,13 +15,7 @@ const NS: &str = "cellwall-system";
 const SA: &str = "cellwall-agent";
 
 async fn join(w: &World, token: &str, node: &str) -> Result<cellwall_proto::JoinReply, Status> {
-    BootstrapClient::new(channel(w.running.grpc, &w.ca, None).await.unwrap())
-        .join(JoinRequest {
-            token: token.into(),
-            node: node.into(),
-        })
-        .await
-        .map(|r| r.into_inner())
+    w.join(token, node).await
 }
 
 /// A client holding the certificate a join returned.

@@ -8,7 +8,6 @@ mod common;
 
 use cellwall_testkit::kube::{load_yaml, FakeApi};
 use common::*;
-use std::time::Instant;
 
 const CLUSTER: &str = "
 apiVersion: v1
@@ -60,37 +59,7 @@ fn pod(name: &str, app: &str, ip: &str) -> Value {
 }
 
 async fn names(w: &World) -> Vec<String> {
-    let mut n: Vec<String> = w
-        .workloads()
-        .await
-        .iter()
-        .map(|x| {
-            format!(
-                "{}/{}",
-                x["namespace"].as_str().unwrap(),
-                x["name"].as_str().unwrap()
-            )
-        })
-        .collect();
-    n.sort();
-    n
-}
-
-/// Polls until `f` holds (the watch is asynchronous); returns how long it took.
-async fn until<F, Fut>(what: &str, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while !f().await {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    t.elapsed()
+    w.workload_names().await
 }
 
 async fn allowed(w: &World, from: &str, to: &str) -> bool {

@@ -182,18 +182,7 @@ pub struct World {
 
 impl World {
     pub async fn with(tag: &str, manifests: &str, tune: impl FnOnce(&mut Config)) -> World {
-        let dir = tmpdir(tag);
-        let mut cfg = config(&dir);
-        tune(&mut cfg);
-        let running = start(cfg).await.unwrap();
-        let w = World {
-            base: format!("http://{}", running.api),
-            admin: token(&dir, "admin.token"),
-            ca: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-            boot: token(&dir, "bootstrap.token"),
-            running,
-            dir,
-        };
+        let w = Self::start_in(tmpdir(tag), tune).await;
         let (s, v) = w
             .rest(
                 "POST",
@@ -203,6 +192,61 @@ impl World {
             .await;
         assert_eq!(s, 200, "{v}");
         w
+    }
+
+    /// A manager on `dir`'s data (a new one, or what a stopped one left).
+    async fn start_in(dir: PathBuf, tune: impl FnOnce(&mut Config)) -> World {
+        let mut cfg = config(&dir);
+        tune(&mut cfg);
+        let running = start(cfg).await.unwrap();
+        World {
+            base: format!("http://{}", running.api),
+            admin: token(&dir, "admin.token"),
+            ca: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+            boot: token(&dir, "bootstrap.token"),
+            running,
+            dir,
+        }
+    }
+
+    /// Stops the manager and starts it again on the same data, configured by `tune`.
+    pub async fn restart(self, tune: impl FnOnce(&mut Config)) -> World {
+        let dir = self.dir.clone();
+        self.running.stop().await.unwrap();
+        Self::start_in(dir, tune).await
+    }
+
+    /// `NAMESPACE/NAME` of every workload, sorted.
+    pub async fn workload_names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self
+            .workloads()
+            .await
+            .iter()
+            .map(|x| {
+                format!(
+                    "{}/{}",
+                    x["namespace"].as_str().unwrap(),
+                    x["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        n.sort();
+        n
+    }
+
+    /// A join over the bootstrap service with `token` as `node`.
+    pub async fn join(
+        &self,
+        token: &str,
+        node: &str,
+    ) -> Result<cellwall_proto::JoinReply, cellwall_proto::tonic::Status> {
+        BootstrapClient::new(channel(self.running.grpc, &self.ca, None).await.unwrap())
+            .join(JoinRequest {
+                token: token.into(),
+                node: node.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
     }
 
     pub async fn rest(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -291,6 +335,23 @@ impl World {
         self.running.stop().await.unwrap();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Polls until `f` holds (watches are asynchronous); returns how long it took.
+pub async fn until<F, Fut>(what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = std::time::Instant::now();
+    while !f().await {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.elapsed()
 }
 
 /// A record of web -> db (the shared inventory's addresses), seen entering the db once.
