@@ -178,6 +178,34 @@ pub struct Alert {
     pub last_ns: u64,
 }
 
+impl Alert {
+    /// A critical alert about the control plane (no connection behind it: no protocol, port,
+    /// rule or flow counts), before the manager numbers it.
+    pub fn critical(
+        kind: AlertKind,
+        at_ms: i64,
+        src: String,
+        dst: String,
+        message: String,
+    ) -> Self {
+        Alert {
+            id: 0,
+            at_ms,
+            kind,
+            severity: Severity::Critical,
+            src,
+            dst,
+            protocol: "-".into(),
+            port: 0,
+            rule: None,
+            message,
+            connections: 0,
+            first_ns: 0,
+            last_ns: 0,
+        }
+    }
+}
+
 /// The query of `GET /v1/alerts`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]

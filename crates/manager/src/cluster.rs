@@ -386,25 +386,18 @@ impl Manager {
             .into_iter()
             .map(|(ip, k, other)| {
                 tracing::warn!("{k} and {other} both hold {ip}: clusters need distinct addresses");
-                crate::store::Alert {
-                    id: 0,
-                    at_ms: now,
-                    kind: cellwall_api::AlertKind::AddressConflict,
-                    severity: cellwall_api::Severity::Critical,
-                    src: k.to_string(),
-                    dst: other.to_string(),
-                    protocol: "-".into(),
-                    port: 0,
-                    rule: None,
-                    message: format!(
-                        "{k} and {other} both hold {ip}: the clusters' addresses overlap, so \
-                         policy cannot tell them apart by address; give each cluster its own \
-                         pod and node ranges"
-                    ),
-                    connections: 0,
-                    first_ns: 0,
-                    last_ns: 0,
-                }
+                let message = format!(
+                    "{k} and {other} both hold {ip}: the clusters' addresses overlap, so policy \
+                     cannot tell them apart by address; give each cluster its own pod and node \
+                     ranges"
+                );
+                crate::store::Alert::critical(
+                    cellwall_api::AlertKind::AddressConflict,
+                    now,
+                    k,
+                    other,
+                    message,
+                )
             })
             .collect();
         self.raise_alerts(alerts, now)

@@ -8,7 +8,7 @@ use crate::pki::{sha256_hex, Issued};
 use crate::state::Conflict;
 use crate::store::{AckRow, Alert, NodeCertRecord, Refusal, ReportedWorkload, Role};
 use crate::tokens::{token_joins, unusable};
-use cellwall_api::{AlertKind, Severity};
+use cellwall_api::AlertKind;
 use cellwall_api::{NodeItem, NodeList, Refused};
 
 /// A node name as Kubernetes has them: a DNS subdomain of at most 63 characters here (it is
@@ -311,23 +311,17 @@ impl Manager {
         let now = now_ms();
         let alerts = conflicts
             .iter()
-            .map(|c| Alert {
-                id: 0,
-                at_ms: now,
-                kind: AlertKind::AddressConflict,
-                severity: Severity::Critical,
-                src: format!("node:{node}"),
-                dst: c.owner.clone(),
-                protocol: "-".into(),
-                port: 0,
-                rule: None,
-                message: format!(
-                    "node {node} reported {} for {}, but {} owns it: refused",
-                    c.ip, c.claimed_by, c.owner
-                ),
-                connections: 0,
-                first_ns: 0,
-                last_ns: 0,
+            .map(|c| {
+                Alert::critical(
+                    AlertKind::AddressConflict,
+                    now,
+                    format!("node:{node}"),
+                    c.owner.clone(),
+                    format!(
+                        "node {node} reported {} for {}, but {} owns it: refused",
+                        c.ip, c.claimed_by, c.owner
+                    ),
+                )
             })
             .collect();
         self.raise_alerts(alerts, now)
@@ -353,23 +347,15 @@ impl Manager {
         }
         let failed = (!row.error.is_empty()).then(|| {
             let (node, version, error) = (row.node.clone(), row.version, row.error.clone());
-            Alert {
-                id: 0,
-                at_ms: now_ms(),
-                kind: AlertKind::EnforcementFailed,
-                severity: Severity::Critical,
-                src: format!("node:{node}"),
-                dst: "-".into(),
-                protocol: "-".into(),
-                port: 0,
-                rule: None,
-                message: format!(
+            Alert::critical(
+                AlertKind::EnforcementFailed,
+                now_ms(),
+                format!("node:{node}"),
+                "-".into(),
+                format!(
                     "node {node} could not enforce revision {version}: {error}; it keeps enforcing the tables it held before"
                 ),
-                connections: 0,
-                first_ns: 0,
-                last_ns: 0,
-            }
+            )
         });
         self.writer.ack(row).await?;
         if let Some(a) = failed {
