@@ -12,32 +12,19 @@ pub fn read_all(kubeconfig: &Path, contexts: &[String]) -> Result<Vec<Located>> 
     if contexts.is_empty() {
         return read(kubeconfig, None);
     }
-    let several = contexts.len() > 1;
-    let mut names = std::collections::BTreeSet::new();
+    let named = cellwall_policy::clusters::named_contexts(contexts);
+    cellwall_policy::clusters::check_names(named.iter().map(|(n, _)| n.as_deref()))
+        .map_err(|e| anyhow::anyhow!("--context: {e}"))?;
     let mut out = Vec::new();
-    for c in contexts {
-        let (name, ctx) = match c.split_once('=') {
-            Some((n, ctx)) => (Some(n), ctx),
-            None => (several.then_some(c.as_str()), c.as_str()),
-        };
-        let objects = read(kubeconfig, Some(ctx))?;
-        let Some(name) = name else {
-            out.extend(objects);
-            continue;
-        };
-        if !cellwall_policy::clusters::valid_cluster_name(name) {
-            anyhow::bail!(
-                "--context {c}: cluster name {name:?}: expected 1-63 characters of a-z, 0-9 and \
-                 '-' (give one as NAME=CONTEXT)"
-            );
+    for (name, ctx) in named {
+        let objects = read(kubeconfig, Some(&ctx))?;
+        match name {
+            Some(name) => out.extend(objects.into_iter().map(|o| Located {
+                object: o.object.qualified(&name),
+                source: o.source,
+            })),
+            None => out.extend(objects),
         }
-        if !names.insert(name) {
-            anyhow::bail!("--context {c}: cluster name {name:?} given twice");
-        }
-        out.extend(objects.into_iter().map(|o| Located {
-            object: o.object.qualified(name),
-            source: o.source,
-        }));
     }
     Ok(out)
 }

@@ -120,49 +120,14 @@ pub async fn run(
     }
 }
 
-/// Several clusters need a name each, and distinct names and contexts: their objects would
-/// otherwise collide in the store (two `shop/web`), and a relist of one would delete the
-/// other's.
-pub fn check_sources(sources: &[KubeSource]) -> Result<(), ManagerError> {
-    let mut names = HashSet::new();
-    let mut contexts = HashSet::new();
-    for s in sources {
-        if sources.len() > 1 && s.cluster.is_none() {
-            return Err(ManagerError::Invalid(format!(
-                "watching {} clusters: name each (--kube-context NAME=CONTEXT)",
-                sources.len()
-            )));
-        }
-        if let Some(c) = &s.cluster {
-            if !cellwall_policy::clusters::valid_cluster_name(c) {
-                return Err(ManagerError::Invalid(format!(
-                    "cluster name {c:?}: expected 1-63 characters of a-z, 0-9 and '-' \
-                     (it becomes a label value and a name prefix)"
-                )));
-            }
-            if !names.insert(c.clone()) {
-                return Err(ManagerError::Invalid(format!(
-                    "cluster name {c:?} given twice"
-                )));
-            }
-        }
-        let ctx = (s.kubeconfig.clone(), s.context.clone());
-        if !contexts.insert(ctx) {
-            return Err(ManagerError::Invalid(format!(
-                "the context {} of {} is watched twice",
-                s.context.as_deref().unwrap_or("(current)"),
-                s.kubeconfig.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The name each source's versions carry (`kubernetes:NAME/PLURAL`): its cluster's name, else
-/// its context's.
-/// Also refuses one context watched twice when one source names it and another takes it as
-/// the kubeconfig's current one (two names for one cluster: every pod would conflict).
-pub fn watched_names(sources: &[KubeSource]) -> Result<BTreeSet<String>, ManagerError> {
+/// Checks the sources and returns the name each one's versions carry
+/// (`kubernetes:NAME/PLURAL`: its cluster's name, else its context's). Several clusters need
+/// a valid name each, distinct ([`cellwall_policy::clusters::check_names`]), and no context
+/// may be watched twice, even when one source names it and another takes it as the
+/// kubeconfig's current one (two names for one cluster: every pod would conflict).
+pub fn check_sources(sources: &[KubeSource]) -> Result<BTreeSet<String>, ManagerError> {
+    cellwall_policy::clusters::check_names(sources.iter().map(|s| s.cluster.as_deref()))
+        .map_err(ManagerError::Invalid)?;
     let mut names = BTreeSet::new();
     let mut contexts = HashSet::new();
     for s in sources {
@@ -534,50 +499,48 @@ impl Manager {
 mod tests {
     use super::*;
 
-    fn source(k: &str, ctx: Option<&str>, name: Option<&str>) -> KubeSource {
-        KubeSource {
-            kubeconfig: k.into(),
+    #[test]
+    fn several_clusters_need_distinct_valid_names_and_contexts() {
+        let dir = std::env::temp_dir().join(format!("cw-sources-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let k = dir.join("kubeconfig");
+        std::fs::write(
+            &k,
+            "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncurrent-context: a\n\
+             contexts:\n- {name: a, context: {cluster: x, user: u}}\n\
+             - {name: b, context: {cluster: y, user: u}}\n",
+        )
+        .unwrap();
+        let source = |ctx: Option<&str>, name: Option<&str>| KubeSource {
+            kubeconfig: k.clone(),
             context: ctx.map(Into::into),
             cluster: name.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn several_clusters_need_distinct_valid_names() {
-        assert!(check_sources(&[source("k", None, None)]).is_ok());
-        let unnamed = [
-            source("k", Some("a"), Some("a")),
-            source("k", Some("b"), None),
-        ];
-        assert!(check_sources(&unnamed)
-            .unwrap_err()
-            .to_string()
-            .contains("name each"));
-        let twice = [
-            source("k", Some("a"), Some("x")),
-            source("k", Some("b"), Some("x")),
-        ];
-        assert!(check_sources(&twice)
-            .unwrap_err()
-            .to_string()
-            .contains("twice"));
-        let bad = [source("k", Some("arn:aws:eks:x"), Some("arn:aws:eks:x"))];
-        assert!(check_sources(&bad)
-            .unwrap_err()
-            .to_string()
-            .contains("a-z, 0-9"));
-        let same = [
-            source("k", Some("a"), Some("x")),
-            source("k", Some("a"), Some("y")),
-        ];
-        assert!(check_sources(&same)
-            .unwrap_err()
-            .to_string()
-            .contains("watched twice"));
-        let ok = [
-            source("k", Some("a"), Some("east")),
-            source("j", Some("a"), Some("west")),
-        ];
-        assert!(check_sources(&ok).is_ok());
+        };
+        let err = |s: &[KubeSource]| check_sources(s).unwrap_err().to_string();
+        let names = |s: &[KubeSource]| check_sources(s).unwrap().into_iter().collect::<Vec<_>>();
+        assert_eq!(names(&[source(None, None)]), ["a"]);
+        assert!(
+            err(&[source(Some("a"), Some("a")), source(Some("b"), None)]).contains("name each")
+        );
+        assert!(
+            err(&[source(Some("a"), Some("x")), source(Some("b"), Some("x"))]).contains("twice")
+        );
+        assert!(err(&[source(Some("a"), Some("arn:aws:eks:x"))]).contains("a-z, 0-9"));
+        // One context under two names, explicitly or as the current one.
+        assert!(
+            err(&[source(Some("a"), Some("x")), source(Some("a"), Some("y"))])
+                .contains("watched twice")
+        );
+        assert!(
+            err(&[source(None, Some("x")), source(Some("a"), Some("y"))]).contains("watched twice")
+        );
+        assert_eq!(
+            names(&[
+                source(Some("a"), Some("east")),
+                source(Some("b"), Some("west"))
+            ]),
+            ["east", "west"]
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -140,8 +140,7 @@ impl StatusWriter {
     pub fn due(&mut self, m: &Manager, now: &str) -> Result<Vec<Due>, ManagerError> {
         let mut nodes = m.node_acks()?;
         if let Some(c) = &self.cluster {
-            nodes
-                .retain(|n| cellwall_policy::clusters::split(&n.name).is_some_and(|(x, _)| x == c));
+            nodes.retain(|n| cellwall_policy::clusters::cluster_of(&n.name) == Some(c.as_str()));
         }
         if !self.dirty && self.last_nodes.as_ref() == Some(&nodes) {
             return Ok(Vec::new());

@@ -313,7 +313,6 @@ fn main() -> Result<()> {
     })
 }
 
-/// `NAMESPACE/NAME`, each a DNS label or subdomain as Kubernetes names them.
 /// The clusters `--kube-context` names (see its help); the manager checks the names.
 fn kube_sources(
     kubeconfig: &std::path::Path,
@@ -328,16 +327,13 @@ fn kube_sources(
     if contexts.is_empty() {
         return vec![source(None, None)];
     }
-    let several = contexts.len() > 1;
-    contexts
-        .iter()
-        .map(|c| match c.split_once('=') {
-            Some((name, ctx)) => source(Some(ctx.to_string()), Some(name.to_string())),
-            None => source(Some(c.clone()), several.then(|| c.clone())),
-        })
+    cellwall_policy::clusters::named_contexts(contexts)
+        .into_iter()
+        .map(|(name, ctx)| source(Some(ctx), name))
         .collect()
 }
 
+/// `NAMESPACE/NAME`, each a DNS label or subdomain as Kubernetes names them.
 fn parse_service_account(s: &str) -> Result<String, String> {
     let ok = |p: &str| {
         !p.is_empty()

@@ -14,13 +14,8 @@ use cellwall_api::{NodeItem, NodeList, Refused};
 /// A node name as Kubernetes has them: a DNS subdomain of at most 63 characters here (it is
 /// also a certificate's common name and a label value).
 pub fn valid_node_name(s: &str) -> bool {
-    match cellwall_policy::clusters::split(s) {
-        // A node of one of several watched clusters (cellwall_policy::clusters).
-        Some((cluster, node)) => {
-            cellwall_policy::clusters::valid_cluster_name(cluster) && valid_bare_node_name(node)
-        }
-        None => valid_bare_node_name(s),
-    }
+    // A node of one of several watched clusters is CLUSTER:NODE (cellwall_policy::clusters).
+    cellwall_policy::clusters::without_valid_prefix(s).is_some_and(valid_bare_node_name)
 }
 
 fn valid_bare_node_name(s: &str) -> bool {

@@ -219,8 +219,7 @@ pub async fn start(cfg: Config) -> Result<Running, ManagerError> {
             });
         }
     }
-    crate::cluster::check_sources(&cfg.kube)?;
-    m.retire_unwatched(&crate::cluster::watched_names(&cfg.kube)?)?;
+    m.retire_unwatched(&crate::cluster::check_sources(&cfg.kube)?)?;
     for source in cfg.kube.iter().cloned() {
         tasks.spawn(crate::cluster::run(m.clone(), source, rx.clone()));
     }

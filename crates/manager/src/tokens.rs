@@ -56,12 +56,7 @@ pub fn unusable(t: &TokenRow, now_ms: i64) -> Option<&'static str> {
 /// A node name pattern: what node names may contain, and `*`, after an optional `CLUSTER:`
 /// (a pattern joins a watched cluster's nodes only when it names that cluster: `east:*`).
 fn valid_pattern(p: &str) -> bool {
-    match cellwall_policy::clusters::split(p) {
-        Some((c, rest)) => {
-            cellwall_policy::clusters::valid_cluster_name(c) && valid_bare_pattern(rest)
-        }
-        None => valid_bare_pattern(p),
-    }
+    cellwall_policy::clusters::without_valid_prefix(p).is_some_and(valid_bare_pattern)
 }
 
 fn valid_bare_pattern(p: &str) -> bool {

@@ -25,11 +25,8 @@ fn dns_chars(s: &str, dots: bool) -> bool {
 /// cluster's (`CLUSTER:namespace`).
 pub fn workload_key(s: &str) -> bool {
     s.split_once('/').is_some_and(|(ns, name)| {
-        let ns_ok = match cellwall_policy::clusters::split(ns) {
-            Some((c, bare)) => cellwall_policy::clusters::valid_cluster_name(c) && dns_label(bare),
-            None => dns_label(ns),
-        };
-        ns_ok && dns_subdomain(name)
+        cellwall_policy::clusters::without_valid_prefix(ns).is_some_and(dns_label)
+            && dns_subdomain(name)
     })
 }
 

@@ -34,6 +34,57 @@ pub fn valid_cluster_name(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// The name without its `CLUSTER:` prefix, or the whole name when it has none; none when the
+/// prefix is no valid cluster name. Callers then check the rest by their own rules (node
+/// names, namespaces, token patterns).
+pub fn without_valid_prefix(name: &str) -> Option<&str> {
+    match split(name) {
+        Some((c, rest)) => valid_cluster_name(c).then_some(rest),
+        None => Some(name),
+    }
+}
+
+/// `[NAME=]CONTEXT` arguments (the manager's `--kube-context`, `analyze --context`) as
+/// (cluster name, context): one context stays unnamed unless `NAME=` is given; of several,
+/// each is named (`NAME=`, else the context's own name). Check the names with
+/// [`check_names`].
+pub fn named_contexts(args: &[String]) -> Vec<(Option<String>, String)> {
+    let several = args.len() > 1;
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((name, ctx)) => (Some(name.to_string()), ctx.to_string()),
+            None => (several.then(|| a.clone()), a.clone()),
+        })
+        .collect()
+}
+
+/// Several clusters' names: each named, each a valid cluster name, none twice (their objects
+/// would collide, and a relist of one would delete the other's).
+pub fn check_names<'a>(names: impl IntoIterator<Item = Option<&'a str>>) -> Result<(), String> {
+    let names: Vec<Option<&str>> = names.into_iter().collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for n in &names {
+        match n {
+            None if names.len() > 1 => {
+                return Err(format!(
+                    "watching {} clusters: name each (NAME=CONTEXT)",
+                    names.len()
+                ))
+            }
+            None => {}
+            Some(c) if !valid_cluster_name(c) => {
+                return Err(format!(
+                    "cluster name {c:?}: expected 1-63 characters of a-z, 0-9 and '-' (it \
+                     becomes a label value and a name prefix; give one as NAME=CONTEXT)"
+                ))
+            }
+            Some(c) if !seen.insert(*c) => return Err(format!("cluster name {c:?} given twice")),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// `CLUSTER:NAME`.
 pub fn qualified(cluster: &str, name: &str) -> String {
     format!("{cluster}{SEPARATOR}{name}")

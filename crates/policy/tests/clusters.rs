@@ -204,3 +204,34 @@ spec:
     // West's web is not east's policy's subject.
     assert!(allowed(&e, "west:shop/web", "east:shop/db"));
 }
+
+/// `[NAME=]CONTEXT` lists as the manager and `analyze` read them, and the names they check.
+#[test]
+fn context_arguments_and_their_names() {
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let one = named_contexts(&args(&["prod"]));
+    assert_eq!(one, [(None, "prod".to_string())]);
+    let named = named_contexts(&args(&["east=prod-east", "west"]));
+    assert_eq!(
+        named,
+        [
+            (Some("east".to_string()), "prod-east".to_string()),
+            (Some("west".to_string()), "west".to_string())
+        ]
+    );
+    assert!(check_names(named.iter().map(|(n, _)| n.as_deref())).is_ok());
+    assert!(check_names([None]).is_ok());
+    assert!(check_names([Some("a"), None])
+        .unwrap_err()
+        .contains("name each"));
+    assert!(check_names([Some("a"), Some("a")])
+        .unwrap_err()
+        .contains("twice"));
+    assert!(check_names([Some("arn:aws:x")])
+        .unwrap_err()
+        .contains("NAME=CONTEXT"));
+    assert_eq!(without_valid_prefix("east:n1"), Some("n1"));
+    assert_eq!(without_valid_prefix("n1"), Some("n1"));
+    assert_eq!(without_valid_prefix("East:n1"), None);
+    assert_eq!(without_valid_prefix(":n1"), None);
+}
