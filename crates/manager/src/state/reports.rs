@@ -7,7 +7,6 @@ use super::owners::AddrOwners;
 use super::raw::Raw;
 use crate::store::ReportedWorkload;
 use crate::validate::{interface_name, workload_address, workload_key};
-use cellwall_policy::clusters::cluster_of;
 use cellwall_policy::WorkloadKey;
 use std::net::IpAddr;
 
@@ -75,11 +74,6 @@ impl Raw {
     ) -> Result<Vec<Conflict>, String> {
         if !workload_key(&r.key) {
             return Err("a workload name that is not NAMESPACE/NAME in Kubernetes form".into());
-        }
-        // A watched cluster's workload is reported by that cluster's nodes only.
-        let ns_cluster = r.key.split_once('/').and_then(|(ns, _)| cluster_of(ns));
-        if ns_cluster.is_some() && ns_cluster != cluster_of(node) {
-            return Err(format!("{}: a workload of another cluster", r.key));
         }
         if !r.interface.is_empty() && !interface_name(&r.interface) {
             return Err(format!("{}: an invalid interface name", r.key));
@@ -192,7 +186,8 @@ mod tests {
     }
 
     /// The attack: a node of one cluster reporting (claiming an address for) a workload of
-    /// another cluster; the cluster's own node may.
+    /// another cluster; the cluster's own node may. The binding rule holds it: a cluster's
+    /// pods are bound to its own qualified nodes (`cellwall_policy::clusters`).
     #[test]
     fn a_node_reports_only_its_own_clusters_workloads() {
         let mut raw = Raw::default();
