@@ -142,7 +142,17 @@ fn fqdn_egress_on_real_traffic() {
     loop {
         let (_, out, _) = f
             .lab
-            .cw_lab(&["flows", "--workload", "app/client", "-o", "json"]);
+            // Every flow of the client: its 1,000 fresh names and their lookups come after
+            // target.cdn.test, past the default limit of the newest 1,000.
+            .cw_lab(&[
+                "flows",
+                "--workload",
+                "app/client",
+                "--limit",
+                "100000",
+                "-o",
+                "json",
+            ]);
         let (_, map, _) = f.lab.cw_lab(&["map", "--since", "1h", "-o", "json"]);
         let named_flow = out.contains("\"target.cdn.test\"");
         let named_node = map.contains("\"n7.allowed.test\"");
