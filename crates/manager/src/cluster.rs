@@ -442,35 +442,36 @@ impl Manager {
     ) -> Result<Vec<Write>, ManagerError> {
         let (deletes, mut keep): (Vec<Write>, Vec<Write>) =
             writes.into_iter().partition(|w| w.body.is_none());
-        let current = self.current_of(&deletes)?;
+        let current = self.declarers_of(&deletes)?;
         keep.extend(deletes.into_iter().filter(|w| {
             current
                 .get(&(w.kind, w.key.clone()))
-                .is_some_and(|c| c.changed_by == actor)
+                .is_some_and(|by| by == actor)
         }));
         Ok(keep)
     }
 
-    /// The current versions of the objects `writes` touch: one lookup each for a few (a watch
-    /// event must not read 100,000 pods), every object of their kinds for many (a relist).
-    fn current_of(
+    /// Who wrote the current versions of the objects `writes` touch: one lookup each for a few
+    /// (a watch event must not read 100,000 pods), every object of their kinds for many (a
+    /// relist). Bodies are not read.
+    fn declarers_of(
         &self,
         writes: &[Write],
-    ) -> Result<HashMap<(Kind, String), crate::store::Current>, ManagerError> {
+    ) -> Result<HashMap<(Kind, String), String>, ManagerError> {
         const ONE_BY_ONE: usize = 256;
         let mut current = HashMap::new();
         if writes.len() <= ONE_BY_ONE {
             for w in writes {
-                if let Some(c) = self.store.current_one(w.kind, &w.key)? {
-                    current.insert((w.kind, w.key.clone()), c);
+                if let Some(by) = self.store.declarer(w.kind, &w.key)? {
+                    current.insert((w.kind, w.key.clone()), by);
                 }
             }
             return Ok(current);
         }
         let kinds: BTreeSet<Kind> = writes.iter().map(|w| w.kind).collect();
         for k in kinds {
-            for c in self.store.current(k)? {
-                current.insert((k, c.key.clone()), c);
+            for (key, by) in self.store.declarers(k)? {
+                current.insert((k, key), by);
             }
         }
         Ok(current)
@@ -478,16 +479,16 @@ impl Manager {
 
     /// Refuses REST writes to objects a cluster owns (see the module comment).
     pub(crate) fn refuse_cluster_owned(&self, writes: &[Write]) -> Result<(), ManagerError> {
-        let current = self.current_of(writes)?;
+        let current = self.declarers_of(writes)?;
         for w in writes {
-            let Some(c) = current.get(&(w.kind, w.key.clone())) else {
+            let Some(by) = current.get(&(w.kind, w.key.clone())) else {
                 continue;
             };
-            if c.changed_by.starts_with(ACTOR_PREFIX) {
+            if by.starts_with(ACTOR_PREFIX) {
                 return Err(ManagerError::Forbidden(format!(
-                    "{:?} {} comes from a Kubernetes cluster ({}): it is read-only here; \
+                    "{:?} {} comes from a Kubernetes cluster ({by}): it is read-only here; \
                      change it through that cluster's API",
-                    w.kind, w.key, c.changed_by
+                    w.kind, w.key
                 )));
             }
         }

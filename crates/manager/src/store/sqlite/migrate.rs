@@ -4,7 +4,7 @@
 use super::*;
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 pub fn run(db: &Connection) -> Result<()> {
     let v: i64 = db.query_row("SELECT v FROM meta WHERE k = 'schema'", [], |r| r.get(0))?;
@@ -52,6 +52,17 @@ pub fn run(db: &Connection) -> Result<()> {
             "BEGIN;
              ALTER TABLE flows ADD COLUMN dst_names TEXT NOT NULL DEFAULT '';
              UPDATE meta SET v = 4 WHERE k = 'schema';
+             COMMIT;",
+        )?;
+    }
+    if v < 5 {
+        // Bodies serialized in field order (`direct = 1`), where earlier versions went through
+        // a sorted-key value tree: the text of a 10,000-rule policy took most of a one-rule
+        // change's store time. Older rows compare by value once (objects.rs).
+        db.execute_batch(
+            "BEGIN;
+             ALTER TABLE objects ADD COLUMN direct INTEGER NOT NULL DEFAULT 0;
+             UPDATE meta SET v = 5 WHERE k = 'schema';
              COMMIT;",
         )?;
     }

@@ -133,6 +133,12 @@ impl Store for SqliteStore {
     fn current_one(&self, kind: Kind, key: &str) -> Result<Option<Current>> {
         self.current_object(kind, key)
     }
+    fn declarer(&self, kind: Kind, key: &str) -> Result<Option<String>> {
+        self.object_declarer(kind, key)
+    }
+    fn declarers(&self, kind: Kind) -> Result<Vec<(String, String)>> {
+        self.object_declarers(kind)
+    }
     fn changes_since(&self, revision: u64) -> Result<Vec<Changed>> {
         self.changed_objects(revision)
     }

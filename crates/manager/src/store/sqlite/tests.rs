@@ -91,12 +91,12 @@ fn unknown_kinds_are_skipped_and_corrupt_bodies_reported() {
         let db = s.conn();
         // What a newer manager might have written, and a damaged body.
         db.execute(
-            "INSERT INTO objects VALUES ('Gizmo', 'g', 1, 2, '{}', 'z', 0)",
+            "INSERT INTO objects VALUES ('Gizmo', 'g', 1, 2, '{}', 'z', 0, 1)",
             [],
         )
         .unwrap();
         db.execute(
-            "INSERT INTO objects VALUES ('Policy', 'p', 1, 3, '{\"not\": \"a policy\"}', 'z', 0)",
+            "INSERT INTO objects VALUES ('Policy', 'p', 1, 3, '{\"not\": \"a policy\"}', 'z', 0, 1)",
             [],
         )
         .unwrap();
@@ -426,9 +426,20 @@ fn current_one_follows_writes_and_deletes() {
         (c.version, c.changed_by.as_str(), c.body),
         (2, "kubernetes:c/pods", q("a/p", "2"))
     );
+    assert_eq!(
+        s.declarer(k, "p").unwrap().as_deref(),
+        Some("kubernetes:c/pods")
+    );
     s.write("bob", &[w(k, "p", None)]).unwrap();
     assert!(s.current_one(k, "p").unwrap().is_none());
     assert!(s.current_one(Kind::Pod, "r").unwrap().is_none());
+    // The declarers, bodies unread: a deleted object has none.
+    assert_eq!(s.declarer(k, "p").unwrap(), None);
+    assert_eq!(s.declarer(Kind::Pod, "r").unwrap(), None);
+    assert_eq!(
+        s.declarers(k).unwrap(),
+        vec![("r".to_string(), "alice".to_string())]
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -459,4 +470,42 @@ fn the_same_body_from_another_actor_is_a_new_version() {
         "kubernetes:c/pods"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Rows written before schema 5 hold sorted-key text; this build writes field order. The same
+/// body applied again after the upgrade is unchanged (compared by value), not a new version of
+/// every object; a changed one is a new version, and from then on text decides.
+#[test]
+fn bodies_of_an_earlier_schema_compare_by_value() {
+    let dir = tmp("schema4");
+    let path = dir.join("v4.db");
+    let k = Kind::Quarantine;
+    let body = q("a/p", "1");
+    let sorted = serde_json::to_string(&body.to_json()).unwrap();
+    assert_ne!(
+        sorted,
+        super::objects::encode(&body),
+        "the two forms differ"
+    );
+    {
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch(SCHEMA).unwrap();
+        db.execute(
+            "INSERT INTO objects(kind, key, version, revision, body, actor, at_ms)
+             VALUES ('Quarantine', 'p', 1, 1, ?1, 'alice', 0)",
+            [&sorted],
+        )
+        .unwrap();
+        db.execute_batch("UPDATE meta SET v = 1 WHERE k = 'revision'")
+            .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let action = |b: Body| s.write("alice", &[w(k, "p", Some(b))]).unwrap().changes[0].action;
+    assert_eq!(action(q("a/p", "1")), ChangeAction::Unchanged);
+    assert_eq!(action(q("a/p", "2")), ChangeAction::Configured);
+    assert_eq!(action(q("a/p", "2")), ChangeAction::Unchanged);
+    assert_eq!(action(q("a/p", "1")), ChangeAction::Configured);
+    assert_eq!(s.history(k, "p").unwrap().len(), 3);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
 }
