@@ -58,7 +58,8 @@ pub fn run(db: &Connection) -> Result<()> {
     if v < 5 {
         // Bodies serialized in field order (`direct = 1`), where earlier versions went through
         // a sorted-key value tree: the text of a 10,000-rule policy took most of a one-rule
-        // change's store time. Older rows compare by value once (objects.rs).
+        // change's store time. An older row is compared by value, and rewritten in field
+        // order when equal (objects.rs).
         db.execute_batch(
             "BEGIN;
              ALTER TABLE objects ADD COLUMN direct INTEGER NOT NULL DEFAULT 0;

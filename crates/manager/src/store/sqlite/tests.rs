@@ -487,6 +487,11 @@ fn bodies_of_an_earlier_schema_compare_by_value() {
         super::objects::encode(&body),
         "the two forms differ"
     );
+    // Field order is the stored form: a reordered stored type makes new versions (objects.rs).
+    assert_eq!(
+        super::objects::encode(&body),
+        r#"{"workload":"a/p","reason":"1","allow_from":null}"#
+    );
     {
         let db = Connection::open(&path).unwrap();
         db.execute_batch(SCHEMA).unwrap();
@@ -500,12 +505,36 @@ fn bodies_of_an_earlier_schema_compare_by_value() {
             .unwrap();
     }
     let s = SqliteStore::open(&path).unwrap();
-    let action = |b: Body| s.write("alice", &[w(k, "p", Some(b))]).unwrap().changes[0].action;
-    assert_eq!(action(q("a/p", "1")), ChangeAction::Unchanged);
-    assert_eq!(action(q("a/p", "2")), ChangeAction::Configured);
-    assert_eq!(action(q("a/p", "2")), ChangeAction::Unchanged);
-    assert_eq!(action(q("a/p", "1")), ChangeAction::Configured);
+    let action =
+        |key: &str, b: Body| s.write("alice", &[w(k, key, Some(b))]).unwrap().changes[0].action;
+    let row = |key: &str| -> (String, bool) {
+        s.conn()
+            .query_row(
+                "SELECT body, direct FROM objects WHERE kind = 'Quarantine' AND key = ?1
+                 ORDER BY version DESC LIMIT 1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    assert_eq!(action("p", q("a/p", "1")), ChangeAction::Unchanged);
+    // Equal by value: rewritten in field order in place, so text alone decides from now on.
+    assert_eq!(row("p"), (super::objects::encode(&body), true));
+    assert_eq!(s.history(k, "p").unwrap().len(), 1);
+    assert_eq!(action("p", q("a/p", "2")), ChangeAction::Configured);
+    assert_eq!(action("p", q("a/p", "2")), ChangeAction::Unchanged);
+    assert_eq!(action("p", q("a/p", "1")), ChangeAction::Configured);
     assert_eq!(s.history(k, "p").unwrap().len(), 3);
+    // An earlier row that no longer decodes is replaced by a new version, not an error.
+    s.conn()
+        .execute(
+            "INSERT INTO objects(kind, key, version, revision, body, actor, at_ms)
+             VALUES ('Quarantine', 'd', 1, 1, '{\"damaged\": 1}', 'alice', 0)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(action("d", q("a/d", "1")), ChangeAction::Configured);
+    assert_eq!(row("d"), (super::objects::encode(&q("a/d", "1")), true));
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
