@@ -65,8 +65,10 @@ pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>> {
     }
 }
 
-/// A stored object, typed by its kind.
-#[derive(Debug, Clone, PartialEq)]
+/// A stored object, typed by its kind. Serialized as the object itself (untagged): the kind is
+/// stored beside it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
 pub enum Body {
     Namespace(Namespace),
     Pod(Arc<Workload>),
@@ -94,17 +96,7 @@ impl Body {
 
     /// The object in its serde form (what the audit trail shows).
     pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            Body::Namespace(v) => serde_json::to_value(v),
-            Body::Pod(v) => serde_json::to_value(v),
-            Body::Node(v) => serde_json::to_value(v),
-            Body::Policy(v) => serde_json::to_value(v),
-            Body::Quarantine(v) => serde_json::to_value(v),
-            Body::Import(v) => serde_json::to_value(v),
-            Body::Host(v) => serde_json::to_value(v),
-            Body::Draft(v) => serde_json::to_value(v),
-        }
-        .expect("stored objects serialize")
+        serde_json::to_value(self).expect("stored objects serialize")
     }
 }
 

@@ -17,17 +17,7 @@ pub(super) fn bump(tx: &rusqlite::Transaction) -> Result<u64> {
 /// field order: reordering a stored type's fields makes a new version of each such object at
 /// its next write (a test pins one body's text).
 pub(super) fn encode(b: &Body) -> String {
-    let text = match b {
-        Body::Namespace(v) => serde_json::to_string(v),
-        Body::Pod(v) => serde_json::to_string(v),
-        Body::Node(v) => serde_json::to_string(v),
-        Body::Policy(v) => serde_json::to_string(v),
-        Body::Quarantine(v) => serde_json::to_string(v),
-        Body::Import(v) => serde_json::to_string(v),
-        Body::Host(v) => serde_json::to_string(v),
-        Body::Draft(v) => serde_json::to_string(v),
-    };
-    text.expect("stored objects serialize")
+    serde_json::to_string(b).expect("stored objects serialize")
 }
 
 /// Whether the stored text holds `new` (whose text is `text`; `direct`: the row was written by
