@@ -122,6 +122,11 @@ fn main() {
     assert!(snap.deflate);
     let file = std::env::temp_dir().join(format!("cellwall-memory-{}.snap", std::process::id()));
     std::fs::write(&file, &snap.state_json).unwrap();
+    // `--save FILE` keeps the snapshot, to profile the agent's side alone
+    // (`heaptrack BENCH --child FILE`).
+    if let Some(i) = args.iter().position(|a| a == "--save") {
+        std::fs::copy(&file, &args[i + 1]).expect("--save FILE");
+    }
     let run = |mode: &str| {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([mode, file.to_str().unwrap()])

@@ -129,7 +129,7 @@ fn isolations(
     };
     let emergencies: Vec<(&Policy, (bool, bool))> = policies
         .iter()
-        .filter_map(|p| Some((p, cuts(p, now)?)))
+        .filter_map(|p| Some((&**p, cuts(p, now)?)))
         .collect();
     if emergencies.is_empty() {
         return Default::default();

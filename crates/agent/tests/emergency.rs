@@ -128,7 +128,7 @@ fn a_quarantine_is_enforced_while_a_large_compile_runs() {
 
     // A revision whose compile takes a while (seconds in a debug build).
     let mut big = open.clone();
-    big.policies.push(firewall(40_000));
+    big.policies.push(firewall(40_000).into());
     let sent_big = Instant::now();
     let d = StateDelta::between(&open, &big);
     work.send(Work::State(DesiredState::delta(2, 1, &d, 0)))

@@ -71,7 +71,7 @@ impl Alerter {
     pub fn check(
         &self,
         engine: &Engine,
-        policies: &[cellwall_policy::Policy],
+        policies: &[impl std::borrow::Borrow<cellwall_policy::Policy>],
         rows: &[HistRow],
         now_ms: i64,
         earlier: &Earlier,
@@ -178,7 +178,10 @@ impl Alerter {
                 );
             }
             if let Some(info) = engine.rule(v.rule) {
-                let p = policies.iter().find(|p| p.id == info.policy);
+                let p = policies
+                    .iter()
+                    .map(std::borrow::Borrow::borrow)
+                    .find(|p: &&cellwall_policy::Policy| p.id == info.policy);
                 let expires = p.and_then(|p| {
                     let rule_exp = info
                         .index

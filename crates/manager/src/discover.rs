@@ -15,6 +15,7 @@ use cellwall_policy::discover::{
 };
 use cellwall_policy::{Flow, Policy, Protocol, WorkloadKey};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A `since` duration (or the default) in milliseconds.
 pub fn since_ms(since: Option<&str>, default: &str) -> Result<u64, ManagerError> {
@@ -212,7 +213,7 @@ impl Manager {
             .collect();
         let ids: Vec<String> = candidate.iter().map(|p| p.id.to_string()).collect();
         for c in candidate {
-            cand_policies.insert(c.id.clone(), c);
+            cand_policies.insert(c.id.clone(), Arc::new(c));
         }
         let current = replay.engine(cur_policies, now);
         let cand = replay.engine(cand_policies.into_values(), now);

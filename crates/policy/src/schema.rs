@@ -396,7 +396,7 @@ spec:
         ));
         let replay = discover::Replay::new(&inv, &flows);
         let cur = Engine::build(replay.inventory.clone(), policies, 0);
-        let cand = Engine::build(replay.inventory.clone(), Vec::new(), 0);
+        let cand = Engine::build(replay.inventory.clone(), Vec::<Policy>::new(), 0);
         let (summary, rows) = discover::simulate(&replay, &cur, &cand, &flows, |_, _| {});
         agrees(&summary);
         for r in &rows {

@@ -27,7 +27,7 @@ pub use tonic;
 mod tests {
     use super::*;
     use cellwall_policy::synth::scale_scenario;
-    use cellwall_policy::Workload;
+    use cellwall_policy::{Policy, Workload};
     use std::sync::Arc;
 
     fn doc(ns: usize) -> StateDoc {
@@ -48,7 +48,8 @@ mod tests {
         added.name = "zz-new".into();
         new.workloads.push(Arc::new(added));
         new.policies.remove(2);
-        let new = StateDoc::new(&new.inventory(), &new.policies);
+        let policies: Vec<Policy> = new.policies.iter().map(|p| Policy::clone(p)).collect();
+        let new = StateDoc::new(&new.inventory(), &policies);
         let d = StateDelta::between(&old, &new);
         assert_eq!(d.workloads.len(), 2);
         assert_eq!(d.removed_workloads, vec![gone.key()]);

@@ -15,7 +15,8 @@ pub struct StateDoc {
     /// diffing 100,000 of them is a pointer each.
     pub workloads: Vec<Arc<Workload>>,
     pub nodes: Vec<Node>,
-    pub policies: Vec<Policy>,
+    /// Shared for the same reason, and so an agent's model and its engine hold each policy once.
+    pub policies: Vec<Arc<Policy>>,
 }
 
 impl StateDoc {
@@ -25,7 +26,7 @@ impl StateDoc {
             workloads: inv.workloads.values().cloned().collect(),
             nodes: inv.nodes.values().cloned().collect(),
             policies: {
-                let mut p = policies.to_vec();
+                let mut p: Vec<Arc<Policy>> = policies.iter().cloned().map(Arc::new).collect();
                 p.sort_by(|a, b| a.id.cmp(&b.id));
                 p
             },
@@ -33,7 +34,8 @@ impl StateDoc {
     }
 
     /// Like [`StateDoc::new`], taking the parts (no copy of 100,000 workloads).
-    pub fn from_parts(inv: Inventory, mut policies: Vec<Policy>) -> Self {
+    pub fn from_parts(inv: Inventory, policies: Vec<Policy>) -> Self {
+        let mut policies: Vec<Arc<Policy>> = policies.into_iter().map(Arc::new).collect();
         policies.sort_by(|a, b| a.id.cmp(&b.id));
         Self {
             namespaces: inv.namespaces.into_values().collect(),
@@ -114,7 +116,7 @@ pub struct StateDelta {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<Node>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub policies: Vec<Policy>,
+    pub policies: Vec<Arc<Policy>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed_namespaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -29,7 +29,7 @@ impl Overlay<'_> {
         &self,
         mut w: Workload,
         reported: Option<(&String, &ReportedWorkload)>,
-        policies: &mut Vec<Policy>,
+        policies: &mut Vec<Arc<Policy>>,
     ) -> Result<Workload, ManagerError> {
         if let Some((node, r)) = reported {
             if w.ips.is_empty() {
@@ -48,7 +48,7 @@ impl Overlay<'_> {
         if let Some(q) = self.quarantined.get(&w.key()) {
             w.labels
                 .insert(QUARANTINE_LABEL.to_string(), quarantine_mark(&w.key()));
-            policies.push(quarantine_policy(q)?);
+            policies.push(Arc::new(quarantine_policy(q)?));
         }
         Ok(w)
     }
@@ -65,7 +65,7 @@ impl Raw {
                 .filter_map(|q| WorkloadKey::parse(&q.workload).map(|k| (k, q)))
                 .collect(),
         };
-        let mut policies: Vec<Policy> = self.policies.values().cloned().collect();
+        let mut policies: Vec<Arc<Policy>> = self.policies.values().cloned().collect();
         let mut workloads = Vec::with_capacity(self.workloads.len() + self.hosts.len());
         for (k, w) in &self.workloads {
             let rep = reported

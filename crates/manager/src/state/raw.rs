@@ -16,7 +16,9 @@ pub struct Raw {
     /// In the published order, shared with the published documents.
     pub workloads: BTreeMap<WorkloadKey, Arc<Workload>>,
     pub nodes: BTreeMap<String, Node>,
-    pub policies: BTreeMap<String, Policy>,
+    /// Shared with the published documents: a revision copies a pointer per policy, and the
+    /// diff between two revisions skips every policy that is the same object.
+    pub policies: BTreeMap<String, Arc<Policy>>,
     pub imports: BTreeMap<String, ImportRecord>,
     pub quarantines: BTreeMap<String, QuarantineRecord>,
     /// Declared hosts by `namespace/name`.
@@ -59,7 +61,7 @@ impl Raw {
                 self.nodes.insert(key, n);
             }
             Some(Body::Policy(p)) => {
-                self.policies.insert(key, *p);
+                self.policies.insert(key, Arc::from(p));
             }
             Some(Body::Import(i)) => {
                 self.imports.insert(key, i);

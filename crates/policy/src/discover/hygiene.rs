@@ -169,7 +169,7 @@ struct Acc {
 pub fn rule_stats(
     replay: &Replay,
     engine: &Engine,
-    policies: &[Policy],
+    policies: &[impl std::borrow::Borrow<Policy>],
     flows: &[HistFlow],
 ) -> Vec<RuleStats> {
     let mut acc: HashMap<u32, Acc> = HashMap::new();
@@ -218,7 +218,7 @@ pub fn rule_stats(
         }
     }
     let mut out = Vec::new();
-    for p in policies {
+    for p in policies.iter().map(std::borrow::Borrow::borrow) {
         for r in &p.rules {
             let pid = p.id.to_string();
             let a = by_pos

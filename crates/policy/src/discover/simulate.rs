@@ -198,7 +198,11 @@ impl Replay {
         self.addrs[i]
     }
 
-    pub fn engine(&self, policies: impl IntoIterator<Item = crate::Policy>, now: i64) -> Engine {
+    pub fn engine<P: Into<std::sync::Arc<crate::Policy>>>(
+        &self,
+        policies: impl IntoIterator<Item = P>,
+        now: i64,
+    ) -> Engine {
         let mut e = Engine::build(self.inventory.clone(), policies, now);
         for (ip, names) in &self.names {
             e.set_names(*ip, names.clone());
@@ -424,7 +428,7 @@ spec:
 "
         ));
         let replay = Replay::new(&inv, &flows);
-        let current = replay.engine(vec![], 0);
+        let current = replay.engine(Vec::<crate::Policy>::new(), 0);
         let candidate = replay.engine(cand, 0);
         let (_, rows) = simulate(&replay, &current, &candidate, &flows, |_, _| {});
         let got: Vec<_> = rows.iter().map(|r| (r.class, r.dst.as_str())).collect();

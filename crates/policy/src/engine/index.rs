@@ -318,10 +318,11 @@ impl Engine {
 
     // ------------------------------------------------------------ policy updates
 
-    /// Adds or replaces a policy: it is matched against every identity (O(identities)), or, when
-    /// its subject names a namespace, against that namespace's identities.
-    pub fn set_policy(&mut self, p: Policy) {
-        if self.policy(&p.id) == Some(&p) {
+    /// Adds or replaces a policy, shared as it is (the agent's model holds the same copy): it is
+    /// matched against every identity, or, when its subject names a namespace, against its own.
+    pub fn set_policy(&mut self, p: impl Into<Arc<Policy>>) {
+        let p: Arc<Policy> = p.into();
+        if self.holds(&p) {
             return;
         }
         let id = p.id.clone();
@@ -480,7 +481,7 @@ impl Engine {
         self.changes.identities.insert(iid);
     }
 
-    pub fn remove_policy(&mut self, id: &PolicyId) -> Option<Policy> {
+    pub fn remove_policy(&mut self, id: &PolicyId) -> Option<Arc<Policy>> {
         let s = self.unindex_policy(id)?;
         self.release_rules(&s);
         Some(s.policy)

@@ -31,11 +31,18 @@ impl Engine {
     }
 
     pub fn policies(&self) -> impl Iterator<Item = &Policy> {
-        self.slots.iter().flatten().map(|s| &s.policy)
+        self.slots.iter().flatten().map(|s| &*s.policy)
     }
 
     pub fn policy(&self, id: &PolicyId) -> Option<&Policy> {
-        self.slot(id).map(|s| &s.policy)
+        self.slot(id).map(|s| &*s.policy)
+    }
+
+    /// Whether this policy, or an equal one, is already in force (the same shared copy answers
+    /// without comparing its rules).
+    pub(super) fn holds(&self, p: &std::sync::Arc<Policy>) -> bool {
+        self.slot(&p.id)
+            .is_some_and(|s| std::sync::Arc::ptr_eq(&s.policy, p) || *s.policy == **p)
     }
 
     pub(super) fn slot(&self, id: &PolicyId) -> Option<&PolicySlot> {
@@ -65,7 +72,7 @@ impl Engine {
 
     /// Policies (in evaluation order) that select this identity in this direction.
     pub fn applicable(&self, id: u32, dir: Direction) -> impl Iterator<Item = &Policy> {
-        self.applicable_slots(id, dir).map(|s| &s.policy)
+        self.applicable_slots(id, dir).map(|s| &*s.policy)
     }
 
     pub(super) fn applicable_slots(

@@ -45,7 +45,8 @@ use view::EpRef;
 /// A policy as indexed: the policy, the ids of its rules, and the identities it selects.
 #[derive(Debug, Clone)]
 struct PolicySlot {
-    policy: Policy,
+    /// Shared with the agent's model (a policy's selectors and rules held once, not twice).
+    policy: std::sync::Arc<Policy>,
     /// Parallel to `policy.rules`.
     rule_ids: Vec<u32>,
     /// Implicit isolation rule per direction.
@@ -120,7 +121,11 @@ impl Engine {
     }
 
     /// Builds an engine from a whole inventory and policy set.
-    pub fn build(inv: Inventory, policies: impl IntoIterator<Item = Policy>, now: i64) -> Self {
+    pub fn build<P: Into<std::sync::Arc<Policy>>>(
+        inv: Inventory,
+        policies: impl IntoIterator<Item = P>,
+        now: i64,
+    ) -> Self {
         let mut e = Engine {
             now,
             ..Default::default()
@@ -134,7 +139,7 @@ impl Engine {
         for w in inv.workloads.into_values() {
             e.set_workload(w);
         }
-        let mut ps: Vec<Policy> = policies.into_iter().collect();
+        let mut ps: Vec<std::sync::Arc<Policy>> = policies.into_iter().map(Into::into).collect();
         ps.sort_by(|a, b| a.id.cmp(&b.id));
         for p in ps {
             e.set_policy(p);
