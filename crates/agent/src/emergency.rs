@@ -59,7 +59,7 @@ impl LocalView {
             } else {
                 w.ips.clone()
             };
-            self.workloads.insert(k, (ips, w.labels.clone()));
+            self.workloads.insert(k, (ips, Labels::clone(&w.labels)));
         }
     }
 

@@ -35,7 +35,7 @@ fn main() {
             let ep = |w: &cellwall_policy::Workload| Endpoint::Workload {
                 namespace: w.namespace.clone(),
                 name: w.name.clone(),
-                labels: w.labels.clone(),
+                labels: cellwall_policy::Labels::clone(&w.labels),
             };
             // A day of minutes.
             let t = now_ns - (i as u64 % 1440) * 60_000_000_000;

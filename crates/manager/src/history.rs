@@ -31,7 +31,7 @@ fn endpoint(
         Some(w) => Endpoint::Workload {
             namespace: w.namespace.clone(),
             name: w.name.clone(),
-            labels: w.labels.clone(),
+            labels: cellwall_policy::Labels::clone(&w.labels),
         },
         None => Endpoint::External {
             ip,

@@ -84,7 +84,7 @@ fn history(pods: &[&Workload], n: usize) -> Vec<HistFlow> {
     let ep = |w: &Workload| Endpoint::Workload {
         namespace: w.namespace.clone(),
         name: w.name.clone(),
-        labels: w.labels.clone(),
+        labels: Labels::clone(&w.labels),
     };
     (0..n)
         .map(|i| {

@@ -445,7 +445,7 @@ mod tests {
             let w = Workload {
                 namespace: ns.into(),
                 name: name.into(),
-                labels: Labels::new(),
+                labels: Labels::new().into(),
                 ips: vec![ip.parse().unwrap()],
                 ports: vec![],
                 node: None,

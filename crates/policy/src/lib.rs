@@ -33,7 +33,7 @@ pub mod synth;
 
 pub use compile::{compile, Compiler, NodePolicy};
 pub use engine::{Decision, DirVerdict, Engine, Explanation, Flow, Reason, RuleInfo};
-pub use labels::{LabelSelector, Labels};
+pub use labels::{LabelSelector, Labels, SharedLabels};
 pub use load::{parse_file, LoadError, Located, Object};
 pub use model::*;
 pub use net::Cidr;

@@ -170,7 +170,7 @@ impl HostDecl {
         Workload {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
-            labels: self.labels.clone(),
+            labels: self.labels.clone().into(),
             ips: self
                 .addresses
                 .iter()
@@ -191,7 +191,7 @@ impl HostDecl {
 pub struct Workload {
     pub namespace: String,
     pub name: String,
-    pub labels: Labels,
+    pub labels: crate::labels::SharedLabels,
     pub ips: Vec<IpAddr>,
     pub ports: Vec<ContainerPort>,
     pub node: Option<String>,
@@ -607,7 +607,7 @@ mod tests {
         let w = |name: &str, ip: Option<&str>, host: bool| Workload {
             namespace: "a".into(),
             name: name.into(),
-            labels: Labels::new(),
+            labels: Labels::new().into(),
             ips: ip.map(|i| vec![i.parse().unwrap()]).unwrap_or_default(),
             ports: vec![],
             node: Some("n1".into()),

@@ -339,7 +339,7 @@ spec:
             Endpoint::Workload {
                 namespace: w.namespace.clone(),
                 name: w.name.clone(),
-                labels: w.labels.clone(),
+                labels: crate::Labels::clone(&w.labels),
             }
         };
         let ext = Endpoint::External {

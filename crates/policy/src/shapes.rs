@@ -141,7 +141,7 @@ fn inventory(shape: Shape, n: usize) -> (Inventory, WorkloadKey) {
     let server = Workload {
         namespace: "fw".into(),
         name: "server".into(),
-        labels: labels(&[("app", "server"), ("team", "red")]),
+        labels: labels(&[("app", "server"), ("team", "red")]).into(),
         ips: vec![v4(10, 128, 0, 1)],
         ports,
         node: Some("n1".into()),
@@ -159,7 +159,7 @@ fn inventory(shape: Shape, n: usize) -> (Inventory, WorkloadKey) {
         let w = Workload {
             namespace: ns.into(),
             name: format!("client-{i}"),
-            labels: l,
+            labels: l.into(),
             ips: vec![v4(10, 128, 1, i as u8 + 1)],
             ports: vec![ContainerPort {
                 name: Some(format!("p{}", i % 7)),

@@ -103,7 +103,7 @@ pub fn random_scenario(rng: &mut Rng) -> (Inventory, Vec<Policy>) {
             std::sync::Arc::new(Workload {
                 namespace: ns.into(),
                 name: format!("p{i}"),
-                labels: l,
+                labels: l.into(),
                 ips,
                 ports,
                 node: Some(node.into()),
@@ -398,7 +398,8 @@ fn scale_pod(ns: &str, app: usize, r: usize, idx: u32, node: String) -> Workload
             ("app", format!("app-{app}")),
             ("tier", ["web", "api", "db"][app % 3].into()),
             ("version", "v1".into()),
-        ]),
+        ])
+        .into(),
         ips: vec![IpAddr::V4(ip)],
         ports: vec![port("http", 8080), port("metrics", 9090)],
         node: Some(node),

@@ -116,7 +116,7 @@ fn incremental_equals_full() {
                     let keys: Vec<WorkloadKey> =
                         engine.inventory().workloads.keys().cloned().collect();
                     let mut w = Workload::clone(&engine.inventory().workloads[rng.pick(&keys)]);
-                    w.labels = random_selector(&mut rng).match_labels;
+                    w.labels = random_selector(&mut rng).match_labels.into();
                     engine.set_workload(w);
                 }
                 1 => {
@@ -204,7 +204,7 @@ fn shared_addresses_compile_like_full() {
         }
         let mut twin = rng.pick(&pods).clone();
         twin.name = "twin".into();
-        twin.labels = random_selector(&mut rng).match_labels;
+        twin.labels = random_selector(&mut rng).match_labels.into();
         twin.node = Some(["n1", "n2"][rng.below(2)].into());
         let key = twin.key();
         for step in 0..3 {
@@ -213,7 +213,7 @@ fn shared_addresses_compile_like_full() {
                 1 => {
                     // A pod (perhaps the twin's original) is relabelled; the twin keeps the address.
                     let mut w = rng.pick(&pods).clone();
-                    w.labels = random_selector(&mut rng).match_labels;
+                    w.labels = random_selector(&mut rng).match_labels.into();
                     engine.set_workload(w);
                 }
                 _ => engine.remove_workload(&key),

@@ -83,7 +83,9 @@ impl StateDoc {
     /// Reads a document, putting its lists in key order (diffs and deltas rely on it; a
     /// document from elsewhere may not be).
     pub fn from_json(b: &[u8]) -> Result<Self, serde_json::Error> {
-        let mut d: Self = serde_json::from_slice(b)?;
+        // Equal label sets decoded into one map (pods of one controller carry the same labels):
+        // at 100,000 pods one map each was the largest part of an agent's model.
+        let mut d: Self = cellwall_policy::labels::interning(|| serde_json::from_slice::<Self>(b))?;
         d.normalize();
         Ok(d)
     }

@@ -46,8 +46,8 @@ impl Overlay<'_> {
             }
         }
         if let Some(q) = self.quarantined.get(&w.key()) {
-            w.labels
-                .insert(QUARANTINE_LABEL.to_string(), quarantine_mark(&w.key()));
+            let mark = quarantine_mark(&w.key());
+            w.labels.insert(QUARANTINE_LABEL.to_string(), mark);
             policies.push(Arc::new(quarantine_policy(q)?));
         }
         Ok(w)
@@ -101,7 +101,7 @@ impl Raw {
             let w = Workload {
                 namespace: k.namespace.clone(),
                 name: k.name.clone(),
-                labels: h.labels.clone(),
+                labels: h.labels.clone().into(),
                 ips,
                 ports: Vec::new(),
                 node: Some(h.node.clone()),

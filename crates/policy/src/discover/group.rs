@@ -319,7 +319,7 @@ impl Grouping {
             all.insert(
                 (w.namespace.clone(), w.name.clone()),
                 Member {
-                    labels: w.labels.clone(),
+                    labels: Labels::clone(&w.labels),
                     owner: w.owner.clone(),
                     live: true,
                 },

@@ -181,7 +181,7 @@ fn history(inv: &Inventory, pods: &[(String, &'static str)], calls: &[Call]) -> 
         Endpoint::Workload {
             namespace: w.namespace.clone(),
             name: w.name.clone(),
-            labels: w.labels.clone(),
+            labels: Labels::clone(&w.labels),
         }
     };
     let mut flows = Vec::new();

@@ -152,7 +152,7 @@ impl<'h> StandIns<'h> {
         let stand_in = Workload {
             namespace: key.namespace.clone(),
             name: format!("{}~{}", key.name, self.next),
-            labels: labels.clone(),
+            labels: labels.clone().into(),
             ips: vec![ip],
             ports: self
                 .current

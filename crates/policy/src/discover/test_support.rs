@@ -41,7 +41,7 @@ pub fn ep(inv: &Inventory, key: &str) -> Endpoint {
     Endpoint::Workload {
         namespace: w.namespace.clone(),
         name: w.name.clone(),
-        labels: w.labels.clone(),
+        labels: crate::Labels::clone(&w.labels),
     }
 }
 

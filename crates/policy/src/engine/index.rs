@@ -264,7 +264,7 @@ impl Engine {
             id,
             namespace: w.namespace.clone(),
             namespace_labels: ns_labels,
-            labels: w.labels.clone(),
+            labels: Labels::clone(&w.labels),
         };
         let app = self.applicable_to_new(&info);
         self.applicable.insert(id, app);

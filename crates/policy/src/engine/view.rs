@@ -235,7 +235,7 @@ mod tests {
         Workload {
             namespace: "shop".into(),
             name: "web".into(),
-            labels: labels(&[("app", "web")]),
+            labels: labels(&[("app", "web")]).into(),
             ips: vec!["10.0.0.1".parse().unwrap()],
             ports: vec![ContainerPort {
                 name: Some("http".into()),

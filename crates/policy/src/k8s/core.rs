@@ -171,7 +171,7 @@ pub fn convert_pod(m: PodManifest) -> Result<Workload, ConvertError> {
     Ok(Workload {
         namespace,
         name,
-        labels,
+        labels: labels.into(),
         ips,
         ports,
         node: m.spec.node_name.filter(|n| !n.is_empty()),
