@@ -34,7 +34,7 @@ fn inventory() -> Inventory {
         let w = Workload {
             namespace: ns.into(),
             name: name.into(),
-            labels: Labels::from([("app".to_string(), name.to_string())]),
+            labels: Labels::from([("app".to_string(), name.to_string())]).into(),
             ips: vec![ip.parse().unwrap()],
             ports: vec![],
             node: None,
@@ -82,7 +82,7 @@ fn check_entries(entries: &[Entry], text: &str) {
     let mut want: BTreeMap<_, Labels> = inv
         .workloads
         .iter()
-        .map(|(k, w)| (k.clone(), w.labels.clone()))
+        .map(|(k, w)| (k.clone(), Labels::clone(&w.labels)))
         .collect();
     let mut want_counts = Vec::new();
     for e in entries {
