@@ -32,7 +32,7 @@ impl schemars::JsonSchema for SharedLabels {
 
 impl SharedLabels {
     /// Makes equal label sets one shared map (`pool` remembers the sets seen so far).
-    pub fn intern(&mut self, pool: &mut std::collections::HashSet<SharedLabels>) {
+    fn intern(&mut self, pool: &mut std::collections::HashSet<SharedLabels>) {
         match pool.get(self) {
             Some(shared) => *self = shared.clone(),
             None => {
