@@ -56,10 +56,18 @@ fn write_pid(pidfile: &Path, pid: u32) -> Result<()> {
     std::fs::write(pidfile, pid.to_string()).map_err(io(format!("writing {}", pidfile.display())))
 }
 
-/// The last lines of a log, for errors.
+/// The last lines of a log, for errors. A backtrace (printed when `RUST_BACKTRACE` is set) is
+/// left out: its frames would push the error itself out of the tail.
 fn log_tail(p: &Path) -> String {
     let s = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
+    let lines: Vec<&str> = s
+        .lines()
+        .take_while(|l| {
+            !l.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("stack backtrace:")
+        })
+        .collect();
     lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
@@ -120,18 +128,12 @@ pub(crate) fn kill_all(name: &str) {
         .status();
 }
 
-/// A free loopback port (the manager keeps it across restarts, so agents find it again).
-fn free_port() -> Result<u16> {
-    let what = || io("finding a free loopback port");
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(what())?
-        .local_addr()
-        .map_err(what())?
-        .port())
-}
-
-/// The manager's API and gRPC ports: those of its previous run (`manager.ports`), else new ones.
-fn manager_ports(dir: &Path) -> Result<(u16, u16)> {
+/// The manager's API and gRPC ports: those of its previous run (`manager.ports`), so agents
+/// and clients find a restarted manager where they left it; `None` on a first start, where the
+/// manager binds free ports itself. Picking a port here and handing it over would leave a window
+/// in which any other process on the host (a client's outgoing connection, another lab) can
+/// take it, and the manager would then fail to start.
+fn manager_ports(dir: &Path) -> Result<Option<(u16, u16)>> {
     let ports = dir.join("manager.ports");
     match std::fs::read_to_string(&ports) {
         Ok(s) => {
@@ -140,20 +142,32 @@ fn manager_ports(dir: &Path) -> Result<(u16, u16)> {
                 .filter_map(|p| p.parse().ok())
                 .collect();
             match v[..] {
-                [a, g] => Ok((a, g)),
+                [a, g] if a != 0 && g != 0 => Ok(Some((a, g))),
                 _ => Err(LabError::DamagedFile {
                     path: ports.display().to_string(),
                     detail: String::new(),
                 }),
             }
         }
-        Err(_) => {
-            let p = (free_port()?, free_port()?);
-            std::fs::write(&ports, format!("{} {}\n", p.0, p.1))
-                .map_err(io(format!("writing {}", ports.display())))?;
-            Ok(p)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(format!("reading {}", ports.display()))(e)),
     }
+}
+
+/// Records the ports a manager bound (from its `endpoints.json`) for its next start.
+fn save_manager_ports(dir: &Path, ep: &ManagerEndpoints) -> Result<()> {
+    let port = |a: &str, what: &str| {
+        a.parse::<std::net::SocketAddr>()
+            .map(|s| s.port())
+            .map_err(|e| LabError::DamagedFile {
+                path: dir.join("manager/endpoints.json").display().to_string(),
+                detail: format!(": {what} {a:?}: {e}"),
+            })
+    };
+    let (api, grpc) = (port(&ep.api, "api")?, port(&ep.grpc, "grpc")?);
+    let ports = dir.join("manager.ports");
+    std::fs::write(&ports, format!("{api} {grpc}\n"))
+        .map_err(io(format!("writing {}", ports.display())))
 }
 
 /// The manager's command line.
@@ -174,7 +188,8 @@ pub fn start_manager(state: &LabState) -> Result<Client> {
     let dir = state_dir(&state.name);
     let data = dir.join("manager");
     std::fs::create_dir_all(&data).map_err(io(format!("creating {}", data.display())))?;
-    let (api, grpc) = manager_ports(&dir)?;
+    let saved = manager_ports(&dir)?;
+    let (api, grpc) = saved.unwrap_or((0, 0));
     kill_pidfile(&dir.join("manager.pid"), &data.display().to_string());
     let _ = std::fs::remove_file(data.join("endpoints.json"));
     let log = dir.join("manager.log");
@@ -190,7 +205,15 @@ pub fn start_manager(state: &LabState) -> Result<Client> {
     }
     let mut child = spawn_bg(&mut cmd, &log, &dir.join("manager.pid"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !data.join("endpoints.json").exists() {
+    // Read until it parses: the manager writes the file in place, so it may be seen half written.
+    let endpoints = data.join("endpoints.json");
+    let ep = loop {
+        if let Some(ep) = std::fs::read(&endpoints)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ManagerEndpoints>(&b).ok())
+        {
+            break ep;
+        }
         if let Some(st) = child
             .try_wait()
             .map_err(io("waiting for the lab manager"))?
@@ -207,6 +230,9 @@ pub fn start_manager(state: &LabState) -> Result<Client> {
             });
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    if saved.is_none() {
+        save_manager_ports(&dir, &ep)?;
     }
     Ok(Client::for_lab(&state.name)?)
 }
@@ -214,6 +240,7 @@ pub fn start_manager(state: &LabState) -> Result<Client> {
 /// What the manager writes at start (`endpoints.json` in its data directory).
 #[derive(serde::Deserialize)]
 struct ManagerEndpoints {
+    api: String,
     grpc: String,
 }
 
@@ -647,12 +674,32 @@ mod tests {
     #[test]
     fn saved_manager_ports_are_reused_and_damage_is_reported() {
         let d = crate::state::tests::Scratch::new("ports");
-        let first = manager_ports(&d.0).unwrap();
-        assert_eq!(manager_ports(&d.0).unwrap(), first);
+        // A first start: the manager picks its ports; what it bound is kept for the next.
+        assert_eq!(manager_ports(&d.0).unwrap(), None);
+        let ep = ManagerEndpoints {
+            api: "127.0.0.1:41001".into(),
+            grpc: "127.0.0.1:41002".into(),
+        };
+        save_manager_ports(&d.0, &ep).unwrap();
+        assert_eq!(manager_ports(&d.0).unwrap(), Some((41001, 41002)));
         std::fs::write(d.0.join("manager.ports"), "1\n").unwrap();
         assert!(matches!(
             manager_ports(&d.0),
             Err(LabError::DamagedFile { .. })
         ));
+    }
+
+    #[test]
+    fn a_log_tail_shows_the_error_not_its_backtrace() {
+        let d = crate::state::tests::Scratch::new("tail");
+        let log = d.0.join("m.log");
+        let frames: String = (0..40).map(|i| format!("  {i}: frame\n")).collect();
+        let text = format!(
+            "starting\nError: binding gRPC to 127.0.0.1:1: in use\n\nStack backtrace:\n{frames}"
+        );
+        std::fs::write(&log, text).unwrap();
+        let t = log_tail(&log);
+        assert!(t.contains("binding gRPC"), "{t}");
+        assert!(!t.contains("frame"), "{t}");
     }
 }
