@@ -60,13 +60,9 @@ fn write_pid(pidfile: &Path, pid: u32) -> Result<()> {
 /// left out: its frames would push the error itself out of the tail.
 fn log_tail(p: &Path) -> String {
     let s = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s
+    let end = ["\nStack backtrace:", "\nstack backtrace:"].map(|m| s.find(m));
+    let lines: Vec<&str> = s[..end.into_iter().flatten().min().unwrap_or(s.len())]
         .lines()
-        .take_while(|l| {
-            !l.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("stack backtrace:")
-        })
         .collect();
     lines[lines.len().saturating_sub(8)..].join("\n")
 }
@@ -128,11 +124,9 @@ pub(crate) fn kill_all(name: &str) {
         .status();
 }
 
-/// The manager's API and gRPC ports: those of its previous run (`manager.ports`), so agents
-/// and clients find a restarted manager where they left it; `None` on a first start, where the
-/// manager binds free ports itself. Picking a port here and handing it over would leave a window
-/// in which any other process on the host (a client's outgoing connection, another lab) can
-/// take it, and the manager would then fail to start.
+/// The manager's ports: its previous run's (`manager.ports`: agents find a restarted manager
+/// where they left it), else `None`: the manager binds free ports itself, as a port picked here
+/// could be taken by any process on the host before the manager binds it.
 fn manager_ports(dir: &Path) -> Result<Option<(u16, u16)>> {
     let ports = dir.join("manager.ports");
     match std::fs::read_to_string(&ports) {
@@ -694,10 +688,11 @@ mod tests {
         let d = crate::state::tests::Scratch::new("tail");
         let log = d.0.join("m.log");
         let frames: String = (0..40).map(|i| format!("  {i}: frame\n")).collect();
-        let text = format!(
-            "starting\nError: binding gRPC to 127.0.0.1:1: in use\n\nStack backtrace:\n{frames}"
-        );
-        std::fs::write(&log, text).unwrap();
+        std::fs::write(
+            &log,
+            format!("Error: binding gRPC\n\nStack backtrace:\n{frames}"),
+        )
+        .unwrap();
         let t = log_tail(&log);
         assert!(t.contains("binding gRPC"), "{t}");
         assert!(!t.contains("frame"), "{t}");
