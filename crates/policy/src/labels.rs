@@ -42,6 +42,38 @@ impl SharedLabels {
     }
 }
 
+/// Equal label sets resolved to one shared map, for an index that keeps sets for long (the
+/// engine's workload records). Sets nothing else holds any more are dropped in sweeps that run
+/// when the pool has doubled, so the cost stays constant per insert.
+#[derive(Debug, Clone, Default)]
+pub struct LabelPool {
+    sets: std::collections::HashSet<SharedLabels>,
+    swept_at: usize,
+}
+
+impl LabelPool {
+    /// The pooled map equal to `l` (`l` itself when it is the first of its kind).
+    pub fn share(&mut self, l: &SharedLabels) -> SharedLabels {
+        if let Some(s) = self.sets.get(l) {
+            return s.clone();
+        }
+        if self.sets.len() >= 2 * self.swept_at.max(512) {
+            self.sets.retain(|s| std::sync::Arc::strong_count(&s.0) > 1);
+            self.swept_at = self.sets.len();
+        }
+        self.sets.insert(l.clone());
+        l.clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for SharedLabels {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut l = Self::from(Labels::deserialize(d)?);
@@ -314,6 +346,24 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_label_pool_shares_equal_sets_and_forgets_sets_nobody_holds() {
+        let set = |v: &str| SharedLabels::from([("app".to_string(), v.to_string())]);
+        let mut pool = LabelPool::default();
+        let first = set("web");
+        let a = pool.share(&first);
+        let b = pool.share(&set("web"));
+        assert!(std::sync::Arc::ptr_eq(&a.0, &first.0) && std::sync::Arc::ptr_eq(&b.0, &a.0));
+        assert!(!std::sync::Arc::ptr_eq(&pool.share(&set("db")).0, &a.0));
+        // Sets only the pool holds go in the next sweep (once the pool has doubled).
+        for i in 0..2000 {
+            drop(pool.share(&set(&i.to_string())));
+        }
+        assert!(pool.len() < 1100, "{}", pool.len());
+        // A set still held elsewhere stays shared across sweeps.
+        assert!(std::sync::Arc::ptr_eq(&pool.share(&set("web")).0, &a.0));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! index, rule ids, and the record of what changed for incremental compilation.
 
 use super::verdict::identity_key;
-use super::view::{subject_matches, EpRef, WlRec};
+use super::view::{subject_matches, EpRef, NsRec, WlRec};
 use super::{Applicable, Changes, Engine, IdentityInfo, PolicySlot, RuleInfo};
 use crate::labels::Labels;
 use crate::model::*;
@@ -66,7 +66,7 @@ impl Engine {
 
     pub fn remove_namespace(&mut self, name: &str) {
         if self.inv.namespaces.remove(name).is_some() {
-            self.ns_labels.remove(name);
+            self.ns_recs.remove(name);
             self.refresh_namespace(name);
         }
     }
@@ -177,21 +177,21 @@ impl Engine {
             }
             return;
         }
-        let identity = self.wl_identity.get(key).copied();
-        let current = self.inv.namespace_labels(&w.namespace);
-        let ns_labels = match self.ns_labels.get(&w.namespace) {
-            Some(l) if **l == current => l.clone(),
-            _ => {
-                let l = Arc::new(current);
-                self.ns_labels.insert(w.namespace.clone(), l.clone());
-                l
-            }
+        let (name, labels) = (w.namespace.clone(), self.inv.namespace_labels(&w.namespace));
+        let ns = match self.ns_recs.get(&w.namespace) {
+            Some(r) if r.labels == labels => r.clone(),
+            _ => (self.ns_recs.entry(name.clone()))
+                .insert_entry(Arc::new(NsRec { name, labels }))
+                .get()
+                .clone(),
         };
-        let rec = Arc::new(WlRec {
+        let labels = self.label_pool.share(&w.labels);
+        let rec = WlRec {
             workload: w.clone(),
-            identity,
-            ns_labels,
-        });
+            identity: self.wl_identity.get(key).copied(),
+            ns,
+            labels,
+        };
         for ip in &w.ips {
             self.ip_index.insert(*ip, EpRef::Workload(rec.clone()));
         }

@@ -106,10 +106,7 @@ impl Engine {
     pub(super) fn view_of_ip(&self, ip: IpAddr) -> (EndpointView<'_>, Option<u32>) {
         static EMPTY: std::sync::OnceLock<Labels> = std::sync::OnceLock::new();
         match self.ip_index.get(&ip) {
-            Some(EpRef::Workload(r)) => (
-                EndpointView::workload(&r.workload, &r.ns_labels, Addr::Ip(ip)),
-                r.identity,
-            ),
+            Some(EpRef::Workload(r)) => (r.view(Addr::Ip(ip)), r.identity),
             Some(EpRef::Node(n)) => {
                 let labels = self
                     .inv

@@ -106,8 +106,10 @@ pub struct Engine {
     /// Per identity, per direction: policy slots sorted by (tier, priority, id).
     applicable: FxHashMap<u32, Applicable>,
     ip_index: FxHashMap<IpAddr, EpRef>,
-    /// Each namespace's labels as the indexed workloads share them (`index_workload`).
-    ns_labels: HashMap<String, std::sync::Arc<crate::labels::Labels>>,
+    /// Each namespace's name and labels as the indexed workloads share them (`index_workload`).
+    ns_recs: HashMap<String, std::sync::Arc<view::NsRec>>,
+    /// The indexed workloads' label sets, one map per distinct set.
+    label_pool: crate::labels::LabelPool,
     rule_ids: IdentityAllocator,
     rules: HashMap<u32, RuleInfo>,
     /// DNS names of addresses outside the inventory (`names.rs`).

@@ -108,10 +108,7 @@ impl Engine {
             .and_then(|ip| self.workload_at(ip))
             .filter(|r| r.workload.namespace == key.namespace && r.workload.name == key.name);
         if let Some(r) = indexed {
-            return Some((
-                EndpointView::workload(&r.workload, &r.ns_labels, addr),
-                r.identity?,
-            ));
+            return Some((r.view(addr), r.identity?));
         }
         let w = self.inventory().workloads.get(key)?;
         let lid = self.workload_identity(key)?;
