@@ -199,7 +199,7 @@ pub fn start_manager(state: &LabState) -> Result<Client> {
     }
     let mut child = spawn_bg(&mut cmd, &log, &dir.join("manager.pid"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    // Read until it parses: the manager writes the file in place, so it may be seen half written.
+    // The manager replaces it atomically once both listeners are bound.
     let endpoints = data.join("endpoints.json");
     let ep = loop {
         if let Some(ep) = std::fs::read(&endpoints)

@@ -103,8 +103,9 @@ pub fn write_client_config(
         "grpc": grpc.to_string(),
         "pid": std::process::id(),
     });
+    // Replaced atomically: labs and tests poll for it and must never read it half written.
     let p = m.data_dir.join("endpoints.json");
-    std::fs::write(&p, ep.to_string()).map_err(io_err("writing endpoints.json"))
+    Ok(pki::replace_file(&p, ep.to_string().as_bytes(), 0o644)?)
 }
 
 /// Runs `every` on a blocking thread each `period` until shutdown.

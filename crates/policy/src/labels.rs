@@ -30,21 +30,9 @@ impl schemars::JsonSchema for SharedLabels {
     }
 }
 
-impl SharedLabels {
-    /// Makes equal label sets one shared map (`pool` remembers the sets seen so far).
-    fn intern(&mut self, pool: &mut std::collections::HashSet<SharedLabels>) {
-        match pool.get(self) {
-            Some(shared) => *self = shared.clone(),
-            None => {
-                pool.insert(self.clone());
-            }
-        }
-    }
-}
-
-/// Equal label sets resolved to one shared map, for an index that keeps sets for long (the
-/// engine's workload records). Sets nothing else holds any more are dropped in sweeps that run
-/// when the pool has doubled, so the cost stays constant per insert.
+/// Equal label sets resolved to one shared map: the decode-time pool ([`interning`]) and the
+/// engine's workload records use it. Sets nothing else holds any more are dropped in sweeps that
+/// run when the pool has doubled, so the cost stays constant per insert.
 #[derive(Debug, Clone, Default)]
 pub struct LabelPool {
     sets: std::collections::HashSet<SharedLabels>,
@@ -65,30 +53,25 @@ impl LabelPool {
         l.clone()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.sets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sets.is_empty()
     }
 }
 
 impl<'de> serde::Deserialize<'de> for SharedLabels {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut l = Self::from(Labels::deserialize(d)?);
-        POOL.with_borrow_mut(|pool| {
-            if let Some(pool) = pool {
-                l.intern(pool);
-            }
-        });
-        Ok(l)
+        let l = Self::from(Labels::deserialize(d)?);
+        Ok(POOL.with_borrow_mut(|pool| match pool {
+            Some(pool) => pool.share(&l),
+            None => l,
+        }))
     }
 }
 
 thread_local! {
     /// The label sets [`interning`] has seen on this thread (none outside it).
-    static POOL: std::cell::RefCell<Option<std::collections::HashSet<SharedLabels>>> =
+    static POOL: std::cell::RefCell<Option<LabelPool>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -102,7 +85,7 @@ pub fn interning<R>(f: impl FnOnce() -> R) -> R {
             POOL.set(None);
         }
     }
-    POOL.set(Some(std::collections::HashSet::new()));
+    POOL.set(Some(LabelPool::default()));
     let _reset = Reset;
     f()
 }

@@ -177,14 +177,8 @@ impl Engine {
             }
             return;
         }
-        let (name, labels) = (w.namespace.clone(), self.inv.namespace_labels(&w.namespace));
-        let ns = match self.ns_recs.get(&w.namespace) {
-            Some(r) if r.labels == labels => r.clone(),
-            _ => (self.ns_recs.entry(name.clone()))
-                .insert_entry(Arc::new(NsRec { name, labels }))
-                .get()
-                .clone(),
-        };
+        let nsl = self.inv.namespace_labels(&w.namespace);
+        let ns = NsRec::shared(&mut self.ns_recs, &w.namespace, nsl);
         let labels = self.label_pool.share(&w.labels);
         let rec = WlRec {
             workload: w.clone(),

@@ -146,6 +146,27 @@ pub(super) struct NsRec {
     pub labels: Labels,
 }
 
+impl NsRec {
+    /// The namespace's record in `recs`, replaced when its labels changed.
+    pub(super) fn shared(
+        recs: &mut std::collections::HashMap<String, Arc<NsRec>>,
+        name: &str,
+        labels: Labels,
+    ) -> Arc<NsRec> {
+        match recs.get(name) {
+            Some(r) if r.labels == labels => r.clone(),
+            _ => {
+                let r = Arc::new(NsRec {
+                    name: name.to_string(),
+                    labels,
+                });
+                recs.insert(name.to_string(), r.clone());
+                r
+            }
+        }
+    }
+}
+
 /// A workload as indexed: its identity, and what evaluation reads of it where it stays in cache.
 /// `evaluate` at 100,000 workloads is bound by memory latency; the records below are shared, so
 /// the few maps every flow reads stay hot instead of one cold map per workload.
